@@ -1,0 +1,293 @@
+package state
+
+import (
+	"fmt"
+	"time"
+)
+
+// ServiceRemoving is the state of a service whose replicas are being
+// stopped after `deployctl rm`; it is purged once none is left.
+const ServiceRemoving = "removing"
+
+// requestTTL is how long an idempotency key is remembered. A client retries
+// within seconds; an hour is far beyond any retry and keeps the table small.
+const requestTTL = time.Hour
+
+// ApplyRevisionCmd stores a new revision and starts a rollout to it. The
+// leader stamps Now and resolves everything (digest, fingerprint) before the
+// command reaches raft, so applying it is deterministic.
+type ApplyRevisionCmd struct {
+	Now            time.Time `json:"now"`
+	IdempotencyKey string    `json:"idempotency_key,omitempty"`
+	// ExpectCurrent guards the write: the service's Current revision the
+	// leader saw when deciding (0 for a new service). A mismatch means
+	// another write won and this one is refused with ErrConflict.
+	ExpectCurrent int      `json:"expect_current"`
+	Revision      Revision `json:"revision"`
+	// PreviousOutcome is what the replaced revision becomes if it had not
+	// finished (in_progress or paused): superseded for a new apply,
+	// rolled_back for a rollback. A succeeded revision keeps its outcome
+	// unless PreviousOutcome is rolled_back.
+	PreviousOutcome string `json:"previous_outcome,omitempty"`
+	PreviousMessage string `json:"previous_message,omitempty"`
+}
+
+// ApplyResult is the response to ApplyRevisionCmd.
+type ApplyResult struct {
+	Revision int    `json:"revision"`
+	Index    uint64 `json:"index"`
+	// Repeated is true when the idempotency key had been applied before.
+	Repeated bool `json:"repeated,omitempty"`
+}
+
+// RevisionOutcome sets the final state of one revision.
+type RevisionOutcome struct {
+	Number  int    `json:"number"`
+	State   string `json:"state"`
+	Message string `json:"message,omitempty"`
+}
+
+// RolloutStepCmd commits one decision of the controller loop for a service:
+// replicas to create (IDs and hosts stamped by the leader), to stop and to
+// forget, and the new rollout and service state.
+type RolloutStepCmd struct {
+	Now     time.Time `json:"now"`
+	Service string    `json:"service"`
+	// ExpectCurrent and ExpectModifyIndex guard the step: it was decided on
+	// exactly this version of the service record. A step whose outcome is
+	// unknown after a lost leadership is then never applied twice.
+	ExpectCurrent     int              `json:"expect_current"`
+	ExpectModifyIndex uint64           `json:"expect_modify_index"`
+	Create            []Replica        `json:"create,omitempty"`
+	Stop              []string         `json:"stop,omitempty"`
+	Remove            []string         `json:"remove,omitempty"`
+	Rollout           *Rollout         `json:"rollout,omitempty"`
+	ServiceState      string           `json:"service_state,omitempty"`
+	LastGood          int              `json:"last_good,omitempty"`
+	Outcome           *RevisionOutcome `json:"outcome,omitempty"`
+	// Purge deletes the service and its history; allowed only while it is
+	// being removed and once no replica is left.
+	Purge bool `json:"purge,omitempty"`
+}
+
+// HostReportCmd records an agent's batch: the host is ready (a heartbeat)
+// and its replicas' observed states.
+type HostReportCmd struct {
+	Now    time.Time  `json:"now"`
+	Report HostReport `json:"report"`
+}
+
+// DeleteServiceCmd starts removing a service: every replica is asked to stop.
+type DeleteServiceCmd struct {
+	Now     time.Time `json:"now"`
+	Service string    `json:"service"`
+}
+
+func (tx *txn) rememberRequest(key string, now time.Time, rev int) {
+	if key == "" {
+		return
+	}
+	cutoff := now.Add(-requestTTL).Unix()
+	var stale [][]byte
+	tx.requests.Root().Walk(func(k []byte, v interface{}) bool {
+		if v.(*RequestResult).AtUnix < cutoff {
+			stale = append(stale, k)
+		}
+		return false
+	})
+	for _, k := range stale {
+		tx.requests.Delete(k)
+	}
+	tx.requests.Insert([]byte(key), &RequestResult{Key: key, Index: tx.index, Revision: rev, AtUnix: now.Unix()})
+}
+
+// ApplyRevision applies an ApplyRevisionCmd at a raft index.
+func (s *Store) ApplyRevision(index uint64, c ApplyRevisionCmd) (ApplyResult, error) {
+	if prev, ok := s.View().Request(c.IdempotencyKey); ok {
+		return ApplyResult{Revision: prev.Revision, Index: prev.Index, Repeated: true}, nil
+	}
+	if c.Revision.Service == "" || c.Revision.Ref == "" || c.Revision.Fingerprint == "" {
+		return ApplyResult{}, fmt.Errorf("%w: revision needs service, ref and fingerprint", ErrBadRecord)
+	}
+	tx := s.begin(index)
+	svc, ok := tx.service(c.Revision.Service)
+	if !ok {
+		svc = &Service{Name: c.Revision.Service, NextRevision: 1, CreateIndex: index}
+	}
+	if svc.State == ServiceRemoving {
+		return ApplyResult{}, fmt.Errorf("%w: %s", ErrRemoving, svc.Name)
+	}
+	if svc.Current != c.ExpectCurrent {
+		return ApplyResult{}, fmt.Errorf("%w: service %s is at revision %d, not %d", ErrConflict, svc.Name, svc.Current, c.ExpectCurrent)
+	}
+	if prev, ok := tx.revision(svc.Name, svc.Current); ok {
+		unfinished := prev.State == RevisionInProgress || prev.State == RevisionPaused
+		if unfinished || c.PreviousOutcome == RevisionRolledBack {
+			prev.State = c.PreviousOutcome
+			if prev.State == "" {
+				prev.State = RevisionSuperseded
+			}
+			if c.PreviousMessage != "" {
+				prev.Message = c.PreviousMessage
+			}
+			if prev.FinishedAt.IsZero() {
+				prev.FinishedAt = c.Now
+			}
+			tx.putRevision(prev)
+		}
+	}
+	rev := c.Revision
+	rev.Number = svc.NextRevision
+	rev.CreatedAt = c.Now
+	rev.FinishedAt = time.Time{}
+	rev.State = RevisionInProgress
+	svc.NextRevision++
+	tx.putRevision(&rev)
+
+	svc.Current = rev.Number
+	svc.State = ServiceDeploying
+	if rev.IsRollback() {
+		svc.State = ServiceRollingBack
+	}
+	svc.Rollout = &Rollout{Revision: rev.Number, From: svc.LastGood, StartedAt: c.Now, LastProgressAt: c.Now, State: RolloutInProgress}
+	tx.putService(svc)
+	tx.rememberRequest(c.IdempotencyKey, c.Now, rev.Number)
+	tx.commit(s)
+	return ApplyResult{Revision: rev.Number, Index: index}, nil
+}
+
+// ApplyRolloutStep applies a RolloutStepCmd at a raft index.
+func (s *Store) ApplyRolloutStep(index uint64, c RolloutStepCmd) error {
+	tx := s.begin(index)
+	svc, ok := tx.service(c.Service)
+	if !ok {
+		return fmt.Errorf("%w: service %s", ErrNotFound, c.Service)
+	}
+	if svc.Current != c.ExpectCurrent || svc.ModifyIndex != c.ExpectModifyIndex {
+		return fmt.Errorf("%w: service %s is at revision %d (index %d), step was decided at %d (index %d)",
+			ErrConflict, svc.Name, svc.Current, svc.ModifyIndex, c.ExpectCurrent, c.ExpectModifyIndex)
+	}
+	for _, r := range c.Create {
+		if r.ID == "" || r.Host == "" || r.Service != svc.Name {
+			return fmt.Errorf("%w: replica needs an id, a host and service %s", ErrBadRecord, svc.Name)
+		}
+		if _, exists := tx.replica(r.ID); exists {
+			return fmt.Errorf("%w: replica %s exists", ErrConflict, r.ID)
+		}
+		r := r
+		r.CreatedAt = c.Now
+		r.Desired = DesiredRunning
+		r.Status = ReplicaStatus{State: ReplicaPending, UpdatedAt: c.Now}
+		tx.putReplica(&r, true)
+	}
+	for _, id := range c.Stop {
+		r, ok := tx.replica(id)
+		if !ok || r.Service != svc.Name || r.Desired == DesiredStopped {
+			continue
+		}
+		r.Desired = DesiredStopped
+		tx.putReplica(r, true)
+	}
+	for _, id := range c.Remove {
+		if r, ok := tx.replica(id); ok && r.Service == svc.Name {
+			tx.deleteReplica(id)
+		}
+	}
+	if c.Outcome != nil {
+		if rev, ok := tx.revision(svc.Name, c.Outcome.Number); ok {
+			rev.State = c.Outcome.State
+			rev.Message = c.Outcome.Message
+			rev.FinishedAt = c.Now
+			tx.putRevision(rev)
+		}
+	}
+	if c.Rollout != nil {
+		ro := *c.Rollout
+		svc.Rollout = &ro
+	}
+	if c.ServiceState != "" {
+		svc.State = c.ServiceState
+	}
+	if c.LastGood != 0 {
+		svc.LastGood = c.LastGood
+	}
+	if c.Purge {
+		if svc.State != ServiceRemoving || len(tx.serviceReplicaIDs(svc.Name)) > 0 {
+			return fmt.Errorf("%w: service %s still has replicas", ErrConflict, svc.Name)
+		}
+		tx.services.Delete([]byte(svc.Name))
+		tx.revisions.DeletePrefix([]byte(svc.Name + "\x00"))
+	} else {
+		tx.putService(svc)
+	}
+	tx.commit(s)
+	return nil
+}
+
+// ApplyHostReport applies a HostReportCmd at a raft index.
+func (s *Store) ApplyHostReport(index uint64, c HostReportCmd) error {
+	if c.Report.Host == "" {
+		return fmt.Errorf("%w: report without a host", ErrBadRecord)
+	}
+	tx := s.begin(index)
+	var h Host
+	if v, ok := tx.hosts.Get([]byte(c.Report.Host)); ok {
+		h = *v.(*Host)
+	} else {
+		h = Host{ID: c.Report.Host, JoinedAt: c.Now}
+	}
+	if c.Report.Labels != nil {
+		h.Labels = c.Report.Labels
+	}
+	h.State = HostReady
+	h.SeenAt = c.Now
+	h.ModifyIndex = index
+	tx.hosts.Insert([]byte(h.ID), &h)
+	for _, rep := range c.Report.Reports {
+		r, ok := tx.replica(rep.ReplicaID)
+		if !ok || r.Host != h.ID {
+			continue // a report for a replica that is gone or moved: stale, ignored
+		}
+		wasHealthy := r.Status.State == ReplicaHealthy
+		r.Status.State = rep.State
+		r.Status.ContainerID = rep.ContainerID
+		r.Status.Message = rep.Message
+		r.Status.UpdatedAt = c.Now
+		switch {
+		case rep.State != ReplicaHealthy:
+			r.Status.HealthySince = time.Time{}
+		case !wasHealthy:
+			r.Status.HealthySince = c.Now
+		}
+		tx.putReplica(r, false)
+	}
+	tx.commit(s)
+	return nil
+}
+
+// ApplyDeleteService applies a DeleteServiceCmd at a raft index.
+func (s *Store) ApplyDeleteService(index uint64, c DeleteServiceCmd) error {
+	tx := s.begin(index)
+	svc, ok := tx.service(c.Service)
+	if !ok {
+		return fmt.Errorf("%w: service %s", ErrNotFound, c.Service)
+	}
+	if rev, ok := tx.revision(svc.Name, svc.Current); ok && (rev.State == RevisionInProgress || rev.State == RevisionPaused) {
+		rev.State = RevisionSuperseded
+		rev.Message = "service removed"
+		rev.FinishedAt = c.Now
+		tx.putRevision(rev)
+	}
+	svc.State = ServiceRemoving
+	svc.Rollout = nil
+	for _, id := range tx.serviceReplicaIDs(svc.Name) {
+		r, _ := tx.replica(id)
+		if r.Desired != DesiredStopped {
+			r.Desired = DesiredStopped
+			tx.putReplica(r, true)
+		}
+	}
+	tx.putService(svc)
+	tx.commit(s)
+	return nil
+}

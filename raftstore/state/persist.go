@@ -1,0 +1,108 @@
+package state
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+
+	iradix "github.com/hashicorp/go-immutable-radix"
+)
+
+// snapshotFormat is bumped when the encoding changes incompatibly.
+const snapshotFormat = 1
+
+type snapshotDoc struct {
+	Format    int               `json:"format"`
+	Index     uint64            `json:"index"`
+	Services  []*Service        `json:"services"`
+	Revisions []*Revision       `json:"revisions"`
+	Replicas  []*Replica        `json:"replicas"`
+	Hosts     []*Host           `json:"hosts"`
+	HostIndex map[string]uint64 `json:"host_index"`
+	Requests  []*RequestResult  `json:"requests"`
+}
+
+func collect[T any](tree *iradix.Tree) []*T {
+	out := []*T{}
+	tree.Root().Walk(func(_ []byte, v interface{}) bool {
+		out = append(out, v.(*T))
+		return false
+	})
+	return out
+}
+
+// WriteTo encodes this version of the state. It reads only immutable
+// trees, so raft can persist a snapshot while writes go on.
+func (t *Tables) WriteTo(w io.Writer) (int64, error) {
+	doc := snapshotDoc{
+		Format: snapshotFormat, Index: t.index,
+		Services: collect[Service](t.services), Revisions: collect[Revision](t.revisions),
+		Replicas: collect[Replica](t.replicas), Hosts: collect[Host](t.hosts),
+		HostIndex: map[string]uint64{}, Requests: collect[RequestResult](t.requests),
+	}
+	t.hostIndex.Root().Walk(func(k []byte, v interface{}) bool {
+		doc.HostIndex[string(k)] = v.(uint64)
+		return false
+	})
+	cw := &countingWriter{w: w}
+	if err := json.NewEncoder(cw).Encode(&doc); err != nil {
+		return cw.n, fmt.Errorf("encode state snapshot: %w", err)
+	}
+	return cw.n, nil
+}
+
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// Restore replaces the whole state with a snapshot written by WriteTo.
+func (s *Store) Restore(r io.Reader) error {
+	var doc snapshotDoc
+	if err := json.NewDecoder(r).Decode(&doc); err != nil {
+		return fmt.Errorf("decode state snapshot: %w", err)
+	}
+	if doc.Format != snapshotFormat {
+		return fmt.Errorf("%w: snapshot format %d, this build reads %d", ErrBadRecord, doc.Format, snapshotFormat)
+	}
+	tx := s.begin(doc.Index)
+	e := emptyTables()
+	tx.services, tx.revisions, tx.replicas = e.services.Txn(), e.revisions.Txn(), e.replicas.Txn()
+	tx.bySvc, tx.byHost, tx.hosts = e.bySvc.Txn(), e.byHost.Txn(), e.hosts.Txn()
+	tx.hostIndex, tx.requests = e.hostIndex.Txn(), e.requests.Txn()
+	for _, v := range doc.Services {
+		tx.services.Insert([]byte(v.Name), v)
+	}
+	for _, v := range doc.Revisions {
+		tx.putRevision(v)
+	}
+	for _, v := range doc.Replicas {
+		tx.replicas.Insert([]byte(v.ID), v)
+		tx.bySvc.Insert(pairKey(v.Service, v.ID), struct{}{})
+		tx.byHost.Insert(pairKey(v.Host, v.ID), struct{}{})
+	}
+	for _, v := range doc.Hosts {
+		tx.hosts.Insert([]byte(v.ID), v)
+	}
+	for _, v := range doc.Requests {
+		tx.requests.Insert([]byte(v.Key), v)
+	}
+	for h, i := range doc.HostIndex {
+		tx.hostIndex.Insert([]byte(h), i)
+	}
+	tx.commit(s)
+	// Every host's long-poll wakes: its view may have changed wholesale.
+	s.mu.Lock()
+	for h, ch := range s.hostWatch {
+		close(ch)
+		delete(s.hostWatch, h)
+	}
+	s.mu.Unlock()
+	return nil
+}

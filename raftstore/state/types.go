@@ -1,0 +1,187 @@
+// Package state holds the records that the controller keeps in raft and the
+// store the FSM applies commands to. Records are plain data: every time and ID
+// in them was stamped by the leader before the command reached raft, so that
+// applying the same log on any node gives the same state.
+package state
+
+import (
+	"time"
+
+	"github.com/deployctl/deployctl/specs"
+)
+
+// Service states, as `deployctl status` shows them.
+const (
+	ServiceDeploying   = "deploying"    // a rollout to Current is in progress
+	ServiceRunning     = "running"      // Current succeeded and is what runs
+	ServiceRollingBack = "rolling_back" // a rollback rollout is in progress
+	ServicePaused      = "paused"       // a rollout failed with failure_action: pause
+	ServiceFailed      = "failed"       // a rollback failed, or a first release failed: a human decides
+)
+
+// Revision outcomes, as `deployctl history` shows them.
+const (
+	RevisionInProgress = "in_progress"
+	RevisionSucceeded  = "succeeded"
+	RevisionFailed     = "failed"
+	RevisionRolledBack = "rolled_back"
+	RevisionSuperseded = "superseded"
+	RevisionPaused     = "paused"
+)
+
+// Rollout states.
+const (
+	RolloutInProgress = "in_progress"
+	RolloutSucceeded  = "succeeded"
+	RolloutFailed     = "failed"
+	RolloutPaused     = "paused"
+)
+
+// Replica desired states.
+const (
+	DesiredRunning = "running"
+	DesiredStopped = "stopped"
+)
+
+// Replica observed states, reported by the agent of the replica's host.
+const (
+	ReplicaPending   = "pending"   // assigned, the agent has not acted yet
+	ReplicaStarting  = "starting"  // pulling, creating or started but not yet probed healthy
+	ReplicaHealthy   = "healthy"   // passed a probe and has not failed `retries` since
+	ReplicaUnhealthy = "unhealthy" // failed `retries` probes in a row after start_period: counts as failed
+	ReplicaFailed    = "failed"    // could not pull, create or start, or the container exited
+	ReplicaStopped   = "stopped"   // the container is gone after a stop the controller asked for
+)
+
+// Revision is one immutable version of a service: its spec with the image
+// pinned to a digest. Rollbacks are revisions too, copying an earlier one.
+type Revision struct {
+	Service string     `json:"service"`
+	Number  int        `json:"revision"`
+	Spec    specs.Spec `json:"spec"`
+	// Digest is the manifest digest the tag resolved to at apply time.
+	Digest string `json:"digest"`
+	// Ref is what hosts pull and run: repository@digest, never a tag.
+	Ref string `json:"ref"`
+	// Fingerprint is a hash of everything that shapes a container (Ref and the
+	// spec minus the image text and update settings). Two revisions with the
+	// same fingerprint run identical containers, so a rollback adopts the
+	// replicas that still run the old one instead of replacing them.
+	Fingerprint string `json:"fingerprint"`
+	Cause       string `json:"cause"`
+	// RollbackOf and RollbackTo are set on rollback revisions only.
+	RollbackOf int       `json:"rollback_of,omitempty"`
+	RollbackTo int       `json:"rollback_to,omitempty"`
+	CreatedAt  time.Time `json:"created_at"`
+	FinishedAt time.Time `json:"finished_at,omitempty"`
+	State      string    `json:"state"`
+	Message    string    `json:"message,omitempty"`
+}
+
+// IsRollback reports whether this revision restores an earlier one.
+func (r *Revision) IsRollback() bool { return r.RollbackTo != 0 }
+
+// Rollout is the progress of replacing the running replicas with those of one
+// revision. It lives in raft so that a new leader continues it exactly.
+type Rollout struct {
+	Revision int `json:"revision"`
+	// From is the last good revision when the rollout began (0 for a first
+	// release): where an automatic rollback goes.
+	From           int       `json:"from"`
+	StartedAt      time.Time `json:"started_at"`
+	LastProgressAt time.Time `json:"last_progress_at"`
+	// BatchDoneAt is when the last batch finished; the next waits update.delay.
+	BatchDoneAt time.Time `json:"batch_done_at,omitempty"`
+	State       string    `json:"state"`
+	// Failures counts new replicas of this rollout that failed.
+	Failures int    `json:"failures"`
+	Message  string `json:"message,omitempty"`
+}
+
+// Service is the head record of a service.
+type Service struct {
+	Name string `json:"service"`
+	// Current is the revision the service converges to now.
+	Current int `json:"current"`
+	// LastGood is the latest revision that succeeded, 0 if none.
+	LastGood int      `json:"last_good"`
+	State    string   `json:"state"`
+	Rollout  *Rollout `json:"rollout,omitempty"`
+	// NextRevision is the number the next revision gets; numbers are never reused.
+	NextRevision int    `json:"next_revision"`
+	CreateIndex  uint64 `json:"create_index"`
+	ModifyIndex  uint64 `json:"modify_index"`
+}
+
+// Replica is one container's slot assignment on one host.
+type Replica struct {
+	ID          string        `json:"id"`
+	Service     string        `json:"service"`
+	Slot        int           `json:"slot"`
+	Revision    int           `json:"revision"`
+	Fingerprint string        `json:"fingerprint"`
+	Host        string        `json:"host"`
+	Desired     string        `json:"desired"`
+	CreatedAt   time.Time     `json:"created_at"`
+	Status      ReplicaStatus `json:"status"`
+	ModifyIndex uint64        `json:"modify_index"`
+}
+
+// ReplicaStatus is what the host agent last reported. Times are stamped by
+// the leader when the report is committed, not by the agent's clock.
+type ReplicaStatus struct {
+	State        string    `json:"state"`
+	ContainerID  string    `json:"container_id,omitempty"`
+	Message      string    `json:"message,omitempty"`
+	HealthySince time.Time `json:"healthy_since,omitempty"`
+	UpdatedAt    time.Time `json:"updated_at,omitempty"`
+}
+
+// Host is a machine with an agent and a Docker Engine.
+type Host struct {
+	ID       string            `json:"id"`
+	Labels   map[string]string `json:"labels,omitempty"`
+	State    string            `json:"state"` // "ready" or "down"
+	JoinedAt time.Time         `json:"joined_at"`
+	// SeenAt is the leader's time of the last heartbeat that reached raft.
+	SeenAt      time.Time `json:"seen_at"`
+	ModifyIndex uint64    `json:"modify_index"`
+}
+
+// Host states.
+const (
+	HostReady = "ready"
+	HostDown  = "down"
+)
+
+// Assignment is one replica a host agent must run (or stop), with the
+// revision that says how. Agents receive these; they never see tags.
+type Assignment struct {
+	Replica  Replica  `json:"replica"`
+	Revision Revision `json:"revision"`
+}
+
+// AssignmentSet is a host's whole assignment list at a raft index. An agent
+// long-polls for a set with Index greater than the one it holds.
+type AssignmentSet struct {
+	Host        string       `json:"host"`
+	Index       uint64       `json:"index"`
+	Assignments []Assignment `json:"assignments"`
+}
+
+// StatusReport is what an agent observed of one replica. Agents send only
+// changes (and a full set after a restart), batched per host.
+type StatusReport struct {
+	ReplicaID   string `json:"replica_id"`
+	State       string `json:"state"`
+	ContainerID string `json:"container_id,omitempty"`
+	Message     string `json:"message,omitempty"`
+}
+
+// HostReport is one batch from an agent: its identity (a heartbeat) and the
+// replica changes since its last report.
+type HostReport struct {
+	Host    string            `json:"host"`
+	Labels  map[string]string `json:"labels,omitempty"`
+	Reports []StatusReport    `json:"reports,omitempty"`
+}

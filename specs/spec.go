@@ -1,0 +1,105 @@
+// Package specs is the service spec format: parse, validate and fill defaults.
+// It is pure: no I/O, no clock, no network. Everything the controller stores
+// about what a user asked for is a *Spec produced here.
+package specs
+
+import "time"
+
+// Spec is one service as declared by a user, after defaults are filled.
+// Field names follow Compose where Compose has one.
+type Spec struct {
+	Service         string            `yaml:"service" json:"service"`
+	Image           string            `yaml:"image" json:"image"`
+	Replicas        int               `yaml:"replicas" json:"replicas"`
+	Command         []string          `yaml:"command,omitempty" json:"command,omitempty"`
+	Entrypoint      []string          `yaml:"entrypoint,omitempty" json:"entrypoint,omitempty"`
+	Env             map[string]string `yaml:"env,omitempty" json:"env,omitempty"`
+	Ports           []Port            `yaml:"-" json:"ports,omitempty"`
+	Resources       Resources         `yaml:"resources" json:"resources"`
+	Healthcheck     Healthcheck       `yaml:"healthcheck" json:"healthcheck"`
+	Update          Update            `yaml:"update" json:"update"`
+	Security        Security          `yaml:"security" json:"security"`
+	StopGracePeriod time.Duration     `yaml:"-" json:"stop_grace_period"`
+}
+
+// Port is one published port: "[ip:]host:container[/proto]".
+type Port struct {
+	HostIP        string `json:"host_ip,omitempty"`
+	HostPort      int    `json:"host_port"`
+	ContainerPort int    `json:"container_port"`
+	Protocol      string `json:"protocol"` // "tcp" or "udp"
+}
+
+// Resources are the cgroup limits of every replica.
+type Resources struct {
+	NanoCPUs    int64 `json:"nano_cpus"`    // cpus: 0.5 -> 500_000_000
+	MemoryBytes int64 `json:"memory_bytes"` // memory: 256M
+	Pids        int64 `json:"pids"`
+}
+
+// Healthcheck says how the agent probes a replica. Exactly one of HTTP, TCP
+// and Exec is set after validation, or none (Kind() == "none"): a replica
+// without a check counts as healthy once its container runs.
+type Healthcheck struct {
+	HTTP        *HTTPCheck    `json:"http,omitempty"`
+	TCP         *TCPCheck     `json:"tcp,omitempty"`
+	Exec        []string      `json:"exec,omitempty"`
+	Interval    time.Duration `json:"interval"`
+	Timeout     time.Duration `json:"timeout"`
+	Retries     int           `json:"retries"`
+	StartPeriod time.Duration `json:"start_period"`
+}
+
+// HTTPCheck is a GET that passes on a 2xx or 3xx status.
+type HTTPCheck struct {
+	Path string `json:"path"`
+	Port int    `json:"port"`
+}
+
+// TCPCheck passes when a TCP connection opens.
+type TCPCheck struct {
+	Port int `json:"port"`
+}
+
+// Kind names the configured probe: "http", "tcp", "exec" or "none".
+func (h Healthcheck) Kind() string {
+	switch {
+	case h.HTTP != nil:
+		return "http"
+	case h.TCP != nil:
+		return "tcp"
+	case len(h.Exec) > 0:
+		return "exec"
+	}
+	return "none"
+}
+
+// Update orders. Strings are the spec's own words.
+const (
+	OrderStartFirst = "start-first"
+	OrderStopFirst  = "stop-first"
+
+	FailureActionRollback = "rollback"
+	FailureActionPause    = "pause"
+)
+
+// Update says how a new revision replaces the running one.
+type Update struct {
+	Parallelism      int           `json:"parallelism"`
+	Delay            time.Duration `json:"delay"`
+	Order            string        `json:"order"`
+	Monitor          time.Duration `json:"monitor"`
+	MaxFailureRatio  float64       `json:"max_failure_ratio"`
+	FailureAction    string        `json:"failure_action"`
+	ProgressDeadline time.Duration `json:"progress_deadline"`
+}
+
+// Security is the per-service part of the hardened run options.
+type Security struct {
+	User            string   `json:"user,omitempty"` // "" means the image's user (checked non-root at run time)
+	AllowRoot       bool     `json:"allow_root,omitempty"`
+	ReadOnly        bool     `json:"read_only"`
+	NoNewPrivileges bool     `json:"no_new_privileges"`
+	CapDrop         []string `json:"cap_drop"`
+	CapAdd          []string `json:"cap_add,omitempty"`
+}
