@@ -1,0 +1,27 @@
+# deployctl: the two commands of the README are `make demo` and `make test`.
+GO ?= go
+STATICCHECK_VERSION ?= v0.8.2
+
+.PHONY: demo test check bench build chaos
+
+# The main job: build the example app into an image FROM scratch, serve it
+# from a registry on 127.0.0.1, start a dev node, deploy v1 with 3 replicas,
+# apply a broken v2 and watch it roll back, then clean up.
+demo:
+	$(GO) run ./cmd/deployctl-demo
+
+# Every test: unit, real Docker, real raft on loopback TCP, the built binary.
+test:
+	$(GO) test -race -count=1 -timeout 40m ./...
+
+# Formatting, vet and staticcheck, as CI runs them.
+check:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 3x ./...
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/deployctl ./cmd/deployctl

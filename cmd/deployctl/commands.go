@@ -1,0 +1,296 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/deployctl/deployctl/controller"
+	"github.com/deployctl/deployctl/specs"
+)
+
+// requestTimeout bounds one non-waiting API call.
+const requestTimeout = 30 * time.Second
+
+// clientErr turns an API error into an exit code.
+func clientErr(err error) error {
+	if errors.Is(err, controller.ErrInvalidSpec) {
+		return exitWith(ExitUsage, err)
+	}
+	return exitWith(ExitError, err)
+}
+
+func newApplyCmd(g *globals) *cobra.Command {
+	var noWait bool
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "apply FILE",
+		Short: "Store a new revision of a service and wait for its rollout (FILE - reads stdin)",
+		Long: `apply reads a service spec, checks it, resolves its image to a digest and
+starts a rollout. It waits until every replica is healthy on the new revision
+(exit 0), or the release fails and rolls back (exit 3) or pauses (exit 4).
+Ctrl-C stops waiting; the rollout goes on. See 'deployctl help exit-codes'.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			data, err := readSpecFile(args[0], cmd.InOrStdin())
+			if err != nil {
+				return exitWith(ExitUsage, err)
+			}
+			// Check locally first: the errors carry line numbers and no
+			// server round trip is needed to learn of a typo.
+			spec, err := specs.Parse(data)
+			if err != nil {
+				return exitWith(ExitUsage, fmt.Errorf("%s: %w", args[0], err))
+			}
+			ctx, stop := interruptContext(cmd.Context())
+			defer stop()
+			callCtx, cancel := context.WithTimeout(ctx, requestTimeout)
+			out, err := g.client().Apply(callCtx, data)
+			cancel()
+			if err != nil {
+				return clientErr(err)
+			}
+			w := cmd.OutOrStdout()
+			if out.Unchanged {
+				fmt.Fprintf(w, "%s: unchanged, revision %d (%s)\n", out.Service, out.Revision, out.Digest)
+			} else {
+				fmt.Fprintf(w, "%s: revision %d stored, image %s pinned to %s\n", out.Service, out.Revision, spec.Image, out.Digest)
+			}
+			if noWait {
+				return nil
+			}
+			return waitForRevision(ctx, g.client(), w, spec.Service, out.Revision, timeout)
+		},
+	}
+	cmd.Flags().BoolVar(&noWait, "detach", false, "return once the revision is stored, without waiting")
+	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Minute, "stop waiting after this long (exit 5; the rollout goes on)")
+	return cmd
+}
+
+func readSpecFile(path string, stdin io.Reader) ([]byte, error) {
+	var r io.Reader = stdin
+	if path != "-" {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, fmt.Errorf("read spec: %w", err)
+		}
+		defer f.Close()
+		r = f
+	}
+	data, err := io.ReadAll(io.LimitReader(r, 1<<20+1))
+	if err != nil {
+		return nil, fmt.Errorf("read spec: %w", err)
+	}
+	if len(data) > 1<<20 {
+		return nil, fmt.Errorf("spec %s is over 1 MiB", path)
+	}
+	return data, nil
+}
+
+func newStatusCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "status SERVICE",
+		Short: "Show a service's revision, digest, state and replicas",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), requestTimeout)
+			defer cancel()
+			st, err := g.client().Status(ctx, args[0], 0, 0)
+			if err != nil {
+				return clientErr(err)
+			}
+			return g.print(cmd.OutOrStdout(), st, func(w io.Writer) { printStatus(w, st) })
+		},
+	}
+}
+
+func printStatus(w io.Writer, st controller.ServiceStatus) {
+	fmt.Fprintf(w, "service:   %s\n", st.Service)
+	fmt.Fprintf(w, "state:     %s\n", st.State)
+	fmt.Fprintf(w, "revision:  %d (%s, %s)\n", st.Revision, st.RevisionState, st.Cause)
+	fmt.Fprintf(w, "image:     %s\n", st.Image)
+	fmt.Fprintf(w, "digest:    %s\n", st.Digest)
+	fmt.Fprintf(w, "replicas:  %d desired, %d running, %d healthy\n", st.Replicas.Desired, st.Replicas.Running, st.Replicas.Healthy)
+	if st.Message != "" {
+		fmt.Fprintf(w, "message:   %s\n", st.Message)
+	}
+	if len(st.Instances) == 0 {
+		return
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SLOT\tREPLICA\tREVISION\tHOST\tDESIRED\tSTATE\tCONTAINER\tMESSAGE")
+	for _, in := range st.Instances {
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", in.Slot, short(in.ID), in.Revision, in.Host, in.Desired, in.State, short(in.ContainerID), in.Message)
+	}
+	tw.Flush()
+}
+
+func short(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
+
+func newServicesCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "services",
+		Short: "List services",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), requestTimeout)
+			defer cancel()
+			list, err := g.client().Services(ctx)
+			if err != nil {
+				return clientErr(err)
+			}
+			return g.print(cmd.OutOrStdout(), list, func(w io.Writer) {
+				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "SERVICE\tREVISION\tSTATE\tREPLICAS\tIMAGE")
+				for _, s := range list {
+					fmt.Fprintf(tw, "%s\t%d\t%s\t%d/%d\t%s\n", s.Service, s.Revision, s.State, s.Replicas.Healthy, s.Replicas.Desired, s.Image)
+				}
+				tw.Flush()
+			})
+		},
+	}
+}
+
+func newHistoryCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "history SERVICE",
+		Short: "List every revision of a service: digest, cause, outcome, when",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), requestTimeout)
+			defer cancel()
+			list, err := g.client().History(ctx, args[0])
+			if err != nil {
+				return clientErr(err)
+			}
+			return g.print(cmd.OutOrStdout(), list, func(w io.Writer) {
+				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "REVISION\tSTATE\tDIGEST\tCAUSE\tCREATED\tMESSAGE")
+				for _, h := range list {
+					mark := ""
+					if h.Current {
+						mark = " *"
+					}
+					fmt.Fprintf(tw, "%d%s\t%s\t%s\t%s\t%s\t%s\n", h.Revision, mark, h.State, short(trimAlgo(h.Digest)), h.Cause,
+						h.CreatedAt.Local().Format(time.DateTime), h.Message)
+				}
+				tw.Flush()
+			})
+		},
+	}
+}
+
+func trimAlgo(d string) string {
+	if len(d) > 7 && d[:7] == "sha256:" {
+		return d[7:]
+	}
+	return d
+}
+
+func newRollbackCmd(g *globals) *cobra.Command {
+	var to int
+	var noWait bool
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "rollback SERVICE",
+		Short: "Roll a service back to its last good revision (or --to N) and wait",
+		Long: `rollback stores a new revision that restores the latest earlier revision
+that succeeded with a different digest (or revision N with --to N), and waits
+for it: exit 0 once healthy, 4 if the rollback itself fails (it is never
+rolled back in turn: a human decides).`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if to < 0 {
+				return exitWith(ExitUsage, fmt.Errorf("--to %d: a revision number is positive", to))
+			}
+			ctx, stop := interruptContext(cmd.Context())
+			defer stop()
+			callCtx, cancel := context.WithTimeout(ctx, requestTimeout)
+			out, err := g.client().Rollback(callCtx, args[0], to)
+			cancel()
+			if err != nil {
+				return clientErr(err)
+			}
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "%s: revision %d stored, restoring %s\n", out.Service, out.Revision, out.Digest)
+			if noWait {
+				return nil
+			}
+			return waitForRevision(ctx, g.client(), w, args[0], out.Revision, timeout)
+		},
+	}
+	cmd.Flags().IntVar(&to, "to", 0, "revision to restore (default: the last good one with a different digest)")
+	cmd.Flags().BoolVar(&noWait, "detach", false, "return once the rollback is stored, without waiting")
+	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Minute, "stop waiting after this long (exit 5; the rollback goes on)")
+	return cmd
+}
+
+func newRemoveCmd(g *globals) *cobra.Command {
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:     "rm SERVICE",
+		Aliases: []string{"remove"},
+		Short:   "Remove a service and its containers, and wait until they are gone",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, stop := interruptContext(cmd.Context())
+			defer stop()
+			callCtx, cancel := context.WithTimeout(ctx, requestTimeout)
+			err := g.client().Remove(callCtx, args[0])
+			cancel()
+			if err != nil {
+				return clientErr(err)
+			}
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "%s: removing\n", args[0])
+			return waitForRemoval(ctx, g.client(), w, args[0], timeout)
+		},
+	}
+	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "stop waiting after this long (exit 5; removal goes on)")
+	return cmd
+}
+
+func newClusterCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "cluster", Short: "Cluster membership and health"}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "status",
+		Short: "Show the leader, the servers and the hosts",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), requestTimeout)
+			defer cancel()
+			st, err := g.client().Cluster(ctx)
+			if err != nil {
+				return clientErr(err)
+			}
+			return g.print(cmd.OutOrStdout(), st, func(w io.Writer) {
+				fmt.Fprintf(w, "leader: %s\n\n", st.Leader)
+				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "NODE\tADDRESS\tROLE\tVOTER\tHEALTHY")
+				for _, n := range st.Nodes {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", n.ID, n.Address, n.Role, strconv.FormatBool(n.Voter), strconv.FormatBool(n.Healthy))
+				}
+				fmt.Fprintln(tw, "\t\t\t\t")
+				fmt.Fprintln(tw, "HOST\tSTATE\tREPLICAS\tLABELS\t")
+				for _, h := range st.Hosts {
+					fmt.Fprintf(tw, "%s\t%s\t%d\t%v\t\n", h.ID, h.State, h.Replicas, h.Labels)
+				}
+				tw.Flush()
+			})
+		},
+	})
+	return cmd
+}

@@ -1,0 +1,74 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/deployctl/deployctl/controller"
+)
+
+// globals are the flags every client command shares.
+type globals struct {
+	addr   string
+	output string
+}
+
+func (g *globals) client() *controller.Client {
+	return controller.NewClient(strings.Split(g.addr, ","), nil)
+}
+
+// print writes v as JSON or with the table function.
+func (g *globals) print(w io.Writer, v any, table func(io.Writer)) error {
+	switch g.output {
+	case "json":
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	case "table", "":
+		table(w)
+		return nil
+	}
+	return exitWith(ExitUsage, fmt.Errorf("-o %q: want table or json", g.output))
+}
+
+func newRootCmd() *cobra.Command {
+	g := &globals{}
+	root := &cobra.Command{
+		Use:   "deployctl",
+		Short: "Deploy containers by digest, hardened, health-gated, with automatic rollback",
+		Long: `deployctl puts containers on hosts safely: every revision pins its image to a
+digest, containers run with hardened options, rollouts go in batches gated by
+health checks, and a failing release rolls back by itself.
+
+Start a single-node dev server:   deployctl server --dev
+Deploy a service:                 deployctl apply web.yaml
+See 'deployctl help exit-codes' for what the exit codes mean.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	defAddr := os.Getenv("DEPLOYCTL_ADDR")
+	if defAddr == "" {
+		defAddr = "127.0.0.1:7070"
+	}
+	root.PersistentFlags().StringVar(&g.addr, "addr", defAddr, "server API address(es), comma-separated (env DEPLOYCTL_ADDR)")
+	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table or json")
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return exitWith(ExitUsage, err) })
+
+	root.AddCommand(
+		newServerCmd(),
+		newApplyCmd(g),
+		newStatusCmd(g),
+		newServicesCmd(g),
+		newHistoryCmd(g),
+		newRollbackCmd(g),
+		newRemoveCmd(g),
+		newClusterCmd(g),
+		newExitCodesTopic(),
+	)
+	return root
+}

@@ -1,0 +1,347 @@
+package controller
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/deployctl/deployctl/raftstore/state"
+	"github.com/deployctl/deployctl/specs"
+)
+
+// maxBody bounds every request body; a spec is a few KiB.
+const maxBody = 1 << 20
+
+// maxWait bounds a blocking query.
+const maxWait = 5 * time.Minute
+
+// NodeInfo is one raft server in `cluster status`.
+type NodeInfo struct {
+	ID      string `json:"id"`
+	Address string `json:"address"`
+	Role    string `json:"role"` // leader, follower
+	Voter   bool   `json:"voter"`
+	Healthy bool   `json:"healthy"`
+}
+
+// HostInfo is one host in `cluster status`.
+type HostInfo struct {
+	ID       string            `json:"id"`
+	Labels   map[string]string `json:"labels,omitempty"`
+	State    string            `json:"state"`
+	Replicas int               `json:"replicas"`
+	SeenAt   time.Time         `json:"seen_at"`
+}
+
+// ClusterStatus is `deployctl cluster status -o json`.
+type ClusterStatus struct {
+	NodeID string     `json:"node_id"`
+	Leader string     `json:"leader"`
+	Nodes  []NodeInfo `json:"nodes"`
+	Hosts  []HostInfo `json:"hosts"`
+	Index  uint64     `json:"index"`
+}
+
+// APIError is the JSON body of every error answer.
+type APIError struct {
+	Error    string          `json:"error"`
+	Code     string          `json:"code"`
+	Problems []specs.Problem `json:"problems,omitempty"`
+	Leader   string          `json:"leader,omitempty"`
+}
+
+// API serves the controller over HTTP/JSON under /v1/.
+type API struct {
+	c *Controller
+	// Servers lists the raft configuration for cluster status.
+	servers func(ctx context.Context) ([]NodeInfo, error)
+}
+
+// NewAPI returns the HTTP API of a controller.
+func NewAPI(c *Controller, servers func(ctx context.Context) ([]NodeInfo, error)) *API {
+	return &API{c: c, servers: servers}
+}
+
+// Handler returns the routes.
+func (a *API) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/health", a.health)
+	mux.HandleFunc("GET /v1/cluster", a.cluster)
+	mux.HandleFunc("GET /v1/services", a.listServices)
+	mux.HandleFunc("POST /v1/services", a.applyService)
+	mux.HandleFunc("GET /v1/services/{name}", a.getService)
+	mux.HandleFunc("DELETE /v1/services/{name}", a.removeService)
+	mux.HandleFunc("GET /v1/services/{name}/history", a.getHistory)
+	mux.HandleFunc("POST /v1/services/{name}/rollback", a.rollbackService)
+	mux.HandleFunc("GET /v1/agent/assignments", a.assignments)
+	mux.HandleFunc("POST /v1/agent/report", a.report)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no route %s %s; the API lives under /v1/", r.Method, r.URL.Path))
+	})
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, kind, msg string) {
+	writeJSON(w, code, APIError{Error: msg, Code: kind})
+}
+
+// writeErr maps controller sentinels to status codes.
+func (a *API) writeErr(w http.ResponseWriter, err error) {
+	var ve *specs.ValidationError
+	switch {
+	case errors.As(err, &ve):
+		writeJSON(w, http.StatusBadRequest, APIError{Error: err.Error(), Code: "invalid_spec", Problems: ve.Problems})
+	case errors.Is(err, ErrInvalidSpec):
+		writeError(w, http.StatusBadRequest, "invalid_spec", err.Error())
+	case errors.Is(err, ErrImageUnresolvable):
+		writeError(w, http.StatusUnprocessableEntity, "image_unresolvable", err.Error())
+	case errors.Is(err, ErrNoRollbackTarget):
+		writeError(w, http.StatusUnprocessableEntity, "no_rollback_target", err.Error())
+	case errors.Is(err, ErrNotFound):
+		writeError(w, http.StatusNotFound, "not_found", err.Error())
+	case errors.Is(err, ErrConflict):
+		writeError(w, http.StatusConflict, "conflict", err.Error())
+	case errors.Is(err, ErrNotLeader):
+		_, addr := a.c.cfg.Raft.Leader()
+		writeJSON(w, http.StatusServiceUnavailable, APIError{Error: err.Error(), Code: "not_leader", Leader: addr})
+	case errors.Is(err, ErrNoLeader):
+		writeError(w, http.StatusServiceUnavailable, "no_leader", err.Error())
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		writeError(w, http.StatusGatewayTimeout, "timeout", err.Error())
+	default:
+		writeError(w, http.StatusInternalServerError, "internal", err.Error())
+	}
+}
+
+// readBody reads a bounded body; an oversized one is a 413.
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("request body over %d bytes", maxBody))
+		} else {
+			writeError(w, http.StatusBadRequest, "bad_request", "reading body: "+err.Error())
+		}
+		return nil, false
+	}
+	return body, true
+}
+
+func decodeJSON(w http.ResponseWriter, r *http.Request, into any) bool {
+	body, ok := readBody(w, r)
+	if !ok {
+		return false
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(into); err != nil {
+		writeError(w, http.StatusBadRequest, "bad_request", "malformed JSON body: "+err.Error())
+		return false
+	}
+	return true
+}
+
+// blockingParams reads ?index=N&wait=D of a blocking query.
+func blockingParams(w http.ResponseWriter, r *http.Request) (uint64, time.Duration, bool) {
+	var index uint64
+	var wait time.Duration
+	var err error
+	if s := r.URL.Query().Get("index"); s != "" {
+		if index, err = strconv.ParseUint(s, 10, 64); err != nil {
+			writeError(w, http.StatusBadRequest, "bad_request", "index: want a non-negative integer")
+			return 0, 0, false
+		}
+	}
+	if s := r.URL.Query().Get("wait"); s != "" {
+		if wait, err = time.ParseDuration(s); err != nil || wait < 0 {
+			writeError(w, http.StatusBadRequest, "bad_request", "wait: want a duration such as 30s")
+			return 0, 0, false
+		}
+	}
+	return index, min(wait, maxWait), true
+}
+
+// waitFor blocks until the state index passes index (by the watch function)
+// or wait elapses, and returns the state to answer from.
+func waitFor(ctx context.Context, index uint64, wait time.Duration, watch func() (*state.Tables, <-chan struct{}), idx func(*state.Tables) uint64) *state.Tables {
+	t, ch := watch()
+	if index == 0 || wait == 0 || idx(t) > index {
+		return t
+	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for idx(t) <= index {
+		select {
+		case <-ctx.Done():
+			return t
+		case <-timer.C:
+			return t
+		case <-ch:
+			t, ch = watch()
+		}
+	}
+	return t
+}
+
+func (a *API) health(w http.ResponseWriter, r *http.Request) {
+	id, _ := a.c.cfg.Raft.Leader()
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "node_id": a.c.cfg.Raft.ID(), "leader": id})
+}
+
+func (a *API) cluster(w http.ResponseWriter, r *http.Request) {
+	view := a.c.cfg.Store.View()
+	leader, _ := a.c.cfg.Raft.Leader()
+	out := ClusterStatus{NodeID: a.c.cfg.Raft.ID(), Leader: leader, Nodes: []NodeInfo{}, Hosts: []HostInfo{}, Index: view.Index()}
+	if leader == "" {
+		writeError(w, http.StatusServiceUnavailable, "no_leader", ErrNoLeader.Error())
+		return
+	}
+	if a.servers != nil {
+		nodes, err := a.servers(r.Context())
+		if err != nil {
+			a.writeErr(w, err)
+			return
+		}
+		out.Nodes = nodes
+	}
+	for _, h := range view.Hosts() {
+		n := 0
+		for _, rep := range view.HostReplicas(h.ID) {
+			if rep.Desired == state.DesiredRunning {
+				n++
+			}
+		}
+		out.Hosts = append(out.Hosts, HostInfo{ID: h.ID, Labels: h.Labels, State: h.State, Replicas: n, SeenAt: h.SeenAt})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (a *API) listServices(w http.ResponseWriter, r *http.Request) {
+	view := a.c.cfg.Store.View()
+	out := []ServiceStatus{}
+	for _, svc := range view.Services() {
+		out = append(out, serviceStatus(view, svc))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (a *API) applyService(w http.ResponseWriter, r *http.Request) {
+	body, ok := readBody(w, r)
+	if !ok {
+		return
+	}
+	spec, err := specs.Parse(body)
+	if err != nil {
+		a.writeErr(w, err)
+		return
+	}
+	out, err := a.c.Apply(r.Context(), spec, r.Header.Get("Idempotency-Key"))
+	if err != nil {
+		a.writeErr(w, err)
+		return
+	}
+	code := http.StatusCreated
+	if out.Unchanged {
+		code = http.StatusOK
+	}
+	writeJSON(w, code, out)
+}
+
+func (a *API) getService(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	index, wait, ok := blockingParams(w, r)
+	if !ok {
+		return
+	}
+	view := waitFor(r.Context(), index, wait, a.c.cfg.Store.Watch, (*state.Tables).Index)
+	svc, found := view.Service(name)
+	if !found {
+		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("service %q not found; `deployctl services` lists them", name))
+		return
+	}
+	writeJSON(w, http.StatusOK, serviceStatus(view, svc))
+}
+
+func (a *API) getHistory(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	view := a.c.cfg.Store.View()
+	svc, found := view.Service(name)
+	if !found {
+		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("service %q not found", name))
+		return
+	}
+	writeJSON(w, http.StatusOK, history(view, svc))
+}
+
+// RollbackBody is the body of POST /v1/services/{name}/rollback.
+type RollbackBody struct {
+	To int `json:"to,omitempty"`
+}
+
+func (a *API) rollbackService(w http.ResponseWriter, r *http.Request) {
+	var body RollbackBody
+	if r.ContentLength != 0 {
+		if !decodeJSON(w, r, &body) {
+			return
+		}
+	}
+	if body.To < 0 {
+		writeError(w, http.StatusBadRequest, "bad_request", "to: a revision number is positive")
+		return
+	}
+	out, err := a.c.Rollback(r.Context(), RollbackRequest{Service: r.PathValue("name"), To: body.To, IdempotencyKey: r.Header.Get("Idempotency-Key")})
+	if err != nil {
+		a.writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, out)
+}
+
+func (a *API) removeService(w http.ResponseWriter, r *http.Request) {
+	if err := a.c.Remove(r.Context(), r.PathValue("name")); err != nil {
+		a.writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, map[string]string{"service": r.PathValue("name"), "state": state.ServiceRemoving})
+}
+
+func (a *API) assignments(w http.ResponseWriter, r *http.Request) {
+	host := r.URL.Query().Get("host")
+	if host == "" {
+		writeError(w, http.StatusBadRequest, "bad_request", "host: required")
+		return
+	}
+	index, wait, ok := blockingParams(w, r)
+	if !ok {
+		return
+	}
+	view := waitFor(r.Context(), index, wait,
+		func() (*state.Tables, <-chan struct{}) { return a.c.cfg.Store.WatchHost(host) },
+		func(t *state.Tables) uint64 { return t.HostIndex(host) })
+	writeJSON(w, http.StatusOK, view.Assignments(host))
+}
+
+func (a *API) report(w http.ResponseWriter, r *http.Request) {
+	var rep state.HostReport
+	if !decodeJSON(w, r, &rep) {
+		return
+	}
+	if err := a.c.Report(r.Context(), rep); err != nil {
+		a.writeErr(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}

@@ -1,0 +1,244 @@
+package controller
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/deployctl/deployctl/raftstore/state"
+)
+
+// ErrUnreachable means no server answered at all.
+var ErrUnreachable = errors.New("controller unreachable")
+
+// Client speaks the /v1/ API. The CLI and the host agents use it. A
+// request that finds no leader, or a server that is down, is retried on the
+// next address; writes carry an idempotency key so that a retry after a
+// lost answer never applies twice.
+type Client struct {
+	addrs []string
+	http  *http.Client
+}
+
+// NewClient returns a client for one or more server addresses
+// ("http://127.0.0.1:7070" or "127.0.0.1:7070").
+func NewClient(addrs []string, hc *http.Client) *Client {
+	if hc == nil {
+		hc = &http.Client{}
+	}
+	var norm []string
+	for _, a := range addrs {
+		a = strings.TrimRight(strings.TrimSpace(a), "/")
+		if a == "" {
+			continue
+		}
+		if !strings.Contains(a, "://") {
+			a = "http://" + a
+		}
+		norm = append(norm, a)
+	}
+	return &Client{addrs: norm, http: hc}
+}
+
+// RemoteError is an error answer from the API.
+type RemoteError struct {
+	Status int
+	APIError
+}
+
+func (e *RemoteError) Error() string {
+	if len(e.Problems) > 0 {
+		var b strings.Builder
+		b.WriteString("invalid spec:")
+		for _, p := range e.Problems {
+			b.WriteString("\n  " + p.String())
+		}
+		return b.String()
+	}
+	return e.APIError.Error
+}
+
+// Unwrap maps the answer's code back onto the controller's sentinels, so
+// callers test errors.Is(err, controller.ErrNotFound) on either side.
+func (e *RemoteError) Unwrap() error {
+	switch e.Code {
+	case "invalid_spec":
+		return ErrInvalidSpec
+	case "image_unresolvable":
+		return ErrImageUnresolvable
+	case "no_rollback_target":
+		return ErrNoRollbackTarget
+	case "not_found":
+		return ErrNotFound
+	case "conflict":
+		return ErrConflict
+	case "not_leader":
+		return ErrNotLeader
+	case "no_leader":
+		return ErrNoLeader
+	}
+	return nil
+}
+
+// retryable reports whether another server (or a later try) may succeed.
+func retryable(err error) bool {
+	return errors.Is(err, ErrUnreachable) || errors.Is(err, ErrNotLeader) || errors.Is(err, ErrNoLeader)
+}
+
+// do sends one request, trying each address in turn for errors that
+// another server may not have. body is re-sent on each try.
+func (c *Client) do(ctx context.Context, method, path string, header http.Header, body []byte, out any) error {
+	if len(c.addrs) == 0 {
+		return fmt.Errorf("%w: no server address; set --addr or DEPLOYCTL_ADDR", ErrUnreachable)
+	}
+	var last error
+	for _, base := range c.addrs {
+		err := c.once(ctx, method, base+path, header, body, out)
+		if err == nil || !retryable(err) || ctx.Err() != nil {
+			return err
+		}
+		last = err
+	}
+	return last
+}
+
+func (c *Client) once(ctx context.Context, method, u string, header http.Header, body []byte, out any) error {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	if err != nil {
+		return fmt.Errorf("build request: %w", err)
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("%w: %s: %v", ErrUnreachable, u, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("%w: reading answer from %s: %v", ErrUnreachable, u, err)
+	}
+	if resp.StatusCode >= 400 {
+		re := &RemoteError{Status: resp.StatusCode}
+		if json.Unmarshal(data, &re.APIError) != nil || re.APIError.Error == "" {
+			re.APIError.Error = fmt.Sprintf("%s %s: HTTP %d: %s", method, u, resp.StatusCode, strings.TrimSpace(string(data)))
+		}
+		return re
+	}
+	if out != nil && resp.StatusCode != http.StatusNoContent {
+		if err := json.Unmarshal(data, out); err != nil {
+			return fmt.Errorf("decode answer of %s %s: %w", method, u, err)
+		}
+	}
+	return nil
+}
+
+// retryWrite repeats a write with the same idempotency key while no server
+// can take it (election in progress), until ctx ends.
+func (c *Client) retryWrite(ctx context.Context, fn func() error) error {
+	backoff := 100 * time.Millisecond
+	for {
+		err := fn()
+		if err == nil || !retryable(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 2*time.Second)
+	}
+}
+
+// Apply sends a spec (YAML) for a new revision.
+func (c *Client) Apply(ctx context.Context, specYAML []byte) (ApplyOutcome, error) {
+	h := http.Header{"Content-Type": {"application/yaml"}, "Idempotency-Key": {NewID()}}
+	var out ApplyOutcome
+	err := c.retryWrite(ctx, func() error { return c.do(ctx, http.MethodPost, "/v1/services", h, specYAML, &out) })
+	return out, err
+}
+
+// Rollback asks for a rollback of a service (to 0: the last good revision).
+func (c *Client) Rollback(ctx context.Context, service string, to int) (ApplyOutcome, error) {
+	h := http.Header{"Content-Type": {"application/json"}, "Idempotency-Key": {NewID()}}
+	body, _ := json.Marshal(RollbackBody{To: to})
+	var out ApplyOutcome
+	err := c.retryWrite(ctx, func() error {
+		return c.do(ctx, http.MethodPost, "/v1/services/"+url.PathEscape(service)+"/rollback", h, body, &out)
+	})
+	return out, err
+}
+
+// Remove starts removing a service.
+func (c *Client) Remove(ctx context.Context, service string) error {
+	return c.retryWrite(ctx, func() error {
+		return c.do(ctx, http.MethodDelete, "/v1/services/"+url.PathEscape(service), nil, nil, nil)
+	})
+}
+
+// Status returns a service's status; with index > 0 it waits (up to wait)
+// for a state newer than index.
+func (c *Client) Status(ctx context.Context, service string, index uint64, wait time.Duration) (ServiceStatus, error) {
+	q := url.Values{}
+	if index > 0 {
+		q.Set("index", fmt.Sprint(index))
+		q.Set("wait", wait.String())
+	}
+	var out ServiceStatus
+	err := c.do(ctx, http.MethodGet, "/v1/services/"+url.PathEscape(service)+"?"+q.Encode(), nil, nil, &out)
+	return out, err
+}
+
+// Services lists every service's status.
+func (c *Client) Services(ctx context.Context) ([]ServiceStatus, error) {
+	var out []ServiceStatus
+	err := c.do(ctx, http.MethodGet, "/v1/services", nil, nil, &out)
+	return out, err
+}
+
+// History lists a service's revisions.
+func (c *Client) History(ctx context.Context, service string) ([]HistoryEntry, error) {
+	var out []HistoryEntry
+	err := c.do(ctx, http.MethodGet, "/v1/services/"+url.PathEscape(service)+"/history", nil, nil, &out)
+	return out, err
+}
+
+// Cluster returns the cluster status.
+func (c *Client) Cluster(ctx context.Context) (ClusterStatus, error) {
+	var out ClusterStatus
+	err := c.do(ctx, http.MethodGet, "/v1/cluster", nil, nil, &out)
+	return out, err
+}
+
+// Assignments long-polls a host's assignment set (for host agents).
+func (c *Client) Assignments(ctx context.Context, host string, afterIndex uint64, wait time.Duration) (state.AssignmentSet, error) {
+	q := url.Values{"host": {host}, "index": {fmt.Sprint(afterIndex)}, "wait": {wait.String()}}
+	var out state.AssignmentSet
+	err := c.do(ctx, http.MethodGet, "/v1/agent/assignments?"+q.Encode(), nil, nil, &out)
+	return out, err
+}
+
+// Report sends an agent's batch.
+func (c *Client) Report(ctx context.Context, r state.HostReport) error {
+	body, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("encode report: %w", err)
+	}
+	return c.do(ctx, http.MethodPost, "/v1/agent/report", http.Header{"Content-Type": {"application/json"}}, body, nil)
+}

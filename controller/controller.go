@@ -1,0 +1,327 @@
+// Package controller is the control plane of deployctl: the HTTP API, image
+// resolution, placement, and the leader's loop that turns rollout decisions
+// (package controller/rollout) into raft writes.
+package controller
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/deployctl/deployctl/raftstore"
+	"github.com/deployctl/deployctl/raftstore/state"
+	"github.com/deployctl/deployctl/specs"
+)
+
+// Sentinel errors of the controller; the API maps each to a status code.
+var (
+	ErrInvalidSpec      = errors.New("invalid spec")
+	ErrNotFound         = errors.New("not found")
+	ErrConflict         = errors.New("conflict")
+	ErrNotLeader        = errors.New("this server is not the leader")
+	ErrNoLeader         = errors.New("no leader: the cluster has no quorum right now")
+	ErrNoRollbackTarget = errors.New("no revision to roll back to")
+)
+
+// Raft is what the controller needs of the raft node (raftstore.Node).
+type Raft interface {
+	Apply(ctx context.Context, cmd []byte) (any, error)
+	IsLeader() bool
+	Leader() (id, addr string)
+	Barrier(ctx context.Context) error
+	VerifyLeader(ctx context.Context) error
+	ID() string
+}
+
+// Resolver pins an image reference to a digest.
+type Resolver interface {
+	Resolve(ctx context.Context, image string) (PinnedImage, error)
+}
+
+// Config wires a Controller.
+type Config struct {
+	Raft     Raft
+	Store    *state.Store
+	Resolver Resolver
+	Logger   hclog.Logger
+	// Now and NewID are the leader's clock and ID source; every time and ID
+	// that reaches raft comes from them. Tests may replace them.
+	Now   func() time.Time
+	NewID func() string
+	// Tick is how often the leader re-evaluates services when nothing
+	// changed (monitor windows and deadlines are time-based). Default 200ms.
+	Tick time.Duration
+}
+
+// Controller applies user intent and drives rollouts while its node leads.
+type Controller struct {
+	cfg Config
+	log hclog.Logger
+
+	mu        sync.Mutex
+	heartbeat map[string]time.Time // host -> last report, leader memory only
+}
+
+// New returns a Controller.
+func New(cfg Config) (*Controller, error) {
+	if cfg.Raft == nil || cfg.Store == nil || cfg.Resolver == nil {
+		return nil, errors.New("controller: Raft, Store and Resolver are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	if cfg.Now == nil {
+		cfg.Now = func() time.Time { return time.Now().UTC() }
+	}
+	if cfg.NewID == nil {
+		cfg.NewID = NewID
+	}
+	if cfg.Tick <= 0 {
+		cfg.Tick = 200 * time.Millisecond
+	}
+	return &Controller{cfg: cfg, log: cfg.Logger.Named("controller"), heartbeat: map[string]time.Time{}}, nil
+}
+
+// NewID returns a random 128-bit hex ID.
+func NewID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// Store is the state this controller reads.
+func (c *Controller) Store() *state.Store { return c.cfg.Store }
+
+// apply proposes one command and translates raft's errors.
+func (c *Controller) apply(ctx context.Context, t raftstore.CommandType, cmd any) (any, error) {
+	buf, err := raftstore.Encode(t, cmd)
+	if err != nil {
+		return nil, err
+	}
+	res, err := c.cfg.Raft.Apply(ctx, buf)
+	return res, translate(err)
+}
+
+// translate maps store and raft sentinels onto the controller's own.
+func translate(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, raftstore.ErrNotLeader):
+		return fmt.Errorf("%w: %v", ErrNotLeader, err)
+	case errors.Is(err, raftstore.ErrNoLeader):
+		return fmt.Errorf("%w: %v", ErrNoLeader, err)
+	case errors.Is(err, state.ErrNotFound):
+		return fmt.Errorf("%w: %v", ErrNotFound, err)
+	case errors.Is(err, state.ErrConflict), errors.Is(err, state.ErrRemoving):
+		return fmt.Errorf("%w: %v", ErrConflict, err)
+	}
+	return err
+}
+
+// ApplyOutcome is the answer to an apply.
+type ApplyOutcome struct {
+	Service   string `json:"service"`
+	Revision  int    `json:"revision"`
+	Digest    string `json:"digest"`
+	Ref       string `json:"ref"`
+	Unchanged bool   `json:"unchanged"`
+}
+
+// Apply stores a new revision of a service and starts its rollout. The
+// image is resolved first; if that fails nothing is stored. A spec equal
+// to the current revision's (same digest) makes no new revision.
+func (c *Controller) Apply(ctx context.Context, spec *specs.Spec, idempotencyKey string) (ApplyOutcome, error) {
+	if !c.cfg.Raft.IsLeader() {
+		return ApplyOutcome{}, c.notLeader()
+	}
+	spec = spec.Clone()
+	spec.ApplyDefaults()
+	if err := spec.Validate(); err != nil {
+		return ApplyOutcome{}, fmt.Errorf("%w: %w", ErrInvalidSpec, err)
+	}
+	view := c.cfg.Store.View()
+	if prev, ok := view.Request(idempotencyKey); ok {
+		rev, _ := view.Revision(spec.Service, prev.Revision)
+		return ApplyOutcome{Service: spec.Service, Revision: prev.Revision, Digest: rev.Digest, Ref: rev.Ref}, nil
+	}
+	svc, exists := view.Service(spec.Service)
+	if exists && svc.State == state.ServiceRemoving {
+		return ApplyOutcome{}, fmt.Errorf("%w: service %s is being removed; wait for `deployctl rm` to finish", ErrConflict, spec.Service)
+	}
+	pin, err := c.cfg.Resolver.Resolve(ctx, spec.Image)
+	if err != nil {
+		return ApplyOutcome{}, err
+	}
+	fp := Fingerprint(*spec, pin.Ref)
+	if exists {
+		if cur, ok := view.Revision(svc.Name, svc.Current); ok && cur.Fingerprint == fp && sameSpec(&cur.Spec, spec) {
+			return ApplyOutcome{Service: svc.Name, Revision: cur.Number, Digest: cur.Digest, Ref: cur.Ref, Unchanged: true}, nil
+		}
+	}
+	cmd := state.ApplyRevisionCmd{
+		Now:            c.cfg.Now(),
+		IdempotencyKey: idempotencyKey,
+		ExpectCurrent:  svc.Current,
+		Revision: state.Revision{
+			Service: spec.Service, Spec: *spec, Digest: pin.Digest, Ref: pin.Ref, Fingerprint: fp, Cause: "apply",
+		},
+	}
+	res, err := c.apply(ctx, raftstore.CmdApplyRevision, cmd)
+	if err != nil {
+		return ApplyOutcome{}, fmt.Errorf("apply %s: %w", spec.Service, err)
+	}
+	ar := res.(state.ApplyResult)
+	c.log.Info("revision stored", "service", spec.Service, "revision", ar.Revision, "ref", pin.Ref)
+	return ApplyOutcome{Service: spec.Service, Revision: ar.Revision, Digest: pin.Digest, Ref: pin.Ref}, nil
+}
+
+func sameSpec(a, b *specs.Spec) bool {
+	ja, _ := json.Marshal(a)
+	jb, _ := json.Marshal(b)
+	return string(ja) == string(jb)
+}
+
+// RollbackRequest asks for a rollback.
+type RollbackRequest struct {
+	Service string
+	// To is the revision to restore; 0 means the latest earlier revision
+	// that succeeded with a different digest than the current one.
+	To             int
+	IdempotencyKey string
+}
+
+// Rollback stores a new revision that restores an earlier one and starts
+// its rollout. The rolled-back revision is marked rolled_back.
+func (c *Controller) Rollback(ctx context.Context, req RollbackRequest) (ApplyOutcome, error) {
+	if !c.cfg.Raft.IsLeader() {
+		return ApplyOutcome{}, c.notLeader()
+	}
+	view := c.cfg.Store.View()
+	if prev, ok := view.Request(req.IdempotencyKey); ok {
+		rev, _ := view.Revision(req.Service, prev.Revision)
+		return ApplyOutcome{Service: req.Service, Revision: prev.Revision, Digest: rev.Digest, Ref: rev.Ref}, nil
+	}
+	svc, ok := view.Service(req.Service)
+	if !ok || svc.State == state.ServiceRemoving {
+		return ApplyOutcome{}, fmt.Errorf("%w: service %q", ErrNotFound, req.Service)
+	}
+	cur, _ := view.Revision(svc.Name, svc.Current)
+	target, err := rollbackTarget(view.Revisions(svc.Name), cur, req.To)
+	if err != nil {
+		return ApplyOutcome{}, err
+	}
+	cause := fmt.Sprintf("rollback of %d to %d", cur.Number, target.Number)
+	return c.storeRollback(ctx, svc, cur, target, cause, "", req.IdempotencyKey)
+}
+
+// rollbackTarget picks the revision a rollback restores.
+func rollbackTarget(history []state.Revision, cur state.Revision, to int) (state.Revision, error) {
+	if to != 0 {
+		for _, r := range history {
+			if r.Number == to {
+				if to == cur.Number {
+					return state.Revision{}, fmt.Errorf("%w: revision %d is the current one", ErrNoRollbackTarget, to)
+				}
+				return r, nil
+			}
+		}
+		return state.Revision{}, fmt.Errorf("%w: revision %d does not exist; see `deployctl history %s`", ErrNoRollbackTarget, to, cur.Service)
+	}
+	for i := len(history) - 1; i >= 0; i-- {
+		r := history[i]
+		if r.Number < cur.Number && r.State == state.RevisionSucceeded && r.Digest != cur.Digest {
+			return r, nil
+		}
+	}
+	return state.Revision{}, fmt.Errorf("%w: no revision before %d succeeded with a different digest; pick one with --to N (see `deployctl history %s`)",
+		ErrNoRollbackTarget, cur.Number, cur.Service)
+}
+
+func (c *Controller) storeRollback(ctx context.Context, svc state.Service, cur, target state.Revision, cause, reason, key string) (ApplyOutcome, error) {
+	cmd := state.ApplyRevisionCmd{
+		Now:             c.cfg.Now(),
+		IdempotencyKey:  key,
+		ExpectCurrent:   svc.Current,
+		PreviousOutcome: state.RevisionRolledBack,
+		PreviousMessage: reason,
+		Revision: state.Revision{
+			Service: svc.Name, Spec: target.Spec, Digest: target.Digest, Ref: target.Ref, Fingerprint: target.Fingerprint,
+			Cause: cause, RollbackOf: cur.Number, RollbackTo: target.Number,
+		},
+	}
+	res, err := c.apply(ctx, raftstore.CmdApplyRevision, cmd)
+	if err != nil {
+		return ApplyOutcome{}, fmt.Errorf("rollback %s: %w", svc.Name, err)
+	}
+	ar := res.(state.ApplyResult)
+	c.log.Info("rollback stored", "service", svc.Name, "revision", ar.Revision, "cause", cause)
+	return ApplyOutcome{Service: svc.Name, Revision: ar.Revision, Digest: target.Digest, Ref: target.Ref}, nil
+}
+
+// Remove starts removing a service: its replicas stop, then it is purged.
+func (c *Controller) Remove(ctx context.Context, name string) error {
+	if !c.cfg.Raft.IsLeader() {
+		return c.notLeader()
+	}
+	svc, ok := c.cfg.Store.View().Service(name)
+	if !ok {
+		return fmt.Errorf("%w: service %q", ErrNotFound, name)
+	}
+	if svc.State == state.ServiceRemoving {
+		return nil // already on its way: removing twice is not an error
+	}
+	_, err := c.apply(ctx, raftstore.CmdDeleteService, state.DeleteServiceCmd{Now: c.cfg.Now(), Service: name})
+	return err
+}
+
+// Report takes an agent's batch. Only changes reach raft: a heartbeat that
+// changes nothing is kept in the leader's memory, so idle hosts cost no
+// raft writes.
+func (c *Controller) Report(ctx context.Context, r state.HostReport) error {
+	if !c.cfg.Raft.IsLeader() {
+		return c.notLeader()
+	}
+	if r.Host == "" {
+		return fmt.Errorf("%w: report without a host id", ErrInvalidSpec)
+	}
+	now := c.cfg.Now()
+	c.mu.Lock()
+	c.heartbeat[r.Host] = now
+	c.mu.Unlock()
+
+	view := c.cfg.Store.View()
+	changed := r
+	changed.Reports = nil
+	for _, rep := range r.Reports {
+		cur, ok := view.Replica(rep.ReplicaID)
+		if !ok || cur.Host != r.Host {
+			continue
+		}
+		if cur.Status.State != rep.State || cur.Status.ContainerID != rep.ContainerID || cur.Status.Message != rep.Message {
+			changed.Reports = append(changed.Reports, rep)
+		}
+	}
+	h, known := view.Host(r.Host)
+	if known && h.State == state.HostReady && len(changed.Reports) == 0 && (r.Labels == nil || maps.Equal(h.Labels, r.Labels)) {
+		return nil
+	}
+	_, err := c.apply(ctx, raftstore.CmdHostReport, state.HostReportCmd{Now: now, Report: changed})
+	return err
+}
+
+func (c *Controller) notLeader() error {
+	id, addr := c.cfg.Raft.Leader()
+	if id == "" {
+		return ErrNoLeader
+	}
+	return fmt.Errorf("%w: the leader is %s (%s)", ErrNotLeader, id, addr)
+}

@@ -1,0 +1,27 @@
+package controller
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+
+	"github.com/deployctl/deployctl/specs"
+)
+
+// Fingerprint hashes everything that shapes a container: the pinned ref and
+// the spec without the image text (the ref replaces it), the replica count
+// and the update settings (they change how a rollout runs, not what runs).
+// Revisions with equal fingerprints run identical containers, so a rollout
+// to one adopts the other's replicas instead of restarting them.
+func Fingerprint(spec specs.Spec, ref string) string {
+	s := *spec.Clone()
+	s.Image = ""
+	s.Replicas = 0
+	s.Update = specs.Update{}
+	body, _ := json.Marshal(struct {
+		Ref  string     `json:"ref"`
+		Spec specs.Spec `json:"spec"`
+	}{ref, s})
+	sum := sha256.Sum256(body)
+	return hex.EncodeToString(sum[:])
+}

@@ -1,0 +1,212 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/deployctl/deployctl/controller/rollout"
+	"github.com/deployctl/deployctl/raftstore"
+	"github.com/deployctl/deployctl/raftstore/state"
+)
+
+// Run drives rollouts while this node leads, until ctx ends. It wakes on
+// every state change and on a tick (monitor windows and deadlines pass with
+// time, not with writes). Every write it makes is guarded by the service
+// record it was decided on, so a write whose outcome a lost leadership left
+// unknown is never applied twice: the next leader decides again from state.
+func (c *Controller) Run(ctx context.Context) error {
+	ticker := time.NewTicker(c.cfg.Tick)
+	defer ticker.Stop()
+	leading := false
+	for {
+		view, changed := c.cfg.Store.Watch()
+		isLeader := c.cfg.Raft.IsLeader()
+		switch {
+		case isLeader && !leading:
+			// A new leader first applies everything committed before it
+			// decides anything: its view must include the old leader's writes.
+			if err := c.cfg.Raft.Barrier(ctx); err != nil {
+				c.log.Warn("barrier after election failed; retrying", "error", err)
+				break
+			}
+			leading = true
+			c.log.Info("leading: driving rollouts")
+			continue
+		case !isLeader && leading:
+			leading = false
+			c.log.Info("no longer leading")
+		case isLeader:
+			c.reconcileAll(ctx, view)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-changed:
+		case <-ticker.C:
+		}
+	}
+}
+
+// reconcileAll makes one decision per service.
+func (c *Controller) reconcileAll(ctx context.Context, view *state.Tables) {
+	load := newClusterLoad(view)
+	for _, svc := range view.Services() {
+		if ctx.Err() != nil {
+			return
+		}
+		if err := c.reconcileService(ctx, view, load, svc); err != nil {
+			if errors.Is(err, ErrConflict) || errors.Is(err, ErrNotLeader) {
+				c.log.Debug("step not applied; deciding again", "service", svc.Name, "error", err)
+				continue
+			}
+			c.log.Warn("rollout step failed", "service", svc.Name, "error", err)
+		}
+	}
+}
+
+func (c *Controller) reconcileService(ctx context.Context, view *state.Tables, load *clusterLoad, svc state.Service) error {
+	now := c.cfg.Now()
+	replicas := view.ServiceReplicas(svc.Name)
+	step := state.RolloutStepCmd{Now: now, Service: svc.Name, ExpectCurrent: svc.Current, ExpectModifyIndex: svc.ModifyIndex}
+
+	if svc.State == state.ServiceRemoving {
+		for _, r := range replicas {
+			if r.Desired == state.DesiredStopped && confirmedStopped(r) {
+				step.Remove = append(step.Remove, r.ID)
+			}
+		}
+		if len(step.Remove) == len(replicas) {
+			step.Purge = true
+		} else if len(step.Remove) == 0 {
+			return nil
+		}
+		_, err := c.apply(ctx, raftstore.CmdRolloutStep, step)
+		if err == nil && step.Purge {
+			c.log.Info("service removed", "service", svc.Name)
+		}
+		return err
+	}
+
+	target, ok := view.Revision(svc.Name, svc.Current)
+	if !ok {
+		return fmt.Errorf("%w: service %s has no revision %d", ErrNotFound, svc.Name, svc.Current)
+	}
+	d := rollout.Decide(rollout.Input{Now: now, Service: svc, Target: target, Replicas: replicas})
+
+	var ro *state.Rollout
+	if svc.Rollout != nil {
+		cp := *svc.Rollout
+		ro = &cp
+	}
+	changed := len(d.Stop) > 0 || len(d.Remove) > 0
+	step.Stop, step.Remove = d.Stop, d.Remove
+
+	if len(d.Start) > 0 {
+		hosts, reasons := load.place(target.Spec, replicas, d.Start)
+		for _, slot := range d.Start {
+			host, ok := hosts[slot]
+			if !ok {
+				continue
+			}
+			step.Create = append(step.Create, state.Replica{
+				ID: c.cfg.NewID(), Service: svc.Name, Slot: slot, Revision: target.Number,
+				Fingerprint: target.Fingerprint, Host: host,
+			})
+			changed = true
+		}
+		if msg := strings.Join(reasons, "; "); ro != nil && ro.State == state.RolloutInProgress && msg != ro.Message {
+			ro.Message = msg
+			changed = true
+		}
+	} else if ro != nil && ro.State == state.RolloutInProgress && ro.Message != "" && d.Outcome == rollout.Continue {
+		ro.Message = ""
+		changed = true
+	}
+
+	if ro != nil && ro.State == state.RolloutInProgress {
+		if d.Failures != ro.Failures {
+			ro.Failures = d.Failures
+			changed = true
+		}
+		if d.Progress {
+			ro.LastProgressAt = now
+			changed = true
+		}
+		if d.BatchDone {
+			ro.BatchDoneAt = now
+			changed = true
+		}
+		switch d.Outcome {
+		case rollout.Succeeded:
+			ro.State, ro.Message = state.RolloutSucceeded, ""
+			step.ServiceState = state.ServiceRunning
+			step.LastGood = target.Number
+			step.Outcome = &state.RevisionOutcome{Number: target.Number, State: state.RevisionSucceeded}
+			changed = true
+		case rollout.Paused:
+			ro.State, ro.Message = state.RolloutPaused, d.Reason
+			step.ServiceState = state.ServicePaused
+			step.Outcome = &state.RevisionOutcome{Number: target.Number, State: state.RevisionPaused, Message: d.Reason}
+			changed = true
+		case rollout.Failed:
+			ro.State, ro.Message = state.RolloutFailed, d.Reason
+			step.ServiceState = state.ServiceFailed
+			step.Outcome = &state.RevisionOutcome{Number: target.Number, State: state.RevisionFailed, Message: d.Reason}
+			changed = true
+		case rollout.Rollback:
+			ro.Message = d.Reason
+			changed = true
+		}
+		step.Rollout = ro
+	}
+	if !changed {
+		return nil
+	}
+	if _, err := c.apply(ctx, raftstore.CmdRolloutStep, step); err != nil {
+		return err
+	}
+	for _, e := range d.Events {
+		c.log.Debug(e, "service", svc.Name, "revision", target.Number)
+	}
+	switch d.Outcome {
+	case rollout.Succeeded:
+		c.log.Info("rollout succeeded", "service", svc.Name, "revision", target.Number)
+	case rollout.Paused, rollout.Failed:
+		c.log.Warn("rollout "+string(d.Outcome), "service", svc.Name, "revision", target.Number, "reason", d.Reason)
+	case rollout.Rollback:
+		return c.autoRollback(ctx, svc.Name, d.Reason)
+	}
+	return nil
+}
+
+// autoRollback restores the rollout's From revision after a failure. It
+// re-reads the service: the step just applied moved its ModifyIndex.
+func (c *Controller) autoRollback(ctx context.Context, name, reason string) error {
+	view := c.cfg.Store.View()
+	svc, ok := view.Service(name)
+	if !ok || svc.Rollout == nil || svc.Rollout.From == 0 {
+		return fmt.Errorf("%w: %s has no revision to roll back to", ErrNoRollbackTarget, name)
+	}
+	cur, _ := view.Revision(name, svc.Current)
+	target, ok := view.Revision(name, svc.Rollout.From)
+	if !ok {
+		return fmt.Errorf("%w: revision %d of %s is gone", ErrNoRollbackTarget, svc.Rollout.From, name)
+	}
+	cause := fmt.Sprintf("automatic rollback of %d to %d", cur.Number, target.Number)
+	c.log.Warn("rolling back", "service", name, "from", cur.Number, "to", target.Number, "reason", reason)
+	_, err := c.storeRollback(ctx, svc, cur, target, cause, reason, "")
+	return err
+}
+
+// confirmedStopped reports whether the agent has confirmed a replica is
+// not running (or it never started), so its record can go.
+func confirmedStopped(r state.Replica) bool {
+	switch r.Status.State {
+	case state.ReplicaStopped, state.ReplicaFailed, state.ReplicaPending:
+		return true
+	}
+	return false
+}

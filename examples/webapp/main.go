@@ -1,0 +1,120 @@
+// Command webapp is the tiny HTTP service that the deployctl demo and the
+// deployer tests run in containers. Its behaviour is steered by environment
+// variables so that one binary can play a good, a broken and a crashing
+// release:
+//
+//	PORT            port to listen on (default 8080)
+//	WEBAPP_VERSION  text that GET / answers with
+//	WEBAPP_BROKEN=1 GET /healthz answers 500 (a release that fails its checks)
+//	WEBAPP_CRASH=1  exit 1 right at start (a release that cannot run)
+//
+// "webapp -check" GETs its own /healthz on 127.0.0.1:$PORT and exits 0 when
+// it passes, 1 otherwise: images built FROM scratch have no shell or curl, so
+// the binary doubles as the tool an exec health check runs.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+// shutdownGrace bounds how long in-flight requests may finish after SIGTERM;
+// it stays below Docker's default 10s stop timeout so the exit is clean.
+const shutdownGrace = 5 * time.Second
+
+func main() {
+	check := flag.Bool("check", false, "GET http://127.0.0.1:$PORT/healthz and exit 0 if it passes, 1 otherwise")
+	flag.Parse()
+
+	port := os.Getenv("PORT")
+	if port == "" {
+		port = "8080"
+	}
+	if *check {
+		os.Exit(runCheck(port))
+	}
+	if os.Getenv("WEBAPP_CRASH") == "1" {
+		log.Print("webapp: WEBAPP_CRASH=1, exiting with code 1")
+		os.Exit(1)
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	listener, err := net.Listen("tcp", ":"+port)
+	if err != nil {
+		log.Printf("webapp: listen on :%s: %v", port, err)
+		os.Exit(1)
+	}
+	if err := serve(ctx, listener, os.Getenv("WEBAPP_VERSION"), os.Getenv("WEBAPP_BROKEN") == "1"); err != nil {
+		log.Printf("webapp: %v", err)
+		os.Exit(1)
+	}
+}
+
+// newHandler returns the routes of the service.
+func newHandler(version string, broken bool) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if broken {
+			http.Error(w, "broken (WEBAPP_BROKEN=1)", http.StatusInternalServerError)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintf(w, "webapp %s\n", version)
+	})
+	return mux
+}
+
+// serve answers on listener until ctx is cancelled, then shuts down
+// gracefully: in-flight requests finish, new connections are refused.
+func serve(ctx context.Context, listener net.Listener, version string, broken bool) error {
+	server := &http.Server{Handler: newHandler(version, broken), ReadHeaderTimeout: 5 * time.Second}
+	log.Printf("webapp %s listening on %s (broken=%t)", version, listener.Addr(), broken)
+
+	served := make(chan error, 1)
+	go func() { served <- server.Serve(listener) }()
+
+	select {
+	case err := <-served:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Print("webapp: signal received, shutting down")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	if err := server.Shutdown(shutdownCtx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	if err := <-served; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve: %w", err)
+	}
+	return nil
+}
+
+// runCheck is the exec health check: 0 when /healthz answers 200.
+func runCheck(port string) int {
+	client := &http.Client{Timeout: 2 * time.Second}
+	resp, err := client.Get("http://127.0.0.1:" + port + "/healthz")
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "check: %v\n", err)
+		return 1
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		fmt.Fprintf(os.Stderr, "check: /healthz answered %s\n", resp.Status)
+		return 1
+	}
+	fmt.Println("check: ok")
+	return 0
+}

@@ -1,0 +1,186 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"syscall"
+	"testing"
+)
+
+// runMainEnv makes the test binary run main() instead of the tests, so the
+// crash and signal behaviour is tested on a real process.
+const runMainEnv = "WEBAPP_TEST_RUN_MAIN"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(runMainEnv) == "1" {
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func mustListen(t *testing.T) net.Listener {
+	t.Helper()
+	listener, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	return listener
+}
+
+// startServe runs serve on a loopback listener and returns its base URL and
+// a function that stops it and returns serve's error.
+func startServe(t *testing.T, version string, broken bool) (string, func() error) {
+	t.Helper()
+	listener := mustListen(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, listener, version, broken) }()
+	stopped := false
+	stop := func() error {
+		if stopped {
+			return nil
+		}
+		stopped = true
+		cancel()
+		return <-done
+	}
+	t.Cleanup(func() { _ = stop() })
+	return "http://" + listener.Addr().String(), stop
+}
+
+func mustGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("read %s: %v", url, err)
+	}
+	return resp.StatusCode, string(body)
+}
+
+func TestRoutes(t *testing.T) {
+	tests := []struct {
+		name       string
+		broken     bool
+		path       string
+		wantStatus int
+		wantBody   string
+	}{
+		{"healthy healthz", false, "/healthz", http.StatusOK, "ok\n"},
+		{"broken healthz", true, "/healthz", http.StatusInternalServerError, "broken (WEBAPP_BROKEN=1)\n"},
+		{"root names the version", false, "/", http.StatusOK, "webapp v7\n"},
+		{"root works when broken", true, "/", http.StatusOK, "webapp v7\n"},
+		{"unknown path", false, "/nope", http.StatusNotFound, "404 page not found\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			base, _ := startServe(t, "v7", tt.broken)
+			status, body := mustGet(t, base+tt.path)
+			if status != tt.wantStatus || body != tt.wantBody {
+				t.Errorf("GET %s = %d %q, want %d %q", tt.path, status, body, tt.wantStatus, tt.wantBody)
+			}
+		})
+	}
+}
+
+func TestServeStopsGracefully(t *testing.T) {
+	base, stop := startServe(t, "v1", false)
+	if status, _ := mustGet(t, base+"/healthz"); status != http.StatusOK {
+		t.Fatalf("healthz = %d before stop", status)
+	}
+	if err := stop(); err != nil {
+		t.Fatalf("serve returned %v after cancel, want nil", err)
+	}
+	if _, err := http.Get(base + "/healthz"); err == nil {
+		t.Fatal("GET after shutdown succeeded, want connection refused")
+	}
+}
+
+func TestCheckMode(t *testing.T) {
+	tests := []struct {
+		name   string
+		broken bool
+		want   int
+	}{
+		{"passes on a healthy server", false, 0},
+		{"fails on a broken server", true, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			base, _ := startServe(t, "v1", tt.broken)
+			_, port, err := net.SplitHostPort(base[len("http://"):])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := runCheck(port); got != tt.want {
+				t.Errorf("runCheck = %d, want %d", got, tt.want)
+			}
+		})
+	}
+	t.Run("fails when nothing listens", func(t *testing.T) {
+		listener := mustListen(t)
+		port := strconv.Itoa(listener.Addr().(*net.TCPAddr).Port)
+		listener.Close()
+		if got := runCheck(port); got != 1 {
+			t.Errorf("runCheck = %d, want 1", got)
+		}
+	})
+}
+
+// mainProcess starts the test binary as the webapp with extra env.
+func mainProcess(t *testing.T, env ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), append([]string{runMainEnv + "=1"}, env...)...)
+	return cmd
+}
+
+func TestCrashExitsWithCodeOne(t *testing.T) {
+	err := mainProcess(t, "WEBAPP_CRASH=1", "PORT=0").Run()
+	var exitErr *exec.ExitError
+	if !errors.As(err, &exitErr) || exitErr.ExitCode() != 1 {
+		t.Fatalf("run with WEBAPP_CRASH=1: %v, want exit status 1", err)
+	}
+}
+
+func TestSIGTERMExitsCleanly(t *testing.T) {
+	listener := mustListen(t)
+	port := strconv.Itoa(listener.Addr().(*net.TCPAddr).Port)
+	listener.Close()
+
+	cmd := mainProcess(t, "PORT="+port)
+	logs, logWriter, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logs.Close()
+	cmd.Stderr = logWriter
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	logWriter.Close() // the child holds its own copy
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	// The first log line says the server listens: after it a SIGTERM must
+	// reach the handler, not the default action.
+	if _, err := bufio.NewReader(logs).ReadString('\n'); err != nil {
+		t.Fatalf("read first log line: %v", err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("webapp after SIGTERM: %v, want exit status 0", err)
+	}
+}

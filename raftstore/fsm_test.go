@@ -1,0 +1,218 @@
+package raftstore
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/deployctl/deployctl/raftstore/state"
+	"github.com/deployctl/deployctl/specs"
+)
+
+var t0 = time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+
+func mustEncode(t *testing.T, ct CommandType, cmd any) []byte {
+	t.Helper()
+	b, err := Encode(ct, cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func testRevision(svc, digest string) state.Revision {
+	spec := specs.Spec{Service: svc, Image: "127.0.0.1:5000/" + svc + ":v1", Replicas: 2}
+	return state.Revision{Service: svc, Spec: spec, Digest: digest, Ref: "127.0.0.1:5000/" + svc + "@" + digest, Fingerprint: "fp-" + digest, Cause: "apply"}
+}
+
+// testLog is a fixed command sequence exercising every command type.
+func testLog(t *testing.T) [][]byte {
+	t.Helper()
+	return [][]byte{
+		mustEncode(t, CmdHostReport, state.HostReportCmd{Now: t0, Report: state.HostReport{Host: "h1", Labels: map[string]string{"zone": "a"}}}),
+		mustEncode(t, CmdApplyRevision, state.ApplyRevisionCmd{Now: t0, IdempotencyKey: "k1", ExpectCurrent: 0, Revision: testRevision("web", "sha256:aa")}),
+		mustEncode(t, CmdRolloutStep, state.RolloutStepCmd{Now: t0.Add(time.Second), Service: "web", ExpectCurrent: 1, ExpectModifyIndex: 2,
+			Create: []state.Replica{{ID: "r1", Service: "web", Slot: 0, Revision: 1, Fingerprint: "fp-sha256:aa", Host: "h1"}}}),
+		mustEncode(t, CmdHostReport, state.HostReportCmd{Now: t0.Add(2 * time.Second), Report: state.HostReport{Host: "h1",
+			Reports: []state.StatusReport{{ReplicaID: "r1", State: state.ReplicaHealthy, ContainerID: "c1"}}}}),
+		mustEncode(t, CmdApplyRevision, state.ApplyRevisionCmd{Now: t0.Add(3 * time.Second), IdempotencyKey: "k2", ExpectCurrent: 1, Revision: testRevision("web", "sha256:bb")}),
+		mustEncode(t, CmdApplyRevision, state.ApplyRevisionCmd{Now: t0.Add(3 * time.Second), Revision: testRevision("api", "sha256:cc")}),
+		mustEncode(t, CmdDeleteService, state.DeleteServiceCmd{Now: t0.Add(4 * time.Second), Service: "api"}),
+	}
+}
+
+func applyAll(t *testing.T, f *FSM, entries [][]byte) []any {
+	t.Helper()
+	var out []any
+	for i, e := range entries {
+		out = append(out, f.Apply(&raft.Log{Index: uint64(i + 1), Type: raft.LogCommand, Data: e}))
+	}
+	return out
+}
+
+func mustSnapshotBytes(t *testing.T, f *FSM) []byte {
+	t.Helper()
+	snap, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := &memSink{}
+	if err := snap.Persist(sink); err != nil {
+		t.Fatal(err)
+	}
+	return sink.Bytes()
+}
+
+type memSink struct {
+	bytes.Buffer
+	cancelled bool
+}
+
+func (m *memSink) ID() string    { return "mem" }
+func (m *memSink) Cancel() error { m.cancelled = true; return nil }
+func (m *memSink) Close() error  { return nil }
+
+func TestFSMAppliesEveryCommand(t *testing.T) {
+	f := NewFSM(state.NewStore())
+	res := applyAll(t, f, testLog(t))
+	for i, r := range res {
+		if err, ok := r.(error); ok {
+			t.Fatalf("entry %d: %v", i+1, err)
+		}
+	}
+	v := f.Store().View()
+	web, ok := v.Service("web")
+	if !ok || web.Current != 2 || web.State != state.ServiceDeploying {
+		t.Fatalf("web = %+v, want current 2 deploying", web)
+	}
+	rev1, _ := v.Revision("web", 1)
+	if rev1.State != state.RevisionSuperseded {
+		t.Fatalf("revision 1 state %q, want superseded (applied over while in progress)", rev1.State)
+	}
+	r1, _ := v.Replica("r1")
+	if r1.Status.State != state.ReplicaHealthy || !r1.Status.HealthySince.Equal(t0.Add(2*time.Second)) {
+		t.Fatalf("replica r1 status %+v, want healthy since the report's leader time", r1.Status)
+	}
+	api, _ := v.Service("api")
+	if api.State != state.ServiceRemoving {
+		t.Fatalf("api state %q, want removing", api.State)
+	}
+	if got := v.HostIndex("h1"); got != 3 {
+		t.Fatalf("host index %d, want 3 (the step that created r1; status reports do not wake the agent)", got)
+	}
+}
+
+func TestFSMRefusesUnknownCommand(t *testing.T) {
+	f := NewFSM(state.NewStore())
+	for _, data := range [][]byte{{}, {0xEE, '{', '}'}} {
+		res := f.Apply(&raft.Log{Index: 1, Type: raft.LogCommand, Data: data})
+		err, ok := res.(error)
+		if !ok || !errors.Is(err, ErrUnknownCommand) {
+			t.Fatalf("Apply(%x) = %v, want ErrUnknownCommand", data, res)
+		}
+	}
+	if f.Store().View().Index() != 0 {
+		t.Fatal("an unknown command changed the state")
+	}
+}
+
+func TestFSMGuardsAndIdempotency(t *testing.T) {
+	f := NewFSM(state.NewStore())
+	applyAll(t, f, testLog(t)[:2])
+	// The same idempotency key again: the same revision, no new one.
+	res := f.Apply(&raft.Log{Index: 10, Type: raft.LogCommand, Data: mustEncode(t, CmdApplyRevision,
+		state.ApplyRevisionCmd{Now: t0, IdempotencyKey: "k1", Revision: testRevision("web", "sha256:zz")})})
+	ar, ok := res.(state.ApplyResult)
+	if !ok || ar.Revision != 1 || !ar.Repeated {
+		t.Fatalf("repeated key: %v, want revision 1 repeated", res)
+	}
+	// A stale guard is refused.
+	res = f.Apply(&raft.Log{Index: 11, Type: raft.LogCommand, Data: mustEncode(t, CmdApplyRevision,
+		state.ApplyRevisionCmd{Now: t0, ExpectCurrent: 0, Revision: testRevision("web", "sha256:zz")})})
+	if err, ok := res.(error); !ok || !errors.Is(err, state.ErrConflict) {
+		t.Fatalf("stale ExpectCurrent: %v, want ErrConflict", res)
+	}
+	// A rollout step decided on an older service record is refused.
+	res = f.Apply(&raft.Log{Index: 12, Type: raft.LogCommand, Data: mustEncode(t, CmdRolloutStep,
+		state.RolloutStepCmd{Now: t0, Service: "web", ExpectCurrent: 1, ExpectModifyIndex: 1})})
+	if err, ok := res.(error); !ok || !errors.Is(err, state.ErrConflict) {
+		t.Fatalf("stale step: %v, want ErrConflict", res)
+	}
+	if got := len(f.Store().View().Revisions("web")); got != 1 {
+		t.Fatalf("%d revisions, want 1", got)
+	}
+}
+
+func TestFSMDeterministic(t *testing.T) {
+	a, b := NewFSM(state.NewStore()), NewFSM(state.NewStore())
+	applyAll(t, a, testLog(t))
+	applyAll(t, b, testLog(t))
+	if sa, sb := mustSnapshotBytes(t, a), mustSnapshotBytes(t, b); !bytes.Equal(sa, sb) {
+		t.Fatalf("same log, different states:\n%s\n%s", sa, sb)
+	}
+}
+
+func TestFSMSnapshotRestoreRoundTrip(t *testing.T) {
+	a := NewFSM(state.NewStore())
+	applyAll(t, a, testLog(t))
+	snap := mustSnapshotBytes(t, a)
+
+	b := NewFSM(state.NewStore())
+	if err := b.Restore(io.NopCloser(bytes.NewReader(snap))); err != nil {
+		t.Fatal(err)
+	}
+	if again := mustSnapshotBytes(t, b); !bytes.Equal(snap, again) {
+		t.Fatalf("restore changed the state:\n%s\n%s", snap, again)
+	}
+	if b.Store().View().Index() != a.Store().View().Index() {
+		t.Fatal("restore lost the index")
+	}
+	// The restored store keeps applying: indexes, guards and idempotency keys survived.
+	res := b.Apply(&raft.Log{Index: 100, Type: raft.LogCommand, Data: mustEncode(t, CmdApplyRevision,
+		state.ApplyRevisionCmd{Now: t0, IdempotencyKey: "k2", ExpectCurrent: 2, Revision: testRevision("web", "sha256:dd")})})
+	if ar, ok := res.(state.ApplyResult); !ok || ar.Revision != 2 || !ar.Repeated {
+		t.Fatalf("idempotency key after restore: %v, want revision 2 repeated", res)
+	}
+	if got := b.Store().View().Assignments("h1"); len(got.Assignments) != 1 || got.Assignments[0].Replica.ID != "r1" {
+		t.Fatalf("assignments after restore: %+v", got)
+	}
+}
+
+func TestSnapshotIsCheapAndIsolated(t *testing.T) {
+	f := NewFSM(state.NewStore())
+	applyAll(t, f, testLog(t))
+	snap, _ := f.Snapshot()
+	before := mustSnapshotBytes(t, f)
+	// Writes after the snapshot was taken do not leak into it.
+	f.Apply(&raft.Log{Index: 50, Type: raft.LogCommand, Data: mustEncode(t, CmdHostReport,
+		state.HostReportCmd{Now: t0, Report: state.HostReport{Host: "h2"}})})
+	sink := &memSink{}
+	if err := snap.Persist(sink); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(sink.Bytes(), before) {
+		t.Fatal("a snapshot saw a later write")
+	}
+}
+
+func BenchmarkFSMSnapshot(b *testing.B) {
+	f := NewFSM(state.NewStore())
+	idx := uint64(1)
+	for i := range 1000 {
+		svc := fmt.Sprintf("svc-%d", i)
+		data, _ := Encode(CmdApplyRevision, state.ApplyRevisionCmd{Now: t0, Revision: testRevision(svc, "sha256:aa")})
+		f.Apply(&raft.Log{Index: idx, Type: raft.LogCommand, Data: data})
+		idx++
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := f.Snapshot(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

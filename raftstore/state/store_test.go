@@ -1,0 +1,115 @@
+package state
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/deployctl/deployctl/specs"
+)
+
+var t0 = time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+
+func mustApplyRevision(t *testing.T, s *Store, index uint64, c ApplyRevisionCmd) ApplyResult {
+	t.Helper()
+	res, err := s.ApplyRevision(index, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+func rev(svc, digest string) Revision {
+	return Revision{Service: svc, Spec: specs.Spec{Service: svc, Replicas: 1}, Digest: digest, Ref: "r@" + digest, Fingerprint: "fp" + digest}
+}
+
+func closed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+func TestWatchHostWakesOnlyForItsAssignments(t *testing.T) {
+	s := NewStore()
+	mustApplyRevision(t, s, 1, ApplyRevisionCmd{Now: t0, Revision: rev("web", "sha256:a")})
+	_, h1 := s.WatchHost("h1")
+	_, h2 := s.WatchHost("h2")
+	_, all := s.Watch()
+	svc, _ := s.View().Service("web")
+	if err := s.ApplyRolloutStep(2, RolloutStepCmd{Now: t0, Service: "web", ExpectCurrent: 1, ExpectModifyIndex: svc.ModifyIndex,
+		Create: []Replica{{ID: "r1", Service: "web", Revision: 1, Fingerprint: "fpsha256:a", Host: "h1"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if !closed(h1) || closed(h2) || !closed(all) {
+		t.Fatalf("after assigning to h1: h1 woke=%v h2 woke=%v any woke=%v; want true false true", closed(h1), closed(h2), closed(all))
+	}
+	_, h1 = s.WatchHost("h1")
+	if err := s.ApplyHostReport(3, HostReportCmd{Now: t0, Report: HostReport{Host: "h1", Reports: []StatusReport{{ReplicaID: "r1", State: ReplicaHealthy}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if closed(h1) {
+		t.Fatal("a status report woke the host's long-poll: its assignments did not change")
+	}
+	if got := s.View().HostIndex("h1"); got != 2 {
+		t.Fatalf("host index %d, want 2", got)
+	}
+}
+
+func TestHealthySinceKeptWhileHealthy(t *testing.T) {
+	s := NewStore()
+	mustApplyRevision(t, s, 1, ApplyRevisionCmd{Now: t0, Revision: rev("web", "sha256:a")})
+	svc, _ := s.View().Service("web")
+	_ = s.ApplyRolloutStep(2, RolloutStepCmd{Now: t0, Service: "web", ExpectCurrent: 1, ExpectModifyIndex: svc.ModifyIndex,
+		Create: []Replica{{ID: "r1", Service: "web", Revision: 1, Fingerprint: "fpsha256:a", Host: "h1"}}})
+	report := func(i uint64, at time.Time, st string) {
+		if err := s.ApplyHostReport(i, HostReportCmd{Now: at, Report: HostReport{Host: "h1", Reports: []StatusReport{{ReplicaID: "r1", State: st}}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	report(3, t0.Add(time.Second), ReplicaHealthy)
+	report(4, t0.Add(5*time.Second), ReplicaHealthy)
+	r, _ := s.View().Replica("r1")
+	if !r.Status.HealthySince.Equal(t0.Add(time.Second)) {
+		t.Fatalf("healthy since %v, want the first healthy report", r.Status.HealthySince)
+	}
+	report(5, t0.Add(6*time.Second), ReplicaUnhealthy)
+	r, _ = s.View().Replica("r1")
+	if !r.Status.HealthySince.IsZero() {
+		t.Fatal("an unhealthy replica kept its healthy-since time")
+	}
+	// A report from a host the replica is not on is ignored.
+	_ = s.ApplyHostReport(6, HostReportCmd{Now: t0, Report: HostReport{Host: "h2", Reports: []StatusReport{{ReplicaID: "r1", State: ReplicaHealthy}}}})
+	if r, _ = s.View().Replica("r1"); r.Status.State != ReplicaUnhealthy {
+		t.Fatal("a report from another host changed the replica")
+	}
+}
+
+func TestRemoveThenPurge(t *testing.T) {
+	s := NewStore()
+	mustApplyRevision(t, s, 1, ApplyRevisionCmd{Now: t0, Revision: rev("web", "sha256:a")})
+	svc, _ := s.View().Service("web")
+	_ = s.ApplyRolloutStep(2, RolloutStepCmd{Now: t0, Service: "web", ExpectCurrent: 1, ExpectModifyIndex: svc.ModifyIndex,
+		Create: []Replica{{ID: "r1", Service: "web", Revision: 1, Fingerprint: "fpsha256:a", Host: "h1"}}})
+	if err := s.ApplyDeleteService(3, DeleteServiceCmd{Now: t0, Service: "web"}); err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := s.View().Replica("r1"); r.Desired != DesiredStopped {
+		t.Fatal("rm did not ask the replica to stop")
+	}
+	if _, err := s.ApplyRevision(4, ApplyRevisionCmd{Now: t0, ExpectCurrent: 1, Revision: rev("web", "sha256:b")}); !errors.Is(err, ErrRemoving) {
+		t.Fatalf("apply while removing: %v, want ErrRemoving", err)
+	}
+	svc, _ = s.View().Service("web")
+	if err := s.ApplyRolloutStep(5, RolloutStepCmd{Now: t0, Service: "web", ExpectCurrent: 1, ExpectModifyIndex: svc.ModifyIndex, Purge: true}); !errors.Is(err, ErrConflict) {
+		t.Fatalf("purge with a replica left: %v, want ErrConflict", err)
+	}
+	if err := s.ApplyRolloutStep(6, RolloutStepCmd{Now: t0, Service: "web", ExpectCurrent: 1, ExpectModifyIndex: svc.ModifyIndex, Remove: []string{"r1"}, Purge: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := s.View().Service("web"); ok || len(s.View().Revisions("web")) != 0 {
+		t.Fatal("purge left the service or its history")
+	}
+}

@@ -1,0 +1,122 @@
+package specs
+
+import (
+	"strings"
+)
+
+// The accepted YAML fields, section by section ("" is the top level). The
+// parser checks keys against these lists, and the unknown-field suggestions
+// search them.
+func schemaFields(section string) []string {
+	switch section {
+	case "":
+		return []string{"service", "image", "replicas", "command", "entrypoint", "env", "ports",
+			"resources", "healthcheck", "update", "security", "stop_grace_period"}
+	case "resources":
+		return []string{"cpus", "memory", "pids"}
+	case "healthcheck":
+		return []string{"http", "tcp", "exec", "interval", "timeout", "retries", "start_period"}
+	case "healthcheck.http":
+		return []string{"path", "port"}
+	case "healthcheck.tcp":
+		return []string{"port"}
+	case "update":
+		return []string{"parallelism", "delay", "order", "monitor", "max_failure_ratio",
+			"failure_action", "progress_deadline"}
+	case "security":
+		return []string{"user", "allow_root", "read_only", "no_new_privileges", "cap_drop", "cap_add"}
+	}
+	return nil
+}
+
+func schemaSections() []string {
+	return []string{"", "resources", "healthcheck", "healthcheck.http", "healthcheck.tcp", "update", "security"}
+}
+
+// composeAliases are Compose spellings of our fields that edit distance would
+// not find.
+func composeAlias(section, name string) (string, bool) {
+	if section == "" && (name == "environment" || name == "environments") {
+		return "env", true
+	}
+	if section == "healthcheck" && name == "test" {
+		return "exec", true
+	}
+	return "", false
+}
+
+// unknownFieldMessage says a key is not part of the schema and suggests the
+// closest valid name: in the same section when one is within a small edit
+// distance ("replicaz" -> "replicas"), else the same name in another section
+// ("cpus" at the top level -> "resources.cpus"), else the list of valid names.
+func unknownFieldMessage(section, name string) string {
+	if alias, ok := composeAlias(section, name); ok {
+		return "unknown field; did you mean " + alias + "?"
+	}
+	valid := schemaFields(section)
+	if best, ok := closest(name, valid); ok {
+		return "unknown field; did you mean " + best + "?"
+	}
+	for _, other := range schemaSections() {
+		if other == section {
+			continue
+		}
+		for _, f := range schemaFields(other) {
+			if normalizeName(f) == normalizeName(name) {
+				if other == "" {
+					return "unknown field; did you mean " + f + " (at the top level)?"
+				}
+				return "unknown field; did you mean " + other + "." + f + "?"
+			}
+		}
+	}
+	return "unknown field; valid fields are " + strings.Join(valid, ", ")
+}
+
+// closest returns the candidate nearest to name by edit distance, compared
+// case-insensitively and ignoring '_' and '-' so that "startPeriod" finds
+// "start_period". It reports false when even the nearest is too far to be a
+// plausible typo.
+func closest(name string, candidates []string) (string, bool) {
+	target := normalizeName(name)
+	best, bestDistance := "", -1
+	for _, c := range candidates {
+		d := editDistance(target, normalizeName(c))
+		if bestDistance < 0 || d < bestDistance {
+			best, bestDistance = c, d
+		}
+	}
+	if bestDistance < 0 {
+		return "", false
+	}
+	// Two edits is a typo; more is another word. A short name must keep at
+	// least one rune of its own, else "ab" would match any two-letter field.
+	limit := min(2, len([]rune(target))-1)
+	return best, bestDistance <= limit
+}
+
+func normalizeName(name string) string {
+	return strings.ToLower(strings.NewReplacer("_", "", "-", "").Replace(name))
+}
+
+// editDistance is the Levenshtein distance between a and b, in runes.
+func editDistance(a, b string) int {
+	ra, rb := []rune(a), []rune(b)
+	previous := make([]int, len(rb)+1)
+	current := make([]int, len(rb)+1)
+	for j := range previous {
+		previous[j] = j
+	}
+	for i := 1; i <= len(ra); i++ {
+		current[0] = i
+		for j := 1; j <= len(rb); j++ {
+			substitution := previous[j-1]
+			if ra[i-1] != rb[j-1] {
+				substitution++
+			}
+			current[j] = min(previous[j]+1, current[j-1]+1, substitution)
+		}
+		previous, current = current, previous
+	}
+	return previous[len(rb)]
+}
