@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -869,6 +870,9 @@ func TestOpenFailsOnDataDirInUse(t *testing.T) {
 		_ = n.Close()
 		t.Fatal("second Open on a data dir in use succeeded")
 	}
+	if !strings.Contains(err.Error(), "in use") {
+		t.Errorf("Open error = %v, want it to say the data dir is in use", err)
+	}
 }
 
 func TestOpenFailsOnBusyPortAndReleasesStore(t *testing.T) {
@@ -887,4 +891,23 @@ func TestOpenFailsOnBusyPortAndReleasesStore(t *testing.T) {
 	}
 	// The bolt file was released: this Open would time out on its lock.
 	mustOpen(t, testConfig("node1", dir, &listFSM{}))
+}
+
+func TestCloseLeavesNoGoroutines(t *testing.T) {
+	before := runtime.NumGoroutine()
+	n, _ := mustSingleLeader(t, t.TempDir())
+	mustApply(t, n, "x")
+	leadership := n.LeaderCh()
+	mustReceiveUntil(t, leadership, true)
+	mustClose(t, n)
+
+	// A failed Open must not leak either.
+	cfg := testConfig("node1", t.TempDir(), &listFSM{})
+	cfg.AdvertiseAddr = "0.0.0.0:7000"
+	if _, err := Open(cfg); err == nil {
+		t.Fatal("Open with an unspecified advertise address succeeded")
+	}
+	mustEventually(t, fmt.Sprintf("goroutines return to %d", before), func() bool {
+		return runtime.NumGoroutine() <= before
+	})
 }

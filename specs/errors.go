@@ -11,17 +11,18 @@ import (
 // errors of ParseMemory and ParsePort.
 var ErrInvalidSpec = errors.New("invalid spec")
 
-// Problem is one thing wrong with a spec.
+// Problem is one thing wrong with a spec. The JSON names are snake_case like
+// the rest of the API, which sends problems to clients.
 type Problem struct {
 	// Field is the dotted path of the offending field, like
 	// "healthcheck.http.port", "ports[1]" or "env.LOG_LEVEL"; it is empty for
 	// problems with the document itself (YAML syntax).
-	Field string
+	Field string `json:"field,omitempty"`
 	// Line is the 1-based line in the YAML source, 0 when unknown (a Spec
 	// built in Go, or a required field that is absent).
-	Line int
+	Line int `json:"line,omitempty"`
 	// Message says what is wrong and how to fix it.
-	Message string
+	Message string `json:"message"`
 }
 
 // String renders the problem as "line 4: replicaz: unknown field; did you

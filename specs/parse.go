@@ -489,6 +489,10 @@ func (p *parser) ports(path string, n *yaml.Node) []Port {
 	for i, item := range items {
 		field := fmt.Sprintf("%s[%d]", path, i)
 		p.lines[field] = item.Line
+		if resolve(item).Kind != yaml.ScalarNode {
+			p.add(field, item.Line, "expected a string like \"8080:80\"; got %s (Compose's long port syntax is not supported)", describe(item))
+			continue
+		}
 		text, ok := p.text(field, item)
 		if !ok {
 			continue

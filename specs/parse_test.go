@@ -1,6 +1,7 @@
 package specs
 
 import (
+	"encoding/json"
 	"errors"
 	"reflect"
 	"strings"
@@ -266,6 +267,8 @@ func invalidCases() []invalidCase {
 		{"service starts with digit", "service: 1web\nimage: web:1\n", "service", 1, "starting with a letter"},
 		{"service too long", "service: " + strings.Repeat("a", 64) + "\nimage: web:1\n", "service", 1, "1 to 63"},
 		{"service is a list", "service: [web]\nimage: web:1\n", "service", 1, "expected a string; got a list"},
+		{"service with a binary tag", "service: !!binary d2Vi\nimage: web:1\n", "service", 1, "tag !!binary is not supported"},
+		{"service with a custom tag", "service: !name web\nimage: web:1\n", "service", 1, "tag !name is not supported"},
 		{"image missing", "service: web\n", "image", 0, "required"},
 		{"image without tag", "service: web\nimage: registry.example.com/web\n", "image", 2, "no tag or digest"},
 		{"image with bad digest", "service: web\nimage: web@sha256:1234\n", "image", 2, "64 lowercase hex digits"},
@@ -298,6 +301,9 @@ func invalidCases() []invalidCase {
 		{"port unbracketed ipv6", "ports: [\"::1:80:80\"]\n", "ports[0]", 3, "brackets"},
 		{"port duplicate", "ports:\n  - 8080:80\n  - 127.0.0.1:8080:81\n", "ports[1]", 5, "duplicates ports[0]"},
 		{"port overlaps wildcard", "ports:\n  - 8080:80\n  - 0.0.0.0:8080:81\n", "ports[1]", 5, "overlaps ports[0]"},
+		{"port long syntax", "ports:\n  - target: 80\n    published: 8080\n", "ports[0]", 4, "long port syntax is not supported"},
+		{"port after a wildcard", "ports:\n  - 0.0.0.0:8080:80\n  - 127.0.0.1:8080:81/tcp\n", "ports[1]", 5, "overlaps ports[0]"},
+		{"same port, other protocol, then a clash", "ports: [\"53:53/udp\", \"53:53\", \"[::]:53:54/udp\"]\n", "ports[2]", 3, "overlaps ports[0]"},
 		{"ports not a list", "ports: \"80:80\"\n", "ports", 3, "expected a list"},
 		{"cpus zero", "resources: {cpus: 0}\n", "resources.cpus", 3, "greater than 0"},
 		{"cpus negative", "resources:\n  cpus: -1\n", "resources.cpus", 4, "greater than 0"},
@@ -494,5 +500,15 @@ func TestEditDistance(t *testing.T) {
 		if got := editDistance(tt.b, tt.a); got != tt.want {
 			t.Errorf("editDistance(%q, %q) = %d, want %d (symmetry)", tt.b, tt.a, got, tt.want)
 		}
+	}
+}
+
+func TestProblemJSON(t *testing.T) {
+	got, err := json.Marshal([]Problem{{Field: "replicas", Line: 3, Message: "m"}, {Message: "doc"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `[{"field":"replicas","line":3,"message":"m"},{"message":"doc"}]`; string(got) != want {
+		t.Errorf("json = %s, want %s", got, want)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -128,7 +129,7 @@ func loadServerConfig(v *viper.Viper, configFile string) (serverConfig, error) {
 
 // runServer runs one server until ctx ends, then stops in order: the API,
 // the agent (its containers keep running), the controller, raft.
-func runServer(ctx context.Context, cfg serverConfig, logOut *os.File) error {
+func runServer(ctx context.Context, cfg serverConfig, logOut io.Writer) error {
 	log := hclog.New(&hclog.LoggerOptions{Name: "deployctl", Level: hclog.LevelFromString(cfg.LogLevel), Output: logOut})
 
 	if cfg.DataDir == "" {

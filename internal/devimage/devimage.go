@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -203,9 +204,11 @@ func binaryLayer(binary []byte) (v1.Layer, error) {
 
 // Registry is go-containerregistry's in-memory registry on a real listener.
 type Registry struct {
-	listener net.Listener
-	server   *http.Server
-	served   chan error
+	listener  net.Listener
+	server    *http.Server
+	served    chan error
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // StartRegistry serves a fresh, empty registry on addr ("127.0.0.1:0" picks
@@ -236,15 +239,19 @@ func StartRegistry(addr string, logger hclog.Logger) (*Registry, error) {
 // Addr is host:port of the registry, the first part of image references.
 func (r *Registry) Addr() string { return r.listener.Addr().String() }
 
-// Close stops serving at once and forgets every image.
+// Close stops serving at once and forgets every image. Calling it again
+// returns the first call's result.
 func (r *Registry) Close() error {
-	if err := r.server.Close(); err != nil {
-		return fmt.Errorf("close registry: %w", err)
-	}
-	if err := <-r.served; err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("registry serve: %w", err)
-	}
-	return nil
+	r.closeOnce.Do(func() {
+		if err := r.server.Close(); err != nil {
+			r.closeErr = fmt.Errorf("close registry: %w", err)
+			return
+		}
+		if err := <-r.served; err != nil && !errors.Is(err, http.ErrServerClosed) {
+			r.closeErr = fmt.Errorf("registry serve: %w", err)
+		}
+	})
+	return r.closeErr
 }
 
 // Push writes img to ref (e.g. "127.0.0.1:5000/webapp:v1") over plain HTTP

@@ -1,0 +1,292 @@
+package controller
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/deployctl/deployctl/raftstore"
+	"github.com/deployctl/deployctl/raftstore/state"
+	"github.com/deployctl/deployctl/specs"
+)
+
+// testNode is a controller on a real single-node raft (loopback TCP, bolt
+// files in a temp dir) with its API on a real loopback listener.
+type testNode struct {
+	node  *raftstore.Node
+	store *state.Store
+	ctrl  *Controller
+	api   *httptest.Server
+}
+
+func mustStartNode(t *testing.T) *testNode {
+	t.Helper()
+	store := state.NewStore()
+	node, err := raftstore.Open(raftstore.Config{
+		NodeID: "n1", DataDir: t.TempDir(), BindAddr: "127.0.0.1:0", Bootstrap: true,
+		FSM: raftstore.NewFSM(store), Logger: hclog.NewNullLogger(),
+		HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond, LeaderLeaseTimeout: 100 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = node.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := node.WaitForLeader(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ctrl, err := New(Config{Raft: node, Store: store, Resolver: RegistryResolver{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := httptest.NewServer(NewAPI(ctrl, nil).Handler())
+	t.Cleanup(api.Close)
+	return &testNode{node: node, store: store, ctrl: ctrl, api: api}
+}
+
+// mustRegistryImage serves a random image from an in-process registry on
+// 127.0.0.1 and returns its tag reference and digest.
+func mustRegistryImage(t *testing.T, repoTag string) (*httptest.Server, string, string) {
+	t.Helper()
+	reg := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	t.Cleanup(reg.Close)
+	ref := strings.TrimPrefix(reg.URL, "http://") + "/" + repoTag
+	return reg, ref, mustPush(t, ref)
+}
+
+func mustPush(t *testing.T, ref string) string {
+	t.Helper()
+	img, err := random.Image(256, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := name.ParseReference(ref, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(r, img); err != nil {
+		t.Fatal(err)
+	}
+	d, _ := img.Digest()
+	return d.String()
+}
+
+func specFor(image string) *specs.Spec {
+	s := &specs.Spec{Service: "web", Image: image, Replicas: 2}
+	s.ApplyDefaults()
+	return s
+}
+
+func TestApplyPinsDigestAndIsIdempotent(t *testing.T) {
+	n := mustStartNode(t)
+	_, ref, digest := mustRegistryImage(t, "team/web:v1")
+	ctx := context.Background()
+
+	out, err := n.ctrl.Apply(ctx, specFor(ref), "key-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Revision != 1 || out.Digest != digest || !strings.HasSuffix(out.Ref, "/team/web@"+digest) || out.Unchanged {
+		t.Fatalf("apply = %+v, want revision 1 pinned to %s", out, digest)
+	}
+	rev, _ := n.store.View().Revision("web", 1)
+	if rev.Ref != out.Ref || rev.State != state.RevisionInProgress || rev.Cause != "apply" || rev.CreatedAt.IsZero() {
+		t.Fatalf("stored revision %+v", rev)
+	}
+	// Same spec again: no new revision.
+	again, err := n.ctrl.Apply(ctx, specFor(ref), "key-2")
+	if err != nil || !again.Unchanged || again.Revision != 1 {
+		t.Fatalf("unchanged apply = %+v, %v; want revision 1 unchanged", again, err)
+	}
+	// A retried request (same key) with a changed spec still answers the first outcome.
+	changed := specFor(ref)
+	changed.Replicas = 5
+	retry, err := n.ctrl.Apply(ctx, changed, "key-1")
+	if err != nil || retry.Revision != 1 {
+		t.Fatalf("retry with the same key = %+v, %v; want revision 1", retry, err)
+	}
+	// A real change makes revision 2; the tag now points elsewhere.
+	newDigest := mustPush(t, ref)
+	out2, err := n.ctrl.Apply(ctx, specFor(ref), "key-3")
+	if err != nil || out2.Revision != 2 || out2.Digest != newDigest {
+		t.Fatalf("apply after the tag moved = %+v, %v; want revision 2 at %s", out2, err, newDigest)
+	}
+	if got := len(n.store.View().Revisions("web")); got != 2 {
+		t.Fatalf("%d revisions, want 2", got)
+	}
+}
+
+func TestApplyRefusesUnresolvableImageAndKeepsRevision(t *testing.T) {
+	n := mustStartNode(t)
+	reg, ref, _ := mustRegistryImage(t, "team/web:v1")
+	ctx := context.Background()
+	if _, err := n.ctrl.Apply(ctx, specFor(ref), ""); err != nil {
+		t.Fatal(err)
+	}
+	before := n.store.View().Index()
+
+	host := strings.TrimPrefix(reg.URL, "http://")
+	for _, image := range []string{host + "/team/web:nope", host + "/team/missing:v1"} {
+		_, err := n.ctrl.Apply(ctx, specFor(image), "")
+		if !errors.Is(err, ErrImageUnresolvable) || !strings.Contains(err.Error(), image) {
+			t.Fatalf("apply %s: %v, want ErrImageUnresolvable naming the image", image, err)
+		}
+	}
+	reg.Close() // the registry is down
+	_, err := n.ctrl.Apply(ctx, specFor(host+"/team/web:v2"), "")
+	if !errors.Is(err, ErrImageUnresolvable) || !strings.Contains(err.Error(), "reachable") {
+		t.Fatalf("registry down: %v, want ErrImageUnresolvable saying to check the registry", err)
+	}
+	if n.store.View().Index() != before {
+		t.Fatal("a refused apply wrote to raft")
+	}
+	svc, _ := n.store.View().Service("web")
+	if svc.Current != 1 {
+		t.Fatalf("current revision %d, want 1 untouched", svc.Current)
+	}
+}
+
+func TestRollbackTarget(t *testing.T) {
+	h := []state.Revision{
+		{Number: 1, Digest: "sha256:a", State: state.RevisionSucceeded},
+		{Number: 2, Digest: "sha256:b", State: state.RevisionSucceeded},
+		{Number: 3, Digest: "sha256:b", State: state.RevisionSucceeded}, // env change only
+		{Number: 4, Digest: "sha256:c", State: state.RevisionFailed},
+		{Number: 5, Digest: "sha256:b", State: state.RevisionInProgress},
+	}
+	cases := []struct {
+		cur, to, want int
+		err           bool
+	}{
+		{cur: 5, want: 1},          // latest earlier success with a different digest than b
+		{cur: 4, want: 3},          // c is current: 3 succeeded with b
+		{cur: 5, to: 4, want: 4},   // --to any existing revision
+		{cur: 5, to: 5, err: true}, // not the current one
+		{cur: 5, to: 9, err: true}, // not a missing one
+		{cur: 1, err: true},        // nothing before
+		{cur: 2, want: 1},          //
+		{cur: 3, want: 1},          // 2 has the same digest as 3
+	}
+	for _, c := range cases {
+		got, err := rollbackTarget(h, h[c.cur-1], c.to)
+		if c.err {
+			if !errors.Is(err, ErrNoRollbackTarget) {
+				t.Errorf("cur %d to %d: err %v, want ErrNoRollbackTarget", c.cur, c.to, err)
+			}
+			continue
+		}
+		if err != nil || got.Number != c.want {
+			t.Errorf("cur %d to %d: got %d, %v; want %d", c.cur, c.to, got.Number, err, c.want)
+		}
+	}
+}
+
+func TestAPIRejectsBadRequests(t *testing.T) {
+	n := mustStartNode(t)
+	post := func(path, ctype string, body []byte) (*http.Response, APIError) {
+		t.Helper()
+		resp, err := http.Post(n.api.URL+path, ctype, bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var e APIError
+		if err := json.NewDecoder(resp.Body).Decode(&e); err != nil {
+			t.Fatalf("%s: error body is not JSON: %v", path, err)
+		}
+		return resp, e
+	}
+	cases := []struct {
+		name, path, ctype string
+		body              []byte
+		status            int
+		code, mentions    string
+	}{
+		{"invalid yaml", "/v1/services", "application/yaml", []byte("service: [web"), 400, "invalid_spec", "line"},
+		{"unknown field", "/v1/services", "application/yaml", []byte("service: web\nimage: a/b:1\nreplicaz: 3\n"), 400, "invalid_spec", "did you mean replicas"},
+		{"oversized", "/v1/services", "application/yaml", bytes.Repeat([]byte("#"), maxBody+10), 413, "too_large", "bytes"},
+		{"malformed report", "/v1/agent/report", "application/json", []byte("{not json"), 400, "bad_request", "malformed"},
+		{"unknown report field", "/v1/agent/report", "application/json", []byte(`{"host":"h","bogus":1}`), 400, "bad_request", "bogus"},
+		{"rollback missing service", "/v1/services/nope/rollback", "application/json", []byte(`{}`), 404, "not_found", "nope"},
+		{"rollback negative", "/v1/services/web/rollback", "application/json", []byte(`{"to":-1}`), 400, "bad_request", "to"},
+		{"no route", "/v2/anything", "application/json", nil, 404, "not_found", "/v1/"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			resp, e := post(c.path, c.ctype, c.body)
+			if resp.StatusCode != c.status || e.Code != c.code || !strings.Contains(e.Error, c.mentions) {
+				t.Fatalf("%d %+v; want %d %s mentioning %q", resp.StatusCode, e, c.status, c.code, c.mentions)
+			}
+		})
+	}
+	if n.store.View().Index() > 2 {
+		// index 1 is the bootstrap configuration, 2 may be the leader's no-op
+		t.Fatalf("bad requests wrote to raft (index %d)", n.store.View().Index())
+	}
+}
+
+func TestAPIInvalidSpecListsEveryProblem(t *testing.T) {
+	n := mustStartNode(t)
+	c := NewClient([]string{n.api.URL}, nil)
+	_, err := c.Apply(context.Background(), []byte("service: Web!\nimage: a/b:1\nreplicas: -1\nresources: { memory: lots }\n"))
+	var re *RemoteError
+	if !errors.As(err, &re) || !errors.Is(err, ErrInvalidSpec) {
+		t.Fatalf("err %v, want an invalid_spec RemoteError", err)
+	}
+	fields := map[string]bool{}
+	for _, p := range re.Problems {
+		fields[p.Field] = true
+	}
+	for _, f := range []string{"service", "replicas", "resources.memory"} {
+		if !fields[f] {
+			t.Errorf("no problem reported for %s; got %+v", f, re.Problems)
+		}
+	}
+}
+
+func TestClientStatusBlocksUntilChange(t *testing.T) {
+	n := mustStartNode(t)
+	_, ref, _ := mustRegistryImage(t, "team/web:v1")
+	c := NewClient([]string{n.api.URL}, nil)
+	ctx := context.Background()
+	if _, err := c.Apply(ctx, []byte(fmt.Sprintf("service: web\nimage: %s\nreplicas: 0\n", ref))); err != nil {
+		t.Fatal(err)
+	}
+	st, err := c.Status(ctx, "web", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan ServiceStatus, 1)
+	go func() {
+		next, _ := c.Status(ctx, "web", st.Index, 10*time.Second)
+		got <- next
+	}()
+	// Remove the service: the waiting query must answer with a newer index.
+	if err := c.Remove(ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case next := <-got:
+		if next.Index <= st.Index {
+			t.Fatalf("blocking query answered index %d, not past %d", next.Index, st.Index)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("blocking query did not answer after a change")
+	}
+}
