@@ -118,6 +118,8 @@ func (a *API) writeErr(w http.ResponseWriter, err error) {
 		writeJSON(w, http.StatusServiceUnavailable, APIError{Error: err.Error(), Code: "not_leader", Leader: addr})
 	case errors.Is(err, ErrNoLeader):
 		writeError(w, http.StatusServiceUnavailable, "no_leader", err.Error())
+	case errors.Is(err, ErrNotReady):
+		writeError(w, http.StatusServiceUnavailable, "not_ready", err.Error())
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		writeError(w, http.StatusGatewayTimeout, "timeout", err.Error())
 	default:
@@ -207,6 +209,10 @@ func (a *API) cluster(w http.ResponseWriter, r *http.Request) {
 	out := ClusterStatus{NodeID: a.c.cfg.Raft.ID(), Leader: leader, Nodes: []NodeInfo{}, Hosts: []HostInfo{}, Index: view.Index()}
 	if leader == "" {
 		writeError(w, http.StatusServiceUnavailable, "no_leader", ErrNoLeader.Error())
+		return
+	}
+	if a.c.cfg.Raft.IsLeader() && !a.c.Ready() {
+		a.writeErr(w, ErrNotReady)
 		return
 	}
 	if a.servers != nil {
@@ -319,6 +325,11 @@ func (a *API) removeService(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) assignments(w http.ResponseWriter, r *http.Request) {
+	if !a.c.Ready() {
+		// A partial state would tell the agent to remove what it runs.
+		a.writeErr(w, ErrNotReady)
+		return
+	}
 	host := r.URL.Query().Get("host")
 	if host == "" {
 		writeError(w, http.StatusBadRequest, "bad_request", "host: required")

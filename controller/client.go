@@ -83,13 +83,15 @@ func (e *RemoteError) Unwrap() error {
 		return ErrNotLeader
 	case "no_leader":
 		return ErrNoLeader
+	case "not_ready":
+		return ErrNotReady
 	}
 	return nil
 }
 
 // retryable reports whether another server (or a later try) may succeed.
 func retryable(err error) bool {
-	return errors.Is(err, ErrUnreachable) || errors.Is(err, ErrNotLeader) || errors.Is(err, ErrNoLeader)
+	return errors.Is(err, ErrUnreachable) || errors.Is(err, ErrNotLeader) || errors.Is(err, ErrNoLeader) || errors.Is(err, ErrNotReady)
 }
 
 // do sends one request, trying each address in turn for errors that

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"maps"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -28,6 +29,7 @@ var (
 	ErrConflict         = errors.New("conflict")
 	ErrNotLeader        = errors.New("this server is not the leader")
 	ErrNoLeader         = errors.New("no leader: the cluster has no quorum right now")
+	ErrNotReady         = errors.New("the controller is catching up with the raft log; retry shortly")
 	ErrNoRollbackTarget = errors.New("no revision to roll back to")
 )
 
@@ -68,7 +70,16 @@ type Controller struct {
 
 	mu        sync.Mutex
 	heartbeat map[string]time.Time // host -> last report, leader memory only
+
+	// ready is set once this node leads and its FSM has applied every entry
+	// committed before (a barrier): until then its state may be a replay in
+	// progress, and an agent shown that partial state would remove the
+	// containers it does not see.
+	ready atomic.Bool
 }
+
+// Ready reports whether this node leads with a caught-up state.
+func (c *Controller) Ready() bool { return c.ready.Load() }
 
 // New returns a Controller.
 func New(cfg Config) (*Controller, error) {
@@ -140,7 +151,7 @@ type ApplyOutcome struct {
 // image is resolved first; if that fails nothing is stored. A spec equal
 // to the current revision's (same digest) makes no new revision.
 func (c *Controller) Apply(ctx context.Context, spec *specs.Spec, idempotencyKey string) (ApplyOutcome, error) {
-	if !c.cfg.Raft.IsLeader() {
+	if !c.Ready() {
 		return ApplyOutcome{}, c.notLeader()
 	}
 	spec = spec.Clone()
@@ -202,7 +213,7 @@ type RollbackRequest struct {
 // Rollback stores a new revision that restores an earlier one and starts
 // its rollout. The rolled-back revision is marked rolled_back.
 func (c *Controller) Rollback(ctx context.Context, req RollbackRequest) (ApplyOutcome, error) {
-	if !c.cfg.Raft.IsLeader() {
+	if !c.Ready() {
 		return ApplyOutcome{}, c.notLeader()
 	}
 	view := c.cfg.Store.View()
@@ -269,7 +280,7 @@ func (c *Controller) storeRollback(ctx context.Context, svc state.Service, cur, 
 
 // Remove starts removing a service: its replicas stop, then it is purged.
 func (c *Controller) Remove(ctx context.Context, name string) error {
-	if !c.cfg.Raft.IsLeader() {
+	if !c.Ready() {
 		return c.notLeader()
 	}
 	svc, ok := c.cfg.Store.View().Service(name)
@@ -287,7 +298,7 @@ func (c *Controller) Remove(ctx context.Context, name string) error {
 // changes nothing is kept in the leader's memory, so idle hosts cost no
 // raft writes.
 func (c *Controller) Report(ctx context.Context, r state.HostReport) error {
-	if !c.cfg.Raft.IsLeader() {
+	if !c.Ready() {
 		return c.notLeader()
 	}
 	if r.Host == "" {
@@ -319,6 +330,9 @@ func (c *Controller) Report(ctx context.Context, r state.HostReport) error {
 }
 
 func (c *Controller) notLeader() error {
+	if c.cfg.Raft.IsLeader() {
+		return ErrNotReady
+	}
 	id, addr := c.cfg.Raft.Leader()
 	if id == "" {
 		return ErrNoLeader

@@ -55,6 +55,16 @@ func mustStartNode(t *testing.T) *testNode {
 	if err != nil {
 		t.Fatal(err)
 	}
+	runCtx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = ctrl.Run(runCtx); close(done) }()
+	t.Cleanup(func() { stop(); <-done })
+	for !ctrl.Ready() {
+		if ctx.Err() != nil {
+			t.Fatal("controller not ready")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	api := httptest.NewServer(NewAPI(ctrl, nil).Handler())
 	t.Cleanup(api.Close)
 	return &testNode{node: node, store: store, ctrl: ctrl, api: api}

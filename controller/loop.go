@@ -33,16 +33,19 @@ func (c *Controller) Run(ctx context.Context) error {
 				break
 			}
 			leading = true
+			c.ready.Store(true)
 			c.log.Info("leading: driving rollouts")
 			continue
 		case !isLeader && leading:
 			leading = false
+			c.ready.Store(false)
 			c.log.Info("no longer leading")
 		case isLeader:
 			c.reconcileAll(ctx, view)
 		}
 		select {
 		case <-ctx.Done():
+			c.ready.Store(false)
 			return nil
 		case <-changed:
 		case <-ticker.C:

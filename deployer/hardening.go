@@ -183,7 +183,7 @@ func CheckPinned(ref string) error {
 		return fmt.Errorf("%w: %q has no @sha256: digest; the controller resolves tags to digests at apply time", ErrNotPinned, ref)
 	}
 	if _, tagged := parsed.(reference.Tagged); tagged {
-		return fmt.Errorf("%w: %q carries a tag as well as a digest; use repository@sha256:...", ErrNotPinned, ref)
+		return fmt.Errorf("%w: %q carries a tag as well as a digest; use repository@sha256:<digest> alone", ErrNotPinned, ref)
 	}
 	if canonical.Digest().Algorithm() != digest.SHA256 {
 		return fmt.Errorf("%w: %q: digest algorithm %s, want sha256", ErrNotPinned, ref, canonical.Digest().Algorithm())

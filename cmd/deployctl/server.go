@@ -233,6 +233,13 @@ func newLocalAgent(cfg serverConfig, apiAddr string, log hclog.Logger) (*deploye
 	if err != nil {
 		return nil, fmt.Errorf("docker: %w", err)
 	}
+	// Fail at start, with the fix, rather than deploy to an engine that is
+	// not there: every rollout would only time out.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := rt.Ping(ctx); err != nil {
+		return nil, fmt.Errorf("the host agent cannot reach the Docker Engine: %w (start Docker, point DOCKER_HOST at it, or run the server with --no-agent)", err)
+	}
 	return deployer.NewAgent(deployer.AgentConfig{
 		HostID: cfg.HostID, Labels: cfg.Labels, Network: cfg.Network,
 		Controller: controller.NewClient([]string{apiAddr}, nil), Runtime: rt, Logger: log.Named("agent"),

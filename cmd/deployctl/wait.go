@@ -85,6 +85,11 @@ func waitForRevision(parent context.Context, c *controller.Client, w io.Writer, 
 			fmt.Fprintln(w, "  reconnected")
 			lostContact = false
 		}
+		if index == 0 && len(seen) == 0 {
+			// Replicas that ran before this revision are the background,
+			// not steps of its rollout: note them without printing.
+			seedEvents(seen, st, following)
+		}
 		index = st.Index
 		printEvents(w, seen, st)
 		if st.Message != "" && st.Message != lastMsg {
@@ -156,6 +161,16 @@ func whyMoved(ctx context.Context, c *controller.Client, service string, followi
 	return 0, "unknown cause", nil
 }
 
+// seedEvents records the replicas of a first status silently, except those
+// of revision show, whose progress the user is waiting for.
+func seedEvents(seen map[string]controller.InstanceView, st controller.ServiceStatus, show int) {
+	for _, in := range st.Instances {
+		if in.Revision != show {
+			seen[in.ID] = in
+		}
+	}
+}
+
 // printEvents prints what changed in the replicas since the last status.
 func printEvents(w io.Writer, seen map[string]controller.InstanceView, st controller.ServiceStatus) {
 	now := map[string]bool{}
@@ -204,6 +219,9 @@ func waitForRemoval(parent context.Context, c *controller.Client, w io.Writer, s
 			return stopWaiting(ctx, w, service)
 		case err != nil:
 			return clientErr(err)
+		}
+		if index == 0 {
+			seedEvents(seen, st, 0)
 		}
 		index = st.Index
 		printEvents(w, seen, st)

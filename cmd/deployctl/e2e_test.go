@@ -1,0 +1,671 @@
+package main
+
+// End-to-end tests: the built deployctl binary, driven as a user would, as
+// a real `deployctl server --dev` process with the real Docker Engine and a
+// real registry on 127.0.0.1. Every container, network and image they cause
+// is removed in cleanup, even when a test fails.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/client"
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/deployctl/deployctl/controller"
+	"github.com/deployctl/deployctl/internal/devimage"
+)
+
+// e2eEnv is shared by the tests of this package: built once in TestMain.
+type e2eEnv struct {
+	bin     string
+	regAddr string
+	// image references by name: v1, v11 (healthy, another digest), broken, crash
+	refs    map[string]string
+	digests map[string]string
+	docker  *client.Client
+	runID   string
+}
+
+var env *e2eEnv // set once by TestMain before any test runs, read-only after
+
+func TestMain(m *testing.M) {
+	os.Exit(runTests(m))
+}
+
+func runTests(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "deployctl-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	e, cleanup, err := setupEnv(dir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e setup:", err)
+		cleanup()
+		return 1
+	}
+	env = e
+	code := m.Run()
+	cleanup()
+	return code
+}
+
+func setupEnv(dir string) (*e2eEnv, func(), error) {
+	ctx := context.Background()
+	e := &e2eEnv{refs: map[string]string{}, digests: map[string]string{}, runID: fmt.Sprintf("e2e-%d", os.Getpid())}
+	var closers []func()
+	cleanup := func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+	}
+	e.bin = filepath.Join(dir, "deployctl")
+	build := exec.Command("go", "build", "-o", e.bin, ".")
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		return nil, cleanup, fmt.Errorf("build deployctl: %w", err)
+	}
+	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err != nil {
+		return nil, cleanup, err
+	}
+	e.docker = cli
+	closers = append(closers, func() { cli.Close() })
+
+	reg, err := devimage.StartRegistry("127.0.0.1:0", hclog.NewNullLogger())
+	if err != nil {
+		return nil, cleanup, err
+	}
+	e.regAddr = reg.Addr()
+	closers = append(closers, func() { reg.Close() })
+	closers = append(closers, func() { removeRegistryImages(cli, e.regAddr) })
+
+	img, err := devimage.BuildGoImage(ctx, devimage.GoImageOptions{PackageDir: "../../examples/webapp", Env: []string{"WEBAPP_VERSION=v1"}})
+	if err != nil {
+		return nil, cleanup, err
+	}
+	variants := map[string][]string{"v1": nil, "v11": {"WEBAPP_VERSION=v1.1"}, "broken": {"WEBAPP_VERSION=v2", "WEBAPP_BROKEN=1"}, "crash": {"WEBAPP_CRASH=1"}}
+	for name, extra := range variants {
+		im := img
+		if extra != nil {
+			if im, err = devimage.WithEnv(img, extra...); err != nil {
+				return nil, cleanup, err
+			}
+		}
+		ref := e.regAddr + "/e2e/webapp:" + name
+		d, err := devimage.Push(ctx, ref, im)
+		if err != nil {
+			return nil, cleanup, err
+		}
+		e.refs[name], e.digests[name] = ref, d
+	}
+	return e, cleanup, nil
+}
+
+// removeRegistryImages removes the images the engine pulled from this run's
+// registry, recognised by a repo digest naming its address.
+func removeRegistryImages(cli *client.Client, regAddr string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	list, err := cli.ImageList(ctx, image.ListOptions{All: true})
+	if err != nil {
+		return
+	}
+	for _, im := range list {
+		for _, rd := range im.RepoDigests {
+			if strings.HasPrefix(rd, regAddr+"/") {
+				_, _ = cli.ImageRemove(ctx, im.ID, image.RemoveOptions{Force: true, PruneChildren: true})
+				break
+			}
+		}
+	}
+}
+
+// devServer is a `deployctl server --dev` child process of a test.
+type devServer struct {
+	t       *testing.T
+	addr    string
+	raft    string
+	dataDir string
+	hostID  string
+	network string
+	cmd     *exec.Cmd
+	done    chan struct{}
+	log     *bytes.Buffer
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// mustStartServer starts a dev server with its own host id and network;
+// cleanup stops it by PID and removes every container its agent made (by
+// the host-id label) and its network.
+func mustStartServer(t *testing.T) *devServer {
+	t.Helper()
+	name := strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
+	s := &devServer{
+		t: t, addr: freeAddr(t), raft: freeAddr(t), dataDir: t.TempDir(),
+		hostID: env.runID + "-" + name, network: "deployctl-" + env.runID + "-" + name,
+	}
+	t.Cleanup(func() {
+		s.stop()
+		removeHostObjects(env.docker, s.hostID, s.network)
+		if t.Failed() {
+			t.Logf("server log:\n%s", s.log.String())
+		}
+	})
+	s.start(nil)
+	return s
+}
+
+func (s *devServer) start(extraEnv []string) {
+	s.t.Helper()
+	s.log = &bytes.Buffer{}
+	s.cmd = exec.Command(env.bin, "server", "--dev", "--node-id", "n1", "--host-id", s.hostID, "--network", s.network,
+		"--http-addr", s.addr, "--raft-addr", s.raft, "--data-dir", s.dataDir, "--log-level", "debug")
+	s.cmd.Env = append(os.Environ(), extraEnv...)
+	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
+	if err := s.cmd.Start(); err != nil {
+		s.t.Fatal(err)
+	}
+	s.done = make(chan struct{})
+	go func(cmd *exec.Cmd, done chan struct{}) { _ = cmd.Wait(); close(done) }(s.cmd, s.done)
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-s.done:
+			s.t.Fatalf("server exited at start: %v\n%s", s.cmd.ProcessState, s.log.String())
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		st, err := controller.NewClient([]string{s.addr}, nil).Cluster(ctx)
+		cancel()
+		if err == nil && st.Leader == "n1" {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	s.t.Fatalf("server not ready in 30s:\n%s", s.log.String())
+}
+
+// stop ends the server process this test started, by its PID.
+func (s *devServer) stop() {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return
+	}
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.done:
+	case <-time.After(15 * time.Second):
+		_ = s.cmd.Process.Kill()
+		<-s.done
+	}
+	s.cmd = nil
+}
+
+// removeHostObjects removes the containers labelled with a test's host id
+// and the test's network, if deployctl created it.
+func removeHostObjects(cli *client.Client, hostID, netName string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	list, err := cli.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("label", "io.deployctl.host="+hostID))})
+	if err == nil {
+		for _, c := range list {
+			_ = cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true})
+		}
+	}
+	if nw, err := cli.NetworkInspect(ctx, netName, network.InspectOptions{}); err == nil && nw.Labels["io.deployctl.managed"] == "true" {
+		_ = cli.NetworkRemove(ctx, nw.ID)
+	}
+}
+
+// cliResult is one run of the deployctl binary.
+type cliResult struct {
+	code           int
+	stdout, stderr string
+}
+
+func (s *devServer) cli(t *testing.T, stdin string, args ...string) cliResult {
+	t.Helper()
+	return s.cliCtx(t, context.Background(), stdin, args...)
+}
+
+func (s *devServer) cliCtx(t *testing.T, ctx context.Context, stdin string, args ...string) cliResult {
+	t.Helper()
+	cmd := exec.CommandContext(ctx, env.bin, append([]string{"--addr", s.addr}, args...)...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	cmd.Stdin = strings.NewReader(stdin)
+	err := cmd.Run()
+	res := cliResult{stdout: out.String(), stderr: errb.String()}
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee):
+		res.code = ee.ExitCode()
+	default:
+		t.Fatalf("run deployctl %v: %v", args, err)
+	}
+	return res
+}
+
+func mustCLI(t *testing.T, s *devServer, wantCode int, stdin string, args ...string) cliResult {
+	t.Helper()
+	r := s.cli(t, stdin, args...)
+	if r.code != wantCode {
+		t.Fatalf("deployctl %s: exit %d, want %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), r.code, wantCode, r.stdout, r.stderr)
+	}
+	return r
+}
+
+func mustStatus(t *testing.T, s *devServer, svc string) controller.ServiceStatus {
+	t.Helper()
+	r := mustCLI(t, s, 0, "", "status", svc, "-o", "json")
+	var st controller.ServiceStatus
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
+		t.Fatalf("status -o json: %v\n%s", err, r.stdout)
+	}
+	return st
+}
+
+func mustHistory(t *testing.T, s *devServer, svc string) []controller.HistoryEntry {
+	t.Helper()
+	r := mustCLI(t, s, 0, "", "history", svc, "-o", "json")
+	var h []controller.HistoryEntry
+	if err := json.Unmarshal([]byte(r.stdout), &h); err != nil {
+		t.Fatalf("history -o json: %v\n%s", err, r.stdout)
+	}
+	return h
+}
+
+// webSpec is a fast-probing spec for the test images.
+func webSpec(image string, replicas int, extra string) string {
+	return fmt.Sprintf(`service: web
+image: %s
+replicas: %d
+resources: { cpus: 0.2, memory: 32M, pids: 32 }
+healthcheck:
+  http: { path: /healthz, port: 8080 }
+  interval: 500ms
+  timeout: 500ms
+  retries: 2
+update:
+  parallelism: 1
+  monitor: 1s
+  progress_deadline: 1m
+stop_grace_period: 1s
+%s`, image, replicas, extra)
+}
+
+// runningContainers lists the IDs of the running containers of a host,
+// by service label.
+func runningContainers(t *testing.T, hostID string) map[string]bool {
+	t.Helper()
+	list, err := env.docker.ContainerList(context.Background(), container.ListOptions{
+		Filters: filters.NewArgs(filters.Arg("label", "io.deployctl.host="+hostID), filters.Arg("status", "running")),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]bool{}
+	for _, c := range list {
+		out[c.ID] = true
+	}
+	return out
+}
+
+func currentContainerIDs(st controller.ServiceStatus) map[string]bool {
+	out := map[string]bool{}
+	for _, in := range st.Instances {
+		if in.Current && in.Desired == "running" && in.ContainerID != "" {
+			out[in.ContainerID] = true
+		}
+	}
+	return out
+}
+
+func TestCLIDeployAutoRollbackManualRollbackRemove(t *testing.T) {
+	s := mustStartServer(t)
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+
+	// v1, three replicas: exit 0 once all are healthy.
+	r := mustCLI(t, s, 0, "", "apply", write("web.yaml", webSpec(env.refs["v1"], 3, "")))
+	for _, want := range []string{"revision 1 stored", env.digests["v1"], "healthy", "done: revision 1"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("apply output lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	st := mustStatus(t, s, "web")
+	if st.Revision != 1 || st.Digest != env.digests["v1"] || st.State != "running" || st.Replicas != (controller.ReplicaCounts{Desired: 3, Running: 3, Healthy: 3}) {
+		t.Fatalf("status after v1: %+v", st)
+	}
+	v1IDs := currentContainerIDs(st)
+	if len(v1IDs) != 3 {
+		t.Fatalf("want 3 v1 containers, got %v", v1IDs)
+	}
+	mustBeHardened(t, v1IDs, env.refs["v1"], env.digests["v1"])
+
+	// The same spec again, from stdin: no new revision.
+	r = mustCLI(t, s, 0, webSpec(env.refs["v1"], 3, ""), "apply", "-")
+	if !strings.Contains(r.stdout, "unchanged") {
+		t.Fatalf("re-apply: %s", r.stdout)
+	}
+
+	// Broken v2: health checks fail, automatic rollback, exit 3.
+	r = mustCLI(t, s, 3, "", "apply", write("web-broken.yaml", webSpec(env.refs["broken"], 3, "")))
+	for _, want := range []string{"revision 2 stored", "unhealthy", "rolling back", "rolled back: revision 3"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("broken apply output lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	st = mustStatus(t, s, "web")
+	if st.Revision != 3 || st.Digest != env.digests["v1"] || st.State != "running" || st.Replicas.Healthy != 3 {
+		t.Fatalf("status after rollback: %+v", st)
+	}
+	// No loss of healthy replicas: start-first kept every v1 container
+	// running, and the rollback adopted them.
+	if got := currentContainerIDs(st); !sameSet(got, v1IDs) {
+		t.Fatalf("containers after rollback %v, want the v1 ones %v kept", got, v1IDs)
+	}
+	running := runningContainers(t, s.hostID)
+	for id := range v1IDs {
+		if !running[id] {
+			t.Fatalf("v1 container %s is not running after the rollback", id)
+		}
+	}
+	h := mustHistory(t, s, "web")
+	wantStates := []string{"succeeded", "rolled_back", "succeeded"}
+	if len(h) != 3 {
+		t.Fatalf("history %+v", h)
+	}
+	for i, w := range wantStates {
+		if h[i].State != w {
+			t.Fatalf("history[%d] state %q, want %q (%+v)", i, h[i].State, w, h)
+		}
+	}
+	if h[2].Cause != "automatic rollback of 2 to 1" || h[2].RollbackOf != 2 || h[2].Digest != env.digests["v1"] || h[1].Digest != env.digests["broken"] {
+		t.Fatalf("rollback revision %+v", h[2])
+	}
+
+	// A healthy v1.1, then a manual rollback to the last good other digest.
+	mustCLI(t, s, 0, "", "apply", write("web-v11.yaml", webSpec(env.refs["v11"], 3, "")))
+	r = mustCLI(t, s, 0, "", "rollback", "web")
+	if !strings.Contains(r.stdout, "done: revision 5") {
+		t.Fatalf("rollback output:\n%s", r.stdout)
+	}
+	st = mustStatus(t, s, "web")
+	if st.Digest != env.digests["v1"] || st.Cause != "rollback of 4 to 3" || st.Replicas.Healthy != 3 {
+		t.Fatalf("status after manual rollback: %+v", st)
+	}
+	// --to N picks any revision.
+	mustCLI(t, s, 0, "", "rollback", "web", "--to", "4")
+	if st = mustStatus(t, s, "web"); st.Digest != env.digests["v11"] || st.Cause != "rollback of 5 to 4" {
+		t.Fatalf("status after --to 4: %+v", st)
+	}
+	h = mustHistory(t, s, "web")
+	if h[3].State != "rolled_back" || h[4].State != "rolled_back" || h[5].State != "succeeded" {
+		t.Fatalf("history after manual rollbacks: %+v", h)
+	}
+
+	// rm removes the service and its containers.
+	mustCLI(t, s, 0, "", "rm", "web")
+	if got := runningContainers(t, s.hostID); len(got) != 0 {
+		t.Fatalf("containers left after rm: %v", got)
+	}
+	if r := s.cli(t, "", "status", "web"); r.code != 1 || !strings.Contains(r.stderr, "not found") {
+		t.Fatalf("status after rm: exit %d %s", r.code, r.stderr)
+	}
+}
+
+func sameSet(a, b map[string]bool) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k := range a {
+		if !b[k] {
+			return false
+		}
+	}
+	return true
+}
+
+// mustBeHardened inspects containers for the hardened run options.
+func mustBeHardened(t *testing.T, ids map[string]bool, tagRef, digest string) {
+	t.Helper()
+	repo := tagRef[:strings.LastIndex(tagRef, ":")]
+	for id := range ids {
+		c, err := env.docker.ContainerInspect(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hc := c.HostConfig
+		checks := []struct {
+			what string
+			ok   bool
+		}{
+			{"image pinned by digest", c.Config.Image == repo+"@"+digest},
+			{"non-root user", c.Config.User != "" && c.Config.User != "0" && !strings.HasPrefix(c.Config.User, "root") && !strings.HasPrefix(c.Config.User, "0:")},
+			{"cap drop ALL", len(hc.CapDrop) == 1 && hc.CapDrop[0] == "ALL"},
+			{"no cap add", len(hc.CapAdd) == 0},
+			{"no-new-privileges", contains(hc.SecurityOpt, "no-new-privileges")},
+			{"seccomp not disabled", !contains(hc.SecurityOpt, "seccomp=unconfined") && !contains(hc.SecurityOpt, "seccomp:unconfined")},
+			{"read-only rootfs", hc.ReadonlyRootfs},
+			{"tmpfs /tmp", hc.Tmpfs["/tmp"] != ""},
+			{"pids limit", hc.PidsLimit != nil && *hc.PidsLimit == 32},
+			{"memory limit", hc.Memory == 32<<20},
+			{"cpu limit", hc.NanoCPUs == 200_000_000},
+			{"restart on-failure 5", hc.RestartPolicy.Name == "on-failure" && hc.RestartPolicy.MaximumRetryCount == 5},
+			{"not privileged", !hc.Privileged},
+			{"user-defined network", strings.HasPrefix(string(hc.NetworkMode), "deployctl-")},
+			{"private pid/ipc/uts", !hc.PidMode.IsHost() && !hc.IpcMode.IsHost() && !hc.UTSMode.IsHost()},
+			{"labels", c.Config.Labels["io.deployctl.service"] == "web" && c.Config.Labels["io.deployctl.revision"] != "" && c.Config.Labels["io.deployctl.host"] != ""},
+		}
+		for _, ch := range checks {
+			if !ch.ok {
+				t.Errorf("container %s: %s does not hold (config %+v, host config %+v)", id[:12], ch.what, c.Config, hc)
+			}
+		}
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func TestCLIServerRestartAdoptsContainers(t *testing.T) {
+	s := mustStartServer(t)
+	mustCLI(t, s, 0, webSpec(env.refs["v1"], 2, ""), "apply", "-")
+	before := currentContainerIDs(mustStatus(t, s, "web"))
+	if len(before) != 2 {
+		t.Fatalf("want 2 containers, got %v", before)
+	}
+	s.stop()
+	// The controller going away stops no container.
+	if got := runningContainers(t, s.hostID); !sameSet(got, before) {
+		t.Fatalf("after the server stopped, running %v, want %v", got, before)
+	}
+	s.start(nil)
+	// The restarted node reads its state back and its agent adopts the
+	// running containers: same IDs, none recreated.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st := mustStatus(t, s, "web")
+		if st.Revision == 1 && st.State == "running" && st.Replicas.Healthy == 2 && sameSet(currentContainerIDs(st), before) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after restart: %+v, want the same 2 containers healthy", st)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if got := runningContainers(t, s.hostID); !sameSet(got, before) {
+		t.Fatalf("running after restart %v, want %v (adopted, not recreated)", got, before)
+	}
+	if h := mustHistory(t, s, "web"); len(h) != 1 {
+		t.Fatalf("history after restart: %+v", h)
+	}
+}
+
+func TestCLIRefusesBadInput(t *testing.T) {
+	s := mustStartServer(t)
+	mustCLI(t, s, 0, webSpec(env.refs["v1"], 1, ""), "apply", "-")
+	before := mustHistory(t, s, "web")
+
+	// An invalid spec: exit 2, every problem named, nothing stored.
+	r := mustCLI(t, s, 2, "service: web\nimage: "+env.refs["v1"]+"\nreplicaz: 3\nresources: { memory: lots }\n", "apply", "-")
+	for _, want := range []string{"line 3", "did you mean replicas", "resources.memory"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("invalid spec error lacks %q:\n%s", want, r.stderr)
+		}
+	}
+	// An image that does not resolve: exit 1, nothing stored.
+	r = mustCLI(t, s, 1, webSpec(env.regAddr+"/e2e/webapp:no-such-tag", 1, ""), "apply", "-")
+	if !strings.Contains(r.stderr, "cannot be resolved") {
+		t.Errorf("unresolvable image error:\n%s", r.stderr)
+	}
+	// A registry that is down: exit 1, nothing stored.
+	r = mustCLI(t, s, 1, webSpec(freeAddr(t)+"/e2e/webapp:v1", 1, ""), "apply", "-")
+	if !strings.Contains(r.stderr, "reachable") {
+		t.Errorf("registry-down error:\n%s", r.stderr)
+	}
+	if after := mustHistory(t, s, "web"); len(after) != len(before) {
+		t.Fatalf("a refused apply changed history: %+v", after)
+	}
+	if st := mustStatus(t, s, "web"); st.Revision != 1 || st.State != "running" {
+		t.Fatalf("a refused apply changed the running revision: %+v", st)
+	}
+	// Usage errors and unknown services.
+	mustCLI(t, s, 2, "", "apply")
+	mustCLI(t, s, 2, "", "frobnicate")
+	mustCLI(t, s, 2, "", "rollback", "web", "--to", "-3")
+	r = mustCLI(t, s, 1, "", "rollback", "nope")
+	if !strings.Contains(r.stderr, "not found") {
+		t.Errorf("rollback of a missing service: %s", r.stderr)
+	}
+	r = mustCLI(t, s, 0, "", "help", "exit-codes")
+	for _, want := range []string{"0  done", "3  the release failed", "5  stopped waiting"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("help exit-codes lacks %q", want)
+		}
+	}
+	// A first release that crashes has nothing to roll back to: exit 4.
+	r = mustCLI(t, s, 4, strings.Replace(webSpec(env.refs["crash"], 1, ""), "service: web", "service: crashy", 1), "apply", "-")
+	if !strings.Contains(r.stdout+r.stderr, "failed") {
+		t.Errorf("crash release output:\n%s\n%s", r.stdout, r.stderr)
+	}
+	if st := mustStatus(t, s, "crashy"); st.State != "failed" {
+		t.Fatalf("crashy state %q, want failed", st.State)
+	}
+}
+
+func TestCLIPauseOnFailure(t *testing.T) {
+	s := mustStartServer(t)
+	mustCLI(t, s, 0, webSpec(env.refs["v1"], 2, ""), "apply", "-")
+	spec := strings.Replace(webSpec(env.refs["broken"], 2, ""), "  parallelism: 1\n", "  parallelism: 1\n  failure_action: pause\n", 1)
+	r := mustCLI(t, s, 4, spec, "apply", "-")
+	if !strings.Contains(r.stderr, "paused") {
+		t.Fatalf("pause output:\n%s\n%s", r.stdout, r.stderr)
+	}
+	st := mustStatus(t, s, "web")
+	if st.State != "paused" || st.Revision != 2 {
+		t.Fatalf("status %+v, want revision 2 paused", st)
+	}
+	// The old replicas still serve: start-first never stopped them.
+	healthyOld := 0
+	for _, in := range st.Instances {
+		if in.Revision == 1 && in.Desired == "running" && in.State == "healthy" {
+			healthyOld++
+		}
+	}
+	if healthyOld != 2 {
+		t.Fatalf("%d healthy v1 replicas while paused, want 2: %+v", healthyOld, st.Instances)
+	}
+	// A human rolls back: exit 0.
+	mustCLI(t, s, 0, "", "rollback", "web")
+}
+
+func TestCLIDetachesOnInterrupt(t *testing.T) {
+	s := mustStartServer(t)
+	spec := strings.Replace(webSpec(env.refs["v1"], 2, ""), "monitor: 1s", "monitor: 3s", 1)
+	cmd := exec.Command(env.bin, "--addr", s.addr, "apply", "-")
+	cmd.Stdin = strings.NewReader(spec)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Wait until the rollout is under way, then Ctrl-C the CLI.
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(out.String(), "stored") && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	_ = cmd.Process.Signal(os.Interrupt)
+	err := cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != ExitTimeout || !strings.Contains(out.String(), "detached") {
+		t.Fatalf("after Ctrl-C: %v, output:\n%s", err, out.String())
+	}
+	// The rollout went on without the CLI.
+	for {
+		st := mustStatus(t, s, "web")
+		if st.RevisionState == "succeeded" && st.Replicas.Healthy == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("rollout did not finish after detach: %+v", st)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func TestCLIServerWithoutDockerFailsClearly(t *testing.T) {
+	s := &devServer{t: t, addr: freeAddr(t), raft: freeAddr(t), dataDir: t.TempDir(), hostID: env.runID + "-nodocker", network: "deployctl-nodocker"}
+	cmd := exec.Command(env.bin, "server", "--dev", "--http-addr", s.addr, "--raft-addr", s.raft, "--data-dir", s.dataDir, "--host-id", s.hostID)
+	cmd.Env = append(os.Environ(), "DOCKER_HOST=unix:///nonexistent/docker.sock")
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() == 0 || !strings.Contains(string(out), "cannot reach the Docker Engine") {
+		t.Fatalf("server without Docker: %v\n%s", err, out)
+	}
+	// Not --dev: refused with the reason.
+	out, err = exec.Command(env.bin, "server").CombinedOutput()
+	if !errors.As(err, &ee) || ee.ExitCode() != ExitUsage || !strings.Contains(string(out), "TLS") {
+		t.Fatalf("server without --dev: %v\n%s", err, out)
+	}
+}

@@ -1,0 +1,244 @@
+// Package signature checks, before a revision is stored, that its pinned
+// image digest carries a cosign signature made with a key the trust policy
+// lists. Verification is key-based and offline apart from the registry: no
+// transparency log, no certificate authority. See DESIGN.md for the formats
+// and exactly what is checked.
+package signature
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"path"
+	"slices"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+)
+
+// Format names, as recorded in Result.Format.
+const (
+	// FormatCosignV2 is the tag layout: "sha256-<hex>.sig" holding
+	// simple-signing payloads.
+	FormatCosignV2 = "cosign-v2"
+	// FormatBundleV3 is a sigstore bundle (DSSE over an in-toto statement)
+	// attached as an OCI referrer.
+	FormatBundleV3 = "sigstore-bundle-v3"
+)
+
+// Errors at the package border. Every error Verify returns wraps exactly
+// one of them.
+var (
+	// ErrUnsigned means a trust rule matches the image but no signature
+	// was found for its digest.
+	ErrUnsigned = errors.New("image is not signed")
+	// ErrBadSignature means a signature claims to come from a listed key
+	// but does not verify, or a verified payload is not a cosign image
+	// signature, or the signature object is malformed.
+	ErrBadSignature = errors.New("image signature is invalid")
+	// ErrDigestMismatch means a listed key signed a payload for another
+	// digest: a signature copied from another image.
+	ErrDigestMismatch = errors.New("image signature is for another digest")
+	// ErrUntrustedKey means signatures exist but none verifies with any
+	// key of the matching rule.
+	ErrUntrustedKey = errors.New("image is not signed by a trusted key")
+	// ErrBadKey means a key of the trust policy is not a usable PEM public
+	// key.
+	ErrBadKey = errors.New("trust key is not a usable public key")
+	// ErrBadRule means a trust rule cannot be applied: a malformed match
+	// pattern or a rule without keys.
+	ErrBadRule = errors.New("trust rule is invalid")
+	// ErrBadReference means the repository or digest passed to Verify is
+	// not well formed: a caller bug, not a policy verdict.
+	ErrBadReference = errors.New("invalid image reference")
+	// ErrRegistry means the registry could not be read, so no verdict was
+	// reached; retrying may help.
+	ErrRegistry = errors.New("cannot read signatures from registry")
+)
+
+// TrustRule requires images whose repository matches Match to be signed by
+// one of Keys.
+type TrustRule struct {
+	// Match is a path.Match glob on "registry/repository", for example
+	// "registry.example.com/team/*". As in path.Match, "*" does not cross
+	// a "/": "team/*" matches "team/web" but not "team/web/api"; there is
+	// no "**". Docker Hub repositories match both as "docker.io/..." and
+	// as "index.docker.io/...".
+	Match string
+	// Keys are the public keys any one of which may sign.
+	Keys []Key
+}
+
+// Key is one trusted public key.
+type Key struct {
+	// Name identifies the key in messages and in Result.KeyName, e.g. the
+	// file name the CLI read it from.
+	Name string
+	// PEM is the key as "cosign generate-key-pair" writes cosign.pub.
+	PEM []byte
+}
+
+// Verifier checks images against a trust policy. Rules are tried in order
+// and the first rule that matches an image decides its keys. A Verifier is
+// safe for concurrent use as long as its fields are not modified.
+type Verifier struct {
+	Rules []TrustRule
+	// Options are passed to every registry call (transport, auth).
+	Options []remote.Option
+}
+
+// Result is the outcome of a successful Verify.
+type Result struct {
+	// Required is true when a trust rule matched the image; false means
+	// the policy does not cover it and nothing was checked.
+	Required bool
+	// KeyName is the Name of the key that verified the signature.
+	KeyName string
+	// Format is FormatCosignV2 or FormatBundleV3.
+	Format string
+	// SignatureRef is "repository@digest" of the manifest holding the
+	// accepted signature.
+	SignatureRef string
+}
+
+// Verify checks that repository@digest is signed as the first matching
+// trust rule requires. repository is "registry/path" without tag or
+// digest (e.g. "127.0.0.1:5000/team/web"), digest is "sha256:<hex>".
+// With no matching rule it returns Result{Required: false} and touches no
+// network. When a rule matches, the returned Result has Required set even
+// if err is not nil.
+func (v *Verifier) Verify(ctx context.Context, repository, digest string) (Result, error) {
+	repo, err := parseRepository(repository)
+	if err != nil {
+		return Result{}, err
+	}
+	want, err := v1.NewHash(digest)
+	if err != nil {
+		return Result{}, fmt.Errorf("%w: digest %q: %v", ErrBadReference, digest, err)
+	}
+	rule, matched, err := matchRule(v.Rules, repo)
+	if err != nil || !matched {
+		return Result{}, err
+	}
+	required := Result{Required: true}
+	keys, err := parseRuleKeys(rule)
+	if err != nil {
+		return required, err
+	}
+
+	j := newJudge(repo, want, rule, keys)
+	opts := slices.Concat(v.Options, []remote.Option{remote.WithContext(ctx)})
+
+	// The tag layout is one request away; look there first and only list
+	// referrers when it does not settle the question.
+	found, err := cosignV2Candidates(repo, want, opts)
+	if err != nil {
+		return required, err
+	}
+	if res, ok := j.consider(found); ok {
+		return res, nil
+	}
+	found, err = bundleCandidates(repo, want, opts)
+	if err != nil {
+		return required, err
+	}
+	if res, ok := j.consider(found); ok {
+		return res, nil
+	}
+	return required, j.failure()
+}
+
+// Validate checks the whole policy without touching the network: every
+// pattern is well formed, every rule has keys and every key parses. Verify
+// checks only what it uses; Validate is for rejecting a bad policy up front.
+func (v *Verifier) Validate() error {
+	var problems []error
+	for i, rule := range v.Rules {
+		if err := validateRule(i, rule); err != nil {
+			problems = append(problems, err)
+			continue
+		}
+		if _, err := parseRuleKeys(rule); err != nil {
+			problems = append(problems, err)
+		}
+	}
+	return errors.Join(problems...)
+}
+
+// parseRepository parses "registry/path". Registries on this machine are
+// spoken to over plain HTTP, as the Docker Engine does by default;
+// go-containerregistry alone would do so only for exactly 127.0.0.1 and
+// localhost.
+func parseRepository(repository string) (name.Repository, error) {
+	repo, err := name.NewRepository(repository)
+	if err != nil {
+		return name.Repository{}, fmt.Errorf("%w: repository %q (want registry/path without tag or digest): %v", ErrBadReference, repository, err)
+	}
+	if isLoopbackRegistry(repo.RegistryStr()) {
+		if repo, err = name.NewRepository(repository, name.Insecure); err != nil {
+			return name.Repository{}, fmt.Errorf("%w: repository %q: %v", ErrBadReference, repository, err)
+		}
+	}
+	return repo, nil
+}
+
+// isLoopbackRegistry reports whether a registry host is on this machine:
+// localhost or any loopback address (127.0.0.0/8, ::1).
+func isLoopbackRegistry(registry string) bool {
+	host := registry
+	if h, _, err := net.SplitHostPort(registry); err == nil {
+		host = h
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// matchNames are the spellings of repo a rule may be written against.
+func matchNames(repo name.Repository) []string {
+	names := []string{repo.Name()}
+	if repo.RegistryStr() == name.DefaultRegistry {
+		names = append(names, "docker.io/"+repo.RepositoryStr())
+	}
+	return names
+}
+
+// matchRule returns the first rule matching repo. Every rule is validated
+// first: a malformed rule earlier in the list might have been meant to
+// match, so skipping it would silently weaken the policy.
+func matchRule(rules []TrustRule, repo name.Repository) (TrustRule, bool, error) {
+	for i, rule := range rules {
+		if err := validateRule(i, rule); err != nil {
+			return TrustRule{}, false, err
+		}
+	}
+	names := matchNames(repo)
+	for _, rule := range rules {
+		for _, n := range names {
+			// The pattern was validated above, so Match cannot fail.
+			if ok, _ := path.Match(rule.Match, n); ok {
+				return rule, true, nil
+			}
+		}
+	}
+	return TrustRule{}, false, nil
+}
+
+func validateRule(index int, rule TrustRule) error {
+	if rule.Match == "" {
+		return fmt.Errorf("%w: rule %d has an empty match pattern", ErrBadRule, index+1)
+	}
+	// path.Match reports a malformed pattern whatever the name.
+	if _, err := path.Match(rule.Match, ""); err != nil {
+		return fmt.Errorf("%w: rule %d: match %q: %v", ErrBadRule, index+1, rule.Match, err)
+	}
+	if len(rule.Keys) == 0 {
+		return fmt.Errorf("%w: rule %d (match %q) lists no keys, so no image could ever satisfy it; add a key to its trust list", ErrBadRule, index+1, rule.Match)
+	}
+	return nil
+}

@@ -1,0 +1,238 @@
+package deployer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/deployctl/deployctl/raftstore/state"
+	"github.com/deployctl/deployctl/specs"
+)
+
+// ErrProbeFailed is the error of a health probe that ran and did not pass.
+var ErrProbeFailed = errors.New("health probe failed")
+
+// Probe timing. The first probe comes soon after the container starts and
+// is retried quickly until it passes, so a rollout waits for the service,
+// not for a full interval; after the first pass probes run every interval.
+const (
+	firstProbeDelay  = 100 * time.Millisecond
+	earlyProbeDelay  = 250 * time.Millisecond
+	defaultInterval  = 30 * time.Second // Docker's default, for a spec without one
+	defaultTimeout   = 5 * time.Second
+	defaultRetries   = 3
+	maxProbeMessage  = 200
+	probeHTTPUserAgt = "deployctl-probe"
+)
+
+// Execer runs a command in a container (the exec health check).
+type Execer interface {
+	Exec(ctx context.Context, id string, cmd []string, timeout time.Duration) (exitCode int, output string, err error)
+}
+
+// ProbeTarget is what a probe runs against: the container and its address
+// on the deployctl network, reachable from the host.
+type ProbeTarget struct {
+	ContainerID string
+	IP          string
+}
+
+// Probe runs the configured check once; nil means it passed. A spec without
+// a check passes.
+func Probe(ctx context.Context, rt Execer, check specs.Healthcheck, target ProbeTarget) error {
+	timeout := check.Timeout
+	if timeout <= 0 {
+		timeout = defaultTimeout
+	}
+	switch {
+	case check.HTTP != nil:
+		return ProbeHTTP(ctx, target.IP, check.HTTP.Port, check.HTTP.Path, timeout)
+	case check.TCP != nil:
+		return ProbeTCP(ctx, target.IP, check.TCP.Port, timeout)
+	case len(check.Exec) > 0:
+		return ProbeExec(ctx, rt, target.ContainerID, check.Exec, timeout)
+	}
+	return nil
+}
+
+// ProbeHTTP GETs http://ip:port/path from the host; 2xx and 3xx pass.
+// Redirects are not followed (a 3xx already passes) and no proxy is used:
+// the container address is only reachable from this host.
+func ProbeHTTP(ctx context.Context, ip string, port int, path string, timeout time.Duration) error {
+	if ip == "" {
+		return fmt.Errorf("%w: container has no address on the network", ErrProbeFailed)
+	}
+	if !strings.HasPrefix(path, "/") {
+		path = "/" + path
+	}
+	url := "http://" + net.JoinHostPort(ip, strconv.Itoa(port)) + path
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrProbeFailed, err)
+	}
+	req.Header.Set("User-Agent", probeHTTPUserAgt)
+	client := &http.Client{
+		Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true},
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		},
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return fmt.Errorf("%w: GET %s: %w", ErrProbeFailed, url, err)
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode < 200 || resp.StatusCode >= 400 {
+		return fmt.Errorf("%w: GET %s: %s", ErrProbeFailed, url, resp.Status)
+	}
+	return nil
+}
+
+// ProbeTCP passes when a TCP connection to ip:port opens.
+func ProbeTCP(ctx context.Context, ip string, port int, timeout time.Duration) error {
+	if ip == "" {
+		return fmt.Errorf("%w: container has no address on the network", ErrProbeFailed)
+	}
+	dialer := net.Dialer{Timeout: timeout}
+	conn, err := dialer.DialContext(ctx, "tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrProbeFailed, err)
+	}
+	return conn.Close()
+}
+
+// ProbeExec runs cmd in the container; exit code 0 passes.
+func ProbeExec(ctx context.Context, rt Execer, containerID string, cmd []string, timeout time.Duration) error {
+	code, output, err := rt.Exec(ctx, containerID, cmd, timeout)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrProbeFailed, err)
+	}
+	if code != 0 {
+		return fmt.Errorf("%w: %q exited with code %d: %s", ErrProbeFailed, strings.Join(cmd, " "), code, truncate(strings.TrimSpace(output), maxProbeMessage))
+	}
+	return nil
+}
+
+// healthTracker turns probe outcomes into a verdict with Docker's rules:
+// healthy after a pass, unhealthy after `retries` failures in a row, and
+// failures within start_period do not count. Because early probes come
+// faster than the interval, at most one failure counts per interval since
+// the container started: a slow starter gets the retries*interval that
+// Docker would give it, while a fast one is seen healthy at once.
+type healthTracker struct {
+	startedAt   time.Time
+	interval    time.Duration
+	startPeriod time.Duration
+	retries     int
+	state       string // "", healthy or unhealthy
+	failures    int
+	lastCounted int64 // interval index of the last counted failure
+	passedOnce  bool
+	lastFailure string
+}
+
+func newHealthTracker(check specs.Healthcheck, startedAt time.Time) *healthTracker {
+	t := &healthTracker{
+		startedAt:   startedAt,
+		interval:    check.Interval,
+		startPeriod: check.StartPeriod,
+		retries:     check.Retries,
+		lastCounted: 0,
+	}
+	if t.interval <= 0 {
+		t.interval = defaultInterval
+	}
+	if t.retries <= 0 {
+		t.retries = defaultRetries
+	}
+	return t
+}
+
+// observe records one probe outcome at now and returns the verdict
+// (healthy, unhealthy, or "" while still undecided).
+func (t *healthTracker) observe(now time.Time, probeErr error) string {
+	if probeErr == nil {
+		t.passedOnce = true
+		t.failures = 0
+		t.state = state.ReplicaHealthy
+		return t.state
+	}
+	t.lastFailure = probeErr.Error()
+	since := now.Sub(t.startedAt)
+	if since < t.startPeriod {
+		return t.state
+	}
+	// Docker's n-th probe is at startedAt + n*interval; count a failure only
+	// in an interval slot that has not counted one yet.
+	slot := int64(since / t.interval)
+	if slot <= t.lastCounted {
+		return t.state
+	}
+	t.lastCounted = slot
+	t.failures++
+	if t.failures >= t.retries {
+		t.state = state.ReplicaUnhealthy
+	}
+	return t.state
+}
+
+// nextDelay is the wait before the next probe: fast until the first pass
+// (100ms, then 250ms doubling up to interval), then the interval.
+func (t *healthTracker) nextDelay(previous time.Duration) time.Duration {
+	if t.passedOnce {
+		return t.interval
+	}
+	next := earlyProbeDelay
+	if previous >= earlyProbeDelay {
+		next = previous * 2
+	}
+	return min(next, t.interval)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
+
+// runProber probes target until ctx ends and calls emit with every change of
+// verdict (healthy or unhealthy, and the last failure as message).
+func runProber(ctx context.Context, rt Execer, check specs.Healthcheck, target ProbeTarget, startedAt time.Time, emit func(state, message string)) {
+	tracker := newHealthTracker(check, startedAt)
+	delay := firstProbeDelay
+	timer := time.NewTimer(delay)
+	defer timer.Stop()
+	reported := ""
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		}
+		probeErr := Probe(ctx, rt, check, target)
+		if ctx.Err() != nil {
+			return
+		}
+		verdict := tracker.observe(time.Now(), probeErr)
+		if verdict != "" && verdict != reported {
+			reported = verdict
+			message := ""
+			if verdict == state.ReplicaUnhealthy {
+				message = fmt.Sprintf("health check failed %d times in a row: %s", tracker.failures, truncate(tracker.lastFailure, maxProbeMessage))
+			}
+			emit(verdict, message)
+		}
+		delay = tracker.nextDelay(delay)
+		timer.Reset(delay)
+	}
+}
