@@ -59,7 +59,8 @@ type Config struct {
 	Now   func() time.Time
 	NewID func() string
 	// Tick is how often the leader re-evaluates services when nothing
-	// changed (monitor windows and deadlines are time-based). Default 200ms.
+	// changed. Timed changes (monitor windows, delays, deadlines) wake the
+	// loop on their own, so the tick is only a safety net. Default 1s.
 	Tick time.Duration
 }
 
@@ -96,7 +97,7 @@ func New(cfg Config) (*Controller, error) {
 		cfg.NewID = NewID
 	}
 	if cfg.Tick <= 0 {
-		cfg.Tick = 200 * time.Millisecond
+		cfg.Tick = time.Second
 	}
 	return &Controller{cfg: cfg, log: cfg.Logger.Named("controller"), heartbeat: map[string]time.Time{}}, nil
 }

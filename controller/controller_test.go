@@ -300,3 +300,29 @@ func TestClientStatusBlocksUntilChange(t *testing.T) {
 		t.Fatal("blocking query did not answer after a change")
 	}
 }
+
+func TestNextTimedChange(t *testing.T) {
+	store := state.NewStore()
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	spec := specFor("127.0.0.1:1/x:v1")
+	spec.Update.Monitor = 10 * time.Second
+	spec.Update.ProgressDeadline = time.Minute
+	if _, err := store.ApplyRevision(1, state.ApplyRevisionCmd{Now: now, Revision: state.Revision{Service: "web", Spec: *spec, Ref: "r@sha256:a", Fingerprint: "f"}}); err != nil {
+		t.Fatal(err)
+	}
+	if at, ok := nextTimedChange(store.View(), now); !ok || !at.Equal(now.Add(time.Minute)) {
+		t.Fatalf("next = %v %v, want the progress deadline", at, ok)
+	}
+	svc, _ := store.View().Service("web")
+	_ = store.ApplyRolloutStep(2, state.RolloutStepCmd{Now: now, Service: "web", ExpectCurrent: 1, ExpectModifyIndex: svc.ModifyIndex,
+		Create: []state.Replica{{ID: "r1", Service: "web", Revision: 1, Fingerprint: "f", Host: "h"}}})
+	_ = store.ApplyHostReport(3, state.HostReportCmd{Now: now.Add(2 * time.Second), Report: state.HostReport{Host: "h",
+		Reports: []state.StatusReport{{ReplicaID: "r1", State: state.ReplicaHealthy}}}})
+	if at, ok := nextTimedChange(store.View(), now.Add(3*time.Second)); !ok || !at.Equal(now.Add(12*time.Second)) {
+		t.Fatalf("next = %v %v, want the end of r1's monitor window", at, ok)
+	}
+	// Nothing in the future: no wake.
+	if _, ok := nextTimedChange(store.View(), now.Add(time.Hour)); ok {
+		t.Fatal("a wake in the past was returned")
+	}
+}

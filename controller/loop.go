@@ -20,6 +20,11 @@ import (
 func (c *Controller) Run(ctx context.Context) error {
 	ticker := time.NewTicker(c.cfg.Tick)
 	defer ticker.Stop()
+	// wake fires at the next moment a decision can change with time alone
+	// (a monitor window closing, a batch delay ending, a deadline passing),
+	// so a rollout does not wait for the next tick at each batch.
+	wake := time.NewTimer(time.Hour)
+	defer wake.Stop()
 	leading := false
 	for {
 		view, changed := c.cfg.Store.Watch()
@@ -42,6 +47,9 @@ func (c *Controller) Run(ctx context.Context) error {
 			c.log.Info("no longer leading")
 		case isLeader:
 			c.reconcileAll(ctx, view)
+			if at, ok := nextTimedChange(view, c.cfg.Now()); ok {
+				wake.Reset(max(time.Until(at), time.Millisecond))
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -49,6 +57,7 @@ func (c *Controller) Run(ctx context.Context) error {
 			return nil
 		case <-changed:
 		case <-ticker.C:
+		case <-wake.C:
 		}
 	}
 }
@@ -202,6 +211,41 @@ func (c *Controller) autoRollback(ctx context.Context, name, reason string) erro
 	c.log.Warn("rolling back", "service", name, "from", cur.Number, "to", target.Number, "reason", reason)
 	_, err := c.storeRollback(ctx, svc, cur, target, cause, reason, "")
 	return err
+}
+
+// nextTimedChange returns the earliest future moment at which a rollout's
+// decision changes with time alone: a healthy replica's monitor window
+// closing, a batch delay ending, or a progress deadline passing.
+func nextTimedChange(t *state.Tables, now time.Time) (time.Time, bool) {
+	var next time.Time
+	consider := func(at time.Time) {
+		if at.After(now) && (next.IsZero() || at.Before(next)) {
+			next = at
+		}
+	}
+	for _, svc := range t.Services() {
+		ro := svc.Rollout
+		if ro == nil || ro.State != state.RolloutInProgress {
+			continue
+		}
+		rev, ok := t.Revision(svc.Name, svc.Current)
+		if !ok {
+			continue
+		}
+		u := rev.Spec.Update
+		if !ro.BatchDoneAt.IsZero() {
+			consider(ro.BatchDoneAt.Add(u.Delay))
+		}
+		if u.ProgressDeadline > 0 {
+			consider(ro.LastProgressAt.Add(u.ProgressDeadline))
+		}
+		for _, r := range t.ServiceReplicas(svc.Name) {
+			if r.Fingerprint == rev.Fingerprint && r.Status.State == state.ReplicaHealthy && !r.Status.HealthySince.IsZero() {
+				consider(r.Status.HealthySince.Add(u.Monitor))
+			}
+		}
+	}
+	return next, !next.IsZero()
 }
 
 // confirmedStopped reports whether the agent has confirmed a replica is

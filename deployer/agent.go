@@ -59,6 +59,7 @@ type Runtime interface {
 	ListManaged(ctx context.Context, hostID string) ([]container.Summary, error)
 	Inspect(ctx context.Context, id string) (container.InspectResponse, error)
 	StopAndRemove(ctx context.Context, id string, grace time.Duration) error
+	WatchExits(ctx context.Context, hostID string, exits chan<- ContainerExit) error
 }
 
 // AgentConfig configures an Agent. Zero durations take the defaults.
@@ -137,21 +138,28 @@ func (a *Agent) Run(ctx context.Context) error {
 		events:   make(chan event),
 		replicas: map[string]*replica{},
 		removing: map[string]bool{},
+		exits:    map[string]ContainerExit{},
 	}
 	sets := make(chan state.AssignmentSet)
 
+	exits := make(chan ContainerExit)
+
 	var workers sync.WaitGroup
-	workers.Add(2)
+	workers.Add(3)
 	go func() {
 		defer workers.Done()
 		a.pollAssignments(ctx, sets)
 	}()
 	go func() {
 		defer workers.Done()
+		a.watchExits(ctx, exits)
+	}()
+	go func() {
+		defer workers.Done()
 		a.sendReports(ctx, box)
 	}()
 
-	loop.run(ctx, sets)
+	loop.run(ctx, sets, exits)
 	cancel()
 	workers.Wait()
 	return nil
@@ -190,6 +198,28 @@ func (a *Agent) pollAssignments(ctx context.Context, out chan<- state.Assignment
 		select {
 		case out <- set:
 		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// watchExits follows the engine's container exits so a crash is seen at
+// once and with its exit code. A broken stream is reopened with backoff;
+// the resync finds what was missed meanwhile.
+func (a *Agent) watchExits(ctx context.Context, out chan<- ContainerExit) {
+	retry := newBackoff()
+	for ctx.Err() == nil {
+		opened := time.Now()
+		err := a.cfg.Runtime.WatchExits(ctx, a.cfg.HostID, out)
+		if ctx.Err() != nil {
+			return
+		}
+		if time.Since(opened) > maxRetryDelay {
+			retry.reset()
+		}
+		delay := retry.next()
+		a.log.Debug("container event stream ended; reopening", "error", err, "retry_in", delay)
+		if !sleepCtx(ctx, delay) {
 			return
 		}
 	}
@@ -294,9 +324,11 @@ type reconcileLoop struct {
 	outbox *outbox
 	events chan event
 
-	set       *state.AssignmentSet
-	replicas  map[string]*replica
-	removing  map[string]bool // container IDs being removed
+	set      *state.AssignmentSet
+	replicas map[string]*replica
+	removing map[string]bool // container IDs being removed
+	// exits are the last exits the engine reported, by container ID.
+	exits     map[string]ContainerExit
 	networkOK bool
 	// engineDown remembers an outage so it is logged as an error once, not
 	// at every resync.
@@ -304,7 +336,7 @@ type reconcileLoop struct {
 	tasks      sync.WaitGroup
 }
 
-func (l *reconcileLoop) run(ctx context.Context, sets <-chan state.AssignmentSet) {
+func (l *reconcileLoop) run(ctx context.Context, sets <-chan state.AssignmentSet, exits <-chan ContainerExit) {
 	resync := time.NewTicker(l.cfg.ResyncInterval)
 	defer resync.Stop()
 	defer l.tasks.Wait()
@@ -322,6 +354,9 @@ func (l *reconcileLoop) run(ctx context.Context, sets <-chan state.AssignmentSet
 			dirty = l.set != nil
 		case ev := <-l.events:
 			dirty = l.handle(ctx, ev)
+		case exit := <-exits:
+			l.handleExit(exit)
+			dirty = true
 		}
 		if dirty && l.set != nil {
 			l.reconcile(ctx)
@@ -367,6 +402,15 @@ func (l *reconcileLoop) reconcile(ctx context.Context) {
 	assigned := make(map[string]state.Assignment, len(l.set.Assignments))
 	for _, as := range l.set.Assignments {
 		assigned[as.Replica.ID] = as
+	}
+	listed := make(map[string]bool, len(containers))
+	for _, c := range containers {
+		listed[c.ID] = true
+	}
+	for id := range l.exits {
+		if !listed[id] {
+			delete(l.exits, id)
+		}
 	}
 	byReplica := map[string][]container.Summary{}
 	for _, c := range containers {
@@ -491,6 +535,11 @@ func (l *reconcileLoop) checkContainer(ctx context.Context, id string, rep *repl
 		l.engineError("cannot inspect container", err)
 		return
 	}
+	if inspect.State != nil && inspect.State.Status == container.StateRemoving {
+		// Someone else is removing it; once it is gone the replica is
+		// recreated as one removed behind the agent's back.
+		return
+	}
 	adopting := rep.containerID != containerID
 	if adopting && inspect.State != nil && inspect.State.Status == container.StateCreated {
 		// Created but never started (an agent stopped between the two):
@@ -504,7 +553,8 @@ func (l *reconcileLoop) checkContainer(ctx context.Context, id string, rep *repl
 		rep.restartCount = inspect.RestartCount
 		rep.state = ""
 	}
-	if reason := notRunningReason(inspect, rep.restartCount); reason != "" {
+	lastExit, exited := l.exits[containerID]
+	if reason := notRunningReason(inspect, rep.restartCount, lastExit, exited); reason != "" {
 		l.log.Warn("replica failed", "replica", id, "container", shortID(containerID), "reason", reason)
 		rep.cancelProbing()
 		l.setState(id, rep, state.ReplicaFailed, reason)
@@ -520,22 +570,26 @@ func (l *reconcileLoop) checkContainer(ctx context.Context, id string, rep *repl
 
 // notRunningReason says why a container no longer counts as running, "" if
 // it does: not running, or restarted by the engine since the agent started
-// or adopted it (a crash the restart policy papered over).
-func notRunningReason(inspect container.InspectResponse, knownRestarts int) string {
+// or adopted it (a crash the restart policy papered over). The exit event,
+// when there was one, gives the code that inspect forgets on a restart.
+func notRunningReason(inspect container.InspectResponse, knownRestarts int, exit ContainerExit, exited bool) string {
 	st := inspect.State
 	if st == nil {
 		return "container has no state"
 	}
-	exited := fmt.Sprintf("exited with code %d", st.ExitCode)
+	if !exited {
+		exit = ContainerExit{ExitCode: st.ExitCode, OOMKilled: st.OOMKilled}
+	}
+	exit.OOMKilled = exit.OOMKilled || st.OOMKilled
 	switch {
-	case st.OOMKilled:
-		return "OOM killed"
 	case st.Restarting:
-		return exited + " (the engine is restarting it)"
-	case !st.Running && st.Error != "":
+		return exit.Reason() + " (the engine is restarting it)"
+	case !st.Running && st.Error != "" && !exit.OOMKilled:
 		return st.Error
 	case !st.Running:
-		return exited
+		return exit.Reason()
+	case inspect.RestartCount > knownRestarts && exited:
+		return exit.Reason() + fmt.Sprintf(" and was restarted by the engine (restart count %d)", inspect.RestartCount)
 	case inspect.RestartCount > knownRestarts:
 		return fmt.Sprintf("exited and was restarted by the engine (restart count %d)", inspect.RestartCount)
 	}
@@ -663,6 +717,13 @@ func (l *reconcileLoop) handle(ctx context.Context, ev event) bool {
 		return false
 	}
 	return false
+}
+
+// handleExit remembers how a container process ended; the reconcile that
+// follows at once decides what it means. A `docker rm -f` also kills the
+// process first, so an exit alone does not say the replica failed.
+func (l *reconcileLoop) handleExit(exit ContainerExit) {
+	l.exits[exit.ContainerID] = exit
 }
 
 // beginProbing starts the prober of a running replica, or declares it

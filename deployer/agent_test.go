@@ -20,10 +20,24 @@ type agentHarness struct {
 	ctrl   *fakeController
 }
 
+// newAgentHarness gives the test a host of its own; the containers of that
+// host are removed when the test ends, so subtests do not pile them up.
 func newAgentHarness(t *testing.T, env *dockerEnv) *agentHarness {
 	t.Helper()
 	hostID := "h-" + env.runID + "-" + strings.NewReplacer("/", "-", " ", "-").Replace(t.Name())
-	return &agentHarness{env: env, hostID: hostID, ctrl: newFakeController(hostID)}
+	h := &agentHarness{env: env, hostID: hostID, ctrl: newFakeController(hostID)}
+	t.Cleanup(func() {
+		list, err := env.rt.ListManaged(context.Background(), hostID)
+		if err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+		for _, c := range list {
+			if err := env.raw.ContainerRemove(context.Background(), c.ID, container.RemoveOptions{Force: true}); err != nil {
+				t.Errorf("cleanup: remove %s: %v", shortID(c.ID), err)
+			}
+		}
+	})
+	return h
 }
 
 // mustStartAgent runs a new agent until the returned stop is called (or the
@@ -73,8 +87,10 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func (h *agentHarness) replicaID(t *testing.T, n int) string {
-	return h.hostID + "-r" + string(rune('0'+n))
+// newReplicaID is random like the controller's IDs, so that container
+// names (which hold the first 8 characters) do not collide.
+func newReplicaID(t testing.TB) string {
+	return mustRunID(t)[1:] + "-replica"
 }
 
 func (h *agentHarness) mustInspect(t *testing.T, id string) container.InspectResponse {
@@ -113,8 +129,8 @@ func TestAgent(t *testing.T) {
 
 	t.Run("runs two replicas to healthy", func(t *testing.T) {
 		h := newAgentHarness(t, env)
-		r1 := assignment(h.replicaID(t, 1), 1, env.goodRef, testSpec())
-		r2 := assignment(h.replicaID(t, 2), 2, env.goodRef, testSpec())
+		r1 := assignment(newReplicaID(t), 1, env.goodRef, testSpec())
+		r2 := assignment(newReplicaID(t), 2, env.goodRef, testSpec())
 		h.ctrl.assign(r1, r2)
 		h.mustStartAgent(t)
 
@@ -156,7 +172,7 @@ func TestAgent(t *testing.T) {
 
 	t.Run("broken image is reported unhealthy", func(t *testing.T) {
 		h := newAgentHarness(t, env)
-		a := assignment(h.replicaID(t, 1), 1, env.brokenRef, testSpec())
+		a := assignment(newReplicaID(t), 1, env.brokenRef, testSpec())
 		h.ctrl.assign(a)
 		h.mustStartAgent(t)
 		report := h.ctrl.waitState(t, a.Replica.ID, state.ReplicaUnhealthy)
@@ -170,7 +186,7 @@ func TestAgent(t *testing.T) {
 
 	t.Run("crashing image is reported failed and removed", func(t *testing.T) {
 		h := newAgentHarness(t, env)
-		a := assignment(h.replicaID(t, 1), 1, env.crashRef, testSpec())
+		a := assignment(newReplicaID(t), 1, env.crashRef, testSpec())
 		h.ctrl.assign(a)
 		h.mustStartAgent(t)
 		report := h.ctrl.waitState(t, a.Replica.ID, state.ReplicaFailed)
@@ -185,8 +201,8 @@ func TestAgent(t *testing.T) {
 
 	t.Run("desired stopped stops and removes", func(t *testing.T) {
 		h := newAgentHarness(t, env)
-		running := assignment(h.replicaID(t, 1), 1, env.goodRef, testSpec())
-		neverStarted := stopped(assignment(h.replicaID(t, 2), 2, env.goodRef, testSpec()))
+		running := assignment(newReplicaID(t), 1, env.goodRef, testSpec())
+		neverStarted := stopped(assignment(newReplicaID(t), 2, env.goodRef, testSpec()))
 		h.ctrl.assign(running, neverStarted)
 		h.mustStartAgent(t)
 		healthy := h.ctrl.waitState(t, running.Replica.ID, state.ReplicaHealthy)
@@ -204,7 +220,7 @@ func TestAgent(t *testing.T) {
 
 	t.Run("container removed behind its back is recreated", func(t *testing.T) {
 		h := newAgentHarness(t, env)
-		a := assignment(h.replicaID(t, 1), 1, env.goodRef, testSpec())
+		a := assignment(newReplicaID(t), 1, env.goodRef, testSpec())
 		h.ctrl.assign(a)
 		h.mustStartAgent(t)
 		first := h.ctrl.waitState(t, a.Replica.ID, state.ReplicaHealthy)
@@ -233,8 +249,8 @@ func TestAgent(t *testing.T) {
 
 	t.Run("restarted agent adopts running containers", func(t *testing.T) {
 		h := newAgentHarness(t, env)
-		r1 := assignment(h.replicaID(t, 1), 1, env.goodRef, testSpec())
-		r2 := assignment(h.replicaID(t, 2), 2, env.goodRef, testSpec(func(s *specs.Spec) {
+		r1 := assignment(newReplicaID(t), 1, env.goodRef, testSpec())
+		r2 := assignment(newReplicaID(t), 2, env.goodRef, testSpec(func(s *specs.Spec) {
 			s.Healthcheck = specs.Healthcheck{} // no check: healthy once running
 		}))
 		h.ctrl.assign(r1, r2)
@@ -270,9 +286,9 @@ func TestAgent(t *testing.T) {
 
 	t.Run("orphans are removed", func(t *testing.T) {
 		h := newAgentHarness(t, env)
-		orphan := assignment(h.replicaID(t, 9), 9, env.goodRef, testSpec())
+		orphan := assignment(newReplicaID(t), 9, env.goodRef, testSpec())
 		orphanInspect := mustRunReplica(t, env, h.hostID, orphan)
-		kept := assignment(h.replicaID(t, 1), 1, env.goodRef, testSpec())
+		kept := assignment(newReplicaID(t), 1, env.goodRef, testSpec())
 		h.ctrl.assign(kept)
 		h.mustStartAgent(t)
 		h.ctrl.waitState(t, kept.Replica.ID, state.ReplicaHealthy)
@@ -284,7 +300,7 @@ func TestAgent(t *testing.T) {
 
 	t.Run("unpinned reference is refused", func(t *testing.T) {
 		h := newAgentHarness(t, env)
-		a := assignment(h.replicaID(t, 1), 1, env.tagRef, testSpec())
+		a := assignment(newReplicaID(t), 1, env.tagRef, testSpec())
 		h.ctrl.assign(a)
 		h.mustStartAgent(t)
 		report := h.ctrl.waitState(t, a.Replica.ID, state.ReplicaFailed)
@@ -298,7 +314,7 @@ func TestAgent(t *testing.T) {
 
 	t.Run("root image is refused", func(t *testing.T) {
 		h := newAgentHarness(t, env)
-		a := assignment(h.replicaID(t, 1), 1, env.goodRef, testSpec(func(s *specs.Spec) { s.Security.User = "0" }))
+		a := assignment(newReplicaID(t), 1, env.goodRef, testSpec(func(s *specs.Spec) { s.Security.User = "0" }))
 		h.ctrl.assign(a)
 		h.mustStartAgent(t)
 		report := h.ctrl.waitState(t, a.Replica.ID, state.ReplicaFailed)
@@ -309,7 +325,7 @@ func TestAgent(t *testing.T) {
 
 	t.Run("controller down at start is retried", func(t *testing.T) {
 		h := newAgentHarness(t, env)
-		a := assignment(h.replicaID(t, 1), 1, env.goodRef, testSpec())
+		a := assignment(newReplicaID(t), 1, env.goodRef, testSpec())
 		h.ctrl.assign(a)
 		h.ctrl.setDown(true)
 		h.mustStartAgent(t)
@@ -344,7 +360,7 @@ func BenchmarkStartToHealthy(b *testing.B) {
 	spec := testSpec(func(s *specs.Spec) { s.Healthcheck.Interval = 5 * time.Second })
 	b.ResetTimer()
 	for i := 0; b.Loop(); i++ {
-		a := assignment(hostID+"-"+time.Now().Format("150405.000000000"), 1, env.goodRef, spec)
+		a := assignment(newReplicaID(b), 1, env.goodRef, spec)
 		ctrl.assign(a)
 		ctrl.waitState(b, a.Replica.ID, state.ReplicaHealthy)
 

@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/events"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/network"
@@ -306,6 +308,68 @@ func (r *DockerRuntime) Exec(ctx context.Context, id string, cmd []string, timeo
 		case <-ctx.Done():
 			return 0, output.String(), fmt.Errorf("exec %q in %s: %w", strings.Join(cmd, " "), shortID(id), ctx.Err())
 		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// ContainerExit is one container process ending, as the engine saw it.
+type ContainerExit struct {
+	ContainerID string
+	ExitCode    int
+	OOMKilled   bool
+}
+
+// Reason is the exit in a report's words: "OOM killed" or "exited with
+// code N".
+func (e ContainerExit) Reason() string {
+	if e.OOMKilled {
+		return "OOM killed"
+	}
+	return fmt.Sprintf("exited with code %d", e.ExitCode)
+}
+
+// WatchExits sends every exit of a deployctl container of hostID to exits
+// until ctx ends (then it returns nil) or the event stream breaks. The
+// exit code is only known from the event: once the restart policy has
+// restarted a process, inspect shows the new one.
+func (r *DockerRuntime) WatchExits(ctx context.Context, hostID string, exits chan<- ContainerExit) error {
+	args := filters.NewArgs(
+		filters.Arg("type", string(events.ContainerEventType)),
+		filters.Arg("event", string(events.ActionDie)),
+		filters.Arg("event", string(events.ActionOOM)),
+		filters.Arg("label", LabelManaged+"=true"),
+		filters.Arg("label", LabelHost+"="+hostID),
+	)
+	messages, errs := r.client.Events(ctx, events.ListOptions{Filters: args})
+	// The oom event comes before the die event of the same process.
+	oomKilled := map[string]bool{}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-errs:
+			if ctx.Err() != nil {
+				return nil
+			}
+			return engineError("watch container events", err)
+		case msg := <-messages:
+			if msg.Actor.Attributes[LabelManaged] != "true" || msg.Actor.Attributes[LabelHost] != hostID {
+				continue
+			}
+			id := msg.Actor.ID
+			switch msg.Action {
+			case events.ActionOOM:
+				oomKilled[id] = true
+			case events.ActionDie:
+				code, _ := strconv.Atoi(msg.Actor.Attributes["exitCode"])
+				exit := ContainerExit{ContainerID: id, ExitCode: code, OOMKilled: oomKilled[id]}
+				delete(oomKilled, id)
+				select {
+				case exits <- exit:
+				case <-ctx.Done():
+					return nil
+				}
+			}
 		}
 	}
 }

@@ -27,7 +27,7 @@ import (
 const labelTest = "io.deployctl.test"
 
 // waitLimit only guards against a hung test; no test asserts on time.
-const waitLimit = 90 * time.Second
+const waitLimit = 60 * time.Second
 
 // dockerEnv is what the Docker tests share: a runtime, a raw client for
 // checking and for cleanup, a test network and a registry with the webapp.

@@ -140,7 +140,7 @@ func removeRegistryImages(cli *client.Client, regAddr string) {
 
 // devServer is a `deployctl server --dev` child process of a test.
 type devServer struct {
-	t       *testing.T
+	t       testing.TB
 	addr    string
 	raft    string
 	dataDir string
@@ -151,7 +151,7 @@ type devServer struct {
 	log     *bytes.Buffer
 }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -164,7 +164,7 @@ func freeAddr(t *testing.T) string {
 // mustStartServer starts a dev server with its own host id and network;
 // cleanup stops it by PID and removes every container its agent made (by
 // the host-id label) and its network.
-func mustStartServer(t *testing.T) *devServer {
+func mustStartServer(t testing.TB) *devServer {
 	t.Helper()
 	name := strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
 	s := &devServer{

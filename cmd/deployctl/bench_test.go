@@ -1,0 +1,125 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/deployctl/deployctl/controller"
+	"github.com/deployctl/deployctl/raftstore/state"
+)
+
+// benchSpec is a 4-replica service whose health checks need a known,
+// minimal time: each batch must stay healthy for update.monitor.
+func benchSpec(image string, parallelism int, monitor time.Duration) []byte {
+	return fmt.Appendf(nil, `service: bench
+image: %s
+replicas: 4
+resources: { cpus: 0.2, memory: 32M, pids: 32 }
+healthcheck:
+  http: { path: /healthz, port: 8080 }
+  interval: 1s
+  timeout: 1s
+  retries: 1
+update:
+  parallelism: %d
+  monitor: %s
+  progress_deadline: 2m
+stop_grace_period: 1s
+`, image, parallelism, monitor)
+}
+
+// waitOutcome waits until revision rev of svc ends and returns its state.
+func waitOutcome(b *testing.B, c *controller.Client, svc string, rev int) controller.ServiceStatus {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var index uint64
+	for {
+		st, err := c.Status(ctx, svc, index, 10*time.Second)
+		if err != nil {
+			b.Fatal(err)
+		}
+		index = st.Index
+		if st.Revision == rev && st.RevisionState != state.RevisionInProgress {
+			return st
+		}
+		if st.Revision > rev && st.RevisionState != state.RevisionInProgress {
+			return st
+		}
+	}
+}
+
+// BenchmarkRollout4 measures a rollout of 4 replicas from apply to the
+// revision's success, and reports the time beyond what the health checks
+// themselves need (batches x update.monitor) as overhead-ms. Each
+// iteration deploys v1 fresh and removes it afterwards.
+func BenchmarkRollout4(b *testing.B) {
+	for _, par := range []int{1, 4} {
+		b.Run(fmt.Sprintf("parallelism=%d", par), func(b *testing.B) {
+			s := mustStartServer(b)
+			c := controller.NewClient([]string{s.addr}, nil)
+			monitor := time.Second
+			batches := (4 + par - 1) / par
+			var overhead time.Duration
+			for i := 0; i < b.N; i++ {
+				start := time.Now()
+				out, err := c.Apply(context.Background(), benchSpec(env.refs["v1"], par, monitor))
+				if err != nil {
+					b.Fatal(err)
+				}
+				st := waitOutcome(b, c, "bench", out.Revision)
+				took := time.Since(start)
+				if st.RevisionState != state.RevisionSucceeded {
+					b.Fatalf("rollout %s: %+v", st.RevisionState, st)
+				}
+				overhead += took - time.Duration(batches)*monitor
+				b.StopTimer()
+				mustRemove(b, c, "bench")
+				b.StartTimer()
+			}
+			b.ReportMetric(float64(overhead.Milliseconds())/float64(b.N), "overhead-ms/op")
+		})
+	}
+}
+
+// BenchmarkAutoRollback measures apply of a broken release over a healthy
+// 4-replica v1 until the automatic rollback has succeeded.
+func BenchmarkAutoRollback(b *testing.B) {
+	s := mustStartServer(b)
+	c := controller.NewClient([]string{s.addr}, nil)
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		out, err := c.Apply(context.Background(), benchSpec(env.refs["v1"], 1, time.Second))
+		if err != nil {
+			b.Fatal(err)
+		}
+		waitOutcome(b, c, "bench", out.Revision)
+		b.StartTimer()
+		out, err = c.Apply(context.Background(), benchSpec(env.refs["broken"], 1, time.Second))
+		if err != nil {
+			b.Fatal(err)
+		}
+		st := waitOutcome(b, c, "bench", out.Revision+1)
+		if st.Cause != fmt.Sprintf("automatic rollback of %d to %d", out.Revision, out.Revision-1) || st.RevisionState != state.RevisionSucceeded {
+			b.Fatalf("want a succeeded automatic rollback, got %+v", st)
+		}
+		b.StopTimer()
+		mustRemove(b, c, "bench")
+		b.StartTimer()
+	}
+}
+
+func mustRemove(b *testing.B, c *controller.Client, svc string) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := c.Remove(ctx, svc); err != nil {
+		b.Fatal(err)
+	}
+	for {
+		if _, err := c.Status(ctx, svc, 0, 0); err != nil {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
