@@ -25,6 +25,7 @@ const maxWait = 5 * time.Minute
 type NodeInfo struct {
 	ID      string `json:"id"`
 	Address string `json:"address"`
+	APIAddr string `json:"api_addr,omitempty"`
 	Role    string `json:"role"` // leader, follower
 	Voter   bool   `json:"voter"`
 	Healthy bool   `json:"healthy"`
@@ -56,31 +57,71 @@ type APIError struct {
 	Leader   string          `json:"leader,omitempty"`
 }
 
+// Membership is what the cluster endpoints need of the raft node.
+type Membership interface {
+	Servers(ctx context.Context) ([]RaftServer, error)
+	AddVoter(ctx context.Context, id, addr string) error
+	RemoveServer(ctx context.Context, id string) error
+	TransferLeadership(ctx context.Context) error
+	HadState() bool
+}
+
+// RaftServer is one member of the raft configuration.
+type RaftServer struct {
+	ID, Address   string
+	Voter, Leader bool
+}
+
+// APIConfig wires an API.
+type APIConfig struct {
+	Controller *Controller
+	// Membership is nil where there is no cluster to manage (tests).
+	Membership Membership
+	// Self is this server's identity and addresses.
+	Self state.ServerInfo
+	// Forward sends requests to the leader's API; it carries the node's
+	// client certificate in cluster mode. nil: http.DefaultClient.
+	Forward *http.Client
+	// Scheme of the servers' APIs: "http" (dev) or "https".
+	Scheme string
+}
+
 // API serves the controller over HTTP/JSON under /v1/.
 type API struct {
-	c *Controller
-	// Servers lists the raft configuration for cluster status.
-	servers func(ctx context.Context) ([]NodeInfo, error)
+	c   *Controller
+	cfg APIConfig
 }
 
 // NewAPI returns the HTTP API of a controller.
-func NewAPI(c *Controller, servers func(ctx context.Context) ([]NodeInfo, error)) *API {
-	return &API{c: c, servers: servers}
+func NewAPI(cfg APIConfig) *API {
+	if cfg.Forward == nil {
+		cfg.Forward = http.DefaultClient
+	}
+	if cfg.Scheme == "" {
+		cfg.Scheme = "http"
+	}
+	return &API{c: cfg.Controller, cfg: cfg}
 }
 
 // Handler returns the routes.
 func (a *API) Handler() http.Handler {
 	mux := http.NewServeMux()
+	// Answered by this server itself.
 	mux.HandleFunc("GET /v1/health", a.health)
-	mux.HandleFunc("GET /v1/cluster", a.cluster)
-	mux.HandleFunc("GET /v1/services", a.listServices)
-	mux.HandleFunc("POST /v1/services", a.applyService)
-	mux.HandleFunc("GET /v1/services/{name}", a.getService)
-	mux.HandleFunc("DELETE /v1/services/{name}", a.removeService)
-	mux.HandleFunc("GET /v1/services/{name}/history", a.getHistory)
-	mux.HandleFunc("POST /v1/services/{name}/rollback", a.rollbackService)
-	mux.HandleFunc("GET /v1/agent/assignments", a.assignments)
-	mux.HandleFunc("POST /v1/agent/report", a.report)
+	mux.HandleFunc("GET /v1/cluster/peer", a.peer)
+	// Answered by the leader: any other server forwards them.
+	lead := a.onLeader
+	mux.HandleFunc("GET /v1/cluster", lead(a.cluster))
+	mux.HandleFunc("POST /v1/cluster/join", lead(a.join))
+	mux.HandleFunc("POST /v1/cluster/remove", lead(a.removeServer))
+	mux.HandleFunc("GET /v1/services", lead(a.listServices))
+	mux.HandleFunc("POST /v1/services", lead(a.applyService))
+	mux.HandleFunc("GET /v1/services/{name}", lead(a.getService))
+	mux.HandleFunc("DELETE /v1/services/{name}", lead(a.removeService))
+	mux.HandleFunc("GET /v1/services/{name}/history", lead(a.getHistory))
+	mux.HandleFunc("POST /v1/services/{name}/rollback", lead(a.rollbackService))
+	mux.HandleFunc("GET /v1/agent/assignments", lead(a.assignments))
+	mux.HandleFunc("POST /v1/agent/report", lead(a.report))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no route %s %s; the API lives under /v1/", r.Method, r.URL.Path))
 	})
@@ -215,8 +256,8 @@ func (a *API) cluster(w http.ResponseWriter, r *http.Request) {
 		a.writeErr(w, ErrNotReady)
 		return
 	}
-	if a.servers != nil {
-		nodes, err := a.servers(r.Context())
+	if a.cfg.Membership != nil {
+		nodes, err := a.nodes(r.Context(), view)
 		if err != nil {
 			a.writeErr(w, err)
 			return

@@ -3,6 +3,7 @@ package controller
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -30,6 +31,19 @@ type Client struct {
 // NewClient returns a client for one or more server addresses
 // ("http://127.0.0.1:7070" or "127.0.0.1:7070").
 func NewClient(addrs []string, hc *http.Client) *Client {
+	return newClient(addrs, hc, "http://")
+}
+
+// NewTLSClient returns a client that speaks https with a client
+// certificate (mutual TLS) to addresses given without a scheme.
+func NewTLSClient(addrs []string, cfg *tls.Config) *Client {
+	if cfg == nil {
+		return NewClient(addrs, nil)
+	}
+	return newClient(addrs, &http.Client{Transport: &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: true}}, "https://")
+}
+
+func newClient(addrs []string, hc *http.Client, scheme string) *Client {
 	if hc == nil {
 		hc = &http.Client{}
 	}
@@ -40,7 +54,7 @@ func NewClient(addrs []string, hc *http.Client) *Client {
 			continue
 		}
 		if !strings.Contains(a, "://") {
-			a = "http://" + a
+			a = scheme + a
 		}
 		norm = append(norm, a)
 	}
@@ -243,4 +257,29 @@ func (c *Client) Report(ctx context.Context, r state.HostReport) error {
 		return fmt.Errorf("encode report: %w", err)
 	}
 	return c.do(ctx, http.MethodPost, "/v1/agent/report", http.Header{"Content-Type": {"application/json"}}, body, nil)
+}
+
+// Peer asks the first server about itself (never forwarded).
+func (c *Client) Peer(ctx context.Context) (PeerInfo, error) {
+	var out PeerInfo
+	if len(c.addrs) == 0 {
+		return out, fmt.Errorf("%w: no server address", ErrUnreachable)
+	}
+	err := c.once(ctx, http.MethodGet, c.addrs[0]+"/v1/cluster/peer", nil, nil, &out)
+	return out, err
+}
+
+// Join asks the cluster to take a server as a voter.
+func (c *Client) Join(ctx context.Context, req JoinRequest) error {
+	body, _ := json.Marshal(req)
+	return c.do(ctx, http.MethodPost, "/v1/cluster/join", http.Header{"Content-Type": {"application/json"}}, body, nil)
+}
+
+// RemoveServer asks the cluster to drop a server, retrying while the
+// leader hands leadership over (when it is the one removed).
+func (c *Client) RemoveServer(ctx context.Context, id string) error {
+	body, _ := json.Marshal(RemoveRequest{ID: id})
+	return c.retryWrite(ctx, func() error {
+		return c.do(ctx, http.MethodPost, "/v1/cluster/remove", http.Header{"Content-Type": {"application/json"}}, body, nil)
+	})
 }

@@ -62,6 +62,10 @@ type Config struct {
 	// changed. Timed changes (monitor windows, delays, deadlines) wake the
 	// loop on their own, so the tick is only a safety net. Default 1s.
 	Tick time.Duration
+	// HostTTL: a host whose agent has not reported for this long is marked
+	// down. HostDownGrace: after this long down, its replicas are placed
+	// elsewhere. Defaults 10s and 30s.
+	HostTTL, HostDownGrace time.Duration
 }
 
 // Controller applies user intent and drives rollouts while its node leads.
@@ -71,6 +75,9 @@ type Controller struct {
 
 	mu        sync.Mutex
 	heartbeat map[string]time.Time // host -> last report, leader memory only
+	// leadingSince is when this node last became leader: the heartbeat of
+	// a host not heard from in this term counts from then.
+	leadingSince time.Time
 
 	// ready is set once this node leads and its FSM has applied every entry
 	// committed before (a barrier): until then its state may be a replay in
@@ -95,6 +102,12 @@ func New(cfg Config) (*Controller, error) {
 	}
 	if cfg.NewID == nil {
 		cfg.NewID = NewID
+	}
+	if cfg.HostTTL <= 0 {
+		cfg.HostTTL = DefaultHostTTL
+	}
+	if cfg.HostDownGrace <= 0 {
+		cfg.HostDownGrace = DefaultHostDownGrace
 	}
 	if cfg.Tick <= 0 {
 		cfg.Tick = time.Second

@@ -65,7 +65,7 @@ func mustStartNode(t *testing.T) *testNode {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	api := httptest.NewServer(NewAPI(ctrl, nil).Handler())
+	api := httptest.NewServer(NewAPI(APIConfig{Controller: ctrl}).Handler())
 	t.Cleanup(api.Close)
 	return &testNode{node: node, store: store, ctrl: ctrl, api: api}
 }

@@ -38,6 +38,7 @@ func (c *Controller) Run(ctx context.Context) error {
 				break
 			}
 			leading = true
+			c.markLeading(c.cfg.Now())
 			c.ready.Store(true)
 			c.log.Info("leading: driving rollouts")
 			continue
@@ -46,6 +47,7 @@ func (c *Controller) Run(ctx context.Context) error {
 			c.ready.Store(false)
 			c.log.Info("no longer leading")
 		case isLeader:
+			c.checkHosts(ctx, view)
 			c.reconcileAll(ctx, view)
 			if at, ok := nextTimedChange(view, c.cfg.Now()); ok {
 				wake.Reset(max(time.Until(at), time.Millisecond))

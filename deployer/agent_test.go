@@ -358,8 +358,7 @@ func BenchmarkStartToHealthy(b *testing.B) {
 	b.Cleanup(func() { cancel(); <-done })
 
 	spec := testSpec(func(s *specs.Spec) { s.Healthcheck.Interval = 5 * time.Second })
-	b.ResetTimer()
-	for i := 0; b.Loop(); i++ {
+	for b.Loop() {
 		a := assignment(newReplicaID(b), 1, env.goodRef, spec)
 		ctrl.assign(a)
 		ctrl.waitState(b, a.Replica.ID, state.ReplicaHealthy)

@@ -22,13 +22,13 @@ var ErrProbeFailed = errors.New("health probe failed")
 // is retried quickly until it passes, so a rollout waits for the service,
 // not for a full interval; after the first pass probes run every interval.
 const (
-	firstProbeDelay  = 100 * time.Millisecond
-	earlyProbeDelay  = 250 * time.Millisecond
-	defaultInterval  = 30 * time.Second // Docker's default, for a spec without one
-	defaultTimeout   = 5 * time.Second
-	defaultRetries   = 3
-	maxProbeMessage  = 200
-	probeHTTPUserAgt = "deployctl-probe"
+	firstProbeDelay = 100 * time.Millisecond
+	earlyProbeDelay = 250 * time.Millisecond
+	defaultInterval = 30 * time.Second // Docker's default, for a spec without one
+	defaultTimeout  = 5 * time.Second
+	defaultRetries  = 3
+	maxProbeMessage = 200
+	probeUserAgent  = "deployctl-probe"
 )
 
 // Execer runs a command in a container (the exec health check).
@@ -78,7 +78,7 @@ func ProbeHTTP(ctx context.Context, ip string, port int, path string, timeout ti
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrProbeFailed, err)
 	}
-	req.Header.Set("User-Agent", probeHTTPUserAgt)
+	req.Header.Set("User-Agent", probeUserAgent)
 	client := &http.Client{
 		Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true},
 		CheckRedirect: func(*http.Request, []*http.Request) error {

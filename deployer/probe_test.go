@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -238,8 +239,8 @@ func TestRunProberReportsChanges(t *testing.T) {
 	}()
 	defer func() { cancel(); <-done }()
 
-	if got := <-verdicts; got[:len(state.ReplicaUnhealthy)] != state.ReplicaUnhealthy {
-		t.Fatalf("first verdict = %q, want unhealthy", got)
+	if got := <-verdicts; !strings.HasPrefix(got, state.ReplicaUnhealthy+":") || !strings.Contains(got, "503") {
+		t.Fatalf("first verdict = %q, want unhealthy naming the 503", got)
 	}
 	healthy.Store(true)
 	if got := <-verdicts; got != state.ReplicaHealthy+":" {

@@ -17,10 +17,13 @@ type CommandType byte
 
 // The commands. Append only.
 const (
-	CmdApplyRevision CommandType = 1
-	CmdRolloutStep   CommandType = 2
-	CmdHostReport    CommandType = 3
-	CmdDeleteService CommandType = 4
+	CmdApplyRevision    CommandType = 1
+	CmdRolloutStep      CommandType = 2
+	CmdHostReport       CommandType = 3
+	CmdDeleteService    CommandType = 4
+	CmdRegisterServer   CommandType = 5
+	CmdDeregisterServer CommandType = 6
+	CmdSetHostState     CommandType = 7
 )
 
 func (c CommandType) String() string {
@@ -33,6 +36,12 @@ func (c CommandType) String() string {
 		return "host-report"
 	case CmdDeleteService:
 		return "delete-service"
+	case CmdRegisterServer:
+		return "register-server"
+	case CmdDeregisterServer:
+		return "deregister-server"
+	case CmdSetHostState:
+		return "set-host-state"
 	}
 	return fmt.Sprintf("unknown(%d)", byte(c))
 }
@@ -101,6 +110,24 @@ func (f *FSM) Apply(l *raft.Log) any {
 			return err
 		}
 		return f.store.ApplyDeleteService(l.Index, c)
+	case CmdRegisterServer:
+		var c state.RegisterServerCmd
+		if err := decode(t, body, &c); err != nil {
+			return err
+		}
+		return f.store.ApplyRegisterServer(l.Index, c)
+	case CmdDeregisterServer:
+		var c state.DeregisterServerCmd
+		if err := decode(t, body, &c); err != nil {
+			return err
+		}
+		return f.store.ApplyDeregisterServer(l.Index, c)
+	case CmdSetHostState:
+		var c state.SetHostStateCmd
+		if err := decode(t, body, &c); err != nil {
+			return err
+		}
+		return f.store.ApplySetHostState(l.Index, c)
 	}
 	return fmt.Errorf("%w: type byte %d at index %d (is this node older than the leader?)", ErrUnknownCommand, byte(t), l.Index)
 }

@@ -122,6 +122,9 @@ type Node struct {
 	// bootstrapped records whether Open bootstrapped a new cluster (tests
 	// use it to prove a node holding state is never re-bootstrapped).
 	bootstrapped bool
+	// hadState records whether raft state existed on disk at Open: such a
+	// node is never bootstrapped, whatever the cluster formation says.
+	hadState bool
 
 	closing    chan struct{} // closed when Close starts
 	closeOnce  sync.Once
@@ -239,11 +242,12 @@ func (n *Node) open(cfg Config) error {
 		return fmt.Errorf("raftstore: invalid raft config: %w", err)
 	}
 
+	hasState, err := raft.HasExistingState(bolt, bolt, snaps)
+	if err != nil {
+		return fmt.Errorf("raftstore: check existing raft state: %w", err)
+	}
+	n.hadState = hasState
 	if cfg.Bootstrap {
-		hasState, err := raft.HasExistingState(bolt, bolt, snaps)
-		if err != nil {
-			return fmt.Errorf("raftstore: check existing raft state: %w", err)
-		}
 		if hasState {
 			n.logger.Info("raft state found, not bootstrapping", "data_dir", cfg.DataDir)
 		} else {

@@ -178,6 +178,7 @@ func (s *Spec) Clone() *Spec {
 		c.Healthcheck.TCP = &tcp
 	}
 	c.Healthcheck.Exec = slices.Clone(s.Healthcheck.Exec)
+	c.Placement.Constraints = slices.Clone(s.Placement.Constraints)
 	c.Security.CapDrop = slices.Clone(s.Security.CapDrop)
 	c.Security.CapAdd = slices.Clone(s.Security.CapAdd)
 	return &c

@@ -272,6 +272,9 @@ func (p *parser) spec(root *yaml.Node, s *Spec) {
 	if n, ok := f["update"]; ok {
 		p.update("update", n, &s.Update)
 	}
+	if n, ok := f["placement"]; ok {
+		p.placement("placement", n, &s.Placement)
+	}
 	if n, ok := f["security"]; ok {
 		p.security("security", n, &s.Security)
 	}
@@ -407,6 +410,20 @@ func (p *parser) update(path string, n *yaml.Node, u *Update) {
 	}
 	if n, ok := f["progress_deadline"]; ok {
 		p.setDuration(path+".progress_deadline", n, &u.ProgressDeadline)
+	}
+}
+
+func (p *parser) placement(path string, n *yaml.Node, pl *Placement) {
+	f := p.fields(path, n)
+	if n, ok := f["constraints"]; ok {
+		if constraints, ok := p.stringList(path+".constraints", n); ok {
+			pl.Constraints = canonicalConstraints(constraints)
+		}
+	}
+	if n, ok := f["max_per_host"]; ok {
+		if v, ok := p.integer(path+".max_per_host", n); ok {
+			pl.MaxPerHost = v
+		}
 	}
 }
 

@@ -35,6 +35,9 @@ update:
   max_failure_ratio: 0.25
   failure_action: pause
   progress_deadline: 10m
+placement:
+  constraints: ["zone==a", "disk != hdd", node.id == h3]
+  max_per_host: 1
 security:
   user: "10001:10001"
   allow_root: false
@@ -109,6 +112,10 @@ func TestParseFullSpec(t *testing.T) {
 			FailureAction:    FailureActionPause,
 			ProgressDeadline: 10 * time.Minute,
 		},
+		Placement: Placement{
+			Constraints: []string{"zone == a", "disk != hdd", "node.id == h3"},
+			MaxPerHost:  1,
+		},
 		Security: Security{
 			User:            "10001:10001",
 			ReadOnly:        false,
@@ -149,6 +156,7 @@ func TestParseFillsDefaults(t *testing.T) {
 		{"update.max_failure_ratio", s.Update.MaxFailureRatio, 0.0},
 		{"update.failure_action", s.Update.FailureAction, "rollback"},
 		{"update.progress_deadline", s.Update.ProgressDeadline, 5 * time.Minute},
+		{"placement", s.Placement, Placement{}},
 		{"security.user", s.Security.User, ""},
 		{"security.allow_root", s.Security.AllowRoot, false},
 		{"security.read_only", s.Security.ReadOnly, true},
@@ -218,6 +226,14 @@ func TestParseValueForms(t *testing.T) {
 		{"max failure ratio 1", "update: {max_failure_ratio: 1}", func(s *Spec) bool { return s.Update.MaxFailureRatio == 1 }},
 		{"digest", "image: web@sha256:" + strings.Repeat("ab", 32), func(s *Spec) bool { return strings.HasSuffix(s.Image, strings.Repeat("ab", 32)) }},
 		{"image with registry port", "image: localhost:5000/team/web:v1", func(s *Spec) bool { return s.Image == "localhost:5000/team/web:v1" }},
+		{"constraints in canonical form", `placement: {constraints: ["zone==a", "  disk!=  hdd ", "host.id == h-1"]}`, func(s *Spec) bool {
+			return reflect.DeepEqual(s.Placement.Constraints, []string{"zone == a", "disk != hdd", "host.id == h-1"})
+		}},
+		{"constraint values with spaces and slashes", "placement:\n  constraints:\n    - kubernetes.io/arch == arm64\n    - rack != row 3", func(s *Spec) bool {
+			return reflect.DeepEqual(s.Placement.Constraints, []string{"kubernetes.io/arch == arm64", "rack != row 3"})
+		}},
+		{"max_per_host zero is no limit", "placement: {max_per_host: 0}", func(s *Spec) bool { return reflect.DeepEqual(s.Placement, Placement{}) }},
+		{"max_per_host above replicas", "replicas: 2\nplacement: {max_per_host: 5}", func(s *Spec) bool { return s.Placement.MaxPerHost == 5 }},
 		{"trailing empty document", "replicas: 2\n---\n", func(s *Spec) bool { return s.Replicas == 2 }},
 	}
 	for _, tt := range tests {
@@ -357,6 +373,27 @@ func invalidCases() []invalidCase {
 		{"cap twice", "security: {cap_drop: [ALL, all]}\n", "security.cap_drop[1]", 3, "listed twice"},
 		{"cap in both", "security: {cap_drop: [NET_RAW], cap_add: [CAP_NET_RAW]}\n", "security.cap_add[0]", 3, "also in cap_drop"},
 		{"cap_drop not a list", "security: {cap_drop: ALL}\n", "security.cap_drop", 3, "expected a list"},
+		{"constraint without operator", "placement: {constraints: [zone a]}\n", "placement.constraints[0]", 3, "has no operator"},
+		{"constraint with a single =", "placement:\n  constraints:\n    - zone = a\n", "placement.constraints[0]", 5, "a single = is not one"},
+		{"constraint key with a space", "placement: {constraints: [\"zo ne == a\"]}\n", "placement.constraints[0]", 3, "may only hold letters"},
+		{"constraint key with a colon", "placement: {constraints: [\"zone:x == a\"]}\n", "placement.constraints[0]", 3, "may only hold letters"},
+		{"constraint without value", "placement: {constraints: [\"zone ==\"]}\n", "placement.constraints[0]", 3, "has no value after =="},
+		{"constraint without key", "placement: {constraints: [\"!= a\"]}\n", "placement.constraints[0]", 3, "has no key before !="},
+		{"constraint with two operators", "placement: {constraints: [\"zone == a != b\"]}\n", "placement.constraints[0]", 3, "more than one operator"},
+		{"constraint with ===", "placement: {constraints: [\"zone === a\"]}\n", "placement.constraints[0]", 3, "more than one operator"},
+		{"constraint with compose prefix", "placement: {constraints: [\"node.labels.zone == a\"]}\n", "placement.constraints[0]", 3, `like "zone == a"`},
+		{"constraints contradict", "placement:\n  constraints:\n    - zone == a\n    - zone == b\n", "placement.constraints[1]", 6, "contradicts constraints[0]"},
+		{"constraint and its negation", "placement: {constraints: [zone == a, zone != a]}\n", "placement.constraints[1]", 3, "no host can satisfy both"},
+		{"both host id spellings", "placement: {constraints: [node.id == h1, host.id == h2]}\n", "placement.constraints[1]", 3, "contradicts constraints[0]"},
+		{"constraint repeated", "placement: {constraints: [zone==a, zone == a]}\n", "placement.constraints[1]", 3, "repeats constraints[0]"},
+		{"constraint as a mapping", "placement:\n  constraints:\n    - zone: a\n", "placement.constraints[0]", 5, "expected a string; got a mapping"},
+		{"constraints not a list", "placement: {constraints: zone == a}\n", "placement.constraints", 3, "expected a list"},
+		{"max_per_host negative", "placement: {max_per_host: -1}\n", "placement.max_per_host", 3, "use 0 for no limit"},
+		{"max_per_host word", "placement: {max_per_host: one}\n", "placement.max_per_host", 3, "expected an integer"},
+		{"placement not a mapping", "placement: [zone == a]\n", "placement", 3, "expected a mapping of constraints, max_per_host"},
+		{"compose max_replicas_per_node", "placement: {max_replicas_per_node: 1}\n", "placement.max_replicas_per_node", 3, "did you mean max_per_host?"},
+		{"constraint typo", "placement: {constraint: [zone == a]}\n", "placement.constraint", 3, "did you mean constraints?"},
+		{"constraints at the top level", "constraints: [zone == a]\n", "constraints", 3, "did you mean placement.constraints?"},
 		{"stop grace negative", "stop_grace_period: -10s\n", "stop_grace_period", 3, "negative"},
 		{"stop grace number", "stop_grace_period: 10\n", "stop_grace_period", 3, "no unit"},
 		{"unknown field", "replicaz: 3\n", "replicaz", 3, "unknown field; did you mean replicas?"},
@@ -477,6 +514,9 @@ func TestUnknownFieldMessage(t *testing.T) {
 		{"healthcheck", "image", "unknown field; did you mean image (at the top level)?"},
 		{"healthcheck", "test", "unknown field; did you mean exec?"},
 		{"resources", "qq", "unknown field; valid fields are cpus, memory, pids"},
+		{"", "max_per_host", "unknown field; did you mean placement.max_per_host?"},
+		{"placement", "maxPerHost", "unknown field; did you mean max_per_host?"},
+		{"placement", "max_replicas_per_node", "unknown field; did you mean max_per_host?"},
 	}
 	for _, tt := range tests {
 		if got := unknownFieldMessage(tt.section, tt.name); got != tt.want {

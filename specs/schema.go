@@ -11,7 +11,7 @@ func schemaFields(section string) []string {
 	switch section {
 	case "":
 		return []string{"service", "image", "replicas", "command", "entrypoint", "env", "ports",
-			"resources", "healthcheck", "update", "security", "stop_grace_period"}
+			"resources", "healthcheck", "update", "placement", "security", "stop_grace_period"}
 	case "resources":
 		return []string{"cpus", "memory", "pids"}
 	case "healthcheck":
@@ -23,6 +23,8 @@ func schemaFields(section string) []string {
 	case "update":
 		return []string{"parallelism", "delay", "order", "monitor", "max_failure_ratio",
 			"failure_action", "progress_deadline"}
+	case "placement":
+		return []string{"constraints", "max_per_host"}
 	case "security":
 		return []string{"user", "allow_root", "read_only", "no_new_privileges", "cap_drop", "cap_add"}
 	}
@@ -30,7 +32,7 @@ func schemaFields(section string) []string {
 }
 
 func schemaSections() []string {
-	return []string{"", "resources", "healthcheck", "healthcheck.http", "healthcheck.tcp", "update", "security"}
+	return []string{"", "resources", "healthcheck", "healthcheck.http", "healthcheck.tcp", "update", "placement", "security"}
 }
 
 // composeAliases are Compose spellings of our fields that edit distance would
@@ -41,6 +43,9 @@ func composeAlias(section, name string) (string, bool) {
 	}
 	if section == "healthcheck" && name == "test" {
 		return "exec", true
+	}
+	if section == "placement" && name == "max_replicas_per_node" {
+		return "max_per_host", true
 	}
 	return "", false
 }

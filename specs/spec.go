@@ -18,6 +18,7 @@ type Spec struct {
 	Resources       Resources         `yaml:"resources" json:"resources"`
 	Healthcheck     Healthcheck       `yaml:"healthcheck" json:"healthcheck"`
 	Update          Update            `yaml:"update" json:"update"`
+	Placement       Placement         `yaml:"placement" json:"placement"`
 	Security        Security          `yaml:"security" json:"security"`
 	StopGracePeriod time.Duration     `yaml:"-" json:"stop_grace_period"`
 }
@@ -92,6 +93,15 @@ type Update struct {
 	MaxFailureRatio  float64       `json:"max_failure_ratio"`
 	FailureAction    string        `json:"failure_action"`
 	ProgressDeadline time.Duration `json:"progress_deadline"`
+}
+
+// Placement restricts the hosts a replica may run on. Every constraint must
+// hold on a host ("zone == a", "disk != hdd", "node.id == h3"; see
+// ParseConstraint), and a host runs at most MaxPerHost replicas of the
+// service (0: no limit).
+type Placement struct {
+	Constraints []string `json:"constraints,omitempty"`
+	MaxPerHost  int      `json:"max_per_host,omitempty"`
 }
 
 // Security is the per-service part of the hardened run options.

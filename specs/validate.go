@@ -48,6 +48,7 @@ func (s *Spec) problems() []Problem {
 	v.resources(s.Resources)
 	v.healthcheck(s.Healthcheck)
 	v.update(s.Update)
+	v.placement(s.Placement)
 	v.security(s.Security)
 	v.nonNegative("stop_grace_period", s.StopGracePeriod, "10s")
 	return v.problems

@@ -90,6 +90,10 @@ func TestValidateGoSpecProblems(t *testing.T) {
 		{"prefixed capability", func(s *Spec) { s.Security.CapAdd = []string{"CAP_CHOWN"} }, "security.cap_add[0]", "as CHOWN"},
 		{"unknown capability", func(s *Spec) { s.Security.CapAdd = []string{"FLY"} }, "security.cap_add[0]", "not a Linux capability"},
 		{"root user", func(s *Spec) { s.Security.User = "0:0" }, "security.user", "runs as root"},
+		{"constraint without operator", func(s *Spec) { s.Placement.Constraints = []string{"zone"} }, "placement.constraints[0]", "has no operator"},
+		{"constraint with NUL", func(s *Spec) { s.Placement.Constraints = []string{"zone == a\x00"} }, "placement.constraints[0]", "control character"},
+		{"contradicting constraints", func(s *Spec) { s.Placement.Constraints = []string{"host.id != h1", "node.id==h1"} }, "placement.constraints[1]", "contradicts constraints[0]"},
+		{"negative max_per_host", func(s *Spec) { s.Placement.MaxPerHost = -2 }, "placement.max_per_host", "-2 is negative"},
 		{"negative stop grace", func(s *Spec) { s.StopGracePeriod = -time.Second }, "stop_grace_period", "negative"},
 	}
 	for _, tt := range tests {
@@ -268,6 +272,7 @@ func TestCloneIsDeep(t *testing.T) {
 	clone.Env["LOG_LEVEL"] = "changed"
 	clone.Ports[0].HostPort = 1
 	clone.Healthcheck.HTTP.Port = 1
+	clone.Placement.Constraints[0] = "changed"
 	clone.Security.CapDrop[0] = "changed"
 	clone.Security.CapAdd[0] = "changed"
 	if fresh := mustParse(t, fullYAML); !reflect.DeepEqual(original, fresh) {
@@ -291,9 +296,9 @@ func TestCloneIsDeep(t *testing.T) {
 }
 
 func TestCloneKeepsNilAndEmptyApart(t *testing.T) {
-	s := &Spec{Command: []string{}, Security: Security{CapDrop: []string{}}, Env: map[string]string{}}
+	s := &Spec{Command: []string{}, Security: Security{CapDrop: []string{}}, Env: map[string]string{}, Placement: Placement{Constraints: []string{}}}
 	c := s.Clone()
-	if c.Command == nil || c.Security.CapDrop == nil || c.Env == nil {
+	if c.Command == nil || c.Security.CapDrop == nil || c.Env == nil || c.Placement.Constraints == nil {
 		t.Errorf("Clone turned empty into nil: %+v", c)
 	}
 	if c.Entrypoint != nil || c.Security.CapAdd != nil || c.Ports != nil || c.Healthcheck.HTTP != nil {

@@ -292,5 +292,6 @@ func newClusterCmd(g *globals) *cobra.Command {
 			})
 		},
 	})
+	cmd.AddCommand(newClusterMembershipCmds(g)...)
 	return cmd
 }

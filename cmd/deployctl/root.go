@@ -10,16 +10,36 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/deployctl/deployctl/controller"
+	"github.com/deployctl/deployctl/internal/pki"
 )
 
 // globals are the flags every client command shares.
 type globals struct {
 	addr   string
 	output string
+	tls    tlsFiles
+	c      *controller.Client
 }
 
-func (g *globals) client() *controller.Client {
-	return controller.NewClient(strings.Split(g.addr, ","), nil)
+// client is the API client built from the global flags before any command
+// runs (see PersistentPreRunE).
+func (g *globals) client() *controller.Client { return g.c }
+
+func (g *globals) buildClient() error {
+	addrs := splitList(strings.Split(g.addr, ","))
+	if !g.tls.set() {
+		g.c = controller.NewClient(addrs, nil)
+		return nil
+	}
+	if err := g.tls.check(); err != nil {
+		return exitWith(ExitUsage, err)
+	}
+	cfg, err := pki.ClientConfig(g.tls.CA, g.tls.Cert, g.tls.Key)
+	if err != nil {
+		return exitWith(ExitUsage, err)
+	}
+	g.c = controller.NewTLSClient(addrs, cfg)
+	return nil
 }
 
 // print writes v as JSON or with the table function.
@@ -57,6 +77,11 @@ See 'deployctl help exit-codes' for what the exit codes mean.`,
 	}
 	root.PersistentFlags().StringVar(&g.addr, "addr", defAddr, "server API address(es), comma-separated (env DEPLOYCTL_ADDR)")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table or json")
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.tls.CA, "tls-ca", os.Getenv("DEPLOYCTL_TLS_CA"), "cluster CA certificate; with --tls-cert and --tls-key the CLI speaks https with mutual TLS (env DEPLOYCTL_TLS_CA)")
+	pf.StringVar(&g.tls.Cert, "tls-cert", os.Getenv("DEPLOYCTL_TLS_CERT"), "client certificate (env DEPLOYCTL_TLS_CERT)")
+	pf.StringVar(&g.tls.Key, "tls-key", os.Getenv("DEPLOYCTL_TLS_KEY"), "client key (env DEPLOYCTL_TLS_KEY)")
+	root.PersistentPreRunE = func(cmd *cobra.Command, args []string) error { return g.buildClient() }
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return exitWith(ExitUsage, err) })
 
 	root.AddCommand(
@@ -68,6 +93,8 @@ See 'deployctl help exit-codes' for what the exit codes mean.`,
 		newRollbackCmd(g),
 		newRemoveCmd(g),
 		newClusterCmd(g),
+		newAgentCmd(g),
+		newTLSCmd(),
 		newExitCodesTopic(),
 	)
 	return root

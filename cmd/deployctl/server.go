@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +22,7 @@ import (
 	"github.com/deployctl/deployctl/controller"
 	"github.com/deployctl/deployctl/deployer"
 	"github.com/deployctl/deployctl/internal/devimage"
+	"github.com/deployctl/deployctl/internal/pki"
 	"github.com/deployctl/deployctl/raftstore"
 	"github.com/deployctl/deployctl/raftstore/state"
 )
@@ -28,17 +30,36 @@ import (
 // serverConfig is the server's configuration after viper merged flags,
 // DEPLOYCTL_* variables, the config file and defaults (in that order).
 type serverConfig struct {
-	Dev          bool
-	NodeID       string
-	DataDir      string
-	HTTPAddr     string
-	RaftAddr     string
-	HostID       string
-	Labels       map[string]string
-	Network      string
-	RegistryAddr string
-	NoAgent      bool
-	LogLevel     string
+	Dev             bool
+	NodeID          string
+	DataDir         string
+	HTTPAddr        string
+	HTTPAdvertise   string
+	RaftAddr        string
+	RaftAdvertise   string
+	BootstrapExpect int
+	Join            []string
+	HostID          string
+	Labels          map[string]string
+	Network         string
+	RegistryAddr    string
+	NoAgent         bool
+	LogLevel        string
+	TLS             tlsFiles
+	HostTTL         time.Duration
+	HostDownGrace   time.Duration
+}
+
+// tlsFiles names a CA, a certificate and its key.
+type tlsFiles struct{ CA, Cert, Key string }
+
+func (f tlsFiles) set() bool { return f.CA != "" || f.Cert != "" || f.Key != "" }
+
+func (f tlsFiles) check() error {
+	if f.CA == "" || f.Cert == "" || f.Key == "" {
+		return errors.New("--tls-ca, --tls-cert and --tls-key go together (make them with `deployctl tls init`)")
+	}
+	return nil
 }
 
 func newServerCmd() *cobra.Command {
@@ -47,10 +68,25 @@ func newServerCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "server",
 		Short: "Run a server: raft, the API, and the agent for the local Docker Engine",
-		Long: `server runs a deployctl server. With --dev it is a single node that keeps its
-data under --data-dir (a temporary directory removed at exit when none is
-given), serves the API on --http-addr without TLS, and runs the host agent
-for the local Docker Engine (DOCKER_HOST is honoured).
+		Long: `server runs a deployctl server: a raft voter, the API, and (unless
+--no-agent) the host agent for the local Docker Engine (DOCKER_HOST is
+honoured).
+
+With --dev it is a single node without TLS that keeps its data under
+--data-dir (a temporary directory removed at exit when none is given).
+
+Otherwise it is a member of a cluster and needs mutual TLS (--tls-ca,
+--tls-cert, --tls-key; see 'deployctl tls init'). The same command works at
+first boot, after a restart and when a wiped node comes back:
+
+  deployctl server --node-id n1 --data-dir /var/lib/deployctl \
+    --http-addr 10.0.0.1:7070 --raft-addr 10.0.0.1:7071 \
+    --bootstrap-expect 3 --join 10.0.0.2:7070,10.0.0.3:7070 \
+    --tls-ca ca.pem --tls-cert n1.pem --tls-key n1-key.pem
+
+A node that holds raft state never bootstraps; a fresh one joins through
+--join, or, when none of the expected servers holds state, the one with the
+lowest node id among --bootstrap-expect of them bootstraps them all.
 
 Every flag can also be set as DEPLOYCTL_<FLAG> (dashes become underscores,
 e.g. DEPLOYCTL_HTTP_ADDR) or as a key in the --config file (YAML, TOML or
@@ -72,13 +108,22 @@ JSON, keys named like the flags). Precedence: flag > env > file > default.`,
 	f.String("node-id", "", "raft node id (default: the host name)")
 	f.String("data-dir", "", "where raft keeps its log and snapshots (--dev: a temp dir if empty)")
 	f.String("http-addr", "127.0.0.1:7070", "API listen address")
+	f.String("http-advertise", "", "API address other servers and agents use (default: --http-addr)")
 	f.String("raft-addr", "127.0.0.1:7071", "raft listen address")
+	f.String("raft-advertise", "", "raft address peers dial (default: --raft-addr)")
+	f.Int("bootstrap-expect", 0, "number of servers of a new cluster (3 or 5; 1 for a single TLS server)")
+	f.StringSlice("join", nil, "API addresses of other servers, comma-separated")
 	f.String("host-id", "", "this host's identity for placement (default: the node id)")
 	f.StringToString("label", nil, "host labels, e.g. --label zone=a (repeatable)")
 	f.String("network", "deployctl", "the user-defined bridge network containers join")
 	f.String("registry-addr", "", "--dev only: also serve an image registry on this loopback address (e.g. 127.0.0.1:5000)")
 	f.Bool("no-agent", false, "do not run the host agent for the local Docker Engine")
 	f.String("log-level", "info", "trace, debug, info, warn or error")
+	f.String("tls-ca", "", "cluster CA certificate (PEM)")
+	f.String("tls-cert", "", "this node's certificate (PEM)")
+	f.String("tls-key", "", "this node's key (PEM)")
+	f.Duration("host-ttl", controller.DefaultHostTTL, "mark a host down when its agent has not reported for this long")
+	f.Duration("host-down-grace", controller.DefaultHostDownGrace, "place a down host's replicas elsewhere after this long")
 	_ = v.BindPFlags(f)
 	return cmd
 }
@@ -98,9 +143,13 @@ func loadServerConfig(v *viper.Viper, configFile string) (serverConfig, error) {
 	}
 	cfg := serverConfig{
 		Dev: v.GetBool("dev"), NodeID: v.GetString("node-id"), DataDir: v.GetString("data-dir"),
-		HTTPAddr: v.GetString("http-addr"), RaftAddr: v.GetString("raft-addr"), HostID: v.GetString("host-id"),
-		Labels: v.GetStringMapString("label"), Network: v.GetString("network"), RegistryAddr: v.GetString("registry-addr"),
-		NoAgent: v.GetBool("no-agent"), LogLevel: v.GetString("log-level"),
+		HTTPAddr: v.GetString("http-addr"), HTTPAdvertise: v.GetString("http-advertise"),
+		RaftAddr: v.GetString("raft-addr"), RaftAdvertise: v.GetString("raft-advertise"),
+		BootstrapExpect: v.GetInt("bootstrap-expect"), Join: splitList(v.GetStringSlice("join")),
+		HostID: v.GetString("host-id"), Labels: v.GetStringMapString("label"), Network: v.GetString("network"),
+		RegistryAddr: v.GetString("registry-addr"), NoAgent: v.GetBool("no-agent"), LogLevel: v.GetString("log-level"),
+		TLS:     tlsFiles{CA: v.GetString("tls-ca"), Cert: v.GetString("tls-cert"), Key: v.GetString("tls-key")},
+		HostTTL: v.GetDuration("host-ttl"), HostDownGrace: v.GetDuration("host-down-grace"),
 	}
 	if cfg.NodeID == "" {
 		host, err := os.Hostname()
@@ -112,25 +161,93 @@ func loadServerConfig(v *viper.Viper, configFile string) (serverConfig, error) {
 	if cfg.HostID == "" {
 		cfg.HostID = cfg.NodeID
 	}
-	if !cfg.Dev {
-		return cfg, errors.New("only --dev (a single node) is available in this build: the three-server cluster with mutual TLS is not built yet, and a server never runs without TLS outside --dev")
-	}
-	if cfg.RegistryAddr != "" {
-		host, _, err := net.SplitHostPort(cfg.RegistryAddr)
-		if ip := net.ParseIP(host); err != nil || (host != "localhost" && (ip == nil || !ip.IsLoopback())) {
-			return cfg, fmt.Errorf("--registry-addr %q: the embedded dev registry listens on loopback only, e.g. 127.0.0.1:5000", cfg.RegistryAddr)
-		}
+	if cfg.HTTPAdvertise == "" {
+		cfg.HTTPAdvertise = cfg.HTTPAddr
 	}
 	if hclog.LevelFromString(cfg.LogLevel) == hclog.NoLevel {
 		return cfg, fmt.Errorf("--log-level %q: want trace, debug, info, warn or error", cfg.LogLevel)
 	}
+	if cfg.Dev {
+		if cfg.BootstrapExpect > 1 || len(cfg.Join) > 0 {
+			return cfg, errors.New("--dev is a single node: drop --bootstrap-expect and --join, or drop --dev and use TLS")
+		}
+		if cfg.RegistryAddr != "" {
+			host, _, err := net.SplitHostPort(cfg.RegistryAddr)
+			if ip := net.ParseIP(host); err != nil || (host != "localhost" && (ip == nil || !ip.IsLoopback())) {
+				return cfg, fmt.Errorf("--registry-addr %q: the embedded dev registry listens on loopback only, e.g. 127.0.0.1:5000", cfg.RegistryAddr)
+			}
+		}
+		return cfg, nil
+	}
+	if !cfg.TLS.set() {
+		return cfg, errors.New("a server outside --dev needs mutual TLS: pass --tls-ca, --tls-cert and --tls-key (make them with `deployctl tls init`), or use --dev for a single-node sandbox")
+	}
+	if err := cfg.TLS.check(); err != nil {
+		return cfg, err
+	}
+	if cfg.RegistryAddr != "" {
+		return cfg, errors.New("--registry-addr is for --dev only")
+	}
+	if cfg.DataDir == "" {
+		return cfg, errors.New("--data-dir is required outside --dev: raft keeps the cluster's state there")
+	}
+	if cfg.BootstrapExpect < 0 || (cfg.BootstrapExpect == 0 && len(cfg.Join) == 0) {
+		return cfg, errors.New("say how the cluster forms: --bootstrap-expect N (with --join listing the other servers' API addresses), or --join to add this server to an existing cluster")
+	}
+	if err := pki.ValidateNodeName(cfg.NodeID); err != nil {
+		return cfg, fmt.Errorf("--node-id: %w", err)
+	}
 	return cfg, nil
 }
 
-// runServer runs one server until ctx ends, then stops in order: the API,
-// the agent (its containers keep running), the controller, raft.
+func splitList(in []string) []string {
+	var out []string
+	for _, s := range in {
+		for _, p := range strings.Split(s, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
+// serverTLS holds the TLS configurations of a cluster server.
+type serverTLS struct {
+	api, peer, client *tls.Config
+}
+
+func loadServerTLS(f tlsFiles) (*serverTLS, error) {
+	api, err := pki.ServerConfig(f.CA, f.Cert, f.Key)
+	if err != nil {
+		return nil, fmt.Errorf("API TLS: %w", err)
+	}
+	peer, err := pki.PeerConfig(f.CA, f.Cert, f.Key)
+	if err != nil {
+		return nil, fmt.Errorf("raft TLS: %w", err)
+	}
+	// Node certificates can authenticate as clients too: the server
+	// forwards to the leader and its agent reports with this identity.
+	client, err := pki.ClientConfig(f.CA, f.Cert, f.Key)
+	if err != nil {
+		return nil, fmt.Errorf("client TLS: %w", err)
+	}
+	return &serverTLS{api: api, peer: peer, client: client}, nil
+}
+
+// runServer runs one server until ctx ends, then stops in order: leadership
+// is handed over, then the API, the agent (its containers keep running),
+// the controller, raft.
 func runServer(ctx context.Context, cfg serverConfig, logOut io.Writer) error {
 	log := hclog.New(&hclog.LoggerOptions{Name: "deployctl", Level: hclog.LevelFromString(cfg.LogLevel), Output: logOut})
+
+	var tlsCfg *serverTLS
+	if !cfg.Dev {
+		var err error
+		if tlsCfg, err = loadServerTLS(cfg.TLS); err != nil {
+			return err
+		}
+	}
 
 	if cfg.DataDir == "" {
 		dir, err := os.MkdirTemp("", "deployctl-dev-")
@@ -152,10 +269,14 @@ func runServer(ctx context.Context, cfg serverConfig, logOut io.Writer) error {
 	}
 
 	store := state.NewStore()
-	node, err := raftstore.Open(raftstore.Config{
-		NodeID: cfg.NodeID, DataDir: cfg.DataDir, BindAddr: cfg.RaftAddr, Bootstrap: true,
-		FSM: raftstore.NewFSM(store), Logger: log.Named("raft"),
-	})
+	rcfg := raftstore.Config{
+		NodeID: cfg.NodeID, DataDir: cfg.DataDir, BindAddr: cfg.RaftAddr, AdvertiseAddr: cfg.RaftAdvertise,
+		Bootstrap: cfg.Dev || cfg.BootstrapExpect == 1, FSM: raftstore.NewFSM(store), Logger: log.Named("raft"),
+	}
+	if tlsCfg != nil {
+		rcfg.TLS = tlsCfg.peer
+	}
+	node, err := raftstore.Open(rcfg)
 	if err != nil {
 		return fmt.Errorf("open raft: %w", err)
 	}
@@ -163,19 +284,33 @@ func runServer(ctx context.Context, cfg serverConfig, logOut io.Writer) error {
 
 	ctrl, err := controller.New(controller.Config{
 		Raft: node, Store: store, Resolver: controller.RegistryResolver{}, Logger: log,
+		HostTTL: cfg.HostTTL, HostDownGrace: cfg.HostDownGrace,
 	})
 	if err != nil {
 		return err
 	}
-	api := controller.NewAPI(ctrl, func(ctx context.Context) ([]controller.NodeInfo, error) {
-		return nodeInfos(ctx, node)
-	})
-
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("listen on --http-addr %s: %w", cfg.HTTPAddr, err)
 	}
-	srv := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	if cfg.HTTPAdvertise == cfg.HTTPAddr {
+		cfg.HTTPAdvertise = ln.Addr().String()
+	}
+	self := state.ServerInfo{ID: cfg.NodeID, RaftAddr: node.Addr(), APIAddr: cfg.HTTPAdvertise}
+	apiCfg := controller.APIConfig{Controller: ctrl, Membership: membership{node}, Self: self}
+	var client *controller.Client
+	if tlsCfg != nil {
+		apiCfg.Scheme = "https"
+		apiCfg.Forward = &http.Client{Transport: &http.Transport{TLSClientConfig: tlsCfg.client}}
+		client = controller.NewTLSClient([]string{self.APIAddr}, tlsCfg.client)
+	} else {
+		client = controller.NewClient([]string{self.APIAddr}, nil)
+	}
+	srv := &http.Server{Handler: controller.NewAPI(apiCfg).Handler(), ReadHeaderTimeout: 10 * time.Second}
+	if tlsCfg != nil {
+		srv.TLSConfig = tlsCfg.api
+		ln = tls.NewListener(ln, tlsCfg.api)
+	}
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -192,17 +327,18 @@ func runServer(ctx context.Context, cfg serverConfig, logOut io.Writer) error {
 		defer wg.Done()
 		_ = ctrl.Run(runCtx)
 	}()
-	log.Info("API listening", "addr", ln.Addr().String(), "node", cfg.NodeID)
+	log.Info("API listening", "addr", self.APIAddr, "node", cfg.NodeID, "raft", self.RaftAddr, "tls", tlsCfg != nil)
 
-	if _, err := node.WaitForLeader(ctx); err != nil {
-		cancel()
-		_ = srv.Close()
-		wg.Wait()
-		return fmt.Errorf("waiting for a raft leader: %w", err)
+	if !cfg.Dev {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			formCluster(runCtx, cfg, node, self, client, tlsCfg, log.Named("cluster"))
+		}()
 	}
 
 	if !cfg.NoAgent {
-		agent, err := newLocalAgent(cfg, ln.Addr().String(), log)
+		agent, err := newLocalAgent(cfg, client, log)
 		if err != nil {
 			cancel()
 			_ = srv.Close()
@@ -220,6 +356,17 @@ func runServer(ctx context.Context, cfg serverConfig, logOut io.Writer) error {
 
 	<-runCtx.Done()
 	log.Info("shutting down")
+	if node.IsLeader() && !cfg.Dev {
+		// Hand leadership over first: the cluster elects no one in the
+		// gap, and in-flight writes move to the new leader.
+		tctx, tcancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := node.TransferLeadership(tctx); err != nil {
+			log.Warn("leadership transfer failed; the others will elect after the timeout", "error", err)
+		} else {
+			log.Info("leadership handed over")
+		}
+		tcancel()
+	}
 	shutCtx, shutCancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer shutCancel()
 	_ = srv.Shutdown(shutCtx)
@@ -228,7 +375,32 @@ func runServer(ctx context.Context, cfg serverConfig, logOut io.Writer) error {
 	return nil
 }
 
-func newLocalAgent(cfg serverConfig, apiAddr string, log hclog.Logger) (*deployer.Agent, error) {
+// membership adapts the raft node to what the API needs.
+type membership struct{ n *raftstore.Node }
+
+func (m membership) Servers(ctx context.Context) ([]controller.RaftServer, error) {
+	servers, err := m.n.Servers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]controller.RaftServer, 0, len(servers))
+	for _, s := range servers {
+		out = append(out, controller.RaftServer{ID: s.ID, Address: s.Address, Voter: s.Voter, Leader: s.Leader})
+	}
+	return out, nil
+}
+func (m membership) AddVoter(ctx context.Context, id, addr string) error {
+	return m.n.AddVoter(ctx, id, addr)
+}
+func (m membership) RemoveServer(ctx context.Context, id string) error {
+	return m.n.RemoveServer(ctx, id)
+}
+func (m membership) TransferLeadership(ctx context.Context) error {
+	return m.n.TransferLeadership(ctx)
+}
+func (m membership) HadState() bool { return m.n.HadState() }
+
+func newLocalAgent(cfg serverConfig, client *controller.Client, log hclog.Logger) (*deployer.Agent, error) {
 	rt, err := deployer.NewDockerRuntime()
 	if err != nil {
 		return nil, fmt.Errorf("docker: %w", err)
@@ -242,24 +414,6 @@ func newLocalAgent(cfg serverConfig, apiAddr string, log hclog.Logger) (*deploye
 	}
 	return deployer.NewAgent(deployer.AgentConfig{
 		HostID: cfg.HostID, Labels: cfg.Labels, Network: cfg.Network,
-		Controller: controller.NewClient([]string{apiAddr}, nil), Runtime: rt, Logger: log.Named("agent"),
+		Controller: client, Runtime: rt, Logger: log.Named("agent"),
 	})
-}
-
-func nodeInfos(ctx context.Context, node *raftstore.Node) ([]controller.NodeInfo, error) {
-	servers, err := node.Servers(ctx)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]controller.NodeInfo, 0, len(servers))
-	for _, s := range servers {
-		role := "follower"
-		if s.Leader {
-			role = "leader"
-		}
-		// This node answers, so it is healthy; peers' health comes from
-		// their heartbeats once the cluster mode exists.
-		out = append(out, controller.NodeInfo{ID: s.ID, Address: s.Address, Role: role, Voter: s.Voter, Healthy: s.ID == node.ID()})
-	}
-	return out, nil
 }

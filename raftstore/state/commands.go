@@ -240,6 +240,7 @@ func (s *Store) ApplyHostReport(index uint64, c HostReportCmd) error {
 		h.Labels = c.Report.Labels
 	}
 	h.State = HostReady
+	h.DownSince = time.Time{}
 	h.SeenAt = c.Now
 	h.ModifyIndex = index
 	tx.hosts.Insert([]byte(h.ID), &h)
@@ -288,6 +289,93 @@ func (s *Store) ApplyDeleteService(index uint64, c DeleteServiceCmd) error {
 		}
 	}
 	tx.putService(svc)
+	tx.commit(s)
+	return nil
+}
+
+// RegisterServerCmd records (or updates) a raft server's addresses.
+type RegisterServerCmd struct {
+	Server ServerInfo `json:"server"`
+}
+
+// DeregisterServerCmd forgets a raft server that left the cluster.
+type DeregisterServerCmd struct {
+	ID string `json:"id"`
+}
+
+// ApplyRegisterServer applies a RegisterServerCmd at a raft index.
+func (s *Store) ApplyRegisterServer(index uint64, c RegisterServerCmd) error {
+	if c.Server.ID == "" || c.Server.APIAddr == "" {
+		return fmt.Errorf("%w: a server needs an id and an API address", ErrBadRecord)
+	}
+	tx := s.begin(index)
+	srv := c.Server
+	srv.ModifyIndex = index
+	tx.servers.Insert([]byte(srv.ID), &srv)
+	tx.commit(s)
+	return nil
+}
+
+// ApplyDeregisterServer applies a DeregisterServerCmd at a raft index.
+func (s *Store) ApplyDeregisterServer(index uint64, c DeregisterServerCmd) error {
+	tx := s.begin(index)
+	tx.servers.Delete([]byte(c.ID))
+	tx.commit(s)
+	return nil
+}
+
+// SetHostStateCmd marks a host down (its agent stopped reporting for the
+// TTL) or, with LoseReplicas, gives up on its replicas after the grace
+// period: they become desired-stopped and "lost", so the controller places
+// their slots elsewhere and the host, if it returns, removes them.
+type SetHostStateCmd struct {
+	Now   time.Time `json:"now"`
+	Host  string    `json:"host"`
+	State string    `json:"state"`
+	// ExpectSeenAt guards against a heartbeat that arrived after the
+	// leader decided: the host must not have been seen since.
+	ExpectSeenAt time.Time `json:"expect_seen_at"`
+	LoseReplicas bool      `json:"lose_replicas,omitempty"`
+}
+
+// ApplySetHostState applies a SetHostStateCmd at a raft index.
+func (s *Store) ApplySetHostState(index uint64, c SetHostStateCmd) error {
+	tx := s.begin(index)
+	v, ok := tx.hosts.Get([]byte(c.Host))
+	if !ok {
+		return fmt.Errorf("%w: host %s", ErrNotFound, c.Host)
+	}
+	h := *v.(*Host)
+	if !h.SeenAt.Equal(c.ExpectSeenAt) {
+		return fmt.Errorf("%w: host %s reported since the decision", ErrConflict, c.Host)
+	}
+	if c.State == HostDown && h.State != HostDown {
+		h.DownSince = c.Now
+	}
+	if c.State == HostReady {
+		h.DownSince = time.Time{}
+	}
+	h.State = c.State
+	h.ModifyIndex = index
+	tx.hosts.Insert([]byte(h.ID), &h)
+	if c.LoseReplicas && h.State == HostDown {
+		// Collect first: putReplica writes to the tree being walked.
+		var ids []string
+		tx.byHost.Root().WalkPrefix([]byte(h.ID+"\x00"), func(k []byte, _ interface{}) bool {
+			ids = append(ids, string(k[len(h.ID)+1:]))
+			return false
+		})
+		for _, id := range ids {
+			if r, ok := tx.replica(id); ok && r.Desired == DesiredRunning {
+				r.Desired = DesiredStopped
+				r.Status.State = ReplicaLost
+				r.Status.Message = fmt.Sprintf("host %s down since %s", h.ID, h.DownSince.Format(time.RFC3339))
+				r.Status.HealthySince = time.Time{}
+				r.Status.UpdatedAt = c.Now
+				tx.putReplica(r, true)
+			}
+		}
+	}
 	tx.commit(s)
 	return nil
 }

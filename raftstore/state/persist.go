@@ -20,6 +20,7 @@ type snapshotDoc struct {
 	Hosts     []*Host           `json:"hosts"`
 	HostIndex map[string]uint64 `json:"host_index"`
 	Requests  []*RequestResult  `json:"requests"`
+	Servers   []*ServerInfo     `json:"servers"`
 }
 
 func collect[T any](tree *iradix.Tree) []*T {
@@ -39,6 +40,7 @@ func (t *Tables) WriteTo(w io.Writer) (int64, error) {
 		Services: collect[Service](t.services), Revisions: collect[Revision](t.revisions),
 		Replicas: collect[Replica](t.replicas), Hosts: collect[Host](t.hosts),
 		HostIndex: map[string]uint64{}, Requests: collect[RequestResult](t.requests),
+		Servers: collect[ServerInfo](t.servers),
 	}
 	t.hostIndex.Root().Walk(func(k []byte, v interface{}) bool {
 		doc.HostIndex[string(k)] = v.(uint64)
@@ -75,7 +77,7 @@ func (s *Store) Restore(r io.Reader) error {
 	e := emptyTables()
 	tx.services, tx.revisions, tx.replicas = e.services.Txn(), e.revisions.Txn(), e.replicas.Txn()
 	tx.bySvc, tx.byHost, tx.hosts = e.bySvc.Txn(), e.byHost.Txn(), e.hosts.Txn()
-	tx.hostIndex, tx.requests = e.hostIndex.Txn(), e.requests.Txn()
+	tx.hostIndex, tx.requests, tx.servers = e.hostIndex.Txn(), e.requests.Txn(), e.servers.Txn()
 	for _, v := range doc.Services {
 		tx.services.Insert([]byte(v.Name), v)
 	}
@@ -92,6 +94,9 @@ func (s *Store) Restore(r io.Reader) error {
 	}
 	for _, v := range doc.Requests {
 		tx.requests.Insert([]byte(v.Key), v)
+	}
+	for _, v := range doc.Servers {
+		tx.servers.Insert([]byte(v.ID), v)
 	}
 	for h, i := range doc.HostIndex {
 		tx.hostIndex.Insert([]byte(h), i)

@@ -32,6 +32,7 @@ type Tables struct {
 	hosts     *iradix.Tree // id -> *Host
 	hostIndex *iradix.Tree // host -> uint64: last index that changed its assignments
 	requests  *iradix.Tree // idempotency key -> *RequestResult
+	servers   *iradix.Tree // raft server id -> *ServerInfo
 }
 
 // RequestResult remembers the outcome of a write that carried an
@@ -46,7 +47,7 @@ type RequestResult struct {
 
 func emptyTables() *Tables {
 	t := iradix.New()
-	return &Tables{services: t, revisions: t, replicas: t, bySvc: t, byHost: t, hosts: t, hostIndex: t, requests: t}
+	return &Tables{services: t, revisions: t, replicas: t, bySvc: t, byHost: t, hosts: t, hostIndex: t, requests: t, servers: t}
 }
 
 func revKey(svc string, n int) []byte { return fmt.Appendf(nil, "%s\x00%010d", svc, n) }
@@ -174,6 +175,25 @@ func (t *Tables) Assignments(host string) AssignmentSet {
 	return set
 }
 
+// Server returns one raft server's addresses.
+func (t *Tables) Server(id string) (ServerInfo, bool) {
+	v, ok := t.servers.Get([]byte(id))
+	if !ok {
+		return ServerInfo{}, false
+	}
+	return *v.(*ServerInfo), true
+}
+
+// Servers lists the registered raft servers by ID.
+func (t *Tables) Servers() []ServerInfo {
+	var out []ServerInfo
+	t.servers.Root().Walk(func(_ []byte, v interface{}) bool {
+		out = append(out, *v.(*ServerInfo))
+		return false
+	})
+	return out
+}
+
 // Request returns the remembered result of an idempotent write.
 func (t *Tables) Request(key string) (RequestResult, bool) {
 	if key == "" {
@@ -252,6 +272,7 @@ type txn struct {
 	index                                uint64
 	services, revisions, replicas, bySvc *iradix.Txn
 	byHost, hosts, hostIndex, requests   *iradix.Txn
+	servers                              *iradix.Txn
 	touchedHosts                         map[string]bool
 }
 
@@ -261,7 +282,7 @@ func (s *Store) begin(index uint64) *txn {
 		index:    index,
 		services: t.services.Txn(), revisions: t.revisions.Txn(), replicas: t.replicas.Txn(),
 		bySvc: t.bySvc.Txn(), byHost: t.byHost.Txn(), hosts: t.hosts.Txn(),
-		hostIndex: t.hostIndex.Txn(), requests: t.requests.Txn(),
+		hostIndex: t.hostIndex.Txn(), requests: t.requests.Txn(), servers: t.servers.Txn(),
 		touchedHosts: map[string]bool{},
 	}
 }
@@ -274,7 +295,7 @@ func (tx *txn) commit(s *Store) {
 		index:    tx.index,
 		services: tx.services.CommitOnly(), revisions: tx.revisions.CommitOnly(), replicas: tx.replicas.CommitOnly(),
 		bySvc: tx.bySvc.CommitOnly(), byHost: tx.byHost.CommitOnly(), hosts: tx.hosts.CommitOnly(),
-		hostIndex: tx.hostIndex.CommitOnly(), requests: tx.requests.CommitOnly(),
+		hostIndex: tx.hostIndex.CommitOnly(), requests: tx.requests.CommitOnly(), servers: tx.servers.CommitOnly(),
 	}, tx.touchedHosts)
 }
 

@@ -51,6 +51,7 @@ const (
 	ReplicaUnhealthy = "unhealthy" // failed `retries` probes in a row after start_period: counts as failed
 	ReplicaFailed    = "failed"    // could not pull, create or start, or the container exited
 	ReplicaStopped   = "stopped"   // the container is gone after a stop the controller asked for
+	ReplicaLost      = "lost"      // its host is down past the grace period; replaced elsewhere
 )
 
 // Revision is one immutable version of a service: its spec with the image
@@ -144,7 +145,9 @@ type Host struct {
 	State    string            `json:"state"` // "ready" or "down"
 	JoinedAt time.Time         `json:"joined_at"`
 	// SeenAt is the leader's time of the last heartbeat that reached raft.
-	SeenAt      time.Time `json:"seen_at"`
+	SeenAt time.Time `json:"seen_at"`
+	// DownSince is when the leader marked the host down (zero while ready).
+	DownSince   time.Time `json:"down_since,omitzero"`
 	ModifyIndex uint64    `json:"modify_index"`
 }
 
@@ -184,4 +187,13 @@ type HostReport struct {
 	Host    string            `json:"host"`
 	Labels  map[string]string `json:"labels,omitempty"`
 	Reports []StatusReport    `json:"reports,omitempty"`
+}
+
+// ServerInfo is one raft server's addresses, so that any server can forward
+// a request to the leader's API and the CLI can be told where it is.
+type ServerInfo struct {
+	ID          string `json:"id"`
+	RaftAddr    string `json:"raft_addr"`
+	APIAddr     string `json:"api_addr"`
+	ModifyIndex uint64 `json:"modify_index"`
 }

@@ -1,0 +1,236 @@
+package controller
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/deployctl/deployctl/raftstore"
+	"github.com/deployctl/deployctl/raftstore/state"
+)
+
+// forwardedHeader marks a request one server forwarded to the leader; a
+// server that receives one and is not the leader refuses it instead of
+// forwarding again, so a request never loops between servers.
+const forwardedHeader = "X-Deployctl-Forwarded-By"
+
+// onLeader runs h on the ready leader and forwards the request to the
+// leader from any other server. Reads on the leader first confirm with a
+// quorum that it still leads (raft VerifyLeader), so an answer is never
+// from a deposed leader: every read through the API is linearizable with
+// respect to the writes acknowledged before it started.
+func (a *API) onLeader(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if a.c.Ready() {
+			if r.Method == http.MethodGet {
+				ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+				err := a.c.cfg.Raft.VerifyLeader(ctx)
+				cancel()
+				if err != nil {
+					a.writeErr(w, translate(err))
+					return
+				}
+			}
+			h(w, r)
+			return
+		}
+		if r.Header.Get(forwardedHeader) != "" {
+			a.writeErr(w, a.c.notLeader())
+			return
+		}
+		a.forward(w, r)
+	}
+}
+
+// forward proxies a request to the leader's API.
+func (a *API) forward(w http.ResponseWriter, r *http.Request) {
+	leaderID, _ := a.c.cfg.Raft.Leader()
+	if leaderID == "" {
+		a.writeErr(w, ErrNoLeader)
+		return
+	}
+	if leaderID == a.c.cfg.Raft.ID() {
+		a.writeErr(w, ErrNotReady)
+		return
+	}
+	info, ok := a.c.cfg.Store.View().Server(leaderID)
+	if !ok {
+		a.writeErr(w, fmt.Errorf("%w: the API address of leader %s is not known yet; retry", ErrNoLeader, leaderID))
+		return
+	}
+	body, ok := readBody(w, r)
+	if !ok {
+		return
+	}
+	req, err := http.NewRequestWithContext(r.Context(), r.Method, a.cfg.Scheme+"://"+info.APIAddr+r.URL.RequestURI(), bytes.NewReader(body))
+	if err != nil {
+		a.writeErr(w, err)
+		return
+	}
+	for _, k := range []string{"Content-Type", "Idempotency-Key"} {
+		if v := r.Header.Get(k); v != "" {
+			req.Header.Set(k, v)
+		}
+	}
+	req.Header.Set(forwardedHeader, a.c.cfg.Raft.ID())
+	resp, err := a.cfg.Forward.Do(req)
+	if err != nil {
+		a.writeErr(w, fmt.Errorf("%w: forwarding to leader %s at %s: %v", ErrNoLeader, leaderID, info.APIAddr, err))
+		return
+	}
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); ct != "" {
+		w.Header().Set("Content-Type", ct)
+	}
+	w.WriteHeader(resp.StatusCode)
+	_, _ = io.Copy(w, resp.Body)
+}
+
+// PeerInfo is what a server says of itself to servers forming a cluster.
+type PeerInfo struct {
+	ID       string `json:"id"`
+	RaftAddr string `json:"raft_addr"`
+	APIAddr  string `json:"api_addr"`
+	// HadState: the server held raft state when it started, so it belongs
+	// to a cluster already and no one may bootstrap a new one with it.
+	HadState bool   `json:"had_state"`
+	Leader   string `json:"leader"`
+}
+
+func (a *API) peer(w http.ResponseWriter, r *http.Request) {
+	leader, _ := a.c.cfg.Raft.Leader()
+	had := false
+	if a.cfg.Membership != nil {
+		had = a.cfg.Membership.HadState()
+	}
+	writeJSON(w, http.StatusOK, PeerInfo{ID: a.cfg.Self.ID, RaftAddr: a.cfg.Self.RaftAddr, APIAddr: a.cfg.Self.APIAddr, HadState: had, Leader: leader})
+}
+
+// JoinRequest asks the cluster to take a server as a voter.
+type JoinRequest struct {
+	ID       string `json:"id"`
+	RaftAddr string `json:"raft_addr"`
+	APIAddr  string `json:"api_addr"`
+}
+
+// join adds a voter and records its addresses. Both steps are idempotent,
+// so a server calls join at every start and after every election.
+func (a *API) join(w http.ResponseWriter, r *http.Request) {
+	var req JoinRequest
+	if !decodeJSON(w, r, &req) {
+		return
+	}
+	if req.ID == "" || req.RaftAddr == "" || req.APIAddr == "" {
+		writeError(w, http.StatusBadRequest, "bad_request", "id, raft_addr and api_addr are required")
+		return
+	}
+	if a.cfg.Membership == nil {
+		writeError(w, http.StatusNotImplemented, "not_clustered", "this server does not manage membership")
+		return
+	}
+	if err := a.c.Join(r.Context(), a.cfg.Membership, req); err != nil {
+		a.writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, req)
+}
+
+// Join makes a server a voter and records its addresses.
+func (c *Controller) Join(ctx context.Context, m Membership, req JoinRequest) error {
+	if err := m.AddVoter(ctx, req.ID, req.RaftAddr); err != nil {
+		return fmt.Errorf("add voter %s: %w", req.ID, translate(err))
+	}
+	cur, ok := c.cfg.Store.View().Server(req.ID)
+	if ok && cur.RaftAddr == req.RaftAddr && cur.APIAddr == req.APIAddr {
+		return nil
+	}
+	_, err := c.apply(ctx, raftstore.CmdRegisterServer, state.RegisterServerCmd{Server: state.ServerInfo{ID: req.ID, RaftAddr: req.RaftAddr, APIAddr: req.APIAddr}})
+	return err
+}
+
+// RemoveRequest asks the cluster to drop a server.
+type RemoveRequest struct {
+	ID string `json:"id"`
+}
+
+func (a *API) removeServer(w http.ResponseWriter, r *http.Request) {
+	var req RemoveRequest
+	if !decodeJSON(w, r, &req) {
+		return
+	}
+	if req.ID == "" {
+		writeError(w, http.StatusBadRequest, "bad_request", "id is required")
+		return
+	}
+	if a.cfg.Membership == nil {
+		writeError(w, http.StatusNotImplemented, "not_clustered", "this server does not manage membership")
+		return
+	}
+	if req.ID == a.c.cfg.Raft.ID() {
+		// The leader cannot remove itself safely: hand leadership over and
+		// let the client retry on the new leader.
+		if err := a.cfg.Membership.TransferLeadership(r.Context()); err != nil {
+			a.writeErr(w, translate(err))
+			return
+		}
+		a.writeErr(w, fmt.Errorf("%w: leadership handed over before removing this server; retry", ErrNotLeader))
+		return
+	}
+	if err := a.cfg.Membership.RemoveServer(r.Context(), req.ID); err != nil {
+		a.writeErr(w, translate(err))
+		return
+	}
+	if _, err := a.c.apply(r.Context(), raftstore.CmdDeregisterServer, state.DeregisterServerCmd{ID: req.ID}); err != nil {
+		a.writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, req)
+}
+
+// nodes lists the raft servers with their health: the leader is healthy,
+// and another server is healthy when its API answers /v1/health now.
+func (a *API) nodes(ctx context.Context, view *state.Tables) ([]NodeInfo, error) {
+	servers, err := a.cfg.Membership.Servers(ctx)
+	if err != nil {
+		return nil, translate(err)
+	}
+	out := make([]NodeInfo, len(servers))
+	var wg sync.WaitGroup
+	for i, s := range servers {
+		role := "follower"
+		if s.Leader {
+			role = "leader"
+		}
+		out[i] = NodeInfo{ID: s.ID, Address: s.Address, Role: role, Voter: s.Voter, Healthy: s.ID == a.c.cfg.Raft.ID()}
+		info, ok := view.Server(s.ID)
+		if out[i].Healthy || !ok {
+			continue
+		}
+		out[i].APIAddr = info.APIAddr
+		wg.Add(1)
+		go func(n *NodeInfo, addr string) {
+			defer wg.Done()
+			pctx, cancel := context.WithTimeout(ctx, time.Second)
+			defer cancel()
+			req, _ := http.NewRequestWithContext(pctx, http.MethodGet, a.cfg.Scheme+"://"+addr+"/v1/health", nil)
+			resp, err := a.cfg.Forward.Do(req)
+			if err == nil {
+				resp.Body.Close()
+				n.Healthy = resp.StatusCode == http.StatusOK
+			}
+		}(&out[i], info.APIAddr)
+	}
+	wg.Wait()
+	for i := range out {
+		if info, ok := view.Server(out[i].ID); ok {
+			out[i].APIAddr = info.APIAddr
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}

@@ -1,0 +1,66 @@
+package controller
+
+import (
+	"context"
+	"time"
+
+	"github.com/deployctl/deployctl/raftstore"
+	"github.com/deployctl/deployctl/raftstore/state"
+)
+
+// Defaults for host liveness.
+const (
+	DefaultHostTTL       = 10 * time.Second
+	DefaultHostDownGrace = 30 * time.Second
+)
+
+// markLeading resets the heartbeat memory when this node becomes leader:
+// heartbeats seen in an earlier term say nothing about now, and a host gets
+// a full TTL from the start of this term before it is marked down.
+func (c *Controller) markLeading(now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.heartbeat = map[string]time.Time{}
+	c.leadingSince = now
+}
+
+func (c *Controller) lastSeen(host string) time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if t, ok := c.heartbeat[host]; ok {
+		return t
+	}
+	return c.leadingSince
+}
+
+// checkHosts marks hosts down whose agent has not reported for HostTTL, and
+// gives up on the replicas of hosts down for HostDownGrace, so that their
+// slots are placed elsewhere. Losing quorum stops nothing: this runs only
+// on a leader, and it never touches a container, only assignments.
+func (c *Controller) checkHosts(ctx context.Context, view *state.Tables) {
+	now := c.cfg.Now()
+	for _, h := range view.Hosts() {
+		cmd := state.SetHostStateCmd{Now: now, Host: h.ID, State: state.HostDown, ExpectSeenAt: h.SeenAt}
+		switch {
+		case h.State == state.HostReady && now.Sub(c.lastSeen(h.ID)) > c.cfg.HostTTL:
+			c.log.Warn("host down: no report within the TTL", "host", h.ID, "ttl", c.cfg.HostTTL)
+		case h.State == state.HostDown && now.Sub(h.DownSince) > c.cfg.HostDownGrace && hasDesiredRunning(view, h.ID):
+			cmd.LoseReplicas = true
+			c.log.Warn("host down past the grace period: placing its replicas elsewhere", "host", h.ID, "grace", c.cfg.HostDownGrace)
+		default:
+			continue
+		}
+		if _, err := c.apply(ctx, raftstore.CmdSetHostState, cmd); err != nil {
+			c.log.Debug("host state not changed", "host", h.ID, "error", err)
+		}
+	}
+}
+
+func hasDesiredRunning(view *state.Tables, host string) bool {
+	for _, r := range view.HostReplicas(host) {
+		if r.Desired == state.DesiredRunning {
+			return true
+		}
+	}
+	return false
+}

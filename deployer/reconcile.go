@@ -1,0 +1,594 @@
+package deployer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/deployctl/deployctl/raftstore/state"
+	"github.com/docker/docker/api/types/container"
+	"github.com/hashicorp/go-hclog"
+)
+
+// replica is the agent's record of one assigned replica. Only the loop
+// goroutine touches it.
+type replica struct {
+	assignment state.Assignment
+	// containerID is the container that runs this replica, "" if none.
+	containerID  string
+	ip           string
+	restartCount int
+	// state is the observed state last queued for the controller, "" while
+	// an adopted container waits for its first probe verdict.
+	state   string
+	message string
+	// busy is set while an engine operation for this replica runs.
+	busy        bool
+	stopProbing context.CancelFunc
+	// reportedContainer is the container ID of the last queued report.
+	reportedContainer string
+}
+
+// event is what goroutines started by the loop send back to it.
+type event interface{ isEvent() }
+
+type startDone struct {
+	replicaID    string
+	containerID  string
+	ip           string
+	restartCount int
+	startedAt    time.Time
+	err          error
+}
+
+type stopDone struct {
+	replicaID   string
+	containerID string
+	err         error
+}
+
+// removeDone ends the removal of a failed, stale or orphaned container.
+type removeDone struct {
+	replicaID   string // "" for an orphan
+	containerID string
+	err         error
+}
+
+type verdict struct {
+	replicaID   string
+	containerID string
+	state       string
+	message     string
+}
+
+func (startDone) isEvent()  {}
+func (stopDone) isEvent()   {}
+func (removeDone) isEvent() {}
+func (verdict) isEvent()    {}
+
+// reconcileLoop owns all of the agent's mutable state for one Run.
+type reconcileLoop struct {
+	cfg    AgentConfig
+	log    hclog.Logger
+	rt     Runtime
+	outbox *outbox
+	events chan event
+
+	set      *state.AssignmentSet
+	replicas map[string]*replica
+	removing map[string]bool // container IDs being removed
+	// exits are the last exits the engine reported, by container ID.
+	exits     map[string]ContainerExit
+	networkOK bool
+	// engineDown remembers an outage so it is logged as an error once, not
+	// at every resync.
+	engineDown bool
+	tasks      sync.WaitGroup
+}
+
+func (l *reconcileLoop) run(ctx context.Context, sets <-chan state.AssignmentSet, exits <-chan ContainerExit) {
+	resync := time.NewTicker(l.cfg.ResyncInterval)
+	defer resync.Stop()
+	defer l.tasks.Wait()
+	defer l.stopAllProbers()
+	for {
+		dirty := false
+		select {
+		case <-ctx.Done():
+			return
+		case set := <-sets:
+			l.log.Debug("new assignment set", "index", set.Index, "assignments", len(set.Assignments))
+			l.set = &set
+			dirty = true
+		case <-resync.C:
+			dirty = l.set != nil
+		case ev := <-l.events:
+			dirty = l.handle(ctx, ev)
+		case exit := <-exits:
+			l.handleExit(exit)
+			dirty = true
+		}
+		if dirty && l.set != nil {
+			l.reconcile(ctx)
+		}
+		l.outbox.poke()
+	}
+}
+
+// go runs fn as a task of this loop; its event is delivered unless the loop
+// is shutting down.
+func (l *reconcileLoop) goTask(ctx context.Context, fn func() event) {
+	l.tasks.Add(1)
+	go func() {
+		defer l.tasks.Done()
+		ev := fn()
+		select {
+		case l.events <- ev:
+		case <-ctx.Done():
+		}
+	}()
+}
+
+// reconcile compares the assignment set with the engine's containers and
+// starts whatever operations close the gap.
+func (l *reconcileLoop) reconcile(ctx context.Context) {
+	if !l.networkOK {
+		if _, err := l.rt.EnsureNetwork(ctx, l.cfg.Network, l.cfg.NetworkLabels); err != nil {
+			l.engineError("cannot prepare the replica network", err)
+			return
+		}
+		l.networkOK = true
+	}
+	containers, err := l.rt.ListManaged(ctx, l.cfg.HostID)
+	if err != nil {
+		l.engineError("cannot list containers", err)
+		return
+	}
+	if l.engineDown {
+		l.log.Info("docker engine reachable again")
+		l.engineDown = false
+	}
+
+	assigned := make(map[string]state.Assignment, len(l.set.Assignments))
+	for _, as := range l.set.Assignments {
+		assigned[as.Replica.ID] = as
+	}
+	listed := make(map[string]bool, len(containers))
+	for _, c := range containers {
+		listed[c.ID] = true
+	}
+	for id := range l.exits {
+		if !listed[id] {
+			delete(l.exits, id)
+		}
+	}
+	byReplica := map[string][]container.Summary{}
+	for _, c := range containers {
+		id := c.Labels[LabelReplica]
+		if _, ok := assigned[id]; !ok {
+			l.removeContainer(ctx, "", c.ID, "orphan: its replica is not assigned to this host")
+			continue
+		}
+		byReplica[id] = append(byReplica[id], c)
+	}
+
+	ids := make([]string, 0, len(assigned))
+	for id := range assigned {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		rep := l.replicas[id]
+		if rep == nil {
+			rep = &replica{}
+			l.replicas[id] = rep
+		}
+		rep.assignment = assigned[id]
+		if rep.busy {
+			continue
+		}
+		current := l.pickContainer(ctx, rep, byReplica[id])
+		if rep.assignment.Replica.Desired == state.DesiredStopped {
+			l.reconcileStopped(ctx, id, rep, current)
+		} else {
+			l.reconcileRunning(ctx, id, rep, current)
+		}
+	}
+	for id, rep := range l.replicas {
+		if _, ok := assigned[id]; !ok {
+			rep.cancelProbing()
+			delete(l.replicas, id)
+		}
+	}
+}
+
+// pickContainer chooses the container of a replica when the engine has
+// several (only after a crash between create and record); the others are
+// removed.
+func (l *reconcileLoop) pickContainer(ctx context.Context, rep *replica, candidates []container.Summary) *container.Summary {
+	if len(candidates) == 0 {
+		return nil
+	}
+	keep := 0
+	for i, c := range candidates {
+		if c.ID == rep.containerID {
+			keep = i
+			break
+		}
+		if c.State == container.StateRunning && candidates[keep].State != container.StateRunning {
+			keep = i
+		}
+	}
+	for i, c := range candidates {
+		if i != keep {
+			l.removeContainer(ctx, "", c.ID, "duplicate container of the replica")
+		}
+	}
+	return &candidates[keep]
+}
+
+func (l *reconcileLoop) reconcileStopped(ctx context.Context, id string, rep *replica, current *container.Summary) {
+	rep.cancelProbing()
+	if current == nil {
+		rep.containerID = ""
+		l.setState(id, rep, state.ReplicaStopped, "")
+		return
+	}
+	if l.removing[current.ID] {
+		return
+	}
+	rep.busy = true
+	containerID := current.ID
+	grace := rep.assignment.Revision.Spec.StopGracePeriod
+	l.log.Info("stopping replica", "replica", id, "container", shortID(containerID), "grace", grace)
+	l.goTask(ctx, func() event {
+		err := l.rt.StopAndRemove(ctx, containerID, grace)
+		return stopDone{replicaID: id, containerID: containerID, err: err}
+	})
+}
+
+func (l *reconcileLoop) reconcileRunning(ctx context.Context, id string, rep *replica, current *container.Summary) {
+	as := rep.assignment
+	switch {
+	case current != nil && l.removing[current.ID]:
+		return
+	case current != nil && current.Labels[LabelFingerprint] != as.Revision.Fingerprint:
+		// The replica now means a different container: replace it.
+		l.removeContainer(ctx, id, current.ID, "its fingerprint differs from the assigned revision")
+		rep.cancelProbing()
+		rep.containerID = ""
+	case current != nil:
+		l.checkContainer(ctx, id, rep, current.ID)
+	case rep.state == state.ReplicaFailed:
+		// Failed stays failed: the controller decides about a replacement.
+	case rep.containerID != "":
+		l.log.Warn("container was removed outside deployctl; recreating it", "replica", id, "container", shortID(rep.containerID))
+		rep.cancelProbing()
+		rep.containerID = ""
+		l.startReplica(ctx, id, rep, "container was removed outside deployctl; recreating")
+	case rep.state == "" && as.Replica.Status.State == state.ReplicaFailed:
+		// Known failed before this agent started: do not resurrect it.
+		l.setState(id, rep, state.ReplicaFailed, as.Replica.Status.Message)
+	default:
+		l.startReplica(ctx, id, rep, "pulling image")
+	}
+}
+
+// checkContainer adopts a container the agent does not know yet, and fails
+// one that stopped running or was restarted by the engine.
+func (l *reconcileLoop) checkContainer(ctx context.Context, id string, rep *replica, containerID string) {
+	inspect, err := l.rt.Inspect(ctx, containerID)
+	if errors.Is(err, ErrNotFound) {
+		return // removed since the listing; the next resync sees it gone
+	}
+	if err != nil {
+		l.engineError("cannot inspect container", err)
+		return
+	}
+	if inspect.ContainerJSONBase == nil || inspect.State == nil {
+		l.log.Warn("engine returned a container without state", "container", shortID(containerID))
+		return
+	}
+	if inspect.State.Status == container.StateRemoving {
+		// Someone else is removing it; once it is gone the replica is
+		// recreated as one removed behind the agent's back.
+		return
+	}
+	adopting := rep.containerID != containerID
+	if adopting && inspect.State.Status == container.StateCreated {
+		// Created but never started (an agent stopped between the two):
+		// nothing ran, so it is replaced rather than reported failed.
+		l.removeContainer(ctx, id, containerID, "created but never started")
+		return
+	}
+	if adopting {
+		rep.cancelProbing()
+		rep.containerID = containerID
+		rep.restartCount = inspect.RestartCount
+		rep.state = ""
+	}
+	lastExit, exited := l.exits[containerID]
+	if reason := notRunningReason(inspect, rep.restartCount, lastExit, exited); reason != "" {
+		l.log.Warn("replica failed", "replica", id, "container", shortID(containerID), "reason", reason)
+		rep.cancelProbing()
+		l.setState(id, rep, state.ReplicaFailed, reason)
+		l.removeContainer(ctx, id, containerID, "failed: "+reason)
+		return
+	}
+	switch {
+	case adopting:
+		l.log.Info("adopting running container", "replica", id, "container", shortID(containerID))
+		rep.ip = ContainerIP(inspect, l.cfg.Network)
+		l.beginProbing(ctx, id, rep, parseEngineTime(inspect.State.StartedAt))
+	case rep.ip == "" && ContainerIP(inspect, l.cfg.Network) != "":
+		// The inspect right after start failed: probe now that the
+		// address is known.
+		rep.ip = ContainerIP(inspect, l.cfg.Network)
+		l.beginProbing(ctx, id, rep, parseEngineTime(inspect.State.StartedAt))
+	}
+}
+
+// notRunningReason says why a container no longer counts as running, "" if
+// it does: not running, or restarted by the engine since the agent started
+// or adopted it (a crash the restart policy papered over). The exit event,
+// when there was one, gives the code that inspect forgets on a restart.
+func notRunningReason(inspect container.InspectResponse, knownRestarts int, exit ContainerExit, exited bool) string {
+	if inspect.ContainerJSONBase == nil || inspect.State == nil {
+		return "container has no state"
+	}
+	st := inspect.State
+	if !exited {
+		exit = ContainerExit{ExitCode: st.ExitCode, OOMKilled: st.OOMKilled}
+	}
+	exit.OOMKilled = exit.OOMKilled || st.OOMKilled
+	switch {
+	case st.Restarting:
+		return exit.Reason() + " (the engine is restarting it)"
+	case !st.Running && st.Error != "" && !exit.OOMKilled:
+		return st.Error
+	case !st.Running:
+		return exit.Reason()
+	case inspect.RestartCount > knownRestarts && exited:
+		return exit.Reason() + fmt.Sprintf(" and was restarted by the engine (restart count %d)", inspect.RestartCount)
+	case inspect.RestartCount > knownRestarts:
+		return fmt.Sprintf("exited and was restarted by the engine (restart count %d)", inspect.RestartCount)
+	}
+	return ""
+}
+
+func (l *reconcileLoop) startReplica(ctx context.Context, id string, rep *replica, message string) {
+	rep.busy = true
+	l.setState(id, rep, state.ReplicaStarting, message)
+	as := rep.assignment
+	l.log.Info("starting replica", "replica", id, "ref", as.Revision.Ref)
+	l.goTask(ctx, func() event {
+		return l.createAndStart(ctx, as)
+	})
+}
+
+// createAndStart pulls, creates and starts the container of as. It runs in
+// a task goroutine and touches no loop state.
+func (l *reconcileLoop) createAndStart(ctx context.Context, as state.Assignment) startDone {
+	done := startDone{replicaID: as.Replica.ID}
+	ref := as.Revision.Ref
+	if err := l.rt.Pull(ctx, ref); err != nil {
+		done.err = err
+		return done
+	}
+	user, err := l.rt.ImageUser(ctx, ref)
+	if err != nil {
+		done.err = err
+		return done
+	}
+	cfg, hostCfg, netCfg, err := ContainerOptions(as, l.cfg.HostID, l.cfg.Network, user)
+	if err != nil {
+		done.err = err
+		return done
+	}
+	for k, v := range l.cfg.ContainerLabels {
+		if _, reserved := cfg.Labels[k]; !reserved {
+			cfg.Labels[k] = v
+		}
+	}
+	containerID, err := l.rt.Create(ctx, ContainerName(as), cfg, hostCfg, netCfg)
+	if err != nil {
+		done.err = err
+		return done
+	}
+	if err := l.rt.Start(ctx, containerID); err != nil {
+		// Do not leave a created-but-dead container behind.
+		if rmErr := l.rt.StopAndRemove(ctx, containerID, 0); rmErr != nil {
+			l.log.Warn("cannot remove container that failed to start", "container", shortID(containerID), "error", rmErr)
+		}
+		done.err = err
+		return done
+	}
+	inspect, err := l.rt.Inspect(ctx, containerID)
+	if err != nil {
+		// Started; the resync will inspect it again.
+		done.containerID = containerID
+		done.startedAt = time.Now()
+		return done
+	}
+	done.containerID = containerID
+	done.ip = ContainerIP(inspect, l.cfg.Network)
+	done.startedAt = time.Now()
+	if inspect.ContainerJSONBase != nil {
+		done.restartCount = inspect.RestartCount
+		if inspect.State != nil {
+			done.startedAt = parseEngineTime(inspect.State.StartedAt)
+		}
+	}
+	return done
+}
+
+// handle applies an event and reports whether a reconcile should follow.
+func (l *reconcileLoop) handle(ctx context.Context, ev event) bool {
+	switch ev := ev.(type) {
+	case startDone:
+		rep := l.replicas[ev.replicaID]
+		if rep == nil {
+			// Unassigned while starting: the next reconcile sees an orphan.
+			return true
+		}
+		rep.busy = false
+		if errors.Is(ev.err, ErrEngineUnavailable) {
+			// Not the replica's fault: it stays starting and the next
+			// resync tries again.
+			l.engineError("cannot start replica", ev.err)
+			l.setState(ev.replicaID, rep, state.ReplicaStarting, "waiting for the docker engine")
+			return false
+		}
+		if ev.err != nil {
+			l.log.Warn("replica failed to start", "replica", ev.replicaID, "error", ev.err)
+			l.setState(ev.replicaID, rep, state.ReplicaFailed, ev.err.Error())
+			return true
+		}
+		rep.containerID = ev.containerID
+		rep.ip = ev.ip
+		rep.restartCount = ev.restartCount
+		l.setState(ev.replicaID, rep, state.ReplicaStarting, "")
+		l.beginProbing(ctx, ev.replicaID, rep, ev.startedAt)
+		return true
+	case stopDone:
+		rep := l.replicas[ev.replicaID]
+		if rep == nil {
+			return true
+		}
+		rep.busy = false
+		if ev.err != nil {
+			l.log.Warn("cannot stop replica; retrying", "replica", ev.replicaID, "error", ev.err)
+			return false
+		}
+		rep.containerID = ""
+		l.log.Info("replica stopped", "replica", ev.replicaID, "container", shortID(ev.containerID))
+		l.setStateContainer(ev.replicaID, rep, state.ReplicaStopped, "", ev.containerID)
+		return false
+	case removeDone:
+		delete(l.removing, ev.containerID)
+		if ev.err != nil {
+			l.log.Warn("cannot remove container; retrying", "container", shortID(ev.containerID), "error", ev.err)
+		}
+		if rep := l.replicas[ev.replicaID]; rep != nil && rep.containerID == ev.containerID {
+			rep.containerID = ""
+		}
+		return false
+	case verdict:
+		rep := l.replicas[ev.replicaID]
+		if rep == nil || rep.containerID != ev.containerID || rep.busy {
+			return false // from a prober whose container is gone
+		}
+		if rep.state == state.ReplicaFailed || rep.state == state.ReplicaStopped {
+			return false
+		}
+		l.log.Info("replica health", "replica", ev.replicaID, "state", ev.state, "message", ev.message)
+		l.setState(ev.replicaID, rep, ev.state, ev.message)
+		return false
+	}
+	return false
+}
+
+// handleExit remembers how a container process ended; the reconcile that
+// follows at once decides what it means. A `docker rm -f` also kills the
+// process first, so an exit alone does not say the replica failed.
+func (l *reconcileLoop) handleExit(exit ContainerExit) {
+	l.exits[exit.ContainerID] = exit
+}
+
+// beginProbing starts the prober of a running replica, or declares it
+// healthy at once when the spec has no check.
+func (l *reconcileLoop) beginProbing(ctx context.Context, id string, rep *replica, startedAt time.Time) {
+	check := rep.assignment.Revision.Spec.Healthcheck
+	if check.Kind() == "none" {
+		l.setState(id, rep, state.ReplicaHealthy, "")
+		return
+	}
+	rep.cancelProbing()
+	// The prober lives until its replica's container changes or Run ends.
+	proberCtx, cancel := context.WithCancel(ctx)
+	rep.stopProbing = cancel
+	target := ProbeTarget{ContainerID: rep.containerID, IP: rep.ip}
+	containerID := rep.containerID
+	l.tasks.Add(1)
+	go func() {
+		defer l.tasks.Done()
+		runProber(proberCtx, l.rt, check, target, startedAt, func(st, message string) {
+			select {
+			case l.events <- verdict{replicaID: id, containerID: containerID, state: st, message: message}:
+			case <-proberCtx.Done():
+			}
+		})
+	}()
+}
+
+// setState queues a report when the replica's observed state or message
+// changed; the container ID goes with it.
+func (l *reconcileLoop) setState(id string, rep *replica, st, message string) {
+	l.setStateContainer(id, rep, st, message, rep.containerID)
+}
+
+func (l *reconcileLoop) setStateContainer(id string, rep *replica, st, message, containerID string) {
+	if rep.state == st && rep.message == message && rep.reportedContainer == containerID {
+		return
+	}
+	rep.state, rep.message, rep.reportedContainer = st, message, containerID
+	l.outbox.put(state.StatusReport{ReplicaID: id, State: st, ContainerID: containerID, Message: message})
+}
+
+// removeContainer stops and removes a container the replica no longer
+// uses, once: repeated resyncs while it runs do not start it again.
+func (l *reconcileLoop) removeContainer(ctx context.Context, replicaID, containerID, why string) {
+	if l.removing[containerID] {
+		return
+	}
+	l.removing[containerID] = true
+	l.log.Info("removing container", "container", shortID(containerID), "replica", replicaID, "why", why)
+	l.goTask(ctx, func() event {
+		err := l.rt.StopAndRemove(ctx, containerID, 0)
+		return removeDone{replicaID: replicaID, containerID: containerID, err: err}
+	})
+}
+
+// engineError logs an engine problem; an unreachable engine is logged as an
+// error once per outage, with what to check.
+func (l *reconcileLoop) engineError(what string, err error) {
+	if errors.Is(err, context.Canceled) {
+		return // the agent is stopping
+	}
+	if !errors.Is(err, ErrEngineUnavailable) {
+		l.log.Error(what, "error", err)
+		return
+	}
+	if !l.engineDown {
+		l.engineDown = true
+		l.log.Error(what+"; retrying at every resync", "error", err, "resync", l.cfg.ResyncInterval)
+		return
+	}
+	l.log.Debug(what, "error", err)
+}
+
+func (l *reconcileLoop) stopAllProbers() {
+	for _, rep := range l.replicas {
+		rep.cancelProbing()
+	}
+}
+
+func (r *replica) cancelProbing() {
+	if r.stopProbing != nil {
+		r.stopProbing()
+		r.stopProbing = nil
+	}
+}
+
+// parseEngineTime reads the engine's RFC 3339 timestamps; an unreadable one
+// counts as now, which only delays when probe failures start to count.
+func parseEngineTime(s string) time.Time {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil || t.IsZero() || t.Year() < 2000 {
+		return time.Now()
+	}
+	return t
+}
