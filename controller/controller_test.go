@@ -149,7 +149,6 @@ func TestApplyRefusesUnresolvableImageAndKeepsRevision(t *testing.T) {
 	if _, err := n.ctrl.Apply(ctx, specFor(ref), ""); err != nil {
 		t.Fatal(err)
 	}
-	before := n.store.View().Index()
 
 	host := strings.TrimPrefix(reg.URL, "http://")
 	for _, image := range []string{host + "/team/web:nope", host + "/team/missing:v1"} {
@@ -163,8 +162,8 @@ func TestApplyRefusesUnresolvableImageAndKeepsRevision(t *testing.T) {
 	if !errors.Is(err, ErrImageUnresolvable) || !strings.Contains(err.Error(), "reachable") {
 		t.Fatalf("registry down: %v, want ErrImageUnresolvable saying to check the registry", err)
 	}
-	if n.store.View().Index() != before {
-		t.Fatal("a refused apply wrote to raft")
+	if got := len(n.store.View().Revisions("web")); got != 1 {
+		t.Fatalf("a refused apply stored a revision: %d revisions", got)
 	}
 	svc, _ := n.store.View().Service("web")
 	if svc.Current != 1 {
@@ -324,5 +323,35 @@ func TestNextTimedChange(t *testing.T) {
 	// Nothing in the future: no wake.
 	if _, ok := nextTimedChange(store.View(), now.Add(time.Hour)); ok {
 		t.Fatal("a wake in the past was returned")
+	}
+}
+
+// With no host to place on, the leader says why once and then writes
+// nothing: no storm of identical steps, and the progress deadline still runs.
+func TestNoHostMeansNoWriteStorm(t *testing.T) {
+	n := mustStartNode(t)
+	_, ref, _ := mustRegistryImage(t, "team/web:v1")
+	if _, err := n.ctrl.Apply(context.Background(), specFor(ref), ""); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		svc, _ := n.store.View().Service("web")
+		if svc.Rollout != nil && strings.Contains(svc.Rollout.Message, "cannot be placed") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("rollout message never said why: %+v", svc.Rollout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	before := n.store.View().Index()
+	time.Sleep(1500 * time.Millisecond) // spans the loop's tick
+	if after := n.store.View().Index(); after != before {
+		t.Fatalf("%d raft writes while nothing could be placed", after-before)
+	}
+	svc, _ := n.store.View().Service("web")
+	if !svc.Rollout.LastProgressAt.Equal(svc.Rollout.StartedAt) {
+		t.Fatal("an unplaced batch counted as progress")
 	}
 }

@@ -120,6 +120,12 @@ func (c *Controller) reconcileService(ctx context.Context, view *state.Tables, l
 
 	if len(d.Start) > 0 {
 		hosts, reasons := load.place(target.Spec, replicas, d.Start)
+		if len(hosts) == 0 {
+			// Nothing could be placed: no batch started. Committing the
+			// decision's progress would start the same batch again at once,
+			// a write storm, and hide the stall from the progress deadline.
+			d.Progress, d.BatchDone = false, false
+		}
 		for _, slot := range d.Start {
 			host, ok := hosts[slot]
 			if !ok {

@@ -240,7 +240,7 @@ func (cl *clusterLoad) place(spec specs.Spec, serviceReplicas []state.Replica, s
 // runs an old replica (a start-first replacement).
 func (p *placement) explain(refused map[refusal]int, replacing bool) string {
 	if len(refused) == 0 {
-		return "no host has joined the cluster; start an agent"
+		return "no ready host: none has joined the cluster yet; start an agent"
 	}
 	causes := make([]refusal, 0, len(refused))
 	hosts := 0

@@ -264,6 +264,24 @@ func (n *Node) open(cfg Config) error {
 		}
 	}
 
+	// Manual recovery after losing quorum for good: an operator writes
+	// DATA/raft/peers.json with the surviving servers; the configuration is
+	// forced to it once, and the file removed (docs/cluster.md).
+	peersFile := filepath.Join(raftDir, "peers.json")
+	if _, err := os.Stat(peersFile); err == nil {
+		conf, err := raft.ReadConfigJSON(peersFile)
+		if err != nil {
+			return fmt.Errorf("raftstore: %s: %w", peersFile, err)
+		}
+		if err := raft.RecoverCluster(rc, cfg.FSM, bolt, bolt, snaps, n.transport, conf); err != nil {
+			return fmt.Errorf("raftstore: recover from %s: %w", peersFile, err)
+		}
+		if err := os.Remove(peersFile); err != nil {
+			return fmt.Errorf("raftstore: remove %s after recovery: %w", peersFile, err)
+		}
+		n.logger.Warn("configuration recovered from peers.json", "servers", len(conf.Servers))
+	}
+
 	r, err := raft.NewRaft(rc, cfg.FSM, bolt, bolt, snaps, n.transport)
 	if err != nil {
 		return fmt.Errorf("raftstore: start raft: %w", err)

@@ -18,7 +18,7 @@ type Spec struct {
 	Resources       Resources         `yaml:"resources" json:"resources"`
 	Healthcheck     Healthcheck       `yaml:"healthcheck" json:"healthcheck"`
 	Update          Update            `yaml:"update" json:"update"`
-	Placement       Placement         `yaml:"placement" json:"placement"`
+	Placement       Placement         `yaml:"placement" json:"placement,omitzero"`
 	Security        Security          `yaml:"security" json:"security"`
 	StopGracePeriod time.Duration     `yaml:"-" json:"stop_grace_period"`
 }

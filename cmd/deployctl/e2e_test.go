@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -148,7 +149,7 @@ type devServer struct {
 	network string
 	cmd     *exec.Cmd
 	done    chan struct{}
-	log     *bytes.Buffer
+	log     *syncBuffer
 }
 
 func freeAddr(t testing.TB) string {
@@ -184,7 +185,7 @@ func mustStartServer(t testing.TB) *devServer {
 
 func (s *devServer) start(extraEnv []string) {
 	s.t.Helper()
-	s.log = &bytes.Buffer{}
+	s.log = &syncBuffer{}
 	s.cmd = exec.Command(env.bin, "server", "--dev", "--node-id", "n1", "--host-id", s.hostID, "--network", s.network,
 		"--http-addr", s.addr, "--raft-addr", s.raft, "--data-dir", s.dataDir, "--log-level", "debug")
 	s.cmd.Env = append(os.Environ(), extraEnv...)
@@ -241,6 +242,25 @@ func removeHostObjects(cli *client.Client, hostID, netName string) {
 	if nw, err := cli.NetworkInspect(ctx, netName, network.InspectOptions{}); err == nil && nw.Labels["io.deployctl.managed"] == "true" {
 		_ = cli.NetworkRemove(ctx, nw.ID)
 	}
+}
+
+// syncBuffer is a bytes.Buffer that a child process writes while the test
+// reads it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // cliResult is one run of the deployctl binary.
@@ -625,7 +645,7 @@ func TestCLIDetachesOnInterrupt(t *testing.T) {
 	spec := strings.Replace(webSpec(env.refs["v1"], 2, ""), "monitor: 1s", "monitor: 3s", 1)
 	cmd := exec.Command(env.bin, "--addr", s.addr, "apply", "-")
 	cmd.Stdin = strings.NewReader(spec)
-	var out bytes.Buffer
+	var out syncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -183,12 +183,12 @@ func checkRule(i int, rule *mobyseccomp.Syscall) error {
 	if rule == nil {
 		return fmt.Errorf("%w: syscalls[%d] is null", ErrInvalidProfile, i)
 	}
-	names := rule.Names
+	names, legacy := rule.Names, legacyName(rule)
 	switch {
-	case rule.Name != "" && len(rule.Names) > 0:
+	case legacy != "" && len(rule.Names) > 0:
 		return fmt.Errorf("%w: syscalls[%d] has both name and names; use names", ErrInvalidProfile, i)
-	case rule.Name != "":
-		names = []string{rule.Name}
+	case legacy != "":
+		names = []string{legacy}
 	case len(rule.Names) == 0:
 		return fmt.Errorf("%w: syscalls[%d] names no syscall", ErrInvalidProfile, i)
 	}
@@ -222,6 +222,13 @@ func checkRule(i int, rule *mobyseccomp.Syscall) error {
 		return fmt.Errorf("%w: %s: excludes: %w", ErrInvalidProfile, where, err)
 	}
 	return nil
+}
+
+// legacyName is a rule's single "name" field, which moby deprecated in
+// favour of "names" but the engine still applies: old profiles use it.
+func legacyName(rule *mobyseccomp.Syscall) string {
+	//lint:ignore SA1019 the engine still accepts "name", so the validator must read it
+	return rule.Name
 }
 
 // checkFilter checks a rule condition's capability names; the engine

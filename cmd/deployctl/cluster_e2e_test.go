@@ -1,0 +1,401 @@
+package main
+
+// Three real `deployctl server` processes on 127.0.0.1 with mutual TLS,
+// each running the agent for the local Docker Engine under its own host id.
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/deployctl/deployctl/controller"
+	"github.com/deployctl/deployctl/internal/pki"
+)
+
+// clusterNode is one server process of a test cluster.
+type clusterNode struct {
+	id, httpAddr, raftAddr, dataDir, hostID, network string
+	cmd                                              *exec.Cmd
+	done                                             chan struct{}
+	log                                              *syncBuffer
+}
+
+// testCluster is three servers sharing a CA in a temp dir.
+type testCluster struct {
+	t      testing.TB
+	tlsDir string
+	nodes  []*clusterNode
+	extra  []string // extra server flags
+}
+
+func mustStartCluster(t testing.TB, n int, extra ...string) *testCluster {
+	t.Helper()
+	c := &testCluster{t: t, tlsDir: filepath.Join(t.TempDir(), "tls"), extra: extra}
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("n%d", i+1)
+	}
+	out, err := exec.Command(env.bin, "tls", "init", "--dir", c.tlsDir, "--nodes", strings.Join(ids, ",")).CombinedOutput()
+	if err != nil {
+		t.Fatalf("tls init: %v\n%s", err, out)
+	}
+	name := strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
+	for _, id := range ids {
+		c.nodes = append(c.nodes, &clusterNode{
+			id: id, httpAddr: freeAddr(t), raftAddr: freeAddr(t), dataDir: t.TempDir(),
+			hostID: env.runID + "-" + name + "-" + id, network: "deployctl-" + env.runID + "-" + name + "-" + id,
+		})
+	}
+	t.Cleanup(func() {
+		for _, nd := range c.nodes {
+			c.kill(nd, syscall.SIGKILL)
+		}
+		for _, nd := range c.nodes {
+			removeHostObjects(env.docker, nd.hostID, nd.network)
+		}
+		if t.Failed() {
+			for _, nd := range c.nodes {
+				t.Logf("log of %s:\n%s", nd.id, tail(nd.log.String(), 60))
+			}
+		}
+	})
+	for _, nd := range c.nodes {
+		c.start(nd)
+	}
+	c.mustLeader(30 * time.Second)
+	return c
+}
+
+func tail(s string, lines int) string {
+	parts := strings.Split(s, "\n")
+	if len(parts) > lines {
+		parts = parts[len(parts)-lines:]
+	}
+	return strings.Join(parts, "\n")
+}
+
+func (c *testCluster) joinList() string {
+	var addrs []string
+	for _, nd := range c.nodes {
+		addrs = append(addrs, nd.httpAddr)
+	}
+	return strings.Join(addrs, ",")
+}
+
+func (c *testCluster) start(nd *clusterNode) {
+	c.t.Helper()
+	args := []string{"server", "--node-id", nd.id, "--data-dir", nd.dataDir, "--http-addr", nd.httpAddr, "--raft-addr", nd.raftAddr,
+		"--bootstrap-expect", fmt.Sprint(len(c.nodes)), "--join", c.joinList(), "--host-id", nd.hostID, "--network", nd.network,
+		"--tls-ca", filepath.Join(c.tlsDir, "ca.pem"), "--tls-cert", filepath.Join(c.tlsDir, nd.id+".pem"),
+		"--tls-key", filepath.Join(c.tlsDir, nd.id+"-key.pem"), "--log-level", "debug"}
+	nd.log = &syncBuffer{}
+	nd.cmd = exec.Command(env.bin, append(args, c.extra...)...)
+	nd.cmd.Stdout, nd.cmd.Stderr = nd.log, nd.log
+	if err := nd.cmd.Start(); err != nil {
+		c.t.Fatal(err)
+	}
+	nd.done = make(chan struct{})
+	go func(cmd *exec.Cmd, done chan struct{}) { _ = cmd.Wait(); close(done) }(nd.cmd, nd.done)
+}
+
+// kill signals a node this test started, by PID, and waits for its exit.
+func (c *testCluster) kill(nd *clusterNode, sig syscall.Signal) {
+	if nd.cmd == nil || nd.cmd.Process == nil {
+		return
+	}
+	_ = nd.cmd.Process.Signal(sig)
+	select {
+	case <-nd.done:
+	case <-time.After(15 * time.Second):
+		_ = nd.cmd.Process.Kill()
+		<-nd.done
+	}
+	nd.cmd = nil
+}
+
+func (c *testCluster) clientTLS() *tls.Config {
+	c.t.Helper()
+	cfg, err := pki.ClientConfig(filepath.Join(c.tlsDir, "ca.pem"), filepath.Join(c.tlsDir, "client.pem"), filepath.Join(c.tlsDir, "client-key.pem"))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return cfg
+}
+
+// client talks to the given nodes (all when none given).
+func (c *testCluster) client(nodes ...*clusterNode) *controller.Client {
+	if len(nodes) == 0 {
+		nodes = c.nodes
+	}
+	var addrs []string
+	for _, nd := range nodes {
+		addrs = append(addrs, nd.httpAddr)
+	}
+	return controller.NewTLSClient(addrs, c.clientTLS())
+}
+
+// mustLeader waits until a node answers cluster status with a leader whose
+// every voter is healthy, and returns the leader's node.
+func (c *testCluster) mustLeader(timeout time.Duration) *clusterNode {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		for _, nd := range c.nodes {
+			if nd.cmd == nil {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			st, err := c.client(nd).Cluster(ctx)
+			cancel()
+			if err == nil && st.Leader != "" {
+				for _, l := range c.nodes {
+					if l.id == st.Leader && l.cmd != nil {
+						return l
+					}
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("no leader within %s", timeout)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// cli runs the binary with the cluster's client certificate.
+func (c *testCluster) cli(t testing.TB, nodes []*clusterNode, stdin string, args ...string) cliResult {
+	t.Helper()
+	var addrs []string
+	for _, nd := range nodes {
+		addrs = append(addrs, nd.httpAddr)
+	}
+	full := append([]string{"--addr", strings.Join(addrs, ","), "--tls-ca", filepath.Join(c.tlsDir, "ca.pem"),
+		"--tls-cert", filepath.Join(c.tlsDir, "client.pem"), "--tls-key", filepath.Join(c.tlsDir, "client-key.pem")}, args...)
+	cmd := exec.Command(env.bin, full...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr, cmd.Stdin = &out, &errb, strings.NewReader(stdin)
+	err := cmd.Run()
+	res := cliResult{stdout: out.String(), stderr: errb.String()}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		res.code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func TestClusterFormsOverMutualTLSAndRefusesStrangers(t *testing.T) {
+	c := mustStartCluster(t, 3, "--no-agent")
+	// Every server answers with the same leader and three healthy voters.
+	var leader string
+	for _, nd := range c.nodes {
+		waitFor(t, 20*time.Second, "all voters healthy via "+nd.id, func() bool {
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			defer cancel()
+			st, err := c.client(nd).Cluster(ctx)
+			if err != nil || len(st.Nodes) != 3 {
+				return false
+			}
+			for _, n := range st.Nodes {
+				if !n.Healthy || !n.Voter {
+					return false
+				}
+			}
+			if leader == "" {
+				leader = st.Leader
+			}
+			return st.Leader == leader
+		})
+	}
+	addr := c.nodes[1].httpAddr
+	// Plain HTTP: refused.
+	if resp, err := http.Get("http://" + addr + "/v1/health"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			t.Fatal("plain HTTP was served")
+		}
+	}
+	// TLS without a client certificate: refused.
+	noCert := c.clientTLS().Clone()
+	noCert.GetClientCertificate = nil
+	noCert.Certificates = nil
+	if _, err := (&http.Client{Transport: &http.Transport{TLSClientConfig: noCert}}).Get("https://" + addr + "/v1/health"); err == nil {
+		t.Fatal("a client without a certificate was served")
+	}
+	// A certificate from another CA: refused.
+	other := filepath.Join(t.TempDir(), "other")
+	if _, err := pki.Init(pki.InitOptions{Dir: other, Nodes: []string{"x"}}); err != nil {
+		t.Fatal(err)
+	}
+	otherCfg, err := pki.ClientConfig(filepath.Join(c.tlsDir, "ca.pem"), filepath.Join(other, "client.pem"), filepath.Join(other, "client-key.pem"))
+	if err == nil {
+		if _, err := (&http.Client{Transport: &http.Transport{TLSClientConfig: otherCfg}}).Get("https://" + addr + "/v1/health"); err == nil {
+			t.Fatal("a client certificate of another CA was served")
+		}
+	}
+	// The CLI with the cluster's client certificate works against a follower.
+	var follower *clusterNode
+	for _, nd := range c.nodes {
+		if nd.id != leader {
+			follower = nd
+		}
+	}
+	r := c.cli(t, []*clusterNode{follower}, "", "cluster", "status", "-o", "json")
+	if r.code != 0 || !strings.Contains(r.stdout, `"leader": "`+leader+`"`) {
+		t.Fatalf("cluster status via follower: %d %s %s", r.code, r.stdout, r.stderr)
+	}
+}
+
+func TestClusterDeploysAcrossHostsAndSurvivesLeaderKill(t *testing.T) {
+	c := mustStartCluster(t, 3, "--host-ttl", "3s", "--host-down-grace", "4s")
+	waitFor(t, 30*time.Second, "three ready hosts", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		st, err := c.client().Cluster(ctx)
+		if err != nil {
+			return false
+		}
+		ready := 0
+		for _, h := range st.Hosts {
+			if h.State == "ready" {
+				ready++
+			}
+		}
+		return ready == 3
+	})
+	leader := c.mustLeader(10 * time.Second)
+	var followers []*clusterNode
+	for _, nd := range c.nodes {
+		if nd != leader {
+			followers = append(followers, nd)
+		}
+	}
+	// v1 through a follower (forwarded to the leader): one replica per host.
+	r := c.cli(t, followers[:1], webSpec(env.refs["v1"], 3, ""), "apply", "-")
+	if r.code != 0 {
+		t.Fatalf("apply via follower: %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	ctx := context.Background()
+	st, err := c.client().Status(ctx, "web", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hosts := map[string]int{}
+	for _, in := range st.Instances {
+		hosts[in.Host]++
+	}
+	if len(hosts) != 3 {
+		t.Fatalf("replicas not spread over 3 hosts: %v", hosts)
+	}
+
+	// v1.1 with a long monitor; kill -9 the leader in the middle of it. The
+	// CLI, waiting on all three servers, reconnects and returns 0.
+	slow := strings.Replace(webSpec(env.refs["v11"], 3, ""), "monitor: 1s", "monitor: 3s", 1)
+	apply := exec.Command(env.bin, "--addr", c.joinList(), "--tls-ca", filepath.Join(c.tlsDir, "ca.pem"),
+		"--tls-cert", filepath.Join(c.tlsDir, "client.pem"), "--tls-key", filepath.Join(c.tlsDir, "client-key.pem"), "apply", "-")
+	apply.Stdin = strings.NewReader(slow)
+	var out syncBuffer
+	apply.Stdout, apply.Stderr = &out, &out
+	if err := apply.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 60*time.Second, "the rollout's first healthy replica", func() bool {
+		return strings.Contains(out.String(), "(revision 2) healthy")
+	})
+	start := time.Now()
+	c.kill(leader, syscall.SIGKILL)
+	newLeader := c.mustLeader(20 * time.Second)
+	t.Logf("new leader %s after %s", newLeader.id, time.Since(start))
+	if err := apply.Wait(); err != nil {
+		t.Fatalf("apply across the failover: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "done: revision 2") {
+		t.Fatalf("apply output:\n%s", out.String())
+	}
+	// Exactly one running replica of revision 2 per slot: no batch ran twice.
+	st, err = c.client(followers...).Status(ctx, "web", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	perSlot := map[int]int{}
+	for _, in := range st.Instances {
+		if in.Revision == 2 && in.Desired == "running" {
+			perSlot[in.Slot]++
+		}
+	}
+	if len(perSlot) != 3 || perSlot[0] != 1 || perSlot[1] != 1 || perSlot[2] != 1 {
+		t.Fatalf("revision 2 replicas per slot %v, want one in each of 3 slots: %+v", perSlot, st.Instances)
+	}
+	if h, err := c.client(followers...).History(ctx, "web"); err != nil || len(h) != 2 || h[1].State != "succeeded" {
+		t.Fatalf("history after failover: %+v %v", h, err)
+	}
+
+	// The killed server comes back with its data and rejoins; its agent
+	// removes the containers whose replicas now run elsewhere.
+	c.start(leader)
+	waitFor(t, 60*time.Second, "the old leader's host to have no stale containers", func() bool {
+		running := runningContainers(t, leader.hostID)
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		st, err := c.client().Status(ctx, "web", 0, 0)
+		if err != nil {
+			return false
+		}
+		want := map[string]bool{}
+		for _, in := range st.Instances {
+			if in.Host == leader.hostID && in.Desired == "running" && in.ContainerID != "" {
+				want[in.ContainerID] = true
+			}
+		}
+		return sameSet(running, want)
+	})
+
+	// A wiped server comes back empty and rejoins the same cluster.
+	wiped := followers[0]
+	c.kill(wiped, syscall.SIGTERM)
+	if err := os.RemoveAll(wiped.dataDir); err != nil {
+		t.Fatal(err)
+	}
+	c.start(wiped)
+	waitFor(t, 60*time.Second, "the wiped server to serve the cluster's state", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		st, err := c.client(wiped).Status(ctx, "web", 0, 0)
+		return err == nil && st.Revision == 2
+	})
+	// It is a voter again: with the current leader gone, it and the last
+	// server still form a quorum that serves the state.
+	current := c.mustLeader(20 * time.Second)
+	if current != wiped {
+		c.kill(current, syscall.SIGKILL)
+		c.mustLeader(30 * time.Second)
+		waitFor(t, 30*time.Second, "the two remaining servers to serve revision 2", func() bool {
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			defer cancel()
+			st, err := c.client(wiped).Status(ctx, "web", 0, 0)
+			return err == nil && st.Revision == 2
+		})
+	}
+}
