@@ -103,6 +103,11 @@ func (e *RemoteError) Unwrap() error {
 	return nil
 }
 
+// Retryable reports whether another server, or the same one a moment
+// later, may succeed: no server answered, no leader, or the leader is
+// catching up. Callers that wait (the CLI following a rollout) retry these.
+func Retryable(err error) bool { return retryable(err) }
+
 // retryable reports whether another server (or a later try) may succeed.
 func retryable(err error) bool {
 	return errors.Is(err, ErrUnreachable) || errors.Is(err, ErrNotLeader) || errors.Is(err, ErrNoLeader) || errors.Is(err, ErrNotReady)

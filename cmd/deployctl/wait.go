@@ -66,7 +66,7 @@ func waitForRevision(parent context.Context, c *controller.Client, w io.Writer, 
 			if ctx.Err() != nil {
 				return stopWaiting(ctx, w, service)
 			}
-			if errors.Is(err, controller.ErrUnreachable) || errors.Is(err, controller.ErrNoLeader) || errors.Is(err, controller.ErrNotLeader) {
+			if controller.Retryable(err) {
 				if !lostContact {
 					fmt.Fprintf(w, "  lost contact with the servers (%v); retrying\n", err)
 					lostContact = true
@@ -102,6 +102,10 @@ func waitForRevision(parent context.Context, c *controller.Client, w io.Writer, 
 			if err != nil {
 				if ctx.Err() != nil {
 					return stopWaiting(ctx, w, service)
+				}
+				if controller.Retryable(err) {
+					index = 0
+					continue
 				}
 				return clientErr(err)
 			}
@@ -217,6 +221,14 @@ func waitForRemoval(parent context.Context, c *controller.Client, w io.Writer, s
 			return nil
 		case err != nil && ctx.Err() != nil:
 			return stopWaiting(ctx, w, service)
+		case controller.Retryable(err):
+			index = 0
+			select {
+			case <-ctx.Done():
+				return stopWaiting(ctx, w, service)
+			case <-time.After(500 * time.Millisecond):
+			}
+			continue
 		case err != nil:
 			return clientErr(err)
 		}
