@@ -105,6 +105,7 @@ func waitForRevision(parent context.Context, c *controller.Client, w io.Writer, 
 				}
 				if controller.Retryable(err) {
 					index = 0
+					time.Sleep(300 * time.Millisecond)
 					continue
 				}
 				return clientErr(err)
