@@ -239,8 +239,15 @@ func removeHostObjects(cli *client.Client, hostID, netName string) {
 			_ = cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true})
 		}
 	}
-	if nw, err := cli.NetworkInspect(ctx, netName, network.InspectOptions{}); err == nil && nw.Labels["io.deployctl.managed"] == "true" {
-		_ = cli.NetworkRemove(ctx, nw.ID)
+	// By ID, every match: agents racing on one engine can create two
+	// networks of the same name.
+	nets, err := cli.NetworkList(ctx, network.ListOptions{Filters: filters.NewArgs(filters.Arg("name", netName), filters.Arg("label", "io.deployctl.managed=true"))})
+	if err == nil {
+		for _, nw := range nets {
+			if nw.Name == netName {
+				_ = cli.NetworkRemove(ctx, nw.ID)
+			}
+		}
 	}
 }
 
