@@ -399,3 +399,100 @@ func TestClusterDeploysAcrossHostsAndSurvivesLeaderKill(t *testing.T) {
 		})
 	}
 }
+
+func TestClusterMembershipAndAgentOnlyHost(t *testing.T) {
+	c := mustStartCluster(t, 3, "--no-agent")
+	leader := c.mustLeader(20 * time.Second)
+
+	// SIGTERM on the leader hands leadership over before it exits.
+	c.kill(leader, syscall.SIGTERM)
+	if !strings.Contains(leader.log.String(), "leadership handed over") {
+		t.Fatalf("leader did not hand over on SIGTERM:\n%s", tail(leader.log.String(), 20))
+	}
+	next := c.mustLeader(10 * time.Second)
+	if next == leader {
+		t.Fatal("the stopped server is still the leader")
+	}
+	c.start(leader)
+
+	// An agent alone on a further host joins with a cluster certificate.
+	hostID := env.runID + "-agent-only"
+	agent := exec.Command(env.bin, "agent", "--servers", c.joinList(), "--host-id", hostID, "--label", "zone=b",
+		"--network", "deployctl-"+env.runID+"-agent-only",
+		"--tls-ca", filepath.Join(c.tlsDir, "ca.pem"), "--tls-cert", filepath.Join(c.tlsDir, "client.pem"), "--tls-key", filepath.Join(c.tlsDir, "client-key.pem"))
+	var alog syncBuffer
+	agent.Stdout, agent.Stderr = &alog, &alog
+	if err := agent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	agentDone := make(chan struct{})
+	go func() { _ = agent.Wait(); close(agentDone) }()
+	t.Cleanup(func() {
+		_ = agent.Process.Signal(syscall.SIGTERM)
+		<-agentDone
+		removeHostObjects(env.docker, hostID, "deployctl-"+env.runID+"-agent-only")
+	})
+	waitFor(t, 30*time.Second, "the agent-only host to be ready with its labels", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		st, err := c.client().Cluster(ctx)
+		if err != nil {
+			return false
+		}
+		for _, h := range st.Hosts {
+			if h.ID == hostID && h.State == "ready" && h.Labels["zone"] == "b" {
+				return true
+			}
+		}
+		return false
+	})
+
+	// remove: a follower gone for good leaves the configuration.
+	var victim *clusterNode
+	for _, nd := range c.nodes {
+		if nd != c.mustLeader(10*time.Second) {
+			victim = nd
+			break
+		}
+	}
+	c.kill(victim, syscall.SIGKILL)
+	var others []*clusterNode
+	for _, nd := range c.nodes {
+		if nd != victim {
+			others = append(others, nd)
+		}
+	}
+	if r := c.cli(t, others, "", "cluster", "remove", victim.id); r.code != 0 {
+		t.Fatalf("cluster remove: %d %s %s", r.code, r.stdout, r.stderr)
+	}
+	waitFor(t, 20*time.Second, "two voters left", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		st, err := c.client(others...).Cluster(ctx)
+		return err == nil && len(st.Nodes) == 2
+	})
+	// leave: a follower asks to be removed.
+	var leaver *clusterNode
+	for _, nd := range others {
+		if nd != c.mustLeader(10*time.Second) {
+			leaver = nd
+		}
+	}
+	if r := c.cli(t, []*clusterNode{leaver}, "", "cluster", "leave"); r.code != 0 || !strings.Contains(r.stdout, "left the cluster") {
+		t.Fatalf("cluster leave: %d %s %s", r.code, r.stdout, r.stderr)
+	}
+	waitFor(t, 20*time.Second, "one voter left", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		for _, nd := range others {
+			if nd == leaver {
+				continue
+			}
+			st, err := c.client(nd).Cluster(ctx)
+			if err == nil && len(st.Nodes) == 1 {
+				return true
+			}
+		}
+		return false
+	})
+}
