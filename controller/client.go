@@ -121,7 +121,15 @@ func (c *Client) do(ctx context.Context, method, path string, header http.Header
 	}
 	var last error
 	for _, base := range c.addrs {
-		err := c.once(ctx, method, base+path, header, body, out)
+		// Each server gets a bounded try: a server that accepts the
+		// connection but never answers (stopped, partitioned) must not
+		// hold the client; the next one may answer.
+		tryCtx, cancel := context.WithTimeout(ctx, tryTimeout(path))
+		err := c.once(tryCtx, method, base+path, header, body, out)
+		if err != nil && ctx.Err() == nil && tryCtx.Err() != nil {
+			err = fmt.Errorf("%w: %s did not answer within %s", ErrUnreachable, base, tryTimeout(path))
+		}
+		cancel()
 		if err == nil || !retryable(err) || ctx.Err() != nil {
 			return err
 		}
@@ -167,6 +175,22 @@ func (c *Client) once(ctx context.Context, method, u string, header http.Header,
 		}
 	}
 	return nil
+}
+
+// requestTimeout bounds one try of a request that does not block;
+// blocking queries get their wait on top.
+const requestTimeout = 15 * time.Second
+
+// tryTimeout is how long one server may take to answer path.
+func tryTimeout(path string) time.Duration {
+	u, err := url.Parse(path)
+	if err != nil {
+		return requestTimeout
+	}
+	if w, err := time.ParseDuration(u.Query().Get("wait")); err == nil && w > 0 {
+		return min(w, maxWait) + requestTimeout
+	}
+	return requestTimeout
 }
 
 // retryWrite repeats a write with the same idempotency key while no server

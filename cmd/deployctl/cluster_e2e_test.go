@@ -496,3 +496,166 @@ func TestClusterMembershipAndAgentOnlyHost(t *testing.T) {
 		return false
 	})
 }
+
+// mustReadyHosts waits until n hosts are ready.
+func (c *testCluster) mustReadyHosts(t testing.TB, n int) {
+	t.Helper()
+	waitFor(t, 30*time.Second, fmt.Sprintf("%d ready hosts", n), func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		st, err := c.client().Cluster(ctx)
+		if err != nil {
+			return false
+		}
+		ready := 0
+		for _, h := range st.Hosts {
+			if h.State == "ready" {
+				ready++
+			}
+		}
+		return ready == n
+	})
+}
+
+// startApply runs `deployctl apply -` against all servers in the background.
+func (c *testCluster) startApply(t testing.TB, spec string) (*syncBuffer, <-chan error) {
+	t.Helper()
+	cmd := exec.Command(env.bin, "--addr", c.joinList(), "--tls-ca", filepath.Join(c.tlsDir, "ca.pem"),
+		"--tls-cert", filepath.Join(c.tlsDir, "client.pem"), "--tls-key", filepath.Join(c.tlsDir, "client-key.pem"), "apply", "-")
+	cmd.Stdin = strings.NewReader(spec)
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	return out, done
+}
+
+// A host lost in the middle of a rollout: its replicas are placed on the
+// other hosts after the grace period and the rollout still succeeds.
+func TestClusterHostLostMidRollout(t *testing.T) {
+	c := mustStartCluster(t, 3, "--host-ttl", "2s", "--host-down-grace", "2s")
+	c.mustReadyHosts(t, 3)
+	if r := c.cli(t, c.nodes, webSpec(env.refs["v1"], 3, ""), "apply", "-"); r.code != 0 {
+		t.Fatalf("apply v1: %d %s %s", r.code, r.stdout, r.stderr)
+	}
+	leader := c.mustLeader(10 * time.Second)
+	var lost *clusterNode
+	for _, nd := range c.nodes {
+		if nd != leader {
+			lost = nd
+			break
+		}
+	}
+	slow := strings.Replace(webSpec(env.refs["v11"], 3, ""), "monitor: 1s", "monitor: 2s", 1)
+	out, done := c.startApply(t, slow)
+	waitFor(t, 60*time.Second, "the rollout to start", func() bool { return strings.Contains(out.String(), "(revision 2) placed") })
+	// The whole server goes: its raft vote and its host's agent. Two of
+	// three servers keep quorum.
+	c.kill(lost, syscall.SIGKILL)
+	select {
+	case err := <-done:
+		if err != nil || !strings.Contains(out.String(), "done: revision 2") {
+			t.Fatalf("apply with a host lost: %v\n%s", err, out.String())
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("rollout did not finish after losing a host:\n%s", out.String())
+	}
+	st, err := c.client(leader).Status(context.Background(), "web", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range st.Instances {
+		if in.Revision == 2 && in.Desired == "running" && in.Host == lost.hostID {
+			t.Fatalf("a running replica is still assigned to the lost host: %+v", in)
+		}
+	}
+	if st.Replicas.Healthy != 3 {
+		t.Fatalf("healthy %d, want 3 on the two remaining hosts: %+v", st.Replicas.Healthy, st.Instances)
+	}
+}
+
+// A leader cut off from the others (stopped with SIGSTOP: partitioned both
+// ways) in the middle of a rollout: the majority elects a new leader that
+// finishes the rollout; the old leader, resumed, steps down and follows.
+// Then quorum is lost: no container stops, the API says "no leader", and it
+// recovers by itself when a server returns.
+func TestClusterMinorityLeaderAndQuorumLoss(t *testing.T) {
+	c := mustStartCluster(t, 3, "--host-ttl", "3s", "--host-down-grace", "3s")
+	c.mustReadyHosts(t, 3)
+	if r := c.cli(t, c.nodes, webSpec(env.refs["v1"], 3, ""), "apply", "-"); r.code != 0 {
+		t.Fatalf("apply v1: %d %s %s", r.code, r.stdout, r.stderr)
+	}
+	old := c.mustLeader(10 * time.Second)
+	slow := strings.Replace(webSpec(env.refs["v11"], 3, ""), "monitor: 1s", "monitor: 2s", 1)
+	out, done := c.startApply(t, slow)
+	waitFor(t, 60*time.Second, "the first replica of the rollout to be healthy", func() bool {
+		return strings.Contains(out.String(), "(revision 2) healthy")
+	})
+	if err := old.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	var majority []*clusterNode
+	for _, nd := range c.nodes {
+		if nd != old {
+			majority = append(majority, nd)
+		}
+	}
+	select {
+	case err := <-done:
+		if err != nil || !strings.Contains(out.String(), "done: revision 2") {
+			_ = old.cmd.Process.Signal(syscall.SIGCONT)
+			t.Fatalf("apply across a partitioned leader: %v\n%s", err, out.String())
+		}
+	case <-time.After(2 * time.Minute):
+		_ = old.cmd.Process.Signal(syscall.SIGCONT)
+		t.Fatalf("rollout did not finish with the leader partitioned:\n%s", out.String())
+	}
+	if err := old.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "the old leader to follow the new one", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		st, err := c.client(old).Cluster(ctx)
+		return err == nil && st.Leader != "" && st.Leader != old.id
+	})
+	st, err := c.client(majority...).Status(context.Background(), "web", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	perSlot := map[int]int{}
+	for _, in := range st.Instances {
+		if in.Revision == 2 && in.Desired == "running" {
+			perSlot[in.Slot]++
+		}
+	}
+	if len(perSlot) != 3 || perSlot[0] != 1 || perSlot[1] != 1 || perSlot[2] != 1 {
+		t.Fatalf("revision 2 per slot %v after the partition, want one each", perSlot)
+	}
+
+	// Quorum lost: two of three servers killed.
+	survivor := c.nodes[0]
+	var running map[string]bool
+	for _, nd := range c.nodes[1:] {
+		c.kill(nd, syscall.SIGKILL)
+	}
+	running = runningContainers(t, survivor.hostID)
+	r := c.cli(t, []*clusterNode{survivor}, "", "status", "web")
+	if r.code != 1 || !strings.Contains(r.stderr, "no leader") {
+		t.Fatalf("status without quorum: exit %d, %s", r.code, r.stderr)
+	}
+	time.Sleep(3 * time.Second) // longer than an election: nothing may stop meanwhile
+	if now := runningContainers(t, survivor.hostID); !sameSet(now, running) || len(now) == 0 {
+		t.Fatalf("containers changed without quorum: before %v, after %v", running, now)
+	}
+	// One server returns: quorum and the API come back by themselves.
+	c.start(c.nodes[1])
+	waitFor(t, 60*time.Second, "the API to answer again", func() bool {
+		r := c.cli(t, []*clusterNode{survivor}, "", "status", "web", "-o", "json")
+		return r.code == 0 && strings.Contains(r.stdout, `"revision": 2`)
+	})
+}
