@@ -95,8 +95,6 @@ func faultWipe() chaosFault {
 			c.t.Fatal(err)
 		}
 		c.start(v)
-		c.mustConverge(chaosConvergeTimeout)
-		c.t.Logf("DEBUGWIPE %s\n%s", v.id, v.log.String())
 	}}
 }
 

@@ -17,6 +17,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
 
 	"github.com/deployctl/deployctl/controller"
@@ -63,7 +64,7 @@ func (f tlsFiles) check() error {
 }
 
 func newServerCmd() *cobra.Command {
-	v := viper.New()
+	var v *viper.Viper
 	var configFile string
 	cmd := &cobra.Command{
 		Use:   "server",
@@ -102,8 +103,15 @@ JSON, keys named like the flags). Precedence: flag > env > file > default.`,
 			return runServer(ctx, cfg, cmd.ErrOrStderr())
 		},
 	}
-	f := cmd.Flags()
-	f.StringVar(&configFile, "config", "", "config file (env DEPLOYCTL_CONFIG)")
+	cmd.Flags().StringVar(&configFile, "config", "", "config file (env DEPLOYCTL_CONFIG)")
+	v = bindServerFlags(cmd.Flags())
+	return cmd
+}
+
+// bindServerFlags declares the server's flags and binds them to a viper
+// instance, which adds DEPLOYCTL_* variables and the config file.
+func bindServerFlags(f *pflag.FlagSet) *viper.Viper {
+	v := viper.New()
 	f.Bool("dev", false, "single-node development mode: no TLS, bootstraps itself")
 	f.String("node-id", "", "raft node id (default: the host name)")
 	f.String("data-dir", "", "where raft keeps its log and snapshots (--dev: a temp dir if empty)")
@@ -125,7 +133,7 @@ JSON, keys named like the flags). Precedence: flag > env > file > default.`,
 	f.Duration("host-ttl", controller.DefaultHostTTL, "mark a host down when its agent has not reported for this long")
 	f.Duration("host-down-grace", controller.DefaultHostDownGrace, "place a down host's replicas elsewhere after this long")
 	_ = v.BindPFlags(f)
-	return cmd
+	return v
 }
 
 func loadServerConfig(v *viper.Viper, configFile string) (serverConfig, error) {
