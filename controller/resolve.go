@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"strings"
+
+	"github.com/deployctl/deployctl/internal/registryhost"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -45,7 +45,7 @@ func (r RegistryResolver) Resolve(ctx context.Context, image string) (PinnedImag
 	if err != nil {
 		return PinnedImage{}, fmt.Errorf("%w: %q is not an image reference: %v", ErrImageUnresolvable, image, err)
 	}
-	if isLoopbackRegistry(probe.Context().RegistryStr()) {
+	if registryhost.IsLoopback(probe.Context().RegistryStr()) {
 		opts = append(opts, name.Insecure)
 		if probe, err = name.ParseReference(image, opts...); err != nil {
 			return PinnedImage{}, fmt.Errorf("%w: %q: %v", ErrImageUnresolvable, image, err)
@@ -62,17 +62,4 @@ func (r RegistryResolver) Resolve(ctx context.Context, image string) (PinnedImag
 	}
 	repo := probe.Context().Name()
 	return PinnedImage{Repository: repo, Digest: desc.Digest.String(), Ref: repo + "@" + desc.Digest.String()}, nil
-}
-
-// isLoopbackRegistry reports whether a registry host is on this machine.
-func isLoopbackRegistry(registry string) bool {
-	host := registry
-	if h, _, err := net.SplitHostPort(registry); err == nil {
-		host = h
-	}
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }

@@ -9,10 +9,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"path"
 	"slices"
-	"strings"
+
+	"github.com/deployctl/deployctl/internal/registryhost"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -177,26 +177,12 @@ func parseRepository(repository string) (name.Repository, error) {
 	if err != nil {
 		return name.Repository{}, fmt.Errorf("%w: repository %q (want registry/path without tag or digest): %v", ErrBadReference, repository, err)
 	}
-	if isLoopbackRegistry(repo.RegistryStr()) {
+	if registryhost.IsLoopback(repo.RegistryStr()) {
 		if repo, err = name.NewRepository(repository, name.Insecure); err != nil {
 			return name.Repository{}, fmt.Errorf("%w: repository %q: %v", ErrBadReference, repository, err)
 		}
 	}
 	return repo, nil
-}
-
-// isLoopbackRegistry reports whether a registry host is on this machine:
-// localhost or any loopback address (127.0.0.0/8, ::1).
-func isLoopbackRegistry(registry string) bool {
-	host := registry
-	if h, _, err := net.SplitHostPort(registry); err == nil {
-		host = h
-	}
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // matchNames are the spellings of repo a rule may be written against.

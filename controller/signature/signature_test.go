@@ -444,23 +444,6 @@ func TestValidate(t *testing.T) {
 	}
 }
 
-func TestIsLoopbackRegistry(t *testing.T) {
-	for registry, want := range map[string]bool{
-		"127.0.0.1:5000":       true,
-		"127.0.0.2:5000":       true, // all of 127.0.0.0/8, unlike go-containerregistry's default
-		"localhost:5000":       true,
-		"localhost":            true,
-		"[::1]:5000":           true,
-		"registry.example.com": false,
-		"10.0.0.1:5000":        false,
-		"localhost.evil.com":   false,
-	} {
-		if got := isLoopbackRegistry(registry); got != want {
-			t.Errorf("isLoopbackRegistry(%s) = %v, want %v", registry, got, want)
-		}
-	}
-}
-
 // Loopback registries are spoken to over plain HTTP.
 func TestParseRepositoryScheme(t *testing.T) {
 	for repository, want := range map[string]string{
