@@ -26,14 +26,11 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/filters"
-	"github.com/docker/docker/api/types/image"
-	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/deployctl/deployctl/internal/devimage"
+	"github.com/deployctl/deployctl/internal/dockerclean"
 )
 
 func main() {
@@ -273,43 +270,20 @@ func (d *demo) removeNetwork() {
 		return
 	}
 	defer cli.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	// Containers the demo's agent made (labelled with its host id) go first:
-	// after a failed step they may still run.
-	list, err := cli.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("label", "io.deployctl.host="+d.hostID))})
-	if err == nil {
-		for _, c := range list {
-			_ = cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true})
-		}
-	}
-	nw, err := cli.NetworkInspect(ctx, d.network, network.InspectOptions{})
-	if err != nil || nw.Labels["io.deployctl.managed"] != "true" {
-		return
-	}
-	_ = cli.NetworkRemove(ctx, d.network)
+	dockerclean.HostObjects(ctx, cli, d.hostID, d.network)
 }
 
 // removePulledImages removes the images the engine pulled from the demo's
-// registry: they are recognised by a repo digest naming its address.
+// registry.
 func (d *demo) removePulledImages() {
 	cli, err := dockerClient()
 	if err != nil {
 		return
 	}
 	defer cli.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	list, err := cli.ImageList(ctx, image.ListOptions{All: true, Filters: filters.NewArgs()})
-	if err != nil {
-		return
-	}
-	for _, im := range list {
-		for _, rd := range im.RepoDigests {
-			if strings.HasPrefix(rd, d.regAddr+"/") {
-				_, _ = cli.ImageRemove(ctx, im.ID, image.RemoveOptions{Force: true, PruneChildren: true})
-				break
-			}
-		}
-	}
+	dockerclean.RegistryImages(ctx, cli, d.regAddr)
 }

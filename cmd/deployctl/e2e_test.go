@@ -23,13 +23,12 @@ import (
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
-	"github.com/docker/docker/api/types/image"
-	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/deployctl/deployctl/controller"
 	"github.com/deployctl/deployctl/internal/devimage"
+	"github.com/deployctl/deployctl/internal/dockerclean"
 )
 
 // e2eEnv is shared by the tests of this package: built once in TestMain.
@@ -125,18 +124,7 @@ func setupEnv(dir string) (*e2eEnv, func(), error) {
 func removeRegistryImages(cli *client.Client, regAddr string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	list, err := cli.ImageList(ctx, image.ListOptions{All: true})
-	if err != nil {
-		return
-	}
-	for _, im := range list {
-		for _, rd := range im.RepoDigests {
-			if strings.HasPrefix(rd, regAddr+"/") {
-				_, _ = cli.ImageRemove(ctx, im.ID, image.RemoveOptions{Force: true, PruneChildren: true})
-				break
-			}
-		}
-	}
+	dockerclean.RegistryImages(ctx, cli, regAddr)
 }
 
 // devServer is a `deployctl server --dev` child process of a test.
@@ -233,22 +221,7 @@ func (s *devServer) stop() {
 func removeHostObjects(cli *client.Client, hostID, netName string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	list, err := cli.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("label", "io.deployctl.host="+hostID))})
-	if err == nil {
-		for _, c := range list {
-			_ = cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true})
-		}
-	}
-	// By ID, every match: agents racing on one engine can create two
-	// networks of the same name.
-	nets, err := cli.NetworkList(ctx, network.ListOptions{Filters: filters.NewArgs(filters.Arg("name", netName), filters.Arg("label", "io.deployctl.managed=true"))})
-	if err == nil {
-		for _, nw := range nets {
-			if nw.Name == netName {
-				_ = cli.NetworkRemove(ctx, nw.ID)
-			}
-		}
-	}
+	dockerclean.HostObjects(ctx, cli, hostID, netName)
 }
 
 // syncBuffer is a bytes.Buffer that a child process writes while the test
