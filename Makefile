@@ -25,3 +25,10 @@ bench:
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/deployctl ./cmd/deployctl
+
+# The long fault-injection run (internal/chaos/DESIGN.md): three servers in
+# network namespaces, DEPLOYCTL_CHAOS_ROUNDS random faults (kill -9, SIGSTOP,
+# partitions, wipe and rejoin) under four concurrent clients, every history
+# checked with porcupine. DEPLOYCTL_CHAOS_SEED=N repeats a logged schedule.
+chaos:
+	DEPLOYCTL_CHAOS_ROUNDS=$${DEPLOYCTL_CHAOS_ROUNDS:-30} $(GO) test -race -count=1 -v -run '^TestChaos' -timeout 60m ./cmd/deployctl

@@ -1,13 +1,17 @@
 package deployer
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"path"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/deployctl/deployctl/deployer/audit"
+	"github.com/deployctl/deployctl/deployer/seccomp"
 	"github.com/deployctl/deployctl/raftstore/state"
 	"github.com/deployctl/deployctl/specs"
 	"github.com/distribution/reference"
@@ -29,6 +33,11 @@ const (
 	LabelReplica     = "io.deployctl.replica"
 	LabelSlot        = "io.deployctl.slot"
 	LabelFingerprint = "io.deployctl.fingerprint"
+	// LabelProbe names how the agent probes the replica (the spec's
+	// healthcheck kind: http, tcp, exec or none). The audit reads it for
+	// CIS 5.27: an HTTP or TCP probe runs from the agent, so the engine has
+	// no HEALTHCHECK to show, yet health is checked at runtime.
+	LabelProbe = audit.LabelProbe
 )
 
 // Hardened defaults that the spec does not choose.
@@ -43,26 +52,132 @@ const (
 	// NoNewPrivileges is the security option that makes setuid binaries and
 	// file capabilities useless inside the container.
 	NoNewPrivileges = "no-new-privileges"
+	// AppArmorDefaultProfile is the engine's own AppArmor profile. It is
+	// named explicitly where the host has AppArmor, so the choice shows in
+	// HostConfig.SecurityOpt and no daemon default can replace it.
+	AppArmorDefaultProfile = "docker-default"
+)
+
+// CPU shares (the relative weight under contention, CIS 5.12) follow the
+// CPU limit: Docker's convention is 1024 for one CPU.
+const (
+	cpuSharesPerCPU = 1024
+	// minCPUShares is the kernel's smallest cpu.shares.
+	minCPUShares = 2
+	// maxCPUShares is the kernel's largest cpu.shares (cgroup v1).
+	maxCPUShares = 262144
+	// engineDefaultCPUShares is what a container without a setting gets;
+	// the benchmark's audit reads this value, like 0, as "not set".
+	engineDefaultCPUShares = 1024
 )
 
 // ErrRootUser means the container would run as root without the spec saying
 // so. ErrNotPinned means an image reference is not repository@sha256:digest.
 // ErrInvalidNetwork means the network is not a user-defined one.
+// ErrUnsafeMount means a bind mount would expose a sensitive host path, the
+// engine's socket or shared mount propagation (CIS 5.6, 5.32, 5.20); it is
+// refused whatever the spec says. ErrInvalidOverride means an Overrides
+// value is not one ContainerOptions knows.
 var (
-	ErrRootUser       = errors.New("container would run as root")
-	ErrNotPinned      = errors.New("image reference is not pinned to a digest")
-	ErrInvalidNetwork = errors.New("not a user-defined network")
+	ErrRootUser        = errors.New("container would run as root")
+	ErrNotPinned       = errors.New("image reference is not pinned to a digest")
+	ErrInvalidNetwork  = errors.New("not a user-defined network")
+	ErrUnsafeMount     = errors.New("unsafe mount")
+	ErrInvalidOverride = errors.New("invalid override of a hardened default")
 )
+
+// EngineInfo is what the host's engine reports about its security features;
+// see DockerRuntime.EngineInfo and audit.EngineInfo.
+type EngineInfo = audit.EngineInfo
+
+// Overrides are the hardened defaults that a service gives up, or replaces,
+// on purpose. The zero value changes nothing. Each field is one spec field
+// (security.privileged, security.seccomp, security.apparmor, network_mode,
+// pid, ipc, userns_mode, volumes): wiring a spec field is setting its
+// Overrides field from it. Whatever the spec says, the mounts that CIS
+// forbids are refused (ErrUnsafeMount).
+type Overrides struct {
+	// Privileged runs the container privileged: every capability and
+	// device, no seccomp, no AppArmor default (CIS 5.5 warns).
+	Privileged bool
+	// SeccompUnconfined turns the engine's seccomp filter off
+	// (seccomp=unconfined; CIS 5.22 warns).
+	SeccompUnconfined bool
+	// SeccompProfile is a seccomp profile in the engine's JSON format that
+	// replaces the engine's default, sent inline (package seccomp: Strict
+	// or a validated user file). Empty keeps the engine's default.
+	SeccompProfile []byte
+	// AppArmorProfile replaces the default AppArmor profile: "unconfined"
+	// or the name of a profile loaded on the host. Empty means
+	// docker-default where the host has AppArmor.
+	AppArmorProfile string
+	// NetworkMode is "" (the agent's user-defined bridge), "host" (share
+	// the host's network stack; CIS 5.10 warns) or "none" (no network).
+	// Neither "host" nor "none" can publish ports.
+	NetworkMode string
+	// PidMode is "" (a private PID namespace) or "host" (CIS 5.16 warns).
+	PidMode string
+	// IpcMode is "" (the engine's private default), "private", "none" or
+	// "host" (CIS 5.17 warns).
+	IpcMode string
+	// UsernsMode is "" (the engine's user namespace setting) or "host"
+	// (CIS 5.31 warns).
+	UsernsMode string
+	// Binds are bind mounts and named volumes in the engine's
+	// "source:target[:options]" form. Sensitive host paths (CIS 5.6), the
+	// engine socket (5.32) and shared propagation (5.20) are refused.
+	Binds []string
+}
+
+// Option adds to what ContainerOptions knows beyond the assignment.
+type Option func(*buildOptions)
+
+// buildOptions is what the Options say.
+type buildOptions struct {
+	engine    EngineInfo
+	overrides Overrides
+}
+
+// WithEngine says what the host's engine supports (DockerRuntime.EngineInfo):
+// where it has AppArmor, containers are confined with docker-default
+// explicitly (CIS 5.2).
+func WithEngine(info EngineInfo) Option {
+	return func(b *buildOptions) { b.engine = info }
+}
+
+// WithOverrides applies the service's deliberate exceptions to the hardened
+// defaults.
+func WithOverrides(o Overrides) Option {
+	return func(b *buildOptions) { b.overrides = o }
+}
 
 // ContainerOptions turns one assignment into the engine's create options,
 // with every hardened default applied. It is pure: imageUser is the image
-// config's User, which the caller looked up, so this needs no engine.
-func ContainerOptions(a state.Assignment, hostID, networkName, imageUser string) (*container.Config, *container.HostConfig, *network.NetworkingConfig, error) {
+// config's User, which the caller looked up, so this needs no engine; what
+// the engine supports comes in through WithEngine, exceptions the service
+// asks for through WithOverrides. docs/cis.md maps each option to the CIS
+// Docker Benchmark control it satisfies.
+func ContainerOptions(a state.Assignment, hostID, networkName, imageUser string, opts ...Option) (*container.Config, *container.HostConfig, *network.NetworkingConfig, error) {
+	var build buildOptions
+	for _, opt := range opts {
+		opt(&build)
+	}
+	over := build.overrides
 	spec := a.Revision.Spec
 	if err := CheckPinned(a.Revision.Ref); err != nil {
 		return nil, nil, nil, err
 	}
 	if err := checkNetwork(networkName); err != nil {
+		return nil, nil, nil, err
+	}
+	if err := checkNamespaceOverrides(over); err != nil {
+		return nil, nil, nil, err
+	}
+	if err := checkBinds(over.Binds); err != nil {
+		return nil, nil, nil, err
+	}
+	securityOpt, err := securityOptions(spec.Security, over, build.engine)
+	if err != nil {
 		return nil, nil, nil, err
 	}
 	user := spec.Security.User
@@ -88,6 +203,7 @@ func ContainerOptions(a state.Assignment, hostID, networkName, imageUser string)
 		Env:          sortedEnv(spec.Env),
 		ExposedPorts: exposed,
 		Labels:       ContainerLabels(a, hostID),
+		Healthcheck:  engineHealthcheck(spec.Healthcheck),
 	}
 	if len(spec.Command) > 0 {
 		cfg.Cmd = strslice.StrSlice(append([]string(nil), spec.Command...))
@@ -109,25 +225,36 @@ func ContainerOptions(a state.Assignment, hostID, networkName, imageUser string)
 		PortBindings:  bindings,
 		RestartPolicy: container.RestartPolicy{Name: container.RestartPolicyOnFailure, MaximumRetryCount: MaxRestarts},
 		CapDrop:       strslice.StrSlice(append([]string(nil), capDrop...)),
-		// A private cgroup namespace hides the host's cgroup tree; PID, IPC
-		// and UTS stay empty, which is the engine's private default.
+		// A private cgroup namespace hides the host's cgroup tree; PID, IPC,
+		// UTS and user namespaces stay empty, which is the engine's private
+		// default, unless an override asks for the host's.
 		CgroupnsMode:   container.CgroupnsModePrivate,
-		Privileged:     false,
+		PidMode:        container.PidMode(over.PidMode),
+		IpcMode:        container.IpcMode(over.IpcMode),
+		UsernsMode:     container.UsernsMode(over.UsernsMode),
+		Privileged:     over.Privileged,
 		ReadonlyRootfs: spec.Security.ReadOnly,
 		Tmpfs:          map[string]string{"/tmp": TmpfsOptions},
 		Init:           nil,
+		// SecurityOpt never disables the engine's default seccomp profile
+		// unless an override says so: see securityOptions.
+		SecurityOpt: securityOpt,
+		// No Devices, DeviceCgroupRules or CgroupParent: nothing of the
+		// host's hardware or cgroup tree is handed in. OomKillDisable and
+		// MemorySwappiness stay nil: the OOM killer keeps working (false is
+		// the engine's default, and an explicit false only earns a warning
+		// on cgroup v2), swappiness is moot with MemorySwap = Memory.
 		Resources: container.Resources{
-			NanoCPUs: spec.Resources.NanoCPUs,
-			Memory:   spec.Resources.MemoryBytes,
+			NanoCPUs:  spec.Resources.NanoCPUs,
+			CPUShares: CPUShares(spec.Resources.NanoCPUs),
+			Memory:    spec.Resources.MemoryBytes,
 		},
+	}
+	if len(over.Binds) > 0 {
+		hostCfg.Binds = append([]string(nil), over.Binds...)
 	}
 	if len(spec.Security.CapAdd) > 0 {
 		hostCfg.CapAdd = strslice.StrSlice(append([]string(nil), spec.Security.CapAdd...))
-	}
-	if spec.Security.NoNewPrivileges {
-		// Only no-new-privileges: the engine's default seccomp and AppArmor
-		// profiles stay in force because nothing here overrides them.
-		hostCfg.SecurityOpt = []string{NoNewPrivileges}
 	}
 	if spec.Resources.MemoryBytes > 0 {
 		// Equal to Memory: no swap on top of the memory limit.
@@ -145,7 +272,165 @@ func ContainerOptions(a state.Assignment, hostID, networkName, imageUser string)
 			networkName: {Aliases: []string{spec.Service}},
 		},
 	}
+	switch over.NetworkMode {
+	case "":
+	case network.NetworkHost, network.NetworkNone:
+		if len(spec.Ports) > 0 {
+			return nil, nil, nil, fmt.Errorf("%w: network_mode %s cannot publish ports; remove ports or the network_mode", ErrInvalidNetwork, over.NetworkMode)
+		}
+		hostCfg.NetworkMode = container.NetworkMode(over.NetworkMode)
+		// Aliases exist only on user-defined networks.
+		netCfg = &network.NetworkingConfig{}
+	default:
+		return nil, nil, nil, fmt.Errorf("%w: network_mode %q; want host or none (or nothing for the agent's network)", ErrInvalidOverride, over.NetworkMode)
+	}
 	return cfg, hostCfg, netCfg, nil
+}
+
+// CPUShares is the CPU weight (HostConfig.CpuShares) for a CPU limit of
+// nanoCPUs: 1024 per CPU, at least 2, at most the kernel's 262144; 0 when
+// there is no limit to derive it from. Exactly 1024 becomes 1023, the same
+// weight within 0.1%: 1024 is also what a container that sets nothing gets,
+// and the benchmark's audit (CIS 5.12) cannot tell the two apart.
+func CPUShares(nanoCPUs int64) int64 {
+	if nanoCPUs <= 0 {
+		return 0
+	}
+	const nanoPerCPU = 1_000_000_000
+	if nanoCPUs >= maxCPUShares*nanoPerCPU/cpuSharesPerCPU {
+		return maxCPUShares
+	}
+	shares := max(nanoCPUs*cpuSharesPerCPU/nanoPerCPU, minCPUShares)
+	if shares == engineDefaultCPUShares {
+		shares--
+	}
+	return shares
+}
+
+// engineHealthcheck is the engine HEALTHCHECK of an exec check, so `docker
+// inspect` and `docker ps` show the health the agent also probes (CIS 5.27).
+// HTTP and TCP checks get none: the agent probes them from the host, and
+// an image FROM scratch has no client that could run them inside; an
+// image's own HEALTHCHECK stays in force because nothing replaces it.
+func engineHealthcheck(h specs.Healthcheck) *container.HealthConfig {
+	if h.Kind() != "exec" {
+		return nil
+	}
+	return &container.HealthConfig{
+		Test:        append([]string{"CMD"}, h.Exec...),
+		Interval:    engineDuration(h.Interval),
+		Timeout:     engineDuration(h.Timeout),
+		StartPeriod: engineDuration(h.StartPeriod),
+		Retries:     h.Retries,
+	}
+}
+
+// engineDuration rounds a positive duration below the engine's minimum of
+// 1ms up to it; 0 keeps the engine's default.
+func engineDuration(d time.Duration) time.Duration {
+	if d > 0 && d < time.Millisecond {
+		return time.Millisecond
+	}
+	return d
+}
+
+// securityOptions is HostConfig.SecurityOpt: no-new-privileges when the
+// spec asks (the default), an AppArmor profile (the override's, else
+// docker-default where the host has AppArmor and the container is not
+// privileged), and a seccomp setting only when an override replaces the
+// engine's default profile. nil when there is nothing to say.
+func securityOptions(sec specs.Security, over Overrides, engine EngineInfo) ([]string, error) {
+	var opts []string
+	if sec.NoNewPrivileges {
+		opts = append(opts, NoNewPrivileges)
+	}
+	switch {
+	case strings.ContainsAny(over.AppArmorProfile, ",= \t\n"):
+		return nil, fmt.Errorf("%w: AppArmor profile %q is not a profile name", ErrInvalidOverride, over.AppArmorProfile)
+	case over.AppArmorProfile != "":
+		opts = append(opts, "apparmor="+over.AppArmorProfile)
+	case engine.AppArmor && !over.Privileged:
+		opts = append(opts, "apparmor="+AppArmorDefaultProfile)
+	}
+	switch {
+	case over.SeccompUnconfined && len(over.SeccompProfile) > 0:
+		return nil, fmt.Errorf("%w: seccomp cannot be both unconfined and a profile", ErrInvalidOverride)
+	case over.SeccompUnconfined:
+		opts = append(opts, seccomp.SecurityOptPrefix+"unconfined")
+	case len(over.SeccompProfile) > 0:
+		inline, err := seccomp.Inline(over.SeccompProfile)
+		if err != nil {
+			return nil, fmt.Errorf("%w: seccomp profile: %w", ErrInvalidOverride, err)
+		}
+		opts = append(opts, inline)
+	}
+	return opts, nil
+}
+
+// checkNamespaceOverrides accepts only the namespace modes that make sense
+// for a replica: private (the default) or the host's. Sharing another
+// container's namespace ("container:<id>") is refused: deployctl does not
+// know container IDs at spec time.
+func checkNamespaceOverrides(over Overrides) error {
+	checks := []struct {
+		field, value string
+		allowed      []string
+	}{
+		{"pid", over.PidMode, []string{"", "host"}},
+		{"ipc", over.IpcMode, []string{"", "private", "none", "host"}},
+		{"userns_mode", over.UsernsMode, []string{"", "host"}},
+	}
+	for _, c := range checks {
+		ok := false
+		for _, allowed := range c.allowed {
+			ok = ok || c.value == allowed
+		}
+		if !ok {
+			return fmt.Errorf("%w: %s %q; want one of %q", ErrInvalidOverride, c.field, c.value, c.allowed[1:])
+		}
+	}
+	return nil
+}
+
+// checkBinds refuses bind mounts that CIS forbids, whatever the spec's own
+// validation let through: defence in depth, because a mount of /etc or of
+// the engine socket hands the host to the container.
+func checkBinds(binds []string) error {
+	for _, bind := range binds {
+		source, target, options, ok := audit.SplitBind(bind)
+		if !ok {
+			return fmt.Errorf("%w: volume %q: want source:target[:options]", ErrInvalidOverride, bind)
+		}
+		if !strings.HasPrefix(target, "/") || path.Clean(target) == "/" {
+			return fmt.Errorf("%w: volume %q: the target must be an absolute path other than /", ErrInvalidOverride, bind)
+		}
+		var reasons []string
+		if audit.IsSensitiveHostPath(source) {
+			reasons = append(reasons, fmt.Sprintf("%s is a sensitive host path (CIS 5.6: none of %v)", source, audit.SensitiveHostDirs()))
+		}
+		if audit.ExposesEngineSocket(source) {
+			reasons = append(reasons, fmt.Sprintf("%s exposes the Docker socket (CIS 5.32)", source))
+		}
+		for _, opt := range options {
+			if audit.IsSharedPropagation(opt) {
+				reasons = append(reasons, fmt.Sprintf("%s propagation lets mounts reach the host (CIS 5.20)", opt))
+			}
+		}
+		if len(reasons) > 0 {
+			return fmt.Errorf("%w: volume %q: %s", ErrUnsafeMount, bind, strings.Join(reasons, "; "))
+		}
+	}
+	return nil
+}
+
+// EngineInfo asks the engine which security features it has (`docker info`:
+// SecurityOptions and the swarm state), for WithEngine and for the audit.
+func (r *DockerRuntime) EngineInfo(ctx context.Context) (EngineInfo, error) {
+	info, err := r.client.Info(ctx)
+	if err != nil {
+		return EngineInfo{}, engineError("engine info", err)
+	}
+	return audit.EngineInfoFromSystem(info), nil
 }
 
 // ContainerLabels are the labels of the replica's container.
@@ -158,6 +443,7 @@ func ContainerLabels(a state.Assignment, hostID string) map[string]string {
 		LabelReplica:     a.Replica.ID,
 		LabelSlot:        strconv.Itoa(a.Replica.Slot),
 		LabelFingerprint: a.Revision.Fingerprint,
+		LabelProbe:       a.Revision.Spec.Healthcheck.Kind(),
 	}
 }
 

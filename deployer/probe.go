@@ -186,8 +186,11 @@ func (t *healthTracker) observe(now time.Time, probeErr error) string {
 }
 
 // nextDelay is the wait before the next probe: fast until the first pass
-// (100ms, then 250ms doubling up to interval), then the interval.
-func (t *healthTracker) nextDelay(previous time.Duration) time.Duration {
+// (100ms, then 250ms doubling up to interval), then the interval. While the
+// replica has not passed, a probe is also due right at the next interval
+// boundary since start, where a failure starts to count: a broken replica is
+// then judged when Docker would judge it, not up to an interval later.
+func (t *healthTracker) nextDelay(now time.Time, previous time.Duration) time.Duration {
 	if t.passedOnce {
 		return t.interval
 	}
@@ -195,7 +198,12 @@ func (t *healthTracker) nextDelay(previous time.Duration) time.Duration {
 	if previous >= earlyProbeDelay {
 		next = previous * 2
 	}
-	return min(next, t.interval)
+	next = min(next, t.interval)
+	if since := now.Sub(t.startedAt); since >= 0 && since >= t.startPeriod {
+		boundary := (since/t.interval+1)*t.interval - since + time.Millisecond
+		next = min(next, boundary)
+	}
+	return next
 }
 
 func truncate(s string, n int) string {
@@ -232,7 +240,7 @@ func runProber(ctx context.Context, rt Execer, check specs.Healthcheck, target P
 			}
 			emit(verdict, message)
 		}
-		delay = tracker.nextDelay(delay)
+		delay = tracker.nextDelay(time.Now(), delay)
 		timer.Reset(delay)
 	}
 }

@@ -198,22 +198,48 @@ func TestHealthTracker(t *testing.T) {
 }
 
 func TestProbeDelays(t *testing.T) {
-	tracker := newHealthTracker(specs.Healthcheck{Interval: 2 * time.Second, Retries: 3}, time.Now())
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	tracker := newHealthTracker(specs.Healthcheck{Interval: 2 * time.Second, Retries: 3}, start)
+	now := start.Add(firstProbeDelay)
 	var delays []time.Duration
 	delay := firstProbeDelay
-	for range 6 {
-		delay = tracker.nextDelay(delay)
+	for range 7 {
+		delay = tracker.nextDelay(now, delay)
 		delays = append(delays, delay)
+		now = now.Add(delay)
 	}
-	want := []time.Duration{250 * time.Millisecond, 500 * time.Millisecond, time.Second, 2 * time.Second, 2 * time.Second, 2 * time.Second}
+	// Doubling from 250ms, capped at the interval, and never past the next
+	// interval boundary since start, where a failure starts to count.
+	want := []time.Duration{250 * time.Millisecond, 500 * time.Millisecond, time.Second, 151 * time.Millisecond, 250 * time.Millisecond, 500 * time.Millisecond, time.Second}
 	for i := range want {
 		if delays[i] != want[i] {
 			t.Fatalf("delays before the first pass = %v, want %v", delays, want)
 		}
 	}
-	tracker.observe(time.Now(), nil)
-	if got := tracker.nextDelay(250 * time.Millisecond); got != 2*time.Second {
+	tracker.observe(now, nil)
+	if got := tracker.nextDelay(now, 250*time.Millisecond); got != 2*time.Second {
 		t.Errorf("delay after the first pass = %v, want the interval", got)
+	}
+}
+
+// A replica that never passes is probed right after each interval boundary
+// since start, so its failures count as soon as Docker would count them.
+func TestProbeLandsOnIntervalBoundaries(t *testing.T) {
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	tracker := newHealthTracker(specs.Healthcheck{Interval: time.Second, Retries: 1}, start)
+	now := start.Add(firstProbeDelay)
+	delay := firstProbeDelay
+	var verdictAt time.Time
+	for range 20 {
+		if v := tracker.observe(now, errors.New("500")); v == state.ReplicaUnhealthy {
+			verdictAt = now
+			break
+		}
+		delay = tracker.nextDelay(now, delay)
+		now = now.Add(delay)
+	}
+	if verdictAt.IsZero() || verdictAt.Sub(start) > time.Second+10*time.Millisecond {
+		t.Fatalf("unhealthy at %v after start, want just past the first interval (1s)", verdictAt.Sub(start))
 	}
 }
 

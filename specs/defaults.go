@@ -169,6 +169,7 @@ func (s *Spec) Clone() *Spec {
 	c.Entrypoint = slices.Clone(s.Entrypoint)
 	c.Env = maps.Clone(s.Env)
 	c.Ports = slices.Clone(s.Ports)
+	c.Volumes = slices.Clone(s.Volumes)
 	if s.Healthcheck.HTTP != nil {
 		http := *s.Healthcheck.HTTP
 		c.Healthcheck.HTTP = &http
@@ -181,5 +182,6 @@ func (s *Spec) Clone() *Spec {
 	c.Placement.Constraints = slices.Clone(s.Placement.Constraints)
 	c.Security.CapDrop = slices.Clone(s.Security.CapDrop)
 	c.Security.CapAdd = slices.Clone(s.Security.CapAdd)
+	c.Security.SeccompProfile = slices.Clone(s.Security.SeccompProfile)
 	return &c
 }

@@ -19,6 +19,8 @@ func FuzzParse(f *testing.F) {
 	}
 	f.Add([]byte("service: &s web\nimage: a:1\nenv: {A: *s}\ncommand: &c [x]\nentrypoint: *c\n"))
 	f.Add([]byte(minimalYAML + "ports: [\"[::1]:80:80/udp\", \"0.0.0.0:81:81\"]\nhealthcheck: {exec: [true]}\n"))
+	f.Add([]byte(isolationYAML))
+	f.Add([]byte(minimalYAML + "network_mode: bridge\nipc: host\nvolumes: [/a:/b:ro, /a:/c]\nsecurity: {seccomp: strict, apparmor: unconfined}\n"))
 
 	f.Fuzz(func(t *testing.T, data []byte) {
 		spec, err := Parse(data)

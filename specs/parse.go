@@ -1,17 +1,14 @@
 package specs
 
 import (
-	"bytes"
 	"cmp"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -113,128 +110,12 @@ func (p *parser) lineOf(field string) int {
 // document decodes the single YAML document of data and returns its root
 // node, or nil after recording why there is none.
 func (p *parser) document(data []byte) *yaml.Node {
-	if line, column, ok := findUnreadable(data); !ok {
-		p.add("", line, "column %d: the spec must be UTF-8 text without control characters; remove or replace that character", column)
-		return nil
-	}
-	decoder := yaml.NewDecoder(bytes.NewReader(data))
-	var doc yaml.Node
-	if err := decoder.Decode(&doc); err != nil {
-		if errors.Is(err, io.EOF) {
-			p.add("", 0, "the spec is empty; write at least service and image")
-		} else {
-			p.syntaxError(err)
-		}
-		return nil
-	}
-	// More documents are refused, but an empty one (a trailing "---") is
-	// harmless.
-	for {
-		var next yaml.Node
-		err := decoder.Decode(&next)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			p.syntaxError(err)
-			break
-		}
-		if !isEmptyDocument(&next) {
-			p.add("", next.Line, "a second YAML document starts here; write one service per spec")
-			break
-		}
-	}
-	if isEmptyDocument(&doc) {
+	root, problems := DecodeYAMLDocument(data, "spec")
+	p.problems = append(p.problems, problems...)
+	if root == nil && len(problems) == 0 {
 		p.add("", 0, "the spec is empty; write at least service and image")
-		return nil
 	}
-	return doc.Content[0]
-}
-
-func isEmptyDocument(doc *yaml.Node) bool {
-	if len(doc.Content) == 0 {
-		return true
-	}
-	root := doc.Content[0]
-	return root.Kind == yaml.ScalarNode && root.ShortTag() == "!!null" && root.Value == ""
-}
-
-// findUnreadable returns the line and column (1-based, in runes) of the
-// first byte that is not UTF-8 or is a control character YAML forbids, and
-// false; or true when there is none. The YAML reader refuses the same
-// characters but without saying where.
-func findUnreadable(data []byte) (line, column int, ok bool) {
-	line, column = 1, 0
-	for len(data) > 0 {
-		r, size := utf8.DecodeRune(data)
-		column++
-		if (r == utf8.RuneError && size <= 1) || !isYAMLPrintable(r) {
-			return line, column, false
-		}
-		if r == '\n' {
-			line, column = line+1, 0
-		}
-		data = data[size:]
-	}
-	return 0, 0, true
-}
-
-// isYAMLPrintable is the c-printable production of YAML 1.2.
-func isYAMLPrintable(r rune) bool {
-	switch {
-	case r == '\t' || r == '\n' || r == '\r' || r == 0x85:
-		return true
-	case r >= 0x20 && r <= 0x7e:
-		return true
-	case r >= 0xa0 && r <= 0xd7ff, r >= 0xe000 && r <= 0xfffd, r >= 0x10000 && r <= 0x10ffff:
-		return true
-	}
-	return false
-}
-
-// syntaxError records a YAML syntax error, taking the line out of the
-// parser's "yaml: line 3: ..." text.
-func (p *parser) syntaxError(err error) {
-	msg := strings.TrimPrefix(err.Error(), "yaml: ")
-	line := 0
-	if rest, ok := strings.CutPrefix(msg, "line "); ok {
-		if number, text, found := strings.Cut(rest, ": "); found {
-			if n, err := strconv.Atoi(number); err == nil {
-				line, msg = n, text
-			}
-		}
-	}
-	// The YAML library's marks count lines from 0. It adds 1 for scanner
-	// errors but not for parser errors, and it leaves the line out when the
-	// mark is on line 0 (reading 0 as "unknown"). findUnreadable has
-	// already caught the reader errors, which truly have no line.
-	switch {
-	case line == 0:
-		line = 1
-	case isYAMLParserProblem(msg):
-		line++
-	}
-	p.add("", line, "invalid YAML: %s", msg)
-}
-
-// isYAMLParserProblem recognises the messages of the YAML library's parser
-// (as opposed to its scanner), whose line numbers are 0-based.
-func isYAMLParserProblem(msg string) bool {
-	switch msg {
-	case "did not find expected <stream-start>",
-		"did not find expected <document start>",
-		"found undefined tag handle",
-		"did not find expected node content",
-		"did not find expected '-' indicator",
-		"did not find expected key",
-		"did not find expected ',' or ']'",
-		"did not find expected ',' or '}'",
-		"found duplicate %YAML directive",
-		"found incompatible YAML document",
-		"found duplicate %TAG directive":
-		return true
-	}
-	return false
+	return root
 }
 
 // spec walks the top-level mapping into s, which holds the defaults.
@@ -263,6 +144,9 @@ func (p *parser) spec(root *yaml.Node, s *Spec) {
 	if n, ok := f["ports"]; ok {
 		s.Ports = p.ports("ports", n)
 	}
+	if n, ok := f["volumes"]; ok {
+		s.Volumes = p.volumes("volumes", n)
+	}
 	if n, ok := f["resources"]; ok {
 		p.resources("resources", n, &s.Resources)
 	}
@@ -277,6 +161,20 @@ func (p *parser) spec(root *yaml.Node, s *Spec) {
 	}
 	if n, ok := f["security"]; ok {
 		p.security("security", n, &s.Security)
+	}
+	if n, ok := f["network_mode"]; ok {
+		if mode, ok := p.text("network_mode", n); ok {
+			s.NetworkMode = canonicalNetworkMode(mode)
+		}
+	}
+	if n, ok := f["pid"]; ok {
+		s.PID, _ = p.text("pid", n)
+	}
+	if n, ok := f["ipc"]; ok {
+		s.IPC, _ = p.text("ipc", n)
+	}
+	if n, ok := f["userns_mode"]; ok {
+		s.UsernsMode, _ = p.text("userns_mode", n)
 	}
 	if n, ok := f["stop_grace_period"]; ok {
 		p.setDuration("stop_grace_period", n, &s.StopGracePeriod)
@@ -451,6 +349,17 @@ func (p *parser) security(path string, n *yaml.Node, s *Security) {
 			s.CapAdd = canonicalCapabilities(caps)
 		}
 	}
+	if n, ok := f["privileged"]; ok {
+		p.setBool(path+".privileged", n, &s.Privileged)
+	}
+	if n, ok := f["seccomp"]; ok {
+		if value, ok := p.text(path+".seccomp", n); ok {
+			s.Seccomp = canonicalSeccomp(value)
+		}
+	}
+	if n, ok := f["apparmor"]; ok {
+		s.AppArmor, _ = p.text(path+".apparmor", n)
+	}
 }
 
 func canonicalCapabilities(caps []string) []string {
@@ -522,6 +431,35 @@ func (p *parser) ports(path string, n *yaml.Node) []Port {
 		ports[i] = port
 	}
 	return ports
+}
+
+// volumes reads the list of bind mounts. A volume that does not parse is
+// kept as a zero Volume so that the indexes of the others match the YAML.
+func (p *parser) volumes(path string, n *yaml.Node) []Volume {
+	items, ok := p.sequence(path, n)
+	if !ok {
+		return nil
+	}
+	volumes := make([]Volume, len(items))
+	for i, item := range items {
+		field := fmt.Sprintf("%s[%d]", path, i)
+		p.lines[field] = item.Line
+		if resolve(item).Kind != yaml.ScalarNode {
+			p.add(field, item.Line, "expected a string like \"/srv/data:/data:ro\"; got %s (Compose's long volume syntax is not supported)", describe(item))
+			continue
+		}
+		text, ok := p.text(field, item)
+		if !ok {
+			continue
+		}
+		volume, err := ParseVolume(text)
+		if err != nil {
+			p.add(field, item.Line, "%v", err)
+			continue
+		}
+		volumes[i] = volume
+	}
+	return volumes
 }
 
 // fields checks that n is a mapping whose keys are unique names from the

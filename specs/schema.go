@@ -10,8 +10,9 @@ import (
 func schemaFields(section string) []string {
 	switch section {
 	case "":
-		return []string{"service", "image", "replicas", "command", "entrypoint", "env", "ports",
-			"resources", "healthcheck", "update", "placement", "security", "stop_grace_period"}
+		return []string{"service", "image", "replicas", "command", "entrypoint", "env", "ports", "volumes",
+			"resources", "healthcheck", "update", "placement", "security",
+			"network_mode", "pid", "ipc", "userns_mode", "stop_grace_period"}
 	case "resources":
 		return []string{"cpus", "memory", "pids"}
 	case "healthcheck":
@@ -26,7 +27,8 @@ func schemaFields(section string) []string {
 	case "placement":
 		return []string{"constraints", "max_per_host"}
 	case "security":
-		return []string{"user", "allow_root", "read_only", "no_new_privileges", "cap_drop", "cap_add"}
+		return []string{"user", "allow_root", "read_only", "no_new_privileges", "cap_drop", "cap_add",
+			"privileged", "seccomp", "apparmor"}
 	}
 	return nil
 }
@@ -46,6 +48,22 @@ func composeAlias(section, name string) (string, bool) {
 	}
 	if section == "placement" && name == "max_replicas_per_node" {
 		return "max_per_host", true
+	}
+	switch {
+	case section == "" && name == "security_opt":
+		return "security.seccomp or security.apparmor", true
+	case section == "" && (name == "net" || name == "network"):
+		return "network_mode", true
+	case section == "" && name == "pid_mode":
+		return "pid", true
+	case section == "" && name == "ipc_mode":
+		return "ipc", true
+	case section == "" && name == "userns":
+		return "userns_mode", true
+	case section == "security" && (name == "seccomp_profile" || name == "security_opt"):
+		return "seccomp", true
+	case section == "security" && name == "apparmor_profile":
+		return "apparmor", true
 	}
 	return "", false
 }
@@ -76,6 +94,14 @@ func unknownFieldMessage(section, name string) string {
 		}
 	}
 	return "unknown field; valid fields are " + strings.Join(valid, ", ")
+}
+
+// ClosestName returns the candidate a misspelt name most likely meant, by
+// the rule the spec's unknown-field suggestions use (see closest), for the
+// other formats deployctl reads strictly (the cluster policy). It reports
+// false when no candidate is close enough to be a plausible typo.
+func ClosestName(name string, candidates []string) (string, bool) {
+	return closest(name, candidates)
 }
 
 // closest returns the candidate nearest to name by edit distance, compared

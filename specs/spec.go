@@ -7,6 +7,12 @@ import "time"
 
 // Spec is one service as declared by a user, after defaults are filled.
 // Field names follow Compose where Compose has one.
+//
+// NetworkMode, PID, IPC and UsernsMode choose the container's namespaces;
+// "" is deployctl's default for each (see the NetworkMode* and Namespace*
+// constants). Every field added after the first release is omitted from the
+// JSON when unset, so that the fingerprint of an older revision, which
+// hashes this JSON, does not change.
 type Spec struct {
 	Service         string            `yaml:"service" json:"service"`
 	Image           string            `yaml:"image" json:"image"`
@@ -15,11 +21,16 @@ type Spec struct {
 	Entrypoint      []string          `yaml:"entrypoint,omitempty" json:"entrypoint,omitempty"`
 	Env             map[string]string `yaml:"env,omitempty" json:"env,omitempty"`
 	Ports           []Port            `yaml:"-" json:"ports,omitempty"`
+	Volumes         []Volume          `yaml:"-" json:"volumes,omitempty"`
 	Resources       Resources         `yaml:"resources" json:"resources"`
 	Healthcheck     Healthcheck       `yaml:"healthcheck" json:"healthcheck"`
 	Update          Update            `yaml:"update" json:"update"`
 	Placement       Placement         `yaml:"placement" json:"placement,omitzero"`
 	Security        Security          `yaml:"security" json:"security"`
+	NetworkMode     string            `yaml:"network_mode" json:"network_mode,omitempty"`
+	PID             string            `yaml:"pid" json:"pid,omitempty"`
+	IPC             string            `yaml:"ipc" json:"ipc,omitempty"`
+	UsernsMode      string            `yaml:"userns_mode" json:"userns_mode,omitempty"`
 	StopGracePeriod time.Duration     `yaml:"-" json:"stop_grace_period"`
 }
 
@@ -29,6 +40,15 @@ type Port struct {
 	HostPort      int    `json:"host_port"`
 	ContainerPort int    `json:"container_port"`
 	Protocol      string `json:"protocol"` // "tcp" or "udp"
+}
+
+// Volume is one bind mount: "HOST:CONTAINER[:ro|:rw]". Both paths are
+// absolute and clean; which host paths may be mounted is the cluster
+// policy's decision.
+type Volume struct {
+	HostPath      string `json:"host_path"`
+	ContainerPath string `json:"container_path"`
+	ReadOnly      bool   `json:"read_only,omitempty"`
 }
 
 // Resources are the cgroup limits of every replica.
@@ -112,4 +132,17 @@ type Security struct {
 	NoNewPrivileges bool     `json:"no_new_privileges"`
 	CapDrop         []string `json:"cap_drop"`
 	CapAdd          []string `json:"cap_add,omitempty"`
+	// Privileged gives the container every capability and device of the
+	// host: an exception the cluster policy must allow.
+	Privileged bool `json:"privileged,omitempty"`
+	// Seccomp is "" or SeccompDefault (the engine's profile), SeccompUnconfined,
+	// SeccompStrict, or the path of a profile file (see SeccompMode).
+	Seccomp string `json:"seccomp,omitempty"`
+	// SeccompProfile is the content of the file Seccomp names. The CLI
+	// reads it (this package does no I/O); it is stored in the revision
+	// and sent to the engine inline, so hosts need no copy of the file.
+	SeccompProfile []byte `yaml:"-" json:"seccomp_profile,omitempty"`
+	// AppArmor is "" (the engine's default profile), AppArmorUnconfined,
+	// or the name of a profile loaded on the hosts.
+	AppArmor string `json:"apparmor,omitempty"`
 }

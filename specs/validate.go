@@ -45,11 +45,13 @@ func (s *Spec) problems() []Problem {
 	v.strings("entrypoint", s.Entrypoint)
 	v.env(s.Env)
 	v.ports(s.Ports)
+	v.volumes(s.Volumes)
 	v.resources(s.Resources)
 	v.healthcheck(s.Healthcheck)
 	v.update(s.Update)
 	v.placement(s.Placement)
 	v.security(s.Security)
+	v.namespaces(s)
 	v.nonNegative("stop_grace_period", s.StopGracePeriod, "10s")
 	return v.problems
 }
@@ -407,6 +409,8 @@ func (v *validator) security(s Security) {
 			v.addf(fmt.Sprintf("security.cap_add[%d]", i), "%s is also in cap_drop; list it in one of them", c)
 		}
 	}
+	v.seccomp(s)
+	v.apparmor(s.AppArmor)
 }
 
 // capabilities checks a capability list and returns the set of its names.

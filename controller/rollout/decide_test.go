@@ -65,10 +65,19 @@ func TestDecideRollout(t *testing.T) {
 			want: want{Start: []int{0}, Progress: true},
 		},
 		{
-			name:    "new replica healthy for less than monitor is not done",
+			// Start-first: passing a probe ends the slot's batch (the next
+			// starts, as in Swarm) but not its monitor window: the old
+			// replica of the slot keeps running until the window closes.
+			name:    "new replica healthy for less than monitor keeps the old one; the next batch starts",
 			service: inRollout, target: rev2,
 			replicas: join(old, []state.Replica{healthy(rev2, "b0", 0, 9*time.Second)}),
-			want:     want{},
+			want:     want{Start: []int{1}, Progress: true, BatchDone: true},
+		},
+		{
+			name:    "stop-first: a new replica healthy for less than monitor holds its batch",
+			service: inRollout, target: rev2StopFirst,
+			replicas: []state.Replica{stopped(a0, state.ReplicaStopped), a1, a2, healthy(rev2StopFirst, "b0", 0, 9*time.Second)},
+			want:     want{Remove: []string{"a0"}},
 		},
 		{
 			name:    "done replica stops the old one of its slot and the next batch starts",

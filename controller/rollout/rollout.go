@@ -115,7 +115,12 @@ type slotState int
 const (
 	slotPending  slotState = iota // needs a replica of the target: waits for a batch
 	slotInFlight                  // being replaced: counts against update.parallelism
-	slotDone                      // a done current replica and nothing else running
+	// slotMonitoring (start-first only): the new replica passed a probe and
+	// serves its update.monitor window. It no longer holds the batch, so the
+	// next batch starts (as Swarm does); a failure inside the window still
+	// counts, and the old replica keeps running until the window closes.
+	slotMonitoring
+	slotDone // a done current replica and nothing else running
 )
 
 // slotReplicas groups the records of one slot, each list sorted by ID.
@@ -372,11 +377,25 @@ func (p *planner) planRollout() {
 // done long before the rollout began, so their slots never count as in flight.
 func (p *planner) wasInFlight(s *slotReplicas, recorded time.Time) bool {
 	for _, c := range s.current {
+		if !p.stopFirst && isHealthy(c) {
+			// Start-first: a slot is in flight until its replica passes a
+			// probe; one that did so after the last recorded step was still
+			// in flight there.
+			if c.Status.HealthySince.After(recorded) {
+				return true
+			}
+			continue
+		}
 		if !Done(*c, p.update.Monitor, p.now) || p.completion(c).After(recorded) {
 			return true
 		}
 	}
 	return p.waitingToStart(s)
+}
+
+// isHealthy reports a replica that passed a probe and has not failed since.
+func isHealthy(r *state.Replica) bool {
+	return r.Status.State == state.ReplicaHealthy && !r.Status.HealthySince.IsZero()
 }
 
 // waitingToStart reports whether s is a stop-first slot whose old replica was
@@ -403,6 +422,17 @@ func (p *planner) settle(s *slotReplicas, live []*state.Replica, recorded time.T
 			p.notes = append(p.notes, fmt.Sprintf("slot %d done: replica %s", s.index, keeper.ID))
 		}
 		return slotDone
+	}
+	if !p.stopFirst {
+		for _, c := range live {
+			if isHealthy(c) {
+				if c.Status.HealthySince.After(recorded) {
+					p.progress = true
+					p.notes = append(p.notes, fmt.Sprintf("slot %d healthy, monitoring: replica %s", s.index, c.ID))
+				}
+				return slotMonitoring
+			}
+		}
 	}
 	if len(live) > 0 {
 		return slotInFlight

@@ -12,11 +12,49 @@ import (
 	"github.com/deployctl/deployctl/raftstore/state"
 )
 
-// TestFirstReleaseOneSlotAtATime drives a first release of 3 replicas with
-// parallelism 1: each slot starts only when the previous one has been
-// healthy for update.monitor, and no sooner.
-func TestFirstReleaseOneSlotAtATime(t *testing.T) {
+// TestFirstReleasePipelinesAfterFirstProbe drives a first release of 3
+// replicas, start-first, parallelism 1: each slot starts as soon as the
+// previous one passed a probe (not after its monitor window, as Swarm does),
+// and the release succeeds only once every replica has been healthy for
+// update.monitor.
+func TestFirstReleasePipelinesAfterFirstProbe(t *testing.T) {
 	rev1 := revision(1, "A", 3, monitor(10*time.Second))
+	w := newWorld(t, rev1, 0, nil)
+
+	expectStart(t, w.step(), 0)
+	for slot := range 3 {
+		id := w.newest(slot)
+		w.advance(time.Second)
+		w.observe(id, state.ReplicaStarting, "")
+		expectIdle(t, w.step()) // not healthy yet: the batch holds
+		w.advance(time.Second)
+		w.observe(id, state.ReplicaHealthy, "")
+		d := w.step()
+		if !d.Progress || !d.BatchDone {
+			t.Fatalf("slot %d passed a probe: Progress %v BatchDone %v, want both", slot, d.Progress, d.BatchDone)
+		}
+		if slot < 2 {
+			expectStart(t, d, slot+1)
+		} else {
+			expectStart(t, d)
+		}
+		expectOutcome(t, d, Continue)
+	}
+	// Slot 2 became healthy last; the release waits for its full window.
+	w.advance(9 * time.Second)
+	if d := w.step(); d.Outcome == Succeeded {
+		t.Fatal("succeeded before the last replica's monitor window closed")
+	}
+	w.advance(time.Second)
+	expectOutcome(t, w.step(), Succeeded)
+	expectIdle(t, w.step())
+}
+
+// TestFirstReleaseOneSlotAtATimeStopFirst drives a first release of 3
+// replicas with stop-first and parallelism 1: each slot starts only when
+// the previous one has been healthy for update.monitor, and no sooner.
+func TestFirstReleaseOneSlotAtATimeStopFirst(t *testing.T) {
+	rev1 := revision(1, "A", 3, monitor(10*time.Second), stopFirst)
 	w := newWorld(t, rev1, 0, nil)
 
 	expectStart(t, w.step(), 0)
@@ -52,9 +90,10 @@ func TestFirstReleaseOneSlotAtATime(t *testing.T) {
 	expectIdle(t, w.step()) // steady state: nothing left to do
 }
 
-// TestBatchesAndDelay rolls 5 replicas out with parallelism 2 and a 30s delay
-// between batches: batches of 2, 2 and 1, each waiting for the previous one
-// to finish entirely and then for the delay.
+// TestBatchesAndDelay rolls 5 replicas out start-first with parallelism 2
+// and a 30s delay between batches: batches of 2, 2 and 1. A batch ends when
+// its replicas passed a probe; the next waits for the delay; each old
+// replica stops when its new one has been healthy for update.monitor.
 func TestBatchesAndDelay(t *testing.T) {
 	rev1 := revision(1, "A", 5)
 	rev2 := revision(2, "B", 5, parallelism(2), delay(30*time.Second), monitor(10*time.Second))
@@ -67,39 +106,49 @@ func TestBatchesAndDelay(t *testing.T) {
 	}
 
 	expectStart(t, w.step(), 0, 1)
-	becomeHealthy(0, 1)
-	w.advance(10 * time.Second)
-	d := w.step()
-	expectStop(t, d, "a0", "a1")
+	w.advance(time.Second)
+	becomeHealthy(0)
+	d := w.step() // slot 1 still starting: the batch holds
 	expectStart(t, d)
+	expectStop(t, d)
+	if d.BatchDone {
+		t.Fatal("batch done while slot 1 is starting")
+	}
+	w.advance(time.Second)
+	becomeHealthy(1)
+	d = w.step()
+	expectStart(t, d)
+	expectStop(t, d) // monitor windows still open: the old replicas serve
 	if !d.BatchDone {
-		t.Fatal("first batch finished but BatchDone is false")
+		t.Fatal("first batch passed its probes but BatchDone is false")
 	}
 
-	w.advance(29 * time.Second)
-	expectIdle(t, w.step()) // still within update.delay
+	w.advance(10 * time.Second)
+	d = w.step()
+	expectStop(t, d, "a0", "a1") // windows closed: the old replicas go
+	expectStart(t, d)            // still within update.delay
+
+	w.advance(19 * time.Second)
+	expectIdle(t, w.step())
 	w.advance(time.Second)
 	expectStart(t, w.step(), 2, 3)
 
 	becomeHealthy(2)
 	w.advance(5 * time.Second)
 	becomeHealthy(3)
-	w.advance(5 * time.Second)
 	d = w.step()
-	expectStop(t, d, "a2") // slot 2 done, slot 3 still monitored
-	if d.BatchDone || len(d.Start) > 0 {
-		t.Fatalf("batch finished early: %+v", d)
-	}
-	w.advance(5 * time.Second)
-	d = w.step()
-	expectStop(t, d, "a3")
 	if !d.BatchDone {
-		t.Fatal("second batch finished but BatchDone is false")
+		t.Fatal("second batch passed its probes but BatchDone is false")
 	}
+	w.advance(5 * time.Second)
+	expectStop(t, w.step(), "a2") // slot 2 done, slot 3 still monitored
+	w.advance(5 * time.Second)
+	expectStop(t, w.step(), "a3")
 
-	w.advance(30 * time.Second)
+	w.advance(20 * time.Second)
 	expectStart(t, w.step(), 4)
 	becomeHealthy(4)
+	w.step()
 	w.advance(10 * time.Second)
 	d = w.step()
 	expectStop(t, d, "a4")

@@ -69,7 +69,8 @@ type Input struct {
 // Output is an operation's result. For an ok write, Revision is the
 // revision number the server assigned; for an ok read, Revision and Value
 // are the service's current revision and its value (0 and 0: the service
-// does not exist yet). Unchanged marks an ok write the server found equal to
+// does not exist yet). For an unknown write Revision is 0, or the revision
+// the final state shows it became (ResolveUnknownWrites). Unchanged marks an ok write the server found equal to
 // the current revision (no new revision).
 type Output struct {
 	Outcome   Outcome
@@ -97,7 +98,9 @@ type ServiceState struct {
 //   - an unknown write either takes effect like an ok one or never does:
 //     its return time is after every other operation (see Recorder), so
 //     porcupine may place it anywhere after its call, including after the
-//     end of the history, which is "never";
+//     end of the history, which is "never"; once ResolveUnknownWrites
+//     found it in the final state at revision r, it must become exactly
+//     revision r;
 //   - a read returns the state.
 func Model() porcupine.Model {
 	return porcupine.Model{
@@ -128,7 +131,10 @@ func step(s ServiceState, in Input, out Output) (bool, interface{}) {
 		case Failed:
 			return true, s
 		case Unknown:
-			return true, ServiceState{Revision: s.Revision + 1, Value: in.Value}
+			// Revision is known only once ResolveUnknownWrites found the
+			// write in the final state.
+			next := ServiceState{Revision: s.Revision + 1, Value: in.Value}
+			return out.Revision == 0 || out.Revision == next.Revision, next
 		default:
 			if out.Unchanged {
 				return s.Revision == out.Revision && s.Value == in.Value, s

@@ -173,3 +173,66 @@ func TestCheckFinal(t *testing.T) {
 		})
 	}
 }
+
+func TestResolveUnknownWrites(t *testing.T) {
+	apply := func(n, v int) Revision { return Revision{Number: n, Value: v, Cause: "apply"} }
+	cases := []struct {
+		name  string
+		ops   []porcupine.Operation
+		final []Revision
+		ok    bool
+	}{
+		{"never took effect: dropped", []porcupine.Operation{
+			op(0, w("a", 1), 0, 1, okw(1)), op(1, w("a", 2), 2, -1, unknown()), op(0, r("a"), 3, 4, okr(1, 1)),
+		}, []Revision{apply(1, 1)}, true},
+		{"took effect late: placed at its revision", []porcupine.Operation{
+			op(1, w("a", 2), 0, -1, unknown()), op(0, r("a"), 1, 2, okr(0, 0)), op(0, w("a", 1), 3, 4, okw(1)), op(0, r("a"), 5, 6, okr(2, 2)),
+		}, []Revision{apply(1, 1), apply(2, 2)}, true},
+		{"dropped, but a read had seen it", []porcupine.Operation{
+			op(1, w("a", 2), 0, -1, unknown()), op(0, r("a"), 1, 2, okr(1, 2)),
+		}, nil, false},
+		{"final revision contradicts the reads", []porcupine.Operation{
+			op(0, w("a", 1), 0, 1, okw(1)), op(1, w("a", 2), 2, -1, unknown()), op(0, r("a"), 3, 4, okr(2, 2)),
+		}, []Revision{apply(1, 1), apply(2, 7), apply(3, 2)}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ops := ResolveUnknownWrites(fromRecorder(tc.ops), map[string][]Revision{"a": tc.final})
+			err := CheckLinearizable(ops, 10*time.Second, t.TempDir())
+			if tc.ok != (err == nil) || (!tc.ok && !errors.Is(err, ErrNotLinearizable)) {
+				t.Fatalf("got %v, want ok=%v", err, tc.ok)
+			}
+		})
+	}
+}
+
+// Many lost answers of writes that never took effect, under concurrency:
+// resolved, the history is decided at once (unresolved, porcupine would
+// try every subset and order of the pending writes at every step).
+func TestResolvedHistoryWithManyLostAnswersIsDecided(t *testing.T) {
+	var ops []porcupine.Operation
+	var final []Revision
+	rev, ts := 0, int64(0)
+	for i := 1; i <= 400; i++ {
+		switch {
+		case i%10 == 0: // lost answer, never applied
+			ops = append(ops, op(2, w("a", i), ts, -1, unknown()))
+		case i%10 == 5: // lost answer, applied
+			rev++
+			final = append(final, Revision{Number: rev, Value: i, Cause: "apply"})
+			ops = append(ops, op(2, w("a", i), ts, -1, unknown()))
+		default:
+			rev++
+			final = append(final, Revision{Number: rev, Value: i, Cause: "apply"})
+			ops = append(ops, op(0, w("a", i), ts, ts+10, okw(rev)), op(1, r("a"), ts+5, ts+20, okr(rev, i)))
+		}
+		ts += 11
+	}
+	resolved := ResolveUnknownWrites(fromRecorder(ops), map[string][]Revision{"a": final})
+	if len(resolved) != len(ops)-40 {
+		t.Fatalf("resolved %d operations, want the %d lost never-applied writes dropped from %d", len(resolved), 40, len(ops))
+	}
+	if err := CheckLinearizable(resolved, time.Minute, t.TempDir()); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,351 @@
+package policy
+
+import (
+	"fmt"
+	"path"
+	"slices"
+	"strings"
+
+	"github.com/deployctl/deployctl/deployer/seccomp"
+	"github.com/deployctl/deployctl/specs"
+	"github.com/google/go-containerregistry/pkg/name"
+)
+
+// Rules a Violation names. Most are the policy key that would allow the
+// exception; the last two are fixed rules that no policy changes.
+const (
+	RuleAllowPrivileged         = "allow_privileged"
+	RuleAllowCapabilities       = "allow_capabilities"
+	RuleAllowHostNetwork        = "allow_host_network"
+	RuleAllowHostPID            = "allow_host_pid"
+	RuleAllowHostIPC            = "allow_host_ipc"
+	RuleAllowHostUserns         = "allow_host_userns"
+	RuleAllowRoot               = "allow_root"
+	RuleAllowSeccompUnconfined  = "allow_seccomp_unconfined"
+	RuleAllowAppArmorUnconfined = "allow_apparmor_unconfined"
+	RuleAllowPrivilegedPorts    = "allow_privileged_ports"
+	RuleVolumePrefixes          = "volume_prefixes"
+	RuleRegistries              = "registries"
+	// RuleProtectedHostPath refuses bind mounts of the host's system
+	// directories and of the Docker Engine's socket, whatever the policy.
+	RuleProtectedHostPath = "protected_host_path"
+	// RuleSeccompProfile refuses a seccomp profile file that is missing
+	// from the spec or that the engine would not apply as written.
+	RuleSeccompProfile = "seccomp_profile"
+)
+
+// MinUnprivilegedPort is the lowest host port published without
+// allow_privileged_ports; below it are the "privileged ports" of Unix.
+const MinUnprivilegedPort = 1024
+
+// howToSet says how a policy key is changed, for every Fix.
+const howToSet = "in the policy (deployctl policy set)"
+
+// dockerDefaultCapabilities are the capabilities the Docker Engine gives a
+// container unless they are dropped (moby's oci/caps/defaults.go). A spec
+// whose cap_drop lacks ALL keeps those it does not list.
+func dockerDefaultCapabilities() []string {
+	return []string{
+		"CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW", "SETGID",
+		"SETUID", "SETFCAP", "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE",
+	}
+}
+
+// Violation is one thing a spec asks for that the policy refuses.
+type Violation struct {
+	// Field is the spec field, as in specs.Problem: "security.privileged",
+	// "security.cap_add[1]", "volumes[0]", "image".
+	Field string `json:"field"`
+	// Rule is the policy key that would allow it (one of the Rule*
+	// constants), or a fixed rule no policy changes.
+	Rule string `json:"rule"`
+	// Reason says what the spec asks for and why it is refused.
+	Reason string `json:"reason"`
+	// Fix says how to change the policy or, for a fixed rule, the spec.
+	Fix string `json:"fix"`
+}
+
+// String renders "field: reason (rule: X); fix: ...".
+func (v Violation) String() string {
+	return fmt.Sprintf("%s: %s (rule: %s); fix: %s", v.Field, v.Reason, v.Rule, v.Fix)
+}
+
+// DeniedError is the refusal of a spec: every violation, not just the
+// first. It matches ErrDenied.
+type DeniedError struct {
+	Violations []Violation
+}
+
+// Error names every violation, one per line after the first.
+func (e *DeniedError) Error() string {
+	var b strings.Builder
+	b.WriteString(ErrDenied.Error())
+	if len(e.Violations) == 1 {
+		b.WriteString(": ")
+		b.WriteString(e.Violations[0].String())
+		return b.String()
+	}
+	fmt.Fprintf(&b, " (%d violations):", len(e.Violations))
+	for _, v := range e.Violations {
+		b.WriteString("\n  ")
+		b.WriteString(v.String())
+	}
+	return b.String()
+}
+
+// Unwrap makes errors.Is(err, ErrDenied) hold.
+func (e *DeniedError) Unwrap() error { return ErrDenied }
+
+// Deny returns a *DeniedError for violations, or nil when there are none,
+// so that callers can write `if err := policy.Deny(policy.Check(...))`.
+func Deny(violations []Violation) error {
+	if len(violations) == 0 {
+		return nil
+	}
+	return &DeniedError{Violations: violations}
+}
+
+// Check holds a spec against the policy and returns every violation, in
+// spec field order; none means the spec is allowed. registry is the
+// image's registry host as RegistryOf gives it; when empty it is taken from
+// s.Image. A nil policy is Default().
+//
+// Check does not verify signatures nor evaluate scans, which need the
+// registry and a report: see TrustRules and Policy.Scan. The spec is
+// expected to be valid (specs.Spec.Validate); Check does not repeat the
+// spec's syntax checks but compares cleaned paths and canonical names.
+func Check(p *Policy, s *specs.Spec, registry string) []Violation {
+	if p == nil {
+		p = Default()
+	}
+	c := checker{policy: p}
+	c.registry(s.Image, registry)
+	c.ports(s.Ports)
+	c.volumes(s.Volumes)
+	c.security(s.Security)
+	c.allowIf(s.NetworkMode == specs.NetworkModeHost, p.AllowHostNetwork, "network_mode", RuleAllowHostNetwork,
+		"the host's network namespace gives access to every interface and port of the host", "remove network_mode")
+	c.allowIf(s.PID == specs.NamespaceHost, p.AllowHostPID, "pid", RuleAllowHostPID,
+		"the host's PID namespace shows, and lets signal, every process of the host", "remove pid")
+	c.allowIf(s.IPC == specs.NamespaceHost, p.AllowHostIPC, "ipc", RuleAllowHostIPC,
+		"the host's IPC namespace shares shared memory and semaphores with every process of the host", "remove ipc")
+	c.allowIf(s.UsernsMode == specs.NamespaceHost, p.AllowHostUserns, "userns_mode", RuleAllowHostUserns,
+		"the host's user namespace turns off the engine's user remapping, so root in the container is root on the host", "remove userns_mode")
+	return c.violations
+}
+
+type checker struct {
+	policy     *Policy
+	violations []Violation
+}
+
+func (c *checker) add(field, rule, fix, format string, args ...any) {
+	c.violations = append(c.violations, Violation{Field: field, Rule: rule, Reason: fmt.Sprintf(format, args...), Fix: fix})
+}
+
+// allowIf refuses an exception the spec asks for (asked) unless the
+// policy's boolean key allows it.
+func (c *checker) allowIf(asked, allowed bool, field, rule, reason, specFix string) {
+	if asked && !allowed {
+		c.add(field, rule, fmt.Sprintf("set %s: true %s, or %s from the spec", rule, howToSet, specFix), "%s", reason)
+	}
+}
+
+func (c *checker) registry(image, registry string) {
+	if len(c.policy.Registries) == 0 {
+		return
+	}
+	if registry == "" {
+		var err error
+		if registry, err = RegistryOf(image); err != nil {
+			c.add("image", RuleRegistries, "fix the image reference", "%v", err)
+			return
+		}
+	}
+	for _, allowed := range c.policy.Registries {
+		if sameRegistry(allowed, registry) {
+			return
+		}
+	}
+	c.add("image", RuleRegistries,
+		fmt.Sprintf("push the image to one of the allowed registries, or add %s to registries %s", registry, howToSet),
+		"registry %s is not one the policy allows (%s)", registry, strings.Join(c.policy.Registries, ", "))
+}
+
+// RegistryOf is the registry host[:port] of an image reference, as
+// go-containerregistry names it: "index.docker.io" for Docker Hub.
+func RegistryOf(image string) (string, error) {
+	ref, err := name.ParseReference(image, name.WeakValidation)
+	if err != nil {
+		return "", fmt.Errorf("cannot tell the registry of image %q: %w", image, err)
+	}
+	return ref.Context().RegistryStr(), nil
+}
+
+// sameRegistry compares host:port exactly, except that host names are
+// case-insensitive and Docker Hub's docker.io is index.docker.io.
+func sameRegistry(a, b string) bool {
+	return strings.EqualFold(canonicalRegistry(a), canonicalRegistry(b))
+}
+
+func canonicalRegistry(r string) string {
+	if reg, err := name.NewRegistry(r, name.StrictValidation); err == nil {
+		return reg.RegistryStr()
+	}
+	return r
+}
+
+func (c *checker) ports(ports []specs.Port) {
+	if c.policy.AllowPrivilegedPorts {
+		return
+	}
+	for i, p := range ports {
+		if p.HostPort < MinUnprivilegedPort {
+			c.add(fmt.Sprintf("ports[%d]", i), RuleAllowPrivilegedPorts,
+				fmt.Sprintf("publish on a host port from %d up, or set %s: true %s", MinUnprivilegedPort, RuleAllowPrivilegedPorts, howToSet),
+				"host port %d is a privileged port (below %d)", p.HostPort, MinUnprivilegedPort)
+		}
+	}
+}
+
+func (c *checker) volumes(volumes []specs.Volume) {
+	for i, v := range volumes {
+		field := fmt.Sprintf("volumes[%d]", i)
+		hostPath := path.Clean(v.HostPath)
+		if reason := protectedHostPath(hostPath); reason != "" {
+			c.add(field, RuleProtectedHostPath,
+				"no policy can allow it; mount a directory made for the service, like /srv/<service>",
+				"%s", reason)
+			continue
+		}
+		if !c.hostPathAllowed(hostPath) {
+			allowed := "none"
+			if len(c.policy.VolumePrefixes) > 0 {
+				allowed = strings.Join(c.policy.VolumePrefixes, ", ")
+			}
+			c.add(field, RuleVolumePrefixes,
+				fmt.Sprintf("add %s, or a directory above it, to volume_prefixes %s", hostPath, howToSet),
+				"host path %s is not under the policy's volume prefixes (%s)", hostPath, allowed)
+		}
+	}
+}
+
+func (c *checker) hostPathAllowed(hostPath string) bool {
+	return slices.ContainsFunc(c.policy.VolumePrefixes, func(prefix string) bool {
+		prefix = path.Clean(prefix)
+		return prefix != "/" && isUnder(hostPath, prefix)
+	})
+}
+
+// isUnder reports whether p is dir or inside it, comparing whole path
+// elements ("/srv/data" is not under "/srv/da").
+func isUnder(p, dir string) bool {
+	return p == dir || strings.HasPrefix(p, dir+"/")
+}
+
+// protectedHostPath says why a host path can never be mounted, or "". The
+// kernel's and devices' trees (/proc, /sys, /dev, /boot) are refused with
+// everything under them; the root and the system directories /etc, /usr
+// and /lib only as such, so that a policy may allow /etc/ssl/certs. The
+// Docker Engine's socket is refused under any path, and so are /run and
+// /var/run, which hold it.
+func protectedHostPath(hostPath string) string {
+	p := path.Clean(hostPath)
+	if strings.Contains(strings.ToLower(p), "docker.sock") {
+		return fmt.Sprintf("host path %s is the Docker Engine's socket, which gives full control of the host", p)
+	}
+	for _, tree := range []string{"/proc", "/sys", "/dev", "/boot"} {
+		if isUnder(p, tree) {
+			return fmt.Sprintf("host path %s is in %s, the host's kernel, devices or boot files", p, tree)
+		}
+	}
+	switch p {
+	case "/", "/etc", "/usr", "/lib":
+		return fmt.Sprintf("host path %s is a system directory of the host", p)
+	case "/run", "/var/run":
+		return fmt.Sprintf("host path %s holds the Docker Engine's socket", p)
+	}
+	return ""
+}
+
+func (c *checker) security(s specs.Security) {
+	p := c.policy
+	c.allowIf(s.Privileged, p.AllowPrivileged, "security.privileged", RuleAllowPrivileged,
+		"a privileged container gets every capability and device of the host, without seccomp or AppArmor", "remove security.privileged")
+	c.allowIf(s.AllowRoot, p.AllowRoot, "security.allow_root", RuleAllowRoot,
+		"the service asks to run as root", "set a non-root security.user and remove security.allow_root")
+	c.keptCapabilities(s)
+	for i, capability := range s.CapAdd {
+		canonical := specs.CanonicalCapability(capability)
+		if !c.allowsCapability(canonical) {
+			c.add(fmt.Sprintf("security.cap_add[%d]", i), RuleAllowCapabilities,
+				fmt.Sprintf("add %s to allow_capabilities %s, or remove it from security.cap_add", canonical, howToSet),
+				"capability %s is not in the policy's allowed capabilities (%s)", canonical, c.allowedCapabilities())
+		}
+	}
+	c.seccomp(s)
+	c.allowIf(s.AppArmor == specs.AppArmorUnconfined, p.AllowAppArmorUnconfined, "security.apparmor", RuleAllowAppArmorUnconfined,
+		"the container would run without an AppArmor profile", "remove security.apparmor")
+}
+
+// keptCapabilities refuses a cap_drop without ALL that keeps some of the
+// engine's default capabilities the policy does not allow: keeping one is
+// the same exception as adding it.
+func (c *checker) keptCapabilities(s specs.Security) {
+	dropped := func(capability string) bool {
+		return slices.ContainsFunc(s.CapDrop, func(d string) bool {
+			d = specs.CanonicalCapability(d)
+			return d == specs.CapAll || d == capability
+		})
+	}
+	var kept []string
+	for _, capability := range dockerDefaultCapabilities() {
+		if !dropped(capability) && !c.allowsCapability(capability) {
+			kept = append(kept, capability)
+		}
+	}
+	if len(kept) > 0 {
+		c.add("security.cap_drop", RuleAllowCapabilities,
+			fmt.Sprintf("drop ALL and add back what the service needs with cap_add, or add %s to allow_capabilities %s", strings.Join(kept, ", "), howToSet),
+			"the container keeps the engine's default capabilities %s, which the policy does not allow (%s)", strings.Join(kept, ", "), c.allowedCapabilities())
+	}
+}
+
+func (c *checker) allowsCapability(canonical string) bool {
+	return slices.ContainsFunc(c.policy.AllowCapabilities, func(allowed string) bool {
+		allowed = specs.CanonicalCapability(allowed)
+		return allowed == specs.CapAll || allowed == canonical
+	})
+}
+
+func (c *checker) allowedCapabilities() string {
+	if len(c.policy.AllowCapabilities) == 0 {
+		return "none"
+	}
+	return strings.Join(c.policy.AllowCapabilities, ", ")
+}
+
+// seccomp refuses an unconfined container unless the policy allows it,
+// and a profile file that is missing or that deployer/seccomp refuses. A
+// profile that lets every syscall through is refused even when the policy
+// allows unconfined containers, as deployer/seccomp decides: turning
+// seccomp off must read as security.seccomp: unconfined in the spec.
+func (c *checker) seccomp(s specs.Security) {
+	const field = "security.seccomp"
+	switch s.SeccompMode() {
+	case specs.SeccompUnconfined:
+		c.allowIf(true, c.policy.AllowSeccompUnconfined, field, RuleAllowSeccompUnconfined,
+			"the container would run without a seccomp profile", "remove security.seccomp")
+	case specs.SeccompModeFile:
+		if len(s.SeccompProfile) == 0 {
+			c.add(field, RuleSeccompProfile, "apply with deployctl apply, which reads the file and sends its content",
+				"the spec names the profile file %q but carries no profile", s.Seccomp)
+			return
+		}
+		if err := seccomp.Validate(s.SeccompProfile); err != nil {
+			c.add(field, RuleSeccompProfile,
+				fmt.Sprintf("fix the profile file, or write default or strict (or unconfined, which needs %s: true %s)", RuleAllowSeccompUnconfined, howToSet),
+				"profile %s: %v", s.Seccomp, err)
+		}
+	}
+}

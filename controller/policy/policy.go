@@ -1,0 +1,321 @@
+// Package policy is the cluster's container-security policy: which
+// exceptions to deployctl's hardened defaults a service spec may ask for
+// (privileged mode, extra capabilities, host namespaces, root, unconfined
+// seccomp or AppArmor, privileged host ports, bind mounts), which
+// registries images may come from, which images must be signed by which
+// keys, and the vulnerability scan gate.
+//
+// Everything here is pure: Parse reads YAML bytes, Check holds a spec
+// against a policy. Reading key files, verifying signatures
+// (controller/signature) and evaluating scan reports (controller/scangate)
+// are the callers' business; this package only carries their settings.
+// See DESIGN.md for the rule table.
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"path"
+	"slices"
+	"strings"
+
+	"github.com/deployctl/deployctl/controller/scangate"
+	"github.com/deployctl/deployctl/controller/signature"
+	"github.com/deployctl/deployctl/specs"
+	"github.com/google/go-containerregistry/pkg/name"
+)
+
+// Errors at the package border.
+var (
+	// ErrDenied is matched by the *DeniedError of a spec that the policy
+	// refuses.
+	ErrDenied = errors.New("denied by policy")
+	// ErrInvalidPolicy is matched by the *ValidationError of Parse and
+	// Validate.
+	ErrInvalidPolicy = errors.New("invalid policy")
+)
+
+// Policy is the cluster's one security policy. Every Allow* field is an
+// exception that defaults to false. The zero Policy denies everything,
+// even NET_BIND_SERVICE; Default is the policy of a cluster where none was
+// set.
+//
+// The yaml tags document the YAML keys; Parse walks the YAML by hand. The
+// JSON is how the controller stores and serves the policy.
+type Policy struct {
+	AllowPrivileged bool `yaml:"allow_privileged" json:"allow_privileged,omitempty"`
+	// AllowCapabilities lists what security.cap_add may add and what a
+	// cap_drop without ALL may keep; "ALL" allows every capability.
+	AllowCapabilities       []string `yaml:"allow_capabilities" json:"allow_capabilities"`
+	AllowHostNetwork        bool     `yaml:"allow_host_network" json:"allow_host_network,omitempty"`
+	AllowHostPID            bool     `yaml:"allow_host_pid" json:"allow_host_pid,omitempty"`
+	AllowHostIPC            bool     `yaml:"allow_host_ipc" json:"allow_host_ipc,omitempty"`
+	AllowHostUserns         bool     `yaml:"allow_host_userns" json:"allow_host_userns,omitempty"`
+	AllowRoot               bool     `yaml:"allow_root" json:"allow_root,omitempty"`
+	AllowSeccompUnconfined  bool     `yaml:"allow_seccomp_unconfined" json:"allow_seccomp_unconfined,omitempty"`
+	AllowAppArmorUnconfined bool     `yaml:"allow_apparmor_unconfined" json:"allow_apparmor_unconfined,omitempty"`
+	// AllowPrivilegedPorts allows publishing host ports below 1024.
+	AllowPrivilegedPorts bool `yaml:"allow_privileged_ports" json:"allow_privileged_ports,omitempty"`
+	// VolumePrefixes are the host directories bind mounts may come from:
+	// a volume's host path must be one of them or lie under one. Some
+	// paths are refused whatever this says (see DESIGN.md).
+	VolumePrefixes []string `yaml:"volume_prefixes" json:"volume_prefixes,omitempty"`
+	// Registries are the registries (host or host:port) images may come
+	// from; empty means any.
+	Registries []string `yaml:"registries" json:"registries,omitempty"`
+	// Trust lists which images must be signed by which keys; the first
+	// entry that matches an image decides (see TrustRules).
+	Trust []TrustEntry `yaml:"trust" json:"trust,omitempty"`
+	// Scan is the vulnerability scan gate, evaluated with
+	// scangate.Evaluate.
+	Scan scangate.Policy `yaml:"scan" json:"scan"`
+	// RequireUserns restricts replicas to hosts whose engine runs with
+	// userns-remap. Check does not use it: it is a placement condition.
+	RequireUserns bool `yaml:"require_userns" json:"require_userns,omitempty"`
+	// Version is bumped by the controller on each set; it is not part of
+	// the YAML.
+	Version int `yaml:"-" json:"version"`
+}
+
+// TrustEntry requires images whose "registry/repository" matches Match (a
+// path.Match glob, see signature.TrustRule) to be signed by one of Keys.
+type TrustEntry struct {
+	Match string `yaml:"match" json:"match"`
+	// Keys are the public key files as the policy names them; they are
+	// kept for messages.
+	Keys []string `yaml:"keys" json:"keys"`
+	// KeysPEM are the contents of Keys, in the same order. The CLI reads
+	// the files (this package does no I/O); the controller keeps the PEM.
+	KeysPEM [][]byte `yaml:"-" json:"keys_pem,omitempty"`
+}
+
+// DefaultCapabilities is what security.cap_add may add under the default
+// policy: binding ports below 1024 inside the container is harmless.
+func DefaultCapabilities() []string { return []string{"NET_BIND_SERVICE"} }
+
+// Default is the policy of a cluster where none was set: every exception
+// denied, NET_BIND_SERVICE the only capability allowed, any registry, no
+// signatures required, the scan gate off.
+func Default() *Policy {
+	return &Policy{
+		AllowCapabilities: DefaultCapabilities(),
+		Scan:              scangate.Policy{Mode: scangate.ModeOff},
+	}
+}
+
+// Clone returns a deep copy; nil and empty lists stay apart, since an
+// empty allow_capabilities means "none" and so does nil, but the JSON
+// differs.
+func (p *Policy) Clone() *Policy {
+	if p == nil {
+		return nil
+	}
+	c := *p
+	c.AllowCapabilities = slices.Clone(p.AllowCapabilities)
+	c.VolumePrefixes = slices.Clone(p.VolumePrefixes)
+	c.Registries = slices.Clone(p.Registries)
+	c.Scan.Ignore = slices.Clone(p.Scan.Ignore)
+	if p.Trust != nil {
+		c.Trust = make([]TrustEntry, len(p.Trust))
+		for i, e := range p.Trust {
+			c.Trust[i] = TrustEntry{Match: e.Match, Keys: slices.Clone(e.Keys)}
+			if e.KeysPEM != nil {
+				c.Trust[i].KeysPEM = make([][]byte, len(e.KeysPEM))
+				for j, pem := range e.KeysPEM {
+					c.Trust[i].KeysPEM[j] = slices.Clone(pem)
+				}
+			}
+		}
+	}
+	return &c
+}
+
+// KeysLoaded reports whether every trust entry carries the PEM of each of
+// its keys. The CLI fills them; the controller should not store a policy
+// without them, since signatures could not be verified.
+func (p *Policy) KeysLoaded() bool {
+	for _, e := range p.Trust {
+		if len(e.KeysPEM) != len(e.Keys) {
+			return false
+		}
+	}
+	return true
+}
+
+// TrustRules converts the trust entries for signature.Verifier: one rule
+// per entry, in order, each key named by its file. A key whose PEM is not
+// loaded has an empty PEM, which the verifier refuses as ErrBadKey.
+func (p *Policy) TrustRules() []signature.TrustRule {
+	rules := make([]signature.TrustRule, len(p.Trust))
+	for i, e := range p.Trust {
+		rules[i] = trustRule(e)
+	}
+	return rules
+}
+
+func trustRule(e TrustEntry) signature.TrustRule {
+	keys := make([]signature.Key, len(e.Keys))
+	for j, file := range e.Keys {
+		keys[j] = signature.Key{Name: file}
+		if j < len(e.KeysPEM) {
+			keys[j].PEM = e.KeysPEM[j]
+		}
+	}
+	return signature.TrustRule{Match: e.Match, Keys: keys}
+}
+
+// ValidationError lists every problem of a policy, each with the YAML line
+// when Parse found it (Line 0 from Validate). It matches ErrInvalidPolicy.
+type ValidationError struct {
+	Problems []specs.Problem
+}
+
+// Error prints one problem per line.
+func (e *ValidationError) Error() string {
+	if len(e.Problems) == 0 {
+		return ErrInvalidPolicy.Error()
+	}
+	lines := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		lines[i] = p.String()
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Unwrap makes errors.Is(err, ErrInvalidPolicy) hold.
+func (e *ValidationError) Unwrap() error { return ErrInvalidPolicy }
+
+// Validate checks a policy built in Go or decoded from JSON against the
+// rules Parse applies, and returns a *ValidationError listing every
+// problem. When the trust keys' PEM is loaded, the keys are parsed too
+// (signature.Verifier.Validate).
+func (p *Policy) Validate() error {
+	if problems := p.problems(); len(problems) > 0 {
+		return &ValidationError{Problems: problems}
+	}
+	return nil
+}
+
+type validator struct {
+	problems []specs.Problem
+}
+
+func (v *validator) addf(field, format string, args ...any) {
+	v.problems = append(v.problems, specs.Problem{Field: field, Message: fmt.Sprintf(format, args...)})
+}
+
+func (p *Policy) problems() []specs.Problem {
+	var v validator
+	v.capabilities(p.AllowCapabilities)
+	v.volumePrefixes(p.VolumePrefixes)
+	v.registries(p.Registries)
+	v.trust(p.Trust)
+	if err := p.Scan.Validate(); err != nil {
+		field, msg := scanProblem(err)
+		v.addf(field, "%s", msg)
+	}
+	if p.Version < 0 {
+		v.addf("version", "%d is negative", p.Version)
+	}
+	return v.problems
+}
+
+// scanProblem splits the error of scangate.Policy.Validate into the field
+// it is about and the rest: its text starts with the field
+// ("scan.mode \"x\"; use off, warn or enforce").
+func scanProblem(err error) (field, message string) {
+	text := strings.TrimPrefix(err.Error(), scangate.ErrBadPolicy.Error()+": ")
+	field, rest, _ := strings.Cut(text, " ")
+	if !strings.HasPrefix(field, "scan.") || rest == "" {
+		return "scan", text
+	}
+	return field, rest
+}
+
+func (v *validator) capabilities(caps []string) {
+	for i, c := range caps {
+		canonical := specs.CanonicalCapability(c)
+		if slices.Contains(specs.Capabilities(), canonical) {
+			continue
+		}
+		msg := fmt.Sprintf("%q is not a Linux capability (see capabilities(7))", c)
+		if best, ok := specs.ClosestName(canonical, specs.Capabilities()); ok {
+			msg += "; did you mean " + best + "?"
+		}
+		v.addf(fmt.Sprintf("allow_capabilities[%d]", i), "%s", msg)
+	}
+}
+
+func (v *validator) volumePrefixes(prefixes []string) {
+	for i, prefix := range prefixes {
+		field := fmt.Sprintf("volume_prefixes[%d]", i)
+		switch {
+		case !strings.HasPrefix(prefix, "/"):
+			v.addf(field, "%q is not an absolute path; write a host directory, like /srv", prefix)
+		case prefix == "/":
+			v.addf(field, "/ would allow every host path; list the directories volumes may come from, like /srv")
+		case slices.Contains(strings.Split(prefix, "/"), ".."):
+			v.addf(field, "%q contains \"..\"; write the directory it leads to", prefix)
+		case path.Clean(prefix) != prefix:
+			v.addf(field, "write %q as %s", prefix, path.Clean(prefix))
+		default:
+			// A prefix equal to an always-refused path is refused too:
+			// "/etc" would allow /etc/shadow, "/run" the engine's socket.
+			if reason := protectedHostPath(prefix); reason != "" {
+				v.addf(field, "%s, so it cannot be a prefix; list the subdirectory volumes need, like /etc/ssl/certs", reason)
+			}
+		}
+	}
+}
+
+func (v *validator) registries(registries []string) {
+	for i, r := range registries {
+		field := fmt.Sprintf("registries[%d]", i)
+		if r == "" || strings.Contains(r, "/") {
+			v.addf(field, "%q is not a registry; write its host, or host:port, without a scheme or path, like registry.example.com:5000", r)
+			continue
+		}
+		if _, err := name.NewRegistry(r, name.StrictValidation); err != nil {
+			v.addf(field, "%q is not a registry host[:port]: %v", r, err)
+		}
+	}
+}
+
+func (v *validator) trust(entries []TrustEntry) {
+	for i, e := range entries {
+		field := fmt.Sprintf("trust[%d]", i)
+		switch _, err := path.Match(e.Match, ""); {
+		case e.Match == "":
+			v.addf(field+".match", "empty; write the images the keys sign, like registry.example.com/team/*")
+		case err != nil:
+			v.addf(field+".match", "%q is not a valid pattern: %v", e.Match, err)
+		}
+		if len(e.Keys) == 0 {
+			v.addf(field+".keys", "no keys, so no image could ever satisfy this entry; list public key files, like [cosign.pub]")
+		}
+		for j, k := range e.Keys {
+			if strings.TrimSpace(k) == "" {
+				v.addf(fmt.Sprintf("%s.keys[%d]", field, j), "empty; write the path of a public key file")
+			}
+		}
+		switch {
+		case len(e.KeysPEM) == 0:
+			// Not loaded yet: the CLI validates the file before reading the keys.
+		case len(e.KeysPEM) != len(e.Keys):
+			v.addf(field+".keys", "%d keys but %d PEM contents; every key needs its content", len(e.Keys), len(e.KeysPEM))
+		case !v.hasProblemUnder(field):
+			// The keys are parsed only once the entry is otherwise sound,
+			// so that the verifier's message is about the keys.
+			verifier := signature.Verifier{Rules: []signature.TrustRule{trustRule(e)}}
+			if err := verifier.Validate(); err != nil {
+				v.addf(field+".keys", "%v", err)
+			}
+		}
+	}
+}
+
+func (v *validator) hasProblemUnder(field string) bool {
+	return slices.ContainsFunc(v.problems, func(p specs.Problem) bool {
+		return p.Field == field || strings.HasPrefix(p.Field, field+".") || strings.HasPrefix(p.Field, field+"[")
+	})
+}
