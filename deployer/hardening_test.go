@@ -1,15 +1,19 @@
 package deployer
 
 import (
+	"context"
 	"errors"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/deployctl/deployctl/deployer/audit"
 	"github.com/deployctl/deployctl/raftstore/state"
 	"github.com/deployctl/deployctl/specs"
 	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/mount"
+	"github.com/docker/docker/api/types/network"
 	"github.com/docker/go-connections/nat"
 )
 
@@ -68,6 +72,13 @@ func TestContainerOptionsHardenedDefaults(t *testing.T) {
 		{"Init", hc.Init == nil, hc.Init},
 		{"no port bindings", len(hc.PortBindings) == 0 && len(cfg.ExposedPorts) == 0, hc.PortBindings},
 		{"no binds", len(hc.Binds) == 0 && len(hc.Mounts) == 0, hc.Binds},
+		{"CpuShares from 0.25 CPU", hc.CPUShares == 256, hc.CPUShares},
+		{"no devices", len(hc.Devices) == 0 && len(hc.DeviceCgroupRules) == 0 && len(hc.DeviceRequests) == 0, hc.Devices},
+		{"OOM killer not disabled", hc.OomKillDisable == nil || !*hc.OomKillDisable, hc.OomKillDisable},
+		{"MemorySwappiness untouched", hc.MemorySwappiness == nil, hc.MemorySwappiness},
+		{"no cgroup parent", hc.CgroupParent == "", hc.CgroupParent},
+		{"no ulimits", len(hc.Ulimits) == 0, hc.Ulimits},
+		{"no AppArmor option without engine info", !slices.ContainsFunc(hc.SecurityOpt, func(o string) bool { return strings.HasPrefix(o, "apparmor") }), hc.SecurityOpt},
 	}
 	for _, tt := range tests {
 		if !tt.ok {
@@ -83,6 +94,7 @@ func TestContainerOptionsHardenedDefaults(t *testing.T) {
 		LabelReplica:     "0123456789abcdef",
 		LabelSlot:        "2",
 		LabelFingerprint: "fp7",
+		LabelProbe:       "http",
 	}
 	if len(cfg.Labels) != len(wantLabels) {
 		t.Errorf("Labels = %v, want %v", cfg.Labels, wantLabels)
@@ -125,7 +137,7 @@ func TestContainerOptionsFromSpec(t *testing.T) {
 		{"CapAdd from spec", slices.Equal([]string(hc.CapAdd), []string{"NET_BIND_SERVICE"}), hc.CapAdd},
 		{"no SecurityOpt when no_new_privileges is off", len(hc.SecurityOpt) == 0, hc.SecurityOpt},
 		{"writable root when read_only is off", !hc.ReadonlyRootfs, hc.ReadonlyRootfs},
-		{"no limits when unset", hc.PidsLimit == nil && hc.Memory == 0 && hc.MemorySwap == 0 && hc.NanoCPUs == 0, hc.Resources},
+		{"no limits when unset", hc.PidsLimit == nil && hc.Memory == 0 && hc.MemorySwap == 0 && hc.NanoCPUs == 0 && hc.CPUShares == 0, hc.Resources},
 		{"tcp binding with host IP", slices.Equal(hc.PortBindings[nat.Port("8080/tcp")], []nat.PortBinding{{HostIP: "127.0.0.1", HostPort: "18080"}}), hc.PortBindings},
 		{"udp binding", slices.Equal(hc.PortBindings[nat.Port("53/udp")], []nat.PortBinding{{HostPort: "5353"}}), hc.PortBindings},
 		{"exposed ports", len(cfg.ExposedPorts) == 2, cfg.ExposedPorts},
@@ -240,5 +252,354 @@ func TestContainerOptionsIsDeterministic(t *testing.T) {
 		if !slices.Equal(again.Env, first.Env) {
 			t.Fatalf("Env order changed: %v then %v", first.Env, again.Env)
 		}
+	}
+}
+
+func TestCPUShares(t *testing.T) {
+	tests := []struct {
+		name     string
+		nanoCPUs int64
+		want     int64
+	}{
+		{"no CPU limit", 0, 0},
+		{"negative", -1, 0},
+		{"quarter CPU", 250_000_000, 256},
+		{"half CPU", 500_000_000, 512},
+		{"one CPU is not the engine default", 1_000_000_000, 1023},
+		{"just above one CPU", 1_001_000_000, 1025},
+		{"two CPUs", 2_000_000_000, 2048},
+		{"a thousandth of a CPU is the kernel minimum", 1_000_000, 2},
+		{"1000 CPUs is the kernel maximum", 1000_000_000_000, 262144},
+		{"huge does not overflow", 1 << 62, 262144},
+	}
+	for _, tt := range tests {
+		if got := CPUShares(tt.nanoCPUs); got != tt.want {
+			t.Errorf("%s: CPUShares(%d) = %d, want %d", tt.name, tt.nanoCPUs, got, tt.want)
+		}
+	}
+}
+
+func TestContainerOptionsHealthcheck(t *testing.T) {
+	tests := []struct {
+		name      string
+		check     specs.Healthcheck
+		want      *container.HealthConfig
+		wantLabel string
+	}{
+		{
+			name: "exec becomes an engine HEALTHCHECK",
+			check: specs.Healthcheck{Exec: []string{"/app", "-check"}, Interval: 5 * time.Second, Timeout: 2 * time.Second,
+				Retries: 3, StartPeriod: time.Second},
+			want: &container.HealthConfig{Test: []string{"CMD", "/app", "-check"}, Interval: 5 * time.Second, Timeout: 2 * time.Second,
+				Retries: 3, StartPeriod: time.Second},
+			wantLabel: "exec",
+		},
+		{
+			name:      "exec durations below the engine minimum round up to 1ms",
+			check:     specs.Healthcheck{Exec: []string{"/bin/true"}, Interval: time.Microsecond, Timeout: time.Nanosecond, Retries: 1},
+			want:      &container.HealthConfig{Test: []string{"CMD", "/bin/true"}, Interval: time.Millisecond, Timeout: time.Millisecond, Retries: 1},
+			wantLabel: "exec",
+		},
+		{name: "http is probed by the agent", check: specs.Healthcheck{HTTP: &specs.HTTPCheck{Path: "/", Port: 80}}, wantLabel: "http"},
+		{name: "tcp is probed by the agent", check: specs.Healthcheck{TCP: &specs.TCPCheck{Port: 80}}, wantLabel: "tcp"},
+		{name: "none", wantLabel: "none"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, _ := mustContainerOptions(t, hardenedAssignment(func(s *specs.Spec) { s.Healthcheck = tt.check }), "10001")
+			got := cfg.Healthcheck
+			switch {
+			case tt.want == nil && got != nil:
+				t.Errorf("Healthcheck = %+v, want none", got)
+			case tt.want != nil && (got == nil || !slices.Equal(got.Test, tt.want.Test) || got.Interval != tt.want.Interval ||
+				got.Timeout != tt.want.Timeout || got.StartPeriod != tt.want.StartPeriod || got.Retries != tt.want.Retries):
+				t.Errorf("Healthcheck = %+v, want %+v", got, tt.want)
+			}
+			if cfg.Labels[LabelProbe] != tt.wantLabel {
+				t.Errorf("label %s = %q, want %q", LabelProbe, cfg.Labels[LabelProbe], tt.wantLabel)
+			}
+		})
+	}
+}
+
+func TestContainerOptionsSecurityOpt(t *testing.T) {
+	profile := []byte(`{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW"}]}`)
+	tests := []struct {
+		name   string
+		spec   specOption
+		engine EngineInfo
+		over   Overrides
+		want   []string
+	}{
+		{"no engine info: only no-new-privileges", nil, EngineInfo{}, Overrides{}, []string{"no-new-privileges"}},
+		{"host without AppArmor", nil, EngineInfo{Reported: true, Seccomp: true}, Overrides{}, []string{"no-new-privileges"}},
+		{"host with AppArmor gets docker-default", nil, EngineInfo{Reported: true, AppArmor: true}, Overrides{}, []string{"no-new-privileges", "apparmor=docker-default"}},
+		{"AppArmor without no_new_privileges", func(s *specs.Spec) { s.Security.NoNewPrivileges = false }, EngineInfo{AppArmor: true}, Overrides{}, []string{"apparmor=docker-default"}},
+		{"privileged gets no AppArmor default", nil, EngineInfo{AppArmor: true}, Overrides{Privileged: true}, []string{"no-new-privileges"}},
+		{"AppArmor profile override", nil, EngineInfo{AppArmor: true}, Overrides{AppArmorProfile: "deployctl-web"}, []string{"no-new-privileges", "apparmor=deployctl-web"}},
+		{"AppArmor unconfined override", nil, EngineInfo{AppArmor: true}, Overrides{AppArmorProfile: "unconfined"}, []string{"no-new-privileges", "apparmor=unconfined"}},
+		{"seccomp unconfined override", nil, EngineInfo{}, Overrides{SeccompUnconfined: true}, []string{"no-new-privileges", "seccomp=unconfined"}},
+		{"seccomp profile inline and compact", nil, EngineInfo{}, Overrides{SeccompProfile: profile},
+			[]string{"no-new-privileges", `seccomp={"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["read"],"action":"SCMP_ACT_ALLOW"}]}`}},
+		{"nothing to say", func(s *specs.Spec) { s.Security.NoNewPrivileges = false }, EngineInfo{}, Overrides{}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var opts []specOption
+			if tt.spec != nil {
+				opts = append(opts, tt.spec)
+			}
+			_, hc, _, err := ContainerOptions(hardenedAssignment(opts...), "host-a", "deployctl", "10001", WithEngine(tt.engine), WithOverrides(tt.over))
+			if err != nil {
+				t.Fatalf("ContainerOptions: %v", err)
+			}
+			if !slices.Equal(hc.SecurityOpt, tt.want) {
+				t.Errorf("SecurityOpt = %q, want %q", hc.SecurityOpt, tt.want)
+			}
+		})
+	}
+}
+
+func TestContainerOptionsOverrides(t *testing.T) {
+	tests := []struct {
+		name  string
+		over  Overrides
+		check func(hc *container.HostConfig, net *network.NetworkingConfig) bool
+	}{
+		{"privileged", Overrides{Privileged: true}, func(hc *container.HostConfig, _ *network.NetworkingConfig) bool { return hc.Privileged }},
+		{"host network", Overrides{NetworkMode: "host"}, func(hc *container.HostConfig, net *network.NetworkingConfig) bool {
+			return hc.NetworkMode == "host" && len(net.EndpointsConfig) == 0
+		}},
+		{"no network", Overrides{NetworkMode: "none"}, func(hc *container.HostConfig, net *network.NetworkingConfig) bool {
+			return hc.NetworkMode == "none" && len(net.EndpointsConfig) == 0
+		}},
+		{"host pid", Overrides{PidMode: "host"}, func(hc *container.HostConfig, _ *network.NetworkingConfig) bool { return hc.PidMode == "host" }},
+		{"host ipc", Overrides{IpcMode: "host"}, func(hc *container.HostConfig, _ *network.NetworkingConfig) bool { return hc.IpcMode == "host" }},
+		{"no ipc", Overrides{IpcMode: "none"}, func(hc *container.HostConfig, _ *network.NetworkingConfig) bool { return hc.IpcMode == "none" }},
+		{"host userns", Overrides{UsernsMode: "host"}, func(hc *container.HostConfig, _ *network.NetworkingConfig) bool { return hc.UsernsMode == "host" }},
+		{"binds and named volumes", Overrides{Binds: []string{"/srv/web:/data:ro", "cache:/cache", "/home/web/in:/in:ro,rslave"}},
+			func(hc *container.HostConfig, _ *network.NetworkingConfig) bool {
+				return slices.Equal(hc.Binds, []string{"/srv/web:/data:ro", "cache:/cache", "/home/web/in:/in:ro,rslave"})
+			}},
+		{"UTS stays private whatever else changes", Overrides{PidMode: "host", IpcMode: "host", NetworkMode: "host"},
+			func(hc *container.HostConfig, _ *network.NetworkingConfig) bool { return hc.UTSMode == "" }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, hc, net, err := ContainerOptions(hardenedAssignment(), "host-a", "deployctl", "10001", WithOverrides(tt.over))
+			if err != nil {
+				t.Fatalf("ContainerOptions: %v", err)
+			}
+			if !tt.check(hc, net) {
+				t.Errorf("host config %+v, networking %+v", hc, net)
+			}
+		})
+	}
+}
+
+func TestContainerOptionsRefusesOverrides(t *testing.T) {
+	withPorts := func(s *specs.Spec) {
+		s.Ports = []specs.Port{{HostIP: "127.0.0.1", HostPort: 18080, ContainerPort: 8080}}
+	}
+	tests := []struct {
+		name string
+		spec specOption
+		over Overrides
+		want error
+	}{
+		{"docker.sock", nil, Overrides{Binds: []string{"/var/run/docker.sock:/var/run/docker.sock"}}, ErrUnsafeMount},
+		{"docker.sock elsewhere", nil, Overrides{Binds: []string{"/home/me/docker.sock:/sock:ro"}}, ErrUnsafeMount},
+		{"the socket's directory", nil, Overrides{Binds: []string{"/var/run:/host-run:ro"}}, ErrUnsafeMount},
+		{"/run", nil, Overrides{Binds: []string{"/run:/host-run"}}, ErrUnsafeMount},
+		{"/var", nil, Overrides{Binds: []string{"/var/:/host-var:ro"}}, ErrUnsafeMount},
+		{"host root", nil, Overrides{Binds: []string{"/:/host:ro"}}, ErrUnsafeMount},
+		{"/proc", nil, Overrides{Binds: []string{"/proc:/host-proc:ro"}}, ErrUnsafeMount},
+		{"under /sys", nil, Overrides{Binds: []string{"/sys/fs/cgroup:/cg:ro"}}, ErrUnsafeMount},
+		{"/dev", nil, Overrides{Binds: []string{"/dev/sda:/disk"}}, ErrUnsafeMount},
+		{"/boot", nil, Overrides{Binds: []string{"/boot:/boot:ro"}}, ErrUnsafeMount},
+		{"/etc", nil, Overrides{Binds: []string{"/etc:/host-etc:ro"}}, ErrUnsafeMount},
+		{"a file in /etc", nil, Overrides{Binds: []string{"/etc/passwd:/etc/passwd:ro"}}, ErrUnsafeMount},
+		{"/etc by way of ..", nil, Overrides{Binds: []string{"/srv/../etc:/x"}}, ErrUnsafeMount},
+		{"/usr", nil, Overrides{Binds: []string{"/usr/bin:/host-bin:ro"}}, ErrUnsafeMount},
+		{"/lib", nil, Overrides{Binds: []string{"/lib/modules:/modules:ro"}}, ErrUnsafeMount},
+		{"shared propagation", nil, Overrides{Binds: []string{"/srv/data:/data:shared"}}, ErrUnsafeMount},
+		{"rshared propagation", nil, Overrides{Binds: []string{"/srv/data:/data:ro,rshared"}}, ErrUnsafeMount},
+		{"malformed volume", nil, Overrides{Binds: []string{"/srv/data"}}, ErrInvalidOverride},
+		{"relative target", nil, Overrides{Binds: []string{"/srv/data:data"}}, ErrInvalidOverride},
+		{"target /", nil, Overrides{Binds: []string{"/srv/data:/"}}, ErrInvalidOverride},
+		{"bridge network mode", nil, Overrides{NetworkMode: "bridge"}, ErrInvalidOverride},
+		{"another container's network", nil, Overrides{NetworkMode: "container:abc"}, ErrInvalidOverride},
+		{"host network with ports", withPorts, Overrides{NetworkMode: "host"}, ErrInvalidNetwork},
+		{"no network with ports", withPorts, Overrides{NetworkMode: "none"}, ErrInvalidNetwork},
+		{"another container's pid", nil, Overrides{PidMode: "container:abc"}, ErrInvalidOverride},
+		{"shareable ipc", nil, Overrides{IpcMode: "shareable"}, ErrInvalidOverride},
+		{"userns private", nil, Overrides{UsernsMode: "private"}, ErrInvalidOverride},
+		{"seccomp unconfined and a profile", nil, Overrides{SeccompUnconfined: true, SeccompProfile: []byte(`{}`)}, ErrInvalidOverride},
+		{"seccomp profile that is no JSON object", nil, Overrides{SeccompProfile: []byte(`["x"]`)}, ErrInvalidOverride},
+		{"AppArmor name with a comma", nil, Overrides{AppArmorProfile: "a,b"}, ErrInvalidOverride},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var opts []specOption
+			if tt.spec != nil {
+				opts = append(opts, tt.spec)
+			}
+			_, _, _, err := ContainerOptions(hardenedAssignment(opts...), "host-a", "deployctl", "10001", WithOverrides(tt.over))
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("err = %v, want %v", err, tt.want)
+			}
+			if errors.Is(err, ErrUnsafeMount) && !strings.Contains(err.Error(), "CIS 5.") {
+				t.Errorf("error %q names no CIS control", err)
+			}
+		})
+	}
+}
+
+// engineView is what the engine would report for create options on a host
+// with engine: the inspect fields that come from the options, plus the
+// AppArmor profile and mounts the engine derives from them.
+func engineView(cfg *container.Config, hc *container.HostConfig, engine EngineInfo) container.InspectResponse {
+	profile := ""
+	if engine.AppArmor {
+		profile = AppArmorDefaultProfile
+		if hc.Privileged {
+			profile = "unconfined"
+		}
+		for _, opt := range hc.SecurityOpt {
+			if name, ok := strings.CutPrefix(opt, "apparmor="); ok {
+				profile = name
+			}
+		}
+	}
+	var mounts []container.MountPoint
+	for _, bind := range hc.Binds {
+		source, target, options, _ := audit.SplitBind(bind)
+		m := container.MountPoint{Type: "bind", Source: source, Destination: target}
+		if !strings.HasPrefix(source, "/") {
+			m = container.MountPoint{Type: "volume", Name: source, Source: "/var/lib/docker/volumes/" + source + "/_data", Destination: target}
+		}
+		for _, opt := range options {
+			if strings.Contains(opt, "slave") || strings.Contains(opt, "shared") || strings.Contains(opt, "private") {
+				m.Propagation = mount.Propagation(opt)
+			}
+		}
+		mounts = append(mounts, m)
+	}
+	networkName := string(hc.NetworkMode)
+	return container.InspectResponse{
+		ContainerJSONBase: &container.ContainerJSONBase{Path: "/app", AppArmorProfile: profile, ProcessLabel: "", HostConfig: hc},
+		Config:            cfg,
+		Mounts:            mounts,
+		NetworkSettings:   &container.NetworkSettings{Networks: map[string]*network.EndpointSettings{networkName: {}}},
+	}
+}
+
+// TestContainerOptionsAreCISClean checks, without an engine, that the
+// default options pass every CIS section 5 control that can be judged, and
+// that each override makes exactly its own controls warn.
+func TestContainerOptionsAreCISClean(t *testing.T) {
+	engines := map[string]EngineInfo{
+		"with AppArmor":    {Reported: true, AppArmor: true, Seccomp: true, SeccompDefault: true, SwarmState: "inactive"},
+		"without AppArmor": {Reported: true, Seccomp: true, SeccompDefault: true, SwarmState: "inactive"},
+	}
+	exec := func(s *specs.Spec) {
+		s.Healthcheck = specs.Healthcheck{Exec: []string{"/app", "-check"}, Interval: time.Second, Timeout: time.Second, Retries: 3}
+		s.Ports = []specs.Port{{HostIP: "127.0.0.1", HostPort: 18080, ContainerPort: 8080, Protocol: "tcp"}}
+	}
+	tests := []struct {
+		name     string
+		over     Overrides
+		wantWarn []string
+	}{
+		{"defaults", Overrides{}, nil},
+		{"safe volumes", Overrides{Binds: []string{"/srv/web:/data:ro", "cache:/cache"}}, nil},
+		{"stricter seccomp profile", Overrides{SeccompProfile: []byte(`{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["read"],"action":"SCMP_ACT_ALLOW"}]}`)}, nil},
+		{"privileged", Overrides{Privileged: true}, []string{"5.4", "5.5", "5.18", "5.22"}},
+		{"seccomp unconfined", Overrides{SeccompUnconfined: true}, []string{"5.22"}},
+		{"host pid", Overrides{PidMode: "host"}, []string{"5.16"}},
+		{"host ipc", Overrides{IpcMode: "host"}, []string{"5.17"}},
+		{"host userns", Overrides{UsernsMode: "host"}, []string{"5.31"}},
+	}
+	for engineName, engine := range engines {
+		for _, tt := range tests {
+			t.Run(engineName+"/"+tt.name, func(t *testing.T) {
+				a := hardenedAssignment(exec)
+				cfg, hc, _, err := ContainerOptions(a, "host-a", "deployctl", "10001", WithEngine(engine), WithOverrides(tt.over))
+				if err != nil {
+					t.Fatalf("ContainerOptions: %v", err)
+				}
+				want := tt.wantWarn
+				if engine.AppArmor && tt.over.Privileged {
+					want = append([]string{"5.2"}, want...)
+				}
+				var warned []string
+				for _, r := range audit.Checks(engineView(cfg, hc, engine), engine) {
+					if r.Status == audit.StatusWarn {
+						warned = append(warned, r.ID)
+					}
+				}
+				if !slices.Equal(warned, want) {
+					t.Errorf("warned %v, want %v; results:\n%s", warned, want, resultLines(audit.Checks(engineView(cfg, hc, engine), engine)))
+				}
+			})
+		}
+	}
+	t.Run("host network", func(t *testing.T) {
+		engine := engines["without AppArmor"]
+		cfg, hc, _, err := ContainerOptions(hardenedAssignment(), "host-a", "deployctl", "10001", WithEngine(engine), WithOverrides(Overrides{NetworkMode: "host"}))
+		if err != nil {
+			t.Fatalf("ContainerOptions: %v", err)
+		}
+		for _, r := range audit.Checks(engineView(cfg, hc, engine), engine) {
+			if (r.ID == "5.10") != (r.Status == audit.StatusWarn) {
+				t.Errorf("%s %s: %s (%s)", r.ID, r.Title, r.Status, r.Value)
+			}
+		}
+	})
+}
+
+func resultLines(results []audit.Result) string {
+	var b strings.Builder
+	for _, r := range results {
+		b.WriteString(r.ID + " " + r.Status + " " + r.Field + " = " + r.Value + "\n")
+	}
+	return b.String()
+}
+
+func TestDockerRuntimeEngineInfo(t *testing.T) {
+	ctx := context.Background()
+	rt, err := NewDockerRuntime()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rt.Close() })
+	if err := rt.Ping(ctx); errors.Is(err, ErrEngineUnavailable) {
+		t.Skipf("skipping: needs a reachable Docker Engine: %v", err)
+	}
+	info, err := rt.EngineInfo(ctx)
+	if err != nil {
+		t.Fatalf("EngineInfo: %v", err)
+	}
+	raw, err := rt.client.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	has := func(name string) bool {
+		return slices.ContainsFunc(raw.SecurityOptions, func(o string) bool { return strings.HasPrefix(o, "name="+name) })
+	}
+	if !info.Reported || info.SwarmState == "" {
+		t.Errorf("EngineInfo = %+v, want Reported and a swarm state", info)
+	}
+	if info.AppArmor != has("apparmor") || info.Seccomp != has("seccomp") || info.SELinux != has("selinux") || info.Userns != has("userns") {
+		t.Errorf("EngineInfo = %+v, engine's SecurityOptions %q", info, raw.SecurityOptions)
+	}
+
+	unreachable, err := NewDockerRuntime(withHost("tcp://127.0.0.1:1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unreachable.Close() })
+	if _, err := unreachable.EngineInfo(ctx); !errors.Is(err, ErrEngineUnavailable) {
+		t.Errorf("EngineInfo of an unreachable engine: %v, want ErrEngineUnavailable", err)
 	}
 }

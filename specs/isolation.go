@@ -91,7 +91,7 @@ func (v *validator) namespaces(s *Spec) {
 	case "", NetworkModeBridge:
 	case NetworkModeHost, NetworkModeNone:
 		if len(s.Ports) > 0 {
-			v.addf("network_mode", "%s has no published ports (%s); remove ports, or network_mode to use deployctl's network",
+			v.addf("network_mode", "%s cannot publish ports: %s; remove ports, or remove network_mode to use deployctl's network",
 				s.NetworkMode, networkWithoutPorts(s.NetworkMode))
 		}
 	default:

@@ -193,17 +193,7 @@ func runChaos(t *testing.T, faults []chaosFault, seed uint64) {
 	c.mustConverge(chaosConvergeTimeout)
 	final := map[string][]chaos.Revision{}
 	for _, svc := range services {
-		revs := map[string]int{}
-		for _, nd := range c.nodes {
-			out, err := chaos.ReadStatus(context.Background(), rec, chaosClients+nd.idx, c.client(nd), svc, chaosOpTimeout)
-			if err != nil {
-				t.Fatalf("status of %s through %s after healing: %v", svc, nd.id, err)
-			}
-			revs[nd.id] = out.Revision
-		}
-		if revs["n1"] != revs["n2"] || revs["n2"] != revs["n3"] {
-			t.Errorf("%s: servers answer different revisions after healing: %v", svc, revs)
-		}
+		mustSameRevisionEverywhere(t, c, rec, svc)
 		final[svc] = mustFinalRevisions(t, c, svc)
 	}
 
@@ -233,6 +223,30 @@ func runChaos(t *testing.T, faults []chaosFault, seed uint64) {
 	fmt.Printf("survived %d operations and %d faults, %s, %d lost writes\n", st.Operations, len(faults), lin, rep.Lost)
 	fmt.Printf("  (%d acknowledged writes, %d unknown of which %d took effect, %d refused, %d reads; partitions by %s)\n",
 		st.OkWrites, st.UnknownWrites, st.UnknownWrites-(len(ops)-len(resolved)), st.FailedWrites, st.Reads, c.partitionMethod())
+}
+
+// mustSameRevisionEverywhere reads svc's status through each server in
+// turn until the three answers agree. A write whose client gave up may
+// still commit now (a request a stopped server had buffered), so one round
+// may straddle it; a few rounds may not.
+func mustSameRevisionEverywhere(t *testing.T, c *chaosCluster, rec *chaos.Recorder, svc string) {
+	t.Helper()
+	var revs map[string]int
+	for range 10 {
+		revs = map[string]int{}
+		for _, nd := range c.nodes {
+			out, err := chaos.ReadStatus(context.Background(), rec, chaosClients+nd.idx, c.client(nd), svc, chaosOpTimeout)
+			if err != nil {
+				t.Fatalf("status of %s through %s after healing: %v", svc, nd.id, err)
+			}
+			revs[nd.id] = out.Revision
+		}
+		if revs["n1"] == revs["n2"] && revs["n2"] == revs["n3"] {
+			return
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	t.Errorf("%s: servers still answer different revisions after healing: %v", svc, revs)
 }
 
 // mustWriteProgress waits until n more writes than now are acknowledged.

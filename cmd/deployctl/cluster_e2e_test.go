@@ -637,13 +637,36 @@ func TestClusterMinorityLeaderAndQuorumLoss(t *testing.T) {
 		t.Fatalf("revision 2 per slot %v after the partition, want one each", perSlot)
 	}
 
-	// Quorum lost: two of three servers killed.
-	survivor := c.nodes[0]
-	var running map[string]bool
-	for _, nd := range c.nodes[1:] {
-		c.kill(nd, syscall.SIGKILL)
+	// Quorum lost: two of three servers killed. First let the cluster
+	// settle (the old leader's host was down past its grace period, so its
+	// replicas moved and its agent is removing them), then keep a server
+	// whose host runs replicas.
+	survivor := majority[0]
+	waitFor(t, 60*time.Second, "the survivor's host to run exactly its assigned replicas", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		st, err := c.client(majority...).Status(ctx, "web", 0, 0)
+		if err != nil {
+			return false
+		}
+		want := map[string]bool{}
+		for _, in := range st.Instances {
+			if in.Host != survivor.hostID {
+				continue
+			}
+			if in.Desired != "running" || in.State != "healthy" {
+				return false
+			}
+			want[in.ContainerID] = true
+		}
+		return len(want) > 0 && sameSet(runningContainers(t, survivor.hostID), want)
+	})
+	for _, nd := range c.nodes {
+		if nd != survivor {
+			c.kill(nd, syscall.SIGKILL)
+		}
 	}
-	running = runningContainers(t, survivor.hostID)
+	running := runningContainers(t, survivor.hostID)
 	r := c.cli(t, []*clusterNode{survivor}, "", "status", "web")
 	if r.code != 1 || !strings.Contains(r.stderr, "no leader") {
 		t.Fatalf("status without quorum: exit %d, %s", r.code, r.stderr)
@@ -653,7 +676,7 @@ func TestClusterMinorityLeaderAndQuorumLoss(t *testing.T) {
 		t.Fatalf("containers changed without quorum: before %v, after %v", running, now)
 	}
 	// One server returns: quorum and the API come back by themselves.
-	c.start(c.nodes[1])
+	c.start(majority[1])
 	waitFor(t, 60*time.Second, "the API to answer again", func() bool {
 		r := c.cli(t, []*clusterNode{survivor}, "", "status", "web", "-o", "json")
 		return r.code == 0 && strings.Contains(r.stdout, `"revision": 2`)

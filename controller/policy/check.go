@@ -307,7 +307,7 @@ func (c *checker) keptCapabilities(s specs.Security) {
 	if len(kept) > 0 {
 		c.add("security.cap_drop", RuleAllowCapabilities,
 			fmt.Sprintf("drop ALL and add back what the service needs with cap_add, or add %s to allow_capabilities %s", strings.Join(kept, ", "), howToSet),
-			"the container keeps the engine's default capabilities %s, which the policy does not allow (%s)", strings.Join(kept, ", "), c.allowedCapabilities())
+			"the container keeps the engine's default capabilities %s, which the policy's allowed capabilities (%s) do not include", strings.Join(kept, ", "), c.allowedCapabilities())
 	}
 }
 

@@ -253,7 +253,8 @@ func (p *parser) scan(path string, n *yaml.Node, s *scangate.Policy) {
 		field := path + ".max_age"
 		if text, ok := p.text(field, n); ok {
 			if age, err := scangate.ParsePolicyDuration(text); err != nil {
-				p.add(field, n.Line, "%s; write a duration like 36h or a number of days or weeks like 7d", strings.TrimPrefix(err.Error(), scangate.ErrBadPolicy.Error()+": "))
+				// scangate's message already says what to write.
+				p.add(field, n.Line, "%s", strings.TrimPrefix(err.Error(), scangate.ErrBadPolicy.Error()+": "))
 			} else {
 				s.MaxAge = age
 			}

@@ -262,10 +262,28 @@ func (v *validator) volumePrefixes(prefixes []string) {
 			// A prefix equal to an always-refused path is refused too:
 			// "/etc" would allow /etc/shadow, "/run" the engine's socket.
 			if reason := protectedHostPath(prefix); reason != "" {
-				v.addf(field, "%s, so it cannot be a prefix; list the subdirectory volumes need, like /etc/ssl/certs", reason)
+				hint := "list a directory outside it"
+				if example, ok := systemSubdirectoryExample(prefix); ok {
+					hint = "list the subdirectory volumes need, like " + example
+				}
+				v.addf(field, "%s, so it cannot be a prefix; %s", reason, hint)
 			}
 		}
 	}
+}
+
+// systemSubdirectoryExample names a subdirectory of a system directory
+// that services commonly mount read-only.
+func systemSubdirectoryExample(dir string) (string, bool) {
+	switch dir {
+	case "/etc":
+		return "/etc/ssl/certs", true
+	case "/usr":
+		return "/usr/share/zoneinfo", true
+	case "/lib":
+		return "/lib/modules", true
+	}
+	return "", false
 }
 
 func (v *validator) registries(registries []string) {

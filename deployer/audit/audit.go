@@ -185,13 +185,13 @@ func hostMounts(points []container.MountPoint, hc container.HostConfig) []hostMo
 // into its parts; ok is false when it has not two or three parts.
 func SplitBind(bind string) (source, target string, options []string, ok bool) {
 	parts := strings.Split(bind, ":")
-	switch len(parts) {
-	case 2:
-		return parts[0], parts[1], nil, parts[0] != "" && parts[1] != ""
-	case 3:
-		return parts[0], parts[1], strings.Split(parts[2], ","), parts[0] != "" && parts[1] != ""
+	if len(parts) < 2 || len(parts) > 3 || parts[0] == "" || parts[1] == "" {
+		return "", "", nil, false
 	}
-	return "", "", nil, false
+	if len(parts) == 3 {
+		options = strings.Split(parts[2], ",")
+	}
+	return parts[0], parts[1], options, true
 }
 
 // IsSharedPropagation reports whether a mount's propagation mode lets

@@ -1,0 +1,424 @@
+package policy
+
+import (
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/deployctl/deployctl/specs"
+)
+
+// baseSpecYAML is a hardened spec that the default policy allows; cases
+// append fields to it.
+const baseSpecYAML = "service: web\nimage: registry.example.com/team/web:1.4.2\n"
+
+// Seccomp profiles, in Docker's format.
+const (
+	confiningProfile  = `{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["read", "write", "exit_group", "execve"], "action": "SCMP_ACT_ALLOW"}]}`
+	permissiveProfile = `{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": []}`
+	malformedProfile  = `{"defaultAction": "SCMP_ACT_ERRNO", "syscall": []}`
+)
+
+func mustSpec(t *testing.T, yaml string) *specs.Spec {
+	t.Helper()
+	s, err := specs.Parse([]byte(baseSpecYAML + yaml))
+	if err != nil {
+		t.Fatalf("specs.Parse:\n%s\n%v", yaml, err)
+	}
+	return s
+}
+
+// permissive allows every exception a policy can allow, so that only the
+// fixed rules are left.
+func permissive() *Policy {
+	return &Policy{
+		AllowPrivileged: true, AllowCapabilities: []string{specs.CapAll},
+		AllowHostNetwork: true, AllowHostPID: true, AllowHostIPC: true, AllowHostUserns: true,
+		AllowRoot: true, AllowSeccompUnconfined: true, AllowAppArmorUnconfined: true, AllowPrivilegedPorts: true,
+		VolumePrefixes: []string{"/srv", "/var", "/etc/ssl", "/home"},
+	}
+}
+
+func withProfile(profile string) func(*specs.Spec) {
+	return func(s *specs.Spec) { s.Security.SeccompProfile = []byte(profile) }
+}
+
+func describeViolations(vs []Violation) string {
+	if len(vs) == 0 {
+		return "(none)"
+	}
+	lines := make([]string, len(vs))
+	for i, v := range vs {
+		lines[i] = v.String()
+	}
+	return strings.Join(lines, "\n")
+}
+
+// TestCheckEachRule checks every rule both ways: the default policy
+// refuses the spec with exactly one violation naming the field and the
+// rule, and the policy changed as the Fix says allows it.
+func TestCheckEachRule(t *testing.T) {
+	tests := []struct {
+		name   string
+		yaml   string
+		mutate func(*specs.Spec) // after parsing, for what the CLI fills in
+		field  string
+		rule   string
+		reason string
+		allow  func(*Policy)
+	}{
+		{"privileged", "security: {privileged: true}", nil, "security.privileged", RuleAllowPrivileged, "every capability and device",
+			func(p *Policy) { p.AllowPrivileged = true }},
+		{"added capability", "security: {cap_add: [NET_BIND_SERVICE, SYS_ADMIN]}", nil, "security.cap_add[1]", RuleAllowCapabilities, "SYS_ADMIN is not in the policy's allowed capabilities (NET_BIND_SERVICE)",
+			func(p *Policy) { p.AllowCapabilities = append(p.AllowCapabilities, "SYS_ADMIN") }},
+		{"added capability allowed by ALL", "security: {cap_add: [NET_ADMIN]}", nil, "security.cap_add[0]", RuleAllowCapabilities, "NET_ADMIN",
+			func(p *Policy) { p.AllowCapabilities = []string{"ALL"} }},
+		{"allow list written in lower case", "security: {cap_add: [CHOWN]}", nil, "security.cap_add[0]", RuleAllowCapabilities, "CHOWN",
+			func(p *Policy) { p.AllowCapabilities = []string{"cap_chown"} }},
+		{"engine defaults kept", "security: {cap_drop: []}", nil, "security.cap_drop", RuleAllowCapabilities, "keeps the engine's default capabilities CHOWN, DAC_OVERRIDE",
+			func(p *Policy) { p.AllowCapabilities = dockerDefaultCapabilities() }},
+		{"some engine defaults kept", "security: {cap_drop: [NET_RAW, CHOWN, DAC_OVERRIDE, FSETID, FOWNER, MKNOD, SETGID, SETUID, SETFCAP, SETPCAP, SYS_CHROOT, KILL]}", nil,
+			"security.cap_drop", RuleAllowCapabilities, "default capabilities AUDIT_WRITE, which",
+			func(p *Policy) { p.AllowCapabilities = append(p.AllowCapabilities, "AUDIT_WRITE") }},
+		{"host network", "network_mode: host", nil, "network_mode", RuleAllowHostNetwork, "every interface and port",
+			func(p *Policy) { p.AllowHostNetwork = true }},
+		{"host pid", "pid: host", nil, "pid", RuleAllowHostPID, "every process of the host",
+			func(p *Policy) { p.AllowHostPID = true }},
+		{"host ipc", "ipc: host", nil, "ipc", RuleAllowHostIPC, "shared memory",
+			func(p *Policy) { p.AllowHostIPC = true }},
+		{"host userns", "userns_mode: host", nil, "userns_mode", RuleAllowHostUserns, "root on the host",
+			func(p *Policy) { p.AllowHostUserns = true }},
+		{"root", "security: {user: root, allow_root: true}", nil, "security.allow_root", RuleAllowRoot, "run as root",
+			func(p *Policy) { p.AllowRoot = true }},
+		{"allow_root with a non-root user", "security: {user: '10001', allow_root: true}", nil, "security.allow_root", RuleAllowRoot, "run as root",
+			func(p *Policy) { p.AllowRoot = true }},
+		{"seccomp unconfined", "security: {seccomp: unconfined}", nil, "security.seccomp", RuleAllowSeccompUnconfined, "without a seccomp profile",
+			func(p *Policy) { p.AllowSeccompUnconfined = true }},
+		{"apparmor unconfined", "security: {apparmor: unconfined}", nil, "security.apparmor", RuleAllowAppArmorUnconfined, "without an AppArmor profile",
+			func(p *Policy) { p.AllowAppArmorUnconfined = true }},
+		{"privileged host port", "ports: [\"80:8080\"]", nil, "ports[0]", RuleAllowPrivilegedPorts, "host port 80 is a privileged port",
+			func(p *Policy) { p.AllowPrivilegedPorts = true }},
+		{"highest privileged host port", "ports: [\"8080:8080\", \"1023:53/udp\"]", nil, "ports[1]", RuleAllowPrivilegedPorts, "host port 1023",
+			func(p *Policy) { p.AllowPrivilegedPorts = true }},
+		{"volume outside every prefix", "volumes: [/srv/web:/data]", nil, "volumes[0]", RuleVolumePrefixes, "host path /srv/web is not under the policy's volume prefixes (none)",
+			func(p *Policy) { p.VolumePrefixes = []string{"/srv"} }},
+		{"volume at the prefix itself", "volumes: [/srv:/data:ro]", nil, "volumes[0]", RuleVolumePrefixes, "/srv",
+			func(p *Policy) { p.VolumePrefixes = []string{"/srv"} }},
+		{"volume under a system directory", "volumes: [/etc/ssl/certs:/certs:ro]", nil, "volumes[0]", RuleVolumePrefixes, "/etc/ssl/certs",
+			func(p *Policy) { p.VolumePrefixes = []string{"/etc/ssl"} }},
+		{"registry not listed", "", func(s *specs.Spec) { s.Image = "other.example.com/web:1" }, "image", RuleRegistries, "registry other.example.com is not one the policy allows (registry.example.com)",
+			func(p *Policy) { p.Registries = append(p.Registries, "other.example.com") }},
+		{"registry port differs", "", func(s *specs.Spec) { s.Image = "registry.example.com:5000/web:1" }, "image", RuleRegistries, "registry.example.com:5000",
+			func(p *Policy) { p.Registries = []string{"registry.example.com:5000"} }},
+		{"docker hub as docker.io", "", func(s *specs.Spec) { s.Image = "nginx:1.25" }, "image", RuleRegistries, "index.docker.io",
+			func(p *Policy) { p.Registries = []string{"docker.io"} }},
+		{"docker hub as index.docker.io", "", func(s *specs.Spec) { s.Image = "docker.io/library/nginx:1.25" }, "image", RuleRegistries, "index.docker.io",
+			func(p *Policy) { p.Registries = []string{"index.docker.io"} }},
+		{"registry host case", "", func(s *specs.Spec) { s.Image = "other.example.com/web:1" }, "image", RuleRegistries, "other.example.com",
+			func(p *Policy) { p.Registries = []string{"Other.Example.COM"} }},
+		{"seccomp profile without content", "security: {seccomp: ./web.json}", nil, "security.seccomp", RuleSeccompProfile, `names the profile file "./web.json" but carries no profile`,
+			nil},
+		{"malformed seccomp profile", "security: {seccomp: ./web.json}", withProfile(malformedProfile), "security.seccomp", RuleSeccompProfile, "profile ./web.json: invalid seccomp profile",
+			nil},
+		{"permissive seccomp profile", "security: {seccomp: ./web.json}", withProfile(permissiveProfile), "security.seccomp", RuleSeccompProfile, "write security.seccomp: unconfined",
+			nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := mustSpec(t, tt.yaml)
+			if tt.mutate != nil {
+				tt.mutate(s)
+			}
+			refusing := Default()
+			if tt.rule == RuleRegistries {
+				refusing.Registries = []string{"registry.example.com"}
+			}
+			got := Check(refusing, s, "")
+			if len(got) != 1 {
+				t.Fatalf("Check(default) gave %d violations, want 1:\n%s", len(got), describeViolations(got))
+			}
+			v := got[0]
+			if v.Field != tt.field || v.Rule != tt.rule || !strings.Contains(v.Reason, tt.reason) {
+				t.Errorf("violation %s\nwant field %q, rule %q, reason containing %q", v, tt.field, tt.rule, tt.reason)
+			}
+			if v.Fix == "" {
+				t.Errorf("violation %s has no fix", v)
+			}
+			if tt.allow == nil {
+				// A fixed rule: even the most permissive policy refuses.
+				if got := Check(permissive(), s, ""); len(got) != 1 || got[0].Rule != tt.rule {
+					t.Errorf("Check(permissive) = %s, want the %s violation alone", describeViolations(got), tt.rule)
+				}
+				return
+			}
+			if !strings.Contains(v.Fix, tt.rule) || !strings.Contains(v.Fix, "deployctl policy set") {
+				t.Errorf("fix %q does not say how to change %s in the policy", v.Fix, tt.rule)
+			}
+			allowing := refusing.Clone()
+			tt.allow(allowing)
+			if err := allowing.Validate(); err != nil {
+				t.Fatalf("the allowing policy is invalid: %v", err)
+			}
+			if got := Check(allowing, s, ""); len(got) != 0 {
+				t.Errorf("Check(allowing) = %s, want no violation", describeViolations(got))
+			}
+		})
+	}
+}
+
+// What the default policy allows without an exception.
+func TestCheckDefaultAllowsHardenedSpecs(t *testing.T) {
+	tests := []struct {
+		name   string
+		yaml   string
+		mutate func(*specs.Spec)
+	}{
+		{"minimal", "", nil},
+		{"NET_BIND_SERVICE", "security: {cap_add: [cap_net_bind_service]}", nil},
+		{"every engine default dropped one by one", "security: {cap_drop: [CHOWN, DAC_OVERRIDE, FSETID, FOWNER, MKNOD, NET_RAW, SETGID, SETUID, SETFCAP, SETPCAP, SYS_CHROOT, KILL, AUDIT_WRITE]}", nil},
+		{"unprivileged host port", "ports: [\"1024:80\", \"0.0.0.0:8443:443\"]", nil},
+		{"private ipc", "ipc: private", nil},
+		{"no network", "network_mode: none", nil},
+		{"bridge network", "network_mode: bridge", nil},
+		{"strict seccomp", "security: {seccomp: strict}", nil},
+		{"default seccomp", "security: {seccomp: default}", nil},
+		{"confining seccomp file", "security: {seccomp: /etc/deployctl/web.json}", withProfile(confiningProfile)},
+		{"named apparmor profile", "security: {apparmor: docker-default}", nil},
+		{"non-root user", "security: {user: '10001:10001'}", nil},
+		{"any registry", "", func(s *specs.Spec) { s.Image = "anything.example.org:444/a/b/c:1" }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := mustSpec(t, tt.yaml)
+			if tt.mutate != nil {
+				tt.mutate(s)
+			}
+			if got := Check(Default(), s, ""); len(got) != 0 {
+				t.Errorf("Check(default) = %s, want no violation", describeViolations(got))
+			}
+		})
+	}
+}
+
+// Host paths that no policy can allow.
+func TestCheckAlwaysRefusesProtectedHostPaths(t *testing.T) {
+	refused := []string{
+		"/", "/etc", "/usr", "/lib", "/proc", "/proc/1/root", "/sys", "/sys/fs/cgroup", "/dev", "/dev/sda",
+		"/boot", "/boot/grub", "/var/run/docker.sock", "/run/docker.sock", "/srv/docker.sock", "/home/u/Docker.Sock",
+		"/run", "/var/run",
+	}
+	for _, hostPath := range refused {
+		s := mustSpec(t, "")
+		s.Volumes = []specs.Volume{{HostPath: hostPath, ContainerPath: "/mnt"}}
+		p := permissive()
+		p.VolumePrefixes = append(p.VolumePrefixes, "/") // even a Go policy Validate would refuse
+		got := Check(p, s, "")
+		if len(got) != 1 || got[0].Rule != RuleProtectedHostPath || got[0].Field != "volumes[0]" {
+			t.Errorf("host path %s: Check = %s, want one %s violation", hostPath, describeViolations(got), RuleProtectedHostPath)
+		}
+	}
+	// What is under the system directories refused as such is the
+	// policy's decision; a prefix "/" allows nothing, so is ignored.
+	for _, hostPath := range []string{"/etc/ssl/certs", "/usr/share/zoneinfo", "/lib/modules", "/procfs", "/devices", "/runner"} {
+		s := mustSpec(t, "")
+		s.Volumes = []specs.Volume{{HostPath: hostPath, ContainerPath: "/mnt"}}
+		p := permissive()
+		p.VolumePrefixes = []string{"/"}
+		if got := Check(p, s, ""); len(got) != 1 || got[0].Rule != RuleVolumePrefixes {
+			t.Errorf("host path %s with prefix /: Check = %s, want one %s violation", hostPath, describeViolations(got), RuleVolumePrefixes)
+		}
+		p.VolumePrefixes = []string{hostPath}
+		if got := Check(p, s, ""); len(got) != 0 {
+			t.Errorf("host path %s with itself as a prefix: Check = %s, want none", hostPath, describeViolations(got))
+		}
+	}
+}
+
+// Prefixes match whole path elements, and an unclean path from a Go spec
+// is compared cleaned.
+func TestCheckVolumePrefixBoundaries(t *testing.T) {
+	p := Default()
+	p.VolumePrefixes = []string{"/srv/data"}
+	tests := []struct {
+		hostPath string
+		allowed  bool
+	}{
+		{"/srv/data", true},
+		{"/srv/data/web", true},
+		{"/srv/database", false},
+		{"/srv", false},
+		{"/srv/data/../../etc", false},
+		{"/srv/data/./web/", true},
+	}
+	for _, tt := range tests {
+		s := mustSpec(t, "")
+		s.Volumes = []specs.Volume{{HostPath: tt.hostPath, ContainerPath: "/mnt"}}
+		got := Check(p, s, "")
+		if allowed := len(got) == 0; allowed != tt.allowed {
+			t.Errorf("host path %s under prefix /srv/data: allowed %v, want %v (%s)", tt.hostPath, allowed, tt.allowed, describeViolations(got))
+		}
+	}
+}
+
+func TestCheckRegistryArgument(t *testing.T) {
+	p := Default()
+	p.Registries = []string{"127.0.0.1:5000"}
+	s := mustSpec(t, "")
+	// The caller's registry wins over the image text: it is what the
+	// image was resolved against.
+	if got := Check(p, s, "127.0.0.1:5000"); len(got) != 0 {
+		t.Errorf("Check with registry 127.0.0.1:5000 = %s, want none", describeViolations(got))
+	}
+	got := Check(p, s, "")
+	if len(got) != 1 || got[0].Rule != RuleRegistries || !strings.Contains(got[0].Reason, "registry.example.com") {
+		t.Errorf("Check with the registry of the image = %s, want one registries violation", describeViolations(got))
+	}
+	s.Image = "Not An Image"
+	if got := Check(p, s, ""); len(got) != 1 || !strings.Contains(got[0].Reason, "cannot tell the registry") {
+		t.Errorf("Check with a malformed image = %s, want one violation saying so", describeViolations(got))
+	}
+}
+
+// A permissive seccomp profile is refused even where unconfined
+// containers are allowed: turning seccomp off must read "unconfined".
+func TestCheckPermissiveProfileWhenUnconfinedIsAllowed(t *testing.T) {
+	s := mustSpec(t, "security: {seccomp: ./web.json}")
+	s.Security.SeccompProfile = []byte(permissiveProfile)
+	got := Check(permissive(), s, "")
+	if len(got) != 1 || got[0].Rule != RuleSeccompProfile || !strings.Contains(got[0].Fix, "unconfined") {
+		t.Errorf("Check = %s, want one %s violation pointing at unconfined", describeViolations(got), RuleSeccompProfile)
+	}
+}
+
+func TestCheckReportsEveryViolation(t *testing.T) {
+	s := mustSpec(t, `ports: ["80:80", "443:443"]
+volumes: [/etc:/host-etc, /srv/web:/web]
+security:
+  user: root
+  allow_root: true
+  privileged: true
+  cap_add: [SYS_ADMIN]
+  seccomp: unconfined
+  apparmor: unconfined
+pid: host
+ipc: host
+userns_mode: host
+`)
+	p := Default()
+	p.Registries = []string{"docker.io"}
+	got := Check(p, s, "")
+	want := []struct{ field, rule string }{
+		{"image", RuleRegistries},
+		{"ports[0]", RuleAllowPrivilegedPorts},
+		{"ports[1]", RuleAllowPrivilegedPorts},
+		{"volumes[0]", RuleProtectedHostPath},
+		{"volumes[1]", RuleVolumePrefixes},
+		{"security.privileged", RuleAllowPrivileged},
+		{"security.allow_root", RuleAllowRoot},
+		{"security.cap_add[0]", RuleAllowCapabilities},
+		{"security.seccomp", RuleAllowSeccompUnconfined},
+		{"security.apparmor", RuleAllowAppArmorUnconfined},
+		{"pid", RuleAllowHostPID},
+		{"ipc", RuleAllowHostIPC},
+		{"userns_mode", RuleAllowHostUserns},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("Check gave %d violations, want %d:\n%s", len(got), len(want), describeViolations(got))
+	}
+	for i, w := range want {
+		if got[i].Field != w.field || got[i].Rule != w.rule {
+			t.Errorf("violation %d = %s, want field %q rule %q", i, got[i], w.field, w.rule)
+		}
+	}
+
+	err := Deny(got)
+	var denied *DeniedError
+	if !errors.Is(err, ErrDenied) || !errors.As(err, &denied) || len(denied.Violations) != len(want) {
+		t.Fatalf("Deny = %v, want a *DeniedError with every violation matching ErrDenied", err)
+	}
+	text := err.Error()
+	if !strings.HasPrefix(text, "denied by policy (13 violations):\n") {
+		t.Errorf("Error() starts %q, want the count first", text[:min(len(text), 60)])
+	}
+	for _, v := range got {
+		if !strings.Contains(text, v.String()) {
+			t.Errorf("Error() does not name %s:\n%s", v, text)
+		}
+	}
+	// With everything allowed, only the fixed rule is left.
+	allowing := permissive()
+	allowing.Registries = []string{"registry.example.com"}
+	if got := Check(allowing, s, ""); len(got) != 1 || got[0].Field != "volumes[0]" {
+		t.Errorf("Check(permissive) = %s, want the /etc volume alone", describeViolations(got))
+	}
+}
+
+// cap_add: [ALL] needs ALL in the allow list, and keeping the engine's
+// defaults alongside is a second violation.
+func TestCheckCapAddAll(t *testing.T) {
+	s := mustSpec(t, "security: {cap_drop: [], cap_add: [ALL]}")
+	got := Check(Default(), s, "")
+	if len(got) != 2 || got[0].Field != "security.cap_drop" || got[1].Field != "security.cap_add[0]" || !strings.Contains(got[1].Reason, "capability ALL") {
+		t.Errorf("Check(default) = %s, want cap_drop and cap_add[0] refused", describeViolations(got))
+	}
+	p := Default()
+	p.AllowCapabilities = []string{"all"}
+	if got := Check(p, s, ""); len(got) != 0 {
+		t.Errorf("Check(allow all) = %s, want none", describeViolations(got))
+	}
+}
+
+func TestCheckNilPolicyIsTheDefault(t *testing.T) {
+	s := mustSpec(t, "security: {privileged: true, cap_add: [NET_BIND_SERVICE]}")
+	got := Check(nil, s, "")
+	if len(got) != 1 || got[0].Rule != RuleAllowPrivileged {
+		t.Errorf("Check(nil) = %s, want the default's single privileged violation", describeViolations(got))
+	}
+}
+
+// The zero Policy denies even what Default allows.
+func TestCheckZeroPolicyDeniesNetBindService(t *testing.T) {
+	s := mustSpec(t, "security: {cap_add: [NET_BIND_SERVICE]}")
+	got := Check(&Policy{}, s, "")
+	if len(got) != 1 || got[0].Field != "security.cap_add[0]" || !strings.Contains(got[0].Reason, "(none)") {
+		t.Errorf("Check(zero policy) = %s, want NET_BIND_SERVICE refused", describeViolations(got))
+	}
+}
+
+func TestDeniedErrorText(t *testing.T) {
+	v := Violation{Field: "security.privileged", Rule: RuleAllowPrivileged, Reason: "r", Fix: "f"}
+	want := "denied by policy: security.privileged: r (rule: allow_privileged); fix: f"
+	if got := (&DeniedError{Violations: []Violation{v}}).Error(); got != want {
+		t.Errorf("Error() = %q, want %q", got, want)
+	}
+	if err := Deny(nil); err != nil {
+		t.Errorf("Deny(nil) = %v, want nil", err)
+	}
+}
+
+func TestRegistryOf(t *testing.T) {
+	tests := map[string]string{
+		"nginx:1.25":                                           "index.docker.io",
+		"docker.io/library/nginx:1.25":                         "index.docker.io",
+		"registry.example.com/team/web:1":                      "registry.example.com",
+		"127.0.0.1:5000/web@sha256:" + strings.Repeat("a", 64): "127.0.0.1:5000",
+		"localhost:5000/web:1":                                 "localhost:5000",
+	}
+	for image, want := range tests {
+		if got, err := RegistryOf(image); err != nil || got != want {
+			t.Errorf("RegistryOf(%q) = %q, %v; want %q", image, got, err, want)
+		}
+	}
+	if _, err := RegistryOf("UPPER/Case:1"); err == nil {
+		t.Errorf("RegistryOf of a malformed reference succeeded")
+	}
+}
+
+func TestDockerDefaultCapabilitiesAreKnown(t *testing.T) {
+	for _, c := range dockerDefaultCapabilities() {
+		if !slices.Contains(specs.Capabilities(), c) {
+			t.Errorf("%s is not a capability specs knows", c)
+		}
+	}
+}
