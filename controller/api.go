@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/deployctl/deployctl/controller/policy"
+	"github.com/deployctl/deployctl/controller/signature"
 	"github.com/deployctl/deployctl/raftstore/state"
 	"github.com/deployctl/deployctl/specs"
 )
@@ -51,10 +53,11 @@ type ClusterStatus struct {
 
 // APIError is the JSON body of every error answer.
 type APIError struct {
-	Error    string          `json:"error"`
-	Code     string          `json:"code"`
-	Problems []specs.Problem `json:"problems,omitempty"`
-	Leader   string          `json:"leader,omitempty"`
+	Error      string             `json:"error"`
+	Code       string             `json:"code"`
+	Problems   []specs.Problem    `json:"problems,omitempty"`
+	Violations []policy.Violation `json:"violations,omitempty"`
+	Leader     string             `json:"leader,omitempty"`
 }
 
 // Membership is what the cluster endpoints need of the raft node.
@@ -120,6 +123,8 @@ func (a *API) Handler() http.Handler {
 	mux.HandleFunc("DELETE /v1/services/{name}", lead(a.removeService))
 	mux.HandleFunc("GET /v1/services/{name}/history", lead(a.getHistory))
 	mux.HandleFunc("POST /v1/services/{name}/rollback", lead(a.rollbackService))
+	mux.HandleFunc("GET /v1/policy", lead(a.getPolicy))
+	mux.HandleFunc("PUT /v1/policy", lead(a.putPolicy))
 	mux.HandleFunc("GET /v1/agent/assignments", lead(a.assignments))
 	mux.HandleFunc("POST /v1/agent/report", lead(a.report))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -141,7 +146,20 @@ func writeError(w http.ResponseWriter, code int, kind, msg string) {
 // writeErr maps controller sentinels to status codes.
 func (a *API) writeErr(w http.ResponseWriter, err error) {
 	var ve *specs.ValidationError
+	var denied *policy.DeniedError
+	var pve *policy.ValidationError
 	switch {
+	case errors.As(err, &denied):
+		writeJSON(w, http.StatusForbidden, APIError{Error: err.Error(), Code: "denied", Violations: denied.Violations})
+	case errors.As(err, &pve):
+		writeJSON(w, http.StatusBadRequest, APIError{Error: err.Error(), Code: "invalid_policy", Problems: pve.Problems})
+	case errors.Is(err, ErrInvalidPolicy):
+		writeError(w, http.StatusBadRequest, "invalid_policy", err.Error())
+	case errors.Is(err, signature.ErrUnsigned), errors.Is(err, signature.ErrBadSignature), errors.Is(err, signature.ErrDigestMismatch),
+		errors.Is(err, signature.ErrUntrustedKey), errors.Is(err, signature.ErrBadKey):
+		writeError(w, http.StatusUnprocessableEntity, "signature", err.Error())
+	case errors.Is(err, signature.ErrRegistry):
+		writeError(w, http.StatusBadGateway, "registry", err.Error())
 	case errors.As(err, &ve):
 		writeJSON(w, http.StatusBadRequest, APIError{Error: err.Error(), Code: "invalid_spec", Problems: ve.Problems})
 	case errors.Is(err, ErrInvalidSpec):
@@ -396,4 +414,28 @@ func (a *API) report(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+func (a *API) getPolicy(w http.ResponseWriter, r *http.Request) {
+	p, err := a.c.Policy()
+	if err != nil {
+		a.writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, p)
+}
+
+// putPolicy stores a policy (JSON, trust keys' PEM included). The Version
+// field is the version the client read: a concurrent change wins a 409.
+func (a *API) putPolicy(w http.ResponseWriter, r *http.Request) {
+	var p policy.Policy
+	if !decodeJSON(w, r, &p) {
+		return
+	}
+	v, err := a.c.SetPolicy(r.Context(), &p, p.Version)
+	if err != nil {
+		a.writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]int{"version": v})
 }

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/deployctl/deployctl/controller/policy"
 	"github.com/deployctl/deployctl/raftstore/state"
 )
 
@@ -71,6 +72,10 @@ func (e *RemoteError) Error() string {
 	if len(e.Problems) > 0 {
 		var b strings.Builder
 		b.WriteString("invalid spec:")
+		if e.Code == "invalid_policy" {
+			b.Reset()
+			b.WriteString("invalid policy:")
+		}
 		for _, p := range e.Problems {
 			b.WriteString("\n  " + p.String())
 		}
@@ -99,6 +104,10 @@ func (e *RemoteError) Unwrap() error {
 		return ErrNoLeader
 	case "not_ready":
 		return ErrNotReady
+	case "denied":
+		return policy.ErrDenied
+	case "invalid_policy":
+		return ErrInvalidPolicy
 	}
 	return nil
 }
@@ -311,4 +320,26 @@ func (c *Client) RemoveServer(ctx context.Context, id string) error {
 	return c.retryWrite(ctx, func() error {
 		return c.do(ctx, http.MethodPost, "/v1/cluster/remove", http.Header{"Content-Type": {"application/json"}}, body, nil)
 	})
+}
+
+// Policy reads the cluster policy.
+func (c *Client) Policy(ctx context.Context) (*policy.Policy, error) {
+	var out policy.Policy
+	err := c.do(ctx, http.MethodGet, "/v1/policy", nil, nil, &out)
+	return &out, err
+}
+
+// SetPolicy stores a policy; p.Version must be the version last read.
+func (c *Client) SetPolicy(ctx context.Context, p *policy.Policy) (int, error) {
+	body, err := json.Marshal(p)
+	if err != nil {
+		return 0, fmt.Errorf("encode policy: %w", err)
+	}
+	var out struct {
+		Version int `json:"version"`
+	}
+	err = c.retryWrite(ctx, func() error {
+		return c.do(ctx, http.MethodPut, "/v1/policy", http.Header{"Content-Type": {"application/json"}}, body, &out)
+	})
+	return out.Version, err
 }

@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/deployctl/deployctl/raftstore"
@@ -66,6 +67,9 @@ type Config struct {
 	// down. HostDownGrace: after this long down, its replicas are placed
 	// elsewhere. Defaults 10s and 30s.
 	HostTTL, HostDownGrace time.Duration
+	// RegistryOptions reach registries for signature checks (credentials,
+	// transport); nil means anonymous.
+	RegistryOptions []remote.Option
 }
 
 // Controller applies user intent and drives rollouts while its node leads.
@@ -182,7 +186,15 @@ func (c *Controller) Apply(ctx context.Context, spec *specs.Spec, idempotencyKey
 	if exists && svc.State == state.ServiceRemoving {
 		return ApplyOutcome{}, fmt.Errorf("%w: service %s is being removed; wait for `deployctl rm` to finish", ErrConflict, spec.Service)
 	}
+	pol, err := c.admit(spec)
+	if err != nil {
+		return ApplyOutcome{}, err
+	}
 	pin, err := c.cfg.Resolver.Resolve(ctx, spec.Image)
+	if err != nil {
+		return ApplyOutcome{}, err
+	}
+	signed, err := c.verifySignature(ctx, pol, pin)
 	if err != nil {
 		return ApplyOutcome{}, err
 	}
@@ -198,6 +210,7 @@ func (c *Controller) Apply(ctx context.Context, spec *specs.Spec, idempotencyKey
 		ExpectCurrent:  svc.Current,
 		Revision: state.Revision{
 			Service: spec.Service, Spec: *spec, Digest: pin.Digest, Ref: pin.Ref, Fingerprint: fp, Cause: "apply",
+			SignedBy: signed.KeyName, SignatureFormat: signed.Format,
 		},
 	}
 	res, err := c.apply(ctx, raftstore.CmdApplyRevision, cmd)
@@ -281,6 +294,7 @@ func (c *Controller) storeRollback(ctx context.Context, svc state.Service, cur, 
 		Revision: state.Revision{
 			Service: svc.Name, Spec: target.Spec, Digest: target.Digest, Ref: target.Ref, Fingerprint: target.Fingerprint,
 			Cause: cause, RollbackOf: cur.Number, RollbackTo: target.Number,
+			SignedBy: target.SignedBy, SignatureFormat: target.SignatureFormat,
 		},
 	}
 	res, err := c.apply(ctx, raftstore.CmdApplyRevision, cmd)

@@ -24,6 +24,7 @@ const (
 	CmdRegisterServer   CommandType = 5
 	CmdDeregisterServer CommandType = 6
 	CmdSetHostState     CommandType = 7
+	CmdSetPolicy        CommandType = 8
 )
 
 func (c CommandType) String() string {
@@ -42,6 +43,8 @@ func (c CommandType) String() string {
 		return "deregister-server"
 	case CmdSetHostState:
 		return "set-host-state"
+	case CmdSetPolicy:
+		return "set-policy"
 	}
 	return fmt.Sprintf("unknown(%d)", byte(c))
 }
@@ -128,6 +131,16 @@ func (f *FSM) Apply(l *raft.Log) any {
 			return err
 		}
 		return f.store.ApplySetHostState(l.Index, c)
+	case CmdSetPolicy:
+		var c state.SetPolicyCmd
+		if err := decode(t, body, &c); err != nil {
+			return err
+		}
+		v, err := f.store.ApplySetPolicy(l.Index, c)
+		if err != nil {
+			return err
+		}
+		return v
 	}
 	return fmt.Errorf("%w: type byte %d at index %d (is this node older than the leader?)", ErrUnknownCommand, byte(t), l.Index)
 }

@@ -43,6 +43,9 @@ func testLog(t *testing.T) [][]byte {
 		mustEncode(t, CmdApplyRevision, state.ApplyRevisionCmd{Now: t0.Add(3 * time.Second), IdempotencyKey: "k2", ExpectCurrent: 1, Revision: testRevision("web", "sha256:bb")}),
 		mustEncode(t, CmdApplyRevision, state.ApplyRevisionCmd{Now: t0.Add(3 * time.Second), Revision: testRevision("api", "sha256:cc")}),
 		mustEncode(t, CmdDeleteService, state.DeleteServiceCmd{Now: t0.Add(4 * time.Second), Service: "api"}),
+		mustEncode(t, CmdRegisterServer, state.RegisterServerCmd{Server: state.ServerInfo{ID: "n1", RaftAddr: "127.0.0.1:1", APIAddr: "127.0.0.1:2"}}),
+		mustEncode(t, CmdSetPolicy, state.SetPolicyCmd{Now: t0.Add(5 * time.Second), JSON: []byte(`{"allow_root":true}`)}),
+		mustEncode(t, CmdSetHostState, state.SetHostStateCmd{Now: t0.Add(6 * time.Second), Host: "h1", State: state.HostDown, ExpectSeenAt: t0.Add(2 * time.Second), LoseReplicas: true}),
 	}
 }
 
@@ -94,7 +97,9 @@ func TestFSMAppliesEveryCommand(t *testing.T) {
 	if rev1.State != state.RevisionSuperseded {
 		t.Fatalf("revision 1 state %q, want superseded (applied over while in progress)", rev1.State)
 	}
-	r1, _ := v.Replica("r1")
+	early := NewFSM(state.NewStore())
+	applyAll(t, early, testLog(t)[:4])
+	r1, _ := early.Store().View().Replica("r1")
 	if r1.Status.State != state.ReplicaHealthy || !r1.Status.HealthySince.Equal(t0.Add(2*time.Second)) {
 		t.Fatalf("replica r1 status %+v, want healthy since the report's leader time", r1.Status)
 	}
@@ -102,8 +107,17 @@ func TestFSMAppliesEveryCommand(t *testing.T) {
 	if api.State != state.ServiceRemoving {
 		t.Fatalf("api state %q, want removing", api.State)
 	}
-	if got := v.HostIndex("h1"); got != 3 {
-		t.Fatalf("host index %d, want 3 (the step that created r1; status reports do not wake the agent)", got)
+	if got := v.HostIndex("h1"); got != 10 {
+		t.Fatalf("host index %d, want 10 (losing the down host's replicas changed its assignments)", got)
+	}
+	if r, _ := v.Replica("r1"); r.Desired != state.DesiredStopped || r.Status.State != state.ReplicaLost {
+		t.Fatalf("replica of the down host: %+v, want desired stopped and lost", r)
+	}
+	if p, ok := v.Policy(); !ok || p.Version != 1 || string(p.JSON) != `{"allow_root":true}` {
+		t.Fatalf("policy %+v", p)
+	}
+	if srv, ok := v.Server("n1"); !ok || srv.APIAddr != "127.0.0.1:2" {
+		t.Fatalf("server %+v", srv)
 	}
 }
 
@@ -178,7 +192,7 @@ func TestFSMSnapshotRestoreRoundTrip(t *testing.T) {
 	if ar, ok := res.(state.ApplyResult); !ok || ar.Revision != 2 || !ar.Repeated {
 		t.Fatalf("idempotency key after restore: %v, want revision 2 repeated", res)
 	}
-	if got := b.Store().View().Assignments("h1"); len(got.Assignments) != 1 || got.Assignments[0].Replica.ID != "r1" {
+	if got := b.Store().View().Assignments("h1"); len(got.Assignments) != 1 || got.Assignments[0].Replica.ID != "r1" || got.Index != 10 {
 		t.Fatalf("assignments after restore: %+v", got)
 	}
 }

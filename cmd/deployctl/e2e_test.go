@@ -8,7 +8,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net"
@@ -667,5 +672,64 @@ func TestCLIServerWithoutDockerFailsClearly(t *testing.T) {
 	out, err = exec.Command(env.bin, "server").CombinedOutput()
 	if !errors.As(err, &ee) || ee.ExitCode() != ExitUsage || !strings.Contains(string(out), "TLS") {
 		t.Fatalf("server without --dev: %v\n%s", err, out)
+	}
+}
+
+func TestCLIPolicyGatesApply(t *testing.T) {
+	s := mustStartServer(t)
+	mustCLI(t, s, 0, webSpec(env.refs["v1"], 1, ""), "apply", "-")
+	before := mustHistory(t, s, "web")
+
+	// No policy set: the default denies every exception.
+	r := mustCLI(t, s, 0, "", "policy", "get", "-o", "json")
+	if !strings.Contains(r.stdout, `"NET_BIND_SERVICE"`) || !strings.Contains(r.stdout, `"version": 0`) {
+		t.Fatalf("default policy:\n%s", r.stdout)
+	}
+	privileged := strings.Replace(webSpec(env.refs["v1"], 1, ""), "stop_grace_period: 1s\n", "stop_grace_period: 1s\nsecurity: { privileged: true, cap_add: [NET_ADMIN] }\n", 1)
+	r = mustCLI(t, s, 1, privileged, "apply", "-")
+	for _, want := range []string{"security.privileged", "allow_privileged", "NET_ADMIN", "allow_capabilities"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("denial lacks %q:\n%s", want, r.stderr)
+		}
+	}
+
+	// A trust rule for this registry: the unsigned image is refused.
+	dir := t.TempDir()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "release.pub"), pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pol := fmt.Sprintf("trust:\n  - match: %q\n    keys: [release.pub]\n", env.regAddr+"/e2e/*")
+	if err := os.WriteFile(filepath.Join(dir, "policy.yaml"), []byte(pol), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r = mustCLI(t, s, 0, "", "policy", "set", filepath.Join(dir, "policy.yaml"))
+	if !strings.Contains(r.stdout, "policy version 1 stored") {
+		t.Fatalf("policy set: %s", r.stdout)
+	}
+	r = mustCLI(t, s, 1, webSpec(env.refs["v11"], 1, ""), "apply", "-")
+	if !strings.Contains(r.stderr, "release.pub") || !strings.Contains(strings.ToLower(r.stderr), "sign") {
+		t.Fatalf("unsigned image error:\n%s", r.stderr)
+	}
+	// A policy with a typo is refused with its line, nothing stored.
+	if err := os.WriteFile(filepath.Join(dir, "bad.yaml"), []byte("allow_privileged: true\nalow_root: true\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r = mustCLI(t, s, 2, "", "policy", "set", filepath.Join(dir, "bad.yaml"))
+	if !strings.Contains(r.stderr, "line 2") || !strings.Contains(r.stderr, "allow_root") {
+		t.Fatalf("bad policy error:\n%s", r.stderr)
+	}
+	if after := mustHistory(t, s, "web"); len(after) != len(before) {
+		t.Fatalf("refused applies changed history: %+v", after)
+	}
+	if st := mustStatus(t, s, "web"); st.Revision != 1 || st.State != "running" {
+		t.Fatalf("refused applies changed the running revision: %+v", st)
 	}
 }

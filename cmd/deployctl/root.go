@@ -95,6 +95,7 @@ See 'deployctl help exit-codes' for what the exit codes mean.`,
 		newClusterCmd(g),
 		newAgentCmd(g),
 		newTLSCmd(),
+		newPolicyCmd(g),
 		newExitCodesTopic(),
 	)
 	return root

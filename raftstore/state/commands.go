@@ -379,3 +379,27 @@ func (s *Store) ApplySetHostState(index uint64, c SetHostStateCmd) error {
 	tx.commit(s)
 	return nil
 }
+
+// SetPolicyCmd stores the cluster policy. ExpectVersion guards it: the
+// version the leader saw, so two concurrent sets cannot both win.
+type SetPolicyCmd struct {
+	Now           time.Time `json:"now"`
+	ExpectVersion int       `json:"expect_version"`
+	JSON          []byte    `json:"json"`
+}
+
+// ApplySetPolicy applies a SetPolicyCmd at a raft index and returns the new
+// version.
+func (s *Store) ApplySetPolicy(index uint64, c SetPolicyCmd) (int, error) {
+	tx := s.begin(index)
+	cur := 0
+	if tx.policy != nil {
+		cur = tx.policy.Version
+	}
+	if cur != c.ExpectVersion {
+		return 0, fmt.Errorf("%w: policy is at version %d, not %d", ErrConflict, cur, c.ExpectVersion)
+	}
+	tx.policy = &PolicyRecord{Version: cur + 1, JSON: c.JSON, UpdatedAt: c.Now}
+	tx.commit(s)
+	return cur + 1, nil
+}

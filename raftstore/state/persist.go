@@ -21,6 +21,7 @@ type snapshotDoc struct {
 	HostIndex map[string]uint64 `json:"host_index"`
 	Requests  []*RequestResult  `json:"requests"`
 	Servers   []*ServerInfo     `json:"servers"`
+	Policy    *PolicyRecord     `json:"policy,omitempty"`
 }
 
 func collect[T any](tree *iradix.Tree) []*T {
@@ -40,7 +41,7 @@ func (t *Tables) WriteTo(w io.Writer) (int64, error) {
 		Services: collect[Service](t.services), Revisions: collect[Revision](t.revisions),
 		Replicas: collect[Replica](t.replicas), Hosts: collect[Host](t.hosts),
 		HostIndex: map[string]uint64{}, Requests: collect[RequestResult](t.requests),
-		Servers: collect[ServerInfo](t.servers),
+		Servers: collect[ServerInfo](t.servers), Policy: t.policy,
 	}
 	t.hostIndex.Root().Walk(func(k []byte, v interface{}) bool {
 		doc.HostIndex[string(k)] = v.(uint64)
@@ -95,6 +96,7 @@ func (s *Store) Restore(r io.Reader) error {
 	for _, v := range doc.Requests {
 		tx.requests.Insert([]byte(v.Key), v)
 	}
+	tx.policy = doc.Policy
 	for _, v := range doc.Servers {
 		tx.servers.Insert([]byte(v.ID), v)
 	}

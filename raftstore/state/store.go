@@ -24,15 +24,16 @@ var (
 // that shares all untouched nodes with the old one (immutable radix trees).
 type Tables struct {
 	index     uint64
-	services  *iradix.Tree // name -> *Service
-	revisions *iradix.Tree // name \x00 %010d -> *Revision
-	replicas  *iradix.Tree // id -> *Replica
-	bySvc     *iradix.Tree // service \x00 id -> struct{}
-	byHost    *iradix.Tree // host \x00 id -> struct{}
-	hosts     *iradix.Tree // id -> *Host
-	hostIndex *iradix.Tree // host -> uint64: last index that changed its assignments
-	requests  *iradix.Tree // idempotency key -> *RequestResult
-	servers   *iradix.Tree // raft server id -> *ServerInfo
+	services  *iradix.Tree  // name -> *Service
+	revisions *iradix.Tree  // name \x00 %010d -> *Revision
+	replicas  *iradix.Tree  // id -> *Replica
+	bySvc     *iradix.Tree  // service \x00 id -> struct{}
+	byHost    *iradix.Tree  // host \x00 id -> struct{}
+	hosts     *iradix.Tree  // id -> *Host
+	hostIndex *iradix.Tree  // host -> uint64: last index that changed its assignments
+	requests  *iradix.Tree  // idempotency key -> *RequestResult
+	servers   *iradix.Tree  // raft server id -> *ServerInfo
+	policy    *PolicyRecord // nil until a policy is set
 }
 
 // RequestResult remembers the outcome of a write that carried an
@@ -194,6 +195,14 @@ func (t *Tables) Servers() []ServerInfo {
 	return out
 }
 
+// Policy returns the stored cluster policy, if one was set.
+func (t *Tables) Policy() (PolicyRecord, bool) {
+	if t.policy == nil {
+		return PolicyRecord{}, false
+	}
+	return *t.policy, true
+}
+
 // Request returns the remembered result of an idempotent write.
 func (t *Tables) Request(key string) (RequestResult, bool) {
 	if key == "" {
@@ -273,6 +282,7 @@ type txn struct {
 	services, revisions, replicas, bySvc *iradix.Txn
 	byHost, hosts, hostIndex, requests   *iradix.Txn
 	servers                              *iradix.Txn
+	policy                               *PolicyRecord
 	touchedHosts                         map[string]bool
 }
 
@@ -283,6 +293,7 @@ func (s *Store) begin(index uint64) *txn {
 		services: t.services.Txn(), revisions: t.revisions.Txn(), replicas: t.replicas.Txn(),
 		bySvc: t.bySvc.Txn(), byHost: t.byHost.Txn(), hosts: t.hosts.Txn(),
 		hostIndex: t.hostIndex.Txn(), requests: t.requests.Txn(), servers: t.servers.Txn(),
+		policy:       t.policy,
 		touchedHosts: map[string]bool{},
 	}
 }
@@ -296,6 +307,7 @@ func (tx *txn) commit(s *Store) {
 		services: tx.services.CommitOnly(), revisions: tx.revisions.CommitOnly(), replicas: tx.replicas.CommitOnly(),
 		bySvc: tx.bySvc.CommitOnly(), byHost: tx.byHost.CommitOnly(), hosts: tx.hosts.CommitOnly(),
 		hostIndex: tx.hostIndex.CommitOnly(), requests: tx.requests.CommitOnly(), servers: tx.servers.CommitOnly(),
+		policy: tx.policy,
 	}, tx.touchedHosts)
 }
 

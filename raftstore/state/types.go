@@ -70,6 +70,10 @@ type Revision struct {
 	// replicas that still run the old one instead of replacing them.
 	Fingerprint string `json:"fingerprint"`
 	Cause       string `json:"cause"`
+	// SignedBy names the trust key that verified the image's signature, and
+	// SignatureFormat its layout; empty when the policy requires none.
+	SignedBy        string `json:"signed_by,omitempty"`
+	SignatureFormat string `json:"signature_format,omitempty"`
 	// RollbackOf and RollbackTo are set on rollback revisions only.
 	RollbackOf int       `json:"rollback_of,omitempty"`
 	RollbackTo int       `json:"rollback_to,omitempty"`
@@ -196,4 +200,12 @@ type ServerInfo struct {
 	RaftAddr    string `json:"raft_addr"`
 	APIAddr     string `json:"api_addr"`
 	ModifyIndex uint64 `json:"modify_index"`
+}
+
+// PolicyRecord is the cluster policy as the controller stored it: opaque
+// JSON here (the policy package owns its shape), with its version.
+type PolicyRecord struct {
+	Version   int       `json:"version"`
+	JSON      []byte    `json:"json"`
+	UpdatedAt time.Time `json:"updated_at"`
 }

@@ -1,0 +1,82 @@
+package controller
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/deployctl/deployctl/controller/policy"
+	"github.com/deployctl/deployctl/controller/signature"
+	"github.com/deployctl/deployctl/raftstore"
+	"github.com/deployctl/deployctl/raftstore/state"
+	"github.com/deployctl/deployctl/specs"
+)
+
+// ErrInvalidPolicy is a policy that cannot be stored.
+var ErrInvalidPolicy = errors.New("invalid policy")
+
+// Policy returns the cluster policy: the stored one, or the default (deny
+// every exception) when none was set.
+func (c *Controller) Policy() (*policy.Policy, error) {
+	rec, ok := c.cfg.Store.View().Policy()
+	if !ok {
+		return policy.Default(), nil
+	}
+	var p policy.Policy
+	if err := json.Unmarshal(rec.JSON, &p); err != nil {
+		return nil, fmt.Errorf("decode stored policy version %d: %w", rec.Version, err)
+	}
+	p.Version = rec.Version
+	return &p, nil
+}
+
+// SetPolicy validates and stores a policy; trust keys must be loaded (the
+// CLI reads the key files). expectVersion guards against a concurrent set.
+func (c *Controller) SetPolicy(ctx context.Context, p *policy.Policy, expectVersion int) (int, error) {
+	if !c.Ready() {
+		return 0, c.notLeader()
+	}
+	if err := p.Validate(); err != nil {
+		return 0, fmt.Errorf("%w: %w", ErrInvalidPolicy, err)
+	}
+	if !p.KeysLoaded() {
+		return 0, fmt.Errorf("%w: trust keys are file paths without their PEM; `deployctl policy set` reads them", ErrInvalidPolicy)
+	}
+	cp := p.Clone()
+	cp.Version = 0
+	body, err := json.Marshal(cp)
+	if err != nil {
+		return 0, fmt.Errorf("encode policy: %w", err)
+	}
+	res, err := c.apply(ctx, raftstore.CmdSetPolicy, state.SetPolicyCmd{Now: c.cfg.Now(), ExpectVersion: expectVersion, JSON: body})
+	if err != nil {
+		return 0, err
+	}
+	return res.(int), nil
+}
+
+// admit checks a spec against the policy before anything is resolved or
+// stored: every violation is reported at once, each naming the field, the
+// rule and how to change the policy.
+func (c *Controller) admit(spec *specs.Spec) (*policy.Policy, error) {
+	p, err := c.Policy()
+	if err != nil {
+		return nil, err
+	}
+	registry, err := policy.RegistryOf(spec.Image)
+	if err != nil {
+		return nil, fmt.Errorf("%w: image: %v", ErrInvalidSpec, err)
+	}
+	if err := policy.Deny(policy.Check(p, spec, registry)); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// verifySignature checks the pinned digest's signature where the policy's
+// trust rules require one, and returns what verified it.
+func (c *Controller) verifySignature(ctx context.Context, p *policy.Policy, pin PinnedImage) (signature.Result, error) {
+	v := signature.Verifier{Rules: p.TrustRules(), Options: c.cfg.RegistryOptions}
+	return v.Verify(ctx, pin.Repository, pin.Digest)
+}
