@@ -60,6 +60,7 @@ type HistoryEntry struct {
 	Cause      string    `json:"cause"`
 	RollbackOf int       `json:"rollback_of,omitempty"`
 	RollbackTo int       `json:"rollback_to,omitempty"`
+	SignedBy   string    `json:"signed_by,omitempty"`
 	Message    string    `json:"message,omitempty"`
 	Current    bool      `json:"current"`
 	CreatedAt  time.Time `json:"created_at"`
@@ -106,7 +107,7 @@ func history(t *state.Tables, svc state.Service) []HistoryEntry {
 	for _, r := range t.Revisions(svc.Name) {
 		out = append(out, HistoryEntry{
 			Revision: r.Number, Image: r.Spec.Image, Digest: r.Digest, Ref: r.Ref, State: r.State, Cause: r.Cause,
-			RollbackOf: r.RollbackOf, RollbackTo: r.RollbackTo,
+			RollbackOf: r.RollbackOf, RollbackTo: r.RollbackTo, SignedBy: r.SignedBy,
 			Message: r.Message, Current: r.Number == svc.Current, CreatedAt: r.CreatedAt, FinishedAt: r.FinishedAt,
 		})
 	}

@@ -220,7 +220,11 @@ func runChaos(t *testing.T, faults []chaosFault, seed uint64) {
 		t.Error(err)
 		lin = "a linearizability violation"
 	}
-	fmt.Printf("survived %d operations and %d faults, %s, %d lost writes\n", st.Operations, len(faults), lin, rep.Lost)
+	verdict := "survived"
+	if t.Failed() {
+		verdict = "FAILED:"
+	}
+	fmt.Printf("%s %d operations and %d faults, %s, %d lost writes\n", verdict, st.Operations, len(faults), lin, rep.Lost)
 	fmt.Printf("  (%d acknowledged writes, %d unknown of which %d took effect, %d refused, %d reads; partitions by %s)\n",
 		st.OkWrites, st.UnknownWrites, st.UnknownWrites-(len(ops)-len(resolved)), st.FailedWrites, st.Reads, c.partitionMethod())
 }

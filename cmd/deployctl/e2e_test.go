@@ -11,7 +11,9 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -29,6 +31,12 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/client"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/deployctl/deployctl/controller"
@@ -718,6 +726,15 @@ func TestCLIPolicyGatesApply(t *testing.T) {
 	if !strings.Contains(r.stderr, "release.pub") || !strings.Contains(strings.ToLower(r.stderr), "sign") {
 		t.Fatalf("unsigned image error:\n%s", r.stderr)
 	}
+	// Signed with the listed key (cosign's tag layout): admitted, and the
+	// revision records the key.
+	mustSignCosignV2(t, env.refs["v11"], env.digests["v11"], key)
+	mustCLI(t, s, 0, webSpec(env.refs["v11"], 1, ""), "apply", "-")
+	if h := mustHistory(t, s, "web"); h[len(h)-1].SignedBy != "release.pub" {
+		t.Fatalf("signed revision: %+v", h[len(h)-1])
+	}
+	before = mustHistory(t, s, "web")
+
 	// A policy with a typo is refused with its line, nothing stored.
 	if err := os.WriteFile(filepath.Join(dir, "bad.yaml"), []byte("allow_privileged: true\nalow_root: true\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -729,7 +746,36 @@ func TestCLIPolicyGatesApply(t *testing.T) {
 	if after := mustHistory(t, s, "web"); len(after) != len(before) {
 		t.Fatalf("refused applies changed history: %+v", after)
 	}
-	if st := mustStatus(t, s, "web"); st.Revision != 1 || st.State != "running" {
+	if st := mustStatus(t, s, "web"); st.Revision != 2 || st.State != "running" {
 		t.Fatalf("refused applies changed the running revision: %+v", st)
+	}
+}
+
+// mustSignCosignV2 writes what `cosign sign --key` writes in its tag layout:
+// an image tagged sha256-<hex>.sig whose layer is the simple-signing
+// payload, annotated with the base64 ECDSA signature over it.
+func mustSignCosignV2(t *testing.T, tagRef, digest string, key *ecdsa.PrivateKey) {
+	t.Helper()
+	repo, err := name.NewRepository(tagRef[:strings.LastIndex(tagRef, ":")], name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload := []byte(`{"critical":{"identity":{"docker-reference":"` + repo.Name() + `"},"image":{"docker-manifest-digest":"` +
+		digest + `"},"type":"cosign container image signature"},"optional":null}`)
+	sum := sha256.Sum256(payload)
+	sig, err := ecdsa.SignASN1(rand.Reader, key, sum[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON)
+	img, err = mutate.Append(img, mutate.Addendum{
+		Layer:       static.NewLayer(payload, "application/vnd.dev.cosign.simplesigning.v1+json"),
+		Annotations: map[string]string{"dev.cosignproject.cosign/signature": base64.StdEncoding.EncodeToString(sig)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(repo.Tag(strings.Replace(digest, ":", "-", 1)+".sig"), img); err != nil {
+		t.Fatal(err)
 	}
 }

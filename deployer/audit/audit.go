@@ -333,16 +333,25 @@ func judgeSSHD(v *view) (string, string) {
 	return StatusInfo, fmt.Sprintf("main process %q; other processes cannot be seen in inspect", v.base.Path)
 }
 
-// bindings renders the port bindings as host->container lines, sorted.
+// bindings renders the port bindings as ip:port->container lines, sorted;
+// "*" stands for a host port the engine picks.
 func bindings(pm nat.PortMap) []string {
 	var out []string
 	for port, list := range pm {
 		for _, b := range list {
-			out = append(out, fmt.Sprintf("%s:%s->%s", b.HostIP, b.HostPort, port))
+			out = append(out, bindingText(b, port))
 		}
 	}
 	sort.Strings(out)
 	return out
+}
+
+func bindingText(b nat.PortBinding, port nat.Port) string {
+	hostPort := b.HostPort
+	if hostPort == "" {
+		hostPort = "*"
+	}
+	return fmt.Sprintf("%s:%s->%s", b.HostIP, hostPort, port)
 }
 
 // hostPortRange reads a binding's HostPort: "8080", "8000-8010", or "" (an
@@ -367,7 +376,7 @@ func judgePrivilegedPorts(v *view) (string, string) {
 			// Unparseable host ports are warned about: the check must not
 			// pass what it cannot read.
 			if low, _, ok := hostPortRange(b.HostPort); (ok && low > 0 && low < 1024) || (!ok && b.HostPort != "") {
-				bad = append(bad, fmt.Sprintf("%s:%s->%s", b.HostIP, b.HostPort, port))
+				bad = append(bad, bindingText(b, port))
 			}
 		}
 	}
@@ -419,7 +428,7 @@ func judgeHostInterface(v *view) (string, string) {
 	for port, list := range v.hc.PortBindings {
 		for _, b := range list {
 			if isWildcardIP(b.HostIP) {
-				bad = append(bad, fmt.Sprintf("%s:%s->%s", b.HostIP, b.HostPort, port))
+				bad = append(bad, bindingText(b, port))
 			}
 		}
 	}
