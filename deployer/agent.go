@@ -59,6 +59,7 @@ type Runtime interface {
 	Inspect(ctx context.Context, id string) (container.InspectResponse, error)
 	StopAndRemove(ctx context.Context, id string, grace time.Duration) error
 	WatchExits(ctx context.Context, hostID string, exits chan<- ContainerExit) error
+	EngineInfo(ctx context.Context) (EngineInfo, error)
 }
 
 // AgentConfig configures an Agent. Zero durations take the defaults.

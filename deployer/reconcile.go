@@ -83,6 +83,9 @@ type reconcileLoop struct {
 	// exits are the last exits the engine reported, by container ID.
 	exits     map[string]ContainerExit
 	networkOK bool
+	// engine is what the engine supports (AppArmor, userns...), read once
+	// per Run with the network: run options depend on it.
+	engine EngineInfo
 	// engineDown remembers an outage so it is logged as an error once, not
 	// at every resync.
 	engineDown bool
@@ -140,6 +143,12 @@ func (l *reconcileLoop) reconcile(ctx context.Context) {
 			l.engineError("cannot prepare the replica network", err)
 			return
 		}
+		info, err := l.rt.EngineInfo(ctx)
+		if err != nil {
+			l.engineError("cannot read the engine's security options", err)
+			return
+		}
+		l.engine = info
 		l.networkOK = true
 	}
 	containers, err := l.rt.ListManaged(ctx, l.cfg.HostID)
@@ -364,14 +373,15 @@ func (l *reconcileLoop) startReplica(ctx context.Context, id string, rep *replic
 	l.setState(id, rep, state.ReplicaStarting, message)
 	as := rep.assignment
 	l.log.Info("starting replica", "replica", id, "ref", as.Revision.Ref)
+	engine := l.engine
 	l.goTask(ctx, func() event {
-		return l.createAndStart(ctx, as)
+		return l.createAndStart(ctx, as, engine)
 	})
 }
 
 // createAndStart pulls, creates and starts the container of as. It runs in
 // a task goroutine and touches no loop state.
-func (l *reconcileLoop) createAndStart(ctx context.Context, as state.Assignment) startDone {
+func (l *reconcileLoop) createAndStart(ctx context.Context, as state.Assignment, engine EngineInfo) startDone {
 	done := startDone{replicaID: as.Replica.ID}
 	ref := as.Revision.Ref
 	if err := l.rt.Pull(ctx, ref); err != nil {
@@ -383,7 +393,12 @@ func (l *reconcileLoop) createAndStart(ctx context.Context, as state.Assignment)
 		done.err = err
 		return done
 	}
-	cfg, hostCfg, netCfg, err := ContainerOptions(as, l.cfg.HostID, l.cfg.Network, user)
+	overrides, err := OverridesFor(as.Revision.Spec)
+	if err != nil {
+		done.err = err
+		return done
+	}
+	cfg, hostCfg, netCfg, err := ContainerOptions(as, l.cfg.HostID, l.cfg.Network, user, WithEngine(engine), WithOverrides(overrides))
 	if err != nil {
 		done.err = err
 		return done
