@@ -9,9 +9,11 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/deployctl/deployctl/controller/policy"
+	"github.com/deployctl/deployctl/controller/scangate"
 	"github.com/deployctl/deployctl/controller/signature"
 	"github.com/deployctl/deployctl/raftstore/state"
 	"github.com/deployctl/deployctl/specs"
@@ -158,6 +160,11 @@ func (a *API) writeErr(w http.ResponseWriter, err error) {
 	case errors.Is(err, signature.ErrUnsigned), errors.Is(err, signature.ErrBadSignature), errors.Is(err, signature.ErrDigestMismatch),
 		errors.Is(err, signature.ErrUntrustedKey), errors.Is(err, signature.ErrBadKey):
 		writeError(w, http.StatusUnprocessableEntity, "signature", err.Error())
+	case errors.Is(err, scangate.ErrNoScan), errors.Is(err, scangate.ErrStale), errors.Is(err, scangate.ErrWrongDigest),
+		errors.Is(err, scangate.ErrFindings), errors.Is(err, scangate.ErrBadReport), errors.Is(err, scangate.ErrBadPolicy):
+		writeError(w, http.StatusUnprocessableEntity, "scan", err.Error())
+	case errors.Is(err, ErrBadProfile):
+		writeError(w, http.StatusBadRequest, "invalid_spec", err.Error())
 	case errors.Is(err, signature.ErrRegistry):
 		writeError(w, http.StatusBadGateway, "registry", err.Error())
 	case errors.As(err, &ve):
@@ -303,17 +310,38 @@ func (a *API) listServices(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
+// ApplyBody is the JSON form of POST /v1/services: the spec's YAML with
+// what the CLI read from files it names (a seccomp profile) and a scan
+// report. A plain YAML body is the spec alone.
+type ApplyBody struct {
+	SpecYAML       string `json:"spec_yaml"`
+	SeccompProfile []byte `json:"seccomp_profile,omitempty"`
+	ScanReport     []byte `json:"scan_report,omitempty"`
+}
+
 func (a *API) applyService(w http.ResponseWriter, r *http.Request) {
 	body, ok := readBody(w, r)
 	if !ok {
 		return
 	}
-	spec, err := specs.Parse(body)
+	var req ApplyBody
+	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {
+		dec := json.NewDecoder(bytes.NewReader(body))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil {
+			writeError(w, http.StatusBadRequest, "bad_request", "malformed JSON body: "+err.Error())
+			return
+		}
+	} else {
+		req.SpecYAML = string(body)
+	}
+	spec, err := specs.Parse([]byte(req.SpecYAML))
 	if err != nil {
 		a.writeErr(w, err)
 		return
 	}
-	out, err := a.c.Apply(r.Context(), spec, r.Header.Get("Idempotency-Key"))
+	spec.Security.SeccompProfile = req.SeccompProfile
+	out, err := a.c.ApplyWith(r.Context(), ApplyRequest{Spec: spec, IdempotencyKey: r.Header.Get("Idempotency-Key"), ScanReport: req.ScanReport})
 	if err != nil {
 		a.writeErr(w, err)
 		return

@@ -222,9 +222,18 @@ func (c *Client) retryWrite(ctx context.Context, fn func() error) error {
 
 // Apply sends a spec (YAML) for a new revision.
 func (c *Client) Apply(ctx context.Context, specYAML []byte) (ApplyOutcome, error) {
-	h := http.Header{"Content-Type": {"application/yaml"}, "Idempotency-Key": {NewID()}}
+	return c.ApplyWith(ctx, ApplyBody{SpecYAML: string(specYAML)})
+}
+
+// ApplyWith sends a spec with the files it names and a scan report.
+func (c *Client) ApplyWith(ctx context.Context, body ApplyBody) (ApplyOutcome, error) {
+	data, err := json.Marshal(body)
+	if err != nil {
+		return ApplyOutcome{}, fmt.Errorf("encode apply: %w", err)
+	}
+	h := http.Header{"Content-Type": {"application/json"}, "Idempotency-Key": {NewID()}}
 	var out ApplyOutcome
-	err := c.retryWrite(ctx, func() error { return c.do(ctx, http.MethodPost, "/v1/services", h, specYAML, &out) })
+	err = c.retryWrite(ctx, func() error { return c.do(ctx, http.MethodPost, "/v1/services", h, data, &out) })
 	return out, err
 }
 

@@ -169,6 +169,20 @@ type ApplyOutcome struct {
 // image is resolved first; if that fails nothing is stored. A spec equal
 // to the current revision's (same digest) makes no new revision.
 func (c *Controller) Apply(ctx context.Context, spec *specs.Spec, idempotencyKey string) (ApplyOutcome, error) {
+	return c.ApplyWith(ctx, ApplyRequest{Spec: spec, IdempotencyKey: idempotencyKey})
+}
+
+// ApplyRequest is a spec with what came along with it.
+type ApplyRequest struct {
+	Spec           *specs.Spec
+	IdempotencyKey string
+	// ScanReport is a Trivy JSON report of the image, for the scan gate.
+	ScanReport []byte
+}
+
+// ApplyWith is Apply with a scan report.
+func (c *Controller) ApplyWith(ctx context.Context, req ApplyRequest) (ApplyOutcome, error) {
+	spec, idempotencyKey := req.Spec, req.IdempotencyKey
 	if !c.Ready() {
 		return ApplyOutcome{}, c.notLeader()
 	}
@@ -176,6 +190,9 @@ func (c *Controller) Apply(ctx context.Context, spec *specs.Spec, idempotencyKey
 	spec.ApplyDefaults()
 	if err := spec.Validate(); err != nil {
 		return ApplyOutcome{}, fmt.Errorf("%w: %w", ErrInvalidSpec, err)
+	}
+	if err := checkProfile(spec); err != nil {
+		return ApplyOutcome{}, err
 	}
 	view := c.cfg.Store.View()
 	if prev, ok := view.Request(idempotencyKey); ok {
@@ -198,6 +215,10 @@ func (c *Controller) Apply(ctx context.Context, spec *specs.Spec, idempotencyKey
 	if err != nil {
 		return ApplyOutcome{}, err
 	}
+	scanWarnings, err := c.gateScan(pol, pin.Digest, req.ScanReport)
+	if err != nil {
+		return ApplyOutcome{}, err
+	}
 	fp := Fingerprint(*spec, pin.Ref)
 	if exists {
 		if cur, ok := view.Revision(svc.Name, svc.Current); ok && cur.Fingerprint == fp && sameSpec(&cur.Spec, spec) {
@@ -210,7 +231,7 @@ func (c *Controller) Apply(ctx context.Context, spec *specs.Spec, idempotencyKey
 		ExpectCurrent:  svc.Current,
 		Revision: state.Revision{
 			Service: spec.Service, Spec: *spec, Digest: pin.Digest, Ref: pin.Ref, Fingerprint: fp, Cause: "apply",
-			SignedBy: signed.KeyName, SignatureFormat: signed.Format,
+			SignedBy: signed.KeyName, SignatureFormat: signed.Format, ScanWarnings: scanWarnings,
 		},
 	}
 	res, err := c.apply(ctx, raftstore.CmdApplyRevision, cmd)

@@ -7,7 +7,9 @@ import (
 	"fmt"
 
 	"github.com/deployctl/deployctl/controller/policy"
+	"github.com/deployctl/deployctl/controller/scangate"
 	"github.com/deployctl/deployctl/controller/signature"
+	"github.com/deployctl/deployctl/deployer/seccomp"
 	"github.com/deployctl/deployctl/raftstore"
 	"github.com/deployctl/deployctl/raftstore/state"
 	"github.com/deployctl/deployctl/specs"
@@ -72,6 +74,45 @@ func (c *Controller) admit(spec *specs.Spec) (*policy.Policy, error) {
 		return nil, err
 	}
 	return p, nil
+}
+
+// ErrBadProfile is a seccomp profile that cannot be used.
+var ErrBadProfile = errors.New("invalid seccomp profile")
+
+// checkProfile validates a seccomp profile file the CLI sent with a spec
+// that names one; a spec that names none must not carry one.
+func checkProfile(spec *specs.Spec) error {
+	if spec.Security.SeccompMode() != specs.SeccompModeFile {
+		if len(spec.Security.SeccompProfile) > 0 {
+			return fmt.Errorf("%w: a profile was sent but security.seccomp is %q", ErrBadProfile, spec.Security.Seccomp)
+		}
+		return nil
+	}
+	if len(spec.Security.SeccompProfile) == 0 {
+		return fmt.Errorf("%w: security.seccomp names the file %q; send its content (deployctl apply reads it)", ErrBadProfile, spec.Security.Seccomp)
+	}
+	if err := seccomp.Validate(spec.Security.SeccompProfile); err != nil {
+		return fmt.Errorf("%w: security.seccomp %s: %w", ErrBadProfile, spec.Security.Seccomp, err)
+	}
+	return nil
+}
+
+// gateScan holds the pinned digest's scan report against the policy's scan
+// gate: enforce refuses, warn returns the warnings to record.
+func (c *Controller) gateScan(p *policy.Policy, digest string, report []byte) ([]string, error) {
+	var r *scangate.Report
+	if len(report) > 0 {
+		parsed, err := scangate.ParseTrivy(report)
+		if err != nil {
+			return nil, err
+		}
+		r = &parsed
+	}
+	v := scangate.Evaluate(p.Scan, digest, c.cfg.Now(), r)
+	if err := v.Err(); err != nil {
+		return nil, err
+	}
+	return v.Warnings, nil
 }
 
 // verifySignature checks the pinned digest's signature where the policy's

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"text/tabwriter"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/deployctl/deployctl/controller"
+	"github.com/deployctl/deployctl/deployer/seccomp"
 	"github.com/deployctl/deployctl/specs"
 )
 
@@ -30,6 +32,7 @@ func clientErr(err error) error {
 func newApplyCmd(g *globals) *cobra.Command {
 	var noWait bool
 	var timeout time.Duration
+	var scanReport string
 	cmd := &cobra.Command{
 		Use:   "apply FILE",
 		Short: "Store a new revision of a service and wait for its rollout (FILE - reads stdin)",
@@ -49,10 +52,21 @@ Ctrl-C stops waiting; the rollout goes on. See 'deployctl help exit-codes'.`,
 			if err != nil {
 				return exitWith(ExitUsage, fmt.Errorf("%s: %w", args[0], err))
 			}
+			body := controller.ApplyBody{SpecYAML: string(data)}
+			if spec.Security.SeccompMode() == specs.SeccompModeFile {
+				if body.SeccompProfile, err = readProfile(args[0], spec.Security.Seccomp); err != nil {
+					return exitWith(ExitUsage, err)
+				}
+			}
+			if scanReport != "" {
+				if body.ScanReport, err = os.ReadFile(scanReport); err != nil {
+					return exitWith(ExitUsage, fmt.Errorf("--scan-report: %w", err))
+				}
+			}
 			ctx, stop := interruptContext(cmd.Context())
 			defer stop()
 			callCtx, cancel := context.WithTimeout(ctx, requestTimeout)
-			out, err := g.client().Apply(callCtx, data)
+			out, err := g.client().ApplyWith(callCtx, body)
 			cancel()
 			if err != nil {
 				return clientErr(err)
@@ -71,7 +85,26 @@ Ctrl-C stops waiting; the rollout goes on. See 'deployctl help exit-codes'.`,
 	}
 	cmd.Flags().BoolVar(&noWait, "detach", false, "return once the revision is stored, without waiting")
 	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Minute, "stop waiting after this long (exit 5; the rollout goes on)")
+	cmd.Flags().StringVar(&scanReport, "scan-report", "", "a Trivy JSON report of the image, for the policy's scan gate")
 	return cmd
+}
+
+// readProfile reads the seccomp profile a spec names, relative to the
+// spec file (to the working directory for stdin), and checks it here so
+// that a broken file is reported before anything is sent.
+func readProfile(specPath, profile string) ([]byte, error) {
+	path := profile
+	if !filepath.IsAbs(path) && specPath != "-" {
+		path = filepath.Join(filepath.Dir(specPath), path)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("security.seccomp: %w", err)
+	}
+	if err := seccomp.Validate(data); err != nil {
+		return nil, fmt.Errorf("security.seccomp: %s: %w", path, err)
+	}
+	return data, nil
 }
 
 func readSpecFile(path string, stdin io.Reader) ([]byte, error) {

@@ -779,3 +779,72 @@ func mustSignCosignV2(t *testing.T, tagRef, digest string, key *ecdsa.PrivateKey
 		t.Fatal(err)
 	}
 }
+
+// trivyReport writes a Trivy JSON report (schema 2) for a pinned image.
+func trivyReport(t *testing.T, dir, repoDigest string, created time.Time, severities ...string) string {
+	t.Helper()
+	var vulns []string
+	for i, sev := range severities {
+		vulns = append(vulns, fmt.Sprintf(`{"VulnerabilityID": "CVE-2026-%04d", "PkgName": "stdlib", "InstalledVersion": "1.0", "FixedVersion": "1.1", "Severity": %q}`, i+1, sev))
+	}
+	body := fmt.Sprintf(`{"SchemaVersion": 2, "CreatedAt": %q, "ArtifactName": %q, "ArtifactType": "container_image",
+  "Metadata": {"RepoDigests": [%q]},
+  "Results": [{"Target": "app", "Class": "lang-pkgs", "Type": "gobinary", "Vulnerabilities": [%s]}]}`,
+		created.UTC().Format(time.RFC3339), repoDigest, repoDigest, strings.Join(vulns, ","))
+	path := filepath.Join(dir, fmt.Sprintf("trivy-%d.json", len(severities)))
+	if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestCLIScanGateAndStrictSeccomp(t *testing.T) {
+	s := mustStartServer(t)
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "policy.yaml"), []byte("scan: { mode: enforce, max_severity: high, max_age: 7d }\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mustCLI(t, s, 0, "", "policy", "set", filepath.Join(dir, "policy.yaml"))
+	ref := env.refs["v1"]
+	pinned := ref[:strings.LastIndex(ref, ":")] + "@" + env.digests["v1"]
+	spec := filepath.Join(dir, "web.yaml")
+	if err := os.WriteFile(spec, []byte(webSpec(ref, 1, "security: { seccomp: strict }\n")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	// No scan: refused. A scan with a critical finding: refused, naming it.
+	// A scan of another digest: refused.
+	r := mustCLI(t, s, 1, "", "apply", spec)
+	if !strings.Contains(r.stderr, "scan") {
+		t.Fatalf("no scan: %s", r.stderr)
+	}
+	r = mustCLI(t, s, 1, "", "apply", spec, "--scan-report", trivyReport(t, dir, pinned, time.Now(), "LOW", "CRITICAL"))
+	if !strings.Contains(r.stderr, "CVE-2026-0002") {
+		t.Fatalf("critical finding: %s", r.stderr)
+	}
+	other := ref[:strings.LastIndex(ref, ":")] + "@" + env.digests["broken"]
+	mustCLI(t, s, 1, "", "apply", spec, "--scan-report", trivyReport(t, dir, other, time.Now()))
+	if r := s.cli(t, "", "status", "web"); r.code != 1 {
+		t.Fatalf("a refused first apply created the service: %d %s", r.code, r.stdout)
+	}
+
+	// A clean, fresh scan of the pinned digest: admitted; the replica runs
+	// under the built-in strict seccomp profile.
+	mustCLI(t, s, 0, "", "apply", spec, "--scan-report", trivyReport(t, dir, pinned, time.Now(), "LOW", "MEDIUM"))
+	st := mustStatus(t, s, "web")
+	for id := range currentContainerIDs(st) {
+		c, err := env.docker.ContainerInspect(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		strict := false
+		for _, opt := range c.HostConfig.SecurityOpt {
+			if strings.HasPrefix(opt, "seccomp=") && strings.Contains(opt, "SCMP_ACT_ERRNO") {
+				strict = true
+			}
+		}
+		if !strict {
+			t.Fatalf("container %s runs without the strict profile: %v", id[:12], c.HostConfig.SecurityOpt)
+		}
+	}
+}

@@ -74,6 +74,8 @@ type Revision struct {
 	// SignatureFormat its layout; empty when the policy requires none.
 	SignedBy        string `json:"signed_by,omitempty"`
 	SignatureFormat string `json:"signature_format,omitempty"`
+	// ScanWarnings are the scan gate's findings in warn mode.
+	ScanWarnings []string `json:"scan_warnings,omitempty"`
 	// RollbackOf and RollbackTo are set on rollback revisions only.
 	RollbackOf int       `json:"rollback_of,omitempty"`
 	RollbackTo int       `json:"rollback_to,omitempty"`
