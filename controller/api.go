@@ -42,6 +42,9 @@ type HostInfo struct {
 	State    string            `json:"state"`
 	Replicas int               `json:"replicas"`
 	SeenAt   time.Time         `json:"seen_at"`
+	// Engine is what the host's Docker Engine enforces (userns-remap,
+	// AppArmor...), as its agent reported it.
+	Engine *state.EngineFeatures `json:"engine,omitempty"`
 }
 
 // ClusterStatus is `deployctl cluster status -o json`.
@@ -296,7 +299,7 @@ func (a *API) cluster(w http.ResponseWriter, r *http.Request) {
 				n++
 			}
 		}
-		out.Hosts = append(out.Hosts, HostInfo{ID: h.ID, Labels: h.Labels, State: h.State, Replicas: n, SeenAt: h.SeenAt})
+		out.Hosts = append(out.Hosts, HostInfo{ID: h.ID, Labels: h.Labels, State: h.State, Replicas: n, SeenAt: h.SeenAt, Engine: h.Engine})
 	}
 	writeJSON(w, http.StatusOK, out)
 }

@@ -371,7 +371,8 @@ func (c *Controller) Report(ctx context.Context, r state.HostReport) error {
 		}
 	}
 	h, known := view.Host(r.Host)
-	if known && h.State == state.HostReady && len(changed.Reports) == 0 && (r.Labels == nil || maps.Equal(h.Labels, r.Labels)) {
+	sameEngine := r.Engine == nil || (h.Engine != nil && *h.Engine == *r.Engine)
+	if known && h.State == state.HostReady && len(changed.Reports) == 0 && (r.Labels == nil || maps.Equal(h.Labels, r.Labels)) && sameEngine {
 		return nil
 	}
 	_, err := c.apply(ctx, raftstore.CmdHostReport, state.HostReportCmd{Now: now, Report: changed})

@@ -67,6 +67,9 @@ func (c *Controller) Run(ctx context.Context) error {
 // reconcileAll makes one decision per service.
 func (c *Controller) reconcileAll(ctx context.Context, view *state.Tables) {
 	load := newClusterLoad(view)
+	if pol, err := c.Policy(); err == nil {
+		load.requireUserns = pol.RequireUserns
+	}
 	for _, svc := range view.Services() {
 		if ctx.Err() != nil {
 			return

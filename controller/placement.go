@@ -18,6 +18,8 @@ type hostLoad struct {
 	// kept only so that a slot that cannot be placed can say so.
 	ready  bool
 	labels map[string]string
+	// userns: the host's engine runs with userns-remap.
+	userns bool
 	// total counts the replicas desired running on the host, all services.
 	total int
 	// ports holds the host ports published on it.
@@ -59,6 +61,9 @@ func (p publishedPort) clashes(q publishedPort) bool {
 // replica does not walk every replica of the cluster.
 type clusterLoad struct {
 	hosts []*hostLoad
+	// requireUserns: the policy places replicas only on hosts whose engine
+	// runs with userns-remap.
+	requireUserns bool
 }
 
 // clusterSource is the part of *state.Tables that placement reads.
@@ -73,7 +78,8 @@ func newClusterLoad(t *state.Tables) *clusterLoad { return loadOf(t) }
 func loadOf(src clusterSource) *clusterLoad {
 	cl := &clusterLoad{}
 	for _, h := range src.Hosts() {
-		hl := &hostLoad{id: h.ID, ready: h.State == state.HostReady, labels: h.Labels, ports: map[publishedPort]bool{}}
+		hl := &hostLoad{id: h.ID, ready: h.State == state.HostReady, labels: h.Labels, ports: map[publishedPort]bool{},
+			userns: h.Engine != nil && h.Engine.Userns}
 		cl.hosts = append(cl.hosts, hl)
 		if !hl.ready {
 			continue
@@ -112,6 +118,7 @@ type refusalKind int
 
 const (
 	refusedDown refusalKind = iota
+	refusedUserns
 	refusedConstraint
 	refusedMaxPerHost
 	refusedPort
@@ -129,8 +136,9 @@ type refusal struct {
 // placement is one call of place: the spec's rules and this service's
 // replicas per host, which grow as the call places them.
 type placement struct {
-	spec        specs.Spec
-	constraints []specs.Constraint
+	spec          specs.Spec
+	constraints   []specs.Constraint
+	requireUserns bool
 	// perHost counts the replicas of the service desired running on each
 	// host, every revision alike: an old replica that start-first keeps
 	// running until its replacement is healthy occupies its host as much
@@ -145,6 +153,9 @@ type placement struct {
 func (p *placement) refuse(h *hostLoad) *refusal {
 	if !h.ready {
 		return &refusal{kind: refusedDown}
+	}
+	if p.requireUserns && !h.userns {
+		return &refusal{kind: refusedUserns}
 	}
 	for i, c := range p.constraints {
 		if !c.Matches(h.labels, h.id) {
@@ -187,7 +198,7 @@ func (p *placement) before(a, b *hostLoad) bool {
 // hosts by cause and says what would help; slots with the same reason share
 // one ("slots 2, 3 cannot be placed: ...").
 func (cl *clusterLoad) place(spec specs.Spec, serviceReplicas []state.Replica, slots []int) (map[int]string, []string) {
-	p := &placement{spec: spec, perHost: map[string]int{}, running: map[int]bool{}}
+	p := &placement{spec: spec, perHost: map[string]int{}, running: map[int]bool{}, requireUserns: cl.requireUserns}
 	for _, r := range serviceReplicas {
 		if r.Desired == state.DesiredRunning {
 			p.perHost[r.Host]++
@@ -273,6 +284,9 @@ func (p *placement) explain(refused map[refusal]int, replacing bool) string {
 		case refusedDown:
 			counts = append(counts, fmt.Sprintf("%d down", n))
 			addFix("bring the down hosts back")
+		case refusedUserns:
+			counts = append(counts, fmt.Sprintf("%d without userns-remap, which the policy requires (require_userns)", n))
+			addFix("turn on userns-remap on those engines (docs/cis.md)")
 		case refusedConstraint:
 			counts = append(counts, fmt.Sprintf("%d %s constraint %q", n, plural(n, "fails", "fail"), p.constraints[r.constraint]))
 			addFix(plural(constraintCauses, "relax the constraint", "relax the constraints"))

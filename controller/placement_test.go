@@ -536,3 +536,22 @@ func TestNewClusterLoadReadsTables(t *testing.T) {
 		t.Errorf("reasons %q", reasons)
 	}
 }
+
+// require_userns: only hosts whose engine runs with userns-remap take
+// replicas, and a slot that cannot be placed says so.
+func TestPlacementRequiresUserns(t *testing.T) {
+	cl := &clusterLoad{requireUserns: true, hosts: []*hostLoad{
+		{id: "plain", ready: true, ports: map[publishedPort]bool{}},
+		{id: "remapped", ready: true, userns: true, ports: map[publishedPort]bool{}},
+	}}
+	spec := specs.Spec{Service: "web", Replicas: 2}
+	placed, reasons := cl.place(spec, nil, []int{0})
+	if placed[0] != "remapped" || len(reasons) != 0 {
+		t.Fatalf("placed %v, reasons %v; want slot 0 on the userns host", placed, reasons)
+	}
+	cl.hosts = cl.hosts[:1]
+	placed, reasons = cl.place(spec, nil, []int{1})
+	if len(placed) != 0 || len(reasons) != 1 || !strings.Contains(reasons[0], "require_userns") {
+		t.Fatalf("placed %v, reasons %v; want a refusal naming require_userns", placed, reasons)
+	}
+}

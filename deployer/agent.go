@@ -241,7 +241,7 @@ func (a *Agent) sendReports(ctx context.Context, box *outbox) {
 		}
 		batch := box.take()
 		callCtx, cancel := context.WithTimeout(ctx, reportTimeout)
-		err := a.cfg.Controller.Report(callCtx, state.HostReport{Host: a.cfg.HostID, Labels: a.cfg.Labels, Reports: batch})
+		err := a.cfg.Controller.Report(callCtx, state.HostReport{Host: a.cfg.HostID, Labels: a.cfg.Labels, Reports: batch, Engine: box.engineFeatures()})
 		cancel()
 		if err == nil {
 			retry.reset()

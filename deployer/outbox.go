@@ -15,6 +15,30 @@ type outbox struct {
 	pending map[string]state.StatusReport
 	order   []string
 	wake    chan struct{}
+	// engine is what the loop last read of the engine; every report carries
+	// it (the controller writes it to raft only when it changes).
+	engine *state.EngineFeatures
+}
+
+// setEngine records the engine's features for the next reports.
+func (o *outbox) setEngine(info EngineInfo) {
+	if !info.Reported {
+		return
+	}
+	f := state.EngineFeatures{Userns: info.Userns, AppArmor: info.AppArmor, SELinux: info.SELinux, Seccomp: info.Seccomp, Rootless: info.Rootless}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.engine = &f
+}
+
+func (o *outbox) engineFeatures() *state.EngineFeatures {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.engine == nil {
+		return nil
+	}
+	f := *o.engine
+	return &f
 }
 
 func newOutbox() *outbox {

@@ -149,6 +149,7 @@ func (l *reconcileLoop) reconcile(ctx context.Context) {
 			return
 		}
 		l.engine = info
+		l.outbox.setEngine(info)
 		l.networkOK = true
 	}
 	containers, err := l.rt.ListManaged(ctx, l.cfg.HostID)

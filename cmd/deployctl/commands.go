@@ -317,9 +317,13 @@ func newClusterCmd(g *globals) *cobra.Command {
 					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", n.ID, n.Address, n.Role, strconv.FormatBool(n.Voter), strconv.FormatBool(n.Healthy))
 				}
 				fmt.Fprintln(tw, "\t\t\t\t")
-				fmt.Fprintln(tw, "HOST\tSTATE\tREPLICAS\tLABELS\t")
+				fmt.Fprintln(tw, "HOST\tSTATE\tREPLICAS\tLABELS\tUSERNS")
 				for _, h := range st.Hosts {
-					fmt.Fprintf(tw, "%s\t%s\t%d\t%v\t\n", h.ID, h.State, h.Replicas, h.Labels)
+					userns := "unknown"
+					if h.Engine != nil {
+						userns = strconv.FormatBool(h.Engine.Userns)
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%d\t%v\t%s\n", h.ID, h.State, h.Replicas, h.Labels, userns)
 				}
 				tw.Flush()
 			})

@@ -239,6 +239,10 @@ func (s *Store) ApplyHostReport(index uint64, c HostReportCmd) error {
 	if c.Report.Labels != nil {
 		h.Labels = c.Report.Labels
 	}
+	if c.Report.Engine != nil {
+		e := *c.Report.Engine
+		h.Engine = &e
+	}
 	h.State = HostReady
 	h.DownSince = time.Time{}
 	h.SeenAt = c.Now

@@ -144,12 +144,24 @@ type ReplicaStatus struct {
 	UpdatedAt    time.Time `json:"updated_at,omitempty"`
 }
 
+// EngineFeatures is what a host's Docker Engine enforces, as its agent
+// read it from the engine's security options.
+type EngineFeatures struct {
+	Userns   bool `json:"userns"`
+	AppArmor bool `json:"apparmor"`
+	SELinux  bool `json:"selinux"`
+	Seccomp  bool `json:"seccomp"`
+	Rootless bool `json:"rootless"`
+}
+
 // Host is a machine with an agent and a Docker Engine.
 type Host struct {
-	ID       string            `json:"id"`
-	Labels   map[string]string `json:"labels,omitempty"`
-	State    string            `json:"state"` // "ready" or "down"
-	JoinedAt time.Time         `json:"joined_at"`
+	ID     string            `json:"id"`
+	Labels map[string]string `json:"labels,omitempty"`
+	// Engine is nil until the agent has read its engine.
+	Engine   *EngineFeatures `json:"engine,omitempty"`
+	State    string          `json:"state"` // "ready" or "down"
+	JoinedAt time.Time       `json:"joined_at"`
 	// SeenAt is the leader's time of the last heartbeat that reached raft.
 	SeenAt time.Time `json:"seen_at"`
 	// DownSince is when the leader marked the host down (zero while ready).
@@ -192,6 +204,7 @@ type StatusReport struct {
 type HostReport struct {
 	Host    string            `json:"host"`
 	Labels  map[string]string `json:"labels,omitempty"`
+	Engine  *EngineFeatures   `json:"engine,omitempty"`
 	Reports []StatusReport    `json:"reports,omitempty"`
 }
 
