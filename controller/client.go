@@ -352,3 +352,12 @@ func (c *Client) SetPolicy(ctx context.Context, p *policy.Policy) (int, error) {
 	})
 	return out.Version, err
 }
+
+// postJSON sends v as a JSON body and decodes the answer into out.
+func (c *Client) postJSON(ctx context.Context, path string, v, out any) error {
+	body, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", path, err)
+	}
+	return c.do(ctx, http.MethodPost, path, http.Header{"Content-Type": {"application/json"}}, body, out)
+}

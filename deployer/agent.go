@@ -79,7 +79,10 @@ type AgentConfig struct {
 	Logger            hclog.Logger
 	ResyncInterval    time.Duration
 	HeartbeatInterval time.Duration
-	AssignmentWait    time.Duration
+	// AuditInterval is how often running replicas are audited (CIS section
+	// 5 and drift) when the controller takes audits. Default 15s.
+	AuditInterval  time.Duration
+	AssignmentWait time.Duration
 }
 
 // Agent reconciles one host's Docker Engine with its assignments.
@@ -107,6 +110,9 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 	}
 	if cfg.ResyncInterval <= 0 {
 		cfg.ResyncInterval = DefaultResyncInterval
+	}
+	if cfg.AuditInterval <= 0 {
+		cfg.AuditInterval = DefaultAuditInterval
 	}
 	if cfg.HeartbeatInterval <= 0 {
 		cfg.HeartbeatInterval = DefaultHeartbeatInterval

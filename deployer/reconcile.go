@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/deployctl/deployctl/raftstore/state"
@@ -86,6 +87,10 @@ type reconcileLoop struct {
 	// engine is what the engine supports (AppArmor, userns...), read once
 	// per Run with the network: run options depend on it.
 	engine EngineInfo
+	// lastAudit is when the last audit started; auditing is set while one
+	// runs (its task clears it).
+	lastAudit time.Time
+	auditing  atomic.Bool
 	// engineDown remembers an outage so it is logged as an error once, not
 	// at every resync.
 	engineDown bool
@@ -108,6 +113,7 @@ func (l *reconcileLoop) run(ctx context.Context, sets <-chan state.AssignmentSet
 			dirty = true
 		case <-resync.C:
 			dirty = l.set != nil
+			l.auditDue(ctx, time.Now())
 		case ev := <-l.events:
 			dirty = l.handle(ctx, ev)
 		case exit := <-exits:

@@ -188,7 +188,7 @@ func (s *devServer) start(extraEnv []string) {
 	s.t.Helper()
 	s.log = &syncBuffer{}
 	s.cmd = exec.Command(env.bin, "server", "--dev", "--node-id", "n1", "--host-id", s.hostID, "--network", s.network,
-		"--http-addr", s.addr, "--raft-addr", s.raft, "--data-dir", s.dataDir, "--log-level", "debug")
+		"--http-addr", s.addr, "--raft-addr", s.raft, "--data-dir", s.dataDir, "--log-level", "debug", "--audit-interval", "1s")
 	s.cmd.Env = append(os.Environ(), extraEnv...)
 	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
 	if err := s.cmd.Start(); err != nil {
@@ -847,4 +847,31 @@ func TestCLIScanGateAndStrictSeccomp(t *testing.T) {
 			t.Fatalf("container %s runs without the strict profile: %v", id[:12], c.HostConfig.SecurityOpt)
 		}
 	}
+}
+
+func TestCLIAuditIsCleanByDefaultAndSeesDrift(t *testing.T) {
+	s := mustStartServer(t)
+	mustCLI(t, s, 0, webSpec(env.refs["v1"], 1, ""), "apply", "-")
+	var rep controller.AuditReport
+	waitFor(t, 30*time.Second, "an audit of the replica", func() bool {
+		r := s.cli(t, "", "audit", "-o", "json")
+		return r.code == 0 && json.Unmarshal([]byte(r.stdout), &rep) == nil && len(rep.Hosts) == 1 && len(rep.Hosts[0].Containers) == 1
+	})
+	c := rep.Hosts[0].Containers[0]
+	if len(c.Results) < 30 || c.Service != "web" {
+		t.Fatalf("audit of %s: %d checks", c.ContainerID, len(c.Results))
+	}
+	// A spec that says nothing about security passes section 5.
+	if r := s.cli(t, "", "audit", "--strict"); r.code != 0 {
+		t.Fatalf("a default container is not CIS-clean:\n%s%s", r.stdout, r.stderr)
+	}
+	// Someone raises the memory limit behind deployctl's back: drift.
+	if _, err := env.docker.ContainerUpdate(context.Background(), c.ContainerID, container.UpdateConfig{
+		Resources: container.Resources{Memory: 48 << 20, MemorySwap: 48 << 20}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "the drift to show", func() bool {
+		r := s.cli(t, "", "audit", "--strict")
+		return r.code == 1 && strings.Contains(r.stdout, "drift") && strings.Contains(r.stdout, "HostConfig.Memory")
+	})
 }

@@ -96,6 +96,7 @@ See 'deployctl help exit-codes' for what the exit codes mean.`,
 		newAgentCmd(g),
 		newTLSCmd(),
 		newPolicyCmd(g),
+		newAuditCmd(g),
 		newExitCodesTopic(),
 	)
 	return root

@@ -49,6 +49,7 @@ type serverConfig struct {
 	TLS             tlsFiles
 	HostTTL         time.Duration
 	HostDownGrace   time.Duration
+	AuditInterval   time.Duration
 }
 
 // tlsFiles names a CA, a certificate and its key.
@@ -132,6 +133,7 @@ func bindServerFlags(f *pflag.FlagSet) *viper.Viper {
 	f.String("tls-key", "", "this node's key (PEM)")
 	f.Duration("host-ttl", controller.DefaultHostTTL, "mark a host down when its agent has not reported for this long")
 	f.Duration("host-down-grace", controller.DefaultHostDownGrace, "place a down host's replicas elsewhere after this long")
+	f.Duration("audit-interval", deployer.DefaultAuditInterval, "how often the agent audits its containers (CIS section 5 and drift)")
 	_ = v.BindPFlags(f)
 	return v
 }
@@ -158,6 +160,7 @@ func loadServerConfig(v *viper.Viper, configFile string) (serverConfig, error) {
 		RegistryAddr: v.GetString("registry-addr"), NoAgent: v.GetBool("no-agent"), LogLevel: v.GetString("log-level"),
 		TLS:     tlsFiles{CA: v.GetString("tls-ca"), Cert: v.GetString("tls-cert"), Key: v.GetString("tls-key")},
 		HostTTL: v.GetDuration("host-ttl"), HostDownGrace: v.GetDuration("host-down-grace"),
+		AuditInterval: v.GetDuration("audit-interval"),
 	}
 	if cfg.NodeID == "" {
 		host, err := os.Hostname()
@@ -421,7 +424,7 @@ func newLocalAgent(cfg serverConfig, client *controller.Client, log hclog.Logger
 		return nil, fmt.Errorf("the host agent cannot reach the Docker Engine: %w (start Docker, point DOCKER_HOST at it, or run the server with --no-agent)", err)
 	}
 	return deployer.NewAgent(deployer.AgentConfig{
-		HostID: cfg.HostID, Labels: cfg.Labels, Network: cfg.Network,
+		HostID: cfg.HostID, Labels: cfg.Labels, Network: cfg.Network, AuditInterval: cfg.AuditInterval,
 		Controller: client, Runtime: rt, Logger: log.Named("agent"),
 	})
 }

@@ -1,0 +1,78 @@
+package deployer
+
+import (
+	"context"
+	"time"
+
+	"github.com/deployctl/deployctl/deployer/audit"
+	"github.com/deployctl/deployctl/raftstore/state"
+)
+
+// DefaultAuditInterval is how often an agent audits its containers.
+const DefaultAuditInterval = 15 * time.Second
+
+// AuditSink takes an agent's audits; the controller's client is one. An
+// agent whose controller is not one does not audit.
+type AuditSink interface {
+	Audit(ctx context.Context, a audit.HostAudit) error
+}
+
+// auditTarget is one running replica to audit, copied out of the loop.
+type auditTarget struct {
+	containerID string
+	assignment  state.Assignment
+}
+
+// auditDue starts an audit of the running replicas when one is due and
+// none is running. It runs on the loop goroutine; the audit itself runs as
+// a task and touches no loop state.
+func (l *reconcileLoop) auditDue(ctx context.Context, now time.Time) {
+	sink, ok := l.cfg.Controller.(AuditSink)
+	if !ok || l.auditing.Load() || now.Sub(l.lastAudit) < l.cfg.AuditInterval || !l.engine.Reported {
+		return
+	}
+	var targets []auditTarget
+	for _, rep := range l.replicas {
+		if rep.containerID != "" && rep.assignment.Replica.Desired == state.DesiredRunning {
+			targets = append(targets, auditTarget{containerID: rep.containerID, assignment: rep.assignment})
+		}
+	}
+	l.lastAudit = now
+	l.auditing.Store(true)
+	engine := l.engine
+	l.tasks.Add(1)
+	go func() {
+		defer l.tasks.Done()
+		defer l.auditing.Store(false)
+		report := l.audit(ctx, targets, engine)
+		callCtx, cancel := context.WithTimeout(ctx, reportTimeout)
+		defer cancel()
+		if err := sink.Audit(callCtx, report); err != nil && ctx.Err() == nil {
+			l.log.Debug("cannot send the audit; the next one retries", "error", err)
+		}
+	}()
+}
+
+// audit inspects each target and holds it against CIS section 5 and
+// against the run options its revision asks for (drift).
+func (l *reconcileLoop) audit(ctx context.Context, targets []auditTarget, engine EngineInfo) audit.HostAudit {
+	report := audit.HostAudit{Host: l.cfg.HostID, Benchmark: audit.Benchmark, Containers: []audit.ContainerAudit{}}
+	for _, t := range targets {
+		inspect, err := l.rt.Inspect(ctx, t.containerID)
+		if err != nil {
+			continue // gone since: the next resync deals with it
+		}
+		as := t.assignment
+		c := audit.ContainerAudit{ContainerID: t.containerID, ReplicaID: as.Replica.ID, Service: as.Replica.Service,
+			Revision: as.Replica.Revision, Results: audit.Checks(inspect, engine)}
+		user, err := l.rt.ImageUser(ctx, as.Revision.Ref)
+		overrides, oerr := OverridesFor(as.Revision.Spec)
+		if err == nil && oerr == nil {
+			if want, wantHost, _, err := ContainerOptions(as, l.cfg.HostID, l.cfg.Network, user, WithEngine(engine), WithOverrides(overrides)); err == nil {
+				c.Drift = audit.DetectDrift(inspect, want, wantHost)
+			}
+		}
+		report.Containers = append(report.Containers, c)
+	}
+	return report
+}
