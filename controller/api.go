@@ -130,6 +130,8 @@ func (a *API) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/services/{name}/rollback", lead(a.rollbackService))
 	mux.HandleFunc("GET /v1/policy", lead(a.getPolicy))
 	mux.HandleFunc("PUT /v1/policy", lead(a.putPolicy))
+	mux.HandleFunc("GET /v1/outdated", lead(a.getOutdated))
+	mux.HandleFunc("POST /v1/services/{name}/refresh", lead(a.refreshService))
 	mux.HandleFunc("GET /v1/audit", lead(a.getAudit))
 	mux.HandleFunc("POST /v1/agent/audit", lead(a.postAudit))
 	mux.HandleFunc("GET /v1/agent/assignments", lead(a.assignments))

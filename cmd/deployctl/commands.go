@@ -33,8 +33,9 @@ func newApplyCmd(g *globals) *cobra.Command {
 	var noWait bool
 	var timeout time.Duration
 	var scanReport string
+	var refresh bool
 	cmd := &cobra.Command{
-		Use:   "apply FILE",
+		Use:   "apply FILE | apply --refresh SERVICE",
 		Short: "Store a new revision of a service and wait for its rollout (FILE - reads stdin)",
 		Long: `apply reads a service spec, checks it, resolves its image to a digest and
 starts a rollout. It waits until every replica is healthy on the new revision
@@ -42,6 +43,9 @@ starts a rollout. It waits until every replica is healthy on the new revision
 Ctrl-C stops waiting; the rollout goes on. See 'deployctl help exit-codes'.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if refresh {
+				return refreshService(cmd, g, args[0], noWait, timeout)
+			}
 			data, err := readSpecFile(args[0], cmd.InOrStdin())
 			if err != nil {
 				return exitWith(ExitUsage, err)
@@ -86,7 +90,60 @@ Ctrl-C stops waiting; the rollout goes on. See 'deployctl help exit-codes'.`,
 	cmd.Flags().BoolVar(&noWait, "detach", false, "return once the revision is stored, without waiting")
 	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Minute, "stop waiting after this long (exit 5; the rollout goes on)")
 	cmd.Flags().StringVar(&scanReport, "scan-report", "", "a Trivy JSON report of the image, for the policy's scan gate")
+	cmd.Flags().BoolVar(&refresh, "refresh", false, "re-resolve SERVICE's image tag and roll a newer digest out like any release")
 	return cmd
+}
+
+// refreshService is `apply --refresh SERVICE`.
+func refreshService(cmd *cobra.Command, g *globals, service string, noWait bool, timeout time.Duration) error {
+	ctx, stop := interruptContext(cmd.Context())
+	defer stop()
+	callCtx, cancel := context.WithTimeout(ctx, requestTimeout)
+	out, err := g.client().Refresh(callCtx, service)
+	cancel()
+	if err != nil {
+		return clientErr(err)
+	}
+	w := cmd.OutOrStdout()
+	if out.Unchanged {
+		fmt.Fprintf(w, "%s: up to date, revision %d (%s)\n", service, out.Revision, out.Digest)
+		return nil
+	}
+	fmt.Fprintf(w, "%s: revision %d stored, tag now pinned to %s\n", service, out.Revision, out.Digest)
+	if noWait {
+		return nil
+	}
+	return waitForRevision(ctx, g.client(), w, service, out.Revision, timeout)
+}
+
+func newOutdatedCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "outdated",
+		Short: "List services whose image tag now resolves to a newer digest than the one pinned",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), 2*requestTimeout)
+			defer cancel()
+			rep, err := g.client().Outdated(ctx)
+			if err != nil {
+				return clientErr(err)
+			}
+			return g.print(cmd.OutOrStdout(), rep, func(w io.Writer) {
+				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "SERVICE\tREVISION\tIMAGE\tPINNED\tLATEST")
+				for _, o := range rep.Services {
+					fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", o.Service, o.Revision, o.Image, short(trimAlgo(o.Pinned)), short(trimAlgo(o.Latest)))
+				}
+				tw.Flush()
+				for _, p := range rep.Problems {
+					fmt.Fprintln(w, "could not check:", p)
+				}
+				if len(rep.Services) > 0 {
+					fmt.Fprintln(w, "\nroll a newer digest out with: deployctl apply --refresh SERVICE")
+				}
+			})
+		},
+	}
 }
 
 // readProfile reads the seccomp profile a spec names, relative to the

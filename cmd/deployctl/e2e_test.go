@@ -875,3 +875,46 @@ func TestCLIAuditIsCleanByDefaultAndSeesDrift(t *testing.T) {
 		return r.code == 1 && strings.Contains(r.stdout, "drift") && strings.Contains(r.stdout, "HostConfig.Memory")
 	})
 }
+
+func TestCLIOutdatedAndRefresh(t *testing.T) {
+	s := mustStartServer(t)
+	ctx := context.Background()
+	moving := env.regAddr + "/e2e/webapp:moving-" + strings.ToLower(t.Name())
+	mustRetag(t, ctx, env.refs["v1"], moving)
+	mustCLI(t, s, 0, webSpec(moving, 1, ""), "apply", "-")
+	if r := mustCLI(t, s, 0, "", "outdated", "-o", "json"); strings.Contains(r.stdout, `"service": "web"`) {
+		t.Fatalf("outdated right after apply:\n%s", r.stdout)
+	}
+	if r := mustCLI(t, s, 0, "", "apply", "--refresh", "web"); !strings.Contains(r.stdout, "up to date") {
+		t.Fatalf("refresh of an unmoved tag:\n%s", r.stdout)
+	}
+	// The tag moves to v1.1: outdated says so; refresh rolls it out.
+	mustRetag(t, ctx, env.refs["v11"], moving)
+	r := mustCLI(t, s, 0, "", "outdated", "-o", "json")
+	if !strings.Contains(r.stdout, `"service": "web"`) || !strings.Contains(r.stdout, env.digests["v11"]) {
+		t.Fatalf("outdated after the tag moved:\n%s", r.stdout)
+	}
+	mustCLI(t, s, 0, "", "apply", "--refresh", "web")
+	if st := mustStatus(t, s, "web"); st.Digest != env.digests["v11"] || st.Revision != 2 || st.Replicas.Healthy != 1 {
+		t.Fatalf("after refresh: %+v", st)
+	}
+	if r := mustCLI(t, s, 0, "", "outdated", "-o", "json"); strings.Contains(r.stdout, `"service": "web"`) {
+		t.Fatalf("still outdated after refresh:\n%s", r.stdout)
+	}
+}
+
+// mustRetag points tag at the image behind from, in the test registry.
+func mustRetag(t *testing.T, ctx context.Context, from, tag string) {
+	t.Helper()
+	src, err := name.ParseReference(from, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := remote.Image(src, remote.WithContext(ctx))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := devimage.Push(ctx, tag, img); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -97,6 +97,7 @@ See 'deployctl help exit-codes' for what the exit codes mean.`,
 		newTLSCmd(),
 		newPolicyCmd(g),
 		newAuditCmd(g),
+		newOutdatedCmd(g),
 		newExitCodesTopic(),
 	)
 	return root

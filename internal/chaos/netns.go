@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // ErrNetnsUnavailable: this process cannot make network namespaces (not
@@ -79,7 +80,7 @@ func NewNetwork(ctx context.Context, n int) (*Network, error) {
 	// Choosing a free subnet and taking it (the host address makes its
 	// route) happen under a lock shared by every test process, so two
 	// concurrent runs never pick the same /24.
-	unlock, err := lockFile(filepath.Join(os.TempDir(), "deployctl-chaos-netns.lock"))
+	unlock, err := lockFile(ctx, filepath.Join(os.TempDir(), "deployctl-chaos-netns.lock"))
 	if err != nil {
 		return nil, err
 	}
@@ -303,15 +304,27 @@ func prefixesIn(out string) []netip.Prefix {
 	return ps
 }
 
-// lockFile takes an exclusive flock on path, waiting for it.
-func lockFile(path string) (func(), error) {
+// lockFile takes an exclusive flock on path, waiting for it until ctx ends.
+func lockFile(ctx context.Context, path string) (func(), error) {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("chaos: network lock: %w", err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("chaos: network lock: %w", err)
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("chaos: network lock: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, fmt.Errorf("chaos: network lock: %w", ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 	return func() {
 		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)

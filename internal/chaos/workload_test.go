@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -35,6 +36,14 @@ func (f *fakeAPI) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/services", func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
+		if strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {
+			var req controller.ApplyBody
+			if err := json.Unmarshal(body, &req); err != nil {
+				writeJSON(w, http.StatusBadRequest, controller.APIError{Error: err.Error(), Code: "bad_request"})
+				return
+			}
+			body = []byte(req.SpecYAML)
+		}
 		spec, err := specs.Parse(body)
 		if err != nil {
 			writeJSON(w, http.StatusBadRequest, controller.APIError{Error: err.Error(), Code: "invalid_spec"})
