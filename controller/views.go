@@ -52,19 +52,21 @@ type ServiceStatus struct {
 
 // HistoryEntry is one revision in `deployctl history SVC -o json`.
 type HistoryEntry struct {
-	Revision   int       `json:"revision"`
-	Image      string    `json:"image"`
-	Digest     string    `json:"digest"`
-	Ref        string    `json:"ref"`
-	State      string    `json:"state"`
-	Cause      string    `json:"cause"`
-	RollbackOf int       `json:"rollback_of,omitempty"`
-	RollbackTo int       `json:"rollback_to,omitempty"`
-	SignedBy   string    `json:"signed_by,omitempty"`
-	Message    string    `json:"message,omitempty"`
-	Current    bool      `json:"current"`
-	CreatedAt  time.Time `json:"created_at"`
-	FinishedAt time.Time `json:"finished_at,omitzero"`
+	Revision   int    `json:"revision"`
+	Image      string `json:"image"`
+	Digest     string `json:"digest"`
+	Ref        string `json:"ref"`
+	State      string `json:"state"`
+	Cause      string `json:"cause"`
+	RollbackOf int    `json:"rollback_of,omitempty"`
+	RollbackTo int    `json:"rollback_to,omitempty"`
+	SignedBy   string `json:"signed_by,omitempty"`
+	// ScanWarnings are the scan gate's findings when it only warns.
+	ScanWarnings []string  `json:"scan_warnings,omitempty"`
+	Message      string    `json:"message,omitempty"`
+	Current      bool      `json:"current"`
+	CreatedAt    time.Time `json:"created_at"`
+	FinishedAt   time.Time `json:"finished_at,omitzero"`
 }
 
 // isRunning reports whether a replica's container runs, by its last report.
@@ -107,7 +109,7 @@ func history(t *state.Tables, svc state.Service) []HistoryEntry {
 	for _, r := range t.Revisions(svc.Name) {
 		out = append(out, HistoryEntry{
 			Revision: r.Number, Image: r.Spec.Image, Digest: r.Digest, Ref: r.Ref, State: r.State, Cause: r.Cause,
-			RollbackOf: r.RollbackOf, RollbackTo: r.RollbackTo, SignedBy: r.SignedBy,
+			RollbackOf: r.RollbackOf, RollbackTo: r.RollbackTo, SignedBy: r.SignedBy, ScanWarnings: r.ScanWarnings,
 			Message: r.Message, Current: r.Number == svc.Current, CreatedAt: r.CreatedAt, FinishedAt: r.FinishedAt,
 		})
 	}

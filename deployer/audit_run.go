@@ -56,7 +56,7 @@ func (l *reconcileLoop) auditDue(ctx context.Context, now time.Time) {
 // audit inspects each target and holds it against CIS section 5 and
 // against the run options its revision asks for (drift).
 func (l *reconcileLoop) audit(ctx context.Context, targets []auditTarget, engine EngineInfo) audit.HostAudit {
-	report := audit.HostAudit{Host: l.cfg.HostID, Benchmark: audit.Benchmark, Containers: []audit.ContainerAudit{}}
+	report := audit.HostAudit{Host: l.cfg.HostID, Benchmark: audit.Benchmark, Engine: engine, Containers: []audit.ContainerAudit{}}
 	for _, t := range targets {
 		inspect, err := l.rt.Inspect(ctx, t.containerID)
 		if err != nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -50,6 +51,10 @@ func printAudit(w io.Writer, rep controller.AuditReport, all bool) {
 		containers += len(h.Containers)
 	}
 	fmt.Fprintf(w, "%s: %d hosts, %d containers, %d warnings\n", rep.Benchmark, len(rep.Hosts), containers, rep.Warnings)
+	for _, h := range rep.Hosts {
+		fmt.Fprintf(w, "host %s: userns-remap %v, AppArmor %v, SELinux %v, seccomp %v (audited %s)\n",
+			h.Host, h.Engine.Userns, h.Engine.AppArmor, h.Engine.SELinux, h.Engine.Seccomp, h.ReceivedAt.Local().Format(time.TimeOnly))
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "\nHOST\tCONTAINER\tSERVICE\tCHECK\tSTATUS\tFIELD\tVALUE")
 	for _, h := range rep.Hosts {

@@ -17,25 +17,25 @@ import (
 type EngineInfo struct {
 	// Reported is true when the fields below come from an engine. Without
 	// it a false field means "unknown", not "absent".
-	Reported bool
+	Reported bool `json:"reported"`
 	// AppArmor: "name=apparmor" — the host has AppArmor enabled and the
 	// engine confines containers with it.
-	AppArmor bool
+	AppArmor bool `json:"apparmor"`
 	// SELinux: "name=selinux" — the engine runs with --selinux-enabled.
-	SELinux bool
+	SELinux bool `json:"selinux"`
 	// Seccomp: "name=seccomp,..." — the engine filters syscalls.
-	Seccomp bool
+	Seccomp bool `json:"seccomp"`
 	// SeccompDefault: the engine's seccomp profile is its built-in default
 	// ("profile=default"), not a daemon-wide custom file.
-	SeccompDefault bool
+	SeccompDefault bool `json:"seccomp_default"`
 	// Userns: "name=userns" — the engine remaps container users
 	// (userns-remap), so root in a container is not root on the host.
-	Userns bool
+	Userns bool `json:"userns"`
 	// Rootless: "name=rootless" — the engine itself runs unprivileged.
-	Rootless bool
+	Rootless bool `json:"rootless"`
 	// SwarmState is the engine's swarm LocalNodeState ("inactive",
 	// "pending", "active", "error", "locked"); "" when not reported.
-	SwarmState string
+	SwarmState string `json:"swarm_state"`
 }
 
 // EngineInfoFromSystem reads the security features out of the engine's

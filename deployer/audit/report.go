@@ -13,8 +13,10 @@ type ContainerAudit struct {
 
 // HostAudit is one agent's audit of every replica it runs.
 type HostAudit struct {
-	Host       string           `json:"host"`
-	Benchmark  string           `json:"benchmark"`
+	Host      string `json:"host"`
+	Benchmark string `json:"benchmark"`
+	// Engine is what the host's engine enforces (userns-remap, AppArmor...).
+	Engine     EngineInfo       `json:"engine"`
 	Containers []ContainerAudit `json:"containers"`
 }
 
