@@ -299,11 +299,7 @@ func (c *Client) Assignments(ctx context.Context, host string, afterIndex uint64
 
 // Report sends an agent's batch.
 func (c *Client) Report(ctx context.Context, r state.HostReport) error {
-	body, err := json.Marshal(r)
-	if err != nil {
-		return fmt.Errorf("encode report: %w", err)
-	}
-	return c.do(ctx, http.MethodPost, "/v1/agent/report", http.Header{"Content-Type": {"application/json"}}, body, nil)
+	return c.postJSON(ctx, "/v1/agent/report", r, nil)
 }
 
 // Peer asks the first server about itself (never forwarded).
