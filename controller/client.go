@@ -41,7 +41,9 @@ func NewTLSClient(addrs []string, cfg *tls.Config) *Client {
 	if cfg == nil {
 		return NewClient(addrs, nil)
 	}
-	return newClient(addrs, &http.Client{Transport: &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: true}}, "https://")
+	// A clone: the transport's HTTP/2 setup writes to its config, and
+	// callers share theirs between clients.
+	return newClient(addrs, &http.Client{Transport: &http.Transport{TLSClientConfig: cfg.Clone(), ForceAttemptHTTP2: true}}, "https://")
 }
 
 func newClient(addrs []string, hc *http.Client, scheme string) *Client {

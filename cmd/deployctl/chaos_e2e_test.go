@@ -216,10 +216,12 @@ func runChaos(t *testing.T, faults []chaosFault, seed uint64) {
 	// lacks never took effect, the others became the revision it shows.
 	resolved := chaos.ResolveUnknownWrites(ops, final)
 	lin := "0 linearizability violations"
+	checkStart := time.Now()
 	if err := chaos.CheckLinearizable(resolved, 10*time.Minute, ""); err != nil {
 		t.Error(err)
 		lin = "a linearizability violation"
 	}
+	t.Logf("porcupine checked %d operations in %s", len(resolved), time.Since(checkStart).Round(time.Millisecond))
 	verdict := "survived"
 	if t.Failed() {
 		verdict = "FAILED:"

@@ -726,6 +726,9 @@ func TestCLIPolicyGatesApply(t *testing.T) {
 	if !strings.Contains(r.stderr, "release.pub") || !strings.Contains(strings.ToLower(r.stderr), "sign") {
 		t.Fatalf("unsigned image error:\n%s", r.stderr)
 	}
+	if after := mustHistory(t, s, "web"); len(after) != len(before) {
+		t.Fatalf("refused applies changed history: %+v", after)
+	}
 	// Signed with the listed key (cosign's tag layout): admitted, and the
 	// revision records the key.
 	mustSignCosignV2(t, env.refs["v11"], env.digests["v11"], key)

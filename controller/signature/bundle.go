@@ -21,6 +21,9 @@ const (
 	emptyConfigType     = "application/vnd.oci.empty.v1+json"
 	inTotoPayloadType   = "application/vnd.in-toto+json"
 	cosignSignPredicate = "https://sigstore.dev/cosign/sign/v1"
+	// bundlePredicateAnnotation is the manifest annotation in which cosign
+	// repeats a bundle's predicate type.
+	bundlePredicateAnnotation = "dev.sigstore.bundle.predicateType"
 )
 
 // inTotoStatementTypes are the statement versions whose subject layout is
@@ -63,37 +66,55 @@ type inTotoStatement struct {
 	PredicateType string `json:"predicateType"`
 }
 
-// bundleCandidates lists the OCI referrers of the pinned digest — through
-// the referrers API or, where the registry lacks it, the "sha256-<hex>"
-// fallback tag (remote.Referrers does both) — and decodes each sigstore
-// bundle among them.
+// statementQuery says which in-toto statements a search is after and how
+// large the objects holding them may be.
+type statementQuery struct {
+	predicateType string
+	maxBlobBytes  int64
+}
+
+// bundleCandidates lists the OCI referrers of the pinned digest and decodes
+// each sigstore bundle among them as an image signature candidate.
 func bundleCandidates(repo name.Repository, want v1.Hash, opts []remote.Option) ([]candidate, error) {
+	var found []candidate
+	q := statementQuery{predicateType: cosignSignPredicate, maxBlobBytes: maxSignatureBlobBytes}
+	err := eachBundle(repo, want, opts, q, func(c candidate) { found = append(found, c) })
+	return found, err
+}
+
+// eachBundle lists the OCI referrers of the pinned digest — through the
+// referrers API or, where the registry lacks it, the "sha256-<hex>"
+// fallback tag (remote.Referrers does both) — and passes each sigstore
+// bundle among them to visit, decoded for q, one at a time so that only
+// one large attestation is held in memory.
+func eachBundle(repo name.Repository, want v1.Hash, opts []remote.Option, q statementQuery, visit func(candidate)) error {
 	subject := repo.Digest(want.String())
 	index, err := remote.Referrers(subject, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("%w: listing referrers of %s: %v", ErrRegistry, subject, err)
+		return fmt.Errorf("%w: listing referrers of %s: %v", ErrRegistry, subject, err)
 	}
 	listing, err := index.IndexManifest()
 	if err != nil {
-		return nil, fmt.Errorf("%w: referrers of %s: %v", ErrRegistry, subject, err)
+		return fmt.Errorf("%w: referrers of %s: %v", ErrRegistry, subject, err)
 	}
-	var found []candidate
+	visited := 0
 	for _, d := range listing.Manifests {
 		if !mayBeBundle(d) {
 			continue
 		}
-		if len(found) == maxCandidates {
+		if visited == maxCandidates {
 			break
 		}
-		c, ok, err := referrerCandidate(repo, d, want, opts)
+		c, ok, err := referrerCandidate(repo, d, want, opts, q)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if ok {
-			found = append(found, c)
+			visited++
+			visit(c)
 		}
 	}
-	return found, nil
+	return nil
 }
 
 // mayBeBundle filters the referrers listing without fetching. Registries
@@ -112,7 +133,7 @@ func mayBeBundle(d v1.Descriptor) bool {
 // bundles (or no longer exist). The manifest's subject is not checked: the
 // referrer listing is only discovery, and the signed statement is what
 // binds the signature to the digest.
-func referrerCandidate(repo name.Repository, d v1.Descriptor, want v1.Hash, opts []remote.Option) (candidate, bool, error) {
+func referrerCandidate(repo name.Repository, d v1.Descriptor, want v1.Hash, opts []remote.Option, q statementQuery) (candidate, bool, error) {
 	ref := repo.Digest(d.Digest.String())
 	desc, err := remote.Get(ref, opts...)
 	if isNotFound(err) {
@@ -134,7 +155,14 @@ func referrerCandidate(repo name.Repository, d v1.Descriptor, want v1.Hash, opts
 		}
 		return candidate{}, false, nil
 	}
-	raw, err := fetchBlob(repo, manifest.Layers[layer], opts)
+	// cosign labels the manifest with the statement's predicate type. A
+	// label naming another type saves fetching the bundle (an SBOM can be
+	// megabytes); skipping on it is safe, as it can only lead to rejection.
+	if pt, ok := manifest.Annotations[bundlePredicateAnnotation]; ok && pt != q.predicateType {
+		c.notWanted = fmt.Sprintf("in-toto predicate %q", pt)
+		return c, true, nil
+	}
+	raw, err := fetchBlob(repo, manifest.Layers[layer], q.maxBlobBytes, opts)
 	if errors.Is(err, errTooLarge) {
 		c.broken = err
 		return c, true, nil
@@ -142,14 +170,13 @@ func referrerCandidate(repo name.Repository, d v1.Descriptor, want v1.Hash, opts
 	if err != nil {
 		return candidate{}, false, err
 	}
-	decodeBundle(&c, raw, want)
+	decodeBundle(&c, raw, want, q.predicateType)
 	return c, true, nil
 }
 
-// decodeBundle fills c from a bundle's JSON: the DSSE pre-authentication
-// encoding as the signed bytes, the envelope signatures, the key hints,
-// and what the in-toto statement claims.
-func decodeBundle(c *candidate, raw []byte, want v1.Hash) {
+// decodeBundle fills c from a bundle's JSON: the key hints, then the DSSE
+// envelope it carries.
+func decodeBundle(c *candidate, raw []byte, want v1.Hash, predicateType string) {
 	var b sigstoreBundle
 	if err := json.Unmarshal(raw, &b); err != nil {
 		c.broken = fmt.Errorf("bundle is not JSON: %w", err)
@@ -167,7 +194,19 @@ func decodeBundle(c *candidate, raw []byte, want v1.Hash) {
 		}
 		return
 	}
-	env := b.DSSEEnvelope
+	if b.VerificationMaterial.PublicKey != nil {
+		c.hints = append(c.hints, b.VerificationMaterial.PublicKey.Hint)
+	}
+	c.keyless = len(b.VerificationMaterial.Certificate) > 0 || len(b.VerificationMaterial.X509CertificateChain) > 0
+	decodeEnvelope(c, b.DSSEEnvelope, want, predicateType)
+}
+
+// decodeEnvelope fills c from a DSSE envelope, as a bundle carries it or as
+// cosign v2 stores it in an ".att" layer: the pre-authentication encoding
+// as the signed bytes, the signatures and their key ids, the statement, and
+// what the statement claims about the pinned digest. A statement of another
+// predicate type is marked notWanted.
+func decodeEnvelope(c *candidate, env *dsseEnvelope, want v1.Hash, predicateType string) {
 	payload, err := decodeBase64(env.Payload)
 	if err != nil {
 		c.broken = fmt.Errorf("DSSE payload is not base64: %w", err)
@@ -186,9 +225,6 @@ func decodeBundle(c *candidate, raw []byte, want v1.Hash) {
 		c.sigs = append(c.sigs, sig)
 		c.hints = append(c.hints, s.KeyID)
 	}
-	if b.VerificationMaterial.PublicKey != nil {
-		c.hints = append(c.hints, b.VerificationMaterial.PublicKey.Hint)
-	}
 
 	var st inTotoStatement
 	if err := json.Unmarshal(payload, &st); err != nil {
@@ -196,13 +232,13 @@ func decodeBundle(c *candidate, raw []byte, want v1.Hash) {
 		return
 	}
 	// Skipping on unverified bytes is safe: it can only lead to rejection.
-	if st.PredicateType != cosignSignPredicate {
-		c.notSignature = fmt.Sprintf("in-toto predicate %q", st.PredicateType)
+	if st.PredicateType != predicateType {
+		c.notWanted = fmt.Sprintf("in-toto predicate %q", st.PredicateType)
 		return
 	}
 	c.signed = pae(env.PayloadType, payload)
+	c.statement = payload
 	c.claim = statementClaim(env.PayloadType, st, want)
-	c.keyless = len(b.VerificationMaterial.Certificate) > 0 || len(b.VerificationMaterial.X509CertificateChain) > 0
 }
 
 // statementClaim checks what a verified DSSE envelope says. payloadType is

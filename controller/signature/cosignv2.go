@@ -92,7 +92,7 @@ func simpleSigningCandidate(repo name.Repository, ref string, layer v1.Descripto
 		c.broken = fmt.Errorf("layer %s: signature is not base64: %w", layer.Digest, err)
 		return c, nil
 	}
-	payload, err := fetchBlob(repo, layer, opts)
+	payload, err := fetchBlob(repo, layer, maxSignatureBlobBytes, opts)
 	if errors.Is(err, errTooLarge) {
 		c.broken = err
 		return c, nil
@@ -129,13 +129,14 @@ func quoteEmpty(s string) string {
 
 // errTooLarge marks a blob refused for its size: a verdict about the
 // signature object, not a registry failure.
-var errTooLarge = errors.New("blob too large for a signature")
+var errTooLarge = errors.New("blob too large")
 
 // fetchBlob reads a layer's blob, verified against its digest by
-// go-containerregistry, refusing anything larger than a signature can be.
-func fetchBlob(repo name.Repository, layer v1.Descriptor, opts []remote.Option) ([]byte, error) {
-	if layer.Size > maxSignatureBlobBytes {
-		return nil, fmt.Errorf("%w: layer %s has %d bytes", errTooLarge, layer.Digest, layer.Size)
+// go-containerregistry, refusing anything larger than limit: more than what
+// is looked for can be.
+func fetchBlob(repo name.Repository, layer v1.Descriptor, limit int64, opts []remote.Option) ([]byte, error) {
+	if layer.Size > limit {
+		return nil, fmt.Errorf("%w: layer %s has %d bytes (at most %d are read)", errTooLarge, layer.Digest, layer.Size, limit)
 	}
 	ref := repo.Digest(layer.Digest.String())
 	l, err := remote.Layer(ref, opts...)
@@ -147,12 +148,12 @@ func fetchBlob(repo name.Repository, layer v1.Descriptor, opts []remote.Option) 
 		return nil, fmt.Errorf("%w: blob %s: %v", ErrRegistry, ref, err)
 	}
 	defer rc.Close()
-	b, err := io.ReadAll(io.LimitReader(rc, maxSignatureBlobBytes+1))
+	b, err := io.ReadAll(io.LimitReader(rc, limit+1))
 	if err != nil {
 		return nil, fmt.Errorf("%w: blob %s: %v", ErrRegistry, ref, err)
 	}
-	if len(b) > maxSignatureBlobBytes {
-		return nil, fmt.Errorf("%w: blob %s exceeds %d bytes", errTooLarge, ref, maxSignatureBlobBytes)
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%w: blob %s exceeds %d bytes", errTooLarge, ref, limit)
 	}
 	return b, nil
 }

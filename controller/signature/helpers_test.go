@@ -17,6 +17,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
@@ -319,4 +320,129 @@ func fallbackTagExists(t *testing.T, repo name.Repository, subject v1.Hash) bool
 		t.Fatalf("head fallback tag: %v", err)
 	}
 	return err == nil
+}
+
+// vulnSpec describes one vulnerability attestation to mint.
+type vulnSpec struct {
+	signer   signer
+	subject  v1.Hash   // the statement's subject digest
+	finished time.Time // metadata.scanFinishedOn
+	report   string    // scanner.result, compact JSON; "" attests a record without one
+	// tampered ships a statement whose report lists no vulnerabilities
+	// instead of the one signed.
+	tampered bool
+}
+
+// trivyReport is a small Trivy JSON report naming cve.
+func trivyReport(cve string) string {
+	return `{"SchemaVersion":2,"ArtifactName":"web","ArtifactType":"container_image","Results":[{"Target":"web (alpine 3.19.1)","Class":"os-pkgs","Type":"alpine","Vulnerabilities":[{"VulnerabilityID":"` +
+		cve + `","PkgName":"libcrypto3","InstalledVersion":"3.1.4-r5","FixedVersion":"3.1.4-r6","Severity":"HIGH"}]}]}`
+}
+
+const (
+	trivyURI     = "pkg:github/aquasecurity/trivy@0.50.0"
+	trivyVersion = "0.50.0"
+)
+
+// vulnStatementJSON is the statement `cosign attest --type vuln` signs for a
+// predicate made by `trivy image --format cosign-vuln`: in-toto v0.1, as
+// cosign v2 writes it.
+func vulnStatementJSON(t *testing.T, subject v1.Hash, finished time.Time, report string) []byte {
+	t.Helper()
+	result := json.RawMessage("null")
+	if report != "" {
+		result = json.RawMessage(report)
+	}
+	b, err := json.Marshal(map[string]any{
+		"_type":         "https://in-toto.io/Statement/v0.1",
+		"predicateType": VulnPredicateType,
+		"subject":       []any{map[string]any{"name": "127.0.0.1/team/web", "digest": map[string]string{"sha256": subject.Hex}}},
+		"predicate": map[string]any{
+			"invocation": map[string]any{"parameters": nil, "uri": "", "event_id": "", "builder.id": ""},
+			"scanner": map[string]any{
+				"uri": trivyURI, "version": trivyVersion,
+				"db":     map[string]string{"uri": "", "version": ""},
+				"result": result,
+			},
+			"metadata": map[string]any{"scanStartedOn": finished.Add(-time.Minute), "scanFinishedOn": finished},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// statements returns what spec's signature covers and what is shipped.
+func (spec vulnSpec) statements(t *testing.T) (signed, shipped []byte) {
+	t.Helper()
+	signed = vulnStatementJSON(t, spec.subject, spec.finished, spec.report)
+	if spec.tampered {
+		return signed, vulnStatementJSON(t, spec.subject, spec.finished, `{"SchemaVersion":2,"Results":[]}`)
+	}
+	return signed, signed
+}
+
+// mustEnvelope is a DSSE envelope as cosign v2 stores it in an ".att"
+// layer: key-based signatures carry an empty keyid.
+func mustEnvelope(t *testing.T, s signer, signed, shipped []byte) []byte {
+	t.Helper()
+	sig := s.sign(t, pae(inTotoPayloadType, signed))
+	b, err := json.Marshal(map[string]any{
+		"payloadType": inTotoPayloadType,
+		"payload":     base64.StdEncoding.EncodeToString(shipped),
+		"signatures":  []any{map[string]string{"keyid": "", "sig": base64.StdEncoding.EncodeToString(sig)}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// attLayer is one layer of an ".att" manifest.
+type attLayer struct {
+	envelope      []byte
+	predicateType string // the layer's predicateType annotation
+}
+
+func vulnLayer(t *testing.T, spec vulnSpec) attLayer {
+	t.Helper()
+	signed, shipped := spec.statements(t)
+	return attLayer{envelope: mustEnvelope(t, spec.signer, signed, shipped), predicateType: VulnPredicateType}
+}
+
+// mustWriteCosignV2Attestations writes cosign v2's attestation tag layout
+// for image, one layer per attestation as successive `cosign attest` runs
+// append them, and returns the manifest reference.
+func mustWriteCosignV2Attestations(t *testing.T, repo name.Repository, image v1.Hash, layers ...attLayer) string {
+	t.Helper()
+	img := mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON)
+	for _, l := range layers {
+		add := mutate.Addendum{
+			Layer:       static.NewLayer(l.envelope, dsseEnvelopeMediaType),
+			Annotations: map[string]string{signatureAnnotation: "", attestationPredicateAnnotation: l.predicateType},
+		}
+		var err error
+		if img, err = mutate.Append(img, add); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tag := repo.Tag(image.Algorithm + "-" + image.Hex + ".att")
+	if err := remote.Write(tag, img); err != nil {
+		t.Fatalf("write %s: %v", tag, err)
+	}
+	digest, err := img.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return repo.Digest(digest.String()).String()
+}
+
+// mustAttachVulnBundle attaches spec as cosign v3 does: a sigstore bundle
+// referrer of image. It returns the referrer's reference.
+func mustAttachVulnBundle(t *testing.T, repo name.Repository, image v1.Descriptor, spec vulnSpec) string {
+	t.Helper()
+	signed, shipped := spec.statements(t)
+	b := mustBundle(t, bundleSpec{signer: spec.signer, statement: signed, shipped: shipped})
+	return mustAttachBundle(t, repo, image, b, VulnPredicateType)
 }

@@ -4,13 +4,11 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-
-	"github.com/google/go-containerregistry/pkg/name"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
-// candidate is one signature found in the registry, decoded but not yet
-// trusted. Exactly one of broken, notSignature or signed/sigs is set.
+// candidate is one signature or attestation found in the registry,
+// decoded but not yet trusted. Exactly one of broken, notWanted or
+// signed/sigs is set.
 type candidate struct {
 	format string
 	// ref is the manifest that holds the signature, "repository@digest".
@@ -19,6 +17,9 @@ type candidate struct {
 	signed []byte
 	// sigs are the raw signatures over signed; any one may verify.
 	sigs [][]byte
+	// statement is the in-toto statement of a DSSE envelope (the payload
+	// signed covers), for callers that read its predicate once verified.
+	statement []byte
 	// hints are unauthenticated key identifiers the signer wrote; they
 	// only choose between ErrBadSignature and ErrUntrustedKey.
 	hints []string
@@ -26,14 +27,15 @@ type candidate struct {
 	// digest, nil when it vouches for it. It is computed from unverified
 	// bytes and means something only once a key verifies the signature.
 	claim *claimProblem
-	// keyless is set for bundles signed with a Fulcio certificate rather
+	// keyless is set for objects signed with a Fulcio certificate rather
 	// than a key: they can never verify here, and the message says so.
 	keyless bool
-	// broken says why the object could not be decoded as a signature.
+	// broken says why the object could not be decoded.
 	broken error
-	// notSignature says why the object is skipped: something signed, but
-	// not an image signature (an in-toto attestation of another type).
-	notSignature string
+	// notWanted says why the object is skipped: something signed, but not
+	// what the search is after (an in-toto statement of another predicate
+	// type).
+	notWanted string
 }
 
 // failure ranks: when several signatures fail, the most specific failure
@@ -60,61 +62,103 @@ type verdict struct {
 	detail   string
 }
 
-// judge weighs candidates for one image against one rule's keys.
+// evidence words a judge's messages for what it is looking for: image
+// signatures (Verify) or vulnerability attestations (VulnAttestation).
+type evidence struct {
+	noun    string // one object, in messages: "signature", "attestation"
+	absent  error  // the sentinel when none is found
+	missing string // what is missing: "cosign signature"
+	tag     string // where the tag layout keeps them
+	skipped string // what skipped objects are, plural
+	// need ends the "none found" message: who requires one and how to
+	// make one.
+	need string
+	// command makes a valid one for this image.
+	command string
+	// addKey is how to trust a signer whose key is not listed.
+	addKey string
+}
+
+// signatureEvidence words Verify's messages.
+func signatureEvidence(image, sigTag string, trust string, keys []trustedKey) evidence {
+	command := fmt.Sprintf("`cosign sign --key <private key of %s> %s`", keyNames(keys, " or "), image)
+	return evidence{
+		noun:    "signature",
+		absent:  ErrUnsigned,
+		missing: "cosign signature",
+		tag:     sigTag,
+		skipped: "attestation(s) that are not image signatures",
+		need:    fmt.Sprintf("but %s requires one: sign it with %s", trust, command),
+		command: command,
+		addKey:  "add its public key to the policy's trust list",
+	}
+}
+
+// judge weighs candidates for one image against one set of keys.
 type judge struct {
-	image  string // repository@digest, as operators would type it
-	sigTag string // where the tag layout would put signatures
-	rule   TrustRule
-	keys   []trustedKey
+	image string // repository@digest, as operators would type it
+	trust string // where the keys come from, e.g. `trust rule "x" (keys: a, b)`
+	keys  []trustedKey
+	ev    evidence
 
 	examined int
 	skipped  []string
 	worst    *verdict
 }
 
-func newJudge(repo name.Repository, want v1.Hash, rule TrustRule, keys []trustedKey) *judge {
-	return &judge{
-		image:  repo.Digest(want.String()).String(),
-		sigTag: repo.Tag(want.Algorithm + "-" + want.Hex + ".sig").String(),
-		rule:   rule,
-		keys:   keys,
-	}
+func newJudge(image, trust string, keys []trustedKey, ev evidence) *judge {
+	return &judge{image: image, trust: trust, keys: keys, ev: ev}
+}
+
+// ruleTrust describes a trust rule and its keys for messages.
+func ruleTrust(rule TrustRule, keys []trustedKey) string {
+	return fmt.Sprintf("trust rule %q (keys: %s)", rule.Match, keyNames(keys, ", "))
 }
 
 // consider returns the first candidate a key verifies and that vouches for
 // the pinned digest; otherwise it records why each one failed.
 func (j *judge) consider(found []candidate) (Result, bool) {
 	for _, c := range found {
-		if c.notSignature != "" {
-			j.skipped = append(j.skipped, fmt.Sprintf("%s (%s)", c.ref, c.notSignature))
-			continue
-		}
-		j.examined++
-		if c.broken != nil {
-			j.record(ErrBadSignature, rankBad, fmt.Sprintf("signature object %s is malformed: %v", c.ref, c.broken))
-			continue
-		}
-		key, ok := j.verifyingKey(c)
-		switch {
-		case ok && c.claim == nil:
+		if key, ok := j.accept(c); ok {
 			return Result{Required: true, KeyName: key.name, Format: c.format, SignatureRef: c.ref}, true
-		case ok && c.claim.otherDigest:
-			j.record(ErrDigestMismatch, rankMismatch, fmt.Sprintf("signature %s verifies with key %s but %s", c.ref, key.name, c.claim.what))
-		case ok:
-			j.record(ErrBadSignature, rankBad, fmt.Sprintf("signature %s verifies with key %s but %s", c.ref, key.name, c.claim.what))
-		default:
-			if named, ok := j.hintedKey(c); ok {
-				j.record(ErrBadSignature, rankBad, fmt.Sprintf("signature %s names key %s but does not verify with it: the payload or the signature was altered after signing", c.ref, named.name))
-				continue
-			}
-			detail := fmt.Sprintf("signature %s does not verify with any listed key: it was made with another key, or its payload was altered after signing", c.ref)
-			if c.keyless {
-				detail += " (it is a keyless, certificate-based signature, which is not supported: sign with --key)"
-			}
-			j.record(ErrUntrustedKey, rankUntrusted, detail)
 		}
 	}
 	return Result{}, false
+}
+
+// accept returns the key that verifies c when c also vouches for the
+// pinned digest; otherwise it records why c failed.
+func (j *judge) accept(c candidate) (trustedKey, bool) {
+	noun := j.ev.noun
+	if c.notWanted != "" {
+		j.skipped = append(j.skipped, fmt.Sprintf("%s (%s)", c.ref, c.notWanted))
+		return trustedKey{}, false
+	}
+	j.examined++
+	if c.broken != nil {
+		j.record(ErrBadSignature, rankBad, fmt.Sprintf("%s object %s is malformed: %v", noun, c.ref, c.broken))
+		return trustedKey{}, false
+	}
+	key, ok := j.verifyingKey(c)
+	switch {
+	case ok && c.claim == nil:
+		return key, true
+	case ok && c.claim.otherDigest:
+		j.record(ErrDigestMismatch, rankMismatch, fmt.Sprintf("%s %s verifies with key %s but %s", noun, c.ref, key.name, c.claim.what))
+	case ok:
+		j.record(ErrBadSignature, rankBad, fmt.Sprintf("%s %s verifies with key %s but %s", noun, c.ref, key.name, c.claim.what))
+	default:
+		if named, ok := j.hintedKey(c); ok {
+			j.record(ErrBadSignature, rankBad, fmt.Sprintf("%s %s names key %s but does not verify with it: the payload or the signature was altered after signing", noun, c.ref, named.name))
+			return trustedKey{}, false
+		}
+		detail := fmt.Sprintf("%s %s does not verify with any listed key: it was made with another key, or its payload was altered after signing", noun, c.ref)
+		if c.keyless {
+			detail += " (it is a keyless, certificate-based signature, which is not supported: sign with --key)"
+		}
+		j.record(ErrUntrustedKey, rankUntrusted, detail)
+	}
+	return trustedKey{}, false
 }
 
 func (j *judge) verifyingKey(c candidate) (trustedKey, bool) {
@@ -145,43 +189,35 @@ func (j *judge) record(sentinel error, rank int, detail string) {
 	}
 }
 
-func (j *judge) keyNames() string {
-	names := make([]string, len(j.keys))
-	for i, k := range j.keys {
+func keyNames(keys []trustedKey, sep string) string {
+	names := make([]string, len(keys))
+	for i, k := range keys {
 		names[i] = k.name
 	}
-	return strings.Join(names, ", ")
-}
-
-func (j *judge) signCommand() string {
-	names := make([]string, len(j.keys))
-	for i, k := range j.keys {
-		names[i] = k.name
-	}
-	return fmt.Sprintf("`cosign sign --key <private key of %s> %s`", strings.Join(names, " or "), j.image)
+	return strings.Join(names, sep)
 }
 
 // failure is the error for an image no candidate vouched for. It names
-// the image, the rule and the fix.
+// the image, where the keys came from and the fix.
 func (j *judge) failure() error {
-	rule := fmt.Sprintf("trust rule %q (keys: %s)", j.rule.Match, j.keyNames())
+	ev := j.ev
 	if j.worst == nil {
 		ignored := ""
 		if len(j.skipped) > 0 {
-			ignored = fmt.Sprintf("; ignored %d attestation(s) that are not image signatures: %s", len(j.skipped), strings.Join(j.skipped, ", "))
+			ignored = fmt.Sprintf("; ignored %d %s: %s", len(j.skipped), ev.skipped, strings.Join(j.skipped, ", "))
 		}
-		return fmt.Errorf("%w: %s has no cosign signature (looked for tag %s and for sigstore bundle referrers%s) but %s requires one: sign it with %s",
-			ErrUnsigned, j.image, j.sigTag, ignored, rule, j.signCommand())
+		return fmt.Errorf("%w: %s has no %s (looked for tag %s and for sigstore bundle referrers%s) %s",
+			ev.absent, j.image, ev.missing, ev.tag, ignored, ev.need)
 	}
 	fix := ""
 	switch j.worst.rank {
 	case rankMismatch:
-		fix = "a signature copied from another image proves nothing about this one: sign this digest with " + j.signCommand()
+		fix = fmt.Sprintf("a %s copied from another image proves nothing about this one: make one for this digest with %s", ev.noun, ev.command)
 	case rankBad:
-		fix = "re-sign with " + j.signCommand() + " and check who can push to the repository"
+		fix = "make a new one with " + ev.command + " and check who can push to the repository"
 	default:
-		fix = "if the signer is trusted, add its public key to the policy's trust list; otherwise sign the image with " + j.signCommand()
+		fix = "if the signer is trusted, " + ev.addKey + "; otherwise make one with " + ev.command
 	}
-	return fmt.Errorf("%w: %s: %s (%d signature(s) examined, none accepted) under %s: %s",
-		j.worst.sentinel, j.image, j.worst.detail, j.examined, rule, fix)
+	return fmt.Errorf("%w: %s: %s (%d %s(s) examined, none accepted) under %s: %s",
+		j.worst.sentinel, j.image, j.worst.detail, j.examined, ev.noun, j.trust, fix)
 }

@@ -78,16 +78,21 @@ type trustedKey struct {
 // parseRuleKeys parses every key of rule. One bad key fails the rule: a
 // policy that silently dropped a key would fail later, and less clearly.
 func parseRuleKeys(rule TrustRule) ([]trustedKey, error) {
-	keys := make([]trustedKey, 0, len(rule.Keys))
-	for i, k := range rule.Keys {
+	return parseKeys(fmt.Sprintf("trust rule %q", rule.Match), rule.Keys)
+}
+
+// parseKeys parses keys; where says where they come from, for messages.
+func parseKeys(where string, keys []Key) ([]trustedKey, error) {
+	parsed := make([]trustedKey, 0, len(keys))
+	for i, k := range keys {
 		label := keyLabel(k, i)
 		pub, err := ParsePublicKey(k.PEM)
 		if err != nil {
-			return nil, fmt.Errorf("trust rule %q, key %s: %w", rule.Match, label, err)
+			return nil, fmt.Errorf("%s, key %s: %w", where, label, err)
 		}
-		keys = append(keys, trustedKey{name: label, pub: pub, hints: keyHints(pub)})
+		parsed = append(parsed, trustedKey{name: label, pub: pub, hints: keyHints(pub)})
 	}
-	return keys, nil
+	return parsed, nil
 }
 
 func keyLabel(k Key, index int) string {

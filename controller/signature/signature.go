@@ -19,13 +19,14 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
 
-// Format names, as recorded in Result.Format.
+// Format names, as recorded in Result.Format and Attestation.Format.
 const (
-	// FormatCosignV2 is the tag layout: "sha256-<hex>.sig" holding
-	// simple-signing payloads.
+	// FormatCosignV2 is cosign v2's tag layout: "sha256-<hex>.sig" holding
+	// simple-signing payloads, "sha256-<hex>.att" holding DSSE envelopes.
 	FormatCosignV2 = "cosign-v2"
 	// FormatBundleV3 is a sigstore bundle (DSSE over an in-toto statement)
-	// attached as an OCI referrer.
+	// attached as an OCI referrer, as cosign v3 writes signatures and
+	// attestations.
 	FormatBundleV3 = "sigstore-bundle-v3"
 )
 
@@ -129,7 +130,9 @@ func (v *Verifier) Verify(ctx context.Context, repository, digest string) (Resul
 		return required, err
 	}
 
-	j := newJudge(repo, want, rule, keys)
+	image := repo.Digest(want.String()).String()
+	trust := ruleTrust(rule, keys)
+	j := newJudge(image, trust, keys, signatureEvidence(image, tagFor(repo, want, ".sig"), trust, keys))
 	opts := slices.Concat(v.Options, []remote.Option{remote.WithContext(ctx)})
 
 	// The tag layout is one request away; look there first and only list
@@ -166,6 +169,12 @@ func (v *Verifier) Validate() error {
 		}
 	}
 	return errors.Join(problems...)
+}
+
+// tagFor is where cosign's tag layout keeps objects of the given suffix
+// (".sig", ".att") for digest.
+func tagFor(repo name.Repository, digest v1.Hash, suffix string) string {
+	return repo.Tag(digest.Algorithm + "-" + digest.Hex + suffix).String()
 }
 
 // parseRepository parses "registry/path". Registries on this machine are
