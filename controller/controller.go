@@ -217,7 +217,7 @@ func (c *Controller) ApplyWith(ctx context.Context, req ApplyRequest) (ApplyOutc
 	if err != nil {
 		return ApplyOutcome{}, err
 	}
-	scanWarnings, err := c.gateScan(pol, pin.Digest, req.ScanReport)
+	scanWarnings, err := c.gateScan(ctx, pol, pin, req.ScanReport)
 	if err != nil {
 		return ApplyOutcome{}, err
 	}

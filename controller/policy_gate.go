@@ -97,9 +97,27 @@ func checkProfile(spec *specs.Spec) error {
 	return nil
 }
 
-// gateScan holds the pinned digest's scan report against the policy's scan
-// gate: enforce refuses, warn returns the warnings to record.
-func (c *Controller) gateScan(p *policy.Policy, digest string, report []byte) ([]string, error) {
+// gateScan holds the pinned digest's scan against the policy's scan gate:
+// the report sent with the apply, or else a cosign vulnerability
+// attestation attached to the image and signed by a key of the image's
+// trust rule. Enforce refuses; warn returns the warnings to record.
+func (c *Controller) gateScan(ctx context.Context, p *policy.Policy, pin PinnedImage, report []byte) ([]string, error) {
+	if p.Scan.Mode == "" || p.Scan.Mode == scangate.ModeOff {
+		return nil, nil
+	}
+	if len(report) == 0 {
+		v := signature.Verifier{Rules: p.TrustRules(), Options: c.cfg.RegistryOptions}
+		att, err := v.VulnAttestation(ctx, pin.Repository, pin.Digest, nil)
+		switch {
+		case err == nil:
+			report = att.Result
+		case errors.Is(err, signature.ErrNoAttestation), errors.Is(err, signature.ErrNoKeys):
+			// No attested scan: the gate decides what a missing scan means.
+		default:
+			return nil, err
+		}
+	}
+	digest := pin.Digest
 	var r *scangate.Report
 	if len(report) > 0 {
 		parsed, err := scangate.ParseTrivy(report)

@@ -921,3 +921,87 @@ func mustRetag(t *testing.T, ctx context.Context, from, tag string) {
 		t.Fatal(err)
 	}
 }
+
+// mustAttestVulnV2 writes what `cosign attest --type vuln --key` writes in
+// its tag layout: an image tagged sha256-<hex>.att whose layer is a DSSE
+// envelope over an in-toto statement with the Trivy report as the
+// predicate's scanner.result.
+func mustAttestVulnV2(t *testing.T, tagRef, digest string, key *ecdsa.PrivateKey, trivyJSON []byte) {
+	t.Helper()
+	repo, err := name.NewRepository(tagRef[:strings.LastIndex(tagRef, ":")], name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC().Format(time.RFC3339)
+	statement := fmt.Sprintf(`{"_type":"https://in-toto.io/Statement/v0.1","predicateType":"https://cosign.sigstore.dev/attestation/vuln/v1",
+"subject":[{"name":%q,"digest":{"sha256":%q}}],
+"predicate":{"invocation":{"parameters":null,"uri":"","event_id":"","builder.id":""},
+"scanner":{"uri":"pkg:github/aquasecurity/trivy@0.50.0","version":"0.50.0","db":{"uri":"","version":""},"result":%s},
+"metadata":{"scanStartedOn":%q,"scanFinishedOn":%q}}}`, repo.Name(), strings.TrimPrefix(digest, "sha256:"), trivyJSON, now, now)
+	payloadType := "application/vnd.in-toto+json"
+	pae := fmt.Sprintf("DSSEv1 %d %s %d %s", len(payloadType), payloadType, len(statement), statement)
+	sum := sha256.Sum256([]byte(pae))
+	sig, err := ecdsa.SignASN1(rand.Reader, key, sum[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	envelope, _ := json.Marshal(map[string]any{
+		"payloadType": payloadType,
+		"payload":     base64.StdEncoding.EncodeToString([]byte(statement)),
+		"signatures":  []map[string]string{{"keyid": "", "sig": base64.StdEncoding.EncodeToString(sig)}},
+	})
+	img := mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON)
+	img, err = mutate.Append(img, mutate.Addendum{
+		Layer:       static.NewLayer(envelope, "application/vnd.dsse.envelope.v1+json"),
+		Annotations: map[string]string{"predicateType": "https://cosign.sigstore.dev/attestation/vuln/v1"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(repo.Tag(strings.Replace(digest, ":", "-", 1)+".att"), img); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The scan gate reads a signed vulnerability attestation when no report
+// file is given.
+func TestCLIScanGateReadsVulnAttestation(t *testing.T) {
+	s := mustStartServer(t)
+	dir := t.TempDir()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	if err := os.WriteFile(filepath.Join(dir, "scanner.pub"), pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// The images of this test's tags are signed and attested with the key.
+	pol := fmt.Sprintf("trust:\n  - match: %q\n    keys: [scanner.pub]\nscan: { mode: enforce, max_severity: high }\n", env.regAddr+"/e2e/*")
+	if err := os.WriteFile(filepath.Join(dir, "policy.yaml"), []byte(pol), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mustCLI(t, s, 0, "", "policy", "set", filepath.Join(dir, "policy.yaml"))
+	ref := env.regAddr + "/e2e/webapp:attested"
+	mustRetag(t, context.Background(), env.refs["v1"], ref)
+	digest := env.digests["v1"]
+	pinned := ref[:strings.LastIndex(ref, ":")] + "@" + digest
+	mustSignCosignV2(t, ref, digest, key)
+
+	report := func(sev ...string) []byte {
+		data, err := os.ReadFile(trivyReport(t, dir, pinned, time.Now(), sev...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return data
+	}
+	// An attested scan with a critical finding: refused, naming it.
+	mustAttestVulnV2(t, ref, digest, key, report("CRITICAL"))
+	r := mustCLI(t, s, 1, webSpec(ref, 1, ""), "apply", "-")
+	if !strings.Contains(r.stderr, "CVE-2026-0001") {
+		t.Fatalf("attested critical finding:\n%s", r.stderr)
+	}
+	// A newer, clean attested scan replaces it: admitted.
+	mustAttestVulnV2(t, ref, digest, key, report("LOW"))
+	mustCLI(t, s, 0, webSpec(ref, 1, ""), "apply", "-")
+}

@@ -33,16 +33,6 @@ const (
 // third; signatures' 4 MiB would refuse real reports.
 const maxAttestationBlobBytes = 32 << 20
 
-var (
-	// ErrNoAttestation means no vulnerability attestation was found for
-	// the digest (other attestations and signatures do not count).
-	ErrNoAttestation = errors.New("image has no vulnerability attestation")
-	// ErrNoKeys means no trust rule covers the image and the caller gave
-	// no keys, so no attestation could be verified: a configuration error,
-	// reported before any registry access.
-	ErrNoKeys = errors.New("no keys to verify the attestation with")
-)
-
 // Attestation is a verified cosign vulnerability attestation for a pinned
 // digest.
 type Attestation struct {

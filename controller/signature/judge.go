@@ -212,7 +212,7 @@ func (j *judge) failure() error {
 	fix := ""
 	switch j.worst.rank {
 	case rankMismatch:
-		fix = fmt.Sprintf("a %s copied from another image proves nothing about this one: make one for this digest with %s", ev.noun, ev.command)
+		fix = "what was made for another image proves nothing about this one: make one for this digest with " + ev.command
 	case rankBad:
 		fix = "make a new one with " + ev.command + " and check who can push to the repository"
 	default:

@@ -1,8 +1,9 @@
 // Package signature checks, before a revision is stored, that its pinned
 // image digest carries a cosign signature made with a key the trust policy
-// lists. Verification is key-based and offline apart from the registry: no
-// transparency log, no certificate authority. See DESIGN.md for the formats
-// and exactly what is checked.
+// lists, and reads the verified cosign vulnerability attestation (a Trivy
+// report) of a pinned digest for the scan gate. Verification is key-based
+// and offline apart from the registry: no transparency log, no certificate
+// authority. See DESIGN.md for the formats and exactly what is checked.
 package signature
 
 import (
@@ -30,34 +31,42 @@ const (
 	FormatBundleV3 = "sigstore-bundle-v3"
 )
 
-// Errors at the package border. Every error Verify returns wraps exactly
-// one of them.
+// Errors at the package border. Every error Verify and VulnAttestation
+// return wraps exactly one of them.
 var (
 	// ErrUnsigned means a trust rule matches the image but no signature
 	// was found for its digest.
 	ErrUnsigned = errors.New("image is not signed")
-	// ErrBadSignature means a signature claims to come from a listed key
-	// but does not verify, or a verified payload is not a cosign image
-	// signature, or the signature object is malformed.
-	ErrBadSignature = errors.New("image signature is invalid")
+	// ErrBadSignature means a signature or attestation claims to come
+	// from a listed key but does not verify, or a verified payload is not
+	// what was looked for (a cosign image signature, a vulnerability scan
+	// record with a result), or the object is malformed.
+	ErrBadSignature = errors.New("image signature or attestation is invalid")
 	// ErrDigestMismatch means a listed key signed a payload for another
-	// digest: a signature copied from another image.
-	ErrDigestMismatch = errors.New("image signature is for another digest")
-	// ErrUntrustedKey means signatures exist but none verifies with any
-	// key of the matching rule.
-	ErrUntrustedKey = errors.New("image is not signed by a trusted key")
+	// digest: a signature or attestation copied from another image.
+	ErrDigestMismatch = errors.New("image signature or attestation is for another digest")
+	// ErrUntrustedKey means signatures (or attestations) exist but none
+	// verifies with any of the keys that apply.
+	ErrUntrustedKey = errors.New("image signature or attestation is not from a trusted key")
 	// ErrBadKey means a key of the trust policy is not a usable PEM public
 	// key.
 	ErrBadKey = errors.New("trust key is not a usable public key")
 	// ErrBadRule means a trust rule cannot be applied: a malformed match
 	// pattern or a rule without keys.
 	ErrBadRule = errors.New("trust rule is invalid")
-	// ErrBadReference means the repository or digest passed to Verify is
-	// not well formed: a caller bug, not a policy verdict.
+	// ErrBadReference means the repository or digest passed to Verify or
+	// VulnAttestation is not well formed: a caller bug, not a verdict.
 	ErrBadReference = errors.New("invalid image reference")
 	// ErrRegistry means the registry could not be read, so no verdict was
 	// reached; retrying may help.
-	ErrRegistry = errors.New("cannot read signatures from registry")
+	ErrRegistry = errors.New("cannot read signatures or attestations from registry")
+	// ErrNoAttestation means no vulnerability attestation was found for
+	// the digest (other attestations and signatures do not count).
+	ErrNoAttestation = errors.New("image has no vulnerability attestation")
+	// ErrNoKeys means no trust rule covers the image and the caller gave
+	// no keys, so no attestation could be verified: a configuration error,
+	// reported before any registry access.
+	ErrNoKeys = errors.New("no keys to verify the attestation with")
 )
 
 // TrustRule requires images whose repository matches Match to be signed by
