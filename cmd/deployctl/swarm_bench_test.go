@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/api/types/swarm"
 )
 
@@ -31,10 +32,19 @@ func BenchmarkSwarmRollout4(b *testing.B) {
 	if info.Swarm.LocalNodeState != swarm.LocalNodeStateInactive {
 		b.Skipf("the engine is already in a swarm (%s): not ours to change", info.Swarm.LocalNodeState)
 	}
+	// swarm init creates docker_gwbridge (and ingress); leaving keeps the
+	// bridge, so it is removed after, unless it was there before.
+	_, gwErr := cli.NetworkInspect(ctx, "docker_gwbridge", network.InspectOptions{})
+	gwBefore := gwErr == nil
 	if _, err := cli.SwarmInit(ctx, swarm.InitRequest{ListenAddr: "127.0.0.1:2377", AdvertiseAddr: "127.0.0.1:2377"}); err != nil {
 		b.Fatalf("swarm init: %v", err)
 	}
-	b.Cleanup(func() { _ = cli.SwarmLeave(context.Background(), true) })
+	b.Cleanup(func() {
+		_ = cli.SwarmLeave(context.Background(), true)
+		if !gwBefore {
+			_ = cli.NetworkRemove(context.Background(), "docker_gwbridge")
+		}
+	})
 
 	pinned := func(name string) string {
 		ref := env.refs[name]
