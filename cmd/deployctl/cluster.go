@@ -201,7 +201,34 @@ and client.pem / client-key.pem for the CLI. ECDSA P-256, TLS 1.3.`,
 	initCmd.Flags().StringVar(&dir, "dir", "", "directory to write the files to")
 	initCmd.Flags().StringSliceVar(&nodes, "nodes", nil, "node names, comma-separated")
 	initCmd.Flags().StringSliceVar(&hosts, "hosts", nil, "extra IP addresses or DNS names for every node certificate")
-	cmd.AddCommand(initCmd)
+
+	var addDir string
+	var addHosts []string
+	addCmd := &cobra.Command{
+		Use:   "add-node NODE",
+		Short: "Issue a certificate for a new (or rotated) node with the CA in --dir",
+		Long: `add-node writes NODE.pem and NODE-key.pem into --dir, signed by the CA there
+(ca.pem, ca-key.pem), for a server added to the cluster or an agent-only host.
+Run again for an existing node to rotate its certificate: servers re-read
+certificate files when they change.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if addDir == "" {
+				return exitWith(ExitUsage, fmt.Errorf("--dir is required: the directory holding ca.pem and ca-key.pem"))
+			}
+			res, err := pki.IssueNode(addDir, args[0], splitList(addHosts))
+			if err != nil {
+				return exitWith(ExitError, err)
+			}
+			for _, f := range res.Files {
+				fmt.Fprintln(cmd.OutOrStdout(), f)
+			}
+			return nil
+		},
+	}
+	addCmd.Flags().StringVar(&addDir, "dir", "", "directory holding the CA (from tls init)")
+	addCmd.Flags().StringSliceVar(&addHosts, "hosts", nil, "extra IP addresses or DNS names for the certificate")
+	cmd.AddCommand(initCmd, addCmd)
 	return cmd
 }
 

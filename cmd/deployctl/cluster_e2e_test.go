@@ -415,11 +415,15 @@ func TestClusterMembershipAndAgentOnlyHost(t *testing.T) {
 	}
 	c.start(leader)
 
-	// An agent alone on a further host joins with a cluster certificate.
+	// An agent alone on a further host joins with a certificate issued
+	// for it by the cluster CA.
 	hostID := env.runID + "-agent-only"
+	if out, err := exec.Command(env.bin, "tls", "add-node", "h4", "--dir", c.tlsDir).CombinedOutput(); err != nil {
+		t.Fatalf("tls add-node: %v\n%s", err, out)
+	}
 	agent := exec.Command(env.bin, "agent", "--servers", c.joinList(), "--host-id", hostID, "--label", "zone=b",
 		"--network", "deployctl-"+env.runID+"-agent-only",
-		"--tls-ca", filepath.Join(c.tlsDir, "ca.pem"), "--tls-cert", filepath.Join(c.tlsDir, "client.pem"), "--tls-key", filepath.Join(c.tlsDir, "client-key.pem"))
+		"--tls-ca", filepath.Join(c.tlsDir, "ca.pem"), "--tls-cert", filepath.Join(c.tlsDir, "h4.pem"), "--tls-key", filepath.Join(c.tlsDir, "h4-key.pem"))
 	var alog syncBuffer
 	agent.Stdout, agent.Stderr = &alog, &alog
 	if err := agent.Start(); err != nil {
