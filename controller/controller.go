@@ -79,6 +79,8 @@ type Controller struct {
 
 	mu        sync.Mutex
 	heartbeat map[string]time.Time // host -> last report, leader memory only
+	// backoff holds the restart back-off of failing slots (leader memory).
+	backoff map[slotKey]*slotBackoff
 	// audits holds each host's latest audit (leader memory, never raft).
 	audits map[string]HostAuditRecord
 	// leadingSince is when this node last became leader: the heartbeat of

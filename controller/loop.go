@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -49,8 +50,13 @@ func (c *Controller) Run(ctx context.Context) error {
 		case isLeader:
 			c.checkHosts(ctx, view)
 			c.reconcileAll(ctx, view)
-			if at, ok := nextTimedChange(view, c.cfg.Now()); ok {
-				wake.Reset(max(time.Until(at), time.Millisecond))
+			now := c.cfg.Now()
+			at, ok := nextTimedChange(view, now)
+			if restart, held := c.nextRestart(now); held && (!ok || restart.Before(at)) {
+				at, ok = restart, true
+			}
+			if ok {
+				wake.Reset(max(at.Sub(now), time.Millisecond))
 			}
 		}
 		select {
@@ -112,6 +118,18 @@ func (c *Controller) reconcileService(ctx context.Context, view *state.Tables, l
 		return fmt.Errorf("%w: service %s has no revision %d", ErrNotFound, svc.Name, svc.Current)
 	}
 	d := rollout.Decide(rollout.Input{Now: now, Service: svc, Target: target, Replicas: replicas})
+	if svc.Rollout == nil || svc.Rollout.State != state.RolloutInProgress {
+		var failed []state.Replica
+		for _, r := range replicas {
+			if slices.Contains(d.Stop, r.ID) && (r.Status.State == state.ReplicaFailed || r.Status.State == state.ReplicaUnhealthy) {
+				failed = append(failed, r)
+			}
+		}
+		if allowed := c.holdRestarts(svc.Name, d.Start, failed, replicas, now); len(allowed) != len(d.Start) {
+			c.log.Debug(backoffNote(d.Start), "service", svc.Name)
+			d.Start = allowed
+		}
+	}
 
 	var ro *state.Rollout
 	if svc.Rollout != nil {
