@@ -22,6 +22,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -40,6 +41,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/deployctl/deployctl/controller"
+	"github.com/deployctl/deployctl/deployer/seccomp"
 	"github.com/deployctl/deployctl/internal/devimage"
 	"github.com/deployctl/deployctl/internal/dockerclean"
 )
@@ -1004,4 +1006,40 @@ func TestCLIScanGateReadsVulnAttestation(t *testing.T) {
 	// A newer, clean attested scan replaces it: admitted.
 	mustAttestVulnV2(t, ref, digest, key, report("LOW"))
 	mustCLI(t, s, 0, webSpec(ref, 1, ""), "apply", "-")
+}
+
+// A seccomp profile file named by the spec is read by the CLI, checked,
+// stored in the revision and passed inline to the engine.
+func TestCLISeccompProfileFile(t *testing.T) {
+	s := mustStartServer(t)
+	dir := t.TempDir()
+	profile, err := seccomp.Strict()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "profile.json"), profile, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	spec := filepath.Join(dir, "web.yaml")
+	if err := os.WriteFile(spec, []byte(webSpec(env.refs["v1"], 1, "security: { seccomp: ./profile.json }\n")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mustCLI(t, s, 0, "", "apply", spec)
+	for id := range currentContainerIDs(mustStatus(t, s, "web")) {
+		c, err := env.docker.ContainerInspect(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.ContainsFunc(c.HostConfig.SecurityOpt, func(o string) bool { return strings.HasPrefix(o, "seccomp={") }) {
+			t.Fatalf("container %s runs without the profile: %v", id[:12], c.HostConfig.SecurityOpt)
+		}
+	}
+	// A broken profile is refused by the CLI before anything is sent.
+	if err := os.WriteFile(filepath.Join(dir, "profile.json"), []byte(`{"defaultAction": "SCMP_ACT_NOPE"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := mustCLI(t, s, 2, "", "apply", spec)
+	if !strings.Contains(r.stderr, "security.seccomp") {
+		t.Fatalf("broken profile: %s", r.stderr)
+	}
 }
