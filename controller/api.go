@@ -353,11 +353,7 @@ func (a *API) applyService(w http.ResponseWriter, r *http.Request) {
 		a.writeErr(w, err)
 		return
 	}
-	code := http.StatusCreated
-	if out.Unchanged {
-		code = http.StatusOK
-	}
-	writeJSON(w, code, out)
+	writeApplyOutcome(w, out)
 }
 
 func (a *API) getService(w http.ResponseWriter, r *http.Request) {
@@ -473,4 +469,14 @@ func (a *API) putPolicy(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]int{"version": v})
+}
+
+// writeApplyOutcome answers an apply: 201 for a new revision, 200 when the
+// spec (or the refreshed tag) was unchanged.
+func writeApplyOutcome(w http.ResponseWriter, out ApplyOutcome) {
+	code := http.StatusCreated
+	if out.Unchanged {
+		code = http.StatusOK
+	}
+	writeJSON(w, code, out)
 }

@@ -77,11 +77,7 @@ func (a *API) refreshService(w http.ResponseWriter, r *http.Request) {
 		a.writeErr(w, err)
 		return
 	}
-	code := http.StatusCreated
-	if out.Unchanged {
-		code = http.StatusOK
-	}
-	writeJSON(w, code, out)
+	writeApplyOutcome(w, out)
 }
 
 // Outdated lists the services whose tag moved.

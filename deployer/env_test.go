@@ -5,18 +5,15 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/deployctl/deployctl/internal/dockerclean"
+
 	"github.com/deployctl/deployctl/internal/devimage"
 	"github.com/deployctl/deployctl/raftstore/state"
 	"github.com/deployctl/deployctl/specs"
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/filters"
-	"github.com/docker/docker/api/types/image"
-	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/hashicorp/go-hclog"
@@ -132,56 +129,19 @@ func mustPush(t testing.TB, ref string, img v1.Image) string {
 func cleanupDocker(t testing.TB, raw *client.Client, runID string, registries ...string) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	byLabel := filters.NewArgs(filters.Arg("label", labelTest+"="+runID))
-	containers, err := raw.ContainerList(ctx, container.ListOptions{All: true, Filters: byLabel})
-	if err != nil {
-		t.Errorf("cleanup: list containers: %v", err)
+	for _, err := range dockerclean.Labelled(ctx, raw, labelTest, runID, registries...) {
+		t.Errorf("cleanup: %v", err)
 	}
-	for _, c := range containers {
-		if err := raw.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true}); err != nil {
-			t.Errorf("cleanup: remove container %s: %v", c.ID, err)
-		}
-	}
-	networks, err := raw.NetworkList(ctx, network.ListOptions{Filters: byLabel})
-	if err != nil {
-		t.Errorf("cleanup: list networks: %v", err)
-	}
-	for _, n := range networks {
-		if err := raw.NetworkRemove(ctx, n.ID); err != nil {
-			t.Errorf("cleanup: remove network %s: %v", n.Name, err)
-		}
-	}
-	cleanupImages(t, raw, runID, registries...)
 }
 
-// cleanupImages removes the images pulled from registries or labelled with
-// runID (if not empty).
+// cleanupImages removes the images labelled with runID or pulled from the
+// test registries.
 func cleanupImages(t testing.TB, raw *client.Client, runID string, registries ...string) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	images, err := raw.ImageList(ctx, image.ListOptions{All: true})
-	if err != nil {
-		t.Errorf("cleanup: list images: %v", err)
+	for _, err := range dockerclean.Images(ctx, raw, labelTest, runID, registries...) {
+		t.Errorf("cleanup: %v", err)
 	}
-	for _, img := range images {
-		if !pulledFrom(img, registries) && (runID == "" || img.Labels[labelTest] != runID) {
-			continue
-		}
-		if _, err := raw.ImageRemove(ctx, img.ID, image.RemoveOptions{Force: true, PruneChildren: true}); err != nil {
-			t.Errorf("cleanup: remove image %s: %v", img.ID, err)
-		}
-	}
-}
-
-func pulledFrom(img image.Summary, registries []string) bool {
-	for _, digest := range img.RepoDigests {
-		for _, reg := range registries {
-			if strings.HasPrefix(digest, reg+"/") {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // specOption changes a test spec.

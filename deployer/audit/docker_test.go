@@ -10,14 +10,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deployctl/deployctl/internal/dockerclean"
+
 	"github.com/deployctl/deployctl/deployer"
 	"github.com/deployctl/deployctl/deployer/audit"
 	"github.com/deployctl/deployctl/internal/devimage"
 	"github.com/deployctl/deployctl/raftstore/state"
 	"github.com/deployctl/deployctl/specs"
 	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/filters"
-	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
 	"github.com/hashicorp/go-hclog"
@@ -111,37 +111,8 @@ func mustDockerEnv(t *testing.T) *dockerEnv {
 func cleanupDocker(t *testing.T, raw *client.Client, runID, registry string) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	byLabel := filters.NewArgs(filters.Arg("label", labelTest+"="+runID))
-	containers, err := raw.ContainerList(ctx, container.ListOptions{All: true, Filters: byLabel})
-	if err != nil {
-		t.Errorf("cleanup: list containers: %v", err)
-	}
-	for _, c := range containers {
-		if err := raw.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true}); err != nil {
-			t.Errorf("cleanup: remove container %s: %v", c.ID, err)
-		}
-	}
-	networks, err := raw.NetworkList(ctx, network.ListOptions{Filters: byLabel})
-	if err != nil {
-		t.Errorf("cleanup: list networks: %v", err)
-	}
-	for _, n := range networks {
-		if err := raw.NetworkRemove(ctx, n.ID); err != nil {
-			t.Errorf("cleanup: remove network %s: %v", n.Name, err)
-		}
-	}
-	images, err := raw.ImageList(ctx, image.ListOptions{All: true})
-	if err != nil {
-		t.Errorf("cleanup: list images: %v", err)
-	}
-	for _, img := range images {
-		fromRegistry := slices.ContainsFunc(img.RepoDigests, func(d string) bool { return strings.HasPrefix(d, registry+"/") })
-		if !fromRegistry && img.Labels[labelTest] != runID {
-			continue
-		}
-		if _, err := raw.ImageRemove(ctx, img.ID, image.RemoveOptions{Force: true, PruneChildren: true}); err != nil {
-			t.Errorf("cleanup: remove image %s: %v", img.ID, err)
-		}
+	for _, err := range dockerclean.Labelled(ctx, raw, labelTest, runID, registry) {
+		t.Errorf("cleanup: %v", err)
 	}
 }
 

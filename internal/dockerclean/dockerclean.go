@@ -6,6 +6,7 @@ package dockerclean
 
 import (
 	"context"
+	"fmt"
 	"strings"
 
 	"github.com/docker/docker/api/types/container"
@@ -38,16 +39,63 @@ func HostObjects(ctx context.Context, cli *client.Client, hostID, netName string
 // RegistryImages removes the images the engine pulled from a registry,
 // recognised by a repo digest naming its address.
 func RegistryImages(ctx context.Context, cli *client.Client, regAddr string) {
-	list, err := cli.ImageList(ctx, image.ListOptions{All: true})
+	_ = Images(ctx, cli, "", "", regAddr)
+}
+
+// Labelled force-removes the containers and networks labelled key=value,
+// and the images labelled so or pulled from one of registries (by a repo
+// digest naming its address). It returns every error it met, so that a
+// test can fail on a cleanup that left something behind.
+func Labelled(ctx context.Context, cli *client.Client, key, value string, registries ...string) []error {
+	var errs []error
+	byLabel := filters.NewArgs(filters.Arg("label", key+"="+value))
+	containers, err := cli.ContainerList(ctx, container.ListOptions{All: true, Filters: byLabel})
 	if err != nil {
-		return
+		errs = append(errs, fmt.Errorf("list containers: %w", err))
 	}
-	for _, im := range list {
-		for _, rd := range im.RepoDigests {
-			if strings.HasPrefix(rd, regAddr+"/") {
-				_, _ = cli.ImageRemove(ctx, im.ID, image.RemoveOptions{Force: true, PruneChildren: true})
-				break
+	for _, c := range containers {
+		if err := cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true}); err != nil {
+			errs = append(errs, fmt.Errorf("remove container %s: %w", c.ID, err))
+		}
+	}
+	networks, err := cli.NetworkList(ctx, network.ListOptions{Filters: byLabel})
+	if err != nil {
+		errs = append(errs, fmt.Errorf("list networks: %w", err))
+	}
+	for _, n := range networks {
+		if err := cli.NetworkRemove(ctx, n.ID); err != nil {
+			errs = append(errs, fmt.Errorf("remove network %s: %w", n.Name, err))
+		}
+	}
+	return append(errs, Images(ctx, cli, key, value, registries...)...)
+}
+
+// Images force-removes the images labelled key=value (when value is not
+// empty) or pulled from one of registries.
+func Images(ctx context.Context, cli *client.Client, key, value string, registries ...string) []error {
+	images, err := cli.ImageList(ctx, image.ListOptions{All: true})
+	if err != nil {
+		return []error{fmt.Errorf("list images: %w", err)}
+	}
+	var errs []error
+	for _, img := range images {
+		if !pulledFrom(img, registries) && (value == "" || img.Labels[key] != value) {
+			continue
+		}
+		if _, err := cli.ImageRemove(ctx, img.ID, image.RemoveOptions{Force: true, PruneChildren: true}); err != nil {
+			errs = append(errs, fmt.Errorf("remove image %s: %w", img.ID, err))
+		}
+	}
+	return errs
+}
+
+func pulledFrom(img image.Summary, registries []string) bool {
+	for _, digest := range img.RepoDigests {
+		for _, reg := range registries {
+			if strings.HasPrefix(digest, reg+"/") {
+				return true
 			}
 		}
 	}
+	return false
 }
