@@ -184,6 +184,40 @@ func TestAgent(t *testing.T) {
 		}
 	})
 
+	// An answered failure counts from the first probe (healthTracker): a
+	// service that answers 503 while it warms up is judged on that answer
+	// unless start_period covers the warm-up, as it must for Docker too.
+	t.Run("warm-up 503 counts unless start_period covers it", func(t *testing.T) {
+		h := newAgentHarness(t, env)
+		warmup := func(startPeriod time.Duration) specOption {
+			return func(s *specs.Spec) {
+				s.Env["WEBAPP_WARMUP"] = "1500ms"
+				s.Healthcheck.Interval = 3 * time.Second
+				s.Healthcheck.Retries = 1
+				s.Healthcheck.StartPeriod = startPeriod
+			}
+		}
+		judged := assignment(newReplicaID(t), 1, env.goodRef, testSpec(warmup(0)))
+		covered := assignment(newReplicaID(t), 2, env.goodRef, testSpec(warmup(2500*time.Millisecond)))
+		h.ctrl.assign(judged, covered)
+		h.mustStartAgent(t)
+
+		report := h.ctrl.waitState(t, judged.Replica.ID, state.ReplicaUnhealthy)
+		if !strings.Contains(report.Message, "503") {
+			t.Errorf("unhealthy message = %q, want the 503 it saw", report.Message)
+		}
+		// Once warm it passes again: the verdict came from its answer
+		// before the first interval, not from a service that stayed broken.
+		h.ctrl.waitState(t, judged.Replica.ID, state.ReplicaHealthy)
+
+		h.ctrl.waitState(t, covered.Replica.ID, state.ReplicaHealthy)
+		for _, r := range h.ctrl.history(covered.Replica.ID) {
+			if r.State == state.ReplicaUnhealthy {
+				t.Errorf("a warm-up inside start_period was reported unhealthy: %+v", r)
+			}
+		}
+	})
+
 	t.Run("crashing image is reported failed and removed", func(t *testing.T) {
 		h := newAgentHarness(t, env)
 		a := assignment(newReplicaID(t), 1, env.crashRef, testSpec())

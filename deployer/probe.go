@@ -18,17 +18,38 @@ import (
 // ErrProbeFailed is the error of a health probe that ran and did not pass.
 var ErrProbeFailed = errors.New("health probe failed")
 
-// Probe timing. The first probe comes soon after the container starts and
+// ErrUnhealthyAnswer marks a failed probe in which the service itself
+// answered that it is not healthy (an HTTP status outside 2xx and 3xx), as
+// opposed to one that could not reach it yet (refused, timed out). Such an
+// answer counts even before the first interval: see healthTracker.
+var ErrUnhealthyAnswer = errors.New("the service answered that it is unhealthy")
+
+// unhealthyAnswer wraps a probe error as ErrUnhealthyAnswer without
+// changing its message.
+type unhealthyAnswer struct{ err error }
+
+func (e unhealthyAnswer) Error() string   { return e.err.Error() }
+func (e unhealthyAnswer) Unwrap() []error { return []error{e.err, ErrUnhealthyAnswer} }
+
+// Probe timing. The first probe comes right after the container starts and
 // is retried quickly until it passes, so a rollout waits for the service,
 // not for a full interval; after the first pass probes run every interval.
+// HTTP and TCP probes cost one connection on the host, so they start 10ms
+// after the container and repeat every 25ms for its first half second, the
+// time most services take to listen, then back off doubling; an exec probe
+// costs the engine an exec (~0.1s), so it starts at 100ms and doubles from
+// 250ms.
 const (
-	firstProbeDelay = 100 * time.Millisecond
-	earlyProbeDelay = 250 * time.Millisecond
-	defaultInterval = 30 * time.Second // Docker's default, for a spec without one
-	defaultTimeout  = 5 * time.Second
-	defaultRetries  = 3
-	maxProbeMessage = 200
-	probeUserAgent  = "deployctl-probe"
+	firstProbeDelay     = 10 * time.Millisecond
+	earlyProbeDelay     = 25 * time.Millisecond
+	fastProbeWindow     = 500 * time.Millisecond
+	firstExecProbeDelay = 100 * time.Millisecond
+	earlyExecProbeDelay = 250 * time.Millisecond
+	defaultInterval     = 30 * time.Second // Docker's default, for a spec without one
+	defaultTimeout      = 5 * time.Second
+	defaultRetries      = 3
+	maxProbeMessage     = 200
+	probeUserAgent      = "deployctl-probe"
 )
 
 // Execer runs a command in a container (the exec health check).
@@ -92,7 +113,7 @@ func ProbeHTTP(ctx context.Context, ip string, port int, path string, timeout ti
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	if resp.StatusCode < 200 || resp.StatusCode >= 400 {
-		return fmt.Errorf("%w: GET %s: %s", ErrProbeFailed, url, resp.Status)
+		return unhealthyAnswer{fmt.Errorf("%w: GET %s: %s", ErrProbeFailed, url, resp.Status)}
 	}
 	return nil
 }
@@ -124,18 +145,25 @@ func ProbeExec(ctx context.Context, rt Execer, containerID string, cmd []string,
 
 // healthTracker turns probe outcomes into a verdict with Docker's rules:
 // healthy after a pass, unhealthy after `retries` failures in a row, and
-// failures within start_period do not count. Because early probes come
-// faster than the interval, at most one failure counts per interval since
-// the container started: a slow starter gets the retries*interval that
-// Docker would give it, while a fast one is seen healthy at once.
+// failures within start_period do not count. Docker probes once per
+// interval, the first one an interval after start; deployctl probes sooner
+// (see nextDelay), so to keep Docker's pace at most one failure counts per
+// interval slot since the container started, and a failure before the
+// first interval (slot 0) counts only when the service itself answered
+// unhealthy (ErrUnhealthyAnswer). A slow starter that is not listening yet
+// thus gets the retries*interval Docker would give it, a fast one is seen
+// healthy at once, and a release that answers "500" is judged at its first
+// answer rather than an interval later. An app that answers 5xx while it
+// warms up says so with start_period, as it would for Docker.
 type healthTracker struct {
 	startedAt   time.Time
 	interval    time.Duration
 	startPeriod time.Duration
 	retries     int
+	execCheck   bool   // exec probes are costly: a slower early schedule
 	state       string // "", healthy or unhealthy
 	failures    int
-	lastCounted int64 // interval index of the last counted failure
+	lastCounted int64 // interval slot of the last counted failure, -1 for none
 	passedOnce  bool
 	lastFailure string
 }
@@ -146,7 +174,8 @@ func newHealthTracker(check specs.Healthcheck, startedAt time.Time) *healthTrack
 		interval:    check.Interval,
 		startPeriod: check.StartPeriod,
 		retries:     check.Retries,
-		lastCounted: 0,
+		execCheck:   len(check.Exec) > 0,
+		lastCounted: -1,
 	}
 	if t.interval <= 0 {
 		t.interval = defaultInterval
@@ -171,10 +200,14 @@ func (t *healthTracker) observe(now time.Time, probeErr error) string {
 	if since < t.startPeriod {
 		return t.state
 	}
-	// Docker's n-th probe is at startedAt + n*interval; count a failure only
-	// in an interval slot that has not counted one yet.
-	slot := int64(since / t.interval)
+	// Docker's n-th probe is at startedAt + n*interval (n >= 1); count a
+	// failure only in an interval slot that has not counted one yet, and in
+	// slot 0, before Docker's first probe, only an answered failure.
+	slot := max(int64(since/t.interval), 0)
 	if slot <= t.lastCounted {
+		return t.state
+	}
+	if slot == 0 && !errors.Is(probeErr, ErrUnhealthyAnswer) {
 		return t.state
 	}
 	t.lastCounted = slot
@@ -185,21 +218,36 @@ func (t *healthTracker) observe(now time.Time, probeErr error) string {
 	return t.state
 }
 
+// firstDelay is the wait from the container's start to its first probe.
+func (t *healthTracker) firstDelay() time.Duration {
+	if t.execCheck {
+		return firstExecProbeDelay
+	}
+	return firstProbeDelay
+}
+
 // nextDelay is the wait before the next probe: fast until the first pass
-// (100ms, then 250ms doubling up to interval), then the interval. While the
-// replica has not passed, a probe is also due right at the next interval
-// boundary since start, where a failure starts to count: a broken replica is
-// then judged when Docker would judge it, not up to an interval later.
+// (every 25ms in the first half second, then doubling; for an exec check
+// doubling from 250ms; never more than the interval), then the interval.
+// While the replica has not passed, a probe is also due right at the next
+// interval boundary since start, where a failure starts to count: a broken
+// replica is then judged when Docker would judge it, not up to an interval
+// later.
 func (t *healthTracker) nextDelay(now time.Time, previous time.Duration) time.Duration {
 	if t.passedOnce {
 		return t.interval
 	}
-	next := earlyProbeDelay
-	if previous >= earlyProbeDelay {
+	since := now.Sub(t.startedAt)
+	early, window := earlyProbeDelay, fastProbeWindow
+	if t.execCheck {
+		early, window = earlyExecProbeDelay, 0
+	}
+	next := early
+	if previous >= early && since >= window {
 		next = previous * 2
 	}
 	next = min(next, t.interval)
-	if since := now.Sub(t.startedAt); since >= 0 && since >= t.startPeriod {
+	if since >= 0 && since >= t.startPeriod {
 		boundary := (since/t.interval+1)*t.interval - since + time.Millisecond
 		next = min(next, boundary)
 	}
@@ -217,7 +265,7 @@ func truncate(s string, n int) string {
 // verdict (healthy or unhealthy, and the last failure as message).
 func runProber(ctx context.Context, rt Execer, check specs.Healthcheck, target ProbeTarget, startedAt time.Time, emit func(state, message string)) {
 	tracker := newHealthTracker(check, startedAt)
-	delay := firstProbeDelay
+	delay := tracker.firstDelay()
 	timer := time.NewTimer(delay)
 	defer timer.Stop()
 	reported := ""

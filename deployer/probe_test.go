@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -69,15 +70,23 @@ func TestProbeHTTP(t *testing.T) {
 		if tt.pass && err != nil {
 			t.Errorf("GET %s: %v, want pass", tt.path, err)
 		}
-		if !tt.pass && !errors.Is(err, ErrProbeFailed) {
-			t.Errorf("GET %s: %v, want ErrProbeFailed", tt.path, err)
+		// A failing status is the service's own answer: it counts even
+		// before the first interval (healthTracker).
+		if !tt.pass && (!errors.Is(err, ErrProbeFailed) || !errors.Is(err, ErrUnhealthyAnswer)) {
+			t.Errorf("GET %s: %v, want ErrProbeFailed and ErrUnhealthyAnswer", tt.path, err)
+		}
+		if !tt.pass && err != nil && !strings.Contains(err.Error(), tt.path[len(tt.path)-3:]) {
+			t.Errorf("GET %s: %q does not name the status", tt.path, err)
 		}
 	}
-	if err := ProbeHTTP(context.Background(), "127.0.0.1", mustClosedPort(t), "/", time.Second); !errors.Is(err, ErrProbeFailed) {
-		t.Errorf("closed port: %v, want ErrProbeFailed", err)
+	// Not reachable is not an answer: a starting service is not judged on it.
+	err := ProbeHTTP(context.Background(), "127.0.0.1", mustClosedPort(t), "/", time.Second)
+	if !errors.Is(err, ErrProbeFailed) || errors.Is(err, ErrUnhealthyAnswer) {
+		t.Errorf("closed port: %v, want ErrProbeFailed but not ErrUnhealthyAnswer", err)
 	}
-	if err := ProbeHTTP(context.Background(), "", port, "/", time.Second); !errors.Is(err, ErrProbeFailed) {
-		t.Errorf("no IP: %v, want ErrProbeFailed", err)
+	err = ProbeHTTP(context.Background(), "", port, "/", time.Second)
+	if !errors.Is(err, ErrProbeFailed) || errors.Is(err, ErrUnhealthyAnswer) {
+		t.Errorf("no IP: %v, want ErrProbeFailed but not ErrUnhealthyAnswer", err)
 	}
 }
 
@@ -88,8 +97,8 @@ func TestProbeHTTPTimeout(t *testing.T) {
 		<-release
 	}))
 	err := ProbeHTTP(context.Background(), ip, port, "/", 50*time.Millisecond)
-	if !errors.Is(err, ErrProbeFailed) || !errors.Is(err, context.DeadlineExceeded) {
-		t.Errorf("hanging server: %v, want ErrProbeFailed from the deadline", err)
+	if !errors.Is(err, ErrProbeFailed) || !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrUnhealthyAnswer) {
+		t.Errorf("hanging server: %v, want ErrProbeFailed from the deadline, not an answer", err)
 	}
 }
 
@@ -140,7 +149,8 @@ func TestProbeExec(t *testing.T) {
 func TestHealthTracker(t *testing.T) {
 	start := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	at := func(d time.Duration) time.Time { return start.Add(d) }
-	fail := errors.New("fail")
+	fail := errors.New("fail") // could not reach the service
+	answered := unhealthyAnswer{errors.New("GET /healthz: 500")}
 	const interval = time.Second
 
 	type step struct {
@@ -162,6 +172,26 @@ func TestHealthTracker(t *testing.T) {
 			{350 * time.Millisecond, fail, ""},
 			{850 * time.Millisecond, fail, ""},
 			{1100 * time.Millisecond, fail, state.ReplicaUnhealthy},
+		}},
+		{"an answered failure counts before the first interval", 1, 0, []step{
+			{10 * time.Millisecond, answered, state.ReplicaUnhealthy},
+		}},
+		{"slot 0 counts one answered failure, the next at the first interval", 2, 0, []step{
+			{10 * time.Millisecond, fail, ""},
+			{35 * time.Millisecond, answered, ""},
+			{500 * time.Millisecond, answered, ""},
+			{1001 * time.Millisecond, answered, state.ReplicaUnhealthy},
+		}},
+		{"a warm-up 5xx followed by a pass is healthy", 2, 0, []step{
+			{10 * time.Millisecond, answered, ""},
+			{300 * time.Millisecond, nil, state.ReplicaHealthy},
+			{1300 * time.Millisecond, answered, state.ReplicaHealthy},
+			{2300 * time.Millisecond, nil, state.ReplicaHealthy},
+		}},
+		{"answered failures in start_period do not count", 1, 2 * time.Second, []step{
+			{10 * time.Millisecond, answered, ""},
+			{1500 * time.Millisecond, answered, ""},
+			{2 * time.Second, answered, state.ReplicaUnhealthy},
 		}},
 		{"one failure counts per interval", 2, 0, []step{
 			{1000 * time.Millisecond, fail, ""},
@@ -199,47 +229,80 @@ func TestHealthTracker(t *testing.T) {
 
 func TestProbeDelays(t *testing.T) {
 	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	tracker := newHealthTracker(specs.Healthcheck{Interval: 2 * time.Second, Retries: 3}, start)
-	now := start.Add(firstProbeDelay)
-	var delays []time.Duration
-	delay := firstProbeDelay
-	for range 7 {
-		delay = tracker.nextDelay(now, delay)
-		delays = append(delays, delay)
-		now = now.Add(delay)
+	tests := []struct {
+		name  string
+		check specs.Healthcheck
+		first time.Duration
+		want  []time.Duration
+	}{
+		// Every 25ms for the first half second (10ms + 20*25ms = 510ms), then
+		// doubling, capped at the interval, and never past the next interval
+		// boundary since start (2001ms), where a failure starts to count.
+		{"http", specs.Healthcheck{HTTP: &specs.HTTPCheck{Path: "/", Port: 80}, Interval: 2 * time.Second, Retries: 3}, 10 * time.Millisecond,
+			append(slices.Repeat([]time.Duration{25 * time.Millisecond}, 20),
+				50*time.Millisecond, 100*time.Millisecond, 200*time.Millisecond, 400*time.Millisecond, 741*time.Millisecond, 1482*time.Millisecond)},
+		// An exec probe costs the engine an exec: from 100ms, doubling from 250ms.
+		{"exec", specs.Healthcheck{Exec: []string{"/check"}, Interval: 2 * time.Second, Retries: 3}, 100 * time.Millisecond,
+			[]time.Duration{250 * time.Millisecond, 500 * time.Millisecond, time.Second, 151 * time.Millisecond, 250 * time.Millisecond, 500 * time.Millisecond, time.Second}},
 	}
-	// Doubling from 250ms, capped at the interval, and never past the next
-	// interval boundary since start, where a failure starts to count.
-	want := []time.Duration{250 * time.Millisecond, 500 * time.Millisecond, time.Second, 151 * time.Millisecond, 250 * time.Millisecond, 500 * time.Millisecond, time.Second}
-	for i := range want {
-		if delays[i] != want[i] {
-			t.Fatalf("delays before the first pass = %v, want %v", delays, want)
-		}
-	}
-	tracker.observe(now, nil)
-	if got := tracker.nextDelay(now, 250*time.Millisecond); got != 2*time.Second {
-		t.Errorf("delay after the first pass = %v, want the interval", got)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tracker := newHealthTracker(tt.check, start)
+			if got := tracker.firstDelay(); got != tt.first {
+				t.Fatalf("first delay = %v, want %v", got, tt.first)
+			}
+			now := start.Add(tt.first)
+			var delays []time.Duration
+			delay := tt.first
+			for range tt.want {
+				delay = tracker.nextDelay(now, delay)
+				delays = append(delays, delay)
+				now = now.Add(delay)
+			}
+			for i := range tt.want {
+				if delays[i] != tt.want[i] {
+					t.Fatalf("delays before the first pass = %v, want %v", delays, tt.want)
+				}
+			}
+			tracker.observe(now, nil)
+			if got := tracker.nextDelay(now, 250*time.Millisecond); got != 2*time.Second {
+				t.Errorf("delay after the first pass = %v, want the interval", got)
+			}
+		})
 	}
 }
 
-// A replica that never passes is probed right after each interval boundary
-// since start, so its failures count as soon as Docker would count them.
-func TestProbeLandsOnIntervalBoundaries(t *testing.T) {
+// A replica that never passes is judged as soon as its failures count: at
+// its first probe when it answers unhealthy, right after the first interval
+// boundary since start when it cannot be reached (as Docker would).
+func TestProbeVerdictTiming(t *testing.T) {
 	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	tracker := newHealthTracker(specs.Healthcheck{Interval: time.Second, Retries: 1}, start)
-	now := start.Add(firstProbeDelay)
-	delay := firstProbeDelay
-	var verdictAt time.Time
-	for range 20 {
-		if v := tracker.observe(now, errors.New("500")); v == state.ReplicaUnhealthy {
-			verdictAt = now
-			break
-		}
-		delay = tracker.nextDelay(now, delay)
-		now = now.Add(delay)
+	tests := []struct {
+		name     string
+		err      error
+		min, max time.Duration
+	}{
+		{"answers 500", unhealthyAnswer{errors.New("500")}, firstProbeDelay, firstProbeDelay},
+		{"refused", errors.New("connection refused"), time.Second, time.Second + 10*time.Millisecond},
 	}
-	if verdictAt.IsZero() || verdictAt.Sub(start) > time.Second+10*time.Millisecond {
-		t.Fatalf("unhealthy at %v after start, want just past the first interval (1s)", verdictAt.Sub(start))
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tracker := newHealthTracker(specs.Healthcheck{HTTP: &specs.HTTPCheck{Path: "/", Port: 80}, Interval: time.Second, Retries: 1}, start)
+			delay := tracker.firstDelay()
+			now := start.Add(delay)
+			var verdictAt time.Time
+			for range 40 {
+				if v := tracker.observe(now, tt.err); v == state.ReplicaUnhealthy {
+					verdictAt = now
+					break
+				}
+				delay = tracker.nextDelay(now, delay)
+				now = now.Add(delay)
+			}
+			if since := verdictAt.Sub(start); verdictAt.IsZero() || since < tt.min || since > tt.max {
+				t.Fatalf("unhealthy at %v after start, want within [%v, %v]", since, tt.min, tt.max)
+			}
+		})
 	}
 }
 

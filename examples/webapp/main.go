@@ -6,6 +6,9 @@
 //	PORT            port to listen on (default 8080)
 //	WEBAPP_VERSION  text that GET / answers with
 //	WEBAPP_BROKEN=1 GET /healthz answers 500 (a release that fails its checks)
+//	WEBAPP_WARMUP   a duration (e.g. 1s): GET /healthz answers 503 for that
+//	                long after start (a release that warms up before it is
+//	                ready, which a health check's start_period covers)
 //	WEBAPP_CRASH=1  exit 1 right at start (a release that cannot run)
 //
 // "webapp -check" GETs its own /healthz on 127.0.0.1:$PORT and exits 0 when
@@ -42,6 +45,15 @@ func main() {
 	if *check {
 		os.Exit(runCheck(port))
 	}
+	b := behaviour{version: os.Getenv("WEBAPP_VERSION"), broken: os.Getenv("WEBAPP_BROKEN") == "1"}
+	if w := os.Getenv("WEBAPP_WARMUP"); w != "" {
+		warmup, err := time.ParseDuration(w)
+		if err != nil {
+			log.Printf("webapp: WEBAPP_WARMUP=%q: %v (want a duration such as 1s)", w, err)
+			os.Exit(2)
+		}
+		b.warmUntil = time.Now().Add(warmup)
+	}
 	if os.Getenv("WEBAPP_CRASH") == "1" {
 		log.Print("webapp: WEBAPP_CRASH=1, exiting with code 1")
 		os.Exit(1)
@@ -54,33 +66,44 @@ func main() {
 		log.Printf("webapp: listen on :%s: %v", port, err)
 		os.Exit(1)
 	}
-	if err := serve(ctx, listener, os.Getenv("WEBAPP_VERSION"), os.Getenv("WEBAPP_BROKEN") == "1"); err != nil {
+	if err := serve(ctx, listener, b); err != nil {
 		log.Printf("webapp: %v", err)
 		os.Exit(1)
 	}
 }
 
+// behaviour is what the environment asks the service to play.
+type behaviour struct {
+	version   string
+	broken    bool
+	warmUntil time.Time // /healthz answers 503 before this
+}
+
 // newHandler returns the routes of the service.
-func newHandler(version string, broken bool) http.Handler {
+func newHandler(b behaviour) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		if broken {
+		if b.broken {
 			http.Error(w, "broken (WEBAPP_BROKEN=1)", http.StatusInternalServerError)
+			return
+		}
+		if time.Now().Before(b.warmUntil) {
+			http.Error(w, "warming up (WEBAPP_WARMUP)", http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprintf(w, "webapp %s\n", version)
+		fmt.Fprintf(w, "webapp %s\n", b.version)
 	})
 	return mux
 }
 
 // serve answers on listener until ctx is cancelled, then shuts down
 // gracefully: in-flight requests finish, new connections are refused.
-func serve(ctx context.Context, listener net.Listener, version string, broken bool) error {
-	server := &http.Server{Handler: newHandler(version, broken), ReadHeaderTimeout: 5 * time.Second}
-	log.Printf("webapp %s listening on %s (broken=%t)", version, listener.Addr(), broken)
+func serve(ctx context.Context, listener net.Listener, b behaviour) error {
+	server := &http.Server{Handler: newHandler(b), ReadHeaderTimeout: 5 * time.Second}
+	log.Printf("webapp %s listening on %s (broken=%t)", b.version, listener.Addr(), b.broken)
 
 	served := make(chan error, 1)
 	go func() { served <- server.Serve(listener) }()

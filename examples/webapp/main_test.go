@@ -7,11 +7,13 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"strconv"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // runMainEnv makes the test binary run main() instead of the tests, so the
@@ -42,7 +44,7 @@ func startServe(t *testing.T, version string, broken bool) (string, func() error
 	listener := mustListen(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- serve(ctx, listener, version, broken) }()
+	go func() { done <- serve(ctx, listener, behaviour{version: version, broken: broken}) }()
 	stopped := false
 	stop := func() error {
 		if stopped {
@@ -90,6 +92,26 @@ func TestRoutes(t *testing.T) {
 			status, body := mustGet(t, base+tt.path)
 			if status != tt.wantStatus || body != tt.wantBody {
 				t.Errorf("GET %s = %d %q, want %d %q", tt.path, status, body, tt.wantStatus, tt.wantBody)
+			}
+		})
+	}
+}
+
+func TestWarmup(t *testing.T) {
+	tests := []struct {
+		name      string
+		warmUntil time.Time
+		want      int
+	}{
+		{"warming up answers 503", time.Now().Add(time.Hour), http.StatusServiceUnavailable},
+		{"warm answers 200", time.Now().Add(-time.Millisecond), http.StatusOK},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rec := httptest.NewRecorder()
+			newHandler(behaviour{version: "v1", warmUntil: tt.warmUntil}).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/healthz", nil))
+			if rec.Code != tt.want {
+				t.Errorf("GET /healthz = %d %q, want %d", rec.Code, rec.Body.String(), tt.want)
 			}
 		})
 	}
