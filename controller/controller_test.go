@@ -277,23 +277,43 @@ func TestClientStatusBlocksUntilChange(t *testing.T) {
 	if _, err := c.Apply(ctx, []byte(fmt.Sprintf("service: web\nimage: %s\nreplicas: 0\n", ref))); err != nil {
 		t.Fatal(err)
 	}
-	st, err := c.Status(ctx, "web", 0, 0)
-	if err != nil {
-		t.Fatal(err)
+	// Wait for the rollout (of no replicas) to end, so that nothing but the
+	// removal below changes the service.
+	var st ServiceStatus
+	for st.RevisionState != state.RevisionSucceeded {
+		var err error
+		if st, err = c.Status(ctx, "web", st.Index, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
 	}
-	got := make(chan ServiceStatus, 1)
+	type answer struct {
+		st  ServiceStatus
+		err error
+	}
+	got := make(chan answer, 1)
 	go func() {
-		next, _ := c.Status(ctx, "web", st.Index, 10*time.Second)
-		got <- next
+		next, err := c.Status(ctx, "web", st.Index, 10*time.Second)
+		got <- answer{next, err}
 	}()
-	// Remove the service: the waiting query must answer with a newer index.
+	select {
+	case a := <-got:
+		t.Fatalf("blocking query answered before any change: %+v, %v", a.st, a.err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	// Remove the service: the waiting query must answer, with a newer index
+	// (the service is being removed) or not found (it is already gone,
+	// when the controller finished the removal before the query woke).
 	if err := c.Remove(ctx, "web"); err != nil {
 		t.Fatal(err)
 	}
 	select {
-	case next := <-got:
-		if next.Index <= st.Index {
-			t.Fatalf("blocking query answered index %d, not past %d", next.Index, st.Index)
+	case a := <-got:
+		switch {
+		case errors.Is(a.err, ErrNotFound):
+		case a.err != nil:
+			t.Fatalf("blocking query: %v", a.err)
+		case a.st.Index <= st.Index:
+			t.Fatalf("blocking query answered index %d, not past %d", a.st.Index, st.Index)
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("blocking query did not answer after a change")

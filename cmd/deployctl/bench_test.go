@@ -50,53 +50,54 @@ func waitOutcome(b *testing.B, c *controller.Client, svc string, rev int) contro
 	}
 }
 
-// BenchmarkRollout4 measures a rollout of 4 replicas from apply to the
-// revision's success, and reports the time beyond what the health checks
-// themselves need as overhead-ms: start-first batches move on once their
-// replicas pass a probe, so the checks need one update.monitor window after
-// the last replica. Each iteration deploys v1 fresh and removes it after.
+// BenchmarkRollout4 measures what BenchmarkSwarmRollout4 measures for
+// Docker Swarm mode: an update of a healthy 4-replica service to another
+// digest (v1 and v11 in turn), from apply to the revision's success. It
+// reports the time beyond what the health checks themselves need as
+// overhead-ms: start-first batches move on once their replicas pass a probe,
+// so the checks need one update.monitor window after the last replica.
 func BenchmarkRollout4(b *testing.B) {
 	for _, par := range []int{1, 4} {
 		b.Run(fmt.Sprintf("parallelism=%d", par), func(b *testing.B) {
 			s := mustStartServer(b)
 			c := controller.NewClient([]string{s.addr}, nil)
 			monitor := time.Second
+			mustApplyAndWait(b, c, benchSpec(env.refs["v1"], par, monitor))
+			images := []string{env.refs["v11"], env.refs["v1"]}
 			var overhead time.Duration
+			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				start := time.Now()
-				out, err := c.Apply(context.Background(), benchSpec(env.refs["v1"], par, monitor))
-				if err != nil {
-					b.Fatal(err)
-				}
-				st := waitOutcome(b, c, "bench", out.Revision)
-				took := time.Since(start)
+				st := mustApplyAndWait(b, c, benchSpec(images[i%2], par, monitor))
+				overhead += time.Since(start) - monitor
 				if st.RevisionState != state.RevisionSucceeded {
 					b.Fatalf("rollout %s: %+v", st.RevisionState, st)
 				}
-				overhead += took - monitor
-				b.StopTimer()
-				mustRemove(b, c, "bench")
-				b.StartTimer()
 			}
 			b.ReportMetric(float64(overhead.Milliseconds())/float64(b.N), "overhead-ms/op")
 		})
 	}
 }
 
+// mustApplyAndWait applies spec and waits for its revision to end.
+func mustApplyAndWait(b *testing.B, c *controller.Client, spec []byte) controller.ServiceStatus {
+	out, err := c.Apply(context.Background(), spec)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return waitOutcome(b, c, "bench", out.Revision)
+}
+
 // BenchmarkAutoRollback measures apply of a broken release over a healthy
-// 4-replica v1 until the automatic rollback has succeeded.
+// 4-replica v1 until the automatic rollback has succeeded, as
+// BenchmarkSwarmRollout4 does for Docker Swarm mode (rollback-ms).
 func BenchmarkAutoRollback(b *testing.B) {
 	s := mustStartServer(b)
 	c := controller.NewClient([]string{s.addr}, nil)
+	mustApplyAndWait(b, c, benchSpec(env.refs["v1"], 1, time.Second))
+	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		b.StopTimer()
-		out, err := c.Apply(context.Background(), benchSpec(env.refs["v1"], 1, time.Second))
-		if err != nil {
-			b.Fatal(err)
-		}
-		waitOutcome(b, c, "bench", out.Revision)
-		b.StartTimer()
-		out, err = c.Apply(context.Background(), benchSpec(env.refs["broken"], 1, time.Second))
+		out, err := c.Apply(context.Background(), benchSpec(env.refs["broken"], 1, time.Second))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -104,22 +105,5 @@ func BenchmarkAutoRollback(b *testing.B) {
 		if st.Cause != fmt.Sprintf("automatic rollback of %d to %d", out.Revision, out.Revision-1) || st.RevisionState != state.RevisionSucceeded {
 			b.Fatalf("want a succeeded automatic rollback, got %+v", st)
 		}
-		b.StopTimer()
-		mustRemove(b, c, "bench")
-		b.StartTimer()
-	}
-}
-
-func mustRemove(b *testing.B, c *controller.Client, svc string) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if err := c.Remove(ctx, svc); err != nil {
-		b.Fatal(err)
-	}
-	for {
-		if _, err := c.Status(ctx, svc, 0, 0); err != nil {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
