@@ -218,6 +218,34 @@ func TestAgent(t *testing.T) {
 		}
 	})
 
+	// An exec check is the container's engine HEALTHCHECK too: the agent
+	// sees the first pass with its own exec, then follows the engine.
+	t.Run("exec check follows the engine's verdict", func(t *testing.T) {
+		h := newAgentHarness(t, env)
+		execCheck := func(s *specs.Spec) {
+			s.Healthcheck = specs.Healthcheck{Exec: []string{"/app", "-check"}, Interval: 500 * time.Millisecond, Timeout: 2 * time.Second, Retries: 1}
+		}
+		good := assignment(newReplicaID(t), 1, env.goodRef, testSpec(execCheck))
+		broken := assignment(newReplicaID(t), 2, env.brokenRef, testSpec(execCheck))
+		h.ctrl.assign(good, broken)
+		h.mustStartAgent(t)
+
+		report := h.ctrl.waitState(t, broken.Replica.ID, state.ReplicaUnhealthy)
+		if !strings.Contains(report.Message, "engine health check") || !strings.Contains(report.Message, "500") {
+			t.Errorf("unhealthy message = %q, want the engine's verdict with the 500 its check saw", report.Message)
+		}
+		healthy := h.ctrl.waitState(t, good.Replica.ID, state.ReplicaHealthy)
+		waitUntil(t, "the engine's own verdict on the good replica", func() bool {
+			inspect := h.mustInspect(t, healthy.ContainerID)
+			return inspect.State.Health != nil && inspect.State.Health.Status == container.Healthy
+		})
+		for _, r := range h.ctrl.history(good.Replica.ID) {
+			if r.State == state.ReplicaUnhealthy {
+				t.Errorf("the good replica was reported unhealthy: %+v", r)
+			}
+		}
+	})
+
 	t.Run("crashing image is reported failed and removed", func(t *testing.T) {
 		h := newAgentHarness(t, env)
 		a := assignment(newReplicaID(t), 1, env.crashRef, testSpec())

@@ -36,14 +36,15 @@ func (e unhealthyAnswer) Unwrap() []error { return []error{e.err, ErrUnhealthyAn
 // not for a full interval; after the first pass probes run every interval.
 // HTTP and TCP probes cost one connection on the host, so they start 10ms
 // after the container and repeat every 25ms for its first half second, the
-// time most services take to listen, then back off doubling; an exec probe
-// costs the engine an exec (~0.1s), so it starts at 100ms and doubles from
-// 250ms.
+// time most services take to listen, then back off doubling. An exec probe
+// costs the engine an exec (0.15s idle, more on a busy host: the check runs
+// well after the exec starts), so it starts at 10ms too but then doubles
+// from 250ms (and see runExecProber).
 const (
 	firstProbeDelay     = 10 * time.Millisecond
 	earlyProbeDelay     = 25 * time.Millisecond
 	fastProbeWindow     = 500 * time.Millisecond
-	firstExecProbeDelay = 100 * time.Millisecond
+	firstExecProbeDelay = 10 * time.Millisecond
 	earlyExecProbeDelay = 250 * time.Millisecond
 	defaultInterval     = 30 * time.Second // Docker's default, for a spec without one
 	defaultTimeout      = 5 * time.Second
@@ -156,6 +157,7 @@ func ProbeExec(ctx context.Context, rt Execer, containerID string, cmd []string,
 // answer rather than an interval later. An app that answers 5xx while it
 // warms up says so with start_period, as it would for Docker.
 type healthTracker struct {
+	check       specs.Healthcheck
 	startedAt   time.Time
 	interval    time.Duration
 	startPeriod time.Duration
@@ -170,6 +172,7 @@ type healthTracker struct {
 
 func newHealthTracker(check specs.Healthcheck, startedAt time.Time) *healthTracker {
 	t := &healthTracker{
+		check:       check,
 		startedAt:   startedAt,
 		interval:    check.Interval,
 		startPeriod: check.StartPeriod,
@@ -216,6 +219,14 @@ func (t *healthTracker) observe(now time.Time, probeErr error) string {
 		t.state = state.ReplicaUnhealthy
 	}
 	return t.state
+}
+
+// timeout is the check's timeout, or Docker's default.
+func (t *healthTracker) timeout() time.Duration {
+	if t.check.Timeout > 0 {
+		return t.check.Timeout
+	}
+	return defaultTimeout
 }
 
 // firstDelay is the wait from the container's start to its first probe.

@@ -241,9 +241,9 @@ func TestProbeDelays(t *testing.T) {
 		{"http", specs.Healthcheck{HTTP: &specs.HTTPCheck{Path: "/", Port: 80}, Interval: 2 * time.Second, Retries: 3}, 10 * time.Millisecond,
 			append(slices.Repeat([]time.Duration{25 * time.Millisecond}, 20),
 				50*time.Millisecond, 100*time.Millisecond, 200*time.Millisecond, 400*time.Millisecond, 741*time.Millisecond, 1482*time.Millisecond)},
-		// An exec probe costs the engine an exec: from 100ms, doubling from 250ms.
-		{"exec", specs.Healthcheck{Exec: []string{"/check"}, Interval: 2 * time.Second, Retries: 3}, 100 * time.Millisecond,
-			[]time.Duration{250 * time.Millisecond, 500 * time.Millisecond, time.Second, 151 * time.Millisecond, 250 * time.Millisecond, 500 * time.Millisecond, time.Second}},
+		// An exec probe costs the engine an exec: from 10ms, doubling from 250ms.
+		{"exec", specs.Healthcheck{Exec: []string{"/check"}, Interval: 2 * time.Second, Retries: 3}, 10 * time.Millisecond,
+			[]time.Duration{250 * time.Millisecond, 500 * time.Millisecond, time.Second, 241 * time.Millisecond, 250 * time.Millisecond, 500 * time.Millisecond, time.Second}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

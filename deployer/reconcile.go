@@ -537,12 +537,17 @@ func (l *reconcileLoop) beginProbing(ctx context.Context, id string, rep *replic
 	l.tasks.Add(1)
 	go func() {
 		defer l.tasks.Done()
-		runProber(proberCtx, l.rt, check, target, startedAt, func(st, message string) {
+		emit := func(st, message string) {
 			select {
 			case l.events <- verdict{replicaID: id, containerID: containerID, state: st, message: message}:
 			case <-proberCtx.Done():
 			}
-		})
+		}
+		if check.Kind() == "exec" {
+			runExecProber(proberCtx, l.rt, check, target, startedAt, emit)
+			return
+		}
+		runProber(proberCtx, l.rt, check, target, startedAt, emit)
 	}()
 }
 

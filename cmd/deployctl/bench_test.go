@@ -10,15 +10,27 @@ import (
 	"github.com/deployctl/deployctl/raftstore/state"
 )
 
+// Health checks of the benchmark specs: the agent probes HTTP itself; an
+// exec check runs the webapp's own checker in the container, as Docker
+// Swarm's HEALTHCHECK does in BenchmarkSwarmRollout4.
+const (
+	benchHTTPCheck = "http: { path: /healthz, port: 8080 }"
+	benchExecCheck = `exec: ["/app", "-check"]`
+)
+
 // benchSpec is a 4-replica service whose health checks need a known,
 // minimal time: each batch must stay healthy for update.monitor.
 func benchSpec(image string, parallelism int, monitor time.Duration) []byte {
+	return benchSpecCheck(image, parallelism, monitor, benchHTTPCheck)
+}
+
+func benchSpecCheck(image string, parallelism int, monitor time.Duration, check string) []byte {
 	return fmt.Appendf(nil, `service: bench
 image: %s
 replicas: 4
 resources: { cpus: 0.2, memory: 32M, pids: 32 }
 healthcheck:
-  http: { path: /healthz, port: 8080 }
+  %s
   interval: 1s
   timeout: 1s
   retries: 1
@@ -27,11 +39,11 @@ update:
   monitor: %s
   progress_deadline: 2m
 stop_grace_period: 1s
-`, image, parallelism, monitor)
+`, image, check, parallelism, monitor)
 }
 
 // waitOutcome waits until revision rev of svc ends and returns its state.
-func waitOutcome(b *testing.B, c *controller.Client, svc string, rev int) controller.ServiceStatus {
+func waitOutcome(b testing.TB, c *controller.Client, svc string, rev int) controller.ServiceStatus {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var index uint64
@@ -59,7 +71,7 @@ func waitOutcome(b *testing.B, c *controller.Client, svc string, rev int) contro
 func BenchmarkRollout4(b *testing.B) {
 	for _, par := range []int{1, 4} {
 		b.Run(fmt.Sprintf("parallelism=%d", par), func(b *testing.B) {
-			s := mustStartServer(b)
+			s := mustStartBenchServer(b)
 			c := controller.NewClient([]string{s.addr}, nil)
 			monitor := time.Second
 			mustApplyAndWait(b, c, benchSpec(env.refs["v1"], par, monitor))
@@ -80,7 +92,7 @@ func BenchmarkRollout4(b *testing.B) {
 }
 
 // mustApplyAndWait applies spec and waits for its revision to end.
-func mustApplyAndWait(b *testing.B, c *controller.Client, spec []byte) controller.ServiceStatus {
+func mustApplyAndWait(b testing.TB, c *controller.Client, spec []byte) controller.ServiceStatus {
 	out, err := c.Apply(context.Background(), spec)
 	if err != nil {
 		b.Fatal(err)
@@ -90,20 +102,74 @@ func mustApplyAndWait(b *testing.B, c *controller.Client, spec []byte) controlle
 
 // BenchmarkAutoRollback measures apply of a broken release over a healthy
 // 4-replica v1 until the automatic rollback has succeeded, as
-// BenchmarkSwarmRollout4 does for Docker Swarm mode (rollback-ms).
+// BenchmarkSwarmRollout4 does for Docker Swarm mode (rollback-ms). With the
+// HTTP check the broken replica's first answer (500) counts; with the exec
+// check its failure counts at Docker's pace, one interval after its start.
 func BenchmarkAutoRollback(b *testing.B) {
-	s := mustStartServer(b)
+	for _, check := range []struct{ name, yaml string }{{"http", benchHTTPCheck}, {"exec", benchExecCheck}} {
+		b.Run("check="+check.name, func(b *testing.B) {
+			s := mustStartBenchServer(b)
+			c := controller.NewClient([]string{s.addr}, nil)
+			mustApplyAndWait(b, c, benchSpecCheck(env.refs["v1"], 1, time.Second, check.yaml))
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				out, err := c.Apply(context.Background(), benchSpecCheck(env.refs["broken"], 1, time.Second, check.yaml))
+				if err != nil {
+					b.Fatal(err)
+				}
+				st := waitOutcome(b, c, "bench", out.Revision+1)
+				if st.Cause != fmt.Sprintf("automatic rollback of %d to %d", out.Revision, out.Revision-1) || st.RevisionState != state.RevisionSucceeded {
+					b.Fatalf("want a succeeded automatic rollback, got %+v", st)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkManualRollback measures `deployctl rollback` of a healthy
+// 4-replica service just updated from v1 to v11, from the request until
+// the rollback to v1 has succeeded, as BenchmarkSwarmRollout4 does for
+// `docker service rollback` (manual-rollback-ms). The v1 replicas are gone,
+// so this is a rollout of 4 replicas in batches of one.
+func BenchmarkManualRollback(b *testing.B) {
+	s := mustStartBenchServer(b)
 	c := controller.NewClient([]string{s.addr}, nil)
 	mustApplyAndWait(b, c, benchSpec(env.refs["v1"], 1, time.Second))
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		out, err := c.Apply(context.Background(), benchSpec(env.refs["broken"], 1, time.Second))
+		b.StopTimer()
+		mustApplyAndWait(b, c, benchSpec(env.refs["v11"], 1, time.Second))
+		b.StartTimer()
+		out, err := c.Rollback(context.Background(), "bench", 0)
 		if err != nil {
 			b.Fatal(err)
 		}
-		st := waitOutcome(b, c, "bench", out.Revision+1)
-		if st.Cause != fmt.Sprintf("automatic rollback of %d to %d", out.Revision, out.Revision-1) || st.RevisionState != state.RevisionSucceeded {
-			b.Fatalf("want a succeeded automatic rollback, got %+v", st)
+		st := waitOutcome(b, c, "bench", out.Revision)
+		if st.RevisionState != state.RevisionSucceeded || st.Digest != env.digests["v1"] {
+			b.Fatalf("want a succeeded rollback to v1, got %+v", st)
+		}
+	}
+}
+
+// mustStartBenchServer starts a dev server as a user would run it: default
+// audit interval (15s) and log level (info).
+func mustStartBenchServer(b *testing.B) *devServer {
+	b.Helper()
+	return mustStartServerArgs(b)
+}
+
+// BenchmarkRollout4Exec is BenchmarkRollout4 (parallelism 1) with the exec
+// check that Docker Swarm runs in BenchmarkSwarmRollout4.
+func BenchmarkRollout4Exec(b *testing.B) {
+	s := mustStartBenchServer(b)
+	c := controller.NewClient([]string{s.addr}, nil)
+	mustApplyAndWait(b, c, benchSpecCheck(env.refs["v1"], 1, time.Second, benchExecCheck))
+	images := []string{env.refs["v11"], env.refs["v1"]}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		st := mustApplyAndWait(b, c, benchSpecCheck(images[i%2], 1, time.Second, benchExecCheck))
+		if st.RevisionState != state.RevisionSucceeded {
+			b.Fatalf("rollout %s: %+v", st.RevisionState, st)
 		}
 	}
 }

@@ -153,6 +153,15 @@ type devServer struct {
 	cmd     *exec.Cmd
 	done    chan struct{}
 	log     *syncBuffer
+	// args are the flags after the common ones: the tests audit every
+	// second and log at debug level; benchmarks run as a user would.
+	args []string
+}
+
+// e2eServerArgs make the agent audit every second (the audit tests wait
+// for one) and log everything (shown when a test fails).
+func e2eServerArgs() []string {
+	return []string{"--log-level", "debug", "--audit-interval", "1s"}
 }
 
 func freeAddr(t testing.TB) string {
@@ -170,10 +179,17 @@ func freeAddr(t testing.TB) string {
 // the host-id label) and its network.
 func mustStartServer(t testing.TB) *devServer {
 	t.Helper()
+	return mustStartServerArgs(t, e2eServerArgs()...)
+}
+
+// mustStartServerArgs starts a dev server with args after the common flags.
+func mustStartServerArgs(t testing.TB, args ...string) *devServer {
+	t.Helper()
 	name := strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
 	s := &devServer{
 		t: t, addr: freeAddr(t), raft: freeAddr(t), dataDir: t.TempDir(),
 		hostID: env.runID + "-" + name, network: "deployctl-" + env.runID + "-" + name,
+		args: args,
 	}
 	t.Cleanup(func() {
 		s.stop()
@@ -189,8 +205,8 @@ func mustStartServer(t testing.TB) *devServer {
 func (s *devServer) start(extraEnv []string) {
 	s.t.Helper()
 	s.log = &syncBuffer{}
-	s.cmd = exec.Command(env.bin, "server", "--dev", "--node-id", "n1", "--host-id", s.hostID, "--network", s.network,
-		"--http-addr", s.addr, "--raft-addr", s.raft, "--data-dir", s.dataDir, "--log-level", "debug", "--audit-interval", "1s")
+	s.cmd = exec.Command(env.bin, append([]string{"server", "--dev", "--node-id", "n1", "--host-id", s.hostID, "--network", s.network,
+		"--http-addr", s.addr, "--raft-addr", s.raft, "--data-dir", s.dataDir}, s.args...)...)
 	s.cmd.Env = append(os.Environ(), extraEnv...)
 	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
 	if err := s.cmd.Start(); err != nil {
@@ -670,7 +686,7 @@ func TestCLIDetachesOnInterrupt(t *testing.T) {
 }
 
 func TestCLIServerWithoutDockerFailsClearly(t *testing.T) {
-	s := &devServer{t: t, addr: freeAddr(t), raft: freeAddr(t), dataDir: t.TempDir(), hostID: env.runID + "-nodocker", network: "deployctl-nodocker"}
+	s := &devServer{t: t, addr: freeAddr(t), raft: freeAddr(t), dataDir: t.TempDir(), hostID: env.runID + "-nodocker", network: "deployctl-nodocker", args: e2eServerArgs()}
 	cmd := exec.Command(env.bin, "server", "--dev", "--http-addr", s.addr, "--raft-addr", s.raft, "--data-dir", s.dataDir, "--host-id", s.hostID)
 	cmd.Env = append(os.Environ(), "DOCKER_HOST=unix:///nonexistent/docker.sock")
 	out, err := cmd.CombinedOutput()

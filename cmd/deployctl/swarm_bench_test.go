@@ -13,8 +13,8 @@ import (
 )
 
 // BenchmarkSwarmRollout4 measures Docker Swarm mode doing what
-// BenchmarkRollout4 (parallelism=1) and BenchmarkAutoRollback measure for
-// deployctl, on the same engine with the same settings: 4 replicas, one at
+// BenchmarkRollout4 (parallelism=1), BenchmarkManualRollback and
+// BenchmarkAutoRollback measure for deployctl, on the same engine with the same settings: 4 replicas, one at
 // a time, start-first, monitor 1s, a health check every 1s that must pass
 // once. It turns the engine into a single-node swarm and leaves it after,
 // so it runs only with DEPLOYCTL_BENCH_SWARM=1 and only on an engine that
@@ -82,14 +82,21 @@ func BenchmarkSwarmRollout4(b *testing.B) {
 		}
 		b.Fatal("swarm service never ran 4 tasks")
 	}
+	// update sets image (or, with image "", rolls back to the previous
+	// spec as `docker service rollback` does) and waits for want.
 	update := func(image string, want swarm.UpdateState) time.Duration {
 		s, _, err := cli.ServiceInspectWithRaw(ctx, created.ID, swarm.ServiceInspectOptions{})
 		if err != nil {
 			b.Fatal(err)
 		}
-		s.Spec.TaskTemplate.ContainerSpec.Image = image
+		opts := swarm.ServiceUpdateOptions{}
+		if image == "" {
+			opts.Rollback = "previous"
+		} else {
+			s.Spec.TaskTemplate.ContainerSpec.Image = image
+		}
 		start := time.Now()
-		if _, err := cli.ServiceUpdate(ctx, created.ID, s.Version, s.Spec, swarm.ServiceUpdateOptions{}); err != nil {
+		if _, err := cli.ServiceUpdate(ctx, created.ID, s.Version, s.Spec, opts); err != nil {
 			b.Fatal(err)
 		}
 		deadline := time.Now().Add(5 * time.Minute)
@@ -104,15 +111,15 @@ func BenchmarkSwarmRollout4(b *testing.B) {
 		return 0
 	}
 	waitRunning()
-	var rollout, rollback time.Duration
+	// Each round: v1 -> v11 (rollout), rollback to v1 (manual), v1 -> broken
+	// and back (automatic rollback); the service ends each round on v1.
+	var rollout, manual, rollback time.Duration
 	for i := 0; i < b.N; i++ {
-		next := "v11"
-		if i%2 == 1 {
-			next = "v1"
-		}
-		rollout += update(pinned(next), swarm.UpdateStateCompleted)
+		rollout += update(pinned("v11"), swarm.UpdateStateCompleted)
+		manual += update("", swarm.UpdateStateRollbackCompleted)
 		rollback += update(pinned("broken"), swarm.UpdateStateRollbackCompleted)
 	}
 	b.ReportMetric(float64(rollout.Milliseconds())/float64(b.N), "rollout-ms/op")
+	b.ReportMetric(float64(manual.Milliseconds())/float64(b.N), "manual-rollback-ms/op")
 	b.ReportMetric(float64(rollback.Milliseconds())/float64(b.N), "rollback-ms/op")
 }
