@@ -23,14 +23,12 @@ type placementCluster struct {
 
 func (c *placementCluster) Hosts() []state.Host { return c.hosts }
 
-func (c *placementCluster) HostReplicas(host string) []state.Replica {
-	var out []state.Replica
+func (c *placementCluster) EachHostReplica(host string, fn func(state.Replica)) {
 	for _, r := range c.replicas {
 		if r.Host == host {
-			out = append(out, r)
+			fn(r)
 		}
 	}
-	return out
 }
 
 func (c *placementCluster) Revision(service string, number int) (state.Revision, bool) {

@@ -87,8 +87,8 @@ func (s *Store) Restore(r io.Reader) error {
 	}
 	for _, v := range doc.Replicas {
 		tx.replicas.Insert([]byte(v.ID), v)
-		tx.bySvc.Insert(pairKey(v.Service, v.ID), struct{}{})
-		tx.byHost.Insert(pairKey(v.Host, v.ID), struct{}{})
+		tx.bySvc.Insert(pairKey(v.Service, v.ID), v)
+		tx.byHost.Insert(pairKey(v.Host, v.ID), v)
 	}
 	for _, v := range doc.Hosts {
 		tx.hosts.Insert([]byte(v.ID), v)

@@ -1,9 +1,10 @@
 package state
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 
@@ -27,8 +28,8 @@ type Tables struct {
 	services  *iradix.Tree  // name -> *Service
 	revisions *iradix.Tree  // name \x00 %010d -> *Revision
 	replicas  *iradix.Tree  // id -> *Replica
-	bySvc     *iradix.Tree  // service \x00 id -> struct{}
-	byHost    *iradix.Tree  // host \x00 id -> struct{}
+	bySvc     *iradix.Tree  // service \x00 id -> *Replica (the record in replicas)
+	byHost    *iradix.Tree  // host \x00 id -> *Replica (the record in replicas)
 	hosts     *iradix.Tree  // id -> *Host
 	hostIndex *iradix.Tree  // host -> uint64: last index that changed its assignments
 	requests  *iradix.Tree  // idempotency key -> *RequestResult
@@ -110,22 +111,30 @@ func (t *Tables) Replica(id string) (Replica, bool) {
 	return *v.(*Replica), true
 }
 
+// replicasUnder lists the replicas of an index prefix. The index holds the
+// same immutable records as the replicas table (putReplica writes both), so
+// a walk needs no second lookup: at 100,000 replicas that lookup was a
+// third of a controller pass.
 func (t *Tables) replicasUnder(tree *iradix.Tree, prefix string) []Replica {
 	var out []Replica
-	tree.Root().WalkPrefix([]byte(prefix+"\x00"), func(k []byte, _ interface{}) bool {
-		id := string(k[len(prefix)+1:])
-		if r, ok := t.Replica(id); ok {
-			out = append(out, r)
-		}
+	tree.Root().WalkPrefix([]byte(prefix+"\x00"), func(_ []byte, v interface{}) bool {
+		out = append(out, *v.(*Replica))
 		return false
 	})
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].Slot != out[j].Slot {
-			return out[i].Slot < out[j].Slot
-		}
-		return out[i].ID < out[j].ID
+	slices.SortFunc(out, func(a, b Replica) int {
+		return cmp.Or(cmp.Compare(a.Slot, b.Slot), strings.Compare(a.ID, b.ID))
 	})
 	return out
+}
+
+// EachHostReplica calls fn with a copy of each replica assigned to host, in
+// ID order, without building a list: the controller sums every host's
+// load on each pass.
+func (t *Tables) EachHostReplica(host string, fn func(Replica)) {
+	t.byHost.Root().WalkPrefix([]byte(host+"\x00"), func(_ []byte, v interface{}) bool {
+		fn(*v.(*Replica))
+		return false
+	})
 }
 
 // ServiceReplicas lists a service's replicas by slot.
@@ -354,8 +363,8 @@ func (tx *txn) replica(id string) (*Replica, bool) {
 func (tx *txn) putReplica(r *Replica, touchHost bool) {
 	r.ModifyIndex = tx.index
 	tx.replicas.Insert([]byte(r.ID), r)
-	tx.bySvc.Insert(pairKey(r.Service, r.ID), struct{}{})
-	tx.byHost.Insert(pairKey(r.Host, r.ID), struct{}{})
+	tx.bySvc.Insert(pairKey(r.Service, r.ID), r)
+	tx.byHost.Insert(pairKey(r.Host, r.ID), r)
 	if touchHost {
 		tx.touchedHosts[r.Host] = true
 	}

@@ -1,6 +1,7 @@
 package state
 
 import (
+	"bytes"
 	"errors"
 	"testing"
 	"time"
@@ -112,4 +113,53 @@ func TestRemoveThenPurge(t *testing.T) {
 	if _, ok := s.View().Service("web"); ok || len(s.View().Revisions("web")) != 0 {
 		t.Fatal("purge left the service or its history")
 	}
+}
+
+// The service and host indexes hold the replica records themselves: every
+// view of a replica shows its latest write, also after a snapshot restore.
+func TestReplicaIndexesFollowWrites(t *testing.T) {
+	s := NewStore()
+	mustApplyRevision(t, s, 1, ApplyRevisionCmd{Now: t0, Revision: rev("web", "sha256:a")})
+	svc, _ := s.View().Service("web")
+	if err := s.ApplyRolloutStep(2, RolloutStepCmd{Now: t0, Service: "web", ExpectCurrent: 1, ExpectModifyIndex: svc.ModifyIndex,
+		Create: []Replica{{ID: "r2", Service: "web", Slot: 1, Revision: 1, Host: "h1"}, {ID: "r1", Service: "web", Slot: 0, Revision: 1, Host: "h1"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ApplyHostReport(3, HostReportCmd{Now: t0, Report: HostReport{Host: "h1", Reports: []StatusReport{{ReplicaID: "r2", State: ReplicaHealthy}}}}); err != nil {
+		t.Fatal(err)
+	}
+	check := func(when string, view *Tables, wantIDs []string, wantR2 string) {
+		t.Helper()
+		views := map[string][]Replica{"service": view.ServiceReplicas("web"), "host": view.HostReplicas("h1")}
+		var each []Replica
+		view.EachHostReplica("h1", func(r Replica) { each = append(each, r) })
+		views["each"] = each
+		for name, got := range views {
+			var ids []string
+			for _, r := range got {
+				ids = append(ids, r.ID)
+				if r.ID == "r2" && r.Status.State != wantR2 {
+					t.Errorf("%s: %s view shows r2 %q, want %q", when, name, r.Status.State, wantR2)
+				}
+			}
+			if len(ids) != len(wantIDs) || (len(ids) > 0 && (ids[0] != wantIDs[0] || ids[len(ids)-1] != wantIDs[len(wantIDs)-1])) {
+				t.Errorf("%s: %s view lists %v, want %v", when, name, ids, wantIDs)
+			}
+		}
+	}
+	check("after a report", s.View(), []string{"r1", "r2"}, ReplicaHealthy)
+
+	var buf bytes.Buffer
+	if _, err := s.View().WriteTo(&buf); err != nil {
+		t.Fatal(err)
+	}
+	restored := NewStore()
+	if err := restored.Restore(&buf); err != nil {
+		t.Fatal(err)
+	}
+	check("after a restore", restored.View(), []string{"r1", "r2"}, ReplicaHealthy)
+	if err := restored.ApplyHostReport(4, HostReportCmd{Now: t0, Report: HostReport{Host: "h1", Reports: []StatusReport{{ReplicaID: "r2", State: ReplicaUnhealthy}}}}); err != nil {
+		t.Fatal(err)
+	}
+	check("after a report on the restored store", restored.View(), []string{"r1", "r2"}, ReplicaUnhealthy)
 }
