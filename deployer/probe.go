@@ -162,7 +162,6 @@ type healthTracker struct {
 	interval    time.Duration
 	startPeriod time.Duration
 	retries     int
-	execCheck   bool   // exec probes are costly: a slower early schedule
 	state       string // "", healthy or unhealthy
 	failures    int
 	lastCounted int64 // interval slot of the last counted failure, -1 for none
@@ -177,7 +176,6 @@ func newHealthTracker(check specs.Healthcheck, startedAt time.Time) *healthTrack
 		interval:    check.Interval,
 		startPeriod: check.StartPeriod,
 		retries:     check.Retries,
-		execCheck:   len(check.Exec) > 0,
 		lastCounted: -1,
 	}
 	if t.interval <= 0 {
@@ -231,7 +229,7 @@ func (t *healthTracker) timeout() time.Duration {
 
 // firstDelay is the wait from the container's start to its first probe.
 func (t *healthTracker) firstDelay() time.Duration {
-	if t.execCheck {
+	if t.check.Kind() == "exec" { // an exec costs the engine: a slower early schedule
 		return firstExecProbeDelay
 	}
 	return firstProbeDelay
@@ -250,7 +248,7 @@ func (t *healthTracker) nextDelay(now time.Time, previous time.Duration) time.Du
 	}
 	since := now.Sub(t.startedAt)
 	early, window := earlyProbeDelay, fastProbeWindow
-	if t.execCheck {
+	if t.check.Kind() == "exec" { // an exec costs the engine: a slower early schedule
 		early, window = earlyExecProbeDelay, 0
 	}
 	next := early

@@ -351,59 +351,44 @@ func (p *parser) env(path string, n *yaml.Node) map[string]string {
 // ports reads the list of published ports. A port that does not parse is
 // kept as a zero Port so that the indexes of the others match the YAML.
 func (p *parser) ports(path string, n *yaml.Node) []Port {
-	items, ok := p.Sequence(path, n)
-	if !ok {
-		return nil
-	}
-	ports := make([]Port, len(items))
-	for i, item := range items {
-		field := fmt.Sprintf("%s[%d]", path, i)
-		p.Lines[field] = item.Line
-		if ResolveNode(item).Kind != yaml.ScalarNode {
-			p.Add(field, item.Line, "expected a string like \"8080:80\"; got %s (Compose's long port syntax is not supported)", DescribeNode(item))
-			continue
-		}
-		text, ok := p.Text(field, item)
-		if !ok {
-			continue
-		}
-		port, err := ParsePort(text)
-		if err != nil {
-			p.Add(field, item.Line, "%v", err)
-			continue
-		}
-		ports[i] = port
-	}
-	return ports
+	return shortSyntaxList(p, path, n, `"8080:80"`, "port", ParsePort)
 }
 
 // volumes reads the list of bind mounts. A volume that does not parse is
 // kept as a zero Volume so that the indexes of the others match the YAML.
 func (p *parser) volumes(path string, n *yaml.Node) []Volume {
+	return shortSyntaxList(p, path, n, `"/srv/data:/data:ro"`, "volume", ParseVolume)
+}
+
+// shortSyntaxList reads a list of Compose short-syntax strings (example
+// shows one) with parse; an item that does not parse stays the zero value
+// so that the indexes of the others match the YAML. kind names Compose's
+// long syntax, which is refused.
+func shortSyntaxList[T any](p *parser, path string, n *yaml.Node, example, kind string, parse func(string) (T, error)) []T {
 	items, ok := p.Sequence(path, n)
 	if !ok {
 		return nil
 	}
-	volumes := make([]Volume, len(items))
+	out := make([]T, len(items))
 	for i, item := range items {
 		field := fmt.Sprintf("%s[%d]", path, i)
 		p.Lines[field] = item.Line
 		if ResolveNode(item).Kind != yaml.ScalarNode {
-			p.Add(field, item.Line, "expected a string like \"/srv/data:/data:ro\"; got %s (Compose's long volume syntax is not supported)", DescribeNode(item))
+			p.Add(field, item.Line, "expected a string like %s; got %s (Compose's long %s syntax is not supported)", example, DescribeNode(item), kind)
 			continue
 		}
 		text, ok := p.Text(field, item)
 		if !ok {
 			continue
 		}
-		volume, err := ParseVolume(text)
+		v, err := parse(text)
 		if err != nil {
 			p.Add(field, item.Line, "%v", err)
 			continue
 		}
-		volumes[i] = volume
+		out[i] = v
 	}
-	return volumes
+	return out
 }
 
 // fields checks that n is a mapping whose keys are unique names from the

@@ -69,18 +69,28 @@ func waitOutcome(b testing.TB, c *controller.Client, svc string, rev int) contro
 // overhead-ms: start-first batches move on once their replicas pass a probe,
 // so the checks need one update.monitor window after the last replica.
 func BenchmarkRollout4(b *testing.B) {
-	for _, par := range []int{1, 4} {
-		b.Run(fmt.Sprintf("parallelism=%d", par), func(b *testing.B) {
+	cases := []struct {
+		name        string
+		parallelism int
+		check       string
+	}{
+		{"parallelism=1", 1, benchHTTPCheck},
+		{"parallelism=4", 4, benchHTTPCheck},
+		// The exec check that Docker Swarm runs in BenchmarkSwarmRollout4.
+		{"parallelism=1,check=exec", 1, benchExecCheck},
+	}
+	for _, tc := range cases {
+		b.Run(tc.name, func(b *testing.B) {
 			s := mustStartBenchServer(b)
 			c := controller.NewClient([]string{s.addr}, nil)
 			monitor := time.Second
-			mustApplyAndWait(b, c, benchSpec(env.refs["v1"], par, monitor))
+			mustApplyAndWait(b, c, benchSpecCheck(env.refs["v1"], tc.parallelism, monitor, tc.check))
 			images := []string{env.refs["v11"], env.refs["v1"]}
 			var overhead time.Duration
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				start := time.Now()
-				st := mustApplyAndWait(b, c, benchSpec(images[i%2], par, monitor))
+				st := mustApplyAndWait(b, c, benchSpecCheck(images[i%2], tc.parallelism, monitor, tc.check))
 				overhead += time.Since(start) - monitor
 				if st.RevisionState != state.RevisionSucceeded {
 					b.Fatalf("rollout %s: %+v", st.RevisionState, st)
@@ -156,20 +166,4 @@ func BenchmarkManualRollback(b *testing.B) {
 func mustStartBenchServer(b *testing.B) *devServer {
 	b.Helper()
 	return mustStartServerArgs(b)
-}
-
-// BenchmarkRollout4Exec is BenchmarkRollout4 (parallelism 1) with the exec
-// check that Docker Swarm runs in BenchmarkSwarmRollout4.
-func BenchmarkRollout4Exec(b *testing.B) {
-	s := mustStartBenchServer(b)
-	c := controller.NewClient([]string{s.addr}, nil)
-	mustApplyAndWait(b, c, benchSpecCheck(env.refs["v1"], 1, time.Second, benchExecCheck))
-	images := []string{env.refs["v11"], env.refs["v1"]}
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		st := mustApplyAndWait(b, c, benchSpecCheck(images[i%2], 1, time.Second, benchExecCheck))
-		if st.RevisionState != state.RevisionSucceeded {
-			b.Fatalf("rollout %s: %+v", st.RevisionState, st)
-		}
-	}
 }
