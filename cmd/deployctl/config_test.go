@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -74,5 +75,54 @@ func TestServerConfigRefusals(t *testing.T) {
 	}
 	if _, err := mustServerConfig(t, []string{"--dev"}, filepath.Join(t.TempDir(), "missing.yaml")); err == nil {
 		t.Error("a missing config file was accepted")
+	}
+}
+
+// --dev has no TLS and no authentication: it listens on loopback only
+// unless --dev-listen-any says the operator means it (issue 16, finding 12).
+func TestDevListensOnLoopbackOnly(t *testing.T) {
+	refused := [][]string{
+		{"--dev", "--http-addr", "0.0.0.0:7070"},
+		{"--dev", "--http-addr", ":7070"},
+		{"--dev", "--http-addr", "[::]:7070"},
+		{"--dev", "--http-addr", "10.0.0.1:7070"},
+		{"--dev", "--http-addr", "myhost.example:7070"},
+		{"--dev", "--raft-addr", "0.0.0.0:7071"},
+		{"--dev", "--raft-addr", ":7071"},
+		{"--dev", "--registry-addr", "10.1.1.1:5000"},
+		{"--dev", "--registry-addr", ":5000"},
+	}
+	for _, args := range refused {
+		_, err := mustServerConfig(t, args, "")
+		if err == nil || !strings.Contains(err.Error(), args[1]) || !strings.Contains(err.Error(), "--dev-listen-any") {
+			t.Errorf("%v: err %v, want a refusal naming %s and --dev-listen-any", args, err, args[1])
+		}
+		withFlag, err := mustServerConfig(t, append(slices.Clone(args), "--dev-listen-any"), "")
+		if err != nil || !withFlag.DevListenAny {
+			t.Errorf("%v --dev-listen-any: err %v, want accepted", args, err)
+		}
+	}
+	// The variable and the config file count like the flag.
+	t.Run("env", func(t *testing.T) {
+		t.Setenv("DEPLOYCTL_HTTP_ADDR", "0.0.0.0:7070")
+		if _, err := mustServerConfig(t, []string{"--dev"}, ""); err == nil {
+			t.Error("DEPLOYCTL_HTTP_ADDR=0.0.0.0:7070 under --dev was accepted")
+		}
+		t.Setenv("DEPLOYCTL_DEV_LISTEN_ANY", "true")
+		if _, err := mustServerConfig(t, []string{"--dev"}, ""); err != nil {
+			t.Errorf("with DEPLOYCTL_DEV_LISTEN_ANY=true: %v", err)
+		}
+	})
+	for _, args := range [][]string{
+		{"--dev"},
+		{"--dev", "--http-addr", "127.0.0.2:7070", "--raft-addr", "[::1]:7071", "--registry-addr", "localhost:5000"},
+	} {
+		if _, err := mustServerConfig(t, args, ""); err != nil {
+			t.Errorf("%v: %v, want accepted", args, err)
+		}
+	}
+	if _, err := mustServerConfig(t, []string{"--dev-listen-any", "--tls-ca", "a", "--tls-cert", "b", "--tls-key", "c", "--data-dir", "d", "--bootstrap-expect", "1"}, ""); err == nil ||
+		!strings.Contains(err.Error(), "--dev only") {
+		t.Errorf("--dev-listen-any outside --dev: err %v, want refused", err)
 	}
 }

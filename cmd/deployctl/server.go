@@ -32,6 +32,7 @@ import (
 // DEPLOYCTL_* variables, the config file and defaults (in that order).
 type serverConfig struct {
 	Dev             bool
+	DevListenAny    bool
 	NodeID          string
 	DataDir         string
 	HTTPAddr        string
@@ -114,6 +115,7 @@ JSON, keys named like the flags). Precedence: flag > env > file > default.`,
 func bindServerFlags(f *pflag.FlagSet) *viper.Viper {
 	v := viper.New()
 	f.Bool("dev", false, "single-node development mode: no TLS, bootstraps itself")
+	f.Bool("dev-listen-any", false, "--dev only: allow non-loopback --http-addr, --raft-addr and --registry-addr; anyone who can reach them controls the node (unauthenticated API and raft, root on this host through privileged containers)")
 	f.String("node-id", "", "raft node id (default: the host name)")
 	f.String("data-dir", "", "where raft keeps its log and snapshots (--dev: a temp dir if empty)")
 	f.String("http-addr", "127.0.0.1:7070", "API listen address")
@@ -152,7 +154,7 @@ func loadServerConfig(v *viper.Viper, configFile string) (serverConfig, error) {
 		}
 	}
 	cfg := serverConfig{
-		Dev: v.GetBool("dev"), NodeID: v.GetString("node-id"), DataDir: v.GetString("data-dir"),
+		Dev: v.GetBool("dev"), DevListenAny: v.GetBool("dev-listen-any"), NodeID: v.GetString("node-id"), DataDir: v.GetString("data-dir"),
 		HTTPAddr: v.GetString("http-addr"), HTTPAdvertise: v.GetString("http-advertise"),
 		RaftAddr: v.GetString("raft-addr"), RaftAdvertise: v.GetString("raft-advertise"),
 		BootstrapExpect: v.GetInt("bootstrap-expect"), Join: splitList(v.GetStringSlice("join")),
@@ -182,13 +184,13 @@ func loadServerConfig(v *viper.Viper, configFile string) (serverConfig, error) {
 		if cfg.BootstrapExpect > 1 || len(cfg.Join) > 0 {
 			return cfg, errors.New("--dev is a single node: drop --bootstrap-expect and --join, or drop --dev and use TLS")
 		}
-		if cfg.RegistryAddr != "" {
-			host, _, err := net.SplitHostPort(cfg.RegistryAddr)
-			if ip := net.ParseIP(host); err != nil || (host != "localhost" && (ip == nil || !ip.IsLoopback())) {
-				return cfg, fmt.Errorf("--registry-addr %q: the embedded dev registry listens on loopback only, e.g. 127.0.0.1:5000", cfg.RegistryAddr)
-			}
+		if err := checkDevListen(cfg); err != nil {
+			return cfg, err
 		}
 		return cfg, nil
+	}
+	if cfg.DevListenAny {
+		return cfg, errors.New("--dev-listen-any is for --dev only: a TLS server listens where it is told")
 	}
 	if !cfg.TLS.set() {
 		return cfg, errors.New("a server outside --dev needs mutual TLS: pass --tls-ca, --tls-cert and --tls-key (make them with `deployctl tls init`), or use --dev for a single-node sandbox")
@@ -209,6 +211,43 @@ func loadServerConfig(v *viper.Viper, configFile string) (serverConfig, error) {
 		return cfg, fmt.Errorf("--node-id: %w", err)
 	}
 	return cfg, nil
+}
+
+// checkDevListen refuses a --dev server listening beyond loopback: its API
+// and raft have no TLS and no authentication, so whoever reaches them can
+// run privileged containers on this host. --dev-listen-any says the
+// operator means it (a lab VM, a container with its own network).
+func checkDevListen(cfg serverConfig) error {
+	for _, a := range []struct{ flag, addr, example string }{
+		{"--http-addr", cfg.HTTPAddr, "127.0.0.1:7070"},
+		{"--raft-addr", cfg.RaftAddr, "127.0.0.1:7071"},
+		{"--registry-addr", cfg.RegistryAddr, "127.0.0.1:5000"},
+	} {
+		if a.addr == "" && a.flag == "--registry-addr" {
+			continue
+		}
+		host, _, err := net.SplitHostPort(a.addr)
+		if err != nil {
+			return fmt.Errorf("%s %q: want host:port, e.g. %s: %w", a.flag, a.addr, a.example, err)
+		}
+		if isLoopbackHost(host) || cfg.DevListenAny {
+			continue
+		}
+		return fmt.Errorf("%s %q: --dev serves without TLS or authentication, so it listens on loopback only (e.g. %s); "+
+			"pass --dev-listen-any if every machine that can reach this address may control this host, or drop --dev and use TLS", a.flag, a.addr, a.example)
+	}
+	return nil
+}
+
+// isLoopbackHost reports whether a listen host is localhost or a loopback
+// IP. An empty host or 0.0.0.0/:: means every interface, and any other
+// name may resolve anywhere: neither is loopback.
+func isLoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func splitList(in []string) []string {
