@@ -20,6 +20,11 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("service: &s web\nimage: a:1\nenv: {A: *s}\ncommand: &c [x]\nentrypoint: *c\n"))
 	f.Add([]byte(minimalYAML + "ports: [\"[::1]:80:80/udp\", \"0.0.0.0:81:81\"]\nhealthcheck: {exec: [true]}\n"))
 	f.Add([]byte(isolationYAML))
+	// Alias amplification (issue 16, finding 10): floods, nesting, cycles.
+	f.Add([]byte(aliasFlood(40)))
+	f.Add([]byte(billionLaughs(4, "command: *l1\n")))
+	f.Add([]byte(minimalYAML + "command: &c [x, *c]\nenv: &e {A: *e}\n"))
+	f.Add([]byte(minimalYAML + "env: {A: &a x}\ncommand: [*a, *a, *a]\nentrypoint: &l [*a, *a]\nhealthcheck: {exec: *l}\n"))
 	f.Add([]byte(minimalYAML + "network_mode: bridge\nipc: host\nvolumes: [/a:/b:ro, /a:/c]\nsecurity: {seccomp: strict, apparmor: unconfined}\n"))
 
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -54,6 +59,11 @@ func FuzzParse(f *testing.F) {
 		encoded, err := json.Marshal(spec)
 		if err != nil {
 			t.Fatalf("json.Marshal: %v", err)
+		}
+		// What is stored is bounded by the expansion limit, whatever the
+		// aliases (JSON escapes a byte in at most 6; defaults add a little).
+		if limit := 6*(MaxDecodedBytes+len(data)) + 4096; len(encoded) > limit {
+			t.Fatalf("a %d-byte document became a %d-byte spec", len(data), len(encoded))
 		}
 		var decoded Spec
 		if err := json.Unmarshal(encoded, &decoded); err != nil {

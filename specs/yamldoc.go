@@ -59,7 +59,144 @@ func DecodeYAMLDocument(data []byte, noun string) (*yaml.Node, []Problem) {
 	if isEmptyDocument(&doc) {
 		return nil, problems
 	}
+	if p, ok := checkExpansion(doc.Content[0], noun); !ok {
+		return nil, append(problems, p)
+	}
 	return doc.Content[0], problems
+}
+
+// Limits on what a document's aliases may expand to. A YAML alias ("*a")
+// stands for the whole value its anchor ("&a") names, so a small document
+// can stand for a huge one: an anchor on a 30 KB string referenced 4,000
+// times is 120 MB once the walk copies it into the spec, and anchors on
+// lists of aliases multiply at each level ("billion laughs"). The node tree
+// yaml.v3 builds shares the anchored nodes, so the expansion is measured on
+// it, in time proportional to the document, before any value is built.
+const (
+	// MaxDecodedBytes bounds the document as the walk would read it, every
+	// alias replaced by its value: the bytes of every scalar, plus one per
+	// node. A document without aliases counts about its own size, so any
+	// spec or policy that fits in an API request (1 MiB) fits.
+	MaxDecodedBytes = 1 << 20
+	// MaxAliasExpansions bounds how many aliases the expanded document
+	// contains (an alias inside an anchored value counts each time that
+	// value is used).
+	MaxAliasExpansions = 1000
+)
+
+// expansion is what a node stands for once its aliases are replaced.
+type expansion struct {
+	bytes, aliases int64
+}
+
+// saturate keeps counts from overflowing on deeply nested anchors: past
+// the limits the exact size no longer matters.
+func (e expansion) add(o expansion) expansion {
+	const ceiling = 1 << 40
+	return expansion{bytes: min(e.bytes+o.bytes, ceiling), aliases: min(e.aliases+o.aliases, ceiling)}
+}
+
+func (e expansion) over() bool {
+	return e.bytes > MaxDecodedBytes || e.aliases > MaxAliasExpansions
+}
+
+// expander measures anchored values once each (memo) and refuses an alias
+// inside the value it names (active), which would expand forever.
+type expander struct {
+	memo   map[*yaml.Node]expansion
+	active map[*yaml.Node]bool
+}
+
+// size is what n expands to; false when n contains an alias to itself.
+func (x *expander) size(n *yaml.Node) (expansion, bool) {
+	if e, ok := x.memo[n]; ok {
+		return e, true
+	}
+	if x.active[n] {
+		return expansion{}, false
+	}
+	x.active[n] = true
+	defer delete(x.active, n)
+	e := expansion{bytes: int64(len(n.Value)) + 1}
+	if n.Kind == yaml.AliasNode {
+		e = expansion{aliases: 1}
+		if n.Alias != nil {
+			sub, ok := x.size(n.Alias)
+			if !ok {
+				return expansion{}, false
+			}
+			e = e.add(sub)
+		}
+	}
+	for _, c := range n.Content {
+		sub, ok := x.size(c)
+		if !ok {
+			return expansion{}, false
+		}
+		e = e.add(sub)
+		if e.over() {
+			break // enough to refuse; do not measure the rest
+		}
+	}
+	x.memo[n] = e
+	return e, true
+}
+
+// checkExpansion walks the document in order, adding what each node
+// expands to, and returns the problem at the first alias that takes the
+// total over a limit (or that refers to a value containing itself), with
+// its line and the path of keys leading to it.
+func checkExpansion(root *yaml.Node, noun string) (Problem, bool) {
+	x := &expander{memo: map[*yaml.Node]expansion{}, active: map[*yaml.Node]bool{}}
+	var total expansion
+	var problem Problem
+	var walk func(path string, n *yaml.Node) bool
+	walk = func(path string, n *yaml.Node) bool {
+		switch n.Kind {
+		case yaml.AliasNode:
+			sub, ok := x.size(n)
+			if !ok {
+				problem = Problem{Field: path, Line: n.Line, Message: fmt.Sprintf(
+					"the alias *%s is inside the value its anchor names, so it never ends; write the value out", n.Value)}
+				return false
+			}
+			total = total.add(sub)
+			if total.over() {
+				limit := fmt.Sprintf("more than %d bytes", MaxDecodedBytes)
+				if total.bytes <= MaxDecodedBytes {
+					limit = fmt.Sprintf("more than %d aliases", MaxAliasExpansions)
+				}
+				problem = Problem{Field: path, Line: n.Line, Message: fmt.Sprintf(
+					"with the alias *%s the %s expands to %s (an alias is a copy of its anchor's value, aliases inside it included; the limit is %d bytes and %d aliases); "+
+						"write the values out or use the anchor fewer times", n.Value, noun, limit, MaxDecodedBytes, MaxAliasExpansions)}
+				return false
+			}
+			return true
+		case yaml.MappingNode:
+			total = total.add(expansion{bytes: 1})
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				key := JoinField(path, n.Content[i].Value)
+				if !walk(path, n.Content[i]) || !walk(key, n.Content[i+1]) {
+					return false
+				}
+			}
+			return true
+		case yaml.SequenceNode:
+			total = total.add(expansion{bytes: 1})
+			for i, c := range n.Content {
+				if !walk(fmt.Sprintf("%s[%d]", path, i), c) {
+					return false
+				}
+			}
+			return true
+		}
+		total = total.add(expansion{bytes: int64(len(n.Value)) + 1})
+		return true
+	}
+	if !walk("", root) {
+		return problem, false
+	}
+	return Problem{}, true
 }
 
 func isEmptyDocument(doc *yaml.Node) bool {
