@@ -70,6 +70,9 @@ type Config struct {
 	// RegistryOptions reach registries for signature checks (credentials,
 	// transport); nil means anonymous.
 	RegistryOptions []remote.Option
+	// RollbackCheckTimeout bounds the registry lookups that admit an
+	// automatic rollback's target. Default DefaultRollbackCheckTimeout.
+	RollbackCheckTimeout time.Duration
 }
 
 // Controller applies user intent and drives rollouts while its node leads.
@@ -83,6 +86,11 @@ type Controller struct {
 	backoff map[slotKey]*slotBackoff
 	// audits holds each host's latest audit (leader memory, never raft).
 	audits map[string]HostAuditRecord
+	// rollbackChecks holds each service's automatic-rollback admission
+	// while the loop waits for it (leader memory, see rollback_gate.go).
+	rollbackChecks map[string]*rollbackCheck
+	// kick wakes the loop when a check ends.
+	kick chan struct{}
 	// leadingSince is when this node last became leader: the heartbeat of
 	// a host not heard from in this term counts from then.
 	leadingSince time.Time
@@ -120,7 +128,11 @@ func New(cfg Config) (*Controller, error) {
 	if cfg.Tick <= 0 {
 		cfg.Tick = time.Second
 	}
-	return &Controller{cfg: cfg, log: cfg.Logger.Named("controller"), heartbeat: map[string]time.Time{}}, nil
+	if cfg.RollbackCheckTimeout <= 0 {
+		cfg.RollbackCheckTimeout = DefaultRollbackCheckTimeout
+	}
+	return &Controller{cfg: cfg, log: cfg.Logger.Named("controller"), heartbeat: map[string]time.Time{},
+		rollbackChecks: map[string]*rollbackCheck{}, kick: make(chan struct{}, 1)}, nil
 }
 
 // NewID returns a random 128-bit hex ID.
@@ -282,8 +294,14 @@ func (c *Controller) Rollback(ctx context.Context, req RollbackRequest) (ApplyOu
 	if err != nil {
 		return ApplyOutcome{}, err
 	}
+	// The target was admitted under the policy of its day: it must pass
+	// today's, or a tightened policy could be undone by `rollback --to`.
+	adm, err := c.readmit(ctx, target)
+	if err != nil {
+		return ApplyOutcome{}, err
+	}
 	cause := fmt.Sprintf("rollback of %d to %d", cur.Number, target.Number)
-	return c.storeRollback(ctx, svc, cur, target, cause, "", req.IdempotencyKey)
+	return c.storeRollback(ctx, svc, cur, target, adm, cause, "", req.IdempotencyKey)
 }
 
 // rollbackTarget picks the revision a rollback restores.
@@ -309,7 +327,9 @@ func rollbackTarget(history []state.Revision, cur state.Revision, to int) (state
 		ErrNoRollbackTarget, cur.Number, cur.Service)
 }
 
-func (c *Controller) storeRollback(ctx context.Context, svc state.Service, cur, target state.Revision, cause, reason, key string) (ApplyOutcome, error) {
+// storeRollback stores the revision restoring target, which readmit
+// admitted (adm): the signature and scan verdicts recorded are today's.
+func (c *Controller) storeRollback(ctx context.Context, svc state.Service, cur, target state.Revision, adm admitted, cause, reason, key string) (ApplyOutcome, error) {
 	cmd := state.ApplyRevisionCmd{
 		Now:             c.cfg.Now(),
 		IdempotencyKey:  key,
@@ -319,7 +339,7 @@ func (c *Controller) storeRollback(ctx context.Context, svc state.Service, cur, 
 		Revision: state.Revision{
 			Service: svc.Name, Spec: target.Spec, Digest: target.Digest, Ref: target.Ref, Fingerprint: target.Fingerprint,
 			Cause: cause, RollbackOf: cur.Number, RollbackTo: target.Number,
-			SignedBy: target.SignedBy, SignatureFormat: target.SignatureFormat,
+			SignedBy: adm.signed.KeyName, SignatureFormat: adm.signed.Format, ScanWarnings: adm.scanWarnings,
 		},
 	}
 	res, err := c.apply(ctx, raftstore.CmdApplyRevision, cmd)

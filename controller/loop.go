@@ -46,6 +46,9 @@ func (c *Controller) Run(ctx context.Context) error {
 		case !isLeader && leading:
 			leading = false
 			c.ready.Store(false)
+			c.mu.Lock()
+			clear(c.rollbackChecks)
+			c.mu.Unlock()
 			c.log.Info("no longer leading")
 		case isLeader:
 			c.checkHosts(ctx, view)
@@ -66,6 +69,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		case <-changed:
 		case <-ticker.C:
 		case <-wake.C:
+		case <-c.kick:
 		}
 	}
 }
@@ -132,6 +136,7 @@ func (c *Controller) reconcileService(ctx context.Context, view *state.Tables, l
 	}
 
 	var ro *state.Rollout
+	var verdict rollbackCheck // an automatic rollback's admission
 	if svc.Rollout != nil {
 		cp := *svc.Rollout
 		ro = &cp
@@ -198,7 +203,30 @@ func (c *Controller) reconcileService(ctx context.Context, view *state.Tables, l
 			step.Outcome = &state.RevisionOutcome{Number: target.Number, State: state.RevisionFailed, Message: d.Reason}
 			changed = true
 		case rollout.Rollback:
-			ro.Message = d.Reason
+			// The revision to restore must pass today's policy, signature
+			// and scan rules. The check may ask registries, so it runs off
+			// the loop: until it ends nothing is written (the next pass
+			// decides the same), and its verdict goes into the command.
+			if restore, ok := view.Revision(svc.Name, svc.Rollout.From); ok {
+				verdict = c.rollbackVerdict(ctx, svc, restore)
+			} else {
+				verdict = rollbackCheck{done: true, err: fmt.Errorf("%w: revision %d is gone", ErrNoRollbackTarget, svc.Rollout.From)}
+			}
+			if !verdict.done {
+				c.log.Debug("automatic rollback waits for its admission", "service", svc.Name, "to", svc.Rollout.From)
+				return nil
+			}
+			if verdict.err != nil {
+				// Refused: the release fails and stays failed; nothing of
+				// the old revision is started, and a human decides.
+				reason := fmt.Sprintf("%s; no automatic rollback: %s", d.Reason, oneLine(verdict.err))
+				d.Outcome, d.Reason = rollout.Failed, reason
+				ro.State, ro.Message = state.RolloutFailed, reason
+				step.ServiceState = state.ServiceFailed
+				step.Outcome = &state.RevisionOutcome{Number: svc.Current, State: state.RevisionFailed, Message: reason}
+			} else {
+				ro.Message = d.Reason
+			}
 			changed = true
 		}
 		step.Rollout = ro
@@ -209,6 +237,9 @@ func (c *Controller) reconcileService(ctx context.Context, view *state.Tables, l
 	if _, err := c.apply(ctx, raftstore.CmdRolloutStep, step); err != nil {
 		return err
 	}
+	if verdict.done && d.Outcome == rollout.Failed {
+		c.forgetRollbackCheck(svc.Name)
+	}
 	for _, e := range d.Events {
 		c.log.Debug(e, "service", svc.Name, "revision", target.Number)
 	}
@@ -218,14 +249,17 @@ func (c *Controller) reconcileService(ctx context.Context, view *state.Tables, l
 	case rollout.Paused, rollout.Failed:
 		c.log.Warn("rollout "+string(d.Outcome), "service", svc.Name, "revision", target.Number, "reason", d.Reason)
 	case rollout.Rollback:
-		return c.autoRollback(ctx, svc.Name, d.Reason)
+		if err := c.autoRollback(ctx, svc.Name, d.Reason, verdict.adm); err != nil {
+			return err
+		}
+		c.forgetRollbackCheck(svc.Name)
 	}
 	return nil
 }
 
 // autoRollback restores the rollout's From revision after a failure. It
 // re-reads the service: the step just applied moved its ModifyIndex.
-func (c *Controller) autoRollback(ctx context.Context, name, reason string) error {
+func (c *Controller) autoRollback(ctx context.Context, name, reason string, adm admitted) error {
 	view := c.cfg.Store.View()
 	svc, ok := view.Service(name)
 	if !ok || svc.Rollout == nil || svc.Rollout.From == 0 {
@@ -238,7 +272,7 @@ func (c *Controller) autoRollback(ctx context.Context, name, reason string) erro
 	}
 	cause := fmt.Sprintf("automatic rollback of %d to %d", cur.Number, target.Number)
 	c.log.Warn("rolling back", "service", name, "from", cur.Number, "to", target.Number, "reason", reason)
-	_, err := c.storeRollback(ctx, svc, cur, target, cause, reason, "")
+	_, err := c.storeRollback(ctx, svc, cur, target, adm, cause, reason, "")
 	return err
 }
 
