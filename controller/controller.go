@@ -68,7 +68,10 @@ type Config struct {
 	// elsewhere. Defaults 10s and 30s.
 	HostTTL, HostDownGrace time.Duration
 	// RegistryOptions reach registries for signature checks (credentials,
-	// transport); nil means anonymous.
+	// transport); nil means anonymous. New puts RegistryAccess{}'s
+	// transport first, so TLS is required of non-loopback registries and
+	// error bodies are scrubbed unless a later option replaces it (give
+	// RegistryAccess.Transport to remote.WithTransport).
 	RegistryOptions []remote.Option
 	// RollbackCheckTimeout bounds the registry lookups that admit an
 	// automatic rollback's target. Default DefaultRollbackCheckTimeout.
@@ -128,6 +131,7 @@ func New(cfg Config) (*Controller, error) {
 	if cfg.Tick <= 0 {
 		cfg.Tick = time.Second
 	}
+	cfg.RegistryOptions = append([]remote.Option{remote.WithTransport(RegistryAccess{}.Transport(nil))}, cfg.RegistryOptions...)
 	if cfg.RollbackCheckTimeout <= 0 {
 		cfg.RollbackCheckTimeout = DefaultRollbackCheckTimeout
 	}

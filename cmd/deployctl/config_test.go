@@ -126,3 +126,18 @@ func TestDevListensOnLoopbackOnly(t *testing.T) {
 		t.Errorf("--dev-listen-any outside --dev: err %v, want refused", err)
 	}
 }
+
+// --insecure-registry is repeatable and checked (issue 16, finding 11).
+func TestServerConfigInsecureRegistries(t *testing.T) {
+	cfg, err := mustServerConfig(t, []string{"--dev", "--insecure-registry", "registry.lan:5000", "--insecure-registry", "10.0.0.7:5000"}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(cfg.InsecureRegistries, []string{"registry.lan:5000", "10.0.0.7:5000"}) {
+		t.Errorf("insecure registries %v", cfg.InsecureRegistries)
+	}
+	if _, err := mustServerConfig(t, []string{"--dev", "--insecure-registry", "http://registry.lan:5000"}, ""); err == nil ||
+		!strings.Contains(err.Error(), "--insecure-registry") {
+		t.Errorf("a URL as insecure registry: err %v, want refused", err)
+	}
+}

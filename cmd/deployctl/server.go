@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/hashicorp/go-hclog"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -45,12 +46,15 @@ type serverConfig struct {
 	Labels          map[string]string
 	Network         string
 	RegistryAddr    string
-	NoAgent         bool
-	LogLevel        string
-	TLS             tlsFiles
-	HostTTL         time.Duration
-	HostDownGrace   time.Duration
-	AuditInterval   time.Duration
+	// InsecureRegistries may be spoken to over plain HTTP by the
+	// controller (resolving tags, signatures); loopback always may.
+	InsecureRegistries []string
+	NoAgent            bool
+	LogLevel           string
+	TLS                tlsFiles
+	HostTTL            time.Duration
+	HostDownGrace      time.Duration
+	AuditInterval      time.Duration
 }
 
 // tlsFiles names a CA, a certificate and its key.
@@ -128,6 +132,7 @@ func bindServerFlags(f *pflag.FlagSet) *viper.Viper {
 	f.StringToString("label", nil, "host labels, e.g. --label zone=a (repeatable)")
 	f.String("network", "deployctl", "the user-defined bridge network containers join")
 	f.String("registry-addr", "", "--dev only: also serve an image registry on this loopback address (e.g. 127.0.0.1:5000)")
+	f.StringSlice("insecure-registry", nil, "a registry (host:port, as in image references) the controller may reach over plain HTTP (repeatable); loopback registries always may, every other one needs TLS")
 	f.Bool("no-agent", false, "do not run the host agent for the local Docker Engine")
 	f.String("log-level", "info", "trace, debug, info, warn or error")
 	f.String("tls-ca", "", "cluster CA certificate (PEM)")
@@ -159,7 +164,7 @@ func loadServerConfig(v *viper.Viper, configFile string) (serverConfig, error) {
 		RaftAddr: v.GetString("raft-addr"), RaftAdvertise: v.GetString("raft-advertise"),
 		BootstrapExpect: v.GetInt("bootstrap-expect"), Join: splitList(v.GetStringSlice("join")),
 		HostID: v.GetString("host-id"), Labels: v.GetStringMapString("label"), Network: v.GetString("network"),
-		RegistryAddr: v.GetString("registry-addr"), NoAgent: v.GetBool("no-agent"), LogLevel: v.GetString("log-level"),
+		RegistryAddr: v.GetString("registry-addr"), InsecureRegistries: splitList(v.GetStringSlice("insecure-registry")), NoAgent: v.GetBool("no-agent"), LogLevel: v.GetString("log-level"),
 		TLS:     tlsFiles{CA: v.GetString("tls-ca"), Cert: v.GetString("tls-cert"), Key: v.GetString("tls-key")},
 		HostTTL: v.GetDuration("host-ttl"), HostDownGrace: v.GetDuration("host-down-grace"),
 		AuditInterval: v.GetDuration("audit-interval"),
@@ -176,6 +181,11 @@ func loadServerConfig(v *viper.Viper, configFile string) (serverConfig, error) {
 	}
 	if cfg.HTTPAdvertise == "" {
 		cfg.HTTPAdvertise = cfg.HTTPAddr
+	}
+	for _, r := range cfg.InsecureRegistries {
+		if err := controller.ValidateInsecureRegistry(r); err != nil {
+			return cfg, fmt.Errorf("--insecure-registry: %w", err)
+		}
 	}
 	if hclog.LevelFromString(cfg.LogLevel) == hclog.NoLevel {
 		return cfg, fmt.Errorf("--log-level %q: want trace, debug, info, warn or error", cfg.LogLevel)
@@ -332,9 +342,11 @@ func runServer(ctx context.Context, cfg serverConfig, logOut io.Writer) error {
 	}
 	defer node.Close()
 
+	registries := controller.RegistryAccess{Insecure: cfg.InsecureRegistries}
 	ctrl, err := controller.New(controller.Config{
-		Raft: node, Store: store, Resolver: controller.RegistryResolver{}, Logger: log,
-		HostTTL: cfg.HostTTL, HostDownGrace: cfg.HostDownGrace,
+		Raft: node, Store: store, Resolver: controller.RegistryResolver{Access: registries}, Logger: log,
+		RegistryOptions: []remote.Option{remote.WithTransport(registries.Transport(nil))},
+		HostTTL:         cfg.HostTTL, HostDownGrace: cfg.HostDownGrace,
 	})
 	if err != nil {
 		return err
