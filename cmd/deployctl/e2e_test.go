@@ -1059,3 +1059,37 @@ func TestCLISeccompProfileFile(t *testing.T) {
 		t.Fatalf("broken profile: %s", r.stderr)
 	}
 }
+
+// A rollback passes today's policy (issue 16, finding 9): revision 1 ran
+// with pid: host while the policy allowed it; once the policy no longer
+// does, `rollback --to 1` is refused with the violation and stores nothing.
+func TestCLIRollbackPassesTodaysPolicy(t *testing.T) {
+	s := mustStartServer(t)
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	mustCLI(t, s, 0, "", "policy", "set", write("open.yaml", "allow_host_pid: true\n"))
+	hostPID := strings.Replace(webSpec(env.refs["v1"], 1, ""), "stop_grace_period: 1s\n", "stop_grace_period: 1s\npid: host\n", 1)
+	mustCLI(t, s, 0, hostPID, "apply", "-")
+	mustCLI(t, s, 0, webSpec(env.refs["v11"], 1, ""), "apply", "-")
+	mustCLI(t, s, 0, "", "policy", "set", write("closed.yaml", "{}\n"))
+	before := mustHistory(t, s, "web")
+
+	r := mustCLI(t, s, 1, "", "rollback", "web", "--to", "1")
+	for _, want := range []string{"pid", "allow_host_pid", "revision 1"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("refused rollback lacks %q:\n%s", want, r.stderr)
+		}
+	}
+	if after := mustHistory(t, s, "web"); len(after) != len(before) {
+		t.Fatalf("a refused rollback changed history: %d -> %d revisions", len(before), len(after))
+	}
+	if st := mustStatus(t, s, "web"); st.Revision != 2 || st.State != "running" {
+		t.Fatalf("a refused rollback changed the running revision: %+v", st)
+	}
+}
