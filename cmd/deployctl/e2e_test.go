@@ -1060,9 +1060,10 @@ func TestCLISeccompProfileFile(t *testing.T) {
 	}
 }
 
-// A rollback passes today's policy (issue 16, finding 9): revision 1 ran
-// with pid: host while the policy allowed it; once the policy no longer
-// does, `rollback --to 1` is refused with the violation and stores nothing.
+// A rollback passes today's policy (issue 16, finding 9): revision 1 runs
+// with pid: host while the policy allows it; once the policy no longer
+// does, neither the automatic rollback of a broken release nor `rollback
+// --to 1` brings it back.
 func TestCLIRollbackPassesTodaysPolicy(t *testing.T) {
 	s := mustStartServer(t)
 	dir := t.TempDir()
@@ -1073,23 +1074,48 @@ func TestCLIRollbackPassesTodaysPolicy(t *testing.T) {
 		}
 		return path
 	}
+	withHostPID := func(spec string) string {
+		return strings.Replace(spec, "stop_grace_period: 1s\n", "stop_grace_period: 1s\npid: host\n", 1)
+	}
 	mustCLI(t, s, 0, "", "policy", "set", write("open.yaml", "allow_host_pid: true\n"))
-	hostPID := strings.Replace(webSpec(env.refs["v1"], 1, ""), "stop_grace_period: 1s\n", "stop_grace_period: 1s\npid: host\n", 1)
-	mustCLI(t, s, 0, hostPID, "apply", "-")
-	mustCLI(t, s, 0, webSpec(env.refs["v11"], 1, ""), "apply", "-")
+	mustCLI(t, s, 0, withHostPID(webSpec(env.refs["v1"], 1, "")), "apply", "-")
+	v1IDs := currentContainerIDs(mustStatus(t, s, "web"))
 	mustCLI(t, s, 0, "", "policy", "set", write("closed.yaml", "{}\n"))
-	before := mustHistory(t, s, "web")
 
-	r := mustCLI(t, s, 1, "", "rollback", "web", "--to", "1")
+	// Automatic: the broken release fails and stays failed, exit 4, with
+	// the reason; nothing of revision 1 is started.
+	r := mustCLI(t, s, 4, webSpec(env.refs["broken"], 1, ""), "apply", "-")
+	for _, want := range []string{"no automatic rollback", "revision 1", "pid", "allow_host_pid"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("refused automatic rollback lacks %q:\n%s\n%s", want, r.stdout, r.stderr)
+		}
+	}
+	h := mustHistory(t, s, "web")
+	if len(h) != 2 || h[1].State != "failed" {
+		t.Fatalf("history after the refused automatic rollback: %+v", h)
+	}
+	// The pid: host container admitted yesterday keeps running (a failed
+	// release does not become an outage); no other was started.
+	running := runningContainers(t, s.hostID)
+	for id := range v1IDs {
+		if !running[id] {
+			t.Errorf("revision 1 container %s was stopped", id)
+		}
+	}
+	if st := mustStatus(t, s, "web"); st.State != "failed" || len(currentContainerIDs(st)) > 1 {
+		t.Fatalf("status after the refused automatic rollback: %+v", st)
+	}
+
+	// Manual: refused with the violation, nothing stored.
+	r = mustCLI(t, s, 1, "", "rollback", "web", "--to", "1")
 	for _, want := range []string{"pid", "allow_host_pid", "revision 1"} {
 		if !strings.Contains(r.stderr, want) {
 			t.Errorf("refused rollback lacks %q:\n%s", want, r.stderr)
 		}
 	}
-	if after := mustHistory(t, s, "web"); len(after) != len(before) {
-		t.Fatalf("a refused rollback changed history: %d -> %d revisions", len(before), len(after))
+	if after := mustHistory(t, s, "web"); len(after) != 2 {
+		t.Fatalf("a refused rollback changed history: %+v", after)
 	}
-	if st := mustStatus(t, s, "web"); st.Revision != 2 || st.State != "running" {
-		t.Fatalf("a refused rollback changed the running revision: %+v", st)
-	}
+	// A compliant release is the way out.
+	mustCLI(t, s, 0, webSpec(env.refs["v11"], 1, ""), "apply", "-")
 }
