@@ -36,6 +36,12 @@ type testNode struct {
 
 func mustStartNode(t *testing.T) *testNode {
 	t.Helper()
+	return mustStartNodeWith(t, nil)
+}
+
+// mustStartNodeWith is mustStartNode with a hook to adjust the Config.
+func mustStartNodeWith(t *testing.T, adjust func(*Config)) *testNode {
+	t.Helper()
 	store := state.NewStore()
 	node, err := raftstore.Open(raftstore.Config{
 		NodeID: "n1", DataDir: t.TempDir(), BindAddr: "127.0.0.1:0", Bootstrap: true,
@@ -51,7 +57,11 @@ func mustStartNode(t *testing.T) *testNode {
 	if _, err := node.WaitForLeader(ctx); err != nil {
 		t.Fatal(err)
 	}
-	ctrl, err := New(Config{Raft: node, Store: store, Resolver: RegistryResolver{}})
+	cfg := Config{Raft: node, Store: store, Resolver: RegistryResolver{}}
+	if adjust != nil {
+		adjust(&cfg)
+	}
+	ctrl, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

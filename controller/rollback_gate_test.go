@@ -10,10 +10,15 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"io"
+	"log"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/go-containerregistry/pkg/registry"
 
 	"github.com/deployctl/deployctl/controller/policy"
 	"github.com/deployctl/deployctl/controller/signature"
@@ -293,5 +298,70 @@ func TestAutomaticRollbackPassesTodaysRules(t *testing.T) {
 				t.Errorf("status: revision state %q, message %q; want failed with the refusal", st.RevisionState, st.Message)
 			}
 		})
+	}
+}
+
+// The automatic rollback's checks may wait on a registry: they run off the
+// loop, other services keep being served, and a check that does not finish
+// in time refuses the rollback (fail closed).
+func TestAutomaticRollbackCheckDoesNotBlockTheLoop(t *testing.T) {
+	ctx := context.Background()
+	n := mustStartNodeWith(t, func(c *Config) { c.RollbackCheckTimeout = 3 * time.Second })
+	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.URL.Path, ".sig") || strings.Contains(r.URL.Path, "/referrers/") {
+			<-r.Context().Done() // a registry that never answers signature lookups
+			return
+		}
+		reg.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	host := strings.TrimPrefix(srv.URL, "http://")
+	web, api := host+"/team/web:v1", host+"/team/api:v2"
+	mustPush(t, web)
+	mustPush(t, api)
+	if err := n.ctrl.Report(ctx, state.HostReport{Host: "h1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.ctrl.Apply(ctx, compliantSpec(web), ""); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, n, "revision 1 has a replica", hasReplicaOf(1))
+	reportAll(t, n, 1, state.ReplicaHealthy)
+	waitUntil(t, n, "revision 1 succeeded", func(v *state.Tables) bool {
+		svc, _ := v.Service("web")
+		return svc.LastGood == 1
+	})
+	p := policy.Default()
+	p.Trust = []policy.TrustEntry{trustRuleFor(t, host+"/team/web")}
+	mustSetPolicy(t, n, p)
+	rev2 := compliantSpec(api)
+	if _, err := n.ctrl.Apply(ctx, rev2, ""); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, n, "revision 2 has a replica", hasReplicaOf(2))
+	started := time.Now()
+	reportAll(t, n, 2, state.ReplicaFailed)
+
+	// While web's check hangs, another service is placed.
+	other := compliantSpec(api)
+	other.Service = "other"
+	if _, err := n.ctrl.Apply(ctx, other, ""); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, n, "the other service has a replica", func(v *state.Tables) bool { return len(v.ServiceReplicas("other")) > 0 })
+	if svc, _ := n.store.View().Service("web"); svc.State == state.ServiceFailed || time.Since(started) > 3*time.Second {
+		t.Fatalf("the other service waited for web's check (%s, web %s)", time.Since(started), svc.State)
+	}
+	waitUntil(t, n, "web failed", func(v *state.Tables) bool {
+		svc, _ := v.Service("web")
+		return svc.State == state.ServiceFailed
+	})
+	rev, _ := n.store.View().Revision("web", 2)
+	if !strings.Contains(rev.Message, "no automatic rollback") || !strings.Contains(rev.Message, "did not finish within 3s") {
+		t.Fatalf("revision 2 message %q, want the timeout named", rev.Message)
+	}
+	if len(n.store.View().Revisions("web")) != 2 {
+		t.Fatal("a rollback revision was stored")
 	}
 }
