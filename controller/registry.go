@@ -40,9 +40,10 @@ type RegistryAccess struct {
 // PlainHTTPAllowed reports whether registry ("host" or "host:port") may be
 // spoken to over plain HTTP.
 func (a RegistryAccess) PlainHTTPAllowed(registry string) bool {
-	if registryhost.IsLoopback(registry) {
-		return true
-	}
+	return registryhost.IsLoopback(registry) || a.listed(registry)
+}
+
+func (a RegistryAccess) listed(registry string) bool {
 	for _, r := range a.Insecure {
 		if strings.EqualFold(r, registry) {
 			return true
@@ -89,6 +90,20 @@ func (t *registryTransport) RoundTrip(req *http.Request) (*http.Response, error)
 		req = up
 	}
 	resp, err := t.inner.RoundTrip(req)
+	var notTLS tls.RecordHeaderError
+	if err != nil && req.URL.Scheme == "https" && errors.As(err, &notTLS) && t.access.listed(req.URL.Host) && (req.Body == nil || req.GetBody != nil) {
+		// A listed registry that answers https with plain HTTP: try plain
+		// HTTP, as the Docker Engine does for its insecure registries
+		// (every caller, signature lookups included, then works the same).
+		plain := req.Clone(req.Context())
+		plain.URL.Scheme = "http"
+		if req.GetBody != nil {
+			if plain.Body, err = req.GetBody(); err != nil {
+				return nil, err
+			}
+		}
+		resp, err = t.inner.RoundTrip(plain)
+	}
 	if err != nil || resp.StatusCode < 400 {
 		return resp, err
 	}

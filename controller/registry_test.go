@@ -2,12 +2,14 @@ package controller
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -169,6 +171,44 @@ func TestValidateInsecureRegistry(t *testing.T) {
 	for _, bad := range []string{"", "http://registry.lan:5000", "registry.lan:5000/path", "registry.lan:port", "registry.lan:0"} {
 		if err := ValidateInsecureRegistry(bad); err == nil {
 			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+// fakeTLSless answers https with the error of a server that speaks plain
+// HTTP, and http with 200; it sends nothing.
+type fakeTLSless struct{ recorder }
+
+func (f *fakeTLSless) RoundTrip(req *http.Request) (*http.Response, error) {
+	f.mu.Lock()
+	f.urls = append(f.urls, req.URL.String())
+	f.mu.Unlock()
+	if req.URL.Scheme == "https" {
+		return nil, &url.Error{Op: req.Method, URL: req.URL.String(), Err: tls.RecordHeaderError{Msg: "first record does not look like a TLS handshake"}}
+	}
+	return &http.Response{StatusCode: http.StatusOK, Body: http.NoBody, Header: http.Header{}, Request: req}, nil
+}
+
+func TestListedInsecureRegistryFallsBackToPlainHTTP(t *testing.T) {
+	for _, c := range []struct {
+		host   string
+		listed bool
+	}{{"registry.lan:5000", true}, {"10.1.2.3:5000", true}, {"registry.lan:5000", false}, {"10.1.2.3:5000", false}} {
+		access := RegistryAccess{}
+		if c.listed {
+			access.Insecure = []string{c.host}
+		}
+		inner := &fakeTLSless{}
+		req, _ := http.NewRequest(http.MethodGet, "https://"+c.host+"/v2/", nil)
+		resp, err := access.Transport(inner).RoundTrip(req)
+		if c.listed != (err == nil) {
+			t.Errorf("%s listed %v: err %v, requests %v", c.host, c.listed, err, inner.urls)
+		}
+		if err == nil {
+			resp.Body.Close()
+		}
+		if plain := inner.schemes()["http"]; plain != c.listed {
+			t.Errorf("%s listed %v: requests %v", c.host, c.listed, inner.urls)
 		}
 	}
 }
