@@ -249,7 +249,7 @@ func (c *Controller) reconcileService(ctx context.Context, view *state.Tables, l
 	case rollout.Paused, rollout.Failed:
 		c.log.Warn("rollout "+string(d.Outcome), "service", svc.Name, "revision", target.Number, "reason", d.Reason)
 	case rollout.Rollback:
-		if err := c.autoRollback(ctx, svc.Name, d.Reason, verdict.adm); err != nil {
+		if err := c.autoRollback(ctx, svc.Name, d.Reason, verdict); err != nil {
 			return err
 		}
 		c.forgetRollbackCheck(svc.Name)
@@ -259,7 +259,8 @@ func (c *Controller) reconcileService(ctx context.Context, view *state.Tables, l
 
 // autoRollback restores the rollout's From revision after a failure. It
 // re-reads the service: the step just applied moved its ModifyIndex.
-func (c *Controller) autoRollback(ctx context.Context, name, reason string, adm admitted) error {
+// verdict is the admission of the revision it restores.
+func (c *Controller) autoRollback(ctx context.Context, name, reason string, verdict rollbackCheck) error {
 	view := c.cfg.Store.View()
 	svc, ok := view.Service(name)
 	if !ok || svc.Rollout == nil || svc.Rollout.From == 0 {
@@ -270,9 +271,12 @@ func (c *Controller) autoRollback(ctx context.Context, name, reason string, adm 
 	if !ok {
 		return fmt.Errorf("%w: revision %d of %s is gone", ErrNoRollbackTarget, svc.Rollout.From, name)
 	}
+	if !verdict.done || verdict.err != nil || verdict.key.target != target.Number || verdict.key.current != cur.Number {
+		return fmt.Errorf("%w: the admission of revision %d of %s is not for this rollback; deciding again", ErrConflict, target.Number, name)
+	}
 	cause := fmt.Sprintf("automatic rollback of %d to %d", cur.Number, target.Number)
 	c.log.Warn("rolling back", "service", name, "from", cur.Number, "to", target.Number, "reason", reason)
-	_, err := c.storeRollback(ctx, svc, cur, target, adm, cause, reason, "")
+	_, err := c.storeRollback(ctx, svc, cur, target, verdict.adm, cause, reason, "")
 	return err
 }
 
