@@ -131,7 +131,7 @@ type Security struct {
 	// AllowRootGroup lets the container run with group 0 (root) as its
 	// primary group: chosen in User ("10001:0") or by the image's
 	// /etc/passwd entry of the user. Like AllowRoot, an exception the
-	// cluster policy must allow (allow_root_group).
+	// cluster policy must allow (allow_root_group). AllowRoot implies it.
 	AllowRootGroup  bool     `json:"allow_root_group,omitempty"`
 	ReadOnly        bool     `json:"read_only"`
 	NoNewPrivileges bool     `json:"no_new_privileges"`

@@ -437,7 +437,8 @@ func (v *validator) capabilities(field string, caps []string) map[string]bool {
 }
 
 // checkUser accepts "uid", "uid:gid", "name" and "name:group", and refuses a
-// root user unless allowRoot and a root group unless allowRootGroup. Root is
+// root user unless allowRoot and a root group unless allowRootGroup or
+// allowRoot (uid 0 is more than gid 0, so allow_root covers both). Root is
 // decided as the engine decides it: a numeric part is a number whatever its
 // spelling ("00" is uid 0), and the names root and, for the group, root
 // stand for id 0. Other names are resolved by the agent against the image's
@@ -456,7 +457,7 @@ func checkUser(user string, allowRoot, allowRootGroup bool) string {
 	if IsRootID(parts[0]) && !allowRoot {
 		return fmt.Sprintf(`%q runs as root; use a non-root user, like "10001:10001", or set allow_root: true if the service must run as root`, user)
 	}
-	if len(parts) == 2 && IsRootID(parts[1]) && !allowRootGroup {
+	if len(parts) == 2 && IsRootID(parts[1]) && !allowRootGroup && !allowRoot {
 		return fmt.Sprintf(`%q runs with the root group (gid 0), which reads and writes what the image gives group root; use a non-root group, like "%s:10001", or set allow_root_group: true if the service needs it`, user, parts[0])
 	}
 	return ""

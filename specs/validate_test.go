@@ -145,12 +145,12 @@ func TestValidateAllowsRootGroupWhenAsked(t *testing.T) {
 			t.Errorf("user %q with allow_root_group: Validate() = %v, want nil", user, err)
 		}
 	}
-	// root:root needs both exceptions.
+	// allow_root covers the root group: uid 0 is the larger exception.
 	s := validGoSpec()
 	s.Security.User = "0:0"
 	s.Security.AllowRoot = true
-	if err := s.Validate(); err == nil {
-		t.Error("0:0 with allow_root only: Validate() = nil, want the root group refused")
+	if err := s.Validate(); err != nil {
+		t.Errorf("0:0 with allow_root: Validate() = %v, want nil", err)
 	}
 }
 
