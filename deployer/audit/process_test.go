@@ -5,7 +5,6 @@ import (
 	"testing"
 )
 
-
 func status(uid, gid, groups string) []byte {
 	return []byte("Name:\tapp\nUid:\t" + uid + "\nGid:\t" + gid + "\nGroups:\t" + groups + "\nNgid:\t0\n")
 }
