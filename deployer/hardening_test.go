@@ -246,14 +246,6 @@ func TestContainerOptionsRootRefusal(t *testing.T) {
 	}
 }
 
-func firstNonEmpty(values ...string) string {
-	for _, v := range values {
-		if v != "" {
-			return v
-		}
-	}
-	return ""
-}
 
 func TestContainerOptionsRefusals(t *testing.T) {
 	tests := []struct {
