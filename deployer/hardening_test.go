@@ -246,7 +246,6 @@ func TestContainerOptionsRootRefusal(t *testing.T) {
 	}
 }
 
-
 func TestContainerOptionsRefusals(t *testing.T) {
 	tests := []struct {
 		name    string
