@@ -17,7 +17,10 @@ import (
 // wheelie to 10002 with group root.
 const accountsPasswd = "root:x:0:0:root:/root:/app\nadmin:x:0:10001::/:/app\napp:x:10001:10001::/:/app\nwheelie:x:10002:0::/:/app\n"
 
-const accountsGroup = "root:x:0:\napp:x:10001:\n"
+// accountsGroup makes app a member of a group with gid 0: the engine would
+// add it as a supplementary group to a container started as "app"; started
+// as the numeric uid:gid, it gets none (RunningUser checks Groups too).
+const accountsGroup = "root:x:0:\napp:x:10001:\nstaff:x:0:app\n"
 
 // rootImages are webapp variants whose user is root in disguise, or not.
 type rootImages struct {
