@@ -183,6 +183,9 @@ type ApplyOutcome struct {
 	Digest    string `json:"digest"`
 	Ref       string `json:"ref"`
 	Unchanged bool   `json:"unchanged"`
+	// Warnings are what the policy and the scan gate warn about: the
+	// revision is stored (or unchanged) all the same.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // Apply stores a new revision of a service and starts its rollout. The
@@ -239,10 +242,12 @@ func (c *Controller) ApplyWith(ctx context.Context, req ApplyRequest) (ApplyOutc
 	if err != nil {
 		return ApplyOutcome{}, err
 	}
+	policyWarnings := hardeningWarnings(pol, spec)
+	warnings := joinWarnings(policyWarnings, scanWarnings)
 	fp := Fingerprint(*spec, pin.Ref)
 	if exists {
 		if cur, ok := view.Revision(svc.Name, svc.Current); ok && cur.Fingerprint == fp && sameSpec(&cur.Spec, spec) {
-			return ApplyOutcome{Service: svc.Name, Revision: cur.Number, Digest: cur.Digest, Ref: cur.Ref, Unchanged: true}, nil
+			return ApplyOutcome{Service: svc.Name, Revision: cur.Number, Digest: cur.Digest, Ref: cur.Ref, Unchanged: true, Warnings: warnings}, nil
 		}
 	}
 	cmd := state.ApplyRevisionCmd{
@@ -251,7 +256,7 @@ func (c *Controller) ApplyWith(ctx context.Context, req ApplyRequest) (ApplyOutc
 		ExpectCurrent:  svc.Current,
 		Revision: state.Revision{
 			Service: spec.Service, Spec: *spec, Digest: pin.Digest, Ref: pin.Ref, Fingerprint: fp, Cause: "apply",
-			SignedBy: signed.KeyName, SignatureFormat: signed.Format, ScanWarnings: scanWarnings,
+			SignedBy: signed.KeyName, SignatureFormat: signed.Format, ScanWarnings: scanWarnings, PolicyWarnings: policyWarnings,
 		},
 	}
 	res, err := c.apply(ctx, raftstore.CmdApplyRevision, cmd)
@@ -260,7 +265,7 @@ func (c *Controller) ApplyWith(ctx context.Context, req ApplyRequest) (ApplyOutc
 	}
 	ar := res.(state.ApplyResult)
 	c.log.Info("revision stored", "service", spec.Service, "revision", ar.Revision, "ref", pin.Ref)
-	return ApplyOutcome{Service: spec.Service, Revision: ar.Revision, Digest: pin.Digest, Ref: pin.Ref}, nil
+	return ApplyOutcome{Service: spec.Service, Revision: ar.Revision, Digest: pin.Digest, Ref: pin.Ref, Warnings: warnings}, nil
 }
 
 func sameSpec(a, b *specs.Spec) bool {

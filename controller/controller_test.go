@@ -109,6 +109,11 @@ func mustPush(t *testing.T, ref string) string {
 
 func specFor(image string) *specs.Spec {
 	s := &specs.Spec{Service: "web", Image: image, Replicas: 2}
+	// What Parse defaults and ApplyDefaults cannot (a Go zero is false):
+	// the default policy refuses no_new_privileges: false and warns on a
+	// writable root file system.
+	s.Security.NoNewPrivileges = specs.DefaultNoNewPrivileges
+	s.Security.ReadOnly = specs.DefaultReadOnly
 	s.ApplyDefaults()
 	return s
 }

@@ -76,6 +76,26 @@ func (c *Controller) admit(spec *specs.Spec) (*policy.Policy, error) {
 	return p, nil
 }
 
+// hardeningWarnings are the policy's warnings about the spec's weakened
+// hardening defaults (policy.Warnings), as the sentences stored with the
+// revision and returned by the apply.
+func hardeningWarnings(p *policy.Policy, spec *specs.Spec) []string {
+	var out []string
+	for _, w := range policy.Warnings(p, spec) {
+		out = append(out, w.String())
+	}
+	return out
+}
+
+// joinWarnings is every warning of an apply, in a new slice.
+func joinWarnings(lists ...[]string) []string {
+	var out []string
+	for _, l := range lists {
+		out = append(out, l...)
+	}
+	return out
+}
+
 // ErrBadProfile is a seccomp profile that cannot be used.
 var ErrBadProfile = errors.New("invalid seccomp profile")
 

@@ -67,6 +67,10 @@ type HistoryEntry struct {
 	Current      bool      `json:"current"`
 	CreatedAt    time.Time `json:"created_at"`
 	FinishedAt   time.Time `json:"finished_at,omitzero"`
+
+	// PolicyWarnings are the weakened hardening defaults the policy warns
+	// about.
+	PolicyWarnings []string `json:"policy_warnings,omitempty"`
 }
 
 // isRunning reports whether a replica's container runs, by its last report.
@@ -109,7 +113,7 @@ func history(t *state.Tables, svc state.Service) []HistoryEntry {
 	for _, r := range t.Revisions(svc.Name) {
 		out = append(out, HistoryEntry{
 			Revision: r.Number, Image: r.Spec.Image, Digest: r.Digest, Ref: r.Ref, State: r.State, Cause: r.Cause,
-			RollbackOf: r.RollbackOf, RollbackTo: r.RollbackTo, SignedBy: r.SignedBy, ScanWarnings: r.ScanWarnings,
+			RollbackOf: r.RollbackOf, RollbackTo: r.RollbackTo, SignedBy: r.SignedBy, ScanWarnings: r.ScanWarnings, PolicyWarnings: r.PolicyWarnings,
 			Message: r.Message, Current: r.Number == svc.Current, CreatedAt: r.CreatedAt, FinishedAt: r.FinishedAt,
 		})
 	}

@@ -53,6 +53,7 @@ type Runtime interface {
 	EnsureNetwork(ctx context.Context, name string, labels map[string]string) (string, error)
 	Pull(ctx context.Context, ref string) error
 	ImageUser(ctx context.Context, ref string) (string, error)
+	ImageAccounts(ctx context.Context, ref string) (ImageAccounts, error)
 	Create(ctx context.Context, name string, cfg *container.Config, hostCfg *container.HostConfig, netCfg *network.NetworkingConfig) (string, error)
 	Start(ctx context.Context, id string) error
 	ListManaged(ctx context.Context, hostID string) ([]container.Summary, error)
@@ -146,6 +147,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		replicas: map[string]*replica{},
 		removing: map[string]bool{},
 		exits:    map[string]ContainerExit{},
+		procRoot: hostProcRoot,
 	}
 	sets := make(chan state.AssignmentSet)
 	exits := make(chan ContainerExit)

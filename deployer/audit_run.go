@@ -2,10 +2,16 @@ package deployer
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/deployctl/deployctl/deployer/audit"
 	"github.com/deployctl/deployctl/raftstore/state"
+	"github.com/docker/docker/api/types/container"
 )
 
 // DefaultAuditInterval is how often an agent audits its containers.
@@ -65,14 +71,40 @@ func (l *reconcileLoop) audit(ctx context.Context, targets []auditTarget, engine
 		as := t.assignment
 		c := audit.ContainerAudit{ContainerID: t.containerID, ReplicaID: as.Replica.ID, Service: as.Replica.Service,
 			Revision: as.Replica.Revision, Results: audit.Checks(inspect, engine)}
+		ids, idsErr := readProcessIDs(l.procRoot, inspect)
+		c.Results = append(c.Results, audit.RunningUser(ids, idsErr))
 		user, err := l.rt.ImageUser(ctx, as.Revision.Ref)
+		accounts, aerr := l.rt.ImageAccounts(ctx, as.Revision.Ref)
 		overrides, oerr := OverridesFor(as.Revision.Spec)
-		if err == nil && oerr == nil {
-			if want, wantHost, _, err := ContainerOptions(as, l.cfg.HostID, l.cfg.Network, user, WithEngine(engine), WithOverrides(overrides)); err == nil {
+		if err == nil && aerr == nil && oerr == nil {
+			if want, wantHost, _, err := ContainerOptions(as, l.cfg.HostID, l.cfg.Network, user, WithEngine(engine), WithOverrides(overrides), WithImageAccounts(accounts)); err == nil {
 				c.Drift = audit.DetectDrift(inspect, want, wantHost)
+				if idsErr == nil {
+					c.Drift = append(c.Drift, audit.UserDrift(want.User, ids)...)
+				}
 			}
 		}
 		report.Containers = append(report.Containers, c)
 	}
 	return report
+}
+
+// readProcessIDs reads the ids of a container's main process from the
+// host's /proc (procRoot): its status and, for userns-remap, its uid and
+// gid maps. The agent runs on the host, so no exec into the container is
+// needed, and what is read is what the kernel enforces.
+func readProcessIDs(procRoot string, inspect container.InspectResponse) (audit.ProcessIDs, error) {
+	if inspect.ContainerJSONBase == nil || inspect.State == nil || !inspect.State.Running || inspect.State.Pid <= 0 {
+		return audit.ProcessIDs{}, errors.New("the container is not running")
+	}
+	dir := filepath.Join(procRoot, strconv.Itoa(inspect.State.Pid))
+	var files [3][]byte
+	for i, name := range []string{"status", "uid_map", "gid_map"} {
+		data, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil && !(i > 0 && errors.Is(err, os.ErrNotExist)) {
+			return audit.ProcessIDs{}, fmt.Errorf("read %s: %w", filepath.Join(dir, name), err)
+		}
+		files[i] = data
+	}
+	return audit.ParseProcessIDs(files[0], files[1], files[2])
 }

@@ -42,6 +42,9 @@ const maxExecOutput = 4096
 // takes a context; engine errors are mapped to this package's sentinels.
 type DockerRuntime struct {
 	client *client.Client
+	// accounts caches ImageAccounts by image ID: an image's files never
+	// change.
+	accounts *accountsCache
 }
 
 // NewDockerRuntime connects as the docker CLI does: DOCKER_HOST and friends
@@ -54,7 +57,7 @@ func NewDockerRuntime(opts ...client.Opt) (*DockerRuntime, error) {
 	if err != nil {
 		return nil, fmt.Errorf("docker client: %w", err)
 	}
-	return &DockerRuntime{client: cli}, nil
+	return &DockerRuntime{client: cli, accounts: newAccountsCache()}, nil
 }
 
 // Close releases the client's connections.

@@ -71,8 +71,9 @@ const (
 	engineDefaultCPUShares = 1024
 )
 
-// ErrRootUser means the container would run as root without the spec saying
-// so. ErrNotPinned means an image reference is not repository@sha256:digest.
+// ErrRootUser means the container would run as root (uid 0, as the image's
+// account files resolve its user) without the spec saying so; ErrRootGroup
+// the same for gid 0. ErrNotPinned means an image reference is not repository@sha256:digest.
 // ErrInvalidNetwork means the network is not a user-defined one.
 // ErrUnsafeMount means a bind mount would expose a sensitive host path, the
 // engine's socket or shared mount propagation (CIS 5.6, 5.32, 5.20); it is
@@ -80,6 +81,7 @@ const (
 // value is not one ContainerOptions knows.
 var (
 	ErrRootUser        = errors.New("container would run as root")
+	ErrRootGroup       = errors.New("container would run with the root group")
 	ErrNotPinned       = errors.New("image reference is not pinned to a digest")
 	ErrInvalidNetwork  = errors.New("not a user-defined network")
 	ErrUnsafeMount     = errors.New("unsafe mount")
@@ -136,6 +138,7 @@ type Option func(*buildOptions)
 type buildOptions struct {
 	engine    EngineInfo
 	overrides Overrides
+	accounts  ImageAccounts
 }
 
 // WithEngine says what the host's engine supports (DockerRuntime.EngineInfo):
@@ -143,6 +146,13 @@ type buildOptions struct {
 // explicitly (CIS 5.2).
 func WithEngine(info EngineInfo) Option {
 	return func(b *buildOptions) { b.engine = info }
+}
+
+// WithImageAccounts gives the image's /etc/passwd and /etc/group
+// (DockerRuntime.ImageAccounts), against which the container's user is
+// resolved. Without it a user name cannot be resolved and is refused.
+func WithImageAccounts(acc ImageAccounts) Option {
+	return func(b *buildOptions) { b.accounts = acc }
 }
 
 // WithOverrides applies the service's deliberate exceptions to the hardened
@@ -180,16 +190,9 @@ func ContainerOptions(a state.Assignment, hostID, networkName, imageUser string,
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	user := spec.Security.User
-	if user == "" {
-		user = imageUser
-	}
-	if isRootUser(user) && !spec.Security.AllowRoot {
-		who := fmt.Sprintf("the image's user is %q", imageUser)
-		if spec.Security.User != "" {
-			who = fmt.Sprintf("security.user is %q", spec.Security.User)
-		}
-		return nil, nil, nil, fmt.Errorf("%w: %s; set security.user to a non-root uid (e.g. \"10001:10001\") or, if root is really needed, security.allow_root: true", ErrRootUser, who)
+	user, err := containerUser(spec.Security, imageUser, build.accounts)
+	if err != nil {
+		return nil, nil, nil, err
 	}
 
 	exposed, bindings, err := portOptions(spec.Ports)
@@ -477,11 +480,40 @@ func CheckPinned(ref string) error {
 	return nil
 }
 
-// isRootUser reports whether a container user ("uid[:gid]" or
-// "name[:group]", "" meaning the engine's default) runs as root.
-func isRootUser(user string) bool {
-	uid, _, _ := strings.Cut(user, ":")
-	return uid == "" || uid == "0" || uid == "root"
+// containerUser resolves the user the container runs as (security.user,
+// else the image's USER) against the image's account files, refuses uid 0
+// without security.allow_root and gid 0 without security.allow_root_group
+// (or allow_root), and returns the numeric "uid:gid" the container is
+// created with. Numeric, the engine resolves nothing again: what runs is
+// what was checked. A numeric user that no passwd entry or group names
+// would get gid 0 from the engine by default; it gets gid = uid instead.
+func containerUser(sec specs.Security, imageUser string, acc ImageAccounts) (string, error) {
+	user, source, fix := sec.User, "security.user", "set security.user to a non-root uid:gid (e.g. \"10001:10001\")"
+	if user == "" {
+		user, source = imageUser, "the image's USER"
+		fix = "set security.user to a non-root uid:gid (e.g. \"10001:10001\") or change the image's USER"
+	}
+	id, err := ResolveUser(user, acc)
+	if err != nil {
+		return "", fmt.Errorf("%w (%s is %q); %s", err, source, user, fix)
+	}
+	if id.UID == 0 && !sec.AllowRoot {
+		what := fmt.Sprintf("%s is %q, which is uid 0", source, user)
+		switch name, _, _ := strings.Cut(user, ":"); {
+		case user == "":
+			what = "the image sets no USER, so the engine runs it as uid 0"
+		case !specs.IsRootID(name):
+			what += " in the image's /etc/passwd"
+		}
+		return "", fmt.Errorf("%w: %s; %s, or, if root is really needed, security.allow_root: true", ErrRootUser, what, fix)
+	}
+	if id.DefaultGroup {
+		id.GID = id.UID
+	}
+	if id.GID == 0 && !sec.AllowRootGroup && !sec.AllowRoot {
+		return "", fmt.Errorf("%w: %s is %q, whose group is gid 0 (root); %s, or, if the service needs group root, security.allow_root_group: true", ErrRootGroup, source, user, fix)
+	}
+	return strconv.Itoa(id.UID) + ":" + strconv.Itoa(id.GID), nil
 }
 
 func checkNetwork(name string) error {

@@ -156,61 +156,94 @@ func TestContainerOptionsDefaultCapDrop(t *testing.T) {
 	}
 }
 
+// testAccounts is an image's /etc/passwd and /etc/group where admin is uid
+// 0 under another name, app is 10001, wheelie's primary group is root and
+// broken's uid field does not parse (the engine reads it as 0).
+var testAccounts = ImageAccounts{
+	Passwd: []byte("root:x:0:0:root:/root:/bin/sh\nadmin:x:0:10001::/:/bin/sh\napp:x:10001:10001::/home/app:/bin/sh\nwheelie:x:10002:0::/:/bin/sh\nbroken:x:1e3:10001::/:/bin/sh\n"),
+	Group:  []byte("root:x:0:\napp:x:10001:\nstaff:x:0:app\n"),
+}
+
+// TestContainerOptionsRootRefusal decides root by the ids the engine would
+// run the container with (issue 16, finding 4): numbers in any spelling,
+// names looked up in the image's own account files.
 func TestContainerOptionsRootRefusal(t *testing.T) {
 	tests := []struct {
-		name      string
-		specUser  string
-		allowRoot bool
-		imageUser string
-		wantErr   bool
+		name           string
+		specUser       string
+		allowRoot      bool
+		allowRootGroup bool
+		imageUser      string
+		accounts       ImageAccounts
+		wantUser       string // on success
+		wantErr        error
 	}{
-		{"empty image user", "", false, "", true},
-		{"uid 0", "", false, "0", true},
-		{"root", "", false, "root", true},
-		{"0:gid", "", false, "0:1000", true},
-		{"root:group", "", false, "root:root", true},
-		{"spec says root", "root", false, "10001", true},
-		{"non-root image", "", false, "10001:10001", false},
-		{"named non-root image user", "", false, "app", false},
-		{"spec user overrides root image", "1000", false, "0", false},
-		{"allow_root", "", true, "", false},
-		{"allow_root with spec root", "0", true, "10001", false},
+		{"empty image user", "", false, false, "", ImageAccounts{}, "", ErrRootUser},
+		{"uid 0", "", false, false, "0", ImageAccounts{}, "", ErrRootUser},
+		{"uid 00", "", false, false, "00", ImageAccounts{}, "", ErrRootUser},
+		{"uid 000 with a group", "", false, false, "000:10001", ImageAccounts{}, "", ErrRootUser},
+		{"uid +0", "", false, false, "+0", ImageAccounts{}, "", ErrRootUser},
+		{"uid -0", "", false, false, "-0", ImageAccounts{}, "", ErrRootUser},
+		{"root by name", "", false, false, "root", testAccounts, "", ErrRootUser},
+		{"root:group", "", false, false, "root:root", testAccounts, "", ErrRootUser},
+		{"admin is uid 0 in passwd", "", false, false, "admin", testAccounts, "", ErrRootUser},
+		{"admin with a group", "", false, false, "admin:app", testAccounts, "", ErrRootUser},
+		{"security.user admin", "admin", false, false, "10001:10001", testAccounts, "", ErrRootUser},
+		{"unparsable uid in passwd is 0", "", false, false, "broken", testAccounts, "", ErrRootUser},
+		{"spec says root", "root", false, false, "10001", testAccounts, "", ErrRootUser},
+		{"name not in passwd", "", false, false, "ghost", testAccounts, "", ErrUnresolvedUser},
+		{"name without passwd", "", false, false, "app", ImageAccounts{}, "", ErrUnresolvedUser},
+		{"group not in group file", "", false, false, "10001:ghosts", testAccounts, "", ErrUnresolvedUser},
+		{"uid out of range", "", false, false, "2147483648", ImageAccounts{}, "", ErrUnresolvedUser},
+		{"group 0 by number", "", false, false, "10001:0", ImageAccounts{}, "", ErrRootGroup},
+		{"group 0 from passwd", "", false, false, "wheelie", testAccounts, "", ErrRootGroup},
+		{"group 0 by another name", "", false, false, "app:staff", testAccounts, "", ErrRootGroup},
+		{"group 0 allowed", "", false, true, "wheelie", testAccounts, "10002:0", nil},
+		{"non-root image", "", false, false, "10001:10001", ImageAccounts{}, "10001:10001", nil},
+		{"numeric user gets its own group", "", false, false, "10001", ImageAccounts{}, "10001:10001", nil},
+		{"numeric user in passwd gets its group", "", false, false, "10001", testAccounts, "10001:10001", nil},
+		{"named non-root image user", "", false, false, "app", testAccounts, "10001:10001", nil},
+		{"named user and group", "", false, false, "app:app", testAccounts, "10001:10001", nil},
+		{"extra fields ignored as the engine does", "", false, false, "10001:10001:0", ImageAccounts{}, "10001:10001", nil},
+		{"spec user overrides root image", "1000", false, false, "0", ImageAccounts{}, "1000:1000", nil},
+		{"allow_root", "", true, false, "", ImageAccounts{}, "0:0", nil},
+		{"allow_root with admin", "", true, false, "admin", testAccounts, "0:10001", nil},
+		{"allow_root with spec root", "0", true, false, "10001", ImageAccounts{}, "0:0", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			a := hardenedAssignment(func(s *specs.Spec) {
 				s.Security.User = tt.specUser
 				s.Security.AllowRoot = tt.allowRoot
+				s.Security.AllowRootGroup = tt.allowRootGroup
 			})
-			cfg, _, _, err := ContainerOptions(a, "host-a", "deployctl", tt.imageUser)
-			if !tt.wantErr {
+			cfg, _, _, err := ContainerOptions(a, "host-a", "deployctl", tt.imageUser, WithImageAccounts(tt.accounts))
+			if tt.wantErr == nil {
 				if err != nil {
 					t.Fatalf("ContainerOptions: %v", err)
 				}
-				if want := firstNonEmpty(tt.specUser, tt.imageUser); cfg.User != want {
-					t.Errorf("User = %q, want %q", cfg.User, want)
+				if cfg.User != tt.wantUser {
+					t.Errorf("User = %q, want %q", cfg.User, tt.wantUser)
 				}
 				return
 			}
-			if !errors.Is(err, ErrRootUser) {
-				t.Fatalf("err = %v, want ErrRootUser", err)
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("err = %v, want %v", err, tt.wantErr)
 			}
-			for _, word := range []string{"security.user", "allow_root"} {
+			words := []string{"security.user"}
+			switch tt.wantErr {
+			case ErrRootUser:
+				words = append(words, "allow_root")
+			case ErrRootGroup:
+				words = append(words, "allow_root_group")
+			}
+			for _, word := range words {
 				if !strings.Contains(err.Error(), word) {
 					t.Errorf("error %q does not name %s", err, word)
 				}
 			}
 		})
 	}
-}
-
-func firstNonEmpty(values ...string) string {
-	for _, v := range values {
-		if v != "" {
-			return v
-		}
-	}
-	return ""
 }
 
 func TestContainerOptionsRefusals(t *testing.T) {

@@ -95,7 +95,13 @@ type reconcileLoop struct {
 	// at every resync.
 	engineDown bool
 	tasks      sync.WaitGroup
+	// procRoot is the host's /proc, where the audit reads the ids a
+	// container's process runs with.
+	procRoot string
 }
+
+// hostProcRoot is the host's proc file system; the agent runs on the host.
+const hostProcRoot = "/proc"
 
 func (l *reconcileLoop) run(ctx context.Context, sets <-chan state.AssignmentSet, exits <-chan ContainerExit) {
 	resync := time.NewTicker(l.cfg.ResyncInterval)
@@ -400,12 +406,17 @@ func (l *reconcileLoop) createAndStart(ctx context.Context, as state.Assignment,
 		done.err = err
 		return done
 	}
+	accounts, err := l.rt.ImageAccounts(ctx, ref)
+	if err != nil {
+		done.err = err
+		return done
+	}
 	overrides, err := OverridesFor(as.Revision.Spec)
 	if err != nil {
 		done.err = err
 		return done
 	}
-	cfg, hostCfg, netCfg, err := ContainerOptions(as, l.cfg.HostID, l.cfg.Network, user, WithEngine(engine), WithOverrides(overrides))
+	cfg, hostCfg, netCfg, err := ContainerOptions(as, l.cfg.HostID, l.cfg.Network, user, WithEngine(engine), WithOverrides(overrides), WithImageAccounts(accounts))
 	if err != nil {
 		done.err = err
 		return done

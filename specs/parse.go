@@ -277,6 +277,9 @@ func (p *parser) security(path string, n *yaml.Node, s *Security) {
 	if n, ok := f["allow_root"]; ok {
 		p.SetBool(path+".allow_root", n, &s.AllowRoot)
 	}
+	if n, ok := f["allow_root_group"]; ok {
+		p.SetBool(path+".allow_root_group", n, &s.AllowRootGroup)
+	}
 	if n, ok := f["read_only"]; ok {
 		p.SetBool(path+".read_only", n, &s.ReadOnly)
 	}

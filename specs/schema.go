@@ -27,7 +27,7 @@ func schemaFields(section string) []string {
 	case "placement":
 		return []string{"constraints", "max_per_host"}
 	case "security":
-		return []string{"user", "allow_root", "read_only", "no_new_privileges", "cap_drop", "cap_add",
+		return []string{"user", "allow_root", "allow_root_group", "read_only", "no_new_privileges", "cap_drop", "cap_add",
 			"privileged", "seccomp", "apparmor"}
 	}
 	return nil

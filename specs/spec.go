@@ -126,8 +126,13 @@ type Placement struct {
 
 // Security is the per-service part of the hardened run options.
 type Security struct {
-	User            string   `json:"user,omitempty"` // "" means the image's user (checked non-root at run time)
-	AllowRoot       bool     `json:"allow_root,omitempty"`
+	User      string `json:"user,omitempty"` // "" means the image's user (checked non-root at run time)
+	AllowRoot bool   `json:"allow_root,omitempty"`
+	// AllowRootGroup lets the container run with group 0 (root) as its
+	// primary group: chosen in User ("10001:0") or by the image's
+	// /etc/passwd entry of the user. Like AllowRoot, an exception the
+	// cluster policy must allow (allow_root_group). AllowRoot implies it.
+	AllowRootGroup  bool     `json:"allow_root_group,omitempty"`
 	ReadOnly        bool     `json:"read_only"`
 	NoNewPrivileges bool     `json:"no_new_privileges"`
 	CapDrop         []string `json:"cap_drop"`

@@ -395,7 +395,7 @@ func (v *validator) update(u Update) {
 
 func (v *validator) security(s Security) {
 	if s.User != "" {
-		if msg := checkUser(s.User, s.AllowRoot); msg != "" {
+		if msg := checkUser(s.User, s.AllowRoot, s.AllowRootGroup); msg != "" {
 			v.addf("security.user", "%s", msg)
 		}
 	}
@@ -437,8 +437,13 @@ func (v *validator) capabilities(field string, caps []string) map[string]bool {
 }
 
 // checkUser accepts "uid", "uid:gid", "name" and "name:group", and refuses a
-// root user (uid 0 or "root", whatever the group) unless allowRoot.
-func checkUser(user string, allowRoot bool) string {
+// root user unless allowRoot and a root group unless allowRootGroup or
+// allowRoot (uid 0 is more than gid 0, so allow_root covers both). Root is
+// decided as the engine decides it: a numeric part is a number whatever its
+// spelling ("00" is uid 0), and the names root and, for the group, root
+// stand for id 0. Other names are resolved by the agent against the image's
+// /etc/passwd and /etc/group, which the spec cannot see.
+func checkUser(user string, allowRoot, allowRootGroup bool) string {
 	const fix = `write uid, uid:gid, name or name:group, like "10001:10001"`
 	parts := strings.Split(user, ":")
 	if len(parts) > 2 {
@@ -449,12 +454,26 @@ func checkUser(user string, allowRoot bool) string {
 			return fmt.Sprintf("%q is not a user; %s", user, fix)
 		}
 	}
-	uid, err := strconv.ParseUint(parts[0], 10, 32)
-	isRoot := parts[0] == "root" || (err == nil && uid == 0)
-	if isRoot && !allowRoot {
+	if IsRootID(parts[0]) && !allowRoot {
 		return fmt.Sprintf(`%q runs as root; use a non-root user, like "10001:10001", or set allow_root: true if the service must run as root`, user)
 	}
+	if len(parts) == 2 && IsRootID(parts[1]) && !allowRootGroup && !allowRoot {
+		return fmt.Sprintf(`%q runs with the root group (gid 0), which reads and writes what the image gives group root; use a non-root group, like "%s:10001", or set allow_root_group: true if the service needs it`, user, parts[0])
+	}
 	return ""
+}
+
+// IsRootID reports whether a user or group of a "user[:group]" string
+// stands for id 0: the name root, or any decimal spelling of 0 ("0",
+// "00"). The engine reads numbers with strconv.Atoi, so a sign ("+0",
+// "-0") is zero too; isUserOrGroup refuses signs in a spec, and the agent
+// checks what an image says with the same rule.
+func IsRootID(s string) bool {
+	if s == "root" {
+		return true
+	}
+	n, err := strconv.Atoi(s)
+	return err == nil && n == 0
 }
 
 // isUserOrGroup accepts a numeric id below 2^32-1 (the kernel's "no id") or

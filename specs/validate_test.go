@@ -117,11 +117,12 @@ func TestValidateGoSpecProblems(t *testing.T) {
 }
 
 func TestValidateAllowsRootWhenAsked(t *testing.T) {
-	for _, user := range []string{"root", "0", "0:0", "root:wheel", "00"} {
+	// Every spelling the engine reads as uid 0 is root (issue 16, finding 4).
+	for _, user := range []string{"root", "0", "00", "000", "0:10001", "00:10001", "root:app"} {
 		s := validGoSpec()
 		s.Security.User = user
-		if err := s.Validate(); err == nil {
-			t.Errorf("user %q without allow_root: Validate() = nil, want an error", user)
+		if err := s.Validate(); err == nil || !strings.Contains(err.Error(), "runs as root") {
+			t.Errorf("user %q without allow_root: Validate() = %v, want \"runs as root\"", user, err)
 		}
 		s.Security.AllowRoot = true
 		if err := s.Validate(); err != nil {
@@ -130,16 +131,52 @@ func TestValidateAllowsRootWhenAsked(t *testing.T) {
 	}
 }
 
+func TestValidateAllowsRootGroupWhenAsked(t *testing.T) {
+	// Group 0 is the other half of root (issue 16, finding 6).
+	for _, user := range []string{"10001:0", "10001:00", "app:root", "app:0"} {
+		s := validGoSpec()
+		s.Security.User = user
+		err := s.Validate()
+		if err == nil || !strings.Contains(err.Error(), "allow_root_group") {
+			t.Errorf("user %q without allow_root_group: Validate() = %v, want a problem naming allow_root_group", user, err)
+		}
+		s.Security.AllowRootGroup = true
+		if err := s.Validate(); err != nil {
+			t.Errorf("user %q with allow_root_group: Validate() = %v, want nil", user, err)
+		}
+	}
+	// allow_root covers the root group: uid 0 is the larger exception.
+	s := validGoSpec()
+	s.Security.User = "0:0"
+	s.Security.AllowRoot = true
+	if err := s.Validate(); err != nil {
+		t.Errorf("0:0 with allow_root: Validate() = %v, want nil", err)
+	}
+}
+
+func TestIsRootID(t *testing.T) {
+	for _, id := range []string{"root", "0", "00", "+0", "-0", "0000000000"} {
+		if !IsRootID(id) {
+			t.Errorf("IsRootID(%q) = false, want true", id)
+		}
+	}
+	for _, id := range []string{"", "10001", "Root", "admin", "0x0", " 0", "1"} {
+		if IsRootID(id) {
+			t.Errorf("IsRootID(%q) = true, want false", id)
+		}
+	}
+}
+
 func TestCheckUser(t *testing.T) {
-	valid := []string{"10001", "10001:10001", "app", "app:app", "app:0", "_svc", "a.b-c", "4294967294"}
-	invalid := []string{":", "app:", ":app", "1a", "-app", "a b", "4294967295", "a:b:c", strings.Repeat("a", 33)}
+	valid := []string{"10001", "10001:10001", "app", "app:app", "_svc", "a.b-c", "4294967294"}
+	invalid := []string{":", "app:", ":app", "1a", "-app", "a b", "4294967295", "a:b:c", strings.Repeat("a", 33), "+0", "-0", "+10001"}
 	for _, user := range valid {
-		if msg := checkUser(user, false); msg != "" {
+		if msg := checkUser(user, false, false); msg != "" {
 			t.Errorf("checkUser(%q) = %q, want accepted", user, msg)
 		}
 	}
 	for _, user := range invalid {
-		if msg := checkUser(user, false); msg == "" {
+		if msg := checkUser(user, false, false); msg == "" {
 			t.Errorf("checkUser(%q) accepted, want refused", user)
 		}
 	}

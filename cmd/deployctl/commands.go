@@ -76,6 +76,9 @@ Ctrl-C stops waiting; the rollout goes on. See 'deployctl help exit-codes'.`,
 				return clientErr(err)
 			}
 			w := cmd.OutOrStdout()
+			for _, warning := range out.Warnings {
+				fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s\n", warning)
+			}
 			if out.Unchanged {
 				fmt.Fprintf(w, "%s: unchanged, revision %d (%s)\n", out.Service, out.Revision, out.Digest)
 			} else {

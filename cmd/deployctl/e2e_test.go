@@ -719,6 +719,19 @@ func TestCLIPolicyGatesApply(t *testing.T) {
 		}
 	}
 
+	// no_new_privileges: false is refused by the default policy (issue 16,
+	// finding 6): a setuid-root file would give euid 0.
+	noNNP := strings.Replace(webSpec(env.refs["v1"], 1, ""), "stop_grace_period: 1s\n", "stop_grace_period: 1s\nsecurity: { no_new_privileges: false }\n", 1)
+	r = mustCLI(t, s, 1, noNNP, "apply", "-")
+	for _, want := range []string{"security.no_new_privileges", "allow_new_privileges: true", "deployctl policy set"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("denial lacks %q:\n%s", want, r.stderr)
+		}
+	}
+	if after := mustHistory(t, s, "web"); len(after) != len(before) {
+		t.Fatalf("a refused apply changed history: %+v", after)
+	}
+
 	// A trust rule for this registry: the unsigned image is refused.
 	dir := t.TempDir()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -769,6 +782,17 @@ func TestCLIPolicyGatesApply(t *testing.T) {
 	}
 	if st := mustStatus(t, s, "web"); st.Revision != 2 || st.State != "running" {
 		t.Fatalf("refused applies changed the running revision: %+v", st)
+	}
+
+	// A writable root file system is only warned about by default: the
+	// apply goes through, the warning is on stderr and in the history.
+	writable := strings.Replace(webSpec(env.refs["v11"], 1, ""), "stop_grace_period: 1s\n", "stop_grace_period: 1s\nsecurity: { read_only: false }\n", 1)
+	r = mustCLI(t, s, 0, writable, "apply", "--detach", "-")
+	if !strings.Contains(r.stderr, "warning: security.read_only") || !strings.Contains(r.stderr, "writable_rootfs") {
+		t.Errorf("apply of a writable root file system: stderr lacks the warning:\n%s", r.stderr)
+	}
+	if h := mustHistory(t, s, "web"); len(h[len(h)-1].PolicyWarnings) != 1 {
+		t.Errorf("the revision does not keep the warning: %+v", h[len(h)-1])
 	}
 }
 

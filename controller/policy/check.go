@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"net/netip"
 	"path"
 	"slices"
 	"strings"
@@ -21,6 +22,11 @@ const (
 	RuleAllowHostIPC            = "allow_host_ipc"
 	RuleAllowHostUserns         = "allow_host_userns"
 	RuleAllowRoot               = "allow_root"
+	RuleAllowRootGroup          = "allow_root_group"
+	RuleAllowNewPrivileges      = "allow_new_privileges"
+	RuleWritableRootfs          = "writable_rootfs"
+	RulePortsOnAllInterfaces    = "ports_on_all_interfaces"
+	RuleCustomAppArmor          = "custom_apparmor"
 	RuleAllowSeccompUnconfined  = "allow_seccomp_unconfined"
 	RuleAllowAppArmorUnconfined = "allow_apparmor_unconfined"
 	RuleAllowPrivilegedPorts    = "allow_privileged_ports"
@@ -131,12 +137,78 @@ func Check(p *Policy, s *specs.Spec, registry string) []Violation {
 		"the host's IPC namespace shares shared memory and semaphores with every process of the host", "remove ipc")
 	c.allowIf(s.UsernsMode == specs.NamespaceHost, p.AllowHostUserns, "userns_mode", RuleAllowHostUserns,
 		"the host's user namespace turns off the engine's user remapping, so root in the container is root on the host", "remove userns_mode")
+	c.hardening(s)
 	return c.violations
 }
 
 type checker struct {
 	policy     *Policy
 	violations []Violation
+	warnings   []Violation
+}
+
+// Warnings holds a spec against the policy's Level rules and returns what
+// it warns about, each a Violation whose Fix says how to refuse or allow it
+// for good; the Level rules set to refuse are in Check's violations
+// instead. Nothing here refuses the spec: the controller stores the
+// warnings with the revision and shows them to whoever applies it. A nil
+// policy is Default().
+func Warnings(p *Policy, s *specs.Spec) []Violation {
+	if p == nil {
+		p = Default()
+	}
+	c := checker{policy: p}
+	c.hardening(s)
+	return c.warnings
+}
+
+// hardening judges the weakened hardening defaults that a Level rules:
+// a writable root file system, ports on every interface, an AppArmor
+// profile deployctl cannot see enforce.
+func (c *checker) hardening(s *specs.Spec) {
+	c.level(!s.Security.ReadOnly, c.policy.WritableRootfs, "security.read_only", RuleWritableRootfs,
+		"the root file system is writable, so a compromised process can change the image's programs and files",
+		"remove security.read_only: false (a tmpfs /tmp stays writable)")
+	for i, p := range s.Ports {
+		if isWildcardIP(p.HostIP) {
+			c.level(true, c.policy.PortsOnAllInterfaces, fmt.Sprintf("ports[%d]", i), RulePortsOnAllInterfaces,
+				fmt.Sprintf("host port %d is published on every interface of the host (%s), not only loopback or one address", p.HostPort, p.HostIP),
+				"publish on 127.0.0.1 (the default) or one host address")
+		}
+	}
+	if a := s.Security.AppArmor; a != "" && a != specs.AppArmorUnconfined && a != dockerDefaultAppArmor {
+		c.level(true, c.policy.CustomAppArmor, "security.apparmor", RuleCustomAppArmor,
+			fmt.Sprintf("AppArmor profile %q replaces docker-default; deployctl cannot see whether every host loads it in enforce mode (in complain mode it only logs)", a),
+			"remove security.apparmor to keep docker-default")
+	}
+}
+
+// dockerDefaultAppArmor is the engine's own AppArmor profile.
+const dockerDefaultAppArmor = "docker-default"
+
+// isWildcardIP reports whether a host IP is an unspecified address
+// (0.0.0.0, ::, or an empty one, which the engine reads as 0.0.0.0).
+func isWildcardIP(ip string) bool {
+	if ip == "" {
+		return true
+	}
+	addr, err := netip.ParseAddr(ip)
+	return err == nil && addr.Unmap().IsUnspecified()
+}
+
+// level refuses, warns about or allows a weakened default the spec asks
+// for, as the policy's Level says.
+func (c *checker) level(asked bool, l Level, field, rule, reason, specFix string) {
+	if !asked {
+		return
+	}
+	switch l.effective() {
+	case LevelRefuse:
+		c.add(field, rule, fmt.Sprintf("set %s: warn or allow %s, or %s", rule, howToSet, specFix), "%s", reason)
+	case LevelWarn:
+		c.warnings = append(c.warnings, Violation{Field: field, Rule: rule, Reason: reason,
+			Fix: fmt.Sprintf("%s; or set %s: allow (silence) or refuse %s", specFix, rule, howToSet)})
+	}
 }
 
 func (c *checker) add(field, rule, fix, format string, args ...any) {
@@ -274,6 +346,12 @@ func (c *checker) security(s specs.Security) {
 		"a privileged container gets every capability and device of the host, without seccomp or AppArmor", "remove security.privileged")
 	c.allowIf(s.AllowRoot, p.AllowRoot, "security.allow_root", RuleAllowRoot,
 		"the service asks to run as root", "set a non-root security.user and remove security.allow_root")
+	c.allowIf(s.AllowRootGroup, p.AllowRootGroup, "security.allow_root_group", RuleAllowRootGroup,
+		"the service asks to run with the root group (gid 0), which reads and writes what the image gives group root",
+		"set a non-root group in security.user (like \"10001:10001\") and remove security.allow_root_group")
+	c.allowIf(!s.NoNewPrivileges, p.AllowNewPrivileges, "security.no_new_privileges", RuleAllowNewPrivileges,
+		"without no_new_privileges a setuid-root or file-capability binary in the image gains root or capabilities inside the container",
+		"remove security.no_new_privileges: false")
 	c.keptCapabilities(s)
 	for i, capability := range s.CapAdd {
 		canonical := specs.CanonicalCapability(capability)

@@ -35,7 +35,7 @@ func permissive() *Policy {
 	return &Policy{
 		AllowPrivileged: true, AllowCapabilities: []string{specs.CapAll},
 		AllowHostNetwork: true, AllowHostPID: true, AllowHostIPC: true, AllowHostUserns: true,
-		AllowRoot: true, AllowSeccompUnconfined: true, AllowAppArmorUnconfined: true, AllowPrivilegedPorts: true,
+		AllowRoot: true, AllowRootGroup: true, AllowNewPrivileges: true, AllowSeccompUnconfined: true, AllowAppArmorUnconfined: true, AllowPrivilegedPorts: true,
 		VolumePrefixes: []string{"/srv", "/var", "/etc/ssl", "/home"},
 	}
 }
@@ -93,6 +93,14 @@ func TestCheckEachRule(t *testing.T) {
 			func(p *Policy) { p.AllowRoot = true }},
 		{"allow_root with a non-root user", "security: {user: '10001', allow_root: true}", nil, "security.allow_root", RuleAllowRoot, "run as root",
 			func(p *Policy) { p.AllowRoot = true }},
+		{"new privileges", "security: {no_new_privileges: false}", nil, "security.no_new_privileges", RuleAllowNewPrivileges, "setuid-root",
+			func(p *Policy) { p.AllowNewPrivileges = true }},
+		{"root group", "security: {user: '10001:0', allow_root_group: true}", nil, "security.allow_root_group", RuleAllowRootGroup, "root group (gid 0)",
+			func(p *Policy) { p.AllowRootGroup = true }},
+		{"root group from the image", "security: {allow_root_group: true}", nil, "security.allow_root_group", RuleAllowRootGroup, "root group (gid 0)",
+			func(p *Policy) { p.AllowRootGroup = true }},
+		{"writable root file system under refuse", "security: {read_only: false}", func(s *specs.Spec) {}, "security.read_only", RuleWritableRootfs, "root file system is writable",
+			func(p *Policy) { p.WritableRootfs = LevelWarn }},
 		{"seccomp unconfined", "security: {seccomp: unconfined}", nil, "security.seccomp", RuleAllowSeccompUnconfined, "without a seccomp profile",
 			func(p *Policy) { p.AllowSeccompUnconfined = true }},
 		{"apparmor unconfined", "security: {apparmor: unconfined}", nil, "security.apparmor", RuleAllowAppArmorUnconfined, "without an AppArmor profile",
@@ -133,6 +141,9 @@ func TestCheckEachRule(t *testing.T) {
 			refusing := Default()
 			if tt.rule == RuleRegistries {
 				refusing.Registries = []string{"registry.example.com"}
+			}
+			if tt.rule == RuleWritableRootfs {
+				refusing.WritableRootfs = LevelRefuse
 			}
 			got := Check(refusing, s, "")
 			if len(got) != 1 {
@@ -419,6 +430,70 @@ func TestDockerDefaultCapabilitiesAreKnown(t *testing.T) {
 	for _, c := range dockerDefaultCapabilities() {
 		if !slices.Contains(specs.Capabilities(), c) {
 			t.Errorf("%s is not a capability specs knows", c)
+		}
+	}
+}
+
+// TestLevelRules checks the hardening defaults a Level rules (issue 16,
+// finding 6): the default policy warns, refuse refuses with the field, the
+// rule and how to change the policy, allow says nothing.
+func TestLevelRules(t *testing.T) {
+	tests := []struct {
+		name, yaml, field, rule, reason string
+		set                             func(*Policy, Level)
+	}{
+		{"writable root file system", "security: {read_only: false}", "security.read_only", RuleWritableRootfs, "writable",
+			func(p *Policy, l Level) { p.WritableRootfs = l }},
+		{"ports on 0.0.0.0", "ports: [\"127.0.0.1:8081:81\", \"0.0.0.0:8080:80\"]", "ports[1]", RulePortsOnAllInterfaces, "every interface of the host (0.0.0.0)",
+			func(p *Policy, l Level) { p.PortsOnAllInterfaces = l }},
+		{"ports on ::", "ports: [\"[::]:8080:80\"]", "ports[0]", RulePortsOnAllInterfaces, "every interface of the host (::)",
+			func(p *Policy, l Level) { p.PortsOnAllInterfaces = l }},
+		{"custom AppArmor profile", "security: {apparmor: web-complain}", "security.apparmor", RuleCustomAppArmor, "complain mode",
+			func(p *Policy, l Level) { p.CustomAppArmor = l }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := mustSpec(t, tt.yaml)
+			for _, l := range []Level{"", LevelWarn} {
+				p := Default()
+				tt.set(p, l)
+				if got := Check(p, s, ""); len(got) != 0 {
+					t.Errorf("level %q: Check = %s, want no violation", l, describeViolations(got))
+				}
+				got := Warnings(p, s)
+				if len(got) != 1 || got[0].Field != tt.field || got[0].Rule != tt.rule || !strings.Contains(got[0].Reason, tt.reason) {
+					t.Fatalf("level %q: Warnings = %s, want one about %s (%s) saying %q", l, describeViolations(got), tt.field, tt.rule, tt.reason)
+				}
+				if !strings.Contains(got[0].Fix, tt.rule+": allow") || !strings.Contains(got[0].Fix, "deployctl policy set") {
+					t.Errorf("warning fix %q does not say how to silence or refuse it", got[0].Fix)
+				}
+			}
+			p := Default()
+			tt.set(p, LevelRefuse)
+			if err := p.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			got := Check(p, s, "")
+			if len(got) != 1 || got[0].Field != tt.field || got[0].Rule != tt.rule || !strings.Contains(got[0].Fix, tt.rule+": warn or allow") {
+				t.Errorf("refuse: Check = %s, want one violation of %s naming the policy change", describeViolations(got), tt.rule)
+			}
+			if w := Warnings(p, s); len(w) != 0 {
+				t.Errorf("refuse: Warnings = %s, want none (it is a violation)", describeViolations(w))
+			}
+			tt.set(p, LevelAllow)
+			if got, w := Check(p, s, ""), Warnings(p, s); len(got)+len(w) != 0 {
+				t.Errorf("allow: Check = %s, Warnings = %s, want nothing", describeViolations(got), describeViolations(w))
+			}
+		})
+	}
+}
+
+// TestWarningsQuietForHardenedSpecs: the defaults (read-only, loopback
+// ports, docker-default) earn no warning.
+func TestWarningsQuietForHardenedSpecs(t *testing.T) {
+	for _, yaml := range []string{"", "ports: [\"8080:80\", \"10.0.0.5:8081:81\"]", "security: {apparmor: docker-default}", "security: {apparmor: unconfined}"} {
+		if w := Warnings(nil, mustSpec(t, yaml)); len(w) != 0 {
+			t.Errorf("%q: Warnings = %s, want none", yaml, describeViolations(w))
 		}
 	}
 }

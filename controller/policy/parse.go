@@ -16,7 +16,8 @@ func schemaFields(section string) []string {
 	switch section {
 	case "":
 		return []string{"allow_privileged", "allow_capabilities", "allow_host_network", "allow_host_pid",
-			"allow_host_ipc", "allow_host_userns", "allow_root", "allow_seccomp_unconfined",
+			"allow_host_ipc", "allow_host_userns", "allow_root", "allow_root_group", "allow_new_privileges",
+			"writable_rootfs", "ports_on_all_interfaces", "custom_apparmor", "allow_seccomp_unconfined",
 			"allow_apparmor_unconfined", "allow_privileged_ports", "volume_prefixes", "registries",
 			"trust", "scan", "require_userns"}
 	case "trust":
@@ -46,6 +47,14 @@ func alias(section, key string) (string, bool) {
 		return "trust", true
 	case "userns_remap", "require_userns_remap":
 		return "require_userns", true
+	case "allow_gid_0", "allow_group_root", "allow_root_gid":
+		return "allow_root_group", true
+	case "no_new_privileges", "allow_no_new_privileges":
+		return "allow_new_privileges", true
+	case "read_only", "allow_writable_rootfs", "allow_read_write":
+		return "writable_rootfs", true
+	case "apparmor", "allow_custom_apparmor":
+		return "custom_apparmor", true
 	}
 	return "", false
 }
@@ -135,6 +144,8 @@ func (p *parser) policy(root *yaml.Node, pol *Policy) {
 		{"allow_host_ipc", &pol.AllowHostIPC},
 		{"allow_host_userns", &pol.AllowHostUserns},
 		{"allow_root", &pol.AllowRoot},
+		{"allow_root_group", &pol.AllowRootGroup},
+		{"allow_new_privileges", &pol.AllowNewPrivileges},
 		{"allow_seccomp_unconfined", &pol.AllowSeccompUnconfined},
 		{"allow_apparmor_unconfined", &pol.AllowAppArmorUnconfined},
 		{"allow_privileged_ports", &pol.AllowPrivilegedPorts},
@@ -143,6 +154,20 @@ func (p *parser) policy(root *yaml.Node, pol *Policy) {
 	for _, b := range bools {
 		if n, ok := f[b.key]; ok {
 			p.SetBool(b.key, n, b.dst)
+		}
+	}
+	for _, l := range []struct {
+		key string
+		dst *Level
+	}{
+		{"writable_rootfs", &pol.WritableRootfs},
+		{"ports_on_all_interfaces", &pol.PortsOnAllInterfaces},
+		{"custom_apparmor", &pol.CustomAppArmor},
+	} {
+		if n, ok := f[l.key]; ok {
+			if text, ok := p.Text(l.key, n); ok {
+				*l.dst = Level(text)
+			}
 		}
 	}
 	if n, ok := f["allow_capabilities"]; ok {

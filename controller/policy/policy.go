@@ -54,6 +54,27 @@ type Policy struct {
 	AllowRoot               bool     `yaml:"allow_root" json:"allow_root,omitempty"`
 	AllowSeccompUnconfined  bool     `yaml:"allow_seccomp_unconfined" json:"allow_seccomp_unconfined,omitempty"`
 	AllowAppArmorUnconfined bool     `yaml:"allow_apparmor_unconfined" json:"allow_apparmor_unconfined,omitempty"`
+
+	// Hardening defaults a spec may weaken (issue 16, finding 6). The
+	// two Allow ones are refused unless allowed; the Level ones warn
+	// unless the policy says refuse or allow.
+	//
+	// AllowRootGroup lets security.allow_root_group through: a primary
+	// group 0 (root), chosen in security.user or by the image's passwd.
+	AllowRootGroup bool `yaml:"allow_root_group" json:"allow_root_group,omitempty"`
+	// AllowNewPrivileges lets security.no_new_privileges: false through,
+	// with which a setuid-root binary in the image gains root.
+	AllowNewPrivileges bool `yaml:"allow_new_privileges" json:"allow_new_privileges,omitempty"`
+	// WritableRootfs judges security.read_only: false.
+	WritableRootfs Level `yaml:"writable_rootfs" json:"writable_rootfs,omitempty"`
+	// PortsOnAllInterfaces judges a port published on 0.0.0.0 or ::.
+	PortsOnAllInterfaces Level `yaml:"ports_on_all_interfaces" json:"ports_on_all_interfaces,omitempty"`
+	// CustomAppArmor judges a security.apparmor profile other than the
+	// engine's docker-default: deployctl cannot see whether it enforces
+	// (a profile in complain mode only logs). unconfined is
+	// AllowAppArmorUnconfined's.
+	CustomAppArmor Level `yaml:"custom_apparmor" json:"custom_apparmor,omitempty"`
+
 	// AllowPrivilegedPorts allows publishing host ports below 1024.
 	AllowPrivilegedPorts bool `yaml:"allow_privileged_ports" json:"allow_privileged_ports,omitempty"`
 	// VolumePrefixes are the host directories bind mounts may come from:
@@ -75,6 +96,29 @@ type Policy struct {
 	// Version is bumped by the controller on each set; it is not part of
 	// the YAML.
 	Version int `yaml:"-" json:"version"`
+}
+
+// Level is how the policy treats a weakened hardening default that is
+// neither always safe nor always wrong: LevelRefuse, LevelWarn (also the
+// empty Level, the default) or LevelAllow.
+type Level string
+
+// The Levels.
+const (
+	LevelRefuse Level = "refuse"
+	LevelWarn   Level = "warn"
+	LevelAllow  Level = "allow"
+)
+
+// Levels lists the Levels in order, for messages.
+func Levels() []Level { return []Level{LevelRefuse, LevelWarn, LevelAllow} }
+
+// effective is the Level in force: empty means LevelWarn.
+func (l Level) effective() Level {
+	if l == "" {
+		return LevelWarn
+	}
+	return l
 }
 
 // TrustEntry requires images whose "registry/repository" matches Match (a
@@ -213,6 +257,18 @@ func (p *Policy) problems() []specs.Problem {
 	if err := p.Scan.Validate(); err != nil {
 		field, msg := scanProblem(err)
 		v.addf(field, "%s", msg)
+	}
+	for _, l := range []struct {
+		key   string
+		level Level
+	}{
+		{"writable_rootfs", p.WritableRootfs},
+		{"ports_on_all_interfaces", p.PortsOnAllInterfaces},
+		{"custom_apparmor", p.CustomAppArmor},
+	} {
+		if l.level != "" && !slices.Contains(Levels(), l.level) {
+			v.addf(l.key, "%q is not a level; write refuse, warn or allow", string(l.level))
+		}
 	}
 	if p.Version < 0 {
 		v.addf("version", "%d is negative", p.Version)

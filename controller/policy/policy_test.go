@@ -25,6 +25,11 @@ allow_host_pid: true
 allow_host_ipc: true
 allow_host_userns: true
 allow_root: true
+allow_root_group: true
+allow_new_privileges: true
+writable_rootfs: allow
+ports_on_all_interfaces: refuse
+custom_apparmor: warn
 allow_seccomp_unconfined: true
 allow_apparmor_unconfined: true
 allow_privileged_ports: true
@@ -107,6 +112,8 @@ func TestParseFullPolicy(t *testing.T) {
 		AllowPrivileged: true, AllowCapabilities: []string{"NET_BIND_SERVICE", "NET_ADMIN"},
 		AllowHostNetwork: true, AllowHostPID: true, AllowHostIPC: true, AllowHostUserns: true,
 		AllowRoot: true, AllowSeccompUnconfined: true, AllowAppArmorUnconfined: true, AllowPrivilegedPorts: true,
+		AllowRootGroup: true, AllowNewPrivileges: true,
+		WritableRootfs: LevelAllow, PortsOnAllInterfaces: LevelRefuse, CustomAppArmor: LevelWarn,
 		VolumePrefixes: []string{"/srv", "/var/lib/deployctl-volumes"},
 		Registries:     []string{"registry.example.com", "127.0.0.1:5000", "docker.io"},
 		Trust: []TrustEntry{
@@ -197,6 +204,11 @@ func invalidPolicyCases() []invalidPolicyCase {
 		{"scan age", "scan:\n  max_age: 7 days\n", "scan.max_age", 2, "use a Go duration (36h) or days/weeks (7d, 2w)"},
 		{"scan empty ignore", "scan:\n  ignore:\n    - CVE-1\n    - ''\n", "scan.ignore[1]", 4, "is empty"},
 		{"scan key typo", "scan: {max_sevrity: high}\n", "scan.max_sevrity", 1, "did you mean max_severity?"},
+		{"level not a level", "writable_rootfs: maybe\n", "writable_rootfs", 1, `"maybe" is not a level; write refuse, warn or allow`},
+		{"level as a bool", "custom_apparmor: true\n", "custom_apparmor", 1, "is not a level"},
+		{"spec name for no_new_privileges", "no_new_privileges: false\n", "no_new_privileges", 1, "did you mean allow_new_privileges?"},
+		{"spec name for read_only", "read_only: false\n", "read_only", 1, "did you mean writable_rootfs?"},
+		{"new privileges as a word", "allow_new_privileges: yes\n", "allow_new_privileges", 1, "expected true or false"},
 		{"scan not a mapping", "scan: enforce\n", "scan", 1, "expected a mapping of mode, max_severity, ignore, max_age"},
 	}
 }

@@ -18,8 +18,10 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -139,6 +141,85 @@ func WithEnv(img v1.Image, env ...string) (v1.Image, error) {
 	return variant, nil
 }
 
+// WithUser returns img with its config's User set to user (the
+// Dockerfile's USER): "" for the engine's default, a uid, a name, with an
+// optional ":group". Tests use it for images whose user is root in
+// disguise ("00", a name /etc/passwd maps to 0).
+func WithUser(img v1.Image, user string) (v1.Image, error) {
+	configFile, err := img.ConfigFile()
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	configFile = configFile.DeepCopy()
+	configFile.Config.User = user
+	variant, err := mutate.ConfigFile(img, configFile)
+	if err != nil {
+		return nil, fmt.Errorf("set config: %w", err)
+	}
+	return variant, nil
+}
+
+// File is one entry of a layer WithFiles adds: a regular file with Content
+// (mode 0644 when Mode is 0), or a symbolic link to Link.
+type File struct {
+	Content []byte
+	Mode    int64
+	Link    string
+}
+
+// WithFiles returns img with one more layer holding files, by absolute
+// path (like "/etc/passwd"); parent directories are created 0755. The
+// layer is deterministic, like the binary's.
+func WithFiles(img v1.Image, files map[string]File) (v1.Image, error) {
+	paths := make([]string, 0, len(files))
+	for p := range files {
+		if !strings.HasPrefix(p, "/") || p == "/" {
+			return nil, fmt.Errorf("file %q: want an absolute path", p)
+		}
+		paths = append(paths, p)
+	}
+	sort.Strings(paths)
+	var entries []layerEntry
+	dirs := map[string]bool{}
+	for _, p := range paths {
+		name := strings.TrimPrefix(path.Clean(p), "/")
+		for dir := path.Dir(name); dir != "."; dir = path.Dir(dir) {
+			if !dirs[dir] {
+				dirs[dir] = true
+				entries = append(entries, layerEntry{header: tar.Header{Typeflag: tar.TypeDir, Name: dir + "/", Mode: 0o755}})
+			}
+		}
+		f := files[p]
+		switch {
+		case f.Link != "":
+			entries = append(entries, layerEntry{header: tar.Header{Typeflag: tar.TypeSymlink, Name: name, Linkname: f.Link, Mode: 0o777}})
+		default:
+			mode := f.Mode
+			if mode == 0 {
+				mode = 0o644
+			}
+			entries = append(entries, layerEntry{header: tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: mode, Size: int64(len(f.Content))}, content: f.Content})
+		}
+	}
+	// Directories first, each before what it holds.
+	sort.SliceStable(entries, func(i, j int) bool {
+		di, dj := entries[i].header.Typeflag == tar.TypeDir, entries[j].header.Typeflag == tar.TypeDir
+		if di && dj {
+			return entries[i].header.Name < entries[j].header.Name
+		}
+		return di && !dj
+	})
+	layer, err := tarLayer(entries)
+	if err != nil {
+		return nil, fmt.Errorf("assemble layer: %w", err)
+	}
+	variant, err := mutate.Append(img, mutate.Addendum{Layer: layer})
+	if err != nil {
+		return nil, fmt.Errorf("append layer: %w", err)
+	}
+	return variant, nil
+}
+
 // compile builds the main package in dir and returns the binary's bytes.
 func compile(ctx context.Context, dir, goCache string) ([]byte, error) {
 	goTool, err := exec.LookPath("go")
@@ -173,15 +254,22 @@ func compile(ctx context.Context, dir, goCache string) ([]byte, error) {
 // binaryLayer is a gzip layer holding /app and /tmp. /tmp exists so that a
 // read-only root file system still has a mount point for the tmpfs.
 func binaryLayer(binary []byte) (v1.Layer, error) {
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	entries := []struct {
-		header  tar.Header
-		content []byte
-	}{
+	return tarLayer([]layerEntry{
 		{header: tar.Header{Typeflag: tar.TypeDir, Name: "tmp/", Mode: 0o1777}},
 		{header: tar.Header{Typeflag: tar.TypeReg, Name: strings.TrimPrefix(BinaryPath, "/"), Mode: 0o755, Size: int64(len(binary))}, content: binary},
-	}
+	})
+}
+
+// layerEntry is one tar entry of a layer.
+type layerEntry struct {
+	header  tar.Header
+	content []byte
+}
+
+// tarLayer is a gzip layer of entries, each with the fixed mtime.
+func tarLayer(entries []layerEntry) (v1.Layer, error) {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
 	for _, entry := range entries {
 		header := entry.header
 		header.ModTime = time.Unix(layerMTime, 0)

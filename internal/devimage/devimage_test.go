@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -218,4 +219,86 @@ func TestPushToClosedRegistry(t *testing.T) {
 	if !errors.Is(err, ErrPush) {
 		t.Errorf("Push to a closed registry: %v, want ErrPush", err)
 	}
+}
+
+func TestWithUserAndFiles(t *testing.T) {
+	img := mustBuildWebapp(t)
+	withUser, err := WithUser(img, "admin")
+	if err != nil {
+		t.Fatalf("WithUser: %v", err)
+	}
+	if got := mustConfig(t, withUser).Config.User; got != "admin" {
+		t.Errorf("User = %q, want admin", got)
+	}
+	if got := mustConfig(t, img).Config.User; got != DefaultUser {
+		t.Errorf("original User changed: %q", got)
+	}
+	passwd := []byte("admin:x:0:0::/:/app\n")
+	withFiles, err := WithFiles(withUser, map[string]File{
+		"/etc/passwd":     {Content: passwd},
+		"/etc/alt/group":  {Content: []byte("root:x:0:\n"), Mode: 0o600},
+		"/etc/group":      {Link: "alt/group"},
+		"/nested/a/b/c/d": {Content: nil},
+	})
+	if err != nil {
+		t.Fatalf("WithFiles: %v", err)
+	}
+	layers, err := withFiles.Layers()
+	if err != nil || len(layers) != 2 {
+		t.Fatalf("Layers = %d, %v; want 2", len(layers), err)
+	}
+	rc, err := layers[1].Uncompressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	tr := tar.NewReader(rc)
+	seen := map[string]*tar.Header{}
+	var order []string
+	for {
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen[hdr.Name] = hdr
+		order = append(order, hdr.Name)
+		if hdr.Name == "etc/passwd" {
+			content, _ := io.ReadAll(tr)
+			if string(content) != string(passwd) || hdr.Mode != 0o644 {
+				t.Errorf("etc/passwd = %q mode %o", content, hdr.Mode)
+			}
+		}
+	}
+	if h := seen["etc/group"]; h == nil || h.Typeflag != tar.TypeSymlink || h.Linkname != "alt/group" {
+		t.Errorf("etc/group = %+v, want a symlink to alt/group", h)
+	}
+	if h := seen["etc/alt/group"]; h == nil || h.Mode != 0o600 {
+		t.Errorf("etc/alt/group = %+v, want mode 600", h)
+	}
+	// Every directory comes before what it holds.
+	for i, name := range order {
+		for dir := name; dir != "."; {
+			dir = pathDir(dir)
+			if dir == "." {
+				break
+			}
+			if j := slices.Index(order, dir+"/"); j < 0 || j > i {
+				t.Errorf("%s comes before its directory %s/ (order %q)", name, dir, order)
+			}
+		}
+	}
+	if _, err := WithFiles(img, map[string]File{"etc/passwd": {}}); err == nil {
+		t.Error("WithFiles accepted a relative path")
+	}
+}
+
+func pathDir(p string) string {
+	p = strings.TrimSuffix(p, "/")
+	if i := strings.LastIndex(p, "/"); i >= 0 {
+		return p[:i]
+	}
+	return "."
 }

@@ -76,6 +76,9 @@ type Revision struct {
 	SignatureFormat string `json:"signature_format,omitempty"`
 	// ScanWarnings are the scan gate's findings in warn mode.
 	ScanWarnings []string `json:"scan_warnings,omitempty"`
+	// PolicyWarnings are the weakened hardening defaults the policy warns
+	// about (policy.Warnings), one sentence each.
+	PolicyWarnings []string `json:"policy_warnings,omitempty"`
 	// RollbackOf and RollbackTo are set on rollback revisions only.
 	RollbackOf int       `json:"rollback_of,omitempty"`
 	RollbackTo int       `json:"rollback_to,omitempty"`
