@@ -103,6 +103,20 @@ type Rollout struct {
 	// Failures counts new replicas of this rollout that failed.
 	Failures int    `json:"failures"`
 	Message  string `json:"message,omitempty"`
+	// InPlace lists the slots this rollout replaces stop-first although
+	// update.order is start-first: no host had room for a replacement
+	// beside the old replica, and none would come (see controller/rollout).
+	InPlace []InPlaceSlot `json:"in_place,omitempty"`
+}
+
+// InPlaceSlot is one slot of a start-first rollout replaced stop-first on
+// the host its old replica held, and why.
+type InPlaceSlot struct {
+	Slot int    `json:"slot"`
+	Host string `json:"host"`
+	// Cause names the room the old replica held, e.g. "max_per_host 1" or
+	// "host port 0.0.0.0:80/tcp".
+	Cause string `json:"cause"`
 }
 
 // Service is the head record of a service.
