@@ -196,4 +196,3 @@ func TestNoRoomDecide(t *testing.T) {
 		}
 	})
 }
-

@@ -191,7 +191,7 @@ type planner struct {
 	noRoom  map[int]NoRoom
 	// states is where each slot stands after this step (rollout only).
 	states []slotState
-	update      specs.Update
+	update specs.Update
 	// slots[i] holds slot i for i in 0..n-1.
 	slots []slotReplicas
 	// outside are desired running at a slot outside 0..n-1 (scale down).
@@ -277,6 +277,11 @@ func newPlanner(in Input) *planner {
 func isFailed(r *state.Replica) bool {
 	return r.Status.State == state.ReplicaFailed || r.Status.State == state.ReplicaUnhealthy
 }
+
+// Gone reports whether no container of r runs: the rule Decide uses for
+// a replica being stopped, exported so that placement counts the same
+// containers as still holding their host.
+func Gone(r state.Replica) bool { return isGone(&r) }
 
 // isGone reports whether no container of r runs: it was confirmed stopped,
 // it failed (could not start or exited), or it was never started (pending, or
