@@ -225,9 +225,13 @@ type HostReport struct {
 // ServerInfo is one raft server's addresses, so that any server can forward
 // a request to the leader's API and the CLI can be told where it is.
 type ServerInfo struct {
-	ID          string `json:"id"`
-	RaftAddr    string `json:"raft_addr"`
-	APIAddr     string `json:"api_addr"`
+	ID       string `json:"id"`
+	RaftAddr string `json:"raft_addr"`
+	APIAddr  string `json:"api_addr"`
+	// Version is the FSM version the server runs (raftstore.FSMVersion):
+	// the leader writes a command type only when every server knows it.
+	// 0 is a server that registered before versions were recorded: 1.
+	Version     int    `json:"version,omitempty"`
 	ModifyIndex uint64 `json:"modify_index"`
 }
 
