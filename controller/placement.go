@@ -301,12 +301,21 @@ func (cl *clusterLoad) place(spec specs.Spec, serviceReplicas []state.Replica, s
 			}
 		}
 		if best == nil {
-			unplaced.add(slot, p.explain(refused, p.running[slot]))
-			if room, ok := cl.ownRoom(p, slot); ok {
-				if noRoom == nil {
-					noRoom = map[int]rollout.NoRoom{}
-				}
-				noRoom[slot] = room
+			room, ok := cl.ownRoom(p, slot)
+			if !ok {
+				unplaced.add(slot, p.explain(refused, p.running[slot]))
+				continue
+			}
+			if noRoom == nil {
+				noRoom = map[int]rollout.NoRoom{}
+			}
+			noRoom[slot] = room
+			if id, stopping := p.stoppingOn(slot, room.Host); stopping {
+				// Only a container of the slot that is being stopped holds
+				// the room: it comes when the agent confirms the stop.
+				unplaced.add(slot, fmt.Sprintf("waiting for replica %s to stop on %s (%s)", id, room.Host, room.Cause))
+			} else {
+				unplaced.add(slot, p.explain(refused, p.running[slot]))
 			}
 			continue
 		}
@@ -324,6 +333,9 @@ func (cl *clusterLoad) place(spec specs.Spec, serviceReplicas []state.Replica, s
 // replacement lacks: the first (by ID) that refuses the replacement for
 // max_per_host or a host port, and takes it once they are gone.
 func (cl *clusterLoad) ownRoom(p *placement, slot int) (rollout.NoRoom, bool) {
+	if len(p.own[slot]) == 0 {
+		return rollout.NoRoom{}, false
+	}
 	byHost := map[string]imagined{}
 	for _, r := range p.own[slot] {
 		gone := byHost[r.Host]
@@ -355,6 +367,24 @@ func (cl *clusterLoad) ownRoom(p *placement, slot int) (rollout.NoRoom, bool) {
 		}
 	}
 	return rollout.NoRoom{}, false
+}
+
+// stoppingOn reports whether every container of slot on host is desired
+// stopped (still stopping), and the first one's ID.
+func (p *placement) stoppingOn(slot int, host string) (string, bool) {
+	id := ""
+	for _, r := range p.own[slot] {
+		if r.Host != host {
+			continue
+		}
+		if r.Desired == state.DesiredRunning {
+			return "", false
+		}
+		if id == "" {
+			id = r.ID
+		}
+	}
+	return id, id != ""
 }
 
 // commit adds placed replicas of spec to the load, so that the next

@@ -612,6 +612,10 @@ func TestPlaceFindsOwnRoom(t *testing.T) {
 		if want := map[int]rollout.NoRoom{0: {Host: "h1", Cause: "max_per_host 1"}}; !reflect.DeepEqual(got, want) {
 			t.Fatalf("noRoom %v, want %v", got, want)
 		}
+		_, reasons, _ := loadOf(c).place(startFirst(specs.Placement{MaxPerHost: 1}), c.serviceReplicas("web"), []int{0}, nil)
+		if want := "slot 0 cannot be placed: waiting for replica web-0-h1-stopped to stop on h1 (max_per_host 1)"; !slices.Equal(reasons, []string{want}) {
+			t.Fatalf("reasons %q, want %q", reasons, want)
+		}
 		c.replicas[0].Status.State = state.ReplicaStopped
 		if placed := mustPlaceAll(t, c, startFirst(specs.Placement{MaxPerHost: 1}), 0); placed[0] != "h1" {
 			t.Fatalf("placed %v once the stop is confirmed, want h1", placed)
