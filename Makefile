@@ -11,8 +11,11 @@ demo:
 	$(GO) run ./cmd/deployctl-demo
 
 # Every test: unit, real Docker, real raft on loopback TCP, the built binary.
+# This is the CI tier: DEPLOYCTL_REQUIRE_DOCKER=1 makes a test that needs
+# the Docker Engine fail when none answers, where a plain `go test ./...`
+# (the unit tier) skips it with one line (internal/enginetest).
 test:
-	$(GO) test -race -count=1 -timeout 40m ./...
+	DEPLOYCTL_REQUIRE_DOCKER=1 $(GO) test -race -count=1 -timeout 40m ./...
 
 # Formatting, vet and staticcheck, as CI runs them.
 check:

@@ -116,6 +116,9 @@ type JoinRequest struct {
 	ID       string `json:"id"`
 	RaftAddr string `json:"raft_addr"`
 	APIAddr  string `json:"api_addr"`
+	// Version is the FSM version the server runs (raftstore.FSMVersion),
+	// for the leader's version gate; 0 from servers that predate it.
+	Version int `json:"version,omitempty"`
 }
 
 // join adds a voter and records its addresses. Both steps are idempotent,
@@ -146,10 +149,11 @@ func (c *Controller) Join(ctx context.Context, m Membership, req JoinRequest) er
 		return fmt.Errorf("add voter %s: %w", req.ID, translate(err))
 	}
 	cur, ok := c.cfg.Store.View().Server(req.ID)
-	if ok && cur.RaftAddr == req.RaftAddr && cur.APIAddr == req.APIAddr {
+	if ok && cur.RaftAddr == req.RaftAddr && cur.APIAddr == req.APIAddr && cur.Version == req.Version {
 		return nil
 	}
-	_, err := c.apply(ctx, raftstore.CmdRegisterServer, state.RegisterServerCmd{Server: state.ServerInfo{ID: req.ID, RaftAddr: req.RaftAddr, APIAddr: req.APIAddr}})
+	_, err := c.apply(ctx, raftstore.CmdRegisterServer, state.RegisterServerCmd{Server: state.ServerInfo{
+		ID: req.ID, RaftAddr: req.RaftAddr, APIAddr: req.APIAddr, Version: req.Version}})
 	return err
 }
 

@@ -121,7 +121,8 @@ func (c *Controller) reconcileService(ctx context.Context, view *state.Tables, l
 	if !ok {
 		return fmt.Errorf("%w: service %s has no revision %d", ErrNotFound, svc.Name, svc.Current)
 	}
-	d := rollout.Decide(rollout.Input{Now: now, Service: svc, Target: target, Replicas: replicas})
+	in := rollout.Input{Now: now, Service: svc, Target: target, Replicas: replicas}
+	d := rollout.Decide(in)
 	if svc.Rollout == nil || svc.Rollout.State != state.RolloutInProgress {
 		var failed []state.Replica
 		for _, r := range replicas {
@@ -144,9 +145,16 @@ func (c *Controller) reconcileService(ctx context.Context, view *state.Tables, l
 	changed := len(d.Stop) > 0 || len(d.Remove) > 0
 	step.Stop, step.Remove = d.Stop, d.Remove
 
+	inRollout := ro != nil && ro.State == state.RolloutInProgress
+	var reasons []string
 	if len(d.Start) > 0 {
-		hosts, reasons := load.place(target.Spec, replicas, d.Start)
-		if len(hosts) == 0 {
+		var hosts map[int]string
+		// placeStarts may decide again: a start-first slot without room
+		// is replaced stop-first in place (controller/rollout).
+		d, hosts, reasons = load.placeStarts(in, d, target.Spec)
+		step.Stop = d.Stop
+		changed = changed || len(d.Stop) > 0
+		if len(d.Start) > 0 && len(hosts) == 0 {
 			// Nothing could be placed: no batch started. Committing the
 			// decision's progress would start the same batch again at once,
 			// a write storm, and hide the stall from the progress deadline.
@@ -163,16 +171,21 @@ func (c *Controller) reconcileService(ctx context.Context, view *state.Tables, l
 			})
 			changed = true
 		}
-		if msg := strings.Join(reasons, "; "); ro != nil && ro.State == state.RolloutInProgress && msg != ro.Message {
+	}
+	if inRollout && d.Outcome == rollout.Continue {
+		// The message says why the rollout is slower than asked: slots
+		// replaced in place, slots that cannot be placed.
+		if msg := strings.Join(slices.Concat(d.Waiting, reasons), "; "); msg != ro.Message {
 			ro.Message = msg
 			changed = true
 		}
-	} else if ro != nil && ro.State == state.RolloutInProgress && ro.Message != "" && d.Outcome == rollout.Continue {
-		ro.Message = ""
-		changed = true
 	}
 
-	if ro != nil && ro.State == state.RolloutInProgress {
+	if inRollout {
+		if !slices.Equal(d.InPlace, ro.InPlace) {
+			ro.InPlace = d.InPlace
+			changed = true
+		}
 		if d.Failures != ro.Failures {
 			ro.Failures = d.Failures
 			changed = true

@@ -3,10 +3,12 @@ package controller
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
 
+	"github.com/deployctl/deployctl/controller/rollout"
 	"github.com/deployctl/deployctl/raftstore/state"
 	"github.com/deployctl/deployctl/specs"
 )
@@ -20,10 +22,13 @@ type hostLoad struct {
 	labels map[string]string
 	// userns: the host's engine runs with userns-remap.
 	userns bool
-	// total counts the replicas desired running on the host, all services.
+	// total counts the containers on the host, all services: replicas
+	// desired running, and replicas desired stopped whose container still
+	// runs (rollout.Gone is false), since it holds its ports until the agent
+	// confirms the stop.
 	total int
-	// ports holds the host ports published on it.
-	ports map[publishedPort]bool
+	// ports counts the containers publishing each host port on it.
+	ports map[publishedPort]int
 }
 
 // publishedPort is one host port taken on a host. addr is unmapped, so that
@@ -61,6 +66,8 @@ func (p publishedPort) clashes(q publishedPort) bool {
 // replica does not walk every replica of the cluster.
 type clusterLoad struct {
 	hosts []*hostLoad
+	// portsOf returns the host ports a revision publishes.
+	portsOf func(service string, revision int) []specs.Port
 	// requireUserns: the policy places replicas only on hosts whose engine
 	// runs with userns-remap.
 	requireUserns bool
@@ -84,39 +91,55 @@ func loadOf(src clusterSource) *clusterLoad {
 		number  int
 	}
 	portsOf := map[revKey][]specs.Port{}
+	cl.portsOf = func(service string, number int) []specs.Port {
+		key := revKey{service, number}
+		ports, seen := portsOf[key]
+		if !seen {
+			if rev, ok := src.Revision(service, number); ok {
+				ports = rev.Spec.Ports
+			}
+			portsOf[key] = ports
+		}
+		return ports
+	}
 	for _, h := range src.Hosts() {
-		hl := &hostLoad{id: h.ID, ready: h.State == state.HostReady, labels: h.Labels, ports: map[publishedPort]bool{},
+		hl := &hostLoad{id: h.ID, ready: h.State == state.HostReady, labels: h.Labels, ports: map[publishedPort]int{},
 			userns: h.Engine != nil && h.Engine.Userns}
 		cl.hosts = append(cl.hosts, hl)
 		if !hl.ready {
 			continue
 		}
 		src.EachHostReplica(h.ID, func(r state.Replica) {
-			if r.Desired != state.DesiredRunning {
+			if !holdsHost(r) {
 				return
 			}
 			hl.total++
-			key := revKey{r.Service, r.Revision}
-			ports, seen := portsOf[key]
-			if !seen {
-				if rev, ok := src.Revision(r.Service, r.Revision); ok {
-					ports = rev.Spec.Ports
-				}
-				portsOf[key] = ports
-			}
-			for _, p := range ports {
-				hl.ports[publishedPortOf(p)] = true
+			for _, p := range cl.portsOf(r.Service, r.Revision) {
+				hl.ports[publishedPortOf(p)]++
 			}
 		})
 	}
 	return cl
 }
 
-// portInUse returns a published port of spec already taken on the host.
-func (h *hostLoad) portInUse(spec specs.Spec) (publishedPort, bool) {
+// holdsHost reports whether a replica's container holds room on its host:
+// it is desired running, or desired stopped and its stop not confirmed.
+func holdsHost(r state.Replica) bool {
+	return r.Desired == state.DesiredRunning || !rollout.Gone(r)
+}
+
+// portInUse returns a published port of spec already taken on the host:
+// by its load, by the replicas this placement added (added), less the
+// ports of replicas it imagines gone (freed).
+func (h *hostLoad) portInUse(spec specs.Spec, added []publishedPort, freed map[publishedPort]int) (publishedPort, bool) {
 	for _, p := range spec.Ports {
 		want := publishedPortOf(p)
-		for used := range h.ports {
+		for used, n := range h.ports {
+			if n-freed[used] > 0 && want.clashes(used) {
+				return want, true
+			}
+		}
+		for _, used := range added {
 			if want.clashes(used) {
 				return want, true
 			}
@@ -160,10 +183,27 @@ type placement struct {
 	// running marks the slots that still have a replica desired running:
 	// a slot started while so is a start-first replacement.
 	running map[int]bool
+	// own holds, per slot, the service's replicas that hold room on their
+	// host (desired running, or still stopping).
+	own map[int][]state.Replica
+	// added and addedPorts are what this call placed, per host: place does
+	// not change the cluster load until commit.
+	added      map[*hostLoad]int
+	addedPorts map[*hostLoad][]publishedPort
+}
+
+// imagined is room a placement imagines free on one host: the slot's own
+// replicas there, gone.
+type imagined struct {
+	replicas int
+	ports    map[publishedPort]int
 }
 
 // refuse says why h cannot take a replica, or nil when it can.
-func (p *placement) refuse(h *hostLoad) *refusal {
+func (p *placement) refuse(h *hostLoad) *refusal { return p.refuseWithout(h, imagined{}) }
+
+// refuseWithout is refuse with the room of gone imagined free.
+func (p *placement) refuseWithout(h *hostLoad, gone imagined) *refusal {
 	if !h.ready {
 		return &refusal{kind: refusedDown}
 	}
@@ -175,10 +215,10 @@ func (p *placement) refuse(h *hostLoad) *refusal {
 			return &refusal{kind: refusedConstraint, constraint: i}
 		}
 	}
-	if limit := p.spec.Placement.MaxPerHost; limit > 0 && p.perHost[h.id] >= limit {
+	if limit := p.spec.Placement.MaxPerHost; limit > 0 && p.perHost[h.id]-gone.replicas >= limit {
 		return &refusal{kind: refusedMaxPerHost}
 	}
-	if port, taken := h.portInUse(p.spec); taken {
+	if port, taken := h.portInUse(p.spec, p.addedPorts[h], gone.ports); taken {
 		return &refusal{kind: refusedPort, port: port.String()}
 	}
 	return nil
@@ -190,31 +230,42 @@ func (p *placement) before(a, b *hostLoad) bool {
 	if p.perHost[a.id] != p.perHost[b.id] {
 		return p.perHost[a.id] < p.perHost[b.id]
 	}
-	if a.total != b.total {
-		return a.total < b.total
+	if ta, tb := a.total+p.added[a], b.total+p.added[b]; ta != tb {
+		return ta < tb
 	}
 	return a.id < b.id
 }
 
 // place picks a host for each slot. A host is a candidate when it is ready,
 // satisfies every placement constraint, runs fewer than max_per_host
-// replicas of the service (counting every revision and the replicas this
-// call places) and has none of the spec's host ports in use. Among the
-// candidates it takes the first in the spread order, and it updates the
-// load as it goes so that a batch spreads.
+// replicas of the service (counting every revision, the replicas still
+// stopping and the replicas this call places) and has none of the spec's
+// host ports in use. A slot pinned to a host (a slot replaced in place, see
+// controller/rollout) goes there when that host is a candidate. Otherwise
+// it takes the first candidate in the spread order; the call keeps track of
+// what it placed so that a batch spreads. It does not change the load: call
+// commit with the placements kept.
 //
 // Replicas that the same controller step stops still count: their
 // containers run until the agent stops them. A stop-first slot whose old
-// replica is stopped in this step is therefore placed on the next pass.
+// replica is stopped in this step is therefore placed on a later pass.
 //
 // A slot that cannot be placed gets a reason instead, which counts the
 // hosts by cause and says what would help; slots with the same reason share
-// one ("slots 2, 3 cannot be placed: ...").
-func (cl *clusterLoad) place(spec specs.Spec, serviceReplicas []state.Replica, slots []int) (map[int]string, []string) {
-	p := &placement{spec: spec, perHost: map[string]int{}, running: map[int]bool{}, requireUserns: cl.requireUserns}
+// one ("slots 2, 3 cannot be placed: ..."). When the slot's own replicas
+// hold the only room it lacks (max_per_host or a host port on their host,
+// which otherwise takes the replica), noRoom says where, for
+// rollout.Input.NoRoom.
+func (cl *clusterLoad) place(spec specs.Spec, serviceReplicas []state.Replica, slots []int, pin map[int]string) (placed map[int]string, reasons []string, noRoom map[int]rollout.NoRoom) {
+	p := &placement{spec: spec, perHost: map[string]int{}, running: map[int]bool{}, own: map[int][]state.Replica{},
+		requireUserns: cl.requireUserns, added: map[*hostLoad]int{}, addedPorts: map[*hostLoad][]publishedPort{}}
 	for _, r := range serviceReplicas {
+		if !holdsHost(r) {
+			continue
+		}
+		p.perHost[r.Host]++
+		p.own[r.Slot] = append(p.own[r.Slot], r)
 		if r.Desired == state.DesiredRunning {
-			p.perHost[r.Host]++
 			p.running[r.Slot] = true
 		}
 	}
@@ -227,12 +278,12 @@ func (cl *clusterLoad) place(spec specs.Spec, serviceReplicas []state.Replica, s
 			for _, slot := range slots {
 				unplaced.add(slot, fmt.Sprintf("placement constraint %q is invalid (%v); fix the spec", text, err))
 			}
-			return map[int]string{}, unplaced.reasons()
+			return map[int]string{}, unplaced.reasons(), nil
 		}
 		p.constraints = append(p.constraints, c)
 	}
 
-	placed := map[int]string{}
+	placed = map[int]string{}
 	for _, slot := range slots {
 		var best *hostLoad
 		refused := map[refusal]int{}
@@ -241,22 +292,146 @@ func (cl *clusterLoad) place(spec specs.Spec, serviceReplicas []state.Replica, s
 				refused[*why]++
 				continue
 			}
+			if h.id == pin[slot] {
+				best = h
+				break
+			}
 			if best == nil || p.before(h, best) {
 				best = h
 			}
 		}
 		if best == nil {
-			unplaced.add(slot, p.explain(refused, p.running[slot]))
+			room, ok := cl.ownRoom(p, slot)
+			if !ok {
+				unplaced.add(slot, p.explain(refused, p.running[slot]))
+				continue
+			}
+			if noRoom == nil {
+				noRoom = map[int]rollout.NoRoom{}
+			}
+			noRoom[slot] = room
+			if id, stopping := p.stoppingOn(slot, room.Host); stopping {
+				// Only a container of the slot that is being stopped holds
+				// the room: it comes when the agent confirms the stop.
+				unplaced.add(slot, fmt.Sprintf("waiting for replica %s to stop on %s (%s)", id, room.Host, room.Cause))
+			} else {
+				unplaced.add(slot, p.explain(refused, p.running[slot]))
+			}
 			continue
 		}
 		placed[slot] = best.id
 		p.perHost[best.id]++
-		best.total++
+		p.added[best]++
 		for _, port := range spec.Ports {
-			best.ports[publishedPortOf(port)] = true
+			p.addedPorts[best] = append(p.addedPorts[best], publishedPortOf(port))
 		}
 	}
-	return placed, unplaced.reasons()
+	return placed, unplaced.reasons(), noRoom
+}
+
+// ownRoom finds the host where slot's own replicas hold the room its
+// replacement lacks: the first (by ID) that refuses the replacement for
+// max_per_host or a host port, and takes it once they are gone.
+func (cl *clusterLoad) ownRoom(p *placement, slot int) (rollout.NoRoom, bool) {
+	if len(p.own[slot]) == 0 {
+		return rollout.NoRoom{}, false
+	}
+	byHost := map[string]imagined{}
+	for _, r := range p.own[slot] {
+		gone := byHost[r.Host]
+		gone.replicas++
+		if gone.ports == nil {
+			gone.ports = map[publishedPort]int{}
+		}
+		if cl.portsOf != nil {
+			for _, port := range cl.portsOf(r.Service, r.Revision) {
+				gone.ports[publishedPortOf(port)]++
+			}
+		}
+		byHost[r.Host] = gone
+	}
+	for _, h := range cl.hosts {
+		gone, ok := byHost[h.id]
+		if !ok {
+			continue
+		}
+		why := p.refuse(h)
+		if why == nil || p.refuseWithout(h, gone) != nil {
+			continue
+		}
+		switch why.kind {
+		case refusedMaxPerHost:
+			return rollout.NoRoom{Host: h.id, Cause: fmt.Sprintf("max_per_host %d", p.spec.Placement.MaxPerHost)}, true
+		case refusedPort:
+			return rollout.NoRoom{Host: h.id, Cause: "host port " + why.port}, true
+		}
+	}
+	return rollout.NoRoom{}, false
+}
+
+// stoppingOn reports whether every container of slot on host is desired
+// stopped (still stopping), and the first one's ID.
+func (p *placement) stoppingOn(slot int, host string) (string, bool) {
+	id := ""
+	for _, r := range p.own[slot] {
+		if r.Host != host {
+			continue
+		}
+		if r.Desired == state.DesiredRunning {
+			return "", false
+		}
+		if id == "" {
+			id = r.ID
+		}
+	}
+	return id, id != ""
+}
+
+// commit adds placed replicas of spec to the load, so that the next
+// service's placement in the same pass sees them.
+func (cl *clusterLoad) commit(spec specs.Spec, placed map[int]string) {
+	for _, h := range cl.hosts {
+		for _, host := range placed {
+			if host != h.id {
+				continue
+			}
+			h.total++
+			for _, port := range spec.Ports {
+				h.ports[publishedPortOf(port)]++
+			}
+		}
+	}
+}
+
+// placeStarts places the Starts of Decision d (made from in) and returns the
+// Decision kept with its placements. A start-first replacement that only
+// its own slot's room can take goes back to Decide as Input.NoRoom, and
+// Decide decides again: it replaces the slot stop-first in place when no
+// room will come, or keeps it start-first and waiting. Each round adds a
+// slot to NoRoom, so this ends.
+func (cl *clusterLoad) placeStarts(in rollout.Input, d rollout.Decision, spec specs.Spec) (rollout.Decision, map[int]string, []string) {
+	for {
+		placed, reasons, noRoom := cl.place(spec, in.Replicas, d.Start, d.Pin)
+		added := false
+		for slot, room := range noRoom {
+			if _, known := in.NoRoom[slot]; known {
+				continue
+			}
+			if in.NoRoom == nil {
+				in.NoRoom = map[int]rollout.NoRoom{}
+			} else if !added {
+				in.NoRoom = maps.Clone(in.NoRoom)
+			}
+			in.NoRoom[slot] = room
+			added = true
+		}
+		inRollout := in.Service.Rollout != nil && in.Service.Rollout.State == state.RolloutInProgress
+		if !added || !inRollout {
+			cl.commit(spec, placed)
+			return d, placed, reasons
+		}
+		d = rollout.Decide(in)
+	}
 }
 
 // explain says why no host could take a replica: how many hosts failed

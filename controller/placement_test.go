@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deployctl/deployctl/controller/rollout"
 	"github.com/deployctl/deployctl/raftstore/state"
 	"github.com/deployctl/deployctl/specs"
 )
@@ -52,7 +53,8 @@ func (c *placementCluster) serviceReplicas(service string) []state.Replica {
 
 // place runs one placement of spec's service on a fresh load of the cluster.
 func (c *placementCluster) place(spec specs.Spec, slots ...int) (map[int]string, []string) {
-	return loadOf(c).place(spec, c.serviceReplicas(spec.Service), slots)
+	placed, reasons, _ := loadOf(c).place(spec, c.serviceReplicas(spec.Service), slots, nil)
+	return placed, reasons
 }
 
 // readyHost is a ready host with labels written "key=value".
@@ -526,7 +528,7 @@ func TestNewClusterLoadReadsTables(t *testing.T) {
 
 	web := webSpec(specs.Placement{Constraints: []string{"zone == a"}})
 	web.Ports = revisionWithPorts("web", "8080:80").Spec.Ports
-	placed, reasons := load.place(web, store.View().ServiceReplicas("web"), []int{0, 1})
+	placed, reasons, _ := load.place(web, store.View().ServiceReplicas("web"), []int{0, 1}, nil)
 	if want := map[int]string{0: "h2"}; !reflect.DeepEqual(placed, want) {
 		t.Errorf("placed %v, want %v (h1's port is taken, h3 is in zone b)", placed, want)
 	}
@@ -539,17 +541,105 @@ func TestNewClusterLoadReadsTables(t *testing.T) {
 // replicas, and a slot that cannot be placed says so.
 func TestPlacementRequiresUserns(t *testing.T) {
 	cl := &clusterLoad{requireUserns: true, hosts: []*hostLoad{
-		{id: "plain", ready: true, ports: map[publishedPort]bool{}},
-		{id: "remapped", ready: true, userns: true, ports: map[publishedPort]bool{}},
+		{id: "plain", ready: true, ports: map[publishedPort]int{}},
+		{id: "remapped", ready: true, userns: true, ports: map[publishedPort]int{}},
 	}}
 	spec := specs.Spec{Service: "web", Replicas: 2}
-	placed, reasons := cl.place(spec, nil, []int{0})
+	placed, reasons, _ := cl.place(spec, nil, []int{0}, nil)
 	if placed[0] != "remapped" || len(reasons) != 0 {
 		t.Fatalf("placed %v, reasons %v; want slot 0 on the userns host", placed, reasons)
 	}
 	cl.hosts = cl.hosts[:1]
-	placed, reasons = cl.place(spec, nil, []int{1})
+	placed, reasons, _ = cl.place(spec, nil, []int{1}, nil)
 	if len(placed) != 0 || len(reasons) != 1 || !strings.Contains(reasons[0], "require_userns") {
 		t.Fatalf("placed %v, reasons %v; want a refusal naming require_userns", placed, reasons)
 	}
+}
+
+// A start-first replacement that only its own slot's room can take is
+// reported as NoRoom, with the host and the room: max_per_host, a host
+// port, or a constraint only the old replica's host meets. Room held by
+// another slot, or a host the slot cannot use anyway, is not.
+func TestPlaceFindsOwnRoom(t *testing.T) {
+	startFirst := func(p specs.Placement, ports ...string) specs.Spec {
+		spec := webSpec(p)
+		spec.Update.Order = specs.OrderStartFirst
+		spec.Ports = revisionWithPorts("web", ports...).Spec.Ports
+		return spec
+	}
+	noRoomOf := func(c *placementCluster, spec specs.Spec, slot int) map[int]rollout.NoRoom {
+		t.Helper()
+		placed, reasons, noRoom := loadOf(c).place(spec, c.serviceReplicas("web"), []int{slot}, nil)
+		if len(placed) != 0 || len(reasons) != 1 {
+			t.Fatalf("placed %v reasons %q, want slot %d unplaced", placed, reasons, slot)
+		}
+		return noRoom
+	}
+	three := []state.Host{readyHost("h1", "zone=a"), readyHost("h2", "zone=b"), readyHost("h3", "zone=c")}
+	t.Run("max_per_host on three hosts", func(t *testing.T) {
+		c := &placementCluster{hosts: three, replicas: []state.Replica{running("web", 0, "h1"), running("web", 1, "h2"), running("web", 2, "h3")}}
+		got := noRoomOf(c, startFirst(specs.Placement{MaxPerHost: 1}), 1)
+		if want := map[int]rollout.NoRoom{1: {Host: "h2", Cause: "max_per_host 1"}}; !reflect.DeepEqual(got, want) {
+			t.Fatalf("noRoom %v, want %v", got, want)
+		}
+	})
+	t.Run("a host port", func(t *testing.T) {
+		c := &placementCluster{hosts: three[:1], replicas: []state.Replica{running("web", 0, "h1")},
+			revisions: []state.Revision{revisionWithPorts("web", "80:80")}}
+		got := noRoomOf(c, startFirst(specs.Placement{}, "80:80"), 0)
+		if want := map[int]rollout.NoRoom{0: {Host: "h1", Cause: "host port 127.0.0.1:80/tcp"}}; !reflect.DeepEqual(got, want) {
+			t.Fatalf("noRoom %v, want %v", got, want)
+		}
+	})
+	t.Run("a constraint only the old host meets", func(t *testing.T) {
+		c := &placementCluster{hosts: three, replicas: []state.Replica{running("web", 0, "h1")}}
+		got := noRoomOf(c, startFirst(specs.Placement{MaxPerHost: 1, Constraints: []string{"zone == a"}}), 0)
+		if want := map[int]rollout.NoRoom{0: {Host: "h1", Cause: "max_per_host 1"}}; !reflect.DeepEqual(got, want) {
+			t.Fatalf("noRoom %v, want %v", got, want)
+		}
+	})
+	t.Run("the old host fails the new constraint: no own room", func(t *testing.T) {
+		c := &placementCluster{hosts: three[:2], replicas: []state.Replica{running("web", 0, "h1"), running("web", 1, "h2")}}
+		if got := noRoomOf(c, startFirst(specs.Placement{MaxPerHost: 1, Constraints: []string{"zone == b"}}), 0); got != nil {
+			t.Fatalf("noRoom %v, want none: h1 fails the constraint, h2 is slot 1's", got)
+		}
+	})
+	t.Run("a stopping container holds its host until confirmed", func(t *testing.T) {
+		draining := stopped("web", 0, "h1")
+		draining.Status.State = state.ReplicaHealthy
+		c := &placementCluster{hosts: three[:1], replicas: []state.Replica{draining}}
+		got := noRoomOf(c, startFirst(specs.Placement{MaxPerHost: 1}), 0)
+		if want := map[int]rollout.NoRoom{0: {Host: "h1", Cause: "max_per_host 1"}}; !reflect.DeepEqual(got, want) {
+			t.Fatalf("noRoom %v, want %v", got, want)
+		}
+		_, reasons, _ := loadOf(c).place(startFirst(specs.Placement{MaxPerHost: 1}), c.serviceReplicas("web"), []int{0}, nil)
+		if want := "slot 0 cannot be placed: waiting for replica web-0-h1-stopped to stop on h1 (max_per_host 1)"; !slices.Equal(reasons, []string{want}) {
+			t.Fatalf("reasons %q, want %q", reasons, want)
+		}
+		c.replicas[0].Status.State = state.ReplicaStopped
+		if placed := mustPlaceAll(t, c, startFirst(specs.Placement{MaxPerHost: 1}), 0); placed[0] != "h1" {
+			t.Fatalf("placed %v once the stop is confirmed, want h1", placed)
+		}
+	})
+	t.Run("a pinned slot goes to its host when it can", func(t *testing.T) {
+		c := &placementCluster{hosts: three}
+		placed, _, _ := loadOf(c).place(startFirst(specs.Placement{MaxPerHost: 1}), nil, []int{0, 1}, map[int]string{1: "h3"})
+		if want := map[int]string{0: "h1", 1: "h3"}; !reflect.DeepEqual(placed, want) {
+			t.Fatalf("placed %v, want %v", placed, want)
+		}
+	})
+	t.Run("place does not change the load until commit", func(t *testing.T) {
+		c := &placementCluster{hosts: three[:1]}
+		load := loadOf(c)
+		spec := startFirst(specs.Placement{}, "80:80")
+		for range 2 {
+			if placed, _, _ := load.place(spec, nil, []int{0}, nil); placed[0] != "h1" {
+				t.Fatalf("placed %v, want h1", placed)
+			}
+		}
+		load.commit(spec, map[int]string{0: "h1"})
+		if placed, _, _ := load.place(spec, nil, []int{1}, nil); len(placed) != 0 {
+			t.Fatalf("placed %v after commit took port 80 on h1", placed)
+		}
+	})
 }

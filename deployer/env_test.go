@@ -12,6 +12,7 @@ import (
 	"github.com/deployctl/deployctl/internal/dockerclean"
 
 	"github.com/deployctl/deployctl/internal/devimage"
+	"github.com/deployctl/deployctl/internal/enginetest"
 	"github.com/deployctl/deployctl/raftstore/state"
 	"github.com/deployctl/deployctl/specs"
 	"github.com/docker/docker/client"
@@ -62,7 +63,7 @@ func mustDockerEnv(t testing.TB) *dockerEnv {
 	t.Cleanup(func() { _ = rt.Close() })
 	if err := rt.Ping(ctx); err != nil {
 		if errors.Is(err, ErrEngineUnavailable) {
-			t.Skipf("skipping: these tests need a reachable Docker Engine: %v", err)
+			enginetest.Unavailable(t, err)
 		}
 		t.Fatalf("Ping: %v", err)
 	}

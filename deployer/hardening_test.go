@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/deployctl/deployctl/deployer/audit"
+	"github.com/deployctl/deployctl/internal/enginetest"
 	"github.com/deployctl/deployctl/raftstore/state"
 	"github.com/deployctl/deployctl/specs"
 	"github.com/docker/docker/api/types/container"
@@ -607,7 +608,7 @@ func TestDockerRuntimeEngineInfo(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = rt.Close() })
 	if err := rt.Ping(ctx); errors.Is(err, ErrEngineUnavailable) {
-		t.Skipf("skipping: needs a reachable Docker Engine: %v", err)
+		enginetest.Unavailable(t, err)
 	}
 	info, err := rt.EngineInfo(ctx)
 	if err != nil {

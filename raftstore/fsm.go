@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"strings"
 
 	"github.com/hashicorp/raft"
 
@@ -49,10 +51,52 @@ func (c CommandType) String() string {
 	return fmt.Sprintf("unknown(%d)", byte(c))
 }
 
-// ErrUnknownCommand is returned (as the apply response) for a log entry
-// whose type byte this build does not know. It is refused loudly rather
-// than skipped, since skipping would let nodes' states diverge.
+// FSMVersion is the command set this build's FSM knows: every command
+// type whose MinVersion is at most FSMVersion. A server advertises it when
+// it joins (state.ServerInfo.Version). Raise it, and give the new command
+// types that MinVersion, in the release that adds them (see DESIGN.md,
+// "Adding a command type").
+const FSMVersion = 1
+
+// minVersions is the FSM version that first knows each command type. Every
+// type of FSMVersion 1 is known by every server that records versions, and
+// by those before them (a registered server without a version is 1).
+var minVersions = map[CommandType]int{
+	CmdApplyRevision: 1, CmdRolloutStep: 1, CmdHostReport: 1, CmdDeleteService: 1,
+	CmdRegisterServer: 1, CmdDeregisterServer: 1, CmdSetHostState: 1, CmdSetPolicy: 1,
+}
+
+// ErrUnknownCommand names a log entry whose type byte this build does not
+// know, or whose body does not decode. The FSM never skips such an entry:
+// it calls its FatalFunc, which stops the server (see NewFSM).
 var ErrUnknownCommand = errors.New("unknown raft command")
+
+// ErrVersionGate is returned by the leader for a command that some server
+// of the cluster is too old to apply: writing it would stop that server.
+var ErrVersionGate = errors.New("a server of the cluster is too old for this command")
+
+// FatalExitCode is the exit status of a server stopped by ExitOnFatal.
+const FatalExitCode = 70
+
+// FatalFunc is called by the FSM with a committed entry it cannot apply:
+// its raft index, its type byte, and why. Every server applies the same
+// log, so skipping the entry would leave this server's state different
+// from the others' for good; the only safe answer is to stop. Production
+// uses ExitOnFatal. A test may record the call and return: Apply then
+// returns the error and changes nothing.
+type FatalFunc func(index uint64, typ byte, err error)
+
+// ExitOnFatal writes the entry's index, type and error to w and exits the
+// process with FatalExitCode. An operator restarts the server with a build
+// that knows the command (an upgrade), never with the entry skipped.
+func ExitOnFatal(w io.Writer) FatalFunc {
+	return func(index uint64, typ byte, err error) {
+		fmt.Fprintf(w, "FATAL: raft log entry %d (command type %d, %s) cannot be applied: %v; "+
+			"this server stops rather than skip it: run a deployctl version that knows the command\n",
+			index, typ, CommandType(typ), err)
+		os.Exit(FatalExitCode)
+	}
+}
 
 // Encode frames a command: one type byte, then its JSON body.
 func Encode(t CommandType, cmd any) ([]byte, error) {
@@ -66,10 +110,72 @@ func Encode(t CommandType, cmd any) ([]byte, error) {
 // FSM applies committed commands to the state store.
 type FSM struct {
 	store *state.Store
+	fatal FatalFunc
+	// minVersions is the package table; tests add future command types.
+	minVersions map[CommandType]int
 }
 
-// NewFSM returns an FSM over a store.
-func NewFSM(store *state.Store) *FSM { return &FSM{store: store} }
+// FSMOption changes an FSM built by NewFSM.
+type FSMOption func(*FSM)
+
+// WithFatal sets what the FSM calls with an entry it cannot apply; the
+// default is ExitOnFatal(os.Stderr).
+func WithFatal(fn FatalFunc) FSMOption { return func(f *FSM) { f.fatal = fn } }
+
+// NewFSM returns an FSM over a store. An entry it cannot decode or does not
+// know stops the process (ExitOnFatal) unless WithFatal says otherwise.
+func NewFSM(store *state.Store, opts ...FSMOption) *FSM {
+	f := &FSM{store: store, fatal: ExitOnFatal(os.Stderr), minVersions: minVersions}
+	for _, opt := range opts {
+		opt(f)
+	}
+	return f
+}
+
+// stop hands an entry that cannot be applied to the FatalFunc; if that
+// returns (a test), the error is the entry's response.
+func (f *FSM) stop(l *raft.Log, typ byte, err error) error {
+	f.fatal(l.Index, typ, err)
+	return err
+}
+
+// Admit is the leader's version gate, run before a command is proposed: a
+// command type whose MinVersion is above FSMVersion 1 is refused while any
+// member of the raft configuration (members) has not registered a version
+// at least that high. Commands every version knows pass without a look.
+func (f *FSM) Admit(data []byte, members func() ([]string, error)) error {
+	if len(data) == 0 {
+		return fmt.Errorf("%w: empty command", ErrUnknownCommand)
+	}
+	t := CommandType(data[0])
+	need, known := f.minVersions[t]
+	if !known {
+		return fmt.Errorf("%w: this server does not know command type %d", ErrUnknownCommand, data[0])
+	}
+	if need <= 1 {
+		return nil
+	}
+	ids, err := members()
+	if err != nil {
+		return fmt.Errorf("version gate for %s: %w", t, err)
+	}
+	view := f.store.View()
+	var old []string
+	for _, id := range ids {
+		srv, ok := view.Server(id)
+		switch {
+		case !ok:
+			old = append(old, id+" (not registered yet)")
+		case max(srv.Version, 1) < need:
+			old = append(old, fmt.Sprintf("%s (version %d)", id, max(srv.Version, 1)))
+		}
+	}
+	if len(old) > 0 {
+		return fmt.Errorf("%w: %s needs FSM version %d on every server; upgrade %s first",
+			ErrVersionGate, t, need, strings.Join(old, ", "))
+	}
+	return nil
+}
 
 // Store is the state the FSM applies to.
 func (f *FSM) Store() *state.Store { return f.store }
@@ -81,16 +187,33 @@ func (f *FSM) Apply(l *raft.Log) any {
 		return nil
 	}
 	if len(l.Data) == 0 {
-		return fmt.Errorf("%w: empty entry at index %d", ErrUnknownCommand, l.Index)
+		return f.stop(l, 0, fmt.Errorf("%w: empty entry at index %d", ErrUnknownCommand, l.Index))
 	}
 	t, body := CommandType(l.Data[0]), l.Data[1:]
+	res := f.apply(l.Index, t, body)
+	var bad *undecodable
+	if err, ok := res.(error); ok && errors.As(err, &bad) {
+		return f.stop(l, byte(t), fmt.Errorf("%w: %s at index %d: %w", ErrUnknownCommand, t, l.Index, bad.err))
+	}
+	return res
+}
+
+// undecodable marks an entry whose body does not decode: fatal, unlike the
+// store's answers (a conflict, a bad record), which every server gives alike.
+type undecodable struct{ err error }
+
+func (u *undecodable) Error() string { return u.err.Error() }
+
+// apply dispatches one command; an unknown type or an undecodable body
+// comes back as *undecodable.
+func (f *FSM) apply(index uint64, t CommandType, body []byte) any {
 	switch t {
 	case CmdApplyRevision:
 		var c state.ApplyRevisionCmd
 		if err := decode(t, body, &c); err != nil {
 			return err
 		}
-		res, err := f.store.ApplyRevision(l.Index, c)
+		res, err := f.store.ApplyRevision(index, c)
 		if err != nil {
 			return err
 		}
@@ -100,54 +223,54 @@ func (f *FSM) Apply(l *raft.Log) any {
 		if err := decode(t, body, &c); err != nil {
 			return err
 		}
-		return f.store.ApplyRolloutStep(l.Index, c)
+		return f.store.ApplyRolloutStep(index, c)
 	case CmdHostReport:
 		var c state.HostReportCmd
 		if err := decode(t, body, &c); err != nil {
 			return err
 		}
-		return f.store.ApplyHostReport(l.Index, c)
+		return f.store.ApplyHostReport(index, c)
 	case CmdDeleteService:
 		var c state.DeleteServiceCmd
 		if err := decode(t, body, &c); err != nil {
 			return err
 		}
-		return f.store.ApplyDeleteService(l.Index, c)
+		return f.store.ApplyDeleteService(index, c)
 	case CmdRegisterServer:
 		var c state.RegisterServerCmd
 		if err := decode(t, body, &c); err != nil {
 			return err
 		}
-		return f.store.ApplyRegisterServer(l.Index, c)
+		return f.store.ApplyRegisterServer(index, c)
 	case CmdDeregisterServer:
 		var c state.DeregisterServerCmd
 		if err := decode(t, body, &c); err != nil {
 			return err
 		}
-		return f.store.ApplyDeregisterServer(l.Index, c)
+		return f.store.ApplyDeregisterServer(index, c)
 	case CmdSetHostState:
 		var c state.SetHostStateCmd
 		if err := decode(t, body, &c); err != nil {
 			return err
 		}
-		return f.store.ApplySetHostState(l.Index, c)
+		return f.store.ApplySetHostState(index, c)
 	case CmdSetPolicy:
 		var c state.SetPolicyCmd
 		if err := decode(t, body, &c); err != nil {
 			return err
 		}
-		v, err := f.store.ApplySetPolicy(l.Index, c)
+		v, err := f.store.ApplySetPolicy(index, c)
 		if err != nil {
 			return err
 		}
 		return v
 	}
-	return fmt.Errorf("%w: type byte %d at index %d (is this node older than the leader?)", ErrUnknownCommand, byte(t), l.Index)
+	return &undecodable{fmt.Errorf("type byte %d is not a command this server knows (is it older than the leader?)", byte(t))}
 }
 
 func decode(t CommandType, body []byte, into any) error {
 	if err := json.Unmarshal(body, into); err != nil {
-		return fmt.Errorf("decode %s: %w", t, err)
+		return &undecodable{fmt.Errorf("decode %s: %w", t, err)}
 	}
 	return nil
 }

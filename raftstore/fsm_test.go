@@ -5,6 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"os"
+	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -121,17 +125,138 @@ func TestFSMAppliesEveryCommand(t *testing.T) {
 	}
 }
 
-func TestFSMRefusesUnknownCommand(t *testing.T) {
-	f := NewFSM(state.NewStore())
-	for _, data := range [][]byte{{}, {0xEE, '{', '}'}} {
-		res := f.Apply(&raft.Log{Index: 1, Type: raft.LogCommand, Data: data})
-		err, ok := res.(error)
-		if !ok || !errors.Is(err, ErrUnknownCommand) {
-			t.Fatalf("Apply(%x) = %v, want ErrUnknownCommand", data, res)
+// fatalCall is one call of the FSM's FatalFunc.
+type fatalCall struct {
+	index uint64
+	typ   byte
+	err   error
+}
+
+// recordingFSM is an FSM whose FatalFunc records instead of exiting.
+func recordingFSM() (*FSM, *[]fatalCall) {
+	var calls []fatalCall
+	f := NewFSM(state.NewStore(), WithFatal(func(index uint64, typ byte, err error) {
+		calls = append(calls, fatalCall{index, typ, err})
+	}))
+	return f, &calls
+}
+
+// An entry the FSM does not know or cannot decode is never skipped: the
+// FSM calls its FatalFunc with the index and type, and changes nothing.
+func TestFSMStopsOnUnknownOrUndecodableEntry(t *testing.T) {
+	tests := []struct {
+		name string
+		data []byte
+		typ  byte
+	}{
+		{name: "empty entry", data: []byte{}, typ: 0},
+		{name: "unknown type", data: []byte{0xEE, '{', '}'}, typ: 0xEE},
+		{name: "undecodable body", data: append([]byte{byte(CmdApplyRevision)}, "not json"...), typ: byte(CmdApplyRevision)},
+		{name: "wrong body shape", data: append([]byte{byte(CmdRolloutStep)}, `{"create":"x"}`...), typ: byte(CmdRolloutStep)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f, calls := recordingFSM()
+			res := f.Apply(&raft.Log{Index: 42, Type: raft.LogCommand, Data: tt.data})
+			if len(*calls) != 1 {
+				t.Fatalf("FatalFunc called %d times, want once", len(*calls))
+			}
+			c := (*calls)[0]
+			if c.index != 42 || c.typ != tt.typ || !errors.Is(c.err, ErrUnknownCommand) {
+				t.Fatalf("FatalFunc(%d, %d, %v), want (42, %d, ErrUnknownCommand)", c.index, c.typ, c.err, tt.typ)
+			}
+			if err, ok := res.(error); !ok || !errors.Is(err, ErrUnknownCommand) {
+				t.Fatalf("Apply = %v, want ErrUnknownCommand", res)
+			}
+			if f.Store().View().Index() != 0 {
+				t.Fatal("the entry changed the state")
+			}
+		})
+	}
+	// The store's own refusals are answers every server gives alike: not fatal.
+	f, calls := recordingFSM()
+	res := f.Apply(&raft.Log{Index: 1, Type: raft.LogCommand, Data: mustEncode(t, CmdRegisterServer, state.RegisterServerCmd{})})
+	if _, isErr := res.(error); !isErr || len(*calls) != 0 {
+		t.Fatalf("a refused record: Apply = %v, fatal calls %d; want an error and no fatal call", res, len(*calls))
+	}
+}
+
+// The default FatalFunc stops the process: exit status FatalExitCode, with
+// the index and the type on stderr. Run in a child process.
+func TestFSMExitsOnUnknownEntry(t *testing.T) {
+	if os.Getenv("DEPLOYCTL_TEST_FSM_CHILD") == "1" {
+		NewFSM(state.NewStore()).Apply(&raft.Log{Index: 42, Type: raft.LogCommand, Data: []byte{0xEE, '{', '}'}})
+		fmt.Println("applied: the entry was skipped")
+		os.Exit(0)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestFSMExitsOnUnknownEntry$")
+	cmd.Env = append(os.Environ(), "DEPLOYCTL_TEST_FSM_CHILD=1")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != FatalExitCode {
+		t.Fatalf("child: %v, stdout %q; want exit status %d", err, out, FatalExitCode)
+	}
+	for _, want := range []string{"raft log entry 42", "command type 238"} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("stderr %q does not say %q", stderr.String(), want)
 		}
 	}
-	if f.Store().View().Index() != 0 {
-		t.Fatal("an unknown command changed the state")
+}
+
+// The version gate: a command type newer than some server is refused by
+// the leader, naming the servers to upgrade; commands every version knows
+// pass without looking at the members.
+func TestFSMVersionGate(t *testing.T) {
+	const future = CommandType(99)
+	f, _ := recordingFSM()
+	f.minVersions = maps.Clone(f.minVersions)
+	f.minVersions[future] = 2
+	register := func(index uint64, id string, version int) {
+		t.Helper()
+		res := f.Apply(&raft.Log{Index: index, Type: raft.LogCommand, Data: mustEncode(t, CmdRegisterServer,
+			state.RegisterServerCmd{Server: state.ServerInfo{ID: id, RaftAddr: id + ":1", APIAddr: id + ":2", Version: version}})})
+		if err, ok := res.(error); ok {
+			t.Fatal(err)
+		}
+	}
+	members := func() ([]string, error) { return []string{"n1", "n2", "n3"}, nil }
+	cmd := []byte{byte(future), '{', '}'}
+
+	register(1, "n1", 2)
+	register(2, "n2", 0) // registered before versions were recorded
+	err := f.Admit(cmd, members)
+	if !errors.Is(err, ErrVersionGate) || !strings.Contains(err.Error(), "n2 (version 1)") || !strings.Contains(err.Error(), "n3 (not registered yet)") ||
+		strings.Contains(err.Error(), "n1") {
+		t.Fatalf("Admit = %v, want ErrVersionGate naming n2 and n3 only", err)
+	}
+	register(3, "n2", 2)
+	register(4, "n3", 3)
+	if err := f.Admit(cmd, members); err != nil {
+		t.Fatalf("every server knows the command: %v", err)
+	}
+
+	noMembers := func() ([]string, error) { t.Fatal("members asked for a command every version knows"); return nil, nil }
+	for ct := range minVersions {
+		if err := f.Admit([]byte{byte(ct), '{', '}'}, noMembers); err != nil {
+			t.Fatalf("%s: %v", ct, err)
+		}
+	}
+	if err := f.Admit([]byte{0xEE}, noMembers); !errors.Is(err, ErrUnknownCommand) {
+		t.Fatalf("a type this leader does not know: %v, want ErrUnknownCommand", err)
+	}
+}
+
+// Every command type has a MinVersion, and none above FSMVersion: a build
+// must know every type it may write.
+func TestEveryCommandHasAVersion(t *testing.T) {
+	for ct := CommandType(1); ct < 0xFF; ct++ {
+		v, ok := minVersions[ct]
+		known := !strings.HasPrefix(ct.String(), "unknown(")
+		if known != ok || v > FSMVersion {
+			t.Errorf("%s: known %v, min version %d (registered %v), FSMVersion %d", ct, known, v, ok, FSMVersion)
+		}
 	}
 }
 
@@ -228,5 +353,40 @@ func BenchmarkFSMSnapshot(b *testing.B) {
 		if _, err := f.Snapshot(); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// The gate runs in Node.Apply, before anything reaches the log: a command
+// type newer than a member is refused there and never committed.
+func TestNodeApplyRunsTheVersionGate(t *testing.T) {
+	const future = CommandType(99)
+	f, calls := recordingFSM()
+	f.minVersions = maps.Clone(f.minVersions)
+	f.minVersions[future] = 2
+	cfg := testConfig("n1", t.TempDir(), f)
+	cfg.Bootstrap = true
+	n := mustOpen(t, cfg)
+	mustWaitForLeader(t, n)
+	ctx := boundedContext(t)
+	register := func(version int) {
+		t.Helper()
+		if _, err := n.Apply(ctx, mustEncode(t, CmdRegisterServer, state.RegisterServerCmd{
+			Server: state.ServerInfo{ID: "n1", RaftAddr: n.Addr(), APIAddr: "127.0.0.1:2", Version: version}})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	register(1)
+	before := f.Store().View().Index()
+	if _, err := n.Apply(ctx, []byte{byte(future), '{', '}'}); !errors.Is(err, ErrVersionGate) {
+		t.Fatalf("Apply = %v, want ErrVersionGate", err)
+	}
+	if f.Store().View().Index() != before || len(*calls) != 0 {
+		t.Fatal("a gated command reached the FSM")
+	}
+	// Once every member says it knows the type, the leader writes it (this
+	// test FSM does not know it, so its FatalFunc is called).
+	register(2)
+	if _, err := n.Apply(ctx, []byte{byte(future), '{', '}'}); !errors.Is(err, ErrUnknownCommand) || len(*calls) != 1 {
+		t.Fatalf("Apply = %v with %d fatal calls, want the entry written and the FSM's fatal call", err, len(*calls))
 	}
 }

@@ -114,6 +114,9 @@ type Node struct {
 	addr   string
 	logger hclog.Logger
 
+	// admit is the FSM's version gate, if it has one (see Admitter).
+	admit Admitter
+
 	bolt      *raftboltdb.BoltStore
 	stream    *streamLayer
 	transport *raft.NetworkTransport
@@ -287,6 +290,9 @@ func (n *Node) open(cfg Config) error {
 		return fmt.Errorf("raftstore: start raft: %w", err)
 	}
 	n.raft = r
+	if g, ok := cfg.FSM.(Admitter); ok {
+		n.admit = g
+	}
 
 	n.fanoutDone = make(chan struct{})
 	go n.fanOutLeadership(notifyCh)
@@ -380,6 +386,11 @@ func (n *Node) Apply(ctx context.Context, cmd []byte) (any, error) {
 	if err != nil {
 		return nil, n.mapError(op, err)
 	}
+	if n.admit != nil {
+		if err := n.admit.Admit(cmd, n.memberIDs); err != nil {
+			return nil, fmt.Errorf("%s: %w", op, err)
+		}
+	}
 	future := n.raft.Apply(cmd, timeout)
 	if err := n.await(ctx, future); err != nil {
 		return nil, n.mapError(op, err)
@@ -458,6 +469,26 @@ func (n *Node) WaitForLeader(ctx context.Context) (string, error) {
 			return "", fmt.Errorf("%s: %w: %w", op, ErrNoLeader, ctx.Err())
 		}
 	}
+}
+
+// Admitter is an FSM with a version gate: Node.Apply asks it before
+// proposing a command, with the IDs of the raft configuration's servers
+// (asked only when the gate needs them). *FSM is one.
+type Admitter interface {
+	Admit(cmd []byte, members func() ([]string, error)) error
+}
+
+// memberIDs lists the server IDs of the latest raft configuration.
+func (n *Node) memberIDs() ([]string, error) {
+	future := n.raft.GetConfiguration()
+	if err := future.Error(); err != nil {
+		return nil, n.mapError("raft configuration", err)
+	}
+	var ids []string
+	for _, s := range future.Configuration().Servers {
+		ids = append(ids, string(s.ID))
+	}
+	return ids, nil
 }
 
 // Servers returns the latest raft configuration as this node knows it.

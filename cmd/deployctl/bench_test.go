@@ -69,6 +69,7 @@ func waitOutcome(b testing.TB, c *controller.Client, svc string, rev int) contro
 // overhead-ms: start-first batches move on once their replicas pass a probe,
 // so the checks need one update.monitor window after the last replica.
 func BenchmarkRollout4(b *testing.B) {
+	needEngine(b)
 	cases := []struct {
 		name        string
 		parallelism int
@@ -116,6 +117,7 @@ func mustApplyAndWait(b testing.TB, c *controller.Client, spec []byte) controlle
 // HTTP check the broken replica's first answer (500) counts; with the exec
 // check its failure counts at Docker's pace, one interval after its start.
 func BenchmarkAutoRollback(b *testing.B) {
+	needEngine(b)
 	for _, check := range []struct{ name, yaml string }{{"http", benchHTTPCheck}, {"exec", benchExecCheck}} {
 		b.Run("check="+check.name, func(b *testing.B) {
 			s := mustStartBenchServer(b)
@@ -142,6 +144,7 @@ func BenchmarkAutoRollback(b *testing.B) {
 // `docker service rollback` (manual-rollback-ms). The v1 replicas are gone,
 // so this is a rollout of 4 replicas in batches of one.
 func BenchmarkManualRollback(b *testing.B) {
+	needEngine(b)
 	s := mustStartBenchServer(b)
 	c := controller.NewClient([]string{s.addr}, nil)
 	mustApplyAndWait(b, c, benchSpec(env.refs["v1"], 1, time.Second))

@@ -67,6 +67,7 @@ func (c *chaosCluster) partitionMethod() string {
 
 func mustStartChaosCluster(t testing.TB) *chaosCluster {
 	t.Helper()
+	needBinary(t)
 	ctx := context.Background()
 	c := &chaosCluster{t: t, tlsDir: filepath.Join(t.TempDir(), "tls")}
 	var nw *chaos.Network

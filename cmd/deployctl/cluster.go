@@ -33,7 +33,7 @@ import (
 //     bootstraps (raftstore refuses), so two clusters never form from
 //     servers that already belong to one.
 func formCluster(ctx context.Context, cfg serverConfig, node *raftstore.Node, self state.ServerInfo, own *controller.Client, tls *serverTLS, log hclog.Logger) {
-	req := controller.JoinRequest{ID: self.ID, RaftAddr: self.RaftAddr, APIAddr: self.APIAddr}
+	req := controller.JoinRequest{ID: self.ID, RaftAddr: self.RaftAddr, APIAddr: self.APIAddr, Version: raftstore.FSMVersion}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -40,6 +41,11 @@ type testCluster struct {
 
 func mustStartCluster(t testing.TB, n int, extra ...string) *testCluster {
 	t.Helper()
+	if slices.Contains(extra, "--no-agent") {
+		needBinary(t)
+	} else {
+		needEngine(t)
+	}
 	c := &testCluster{t: t, tlsDir: filepath.Join(t.TempDir(), "tls"), extra: extra}
 	ids := make([]string, n)
 	for i := range ids {
@@ -269,6 +275,7 @@ func TestClusterFormsOverMutualTLSAndRefusesStrangers(t *testing.T) {
 }
 
 func TestClusterDeploysAcrossHostsAndSurvivesLeaderKill(t *testing.T) {
+	needEngine(t)
 	c := mustStartCluster(t, 3, "--host-ttl", "3s", "--host-down-grace", "4s")
 	waitFor(t, 30*time.Second, "three ready hosts", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
@@ -401,6 +408,7 @@ func TestClusterDeploysAcrossHostsAndSurvivesLeaderKill(t *testing.T) {
 }
 
 func TestClusterMembershipAndAgentOnlyHost(t *testing.T) {
+	needEngine(t)
 	c := mustStartCluster(t, 3, "--no-agent")
 	leader := c.mustLeader(20 * time.Second)
 
@@ -541,6 +549,7 @@ func (c *testCluster) startApply(t testing.TB, spec string) (*syncBuffer, <-chan
 // A host lost in the middle of a rollout: its replicas are placed on the
 // other hosts after the grace period and the rollout still succeeds.
 func TestClusterHostLostMidRollout(t *testing.T) {
+	needEngine(t)
 	c := mustStartCluster(t, 3, "--host-ttl", "2s", "--host-down-grace", "2s")
 	c.mustReadyHosts(t, 3)
 	if r := c.cli(t, c.nodes, webSpec(env.refs["v1"], 3, ""), "apply", "-"); r.code != 0 {
@@ -588,6 +597,7 @@ func TestClusterHostLostMidRollout(t *testing.T) {
 // Then quorum is lost: no container stops, the API says "no leader", and it
 // recovers by itself when a server returns.
 func TestClusterMinorityLeaderAndQuorumLoss(t *testing.T) {
+	needEngine(t)
 	c := mustStartCluster(t, 3, "--host-ttl", "3s", "--host-down-grace", "3s")
 	c.mustReadyHosts(t, 3)
 	if r := c.cli(t, c.nodes, webSpec(env.refs["v1"], 3, ""), "apply", "-"); r.code != 0 {

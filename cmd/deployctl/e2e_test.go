@@ -44,9 +44,14 @@ import (
 	"github.com/deployctl/deployctl/deployer/seccomp"
 	"github.com/deployctl/deployctl/internal/devimage"
 	"github.com/deployctl/deployctl/internal/dockerclean"
+	"github.com/deployctl/deployctl/internal/enginetest"
 )
 
-// e2eEnv is shared by the tests of this package: built once in TestMain.
+// e2eEnv is shared by the tests of this package, built lazily: the binary
+// the first time a test needs it (needBinary), the registry and images the
+// first time a test needs the engine (needEngine). A unit-test run builds
+// neither; without an engine, engine tests skip with one line (or fail
+// under DEPLOYCTL_REQUIRE_DOCKER=1, as `make test` sets).
 type e2eEnv struct {
 	bin     string
 	regAddr string
@@ -57,56 +62,96 @@ type e2eEnv struct {
 	runID   string
 }
 
-var env *e2eEnv // set once by TestMain before any test runs, read-only after
+// env is filled by needBinary and needEngine (each part once, under its
+// sync.Once) and read-only after.
+var env = &e2eEnv{refs: map[string]string{}, digests: map[string]string{}, runID: fmt.Sprintf("e2e-%d", os.Getpid())}
+
+// lazyEnv holds what the lazy setup made, for TestMain to remove.
+var lazyEnv struct {
+	dir                 string
+	binOnce, engineOnce sync.Once
+	binErr, engineErr   error
+	mu                  sync.Mutex
+	closers             []func()
+}
 
 func TestMain(m *testing.M) {
 	os.Exit(runTests(m))
 }
 
 func runTests(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "deployctl-e2e-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	e, cleanup, err := setupEnv(dir)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "e2e setup:", err)
-		cleanup()
-		return 1
-	}
-	env = e
 	code := m.Run()
-	cleanup()
+	lazyEnv.mu.Lock()
+	closers := lazyEnv.closers
+	lazyEnv.mu.Unlock()
+	for i := len(closers) - 1; i >= 0; i-- {
+		closers[i]()
+	}
+	if lazyEnv.dir != "" {
+		os.RemoveAll(lazyEnv.dir)
+	}
 	return code
 }
 
-func setupEnv(dir string) (*e2eEnv, func(), error) {
-	ctx := context.Background()
-	e := &e2eEnv{refs: map[string]string{}, digests: map[string]string{}, runID: fmt.Sprintf("e2e-%d", os.Getpid())}
-	var closers []func()
-	cleanup := func() {
-		for i := len(closers) - 1; i >= 0; i-- {
-			closers[i]()
+// needBinary builds deployctl once, the first time a test needs it, and
+// returns its path.
+func needBinary(t testing.TB) string {
+	t.Helper()
+	lazyEnv.binOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "deployctl-e2e-")
+		if err != nil {
+			lazyEnv.binErr = err
+			return
 		}
+		lazyEnv.dir = dir
+		bin := filepath.Join(dir, "deployctl")
+		build := exec.Command("go", "build", "-o", bin, ".")
+		if out, err := build.CombinedOutput(); err != nil {
+			lazyEnv.binErr = fmt.Errorf("build deployctl: %w\n%s", err, out)
+			return
+		}
+		env.bin = bin
+	})
+	if lazyEnv.binErr != nil {
+		t.Fatal(lazyEnv.binErr)
 	}
-	e.bin = filepath.Join(dir, "deployctl")
-	build := exec.Command("go", "build", "-o", e.bin, ".")
-	build.Stderr = os.Stderr
-	if err := build.Run(); err != nil {
-		return nil, cleanup, fmt.Errorf("build deployctl: %w", err)
+	return env.bin
+}
+
+// needEngine skips t (or fails it, under DEPLOYCTL_REQUIRE_DOCKER=1) when
+// no Docker Engine answers, and otherwise makes sure the binary, the
+// registry and the test images exist.
+func needEngine(t testing.TB) {
+	t.Helper()
+	enginetest.Require(t)
+	needBinary(t)
+	lazyEnv.engineOnce.Do(func() {
+		closers, err := setupEngine(env)
+		lazyEnv.mu.Lock()
+		lazyEnv.closers = append(lazyEnv.closers, closers...)
+		lazyEnv.mu.Unlock()
+		lazyEnv.engineErr = err
+	})
+	if lazyEnv.engineErr != nil {
+		t.Fatalf("e2e setup: %v", lazyEnv.engineErr)
 	}
+}
+
+// setupEngine connects to the engine, starts the registry and pushes the
+// test images; the closers undo it, also after an error.
+func setupEngine(e *e2eEnv) ([]func(), error) {
+	ctx := context.Background()
+	var closers []func()
 	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
 	if err != nil {
-		return nil, cleanup, err
+		return closers, err
 	}
 	e.docker = cli
 	closers = append(closers, func() { cli.Close() })
 
 	reg, err := devimage.StartRegistry("127.0.0.1:0", hclog.NewNullLogger())
 	if err != nil {
-		return nil, cleanup, err
+		return closers, err
 	}
 	e.regAddr = reg.Addr()
 	closers = append(closers, func() { reg.Close() })
@@ -114,24 +159,24 @@ func setupEnv(dir string) (*e2eEnv, func(), error) {
 
 	img, err := devimage.BuildGoImage(ctx, devimage.GoImageOptions{PackageDir: "../../examples/webapp", Env: []string{"WEBAPP_VERSION=v1"}})
 	if err != nil {
-		return nil, cleanup, err
+		return closers, err
 	}
 	variants := map[string][]string{"v1": nil, "v11": {"WEBAPP_VERSION=v1.1"}, "broken": {"WEBAPP_VERSION=v2", "WEBAPP_BROKEN=1"}, "crash": {"WEBAPP_CRASH=1"}}
 	for name, extra := range variants {
 		im := img
 		if extra != nil {
 			if im, err = devimage.WithEnv(img, extra...); err != nil {
-				return nil, cleanup, err
+				return closers, err
 			}
 		}
 		ref := e.regAddr + "/e2e/webapp:" + name
 		d, err := devimage.Push(ctx, ref, im)
 		if err != nil {
-			return nil, cleanup, err
+			return closers, err
 		}
 		e.refs[name], e.digests[name] = ref, d
 	}
-	return e, cleanup, nil
+	return closers, nil
 }
 
 // removeRegistryImages removes the images the engine pulled from this run's
@@ -185,6 +230,7 @@ func mustStartServer(t testing.TB) *devServer {
 // mustStartServerArgs starts a dev server with args after the common flags.
 func mustStartServerArgs(t testing.TB, args ...string) *devServer {
 	t.Helper()
+	needEngine(t)
 	name := strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
 	s := &devServer{
 		t: t, addr: freeAddr(t), raft: freeAddr(t), dataDir: t.TempDir(),
@@ -250,6 +296,9 @@ func (s *devServer) stop() {
 // removeHostObjects removes the containers labelled with a test's host id
 // and the test's network, if deployctl created it.
 func removeHostObjects(cli *client.Client, hostID, netName string) {
+	if cli == nil {
+		return // no engine was set up: nothing of ours can be there
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	dockerclean.HostObjects(ctx, cli, hostID, netName)
@@ -380,6 +429,7 @@ func currentContainerIDs(st controller.ServiceStatus) map[string]bool {
 }
 
 func TestCLIDeployAutoRollbackManualRollbackRemove(t *testing.T) {
+	needEngine(t)
 	s := mustStartServer(t)
 	dir := t.TempDir()
 	write := func(name, body string) string {
@@ -540,6 +590,7 @@ func contains(list []string, s string) bool {
 }
 
 func TestCLIServerRestartAdoptsContainers(t *testing.T) {
+	needEngine(t)
 	s := mustStartServer(t)
 	mustCLI(t, s, 0, webSpec(env.refs["v1"], 2, ""), "apply", "-")
 	before := currentContainerIDs(mustStatus(t, s, "web"))
@@ -574,6 +625,7 @@ func TestCLIServerRestartAdoptsContainers(t *testing.T) {
 }
 
 func TestCLIRefusesBadInput(t *testing.T) {
+	needEngine(t)
 	s := mustStartServer(t)
 	mustCLI(t, s, 0, webSpec(env.refs["v1"], 1, ""), "apply", "-")
 	before := mustHistory(t, s, "web")
@@ -626,6 +678,7 @@ func TestCLIRefusesBadInput(t *testing.T) {
 }
 
 func TestCLIPauseOnFailure(t *testing.T) {
+	needEngine(t)
 	s := mustStartServer(t)
 	mustCLI(t, s, 0, webSpec(env.refs["v1"], 2, ""), "apply", "-")
 	spec := strings.Replace(webSpec(env.refs["broken"], 2, ""), "  parallelism: 1\n", "  parallelism: 1\n  failure_action: pause\n", 1)
@@ -652,6 +705,7 @@ func TestCLIPauseOnFailure(t *testing.T) {
 }
 
 func TestCLIDetachesOnInterrupt(t *testing.T) {
+	needEngine(t)
 	s := mustStartServer(t)
 	spec := strings.Replace(webSpec(env.refs["v1"], 2, ""), "monitor: 1s", "monitor: 3s", 1)
 	cmd := exec.Command(env.bin, "--addr", s.addr, "apply", "-")
@@ -686,6 +740,7 @@ func TestCLIDetachesOnInterrupt(t *testing.T) {
 }
 
 func TestCLIServerWithoutDockerFailsClearly(t *testing.T) {
+	needBinary(t)
 	s := &devServer{t: t, addr: freeAddr(t), raft: freeAddr(t), dataDir: t.TempDir(), hostID: env.runID + "-nodocker", network: "deployctl-nodocker", args: e2eServerArgs()}
 	cmd := exec.Command(env.bin, "server", "--dev", "--http-addr", s.addr, "--raft-addr", s.raft, "--data-dir", s.dataDir, "--host-id", s.hostID)
 	cmd.Env = append(os.Environ(), "DOCKER_HOST=unix:///nonexistent/docker.sock")
@@ -702,6 +757,7 @@ func TestCLIServerWithoutDockerFailsClearly(t *testing.T) {
 }
 
 func TestCLIPolicyGatesApply(t *testing.T) {
+	needEngine(t)
 	s := mustStartServer(t)
 	mustCLI(t, s, 0, webSpec(env.refs["v1"], 1, ""), "apply", "-")
 	before := mustHistory(t, s, "web")
@@ -844,6 +900,7 @@ func trivyReport(t *testing.T, dir, repoDigest string, created time.Time, severi
 }
 
 func TestCLIScanGateAndStrictSeccomp(t *testing.T) {
+	needEngine(t)
 	s := mustStartServer(t)
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "policy.yaml"), []byte("scan: { mode: enforce, max_severity: high, max_age: 7d }\n"), 0o644); err != nil {
@@ -895,6 +952,7 @@ func TestCLIScanGateAndStrictSeccomp(t *testing.T) {
 }
 
 func TestCLIAuditIsCleanByDefaultAndSeesDrift(t *testing.T) {
+	needEngine(t)
 	s := mustStartServer(t)
 	mustCLI(t, s, 0, webSpec(env.refs["v1"], 1, ""), "apply", "-")
 	var rep controller.AuditReport
@@ -922,6 +980,7 @@ func TestCLIAuditIsCleanByDefaultAndSeesDrift(t *testing.T) {
 }
 
 func TestCLIOutdatedAndRefresh(t *testing.T) {
+	needEngine(t)
 	s := mustStartServer(t)
 	ctx := context.Background()
 	moving := env.regAddr + "/e2e/webapp:moving-" + strings.ToLower(t.Name())
@@ -1008,6 +1067,7 @@ func mustAttestVulnV2(t *testing.T, tagRef, digest string, key *ecdsa.PrivateKey
 // The scan gate reads a signed vulnerability attestation when no report
 // file is given.
 func TestCLIScanGateReadsVulnAttestation(t *testing.T) {
+	needEngine(t)
 	s := mustStartServer(t)
 	dir := t.TempDir()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -1051,6 +1111,7 @@ func TestCLIScanGateReadsVulnAttestation(t *testing.T) {
 // A seccomp profile file named by the spec is read by the CLI, checked,
 // stored in the revision and passed inline to the engine.
 func TestCLISeccompProfileFile(t *testing.T) {
+	needEngine(t)
 	s := mustStartServer(t)
 	dir := t.TempDir()
 	profile, err := seccomp.Strict()

@@ -20,6 +20,7 @@ import (
 // so it runs only with DEPLOYCTL_BENCH_SWARM=1 and only on an engine that
 // is not already part of a swarm.
 func BenchmarkSwarmRollout4(b *testing.B) {
+	needEngine(b)
 	if os.Getenv("DEPLOYCTL_BENCH_SWARM") != "1" {
 		b.Skip("set DEPLOYCTL_BENCH_SWARM=1 to compare with Docker Swarm mode (it inits and leaves a swarm on this engine)")
 	}

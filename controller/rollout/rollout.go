@@ -11,6 +11,7 @@ package rollout
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"time"
@@ -30,6 +31,24 @@ type Input struct {
 	// Replicas are every replica record of this service, whatever their
 	// desired and observed states.
 	Replicas []state.Replica
+	// NoRoom is what placement found for start-first replacements: the
+	// slots whose new replica no host could take while the slot's own
+	// replicas (the old one, or one still stopping) hold the room it needs,
+	// and where their removal makes that room. The caller learns it by
+	// placing the Starts of a Decision, and decides again with it. Decide
+	// stays pure: placement facts come in here, never from a lookup.
+	NoRoom map[int]NoRoom
+}
+
+// NoRoom is a start-first replacement that only the slot's own room can
+// take.
+type NoRoom struct {
+	// Host is where the slot's own replicas hold the room; the replacement
+	// fits there once they are gone.
+	Host string
+	// Cause names the room, e.g. "max_per_host 1" or "host port
+	// 0.0.0.0:80/tcp".
+	Cause string
 }
 
 // Outcome is what a step concludes about the rollout as a whole.
@@ -81,6 +100,18 @@ type Decision struct {
 	Reason string
 	// Events describe what this step does, one human line each.
 	Events []string
+	// InPlace is the new value of Rollout.InPlace: the slots this rollout
+	// replaces stop-first on their old replica's host because a start-first
+	// replacement had no room and none would come. Sorted by slot; nil
+	// outside a rollout.
+	InPlace []state.InPlaceSlot
+	// Pin maps a started slot of InPlace to the host its old replica freed:
+	// the caller places it there when that host still takes it.
+	Pin map[int]string
+	// Waiting holds one line for each slot of InPlace not done yet, e.g.
+	// "slot 1: no spare host for start-first (max_per_host 1); replacing
+	// stop-first on h2": the caller shows them as the rollout's message.
+	Waiting []string
 }
 
 // Done reports whether replica r has been healthy for at least monitor at
@@ -154,7 +185,13 @@ type planner struct {
 	n           int
 	parallelism int
 	stopFirst   bool
-	update      specs.Update
+	// inPlace holds the slots replaced stop-first for lack of room (the
+	// rollout record's, plus those this step adds); noRoom is the input's.
+	inPlace map[int]state.InPlaceSlot
+	noRoom  map[int]NoRoom
+	// states is where each slot stands after this step (rollout only).
+	states []slotState
+	update specs.Update
 	// slots[i] holds slot i for i in 0..n-1.
 	slots []slotReplicas
 	// outside are desired running at a slot outside 0..n-1 (scale down).
@@ -195,6 +232,15 @@ func newPlanner(in Input) *planner {
 	if in.Service.Rollout != nil {
 		p.failures = in.Service.Rollout.Failures
 	}
+	if ro := in.Service.Rollout; ro != nil && ro.State == state.RolloutInProgress && !p.stopFirst {
+		p.noRoom = in.NoRoom
+		p.inPlace = map[int]state.InPlaceSlot{}
+		for _, ip := range ro.InPlace {
+			if ip.Slot >= 0 && ip.Slot < n {
+				p.inPlace[ip.Slot] = ip
+			}
+		}
+	}
 	for i := range p.slots {
 		p.slots[i].index = i
 	}
@@ -231,6 +277,11 @@ func newPlanner(in Input) *planner {
 func isFailed(r *state.Replica) bool {
 	return r.Status.State == state.ReplicaFailed || r.Status.State == state.ReplicaUnhealthy
 }
+
+// Gone reports whether no container of r runs: the rule Decide uses for
+// a replica being stopped, exported so that placement counts the same
+// containers as still holding their host.
+func Gone(r state.Replica) bool { return isGone(&r) }
 
 // isGone reports whether no container of r runs: it was confirmed stopped,
 // it failed (could not start or exited), or it was never started (pending, or
@@ -345,6 +396,7 @@ func (p *planner) planRollout() {
 		p.startBatch(states)
 	}
 
+	p.states = states
 	if countState(states, slotDone) == p.n {
 		p.outcome = Succeeded
 		if p.n == 0 {
@@ -377,7 +429,7 @@ func (p *planner) planRollout() {
 // done long before the rollout began, so their slots never count as in flight.
 func (p *planner) wasInFlight(s *slotReplicas, recorded time.Time) bool {
 	for _, c := range s.current {
-		if !p.stopFirst && isHealthy(c) {
+		if !p.slotStopFirst(s.index) && isHealthy(c) {
 			// Start-first: a slot is in flight until its replica passes a
 			// probe; one that did so after the last recorded step was still
 			// in flight there.
@@ -404,7 +456,7 @@ func isHealthy(r *state.Replica) bool {
 // that removes it also starts the new replica, so the marker never vanishes
 // before the slot moves on.
 func (p *planner) waitingToStart(s *slotReplicas) bool {
-	if !p.stopFirst || len(s.current) > 0 || len(s.old) > 0 {
+	if !p.slotStopFirst(s.index) || len(s.current) > 0 || len(s.old) > 0 {
 		return false
 	}
 	return slices.ContainsFunc(s.stopped, func(r *state.Replica) bool {
@@ -423,7 +475,7 @@ func (p *planner) settle(s *slotReplicas, live []*state.Replica, recorded time.T
 		}
 		return slotDone
 	}
-	if !p.stopFirst {
+	if !p.slotStopFirst(s.index) {
 		for _, c := range live {
 			if isHealthy(c) {
 				if c.Status.HealthySince.After(recorded) {
@@ -459,8 +511,13 @@ func (p *planner) startBatch(states []slotState) {
 			continue
 		}
 		s := &p.slots[i]
+		stopFirst := p.slotStopFirst(i)
+		if room, ok := p.noRoom[i]; ok && !stopFirst && !p.roomMayCome(i, states) {
+			p.replaceInPlace(s, room)
+			stopFirst = true
+		}
 		switch {
-		case !p.stopFirst:
+		case !stopFirst:
 			p.start(i, "new batch")
 		case len(s.old) > 0:
 			for _, o := range s.old {
@@ -486,6 +543,66 @@ func (p *planner) startBatch(states []slotState) {
 		p.progress = true
 		p.notes = append(p.notes, fmt.Sprintf("batch started: slots %v", taken))
 	}
+}
+
+// slotStopFirst reports whether slot i is replaced stop-first: the spec
+// says so, or a start-first replacement had no room (Rollout.InPlace).
+func (p *planner) slotStopFirst(i int) bool {
+	if p.stopFirst {
+		return true
+	}
+	_, ok := p.inPlace[i]
+	return ok
+}
+
+// roomMayCome reports whether the room a start-first replacement of slot i
+// lacks may still come without replacing it stop-first: another slot of this
+// rollout is in flight or monitoring (its old replica goes when it is done),
+// or a container of the service is stopping (in this step or an earlier
+// one). Only when none of that holds does the rollout stop waiting for room
+// and replace the slot in place.
+func (p *planner) roomMayCome(i int, states []slotState) bool {
+	for j, st := range states {
+		if j != i && (st == slotInFlight || st == slotMonitoring) {
+			return true
+		}
+	}
+	for _, r := range p.all {
+		if r.Desired == state.DesiredStopped && !isGone(r) {
+			return true
+		}
+	}
+	for _, group := range [][]replicaAction{p.failStops, p.stops} {
+		for _, a := range group {
+			if r := p.byID(a.id); r != nil && !isGone(r) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (p *planner) byID(id string) *state.Replica {
+	for _, r := range p.all {
+		if r.ID == id {
+			return r
+		}
+	}
+	return nil
+}
+
+// replaceInPlace turns slot s of a start-first rollout stop-first for the
+// rest of the rollout: no host has room for its replacement beside the old
+// replica, and none will come.
+func (p *planner) replaceInPlace(s *slotReplicas, room NoRoom) {
+	ip := state.InPlaceSlot{Slot: s.index, Host: room.Host, Cause: room.Cause}
+	p.inPlace[s.index] = ip
+	p.notes = append(p.notes, inPlaceLine(ip))
+}
+
+// inPlaceLine is the progress line of a slot replaced in place.
+func inPlaceLine(ip state.InPlaceSlot) string {
+	return fmt.Sprintf("slot %d: no spare host for start-first (%s); replacing stop-first on %s", ip.Slot, ip.Cause, ip.Host)
 }
 
 // draining reports whether a container still runs in s for a replica that
@@ -654,6 +771,21 @@ func (p *planner) decision() Decision {
 	}
 	d.Events = append(d.Events, p.notes...)
 	d.Start = append(d.Start, p.starts...)
+	if p.inPlace != nil {
+		for _, slot := range slices.Sorted(maps.Keys(p.inPlace)) {
+			ip := p.inPlace[slot]
+			d.InPlace = append(d.InPlace, ip)
+			if slices.Contains(p.starts, slot) {
+				if d.Pin == nil {
+					d.Pin = map[int]string{}
+				}
+				d.Pin[slot] = ip.Host
+			}
+			if p.outcome == Continue && slot < len(p.states) && p.states[slot] != slotDone {
+				d.Waiting = append(d.Waiting, inPlaceLine(ip))
+			}
+		}
+	}
 	slices.Sort(d.Start)
 	d.Start = slices.Compact(d.Start)
 	slices.Sort(d.Stop)

@@ -326,7 +326,7 @@ func TestDeterminism(t *testing.T) {
 	if len(want.Stop) == 0 || len(want.Remove) == 0 || len(want.Events) == 0 {
 		t.Fatalf("fixture decides too little to compare: %+v", want)
 	}
-	if !reflect.DeepEqual(in.Replicas, before) || *in.Service.Rollout != rolloutBefore ||
+	if !reflect.DeepEqual(in.Replicas, before) || !reflect.DeepEqual(*in.Service.Rollout, rolloutBefore) ||
 		!reflect.DeepEqual(in.Service, serviceBefore) || !reflect.DeepEqual(in.Target, targetBefore) {
 		t.Fatal("Decide modified its input")
 	}

@@ -21,6 +21,13 @@ type world struct {
 	created   int
 	// starts counts replicas created per revision number.
 	starts map[int]int
+	// hosts, when set, makes the world place replicas as the controller
+	// does, with at most maxPerHost containers of the service per host (see
+	// place); waiting is the rollout message of the last step.
+	hosts      []string
+	maxPerHost int
+	placed     map[int]string
+	waiting    []string
 }
 
 // newWorld begins a rollout of target from revision from (0 for a first
@@ -58,12 +65,100 @@ func (w *world) input() Input {
 	return Input{Now: w.now, Service: w.service, Target: w.target(), Replicas: w.replicas}
 }
 
-// step runs Decide and applies its Decision.
+// step runs Decide and applies its Decision. With hosts, it first places
+// the Starts as the controller does: a start-first replacement that fits
+// only in its own slot's room becomes a NoRoom fact, and Decide runs again.
 func (w *world) step() Decision {
 	w.t.Helper()
-	d := Decide(w.input())
+	in := w.input()
+	d := Decide(in)
+	for len(w.hosts) > 0 {
+		var more bool
+		w.placed, more = w.place(d, in.NoRoom)
+		if !more {
+			break
+		}
+		in.NoRoom = w.noRoom(d, in.NoRoom)
+		d = Decide(in)
+	}
 	w.apply(d)
 	return d
+}
+
+// occupied counts the containers of the service on host: replicas desired
+// running, and replicas desired stopped whose container still runs.
+func (w *world) occupied(host string, except int) int {
+	n := 0
+	for _, r := range w.replicas {
+		if r.Host == host && r.Slot != except && (r.Desired == state.DesiredRunning || !isGone(&r)) {
+			n++
+		}
+	}
+	return n
+}
+
+// place puts each started slot on its pinned host if it has room, else on
+// the first host with the fewest containers under maxPerHost. It reports
+// whether an unplaced slot would fit in its own room and is not yet in
+// noRoom: the controller then decides again.
+func (w *world) place(d Decision, noRoom map[int]NoRoom) (map[int]string, bool) {
+	placed := map[int]string{}
+	load := map[string]int{}
+	for _, h := range w.hosts {
+		load[h] = w.occupied(h, -1)
+	}
+	more := false
+	for _, slot := range d.Start {
+		best := ""
+		if pin := d.Pin[slot]; pin != "" && load[pin] < w.maxPerHost {
+			best = pin
+		}
+		for _, h := range w.hosts {
+			if best == "" || best != d.Pin[slot] {
+				if load[h] < w.maxPerHost && (best == "" || load[h] < load[best]) {
+					best = h
+				}
+			}
+		}
+		if best == "" {
+			if _, known := noRoom[slot]; !known && w.ownRoom(slot) != "" {
+				more = true
+			}
+			continue
+		}
+		placed[slot] = best
+		load[best]++
+	}
+	return placed, more
+}
+
+// ownRoom is the host where slot's own containers hold the room a new
+// replica needs, or "".
+func (w *world) ownRoom(slot int) string {
+	for _, r := range w.replicas {
+		if r.Slot == slot && (r.Desired == state.DesiredRunning || !isGone(&r)) && w.occupied(r.Host, slot) < w.maxPerHost {
+			return r.Host
+		}
+	}
+	return ""
+}
+
+func (w *world) noRoom(d Decision, known map[int]NoRoom) map[int]NoRoom {
+	out := map[int]NoRoom{}
+	for slot, room := range known {
+		out[slot] = room
+	}
+	for _, slot := range d.Start {
+		if _, ok := w.placed[slot]; ok {
+			continue
+		}
+		if host := w.ownRoom(slot); host != "" {
+			if _, ok := out[slot]; !ok {
+				out[slot] = NoRoom{Host: host, Cause: fmt.Sprintf("max_per_host %d", w.maxPerHost)}
+			}
+		}
+	}
+	return out
 }
 
 // apply does what the controller does with a Decision. The rollout record is
@@ -80,6 +175,13 @@ func (w *world) apply(d Decision) {
 	w.replicas = slices.DeleteFunc(w.replicas, func(r state.Replica) bool { return slices.Contains(d.Remove, r.ID) })
 	target := w.target()
 	for _, slot := range d.Start {
+		host := "host-1"
+		if len(w.hosts) > 0 {
+			var ok bool
+			if host, ok = w.placed[slot]; !ok {
+				continue
+			}
+		}
 		w.created++
 		w.starts[target.Number]++
 		w.replicas = append(w.replicas, state.Replica{
@@ -88,6 +190,7 @@ func (w *world) apply(d Decision) {
 			Slot:        slot,
 			Revision:    target.Number,
 			Fingerprint: target.Fingerprint,
+			Host:        host,
 			Desired:     state.DesiredRunning,
 			CreatedAt:   w.now,
 			Status:      state.ReplicaStatus{State: state.ReplicaPending},
@@ -98,6 +201,14 @@ func (w *world) apply(d Decision) {
 	}
 	ro := *w.service.Rollout
 	ro.Failures = d.Failures
+	if ro.State == state.RolloutInProgress {
+		ro.InPlace = d.InPlace
+		w.waiting = d.Waiting
+	}
+	if len(w.hosts) > 0 && len(d.Start) > 0 && len(w.placed) == 0 {
+		// As the controller: an unplaced batch is no progress.
+		d.Progress, d.BatchDone = false, false
+	}
 	if d.Progress {
 		ro.LastProgressAt = w.now
 	}

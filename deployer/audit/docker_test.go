@@ -15,6 +15,7 @@ import (
 	"github.com/deployctl/deployctl/deployer"
 	"github.com/deployctl/deployctl/deployer/audit"
 	"github.com/deployctl/deployctl/internal/devimage"
+	"github.com/deployctl/deployctl/internal/enginetest"
 	"github.com/deployctl/deployctl/raftstore/state"
 	"github.com/deployctl/deployctl/specs"
 	"github.com/docker/docker/api/types/container"
@@ -54,7 +55,7 @@ func mustDockerEnv(t *testing.T) *dockerEnv {
 	t.Cleanup(func() { _ = rt.Close() })
 	if err := rt.Ping(ctx); err != nil {
 		if errors.Is(err, deployer.ErrEngineUnavailable) {
-			t.Skipf("skipping: needs a reachable Docker Engine: %v", err)
+			enginetest.Unavailable(t, err)
 		}
 		t.Fatalf("Ping: %v", err)
 	}

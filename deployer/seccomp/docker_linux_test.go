@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/deployctl/deployctl/internal/devimage"
+	"github.com/deployctl/deployctl/internal/enginetest"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/image"
@@ -55,7 +56,7 @@ func mustDockerClient(t testing.TB, ctx context.Context) *client.Client {
 	t.Cleanup(func() { _ = raw.Close() })
 	if _, err := raw.Ping(ctx); err != nil {
 		if client.IsErrConnectionFailed(err) {
-			t.Skipf("skipping: this test needs a reachable Docker Engine: %v", err)
+			enginetest.Unavailable(t, err)
 		}
 		t.Fatalf("docker ping: %v", err)
 	}

@@ -106,6 +106,20 @@ type Rollout struct {
 	// Failures counts new replicas of this rollout that failed.
 	Failures int    `json:"failures"`
 	Message  string `json:"message,omitempty"`
+	// InPlace lists the slots this rollout replaces stop-first although
+	// update.order is start-first: no host had room for a replacement
+	// beside the old replica, and none would come (see controller/rollout).
+	InPlace []InPlaceSlot `json:"in_place,omitempty"`
+}
+
+// InPlaceSlot is one slot of a start-first rollout replaced stop-first on
+// the host its old replica held, and why.
+type InPlaceSlot struct {
+	Slot int    `json:"slot"`
+	Host string `json:"host"`
+	// Cause names the room the old replica held, e.g. "max_per_host 1" or
+	// "host port 0.0.0.0:80/tcp".
+	Cause string `json:"cause"`
 }
 
 // Service is the head record of a service.
@@ -214,9 +228,13 @@ type HostReport struct {
 // ServerInfo is one raft server's addresses, so that any server can forward
 // a request to the leader's API and the CLI can be told where it is.
 type ServerInfo struct {
-	ID          string `json:"id"`
-	RaftAddr    string `json:"raft_addr"`
-	APIAddr     string `json:"api_addr"`
+	ID       string `json:"id"`
+	RaftAddr string `json:"raft_addr"`
+	APIAddr  string `json:"api_addr"`
+	// Version is the FSM version the server runs (raftstore.FSMVersion):
+	// the leader writes a command type only when every server knows it.
+	// 0 is a server that registered before versions were recorded: 1.
+	Version     int    `json:"version,omitempty"`
 	ModifyIndex uint64 `json:"modify_index"`
 }
 
