@@ -1,6 +1,5 @@
 package seccomprules
 
-
 import (
 	"slices"
 
