@@ -145,6 +145,23 @@ func TestParseDefaults(t *testing.T) {
 	}
 }
 
+// allow_seccomp_syscalls keeps syscall names as written and ALL in any
+// case as ALL, and survives Clone.
+func TestParseSeccompSyscalls(t *testing.T) {
+	p := mustParse(t, "allow_seccomp_syscalls: [keyctl, clone, all]\n")
+	if want := []string{"keyctl", "clone", "ALL"}; !reflect.DeepEqual(p.AllowSeccompSyscalls, want) {
+		t.Fatalf("allow_seccomp_syscalls = %v, want %v", p.AllowSeccompSyscalls, want)
+	}
+	c := p.Clone()
+	c.AllowSeccompSyscalls[0] = "changed"
+	if p.AllowSeccompSyscalls[0] != "keyctl" {
+		t.Fatal("Clone shares allow_seccomp_syscalls")
+	}
+	if Default().AllowSeccompSyscalls != nil {
+		t.Fatal("the default policy lets profiles allow syscalls beyond Docker's default")
+	}
+}
+
 type invalidPolicyCase struct {
 	name    string
 	yaml    string
@@ -198,6 +215,8 @@ func invalidPolicyCases() []invalidPolicyCase {
 		{"scan empty ignore", "scan:\n  ignore:\n    - CVE-1\n    - ''\n", "scan.ignore[1]", 4, "is empty"},
 		{"scan key typo", "scan: {max_sevrity: high}\n", "scan.max_sevrity", 1, "did you mean max_severity?"},
 		{"scan not a mapping", "scan: enforce\n", "scan", 1, "expected a mapping of mode, max_severity, ignore, max_age"},
+		{"seccomp syscall typo", "allow_seccomp_syscalls: [keyctl, add_kee]\n", "allow_seccomp_syscalls[1]", 1, `"add_kee" is not a syscall of libseccomp's table; list syscall names such as keyctl, or ALL for any profile; did you mean add_key?`},
+		{"seccomp weaker spelled as a flag", "seccomp_weaker_than_default: true\n", "seccomp_weaker_than_default", 1, "did you mean allow_seccomp_syscalls?"},
 	}
 }
 
