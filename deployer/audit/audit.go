@@ -234,7 +234,7 @@ func controls() []control {
 		{Control{"5.19", "Ensure that the default ulimit is overwritten at runtime if needed", "HostConfig.Ulimits"}, judgeUlimits},
 		{Control{"5.20", "Ensure mount propagation mode is not set to shared", "Mounts[].Propagation"}, judgePropagation},
 		{Control{"5.21", "Ensure that the host's UTS namespace is not shared", "HostConfig.UTSMode"}, judgeHostUTS},
-		{Control{"5.22", "Ensure the default seccomp profile is not Disabled", "HostConfig.SecurityOpt"}, judgeSeccomp},
+		{Control{"5.22", "Ensure the default seccomp profile is not Disabled", "HostConfig.SecurityOpt, HostConfig.Privileged, HostConfig.CapAdd, HostConfig.CapDrop"}, judgeSeccomp},
 		{Control{"5.23", "Ensure that docker exec commands are not used with the privileged option", "ExecIDs"}, judgeExecPrivileged},
 		{Control{"5.24", "Ensure that docker exec commands are not used with the user=root option", "ExecIDs"}, judgeExecRoot},
 		{Control{"5.25", "Ensure that cgroup usage is confirmed", "HostConfig.CgroupParent"}, judgeCgroupParent},
