@@ -209,24 +209,30 @@ func judge(p, defaults *mobyseccomp.Seccomp, capSets [][]string) Verdict {
 	kernels := kernelPoints(p, defaults)
 	found := map[string]*Finding{}
 	hosts := map[string][]string{}
+	// Rule selection repeats across hosts and kernels: compare once per
+	// distinct selection (a local cache, keyed by which rules of both
+	// profiles are selected), then keep what the host's ABIs have.
+	compared := map[string][]Finding{}
 	for _, caps := range capSets {
 		for _, n := range natives {
 			for _, k := range kernels {
-				allowed := allowances(p, caps, n, k, false)
-				refs := allowances(defaults, caps, n, k, true)
-				for _, name := range sortedKeys(allowed) {
-					if syscallArchBits(name)&n.abis == 0 {
+				pSel, dSel := selected(p, caps, n.name, k), selected(defaults, caps, n.name, k)
+				key := string(pSel) + "|" + string(dSel)
+				weaker, ok := compared[key]
+				if !ok {
+					weaker = compare(allowances(p, pSel, false), allowances(defaults, dSel, true))
+					compared[key] = weaker
+				}
+				for _, f := range weaker {
+					if syscallArchBits(f.Syscall)&n.abis == 0 {
 						continue
 					}
-					uncovered, ok := notCovered(allowed[name], refs[name])
-					if ok {
-						continue
+					if found[f.Syscall] == nil {
+						first := f
+						found[f.Syscall] = &first
 					}
-					if found[name] == nil {
-						found[name] = &Finding{Syscall: name, Allowed: uncovered, Default: describeDefault(refs[name])}
-					}
-					if !slices.Contains(hosts[name], n.name) {
-						hosts[name] = append(hosts[name], n.name)
+					if !slices.Contains(hosts[f.Syscall], n.name) {
+						hosts[f.Syscall] = append(hosts[f.Syscall], n.name)
 					}
 				}
 			}
@@ -240,6 +246,17 @@ func judge(p, defaults *mobyseccomp.Seccomp, capSets [][]string) Verdict {
 		v.Syscalls = append(v.Syscalls, f)
 	}
 	return v
+}
+
+// compare lists, by name, what allowed lets run beyond refs.
+func compare(allowed, refs map[string]*allowance) []Finding {
+	var out []Finding
+	for _, name := range sortedKeys(allowed) {
+		if uncovered, ok := notCovered(allowed[name], refs[name]); !ok {
+			out = append(out, Finding{Syscall: name, Allowed: uncovered, Default: describeDefault(refs[name])})
+		}
+	}
+	return out
 }
 
 // defaultActionWeakness says why p's defaultAction does not refuse, or "".
@@ -346,15 +363,29 @@ type allowance struct {
 	clauses []clause
 }
 
-// allowances collects, for the rules p selects, which syscalls may run and
-// with which arguments. With refusalsWin, a syscall that a selected
-// refusing rule names is dropped (used for the default, so that its
-// allowance is never overstated).
-func allowances(p *mobyseccomp.Seccomp, caps []string, n native, k kernelVersion, refusalsWin bool) map[string]*allowance {
+// selected marks, for each rule of p, whether the engine selects it for
+// a container with caps on host architecture arch and kernel k ('1') or
+// not ('0').
+func selected(p *mobyseccomp.Seccomp, caps []string, arch string, k kernelVersion) []byte {
+	sel := make([]byte, len(p.Syscalls))
+	for i, rule := range p.Syscalls {
+		sel[i] = '0'
+		if rule != nil && applies(rule, caps, arch, k) {
+			sel[i] = '1'
+		}
+	}
+	return sel
+}
+
+// allowances collects, for the rules of p marked in sel, which syscalls
+// may run and with which arguments. With refusalsWin, a syscall that a
+// selected refusing rule names is dropped (used for the default, so that
+// its allowance is never overstated).
+func allowances(p *mobyseccomp.Seccomp, sel []byte, refusalsWin bool) map[string]*allowance {
 	out := map[string]*allowance{}
 	refused := map[string]bool{}
-	for _, rule := range p.Syscalls {
-		if rule == nil || !applies(rule, caps, n.name, k) {
+	for i, rule := range p.Syscalls {
+		if sel[i] != '1' {
 			continue
 		}
 		names := ruleNames(rule)

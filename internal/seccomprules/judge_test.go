@@ -143,7 +143,8 @@ func TestDefaultAllowAndRefuseNeverOverlap(t *testing.T) {
 	for _, caps := range capSetsToTry(t) {
 		for _, n := range nativeArches(d) {
 			for _, k := range kernelPoints(d) {
-				loose, strict := allowances(d, caps, n, k, false), allowances(d, caps, n, k, true)
+				sel := selected(d, caps, n.name, k)
+				loose, strict := allowances(d, sel, false), allowances(d, sel, true)
 				if len(loose) != len(strict) {
 					for name := range loose {
 						if strict[name] == nil {
