@@ -1108,6 +1108,80 @@ func TestCLIScanGateReadsVulnAttestation(t *testing.T) {
 	mustCLI(t, s, 0, webSpec(ref, 1, ""), "apply", "-")
 }
 
+// Issue 16 finding 5: a seccomp profile weaker than Docker's default is
+// refused at apply with nothing stored — the review's own profile by the
+// CLI (its refusal rests on a made-up syscall), one that allows by default
+// and one that adds keyctl by the server's policy check, each naming
+// allow_seccomp_syscalls — and admitted once the policy lists keyctl.
+func TestCLISeccompProfileWeakerThanDefault(t *testing.T) {
+	s := mustStartServer(t)
+	mustCLI(t, s, 0, webSpec(env.refs["v1"], 1, ""), "apply", "-")
+	before := mustHistory(t, s, "web")
+	dir := t.TempDir()
+	profilePath := filepath.Join(dir, "profile.json")
+	spec := filepath.Join(dir, "web.yaml")
+	if err := os.WriteFile(spec, []byte(webSpec(env.refs["v1"], 1, "security: { seccomp: ./profile.json }\n")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	strict, err := seccomp.Strict()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var withKeyctl map[string]any
+	if err := json.Unmarshal(strict, &withKeyctl); err != nil {
+		t.Fatal(err)
+	}
+	withKeyctl["syscalls"] = append(withKeyctl["syscalls"].([]any), map[string]any{"names": []string{"keyctl"}, "action": "SCMP_ACT_ALLOW"})
+	keyctlProfile, err := json.Marshal(withKeyctl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name    string
+		profile string
+		code    int
+		want    []string
+	}{
+		{"review profile", `{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["not_a_syscall"], "action": "SCMP_ACT_ERRNO"}]}`, 2,
+			[]string{"security.seccomp", "not_a_syscall", "unknown syscall"}},
+		{"allows by default", `{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["ptrace"], "action": "SCMP_ACT_ERRNO"}]}`, 1,
+			[]string{"security.seccomp", "allow_seccomp_syscalls", "defaultAction SCMP_ACT_ALLOW"}},
+		{"adds keyctl", string(keyctlProfile), 1,
+			[]string{"security.seccomp", "allow_seccomp_syscalls", "keyctl (allowed unconditionally; the default refuses it)", "add keyctl to allow_seccomp_syscalls"}},
+	} {
+		if err := os.WriteFile(profilePath, []byte(tt.profile), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		r := mustCLI(t, s, tt.code, "", "apply", spec)
+		for _, want := range tt.want {
+			if !strings.Contains(r.stderr, want) {
+				t.Errorf("%s: refusal lacks %q:\n%s", tt.name, want, r.stderr)
+			}
+		}
+		if after := mustHistory(t, s, "web"); len(after) != len(before) {
+			t.Fatalf("%s: a refused apply stored a revision: %+v", tt.name, after)
+		}
+	}
+	// The policy lists keyctl: the same profile is admitted and runs.
+	if err := os.WriteFile(filepath.Join(dir, "policy.yaml"), []byte("allow_seccomp_syscalls: [keyctl]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mustCLI(t, s, 0, "", "policy", "set", filepath.Join(dir, "policy.yaml"))
+	mustCLI(t, s, 0, "", "apply", spec)
+	if after := mustHistory(t, s, "web"); len(after) != len(before)+1 {
+		t.Fatalf("admitted apply: history %+v", after)
+	}
+	for id := range currentContainerIDs(mustStatus(t, s, "web")) {
+		c, err := env.docker.ContainerInspect(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.ContainsFunc(c.HostConfig.SecurityOpt, func(o string) bool { return strings.HasPrefix(o, "seccomp={") && strings.Contains(o, `"keyctl"`) }) {
+			t.Fatalf("container %s runs without the admitted profile: %v", id[:12], c.HostConfig.SecurityOpt)
+		}
+	}
+}
+
 // A seccomp profile file named by the spec is read by the CLI, checked,
 // stored in the revision and passed inline to the engine.
 func TestCLISeccompProfileFile(t *testing.T) {

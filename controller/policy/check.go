@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/deployctl/deployctl/deployer/seccomp"
+	"github.com/deployctl/deployctl/internal/seccomprules"
 	"github.com/deployctl/deployctl/specs"
 	"github.com/google/go-containerregistry/pkg/name"
 )
@@ -15,19 +16,22 @@ import (
 // Rules a Violation names. Most are the policy key that would allow the
 // exception; the last two are fixed rules that no policy changes.
 const (
-	RuleAllowPrivileged         = "allow_privileged"
-	RuleAllowCapabilities       = "allow_capabilities"
-	RuleAllowHostNetwork        = "allow_host_network"
-	RuleAllowHostPID            = "allow_host_pid"
-	RuleAllowHostIPC            = "allow_host_ipc"
-	RuleAllowHostUserns         = "allow_host_userns"
-	RuleAllowRoot               = "allow_root"
-	RuleAllowRootGroup          = "allow_root_group"
-	RuleAllowNewPrivileges      = "allow_new_privileges"
-	RuleWritableRootfs          = "writable_rootfs"
-	RulePortsOnAllInterfaces    = "ports_on_all_interfaces"
-	RuleCustomAppArmor          = "custom_apparmor"
-	RuleAllowSeccompUnconfined  = "allow_seccomp_unconfined"
+	RuleAllowPrivileged        = "allow_privileged"
+	RuleAllowCapabilities      = "allow_capabilities"
+	RuleAllowHostNetwork       = "allow_host_network"
+	RuleAllowHostPID           = "allow_host_pid"
+	RuleAllowHostIPC           = "allow_host_ipc"
+	RuleAllowHostUserns        = "allow_host_userns"
+	RuleAllowRoot              = "allow_root"
+	RuleAllowRootGroup         = "allow_root_group"
+	RuleAllowNewPrivileges     = "allow_new_privileges"
+	RuleWritableRootfs         = "writable_rootfs"
+	RulePortsOnAllInterfaces   = "ports_on_all_interfaces"
+	RuleCustomAppArmor         = "custom_apparmor"
+	RuleAllowSeccompUnconfined = "allow_seccomp_unconfined"
+	// RuleAllowSeccompSyscalls refuses a seccomp profile file that is
+	// weaker than Docker's default profile for the container.
+	RuleAllowSeccompSyscalls    = "allow_seccomp_syscalls"
 	RuleAllowAppArmorUnconfined = "allow_apparmor_unconfined"
 	RuleAllowPrivilegedPorts    = "allow_privileged_ports"
 	RuleVolumePrefixes          = "volume_prefixes"
@@ -404,10 +408,11 @@ func (c *checker) allowedCapabilities() string {
 }
 
 // seccomp refuses an unconfined container unless the policy allows it,
-// and a profile file that is missing or that deployer/seccomp refuses. A
-// profile that lets every syscall through is refused even when the policy
-// allows unconfined containers, as deployer/seccomp decides: turning
-// seccomp off must read as security.seccomp: unconfined in the spec.
+// a profile file that is missing or that deployer/seccomp refuses, and a
+// profile weaker than Docker's default (seccompStrength). A profile that
+// lets every syscall through is refused even when the policy allows
+// unconfined containers, as deployer/seccomp decides: turning seccomp off
+// must read as security.seccomp: unconfined in the spec.
 func (c *checker) seccomp(s specs.Security) {
 	const field = "security.seccomp"
 	switch s.SeccompMode() {
@@ -424,6 +429,60 @@ func (c *checker) seccomp(s specs.Security) {
 			c.add(field, RuleSeccompProfile,
 				fmt.Sprintf("fix the profile file, or write default or strict (or unconfined, which needs %s: true %s)", RuleAllowSeccompUnconfined, howToSet),
 				"profile %s: %v", s.Seccomp, err)
+			return
 		}
+		c.seccompStrength(s)
 	}
+}
+
+// seccompStrength refuses a profile file that lets the container run a
+// syscall Docker's default profile would refuse it (for the capabilities
+// the container really gets), whose default action does not refuse, or
+// that turns off the speculative store bypass mitigation — unless
+// allow_seccomp_syscalls lists those syscalls, or ALL.
+//
+// The capability set is what the deployer sends the engine: cap_add, and
+// cap_drop or ALL when cap_drop is empty. An empty cap_drop reads as "drop
+// nothing" elsewhere in the spec, so the profile is judged for that set
+// too. A privileged container gets no seccomp filter at all (and its own
+// violation), so its profile is not judged.
+func (c *checker) seccompStrength(s specs.Security) {
+	if s.Privileged || slices.Contains(c.policy.AllowSeccompSyscalls, seccomprules.All) {
+		return
+	}
+	const field = "security.seccomp"
+	drop := s.CapDrop
+	if len(drop) == 0 {
+		drop = []string{specs.CapAll}
+	}
+	capSets := [][]string{seccomprules.ContainerCapabilities(s.CapAdd, drop, false)}
+	if len(s.CapDrop) == 0 {
+		capSets = append(capSets, seccomprules.ContainerCapabilities(s.CapAdd, nil, false))
+	}
+	verdict, err := seccomprules.Judge(s.SeccompProfile, capSets...)
+	if err != nil {
+		c.add(field, RuleAllowSeccompSyscalls,
+			fmt.Sprintf("write security.seccomp: default or strict, or set %s: [%s] %s", RuleAllowSeccompSyscalls, seccomprules.All, howToSet),
+			"profile %s cannot be compared with Docker's default profile: %v", s.Seccomp, err)
+		return
+	}
+	verdict = verdict.Except(c.policy.AllowSeccompSyscalls)
+	if !verdict.Weaker() {
+		return
+	}
+	caps := "none"
+	if len(capSets[0]) > 0 {
+		caps = strings.Join(capSets[0], ", ")
+	}
+	var fix string
+	if verdict.DefaultAction != "" || len(verdict.Flags) > 0 {
+		fix = fmt.Sprintf("make the profile refuse what it does not list (defaultAction SCMP_ACT_ERRNO) without SECCOMP_FILTER_FLAG_SPEC_ALLOW, write security.seccomp: default or strict, or set %s: [%s] %s",
+			RuleAllowSeccompSyscalls, seccomprules.All, howToSet)
+	} else {
+		names := strings.Join(verdict.SyscallNames(), ", ")
+		fix = fmt.Sprintf("refuse %s in the profile (or allow them only with the arguments and capabilities Docker's default does), write security.seccomp: default or strict, or add %s to %s %s",
+			names, names, RuleAllowSeccompSyscalls, howToSet)
+	}
+	c.add(field, RuleAllowSeccompSyscalls, fix,
+		"profile %s is weaker than Docker's default seccomp profile for this container (capabilities: %s): %s", s.Seccomp, caps, verdict)
 }

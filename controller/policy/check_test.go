@@ -18,6 +18,14 @@ const (
 	confiningProfile  = `{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["read", "write", "exit_group", "execve"], "action": "SCMP_ACT_ALLOW"}]}`
 	permissiveProfile = `{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": []}`
 	malformedProfile  = `{"defaultAction": "SCMP_ACT_ERRNO", "syscall": []}`
+	// reviewProfile is issue 16 finding 5: allow everything, refuse a
+	// syscall that does not exist.
+	reviewProfile = `{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["not_a_syscall"], "action": "SCMP_ACT_ERRNO"}]}`
+	// allowByDefaultProfile is the same with a real syscall refused.
+	allowByDefaultProfile = `{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["ptrace"], "action": "SCMP_ACT_ERRNO"}]}`
+	keyctlProfile         = `{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["read", "write", "exit_group", "execve", "keyctl"], "action": "SCMP_ACT_ALLOW"}]}`
+	cloneProfile          = `{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["read", "write", "exit_group", "execve", "clone"], "action": "SCMP_ACT_ALLOW"}]}`
+	mountProfile          = `{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["read", "write", "exit_group", "execve", "mount"], "action": "SCMP_ACT_ALLOW"}]}`
 )
 
 func mustSpec(t *testing.T, yaml string) *specs.Spec {
@@ -131,6 +139,20 @@ func TestCheckEachRule(t *testing.T) {
 			nil},
 		{"permissive seccomp profile", "security: {seccomp: ./web.json}", withProfile(permissiveProfile), "security.seccomp", RuleSeccompProfile, "write security.seccomp: unconfined",
 			nil},
+		{"seccomp profile refusing a made-up syscall", "security: {seccomp: ./web.json}", withProfile(reviewProfile), "security.seccomp", RuleSeccompProfile, `"not_a_syscall"`,
+			nil},
+		{"seccomp profile allowing by default", "security: {seccomp: ./web.json}", withProfile(allowByDefaultProfile), "security.seccomp", RuleAllowSeccompSyscalls,
+			"profile ./web.json is weaker than Docker's default seccomp profile for this container (capabilities: none): defaultAction SCMP_ACT_ALLOW lets every syscall the profile does not list run",
+			func(p *Policy) { p.AllowSeccompSyscalls = []string{"ALL"} }},
+		{"seccomp profile allowing keyctl", "security: {seccomp: ./web.json}", withProfile(keyctlProfile), "security.seccomp", RuleAllowSeccompSyscalls,
+			"it allows 1 syscall(s) Docker's default refuses: keyctl (allowed unconditionally; the default refuses it)",
+			func(p *Policy) { p.AllowSeccompSyscalls = []string{"keyctl"} }},
+		{"seccomp profile allowing clone with namespace flags", "security: {seccomp: ./web.json}", withProfile(cloneProfile), "security.seccomp", RuleAllowSeccompSyscalls,
+			"clone (allowed unconditionally; the default allows it only when arg0 & 0x7e020000 == 0x0",
+			func(p *Policy) { p.AllowSeccompSyscalls = []string{"clone", "keyctl"} }},
+		{"seccomp profile allowing mount without CAP_SYS_ADMIN", "security: {seccomp: ./web.json, cap_add: [NET_BIND_SERVICE]}", withProfile(mountProfile), "security.seccomp", RuleAllowSeccompSyscalls,
+			"(capabilities: CAP_NET_BIND_SERVICE): it allows 1 syscall(s) Docker's default refuses: mount (allowed unconditionally; the default refuses it)",
+			func(p *Policy) { p.AllowSeccompSyscalls = []string{"ALL"} }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -288,6 +310,52 @@ func TestCheckRegistryArgument(t *testing.T) {
 	s.Image = "Not An Image"
 	if got := Check(p, s, ""); len(got) != 1 || !strings.Contains(got[0].Reason, "cannot tell the registry") {
 		t.Errorf("Check with a malformed image = %s, want one violation saying so", describeViolations(got))
+	}
+}
+
+// A profile is judged for the capabilities the container gets: mount is
+// Docker's default for a container with CAP_SYS_ADMIN, and so is an
+// unconditional clone; without it, both are weaker.
+func TestCheckSeccompProfileForTheContainersCapabilities(t *testing.T) {
+	sysAdmin := Default()
+	sysAdmin.AllowCapabilities = append(sysAdmin.AllowCapabilities, "SYS_ADMIN")
+	for _, profile := range []string{mountProfile, cloneProfile} {
+		s := mustSpec(t, "security: {seccomp: ./web.json, cap_add: [SYS_ADMIN]}")
+		s.Security.SeccompProfile = []byte(profile)
+		if got := Check(sysAdmin, s, ""); len(got) != 0 {
+			t.Errorf("with CAP_SYS_ADMIN: %s", describeViolations(got))
+		}
+		s = mustSpec(t, "security: {seccomp: ./web.json}")
+		s.Security.SeccompProfile = []byte(profile)
+		if got := Check(sysAdmin, s, ""); len(got) != 1 || got[0].Rule != RuleAllowSeccompSyscalls {
+			t.Errorf("without CAP_SYS_ADMIN: %s", describeViolations(got))
+		}
+	}
+	// cap_drop: [] reads as "drop nothing" in the spec while the deployer
+	// sends ALL: the profile is judged for both sets. keyctl allowed only
+	// with CAP_CHOWN (an engine default) is weaker under the first.
+	keyctlIfChown := `{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW"}, {"names": ["keyctl"], "action": "SCMP_ACT_ALLOW", "includes": {"caps": ["CAP_CHOWN"]}}]}`
+	keepAll := Default()
+	keepAll.AllowCapabilities = []string{"ALL"}
+	s := mustSpec(t, "security: {seccomp: ./web.json, cap_drop: []}")
+	s.Security.SeccompProfile = []byte(keyctlIfChown)
+	if got := Check(keepAll, s, ""); len(got) != 1 || !strings.Contains(got[0].Reason, "keyctl (allowed unconditionally; the default refuses it)") {
+		t.Errorf("cap_drop: []: %s", describeViolations(got))
+	}
+	s = mustSpec(t, "security: {seccomp: ./web.json}")
+	s.Security.SeccompProfile = []byte(keyctlIfChown)
+	if got := Check(keepAll, s, ""); len(got) != 0 {
+		t.Errorf("cap_drop ALL, no CAP_CHOWN: %s", describeViolations(got))
+	}
+	// A policy naming other syscalls does not let these through, and
+	// the fix names exactly what is missing.
+	other := Default()
+	other.AllowSeccompSyscalls = []string{"keyctl"}
+	s = mustSpec(t, "security: {seccomp: ./web.json}")
+	s.Security.SeccompProfile = []byte(cloneProfile)
+	got := Check(other, s, "")
+	if len(got) != 1 || !strings.Contains(got[0].Fix, "add clone to allow_seccomp_syscalls") {
+		t.Errorf("policy allowing keyctl: %s", describeViolations(got))
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/deployctl/deployctl/controller/scangate"
+	"github.com/deployctl/deployctl/internal/seccomprules"
 	"github.com/deployctl/deployctl/specs"
 	"go.yaml.in/yaml/v3"
 )
@@ -18,7 +19,7 @@ func schemaFields(section string) []string {
 		return []string{"allow_privileged", "allow_capabilities", "allow_host_network", "allow_host_pid",
 			"allow_host_ipc", "allow_host_userns", "allow_root", "allow_root_group", "allow_new_privileges",
 			"writable_rootfs", "ports_on_all_interfaces", "custom_apparmor", "allow_seccomp_unconfined",
-			"allow_apparmor_unconfined", "allow_privileged_ports", "volume_prefixes", "registries",
+			"allow_seccomp_syscalls", "allow_apparmor_unconfined", "allow_privileged_ports", "volume_prefixes", "registries",
 			"trust", "scan", "require_userns"}
 	case "trust":
 		return []string{"match", "keys"}
@@ -55,6 +56,8 @@ func alias(section, key string) (string, bool) {
 		return "writable_rootfs", true
 	case "apparmor", "allow_custom_apparmor":
 		return "custom_apparmor", true
+	case "seccomp_weaker_than_default", "allow_seccomp_weaker_than_default", "allow_seccomp_weaker", "seccomp_syscalls":
+		return "allow_seccomp_syscalls", true
 	}
 	return "", false
 }
@@ -176,6 +179,16 @@ func (p *parser) policy(root *yaml.Node, pol *Policy) {
 				caps[i] = specs.CanonicalCapability(c)
 			}
 			pol.AllowCapabilities = caps
+		}
+	}
+	if n, ok := f["allow_seccomp_syscalls"]; ok {
+		if names, ok := p.StringList("allow_seccomp_syscalls", n); ok {
+			for i, name := range names {
+				if strings.EqualFold(strings.TrimSpace(name), seccomprules.All) {
+					names[i] = seccomprules.All
+				}
+			}
+			pol.AllowSeccompSyscalls = names
 		}
 	}
 	if n, ok := f["volume_prefixes"]; ok {

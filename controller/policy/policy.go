@@ -21,6 +21,7 @@ import (
 
 	"github.com/deployctl/deployctl/controller/scangate"
 	"github.com/deployctl/deployctl/controller/signature"
+	"github.com/deployctl/deployctl/internal/seccomprules"
 	"github.com/deployctl/deployctl/specs"
 	"github.com/google/go-containerregistry/pkg/name"
 )
@@ -46,13 +47,19 @@ type Policy struct {
 	AllowPrivileged bool `yaml:"allow_privileged" json:"allow_privileged,omitempty"`
 	// AllowCapabilities lists what security.cap_add may add and what a
 	// cap_drop without ALL may keep; "ALL" allows every capability.
-	AllowCapabilities       []string `yaml:"allow_capabilities" json:"allow_capabilities"`
-	AllowHostNetwork        bool     `yaml:"allow_host_network" json:"allow_host_network,omitempty"`
-	AllowHostPID            bool     `yaml:"allow_host_pid" json:"allow_host_pid,omitempty"`
-	AllowHostIPC            bool     `yaml:"allow_host_ipc" json:"allow_host_ipc,omitempty"`
-	AllowHostUserns         bool     `yaml:"allow_host_userns" json:"allow_host_userns,omitempty"`
-	AllowRoot               bool     `yaml:"allow_root" json:"allow_root,omitempty"`
-	AllowSeccompUnconfined  bool     `yaml:"allow_seccomp_unconfined" json:"allow_seccomp_unconfined,omitempty"`
+	AllowCapabilities      []string `yaml:"allow_capabilities" json:"allow_capabilities"`
+	AllowHostNetwork       bool     `yaml:"allow_host_network" json:"allow_host_network,omitempty"`
+	AllowHostPID           bool     `yaml:"allow_host_pid" json:"allow_host_pid,omitempty"`
+	AllowHostIPC           bool     `yaml:"allow_host_ipc" json:"allow_host_ipc,omitempty"`
+	AllowHostUserns        bool     `yaml:"allow_host_userns" json:"allow_host_userns,omitempty"`
+	AllowRoot              bool     `yaml:"allow_root" json:"allow_root,omitempty"`
+	AllowSeccompUnconfined bool     `yaml:"allow_seccomp_unconfined" json:"allow_seccomp_unconfined,omitempty"`
+	// AllowSeccompSyscalls lists the syscalls a security.seccomp profile
+	// file may let run beyond what Docker's default profile lets the
+	// container run (internal/seccomprules.Judge); "ALL" accepts any
+	// profile, even one whose default action allows. Empty: a profile
+	// must be at least as strict as Docker's default.
+	AllowSeccompSyscalls    []string `yaml:"allow_seccomp_syscalls" json:"allow_seccomp_syscalls,omitempty"`
 	AllowAppArmorUnconfined bool     `yaml:"allow_apparmor_unconfined" json:"allow_apparmor_unconfined,omitempty"`
 
 	// Hardening defaults a spec may weaken (issue 16, finding 6). The
@@ -156,6 +163,7 @@ func (p *Policy) Clone() *Policy {
 	}
 	c := *p
 	c.AllowCapabilities = slices.Clone(p.AllowCapabilities)
+	c.AllowSeccompSyscalls = slices.Clone(p.AllowSeccompSyscalls)
 	c.VolumePrefixes = slices.Clone(p.VolumePrefixes)
 	c.Registries = slices.Clone(p.Registries)
 	c.Scan.Ignore = slices.Clone(p.Scan.Ignore)
@@ -251,6 +259,7 @@ func (v *validator) addf(field, format string, args ...any) {
 func (p *Policy) problems() []specs.Problem {
 	var v validator
 	v.capabilities(p.AllowCapabilities)
+	v.seccompSyscalls(p.AllowSeccompSyscalls)
 	v.volumePrefixes(p.VolumePrefixes)
 	v.registries(p.Registries)
 	v.trust(p.Trust)
@@ -299,6 +308,21 @@ func (v *validator) capabilities(caps []string) {
 			msg += "; did you mean " + best + "?"
 		}
 		v.addf(fmt.Sprintf("allow_capabilities[%d]", i), "%s", msg)
+	}
+}
+
+// seccompSyscalls checks allow_seccomp_syscalls: ALL or names of
+// libseccomp's syscall table.
+func (v *validator) seccompSyscalls(names []string) {
+	for i, name := range names {
+		if name == seccomprules.All || seccomprules.IsSyscall(name) {
+			continue
+		}
+		msg := fmt.Sprintf("%q is not a syscall of libseccomp's table; list syscall names such as keyctl, or ALL for any profile", name)
+		if best, ok := seccomprules.ClosestSyscall(name); ok {
+			msg += "; did you mean " + best + "?"
+		}
+		v.addf(fmt.Sprintf("allow_seccomp_syscalls[%d]", i), "%s", msg)
 	}
 }
 

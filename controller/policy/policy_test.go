@@ -152,6 +152,23 @@ func TestParseDefaults(t *testing.T) {
 	}
 }
 
+// allow_seccomp_syscalls keeps syscall names as written and ALL in any
+// case as ALL, and survives Clone.
+func TestParseSeccompSyscalls(t *testing.T) {
+	p := mustParse(t, "allow_seccomp_syscalls: [keyctl, clone, all]\n")
+	if want := []string{"keyctl", "clone", "ALL"}; !reflect.DeepEqual(p.AllowSeccompSyscalls, want) {
+		t.Fatalf("allow_seccomp_syscalls = %v, want %v", p.AllowSeccompSyscalls, want)
+	}
+	c := p.Clone()
+	c.AllowSeccompSyscalls[0] = "changed"
+	if p.AllowSeccompSyscalls[0] != "keyctl" {
+		t.Fatal("Clone shares allow_seccomp_syscalls")
+	}
+	if Default().AllowSeccompSyscalls != nil {
+		t.Fatal("the default policy lets profiles allow syscalls beyond Docker's default")
+	}
+}
+
 type invalidPolicyCase struct {
 	name    string
 	yaml    string
@@ -210,6 +227,8 @@ func invalidPolicyCases() []invalidPolicyCase {
 		{"spec name for read_only", "read_only: false\n", "read_only", 1, "did you mean writable_rootfs?"},
 		{"new privileges as a word", "allow_new_privileges: yes\n", "allow_new_privileges", 1, "expected true or false"},
 		{"scan not a mapping", "scan: enforce\n", "scan", 1, "expected a mapping of mode, max_severity, ignore, max_age"},
+		{"seccomp syscall typo", "allow_seccomp_syscalls: [keyctl, add_kee]\n", "allow_seccomp_syscalls[1]", 1, `"add_kee" is not a syscall of libseccomp's table; list syscall names such as keyctl, or ALL for any profile; did you mean add_key?`},
+		{"seccomp weaker spelled as a flag", "seccomp_weaker_than_default: true\n", "seccomp_weaker_than_default", 1, "did you mean allow_seccomp_syscalls?"},
 	}
 }
 

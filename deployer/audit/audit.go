@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/deployctl/deployctl/internal/seccomprules"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/mount"
 	"github.com/docker/go-connections/nat"
@@ -233,7 +234,7 @@ func controls() []control {
 		{Control{"5.19", "Ensure that the default ulimit is overwritten at runtime if needed", "HostConfig.Ulimits"}, judgeUlimits},
 		{Control{"5.20", "Ensure mount propagation mode is not set to shared", "Mounts[].Propagation"}, judgePropagation},
 		{Control{"5.21", "Ensure that the host's UTS namespace is not shared", "HostConfig.UTSMode"}, judgeHostUTS},
-		{Control{"5.22", "Ensure the default seccomp profile is not Disabled", "HostConfig.SecurityOpt"}, judgeSeccomp},
+		{Control{"5.22", "Ensure the default seccomp profile is not Disabled", "HostConfig.SecurityOpt, HostConfig.Privileged, HostConfig.CapAdd, HostConfig.CapDrop"}, judgeSeccomp},
 		{Control{"5.23", "Ensure that docker exec commands are not used with the privileged option", "ExecIDs"}, judgeExecPrivileged},
 		{Control{"5.24", "Ensure that docker exec commands are not used with the user=root option", "ExecIDs"}, judgeExecRoot},
 		{Control{"5.25", "Ensure that cgroup usage is confirmed", "HostConfig.CgroupParent"}, judgeCgroupParent},
@@ -503,15 +504,26 @@ func securityOpt(opt string) (key, value string) {
 	return opt[:i], opt[i+1:]
 }
 
+// judgeSeccomp warns where the container runs without a seccomp filter,
+// and where its custom profile is weaker than Docker's default for the
+// capabilities the engine gave it: the same judge
+// (internal/seccomprules.Judge) as the cluster policy at apply time.
 func judgeSeccomp(v *view) (string, string) {
 	profile := "the engine's default profile"
 	unconfined := false
+	custom := ""
 	for _, opt := range v.hc.SecurityOpt {
 		if key, value := securityOpt(opt); key == "seccomp" {
-			if value == "unconfined" {
+			// The last entry wins, as in the engine.
+			unconfined, custom = false, ""
+			switch value {
+			case "unconfined":
 				unconfined = true
 				profile = "unconfined"
-			} else {
+			case "builtin":
+				profile = "the engine's default profile"
+			default:
+				custom = value
 				profile = fmt.Sprintf("a custom profile (%d bytes)", len(value))
 			}
 		}
@@ -523,8 +535,25 @@ func judgeSeccomp(v *view) (string, string) {
 		return StatusWarn, "privileged: the engine applies no seccomp profile"
 	case v.info.Reported && !v.info.Seccomp:
 		return StatusWarn, profile + "; but the engine has no seccomp support"
+	case custom == "":
+		return StatusPass, profile
 	}
-	return StatusPass, profile
+	caps := seccomprules.ContainerCapabilities(v.hc.CapAdd, v.hc.CapDrop, v.hc.Privileged)
+	verdict, err := seccomprules.Judge([]byte(custom), caps)
+	switch {
+	case err != nil:
+		return StatusWarn, fmt.Sprintf("%s that cannot be compared with Docker's default: %v", profile, err)
+	case verdict.Weaker():
+		return StatusWarn, fmt.Sprintf("%s weaker than Docker's default for capabilities %s: %s", profile, capsText(caps), verdict)
+	}
+	return StatusPass, profile + ", at least as strict as Docker's default"
+}
+
+func capsText(caps []string) string {
+	if len(caps) == 0 {
+		return "none"
+	}
+	return strings.Join(caps, ", ")
 }
 
 func judgeExecPrivileged(v *view) (string, string) {

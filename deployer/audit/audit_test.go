@@ -246,6 +246,20 @@ func TestChecks(t *testing.T) {
 		{"custom profile", "5.22", func(c *container.InspectResponse) {
 			c.HostConfig.SecurityOpt = append(c.HostConfig.SecurityOpt, `seccomp={"defaultAction":"SCMP_ACT_ERRNO"}`)
 		}, nil, audit.StatusPass},
+		// Issue 16 finding 5: a profile that allows by default is as good
+		// as no profile.
+		{"custom profile allowing by default", "5.22", func(c *container.InspectResponse) {
+			c.HostConfig.SecurityOpt = append(c.HostConfig.SecurityOpt, `seccomp={"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["not_a_syscall"],"action":"SCMP_ACT_ERRNO"}]}`)
+		}, nil, audit.StatusWarn},
+		{"custom profile allowing keyctl", "5.22", func(c *container.InspectResponse) {
+			c.HostConfig.SecurityOpt = append(c.HostConfig.SecurityOpt, `seccomp={"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["read","keyctl"],"action":"SCMP_ACT_ALLOW"}]}`)
+		}, nil, audit.StatusWarn},
+		{"custom profile that is not JSON", "5.22", func(c *container.InspectResponse) {
+			c.HostConfig.SecurityOpt = append(c.HostConfig.SecurityOpt, `seccomp=/etc/profile.json`)
+		}, nil, audit.StatusWarn},
+		{"unconfined then a profile: the last wins", "5.22", func(c *container.InspectResponse) {
+			c.HostConfig.SecurityOpt = append(c.HostConfig.SecurityOpt, "seccomp=unconfined", `seccomp={"defaultAction":"SCMP_ACT_ERRNO"}`)
+		}, nil, audit.StatusPass},
 
 		{"exec sessions", "5.23", func(c *container.InspectResponse) { c.ExecIDs = []string{"abc"} }, nil, audit.StatusInfo},
 		{"exec sessions", "5.24", func(c *container.InspectResponse) { c.ExecIDs = []string{"abc"} }, nil, audit.StatusInfo},
@@ -314,3 +328,28 @@ func TestChecks(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// 5.22 judges a custom profile for the capabilities the engine gave the
+// container, as the policy does at apply time: mount is Docker's default
+// with CAP_SYS_ADMIN, weaker without it; the value names the syscall.
+func TestSeccompProfileJudgedForTheContainersCapabilities(t *testing.T) {
+	mount := `seccomp={"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["read","mount"],"action":"SCMP_ACT_ALLOW"}]}`
+	result := func(capAdd ...string) audit.Result {
+		c := hardenedInspect()
+		c.HostConfig.CapAdd = capAdd
+		c.HostConfig.SecurityOpt = append(c.HostConfig.SecurityOpt, mount)
+		for _, r := range audit.Checks(c, fullEngine()) {
+			if r.ID == "5.22" {
+				return r
+			}
+		}
+		t.Fatal("no 5.22 result")
+		return audit.Result{}
+	}
+	if r := result("SYS_ADMIN"); r.Status != audit.StatusPass || !strings.Contains(r.Value, "at least as strict") {
+		t.Errorf("with CAP_SYS_ADMIN: %+v", r)
+	}
+	if r := result(); r.Status != audit.StatusWarn || !strings.Contains(r.Value, "mount (allowed unconditionally; the default refuses it)") || !strings.Contains(r.Value, "capabilities none") {
+		t.Errorf("without capabilities: %+v", r)
+	}
+}

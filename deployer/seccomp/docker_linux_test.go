@@ -5,13 +5,16 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/deployctl/deployctl/internal/devimage"
 	"github.com/deployctl/deployctl/internal/enginetest"
+	"github.com/deployctl/deployctl/internal/seccomprules"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/image"
@@ -160,10 +163,20 @@ type probeRun struct {
 // exit.
 func runProbe(t *testing.T, ctx context.Context, raw *client.Client, runID, ref string, extraSecurityOpt ...string) probeRun {
 	t.Helper()
+	return runProbeCall(t, ctx, raw, runID, ref, "", extraSecurityOpt...)
+}
+
+// runProbeCall is runProbe with the syscall to make (see
+// testdata/syscallprobe; "" for its default, personality).
+func runProbeCall(t *testing.T, ctx context.Context, raw *client.Client, runID, ref, call string, extraSecurityOpt ...string) probeRun {
+	t.Helper()
 	cfg := &container.Config{
 		Image:  ref,
 		User:   probeUser,
 		Labels: map[string]string{labelTest: runID},
+	}
+	if call != "" {
+		cfg.Cmd = []string{call}
 	}
 	hostCfg := &container.HostConfig{
 		NetworkMode:    "none",
@@ -236,6 +249,99 @@ func TestStrictProfileInTheEngine(t *testing.T) {
 			}
 			if !strings.Contains(run.output, "uid=10001") {
 				t.Fatalf("probe output %q: want it to run as uid 10001", run.output)
+			}
+		})
+	}
+}
+
+// TestJudgeAgreesWithTheEngine is issue 16 finding 5 on a real engine: a
+// non-root, capability-less container calls keyctl and clone with
+// CLONE_NEWUSER under several profiles. Wherever the engine lets such a
+// call run although Docker's default refuses it, the judge that the policy
+// and the audit use (internal/seccomprules.Judge) must call the profile
+// weaker and name the syscall (or the default action); where the engine
+// refuses both, the profile must not be called weaker. The review's own
+// profile (allow everything, refuse a made-up syscall) is the first case.
+func TestJudgeAgreesWithTheEngine(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), dockerLimit)
+	defer cancel()
+	raw := mustDockerClient(t, ctx)
+	runID := mustRunID(t)
+	t.Cleanup(func() { removeContainers(t, raw, runID) })
+	ref := mustProbeImage(t, ctx, raw, runID)
+
+	withRule := func(rule string) []byte {
+		var p map[string]any
+		if err := json.Unmarshal(mustDefaultJSON(t), &p); err != nil {
+			t.Fatal(err)
+		}
+		var r any
+		if err := json.Unmarshal([]byte(rule), &r); err != nil {
+			t.Fatal(err)
+		}
+		p["syscalls"] = append(p["syscalls"].([]any), r)
+		data, err := json.Marshal(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return data
+	}
+	review := []byte(`{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["not_a_syscall"], "action": "SCMP_ACT_ERRNO"}]}`)
+	if err := Validate(review); err == nil || !strings.Contains(err.Error(), "not_a_syscall") {
+		t.Fatalf("Validate(review profile) = %v, want the made-up name refused", err)
+	}
+	tests := []struct {
+		name    string
+		profile []byte // nil: the engine's own default
+		// allowed: what the engine lets run, by syscall the probe makes.
+		keyctl, userns bool
+	}{
+		{name: "review profile", profile: review, keyctl: true, userns: true},
+		{name: "engine default"},
+		{name: "Docker's default inline", profile: mustDefaultJSON(t)},
+		{name: "strict", profile: mustStrict(t)},
+		{name: "default plus keyctl", profile: withRule(`{"names": ["keyctl"], "action": "SCMP_ACT_ALLOW"}`), keyctl: true},
+		{name: "default plus clone with any flags", profile: withRule(`{"names": ["clone"], "action": "SCMP_ACT_ALLOW"}`), userns: true},
+		// runc ORs two conditions on the same argument: clone without
+		// CLONE_NEWNS, or without CLONE_NEWUTS, lets CLONE_NEWUSER through.
+		{name: "default plus clone masked twice on arg0", profile: withRule(`{"names": ["clone"], "action": "SCMP_ACT_ALLOW", "excludes": {"arches": ["s390", "s390x"]},
+			"args": [{"index": 0, "value": 131072, "op": "SCMP_CMP_MASKED_EQ"}, {"index": 0, "value": 67108864, "op": "SCMP_CMP_MASKED_EQ"}]}`), userns: true},
+	}
+	caps := seccomprules.ContainerCapabilities(nil, []string{"ALL"}, false)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var opts []string
+			judged := mustDefaultJSON(t)
+			if tt.profile != nil {
+				opt, err := Inline(tt.profile)
+				if err != nil {
+					t.Fatal(err)
+				}
+				opts, judged = []string{opt}, tt.profile
+			}
+			verdict, err := seccomprules.Judge(judged, caps)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, call := range []struct {
+				name, syscall string
+				allowed       bool
+			}{{"keyctl", "keyctl", tt.keyctl}, {"userns", "clone", tt.userns}} {
+				run := runProbeCall(t, ctx, raw, runID, ref, call.name, opts...)
+				wantExit := int64(probeEPERM)
+				if call.allowed {
+					wantExit = probeAllowed
+				}
+				if run.exitCode != wantExit || !strings.Contains(run.output, "uid=10001") {
+					t.Fatalf("%s: probe exited %d with %q; want %d as uid 10001", call.name, run.exitCode, run.output, wantExit)
+				}
+				flagged := verdict.DefaultAction != "" || slices.Contains(verdict.SyscallNames(), call.syscall)
+				if flagged != call.allowed {
+					t.Errorf("%s runs in the engine: %v; the judge flags it: %v (%s)", call.syscall, call.allowed, flagged, verdict)
+				}
+			}
+			if weaker := tt.keyctl || tt.userns; verdict.Weaker() != weaker {
+				t.Errorf("Weaker() = %v, want %v: %s", verdict.Weaker(), weaker, verdict)
 			}
 		})
 	}

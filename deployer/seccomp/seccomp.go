@@ -20,6 +20,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/deployctl/deployctl/internal/seccomprules"
 	mobyseccomp "github.com/moby/profiles/seccomp"
 	"github.com/opencontainers/runtime-spec/specs-go"
 )
@@ -80,14 +81,18 @@ func Validate(profile []byte) error {
 //     "name", not both), every name looks like a syscall name, arguments
 //     have an index 0-5 and a known operator, and conditions name
 //     capabilities as CAP_*;
+//   - every syscall name is in libseccomp's table for an architecture the
+//     profile covers (internal/seccomprules.UnknownSyscalls): runc skips
+//     names it does not know, so a rule for a misspelt or made-up name
+//     does nothing while the profile looks confined;
 //   - the profile confines something: a default that allows with no rule
 //     that refuses is refused unless opts.AllowPermissive; a default that
 //     refuses with no rule that allows is refused always (the container
 //     could not even exec its process).
 //
-// Syscall names are not checked against a kernel table: an unknown name is
-// ignored by runc, which is how one profile serves kernels of different
-// ages.
+// Whether the profile is at least as strict as Docker's default is not
+// checked here but by the cluster policy (internal/seccomprules.Judge),
+// which knows the container's capabilities and what the policy allows.
 func ValidateWith(profile []byte, opts ValidateOptions) error {
 	parsed, err := parse(profile)
 	if err != nil {
@@ -100,6 +105,9 @@ func ValidateWith(profile []byte, opts ValidateOptions) error {
 		if err := checkRule(i, rule); err != nil {
 			return err
 		}
+	}
+	if err := checkNames(parsed); err != nil {
+		return err
 	}
 	return checkConfines(parsed, opts)
 }
@@ -222,6 +230,37 @@ func checkRule(i int, rule *mobyseccomp.Syscall) error {
 		return fmt.Errorf("%w: %s: excludes: %w", ErrInvalidProfile, where, err)
 	}
 	return nil
+}
+
+// maxNamedUnknown bounds how many unknown names an error lists.
+const maxNamedUnknown = 10
+
+// checkNames refuses syscall names that libseccomp's table does not have
+// for any architecture the profile covers, naming each with its rule and,
+// where one is close, the name probably meant.
+func checkNames(p *mobyseccomp.Seccomp) error {
+	unknown := seccomprules.UnknownSyscalls(p)
+	if len(unknown) == 0 {
+		return nil
+	}
+	var parts []string
+	for i, u := range unknown {
+		if i == maxNamedUnknown {
+			parts = append(parts, fmt.Sprintf("and %d more", len(unknown)-i))
+			break
+		}
+		part := fmt.Sprintf("syscalls[%d]: %q", u.Rule, u.Name)
+		if best, ok := seccomprules.ClosestSyscall(u.Name); ok && best != u.Name {
+			part += fmt.Sprintf(" (did you mean %s?)", best)
+		}
+		parts = append(parts, part)
+	}
+	where := "any architecture"
+	if len(p.Architectures) > 0 {
+		where = "the profile's architectures (" + strings.Join(unknown[0].Arches, ", ") + ")"
+	}
+	return fmt.Errorf("%w: unknown syscall names, not in libseccomp's table for %s; runc ignores them, so these rules do nothing: %s; fix or remove them",
+		ErrInvalidProfile, where, strings.Join(parts, ", "))
 }
 
 // legacyName is a rule's single "name" field, which moby deprecated in

@@ -97,6 +97,16 @@ func TestValidateRefuses(t *testing.T) {
 		{name: "unconfined in disguise with allow rules", profile: `{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW"}]}`, want: "lets every syscall through"},
 		{name: "log everything", profile: `{"defaultAction": "SCMP_ACT_LOG", "syscalls": []}`, want: "lets every syscall through"},
 		{name: "refuses everything", profile: `{"defaultAction": "SCMP_ACT_KILL_PROCESS", "syscalls": [{"names": ["ptrace"], "action": "SCMP_ACT_ERRNO"}]}`, want: "could not even start"},
+		// Issue 16 finding 5: a rule for a syscall that does not exist
+		// made an allow-everything profile look confined.
+		{name: "review profile: made-up syscall", profile: `{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["not_a_syscall"], "action": "SCMP_ACT_ERRNO"}]}`,
+			want: `unknown syscall names, not in libseccomp's table for any architecture; runc ignores them, so these rules do nothing: syscalls[0]: "not_a_syscall"`},
+		{name: "misspelt syscall", profile: `{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["keyctll", "ptrace"], "action": "SCMP_ACT_ERRNO"}]}`,
+			want: `syscalls[0]: "keyctll" (did you mean keyctl?)`},
+		{name: "legacy name unknown", profile: `{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW"}, {"name": "clone4", "action": "SCMP_ACT_ALLOW"}]}`,
+			want: `syscalls[1]: "clone4"`},
+		{name: "syscall of another architecture", profile: `{"defaultAction": "SCMP_ACT_ERRNO", "architectures": ["SCMP_ARCH_AARCH64"], "syscalls": [{"names": ["read", "arch_prctl"], "action": "SCMP_ACT_ALLOW"}]}`,
+			want: `the profile's architectures (aarch64); runc ignores them, so these rules do nothing: syscalls[0]: "arch_prctl"`},
 		{name: "too large", profile: `{"defaultAction": "SCMP_ACT_ERRNO", "comment": "` + strings.Repeat("x", MaxProfileBytes) + `"}`, want: "more than the limit"},
 	}
 	for _, tt := range tests {

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/deployctl/deployctl/internal/seccomprules"
 	mobyseccomp "github.com/moby/profiles/seccomp"
 	"github.com/opencontainers/runtime-spec/specs-go"
 )
@@ -215,6 +216,24 @@ func TestValidateAcceptsDockerDefaultAndStrict(t *testing.T) {
 	}
 	if err := Validate(mustStrict(t)); err != nil {
 		t.Errorf("Validate(Strict): %v", err)
+	}
+}
+
+// Strict is at least as strict as Docker's default for every capability
+// set a service can have, by the judge the policy and the audit use.
+func TestStrictIsNotWeakerThanTheDefault(t *testing.T) {
+	capSets := [][]string{nil, seccomprules.ContainerCapabilities(nil, nil, false), seccomprules.ContainerCapabilities([]string{"ALL"}, nil, false)}
+	for _, c := range []string{"SYS_ADMIN", "SYS_PTRACE", "SYS_CHROOT", "DAC_READ_SEARCH", "BPF", "PERFMON", "SYSLOG"} {
+		capSets = append(capSets, seccomprules.ContainerCapabilities([]string{c}, []string{"ALL"}, false))
+	}
+	for _, caps := range capSets {
+		v, err := seccomprules.Judge(mustStrict(t), caps)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v.Weaker() {
+			t.Errorf("Strict with %v: %s", caps, v)
+		}
 	}
 }
 
