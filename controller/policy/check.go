@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/deployctl/deployctl/deployer/seccomp"
+	"github.com/deployctl/deployctl/internal/registryhost"
 	"github.com/deployctl/deployctl/specs"
 	"github.com/google/go-containerregistry/pkg/name"
 )
@@ -182,15 +183,18 @@ func RegistryOf(image string) (string, error) {
 	return ref.Context().RegistryStr(), nil
 }
 
-// sameRegistry compares host:port exactly, except that host names are
-// case-insensitive and Docker Hub's docker.io is index.docker.io.
+// sameRegistry compares registries in the canonical form the trust rules
+// use too (registryhost.Canonical): host case, a trailing dot, the default
+// port 443, loopback spellings and Docker Hub's names do not matter; any
+// other port does. A registry that cannot be canonicalised is compared as
+// written, case-insensitively.
 func sameRegistry(a, b string) bool {
 	return strings.EqualFold(canonicalRegistry(a), canonicalRegistry(b))
 }
 
 func canonicalRegistry(r string) string {
-	if reg, err := name.NewRegistry(r, name.StrictValidation); err == nil {
-		return reg.RegistryStr()
+	if c, err := registryhost.Canonical(r); err == nil {
+		return c
 	}
 	return r
 }

@@ -18,11 +18,11 @@ func schemaFields(section string) []string {
 		return []string{"allow_privileged", "allow_capabilities", "allow_host_network", "allow_host_pid",
 			"allow_host_ipc", "allow_host_userns", "allow_root", "allow_seccomp_unconfined",
 			"allow_apparmor_unconfined", "allow_privileged_ports", "volume_prefixes", "registries",
-			"trust", "scan", "require_userns"}
+			"trust", "require_signatures", "scan", "require_userns"}
 	case "trust":
 		return []string{"match", "keys"}
 	case "scan":
-		return []string{"mode", "max_severity", "ignore", "max_age"}
+		return []string{"mode", "max_severity", "ignore", "max_age", "accept_unsigned_reports"}
 	}
 	return nil
 }
@@ -44,6 +44,8 @@ func alias(section, key string) (string, bool) {
 		return "registries", true
 	case "signatures", "trusted_keys":
 		return "trust", true
+	case "require_signature", "require_signed", "signatures_required", "require_signed_images", "unmatched":
+		return "require_signatures", true
 	case "userns_remap", "require_userns_remap":
 		return "require_userns", true
 	}
@@ -139,6 +141,7 @@ func (p *parser) policy(root *yaml.Node, pol *Policy) {
 		{"allow_apparmor_unconfined", &pol.AllowAppArmorUnconfined},
 		{"allow_privileged_ports", &pol.AllowPrivilegedPorts},
 		{"require_userns", &pol.RequireUserns},
+		{"require_signatures", &pol.RequireSignatures},
 	}
 	for _, b := range bools {
 		if n, ok := f[b.key]; ok {
@@ -197,6 +200,9 @@ func (p *parser) scan(path string, n *yaml.Node, s *scangate.Policy) {
 	}
 	if n, ok := f["ignore"]; ok {
 		s.Ignore, _ = p.StringList(path+".ignore", n)
+	}
+	if n, ok := f["accept_unsigned_reports"]; ok {
+		p.SetBool(path+".accept_unsigned_reports", n, &s.AcceptUnsignedReports)
 	}
 	if n, ok := f["max_age"]; ok {
 		field := path + ".max_age"
