@@ -167,6 +167,10 @@ type ApplyOutcome struct {
 	Digest    string `json:"digest"`
 	Ref       string `json:"ref"`
 	Unchanged bool   `json:"unchanged"`
+	// ScanWarnings are the scan gate's warnings for a new revision (warn
+	// mode's findings, an unsigned report, a sent report ignored for a
+	// signed attestation); the revision keeps them too.
+	ScanWarnings []string `json:"scan_warnings,omitempty"`
 }
 
 // Apply stores a new revision of a service and starts its rollout. The
@@ -244,7 +248,7 @@ func (c *Controller) ApplyWith(ctx context.Context, req ApplyRequest) (ApplyOutc
 	}
 	ar := res.(state.ApplyResult)
 	c.log.Info("revision stored", "service", spec.Service, "revision", ar.Revision, "ref", pin.Ref)
-	return ApplyOutcome{Service: spec.Service, Revision: ar.Revision, Digest: pin.Digest, Ref: pin.Ref}, nil
+	return ApplyOutcome{Service: spec.Service, Revision: ar.Revision, Digest: pin.Digest, Ref: pin.Ref, ScanWarnings: scanWarnings}, nil
 }
 
 func sameSpec(a, b *specs.Spec) bool {

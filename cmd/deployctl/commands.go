@@ -81,6 +81,9 @@ Ctrl-C stops waiting; the rollout goes on. See 'deployctl help exit-codes'.`,
 			} else {
 				fmt.Fprintf(w, "%s: revision %d stored, image %s pinned to %s\n", out.Service, out.Revision, spec.Image, out.Digest)
 			}
+			for _, warning := range out.ScanWarnings {
+				fmt.Fprintf(cmd.ErrOrStderr(), "warning: scan: %s\n", warning)
+			}
 			if noWait {
 				return nil
 			}
