@@ -195,6 +195,15 @@ func TestApplyTrustRulesHoldEverySpelling(t *testing.T) {
 		_, re := applyOverHTTP(t, n, image, 1, nil)
 		wantRefusal(t, image, re, "signature", "release.pub", "not signed")
 	}
+	// Spellings without a canonical form are refused as invalid specs
+	// (":PORT" dials this machine; 2130706433 is 127.0.0.1 to the C
+	// resolver the Docker Engine uses).
+	for _, image := range []string{":" + port + "/team/app:v1", "2130706433:" + port + "/team/app:v1"} {
+		_, re := applyOverHTTP(t, n, image, 1, nil)
+		if re == nil || re.Status != http.StatusBadRequest || re.Code != "invalid_spec" {
+			t.Fatalf("apply %s: %+v, want 400 invalid_spec", image, re)
+		}
+	}
 	// "*" stays within one segment: the nested repository is not covered
 	// by team/* (documented), so it passes unsigned under this policy...
 	nested := "LOCALHOST:" + port + "/team/x/app:v1"

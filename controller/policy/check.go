@@ -174,10 +174,17 @@ func (c *checker) registry(image, registry string) {
 }
 
 // RegistryOf is the registry host[:port] of an image reference, as
-// go-containerregistry names it: "index.docker.io" for Docker Hub.
+// go-containerregistry names it: "index.docker.io" for Docker Hub. An
+// image whose name has no canonical form (registryhost.CanonicalRepository:
+// no host, a legacy numeric address such as 127.1, a bad port) is an
+// error: the registries check and the trust rules could not tell which
+// registry it is.
 func RegistryOf(image string) (string, error) {
 	ref, err := name.ParseReference(image, name.WeakValidation)
 	if err != nil {
+		return "", fmt.Errorf("cannot tell the registry of image %q: %w", image, err)
+	}
+	if _, err := registryhost.CanonicalRepository(ref.Context().Name()); err != nil {
 		return "", fmt.Errorf("cannot tell the registry of image %q: %w", image, err)
 	}
 	return ref.Context().RegistryStr(), nil

@@ -90,3 +90,14 @@ func TestCheckRegistriesCanonical(t *testing.T) {
 		}
 	}
 }
+
+// An image whose registry has no canonical form is refused, not compared
+// as written: ":5000" dials this machine, and "127.1" is 127.0.0.1 to the
+// C resolver, yet neither reads as localhost.
+func TestRegistryOfRefusesUncanonicalRegistries(t *testing.T) {
+	for _, image := range []string{":5000/team/app:1", "127.1:5000/team/app:1", "2130706433:5000/team/app:1", "localhost:0/team/app:1"} {
+		if got, err := RegistryOf(image); err == nil {
+			t.Errorf("RegistryOf(%q) = %q, want an error", image, got)
+		}
+	}
+}

@@ -199,10 +199,10 @@ func matchSegments(pat, name []string) bool {
 		next := make([]bool, len(name)+1)
 		if pat[i] == "**" {
 			// pat[i:] matches name[j:] if pat[i+1:] matches name[k:] for some k ≥ j.
-			any := false
+			found := false
 			for j := len(name); j >= 0; j-- {
-				any = any || ok[j]
-				next[j] = any
+				found = found || ok[j]
+				next[j] = found
 			}
 		} else {
 			for j := 0; j < len(name); j++ {

@@ -27,9 +27,12 @@ var dockerHubNames = []string{"docker.io", DockerHub, "registry-1.docker.io"}
 //   - the host is lower-cased and a trailing dot ("example.com.") dropped;
 //   - IP addresses are written the one way net.IP prints them (IPv6 in
 //     brackets; an IPv4-mapped IPv6 address as IPv4);
-//   - every loopback spelling (localhost, 127.0.0.0/8, ::1) is "localhost":
-//     they all reach this machine, and a registry on it is the same
-//     registry whichever name the image uses;
+//   - every loopback spelling (localhost, 127.0.0.0/8, ::1, and the
+//     unspecified 0.0.0.0 and ::, which connect to this machine too) is
+//     "localhost": a registry on this machine is the same registry
+//     whichever name the image uses;
+//   - IPv4 addresses in a legacy numeric form that the C resolver accepts
+//     (127.1, 2130706433, 0x7f.0.0.1, 0177.0.0.1) are refused;
 //   - the port is written without leading zeros, and port 443, the
 //     registry protocol's default (HTTPS), is dropped;
 //   - docker.io, index.docker.io and registry-1.docker.io (without a port)
@@ -83,11 +86,18 @@ func split(registry string) (host, port string, err error) {
 	if host == "" || strings.ContainsAny(host, "[]%") {
 		return "", "", fmt.Errorf("%w: %q has no usable host", ErrBadName, registry)
 	}
-	if ip := net.ParseIP(host); ip != nil {
-		host = ip.String()
-	}
-	if IsLoopback(host) {
+	ip := net.ParseIP(host)
+	switch {
+	case ip != nil && (ip.IsLoopback() || ip.IsUnspecified()):
+		// Connecting to 0.0.0.0 or :: reaches this machine too.
 		host = "localhost"
+	case ip != nil:
+		host = ip.String()
+	case legacyNumeric(host):
+		// 127.1, 2130706433, 0x7f.0.0.1, 0177.0.0.1: the C resolver (and
+		// so the Docker Engine) reads them as IPv4 addresses, Go's
+		// net.ParseIP does not. Refused rather than guessed.
+		return "", "", fmt.Errorf("%w: %q: host %q is a numeric address in a legacy form; write it as a dotted quad, like 127.0.0.1, or use the host name", ErrBadName, registry, host)
 	}
 	if port != "" {
 		n, err := strconv.Atoi(port)
@@ -103,6 +113,29 @@ func split(registry string) (host, port string, err error) {
 		host = DockerHub
 	}
 	return host, port, nil
+}
+
+// legacyNumeric reports whether every dot-separated label of host is a
+// decimal, octal or hex number: what inet_aton accepts as an IPv4
+// address besides the dotted quad.
+func legacyNumeric(host string) bool {
+	for _, label := range strings.Split(host, ".") {
+		digits, hex := label, false
+		if rest, ok := strings.CutPrefix(label, "0x"); ok {
+			digits, hex = rest, true
+		}
+		if digits == "" && !hex {
+			return false
+		}
+		valid := "0123456789"
+		if hex {
+			valid += "abcdef"
+		}
+		if strings.Trim(digits, valid) != "" {
+			return false
+		}
+	}
+	return true
 }
 
 func join(host, port string) string {

@@ -27,6 +27,10 @@ func TestCanonical(t *testing.T) {
 		"localhost":                     "localhost",
 		"localhost:443":                 "localhost",
 		"localhost:80":                  "localhost:80",
+		"0.0.0.0:5000":                  "localhost:5000",
+		"[::]:5000":                     "localhost:5000",
+		"1e100.net":                     "1e100.net",
+		"123.example.com":               "123.example.com",
 		"10.0.0.5:5000":                 "10.0.0.5:5000",
 		"[2001:DB8:0:0::1]:5000":        "[2001:db8::1]:5000",
 		"[2001:db8::1]":                 "[2001:db8::1]",
@@ -48,7 +52,8 @@ func TestCanonical(t *testing.T) {
 	}
 	for _, bad := range []string{"", "https://registry.example.com", "registry.example.com/team", "user@registry.example.com",
 		"registry.example.com:", "registry.example.com:0", "registry.example.com:65536", "registry.example.com:http",
-		"registry.example.com:+5", "::1", "[::1", "[::1]5000", "[registry.example.com]:5000", "[fe80::1%eth0]:5000", ".", ":5000"} {
+		"registry.example.com:+5", "::1", "[::1", "[::1]5000", "[registry.example.com]:5000", "[fe80::1%eth0]:5000", ".", ":5000",
+		"127.1:5000", "2130706433:5000", "0x7f.0.0.1:5000", "0177.0.0.1:5000", "127.000.000.001:5000", "0x7f000001"} {
 		if got, err := Canonical(bad); !errors.Is(err, ErrBadName) {
 			t.Errorf("Canonical(%q) = %q, %v; want ErrBadName", bad, got, err)
 		}
