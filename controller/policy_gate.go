@@ -121,6 +121,8 @@ func (c *Controller) gateScan(ctx context.Context, p *policy.Policy, pin PinnedI
 	v := c.signatureVerifier(p)
 	att, err := v.VulnAttestation(ctx, pin.Repository, pin.Digest, nil)
 	switch {
+	case errors.Is(err, signature.ErrBadRule):
+		return nil, storedPolicyError(err)
 	case err == nil:
 		parsed, err := scangate.ParseTrivy(att.Result)
 		if err != nil {
@@ -161,5 +163,17 @@ func (c *Controller) signatureVerifier(p *policy.Policy) signature.Verifier {
 // sentinels (ErrUnsigned for an image no rule covers).
 func (c *Controller) verifySignature(ctx context.Context, p *policy.Policy, pin PinnedImage) (signature.Result, error) {
 	v := c.signatureVerifier(p)
-	return v.Verify(ctx, pin.Repository, pin.Digest)
+	res, err := v.Verify(ctx, pin.Repository, pin.Digest)
+	if errors.Is(err, signature.ErrBadRule) {
+		return res, storedPolicyError(err)
+	}
+	return res, err
+}
+
+// storedPolicyError words a trust rule of the stored policy that no
+// longer validates (a pattern stored before the rules were tightened, such
+// as one without a registry): nothing is admitted under it until the
+// policy is set again, and the answer says so instead of a server error.
+func storedPolicyError(err error) error {
+	return fmt.Errorf("%w: the stored policy's trust rules cannot be applied, so nothing is admitted: %w; correct them and store the policy again (deployctl policy set)", ErrInvalidPolicy, err)
 }

@@ -25,6 +25,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/deployctl/deployctl/controller/policy"
+	"github.com/deployctl/deployctl/raftstore"
+	"github.com/deployctl/deployctl/raftstore/state"
 )
 
 // gateKey is a cosign key pair: the private half signs in the test, the
@@ -309,5 +311,25 @@ func TestApplyScanGateWithoutTrustRule(t *testing.T) {
 	rev, _ := n.store.View().Revision("web", out.Revision)
 	if text := strings.Join(rev.ScanWarnings, "\n"); len(rev.ScanWarnings) != 2 || !strings.Contains(text, "not signed") || !strings.Contains(text, "CVE-2026-0001") {
 		t.Fatalf("warn-mode warnings %q, want the unsigned report and its finding", rev.ScanWarnings)
+	}
+}
+
+// A policy stored before trust patterns were checked as they are now (here
+// one without a registry, which never matched anything) refuses every
+// apply with a 4xx that says to set the policy again, not a 500.
+func TestApplyUnderAStoredPolicyThatNoLongerValidates(t *testing.T) {
+	n := mustStartNode(t)
+	_, ref, _ := mustRegistryImage(t, "team/app:v1")
+	release := mustGateKey(t, "release.pub")
+	old, err := json.Marshal(&policy.Policy{AllowCapabilities: policy.DefaultCapabilities(), Trust: []policy.TrustEntry{release.entry("team/*")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.ctrl.apply(context.Background(), raftstore.CmdSetPolicy, state.SetPolicyCmd{Now: time.Now(), JSON: old}); err != nil {
+		t.Fatal(err)
+	}
+	_, re := applyOverHTTP(t, n, ref, 1, nil)
+	if re == nil || re.Status != http.StatusBadRequest || re.Code != "invalid_policy" || !strings.Contains(re.APIError.Error, "deployctl policy set") {
+		t.Fatalf("apply under a stale policy: %+v, want 400 invalid_policy saying to set the policy again", re)
 	}
 }
