@@ -243,7 +243,7 @@ func (c *Controller) ApplyWith(ctx context.Context, req ApplyRequest) (ApplyOutc
 		return ApplyOutcome{}, err
 	}
 	policyWarnings := hardeningWarnings(pol, spec)
-	warnings := joinWarnings(policyWarnings, scanWarnings)
+	warnings := joinWarnings(policyWarnings, prefixed("scan: ", scanWarnings))
 	fp := Fingerprint(*spec, pin.Ref)
 	if exists {
 		if cur, ok := view.Revision(svc.Name, svc.Current); ok && cur.Fingerprint == fp && sameSpec(&cur.Spec, spec) {

@@ -96,6 +96,15 @@ func joinWarnings(lists ...[]string) []string {
 	return out
 }
 
+// prefixed returns each warning with prefix, which says where it came from.
+func prefixed(prefix string, warnings []string) []string {
+	out := make([]string, len(warnings))
+	for i, w := range warnings {
+		out[i] = prefix + w
+	}
+	return out
+}
+
 // ErrBadProfile is a seccomp profile that cannot be used.
 var ErrBadProfile = errors.New("invalid seccomp profile")
 
@@ -117,45 +126,83 @@ func checkProfile(spec *specs.Spec) error {
 	return nil
 }
 
-// gateScan holds the pinned digest's scan against the policy's scan gate:
-// the report sent with the apply, or else a cosign vulnerability
-// attestation attached to the image and signed by a key of the image's
-// trust rule. Enforce refuses; warn returns the warnings to record.
+// gateScan holds the pinned digest's scan against the policy's scan gate.
+// The evidence is a cosign vulnerability attestation attached to the image
+// and signed by a key of the image's trust rule, and/or the report sent
+// with the apply. A verified attestation always wins; a sent report is
+// unsigned, and enforce mode judges it only when the policy says
+// scan.accept_unsigned_reports (scangate.EvaluateEvidence). Enforce
+// refuses; warn returns the warnings to record. A rollback calls it with
+// no report: only the attestation counts then.
 func (c *Controller) gateScan(ctx context.Context, p *policy.Policy, pin PinnedImage, report []byte) ([]string, error) {
 	if p.Scan.Mode == "" || p.Scan.Mode == scangate.ModeOff {
 		return nil, nil
 	}
-	if len(report) == 0 {
-		v := signature.Verifier{Rules: p.TrustRules(), Options: c.cfg.RegistryOptions}
-		att, err := v.VulnAttestation(ctx, pin.Repository, pin.Digest, nil)
-		switch {
-		case err == nil:
-			report = att.Result
-		case errors.Is(err, signature.ErrNoAttestation), errors.Is(err, signature.ErrNoKeys):
-			// No attested scan: the gate decides what a missing scan means.
-		default:
-			return nil, err
-		}
-	}
-	digest := pin.Digest
-	var r *scangate.Report
+	var ev scangate.Evidence
 	if len(report) > 0 {
 		parsed, err := scangate.ParseTrivy(report)
 		if err != nil {
 			return nil, err
 		}
-		r = &parsed
+		ev.Sent = &parsed
 	}
-	v := scangate.Evaluate(p.Scan, digest, c.cfg.Now(), r)
-	if err := v.Err(); err != nil {
+	var attWarnings []string
+	v := c.signatureVerifier(p)
+	att, err := v.VulnAttestation(ctx, pin.Repository, pin.Digest, nil)
+	switch {
+	case errors.Is(err, signature.ErrBadRule):
+		return nil, storedPolicyError(err)
+	case err == nil:
+		parsed, err := scangate.ParseTrivy(att.Result)
+		if err != nil {
+			return nil, fmt.Errorf("the signed vulnerability attestation %s (key %s): %w", att.Ref, att.KeyName, err)
+		}
+		parsed.SignedBy = fmt.Sprintf("key %s, %s attestation %s", att.KeyName, att.Format, att.Ref)
+		ev.Attested = &parsed
+	case errors.Is(err, signature.ErrNoAttestation):
+		ev.NoAttestation = "no signed vulnerability attestation is attached to the image"
+	case errors.Is(err, signature.ErrNoKeys):
+		ev.NoAttestation = "no trust rule covers the image, so no attestation could be verified; add one listing the scanner's key"
+	case p.Scan.Mode == scangate.ModeWarn:
+		// Warn never refuses: a broken or unreadable attestation is said,
+		// and the gate goes on without it.
+		ev.NoAttestation = "the attached attestation could not be used"
+		attWarnings = append(attWarnings, "vulnerability attestation not used: "+err.Error())
+	default:
+		// Enforce: an attestation that does not verify (another key, an
+		// altered payload, another digest) or cannot be read refuses.
 		return nil, err
 	}
-	return v.Warnings, nil
+	verdict := scangate.EvaluateEvidence(p.Scan, pin.Digest, c.cfg.Now(), ev)
+	if err := verdict.Err(); err != nil {
+		return nil, err
+	}
+	return append(attWarnings, verdict.Warnings...), nil
+}
+
+// signatureVerifier holds images to the policy's trust rules; with
+// require_signatures, an image no rule covers is refused.
+func (c *Controller) signatureVerifier(p *policy.Policy) signature.Verifier {
+	return signature.Verifier{Rules: p.TrustRules(), RequireMatch: p.RequireSignatures, Options: c.cfg.RegistryOptions}
 }
 
 // verifySignature checks the pinned digest's signature where the policy's
-// trust rules require one, and returns what verified it.
+// trust rules require one (every image under require_signatures), and
+// returns what verified it. Refusals wrap the signature package's
+// sentinels (ErrUnsigned for an image no rule covers).
 func (c *Controller) verifySignature(ctx context.Context, p *policy.Policy, pin PinnedImage) (signature.Result, error) {
-	v := signature.Verifier{Rules: p.TrustRules(), Options: c.cfg.RegistryOptions}
-	return v.Verify(ctx, pin.Repository, pin.Digest)
+	v := c.signatureVerifier(p)
+	res, err := v.Verify(ctx, pin.Repository, pin.Digest)
+	if errors.Is(err, signature.ErrBadRule) {
+		return res, storedPolicyError(err)
+	}
+	return res, err
+}
+
+// storedPolicyError words a trust rule of the stored policy that no
+// longer validates (a pattern stored before the rules were tightened, such
+// as one without a registry): nothing is admitted under it until the
+// policy is set again, and the answer says so instead of a server error.
+func storedPolicyError(err error) error {
+	return fmt.Errorf("%w: the stored policy's trust rules cannot be applied, so nothing is admitted: %w; correct them and store the policy again (deployctl policy set)", ErrInvalidPolicy, err)
 }

@@ -68,17 +68,6 @@ func trustRuleFor(t *testing.T, repo string) policy.TrustEntry {
 	return policy.TrustEntry{Match: repo, Keys: []string{"team.pub"}, KeysPEM: [][]byte{pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})}}
 }
 
-func mustSetPolicy(t *testing.T, n *testNode, p *policy.Policy) {
-	t.Helper()
-	cur, err := n.ctrl.Policy()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := n.ctrl.SetPolicy(context.Background(), p, cur.Version); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // postRollback calls the API as the CLI does and returns the status and
 // decoded error body.
 func postRollback(t *testing.T, n *testNode, service string, to int) (int, APIError) {

@@ -813,6 +813,15 @@ func TestCLIPolicyGatesApply(t *testing.T) {
 	if !strings.Contains(r.stderr, "release.pub") || !strings.Contains(strings.ToLower(r.stderr), "sign") {
 		t.Fatalf("unsigned image error:\n%s", r.stderr)
 	}
+	// Issue 16, finding 7: another spelling of the same registry is held
+	// to the same rule.
+	port := env.regAddr[strings.LastIndex(env.regAddr, ":")+1:]
+	for _, registry := range []string{"LOCALHOST:" + port, "localhost:" + port} {
+		r = mustCLI(t, s, 1, webSpec(strings.Replace(env.refs["v11"], env.regAddr, registry, 1), 1, ""), "apply", "-")
+		if !strings.Contains(r.stderr, "release.pub") || !strings.Contains(r.stderr, "not signed") {
+			t.Fatalf("unsigned image spelled %s:\n%s", registry, r.stderr)
+		}
+	}
 	if after := mustHistory(t, s, "web"); len(after) != len(before) {
 		t.Fatalf("refused applies changed history: %+v", after)
 	}
@@ -920,6 +929,20 @@ func TestCLIScanGateAndStrictSeccomp(t *testing.T) {
 	if !strings.Contains(r.stderr, "scan") {
 		t.Fatalf("no scan: %s", r.stderr)
 	}
+	// Issue 16, finding 8: a report nobody signed, with no findings and
+	// the right digest, is refused under enforce, saying how to attach a
+	// signed attestation or accept unsigned reports.
+	r = mustCLI(t, s, 1, "", "apply", spec, "--scan-report", trivyReport(t, dir, pinned, time.Now()))
+	for _, want := range []string{"not signed", "cosign attest", "scan.accept_unsigned_reports: true"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Fatalf("forged report: %q missing from\n%s", want, r.stderr)
+		}
+	}
+	// The policy accepts unsigned reports: they are judged.
+	if err := os.WriteFile(filepath.Join(dir, "policy.yaml"), []byte("scan: { mode: enforce, max_severity: high, max_age: 7d, accept_unsigned_reports: true }\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mustCLI(t, s, 0, "", "policy", "set", filepath.Join(dir, "policy.yaml"))
 	r = mustCLI(t, s, 1, "", "apply", spec, "--scan-report", trivyReport(t, dir, pinned, time.Now(), "LOW", "CRITICAL"))
 	if !strings.Contains(r.stderr, "CVE-2026-0002") {
 		t.Fatalf("critical finding: %s", r.stderr)
@@ -1102,6 +1125,16 @@ func TestCLIScanGateReadsVulnAttestation(t *testing.T) {
 	r := mustCLI(t, s, 1, webSpec(ref, 1, ""), "apply", "-")
 	if !strings.Contains(r.stderr, "CVE-2026-0001") {
 		t.Fatalf("attested critical finding:\n%s", r.stderr)
+	}
+	// A clean report sent with the apply does not override it (issue 16,
+	// finding 8).
+	clean := filepath.Join(dir, "clean.json")
+	if err := os.WriteFile(clean, report(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r = mustCLI(t, s, 1, webSpec(ref, 1, ""), "apply", "-", "--scan-report", clean)
+	if !strings.Contains(r.stderr, "CVE-2026-0001") || !strings.Contains(r.stderr, "was ignored") {
+		t.Fatalf("attested critical finding with a clean report sent:\n%s", r.stderr)
 	}
 	// A newer, clean attested scan replaces it: admitted.
 	mustAttestVulnV2(t, ref, digest, key, report("LOW"))

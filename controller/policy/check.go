@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/deployctl/deployctl/deployer/seccomp"
+	"github.com/deployctl/deployctl/internal/registryhost"
 	"github.com/deployctl/deployctl/internal/seccomprules"
 	"github.com/deployctl/deployctl/specs"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -249,24 +250,34 @@ func (c *checker) registry(image, registry string) {
 }
 
 // RegistryOf is the registry host[:port] of an image reference, as
-// go-containerregistry names it: "index.docker.io" for Docker Hub.
+// go-containerregistry names it: "index.docker.io" for Docker Hub. An
+// image whose name has no canonical form (registryhost.CanonicalRepository:
+// no host, a legacy numeric address such as 127.1, a bad port) is an
+// error: the registries check and the trust rules could not tell which
+// registry it is.
 func RegistryOf(image string) (string, error) {
 	ref, err := name.ParseReference(image, name.WeakValidation)
 	if err != nil {
 		return "", fmt.Errorf("cannot tell the registry of image %q: %w", image, err)
 	}
+	if _, err := registryhost.CanonicalRepository(ref.Context().Name()); err != nil {
+		return "", fmt.Errorf("cannot tell the registry of image %q: %w", image, err)
+	}
 	return ref.Context().RegistryStr(), nil
 }
 
-// sameRegistry compares host:port exactly, except that host names are
-// case-insensitive and Docker Hub's docker.io is index.docker.io.
+// sameRegistry compares registries in the canonical form the trust rules
+// use too (registryhost.Canonical): host case, a trailing dot, the default
+// port 443, loopback spellings and Docker Hub's names do not matter; any
+// other port does. A registry that cannot be canonicalised is compared as
+// written, case-insensitively.
 func sameRegistry(a, b string) bool {
 	return strings.EqualFold(canonicalRegistry(a), canonicalRegistry(b))
 }
 
 func canonicalRegistry(r string) string {
-	if reg, err := name.NewRegistry(r, name.StrictValidation); err == nil {
-		return reg.RegistryStr()
+	if c, err := registryhost.Canonical(r); err == nil {
+		return c
 	}
 	return r
 }

@@ -20,11 +20,11 @@ func schemaFields(section string) []string {
 			"allow_host_ipc", "allow_host_userns", "allow_root", "allow_root_group", "allow_new_privileges",
 			"writable_rootfs", "ports_on_all_interfaces", "custom_apparmor", "allow_seccomp_unconfined",
 			"allow_seccomp_syscalls", "allow_apparmor_unconfined", "allow_privileged_ports", "volume_prefixes", "registries",
-			"trust", "scan", "require_userns"}
+			"trust", "require_signatures", "scan", "require_userns"}
 	case "trust":
 		return []string{"match", "keys"}
 	case "scan":
-		return []string{"mode", "max_severity", "ignore", "max_age"}
+		return []string{"mode", "max_severity", "ignore", "max_age", "accept_unsigned_reports"}
 	}
 	return nil
 }
@@ -46,6 +46,8 @@ func alias(section, key string) (string, bool) {
 		return "registries", true
 	case "signatures", "trusted_keys":
 		return "trust", true
+	case "require_signature", "require_signed", "signatures_required", "require_signed_images", "unmatched":
+		return "require_signatures", true
 	case "userns_remap", "require_userns_remap":
 		return "require_userns", true
 	case "allow_gid_0", "allow_group_root", "allow_root_gid":
@@ -153,6 +155,7 @@ func (p *parser) policy(root *yaml.Node, pol *Policy) {
 		{"allow_apparmor_unconfined", &pol.AllowAppArmorUnconfined},
 		{"allow_privileged_ports", &pol.AllowPrivilegedPorts},
 		{"require_userns", &pol.RequireUserns},
+		{"require_signatures", &pol.RequireSignatures},
 	}
 	for _, b := range bools {
 		if n, ok := f[b.key]; ok {
@@ -235,6 +238,9 @@ func (p *parser) scan(path string, n *yaml.Node, s *scangate.Policy) {
 	}
 	if n, ok := f["ignore"]; ok {
 		s.Ignore, _ = p.StringList(path+".ignore", n)
+	}
+	if n, ok := f["accept_unsigned_reports"]; ok {
+		p.SetBool(path+".accept_unsigned_reports", n, &s.AcceptUnsignedReports)
 	}
 	if n, ok := f["max_age"]; ok {
 		field := path + ".max_age"

@@ -21,6 +21,7 @@ import (
 
 	"github.com/deployctl/deployctl/controller/scangate"
 	"github.com/deployctl/deployctl/controller/signature"
+	"github.com/deployctl/deployctl/internal/registryhost"
 	"github.com/deployctl/deployctl/internal/seccomprules"
 	"github.com/deployctl/deployctl/specs"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -94,6 +95,9 @@ type Policy struct {
 	// Trust lists which images must be signed by which keys; the first
 	// entry that matches an image decides (see TrustRules).
 	Trust []TrustEntry `yaml:"trust" json:"trust,omitempty"`
+	// RequireSignatures refuses every image that no trust entry matches:
+	// no rule then means no admission, instead of no signature needed.
+	RequireSignatures bool `yaml:"require_signatures" json:"require_signatures,omitempty"`
 	// Scan is the vulnerability scan gate, evaluated with
 	// scangate.Evaluate.
 	Scan scangate.Policy `yaml:"scan" json:"scan"`
@@ -129,7 +133,9 @@ func (l Level) effective() Level {
 }
 
 // TrustEntry requires images whose "registry/repository" matches Match (a
-// path.Match glob, see signature.TrustRule) to be signed by one of Keys.
+// glob compared in canonical form, where "*" stays within a path segment
+// and "**" crosses "/"; see signature.TrustRule) to be signed by one of
+// Keys.
 type TrustEntry struct {
 	Match string `yaml:"match" json:"match"`
 	// Keys are the public key files as the policy names them; they are
@@ -263,6 +269,9 @@ func (p *Policy) problems() []specs.Problem {
 	v.volumePrefixes(p.VolumePrefixes)
 	v.registries(p.Registries)
 	v.trust(p.Trust)
+	if p.RequireSignatures && len(p.Trust) == 0 {
+		v.addf("require_signatures", "true, but there are no trust entries, so every image would be refused; add trust entries for the registries you deploy from, like {match: registry.example.com/**, keys: [cosign.pub]}, or set require_signatures: false")
+	}
 	if err := p.Scan.Validate(); err != nil {
 		field, msg := scanProblem(err)
 		v.addf(field, "%s", msg)
@@ -375,6 +384,8 @@ func (v *validator) registries(registries []string) {
 		}
 		if _, err := name.NewRegistry(r, name.StrictValidation); err != nil {
 			v.addf(field, "%q is not a registry host[:port]: %v", r, err)
+		} else if _, err := registryhost.Canonical(r); err != nil {
+			v.addf(field, "%v", err)
 		}
 	}
 }
@@ -382,11 +393,11 @@ func (v *validator) registries(registries []string) {
 func (v *validator) trust(entries []TrustEntry) {
 	for i, e := range entries {
 		field := fmt.Sprintf("trust[%d]", i)
-		switch _, err := path.Match(e.Match, ""); {
+		switch err := signature.ValidateMatch(e.Match); {
 		case e.Match == "":
-			v.addf(field+".match", "empty; write the images the keys sign, like registry.example.com/team/*")
+			v.addf(field+".match", "empty; write the images the keys sign, like registry.example.com/team/** (\"*\" stays within one path segment, \"**\" crosses \"/\")")
 		case err != nil:
-			v.addf(field+".match", "%q is not a valid pattern: %v", e.Match, err)
+			v.addf(field+".match", "%s", strings.TrimPrefix(err.Error(), signature.ErrBadRule.Error()+": "))
 		}
 		if len(e.Keys) == 0 {
 			v.addf(field+".keys", "no keys, so no image could ever satisfy this entry; list public key files, like [cosign.pub]")

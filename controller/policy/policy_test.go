@@ -214,8 +214,8 @@ func invalidPolicyCases() []invalidPolicyCase {
 		{"trust entry with empty keys", "trust:\n  - match: 'registry.example.com/*'\n    keys: []\n", "trust[0].keys", 3, "no keys"},
 		{"trust entry without match", "trust:\n  - keys: [k.pub]\n", "trust[0].match", 2, "empty"},
 		{"trust bad pattern", "trust:\n  - match: 'registry.example.com/[team'\n    keys: [k.pub]\n", "trust[0].match", 2, "not a valid pattern"},
-		{"trust key typo", "trust:\n  - match: 'x/*'\n    keys: [k.pub]\n    matches: 'y/*'\n", "trust[0].matches", 4, "did you mean match?"},
-		{"trust empty key path", "trust:\n  - match: 'x/*'\n    keys: [k.pub, '']\n", "trust[0].keys[1]", 3, "empty"},
+		{"trust key typo", "trust:\n  - match: 'r.example/x/*'\n    keys: [k.pub]\n    matches: 'y/*'\n", "trust[0].matches", 4, "did you mean match?"},
+		{"trust empty key path", "trust:\n  - match: 'r.example/x/*'\n    keys: [k.pub, '']\n", "trust[0].keys[1]", 3, "empty"},
 		{"scan mode", "scan:\n  mode: block\n", "scan.mode", 2, `"block"; use off, warn or enforce`},
 		{"scan severity", "scan: {max_severity: severe}\n", "scan.max_severity", 1, "use one of unknown, low"},
 		{"scan age", "scan:\n  max_age: 7 days\n", "scan.max_age", 2, "use a Go duration (36h) or days/weeks (7d, 2w)"},
@@ -308,10 +308,10 @@ func TestValidateGoPolicy(t *testing.T) {
 		{"scan mode", func(p *Policy) { p.Scan.Mode = "on" }, "scan.mode", "use off, warn or enforce"},
 		{"scan age", func(p *Policy) { p.Scan.MaxAge = -time.Hour }, "scan.max_age", "negative"},
 		{"negative version", func(p *Policy) { p.Version = -1 }, "version", "negative"},
-		{"fewer PEM than keys", withTrust(TrustEntry{Match: "r/*", Keys: []string{"a.pub", "b.pub"}, KeysPEM: [][]byte{public}}), "trust[0].keys", "2 keys but 1 PEM"},
-		{"garbage PEM", withTrust(TrustEntry{Match: "r/*", Keys: []string{"a.pub"}, KeysPEM: [][]byte{[]byte("not a key")}}), "trust[0].keys", "a.pub: trust key is not a usable public key"},
-		{"private key", withTrust(TrustEntry{Match: "r/*", Keys: []string{"cosign.key"}, KeysPEM: [][]byte{private}}), "trust[0].keys", "is a private key"},
-		{"bad pattern with keys", withTrust(TrustEntry{Match: "[", Keys: []string{"a.pub"}, KeysPEM: [][]byte{public}}), "trust[0].match", "not a valid pattern"},
+		{"fewer PEM than keys", withTrust(TrustEntry{Match: "r.example/r/*", Keys: []string{"a.pub", "b.pub"}, KeysPEM: [][]byte{public}}), "trust[0].keys", "2 keys but 1 PEM"},
+		{"garbage PEM", withTrust(TrustEntry{Match: "r.example/r/*", Keys: []string{"a.pub"}, KeysPEM: [][]byte{[]byte("not a key")}}), "trust[0].keys", "a.pub: trust key is not a usable public key"},
+		{"private key", withTrust(TrustEntry{Match: "r.example/r/*", Keys: []string{"cosign.key"}, KeysPEM: [][]byte{private}}), "trust[0].keys", "is a private key"},
+		{"bad pattern with keys", withTrust(TrustEntry{Match: "r.example/[", Keys: []string{"a.pub"}, KeysPEM: [][]byte{public}}), "trust[0].match", "not a valid pattern"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -44,13 +44,46 @@ func (v Verdict) Err() error {
 	return fmt.Errorf("%w: %s", v.refusal, v.Reason)
 }
 
+// Evidence is what the gate has about a digest.
+type Evidence struct {
+	// Attested is the report of a cosign vulnerability attestation that a
+	// trusted key verified (its SignedBy set); nil when there is none.
+	Attested *Report
+	// Sent is a report handed to the caller, e.g. with `deployctl apply
+	// --scan-report`; nil when none was sent. It counts as unsigned
+	// whatever its SignedBy says.
+	Sent *Report
+	// NoAttestation says why Attested is nil, for messages ("no trust
+	// rule covers the image, so no attestation could be verified").
+	NoAttestation string
+}
+
 // Evaluate holds the report r (nil: no scan) of the image pinned at digest
 // ("sha256:...", or a whole "repository@sha256:..." reference) against
-// policy p at time now. In enforce mode the first failed check refuses, in
-// this order: no report, report of another digest, stale report, findings.
-// In warn mode every check runs and each failure is a warning. Mode off
-// allows without looking at r.
+// policy p at time now. r counts as signed evidence when r.SignedBy is set,
+// else as an unsigned report (see EvaluateEvidence).
 func Evaluate(p Policy, digest string, now time.Time, r *Report) Verdict {
+	switch {
+	case r == nil:
+		return EvaluateEvidence(p, digest, now, Evidence{})
+	case r.SignedBy != "":
+		return EvaluateEvidence(p, digest, now, Evidence{Attested: r})
+	}
+	return EvaluateEvidence(p, digest, now, Evidence{Sent: r})
+}
+
+// EvaluateEvidence judges the scan evidence of the image pinned at digest.
+//
+// A signed attestation always wins: when there is one, it alone is
+// judged and a sent report is ignored (a warning, or a note in the
+// refusal, says so). Without one, a sent report is unsigned: enforce mode
+// refuses it (ErrUnsignedReport) unless p.AcceptUnsignedReports; warn mode
+// judges it and warns that it is unsigned (not when the policy accepts
+// unsigned reports). In enforce mode the first failed check refuses, in
+// this order: no (admissible) report, report of another digest, stale
+// report, findings. In warn mode every check runs and each failure is a
+// warning. Mode off allows without looking at the evidence.
+func EvaluateEvidence(p Policy, digest string, now time.Time, ev Evidence) Verdict {
 	if _, afterAt, ok := strings.Cut(digest, "@"); ok {
 		digest = afterAt
 	}
@@ -62,13 +95,67 @@ func Evaluate(p Policy, digest string, now time.Time, r *Report) Verdict {
 	}
 	enforce := p.Mode == ModeEnforce
 	var warnings []string
+	note := ""
+	r := ev.Attested
+	switch {
+	case r != nil && ev.Sent != nil:
+		note = fmt.Sprintf("the scan report sent with the apply was ignored: the signed vulnerability attestation (%s) was judged instead", signedBy(r))
+		warnings = append(warnings, note)
+	case r == nil && ev.Sent != nil && !p.AcceptUnsignedReports:
+		problem := unsignedProblem(digest, ev.NoAttestation)
+		if enforce {
+			return Verdict{refusal: ErrUnsignedReport, Reason: problem}
+		}
+		warnings = append(warnings, problem)
+		r = ev.Sent
+	case r == nil:
+		r = ev.Sent
+	}
+	v := judge(p, digest, now, r, ev.NoAttestation, enforce, warnings)
+	if !v.Allowed && note != "" {
+		v.Reason += " (" + note + ")"
+	}
+	return v
+}
 
+// unsignedProblem explains why an unsigned report does not count in
+// enforce mode, and the two ways out.
+func unsignedProblem(digest, noAttestation string) string {
+	why := ""
+	if noAttestation != "" {
+		why = " (" + noAttestation + ")"
+	}
+	return fmt.Sprintf("the scan report for %s is not signed, and scan.mode: enforce judges only signed scans%s: anyone who can call apply could have written it; "+
+		"attach a signed vulnerability attestation (trivy image --format cosign-vuln --output vuln.json <repository>@%s, then cosign attest --key <key> --type vuln --predicate vuln.json <repository>@%s) "+
+		"with a key of the image's trust rule, or, to trust reports sent with apply, set scan.accept_unsigned_reports: true in the policy (deployctl policy set)",
+		digest, why, digest, digest)
+}
+
+func signedBy(r *Report) string {
+	if r.SignedBy == "" {
+		return "unsigned"
+	}
+	return r.SignedBy
+}
+
+// judge runs the checks on r (nil: no scan) after the evidence was chosen.
+func judge(p Policy, digest string, now time.Time, r *Report, noAttestation string, enforce bool, warnings []string) Verdict {
 	if r == nil {
-		problem := fmt.Sprintf("no vulnerability scan for %s; scan it (trivy image --format json <repository>@%s) and pass the report, or set scan.mode: off", digest, digest)
+		why := ""
+		if noAttestation != "" {
+			why = " (" + noAttestation + ")"
+		}
+		report := ""
+		if p.AcceptUnsignedReports {
+			report = fmt.Sprintf("send a report (trivy image --format json <repository>@%s, then deployctl apply --scan-report FILE), ", digest)
+		}
+		problem := fmt.Sprintf("no vulnerability scan for %s%s; %sattach a signed vulnerability attestation (trivy image --format cosign-vuln --output vuln.json <repository>@%s, then cosign attest --key <key> --type vuln --predicate vuln.json <repository>@%s) with a key of the image's trust rule, or set scan.mode: off",
+			digest, why, report, digest, digest)
 		if enforce {
 			return Verdict{refusal: ErrNoScan, Reason: problem}
 		}
-		return Verdict{Allowed: true, Warnings: []string{problem}, Reason: "allowed with 1 warning: no scan"}
+		warnings = append(warnings, problem)
+		return Verdict{Allowed: true, Warnings: warnings, Reason: "allowed with " + plural(len(warnings), "warning")}
 	}
 	if digest == "" || !r.belongsTo(digest) {
 		problem := fmt.Sprintf("the scan report is for %s, not %s; scan the pinned digest (trivy image --format json <repository>@%s)", reportSubject(r), digestOrNone(digest), digestOrNone(digest))

@@ -18,7 +18,8 @@ import (
 	"time"
 )
 
-// Errors at the package border. Verdict.Err wraps one of the first four;
+// Errors at the package border. Verdict.Err wraps one of the first four
+// (or ErrUnsignedReport, which matches ErrNoScan);
 // ParseTrivy returns ErrBadReport, ParsePolicyDuration and Policy.Validate
 // ErrBadPolicy.
 var (
@@ -35,7 +36,20 @@ var (
 	ErrBadReport = errors.New("bad vulnerability report")
 	// ErrBadPolicy means the scan policy itself is invalid.
 	ErrBadPolicy = errors.New("bad scan policy")
+	// ErrUnsignedReport means enforce mode was given only an unsigned
+	// report, and the policy does not accept unsigned reports. It matches
+	// ErrNoScan too: there is no scan the gate may judge.
+	ErrUnsignedReport error = &childError{msg: "no signed vulnerability scan", parent: ErrNoScan}
 )
+
+// childError is a sentinel that also matches a more general one.
+type childError struct {
+	msg    string
+	parent error
+}
+
+func (e *childError) Error() string { return e.msg }
+func (e *childError) Unwrap() error { return e.parent }
 
 // Policy modes.
 const (
@@ -74,6 +88,13 @@ type Policy struct {
 	Ignore []string
 	// MaxAge is how old a report may be; 0 means no limit.
 	MaxAge time.Duration
+	// AcceptUnsignedReports lets enforce mode judge a report that no
+	// trusted key signed (Report.SignedBy empty), such as a Trivy report
+	// sent with `deployctl apply --scan-report`. Off by default: such a
+	// report is only as trustworthy as whoever sent it, and an empty one
+	// with the right digest would pass. Warn mode always reads unsigned
+	// reports, and says when it did.
+	AcceptUnsignedReports bool
 }
 
 // Validate checks the policy's values; errors wrap ErrBadPolicy.

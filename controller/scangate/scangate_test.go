@@ -172,11 +172,13 @@ func blockingIDs(findings []Finding) []string {
 }
 
 func TestEvaluate(t *testing.T) {
-	v1 := mustReport(t, "trivy-webapp-v1.json")
-	v2 := mustReport(t, "trivy-webapp-v2-clean.json")
+	// The checks below are about signed evidence; unsigned reports are
+	// TestEvaluateEvidence's.
+	v1 := attested(mustReport(t, "trivy-webapp-v1.json"))
+	v2 := attested(mustReport(t, "trivy-webapp-v2-clean.json"))
 	v2NoDate := *v2
 	v2NoDate.CreatedAt = time.Time{}
-	mirrored := &Report{RepoDigests: []string{"other.example/webapp@" + digestV1, "127.0.0.1:5000/webapp@" + digestV2}, CreatedAt: createdV2}
+	mirrored := attested(&Report{RepoDigests: []string{"other.example/webapp@" + digestV1, "127.0.0.1:5000/webapp@" + digestV2}, CreatedAt: createdV2})
 	soonAfterV1, soonAfterV2 := createdV1.Add(2*day), createdV2.Add(2*day)
 
 	criticalIDs := []string{"CVE-2024-0001/libssl3", "CVE-2024-0001/openssl"}
@@ -275,7 +277,7 @@ func TestEvaluate(t *testing.T) {
 // TestErrNamesTheTopFiveFindings: a refusal names the five most severe
 // findings in order and counts the rest.
 func TestErrNamesTheTopFiveFindings(t *testing.T) {
-	verdict := Evaluate(Policy{Mode: ModeEnforce, MaxSeverity: "low"}, digestV1, createdV1, mustReport(t, "trivy-webapp-v1.json"))
+	verdict := Evaluate(Policy{Mode: ModeEnforce, MaxSeverity: "low"}, digestV1, createdV1, attested(mustReport(t, "trivy-webapp-v1.json")))
 	err := verdict.Err()
 	if !errors.Is(err, ErrFindings) {
 		t.Fatalf("Err = %v, want ErrFindings", err)
@@ -306,5 +308,85 @@ func TestErrOfAHandMadeRefusal(t *testing.T) {
 	}
 	if err := (Verdict{Allowed: true}).Err(); err != nil {
 		t.Fatalf("Err of an allowed verdict = %v", err)
+	}
+}
+
+// attested marks a copy of r as the report of a verified attestation.
+func attested(r *Report) *Report {
+	c := *r
+	c.SignedBy = "key scanner.pub, cosign-v2 attestation"
+	return &c
+}
+
+// Finding 8 of issue 16: a forged Trivy report with no results and the
+// right digest passed scan.mode: enforce, and a sent report overrode a
+// signed attestation.
+func TestEvaluateEvidence(t *testing.T) {
+	v1 := mustReport(t, "trivy-webapp-v1.json") // findings
+	forged := &Report{RepoDigests: []string{"127.0.0.1:5000/webapp@" + digestV1}, Digest: digestV1, CreatedAt: createdV1}
+	now := createdV1.Add(day)
+	enforce := Policy{Mode: ModeEnforce, MaxAge: 7 * day}
+	accepting := enforce
+	accepting.AcceptUnsignedReports = true
+	warn := Policy{Mode: ModeWarn}
+	warnAccepting := Policy{Mode: ModeWarn, AcceptUnsignedReports: true}
+	cleanV1 := attested(forged) // a signed clean scan of v1
+
+	tests := []struct {
+		name     string
+		policy   Policy
+		ev       Evidence
+		wantErr  error // nil: allowed
+		warnings int
+		message  []string
+	}{
+		{name: "forged empty report, enforce", policy: enforce, ev: Evidence{Sent: forged, NoAttestation: "no vulnerability attestation is attached"},
+			wantErr: ErrUnsignedReport, message: []string{"not signed", "no vulnerability attestation is attached", "cosign attest", "--type vuln", "trivy image --format cosign-vuln", "scan.accept_unsigned_reports: true"}},
+		{name: "a report marked signed but sent still counts as unsigned", policy: enforce, ev: Evidence{Sent: attested(forged)}, wantErr: ErrUnsignedReport},
+		{name: "forged empty report, policy accepts unsigned reports", policy: accepting, ev: Evidence{Sent: forged}},
+		{name: "unsigned report with findings, policy accepts unsigned reports", policy: accepting, ev: Evidence{Sent: v1}, wantErr: ErrFindings},
+		{name: "unsigned report, warn: judged, and said to be unsigned", policy: warn, ev: Evidence{Sent: v1}, warnings: 2, message: []string{"not signed", "4 findings at or above HIGH"}},
+		{name: "unsigned report, warn accepting unsigned: no unsigned warning", policy: warnAccepting, ev: Evidence{Sent: v1}, warnings: 1, message: []string{"4 findings"}},
+		{name: "attestation with findings wins over a clean report", policy: enforce, ev: Evidence{Attested: attested(v1), Sent: forged},
+			wantErr: ErrFindings, message: []string{"CVE-2024-0001", "report sent with the apply was ignored", "key scanner.pub"}},
+		{name: "attestation wins even when unsigned reports are accepted", policy: accepting, ev: Evidence{Attested: attested(v1), Sent: forged}, wantErr: ErrFindings},
+		{name: "clean attestation, report with findings ignored", policy: enforce, ev: Evidence{Attested: cleanV1, Sent: v1}, warnings: 1, message: []string{"was ignored"}},
+		{name: "clean attestation alone", policy: enforce, ev: Evidence{Attested: cleanV1}},
+		{name: "nothing, enforce", policy: enforce, ev: Evidence{NoAttestation: "no trust rule covers the image"}, wantErr: ErrNoScan, message: []string{"no trust rule covers the image", "cosign attest", "scan.mode: off"}},
+		{name: "nothing, enforce accepting unsigned: says a report would do", policy: accepting, ev: Evidence{}, wantErr: ErrNoScan, message: []string{"--scan-report"}},
+		{name: "off ignores everything", policy: Policy{Mode: ModeOff}, ev: Evidence{Sent: v1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			verdict := EvaluateEvidence(tt.policy, digestV1, now, tt.ev)
+			err := verdict.Err()
+			if tt.wantErr == nil && err != nil || tt.wantErr != nil && !errors.Is(err, tt.wantErr) {
+				t.Fatalf("Err = %v, want %v", err, tt.wantErr)
+			}
+			if len(verdict.Warnings) != tt.warnings {
+				t.Errorf("Warnings = %q, want %d", verdict.Warnings, tt.warnings)
+			}
+			text := strings.Join(verdict.Warnings, "\n")
+			if err != nil {
+				text = err.Error()
+			}
+			for _, part := range tt.message {
+				if !strings.Contains(text, part) {
+					t.Errorf("message %q lacks %q", text, part)
+				}
+			}
+		})
+	}
+	// ErrUnsignedReport is a kind of ErrNoScan, so callers that map
+	// ErrNoScan (the API's 422 "scan") need no change.
+	if !errors.Is(ErrUnsignedReport, ErrNoScan) || errors.Is(ErrNoScan, ErrUnsignedReport) {
+		t.Fatal("ErrUnsignedReport must match ErrNoScan, not the other way round")
+	}
+	// Evaluate reads provenance from the report: unsigned unless SignedBy.
+	if err := Evaluate(enforce, digestV1, now, forged).Err(); !errors.Is(err, ErrUnsignedReport) {
+		t.Fatalf("Evaluate of an unsigned report in enforce mode = %v, want ErrUnsignedReport", err)
+	}
+	if err := Evaluate(enforce, digestV1, now, cleanV1).Err(); err != nil {
+		t.Fatalf("Evaluate of a signed clean report = %v", err)
 	}
 }

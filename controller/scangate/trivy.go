@@ -42,6 +42,14 @@ type Report struct {
 	// Findings are deduplicated: Trivy lists a package once per target
 	// (layer, lock file) it was found in.
 	Findings []Finding
+	// SignedBy says what vouches for the report: set by the caller when
+	// the report is the scanner.result of a cosign vulnerability
+	// attestation that a trusted key verified (e.g. "key scanner.pub,
+	// cosign-v2 attestation registry/repo@sha256:..."). Empty means an
+	// unsigned report (ParseTrivy never sets it): whoever sent it could
+	// have written it, so enforce mode judges it only under
+	// Policy.AcceptUnsignedReports.
+	SignedBy string
 }
 
 // trivyReport is the part of Trivy's JSON schema v2 that the gate reads.

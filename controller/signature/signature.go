@@ -10,8 +10,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path"
 	"slices"
+	"strconv"
+	"strings"
 
 	"github.com/deployctl/deployctl/internal/registryhost"
 
@@ -72,11 +73,15 @@ var (
 // TrustRule requires images whose repository matches Match to be signed by
 // one of Keys.
 type TrustRule struct {
-	// Match is a path.Match glob on "registry/repository", for example
-	// "registry.example.com/team/*". As in path.Match, "*" does not cross
-	// a "/": "team/*" matches "team/web" but not "team/web/api"; there is
-	// no "**". Docker Hub repositories match both as "docker.io/..." and
-	// as "index.docker.io/...".
+	// Match is a glob on "registry/repository", for example
+	// "registry.example.com/team/**". The pattern and the image are both
+	// compared in canonical form (see match.go and
+	// registryhost.Canonical): registry case, a trailing dot, the default
+	// port 443, loopback spellings and Docker Hub's names and implicit
+	// "library/" do not matter. "*", "?" and "[...]" match within one path
+	// segment; "**", a whole segment, matches zero or more segments:
+	// "team/*" matches "team/web" but not "team/web/api", "team/**" both.
+	// The first segment is always the registry.
 	Match string
 	// Keys are the public keys any one of which may sign.
 	Keys []Key
@@ -96,14 +101,19 @@ type Key struct {
 // safe for concurrent use as long as its fields are not modified.
 type Verifier struct {
 	Rules []TrustRule
+	// RequireMatch refuses an image that no rule covers (ErrUnsigned)
+	// instead of letting it through unchecked: every image must then be
+	// signed as some rule says.
+	RequireMatch bool
 	// Options are passed to every registry call (transport, auth).
 	Options []remote.Option
 }
 
 // Result is the outcome of a successful Verify.
 type Result struct {
-	// Required is true when a trust rule matched the image; false means
-	// the policy does not cover it and nothing was checked.
+	// Required is true when a trust rule matched the image (or none did
+	// and RequireMatch is set); false means the policy does not cover it
+	// and nothing was checked.
 	Required bool
 	// KeyName is the Name of the key that verified the signature.
 	KeyName string
@@ -117,9 +127,10 @@ type Result struct {
 // Verify checks that repository@digest is signed as the first matching
 // trust rule requires. repository is "registry/path" without tag or
 // digest (e.g. "127.0.0.1:5000/team/web"), digest is "sha256:<hex>".
-// With no matching rule it returns Result{Required: false} and touches no
-// network. When a rule matches, the returned Result has Required set even
-// if err is not nil.
+// With no matching rule it returns Result{Required: false}, or with
+// RequireMatch an ErrUnsigned refusal, and touches no network. When a
+// rule matches, the returned Result has Required set even if err is not
+// nil.
 func (v *Verifier) Verify(ctx context.Context, repository, digest string) (Result, error) {
 	repo, err := parseRepository(repository)
 	if err != nil {
@@ -130,8 +141,13 @@ func (v *Verifier) Verify(ctx context.Context, repository, digest string) (Resul
 		return Result{}, fmt.Errorf("%w: digest %q: %v", ErrBadReference, digest, err)
 	}
 	rule, matched, err := matchRule(v.Rules, repo)
-	if err != nil || !matched {
+	switch {
+	case err != nil:
 		return Result{}, err
+	case !matched && v.RequireMatch:
+		return Result{Required: true}, unmatchedError(v.Rules, repo, want)
+	case !matched:
+		return Result{}, nil
 	}
 	required := Result{Required: true}
 	keys, err := parseRuleKeys(rule)
@@ -203,43 +219,60 @@ func parseRepository(repository string) (name.Repository, error) {
 	return repo, nil
 }
 
-// matchNames are the spellings of repo a rule may be written against.
-func matchNames(repo name.Repository) []string {
-	names := []string{repo.Name()}
-	if repo.RegistryStr() == name.DefaultRegistry {
-		names = append(names, "docker.io/"+repo.RepositoryStr())
+// unmatchedError refuses an image no rule covers when every image must be
+// signed. It shows the canonical name the rules were held against, since
+// that is what a new rule must match.
+func unmatchedError(rules []TrustRule, repo name.Repository, digest v1.Hash) error {
+	canonical, _ := registryhost.CanonicalRepository(repo.Name())
+	patterns := make([]string, len(rules))
+	for i, r := range rules {
+		patterns[i] = strconv.Quote(r.Match)
 	}
-	return names
+	covered := "there are no trust rules"
+	if len(patterns) > 0 {
+		covered = "no trust rule (" + strings.Join(patterns, ", ") + ") matches it"
+	}
+	registry, _, _ := strings.Cut(canonical, "/")
+	return fmt.Errorf("%w: %s: every image must be signed (the policy's require_signatures), but %s, read as %s; add a trust rule that covers it, like {match: %q, keys: [...]}, with the keys that sign it, or deploy an image a rule covers",
+		ErrUnsigned, repo.Digest(digest.String()).String(), covered, canonical, registry+"/**")
 }
 
 // matchRule returns the first rule matching repo. Every rule is validated
 // first: a malformed rule earlier in the list might have been meant to
-// match, so skipping it would silently weaken the policy.
+// match, so skipping it would silently weaken the policy. The repository
+// and the patterns are compared in canonical form.
 func matchRule(rules []TrustRule, repo name.Repository) (TrustRule, bool, error) {
+	patterns := make([]pattern, len(rules))
 	for i, rule := range rules {
 		if err := validateRule(i, rule); err != nil {
 			return TrustRule{}, false, err
 		}
+		patterns[i], _ = compileMatch(rule.Match)
 	}
-	names := matchNames(repo)
-	for _, rule := range rules {
-		for _, n := range names {
-			// The pattern was validated above, so Match cannot fail.
-			if ok, _ := path.Match(rule.Match, n); ok {
-				return rule, true, nil
-			}
+	canonical, err := registryhost.CanonicalRepository(repo.Name())
+	if err != nil {
+		return TrustRule{}, false, fmt.Errorf("%w: %v", ErrBadReference, err)
+	}
+	for i, rule := range rules {
+		if patterns[i].matches(canonical) {
+			return rule, true, nil
 		}
 	}
 	return TrustRule{}, false, nil
 }
 
-func validateRule(index int, rule TrustRule) error {
-	if rule.Match == "" {
-		return fmt.Errorf("%w: rule %d has an empty match pattern", ErrBadRule, index+1)
+// ValidateMatch checks a trust rule's Match pattern alone; the error wraps
+// ErrBadRule and says how to write it.
+func ValidateMatch(match string) error {
+	if _, err := compileMatch(match); err != nil {
+		return fmt.Errorf("%w: %v", ErrBadRule, err)
 	}
-	// path.Match reports a malformed pattern whatever the name.
-	if _, err := path.Match(rule.Match, ""); err != nil {
-		return fmt.Errorf("%w: rule %d: match %q: %v", ErrBadRule, index+1, rule.Match, err)
+	return nil
+}
+
+func validateRule(index int, rule TrustRule) error {
+	if _, err := compileMatch(rule.Match); err != nil {
+		return fmt.Errorf("%w: rule %d: %v", ErrBadRule, index+1, err)
 	}
 	if len(rule.Keys) == 0 {
 		return fmt.Errorf("%w: rule %d (match %q) lists no keys, so no image could ever satisfy it; add a key to its trust list", ErrBadRule, index+1, rule.Match)
