@@ -57,8 +57,10 @@ func (c *accountsCache) put(id string, acc ImageAccounts) {
 // is never started (no network, entrypoint a path that need not exist),
 // copies the two files out as the engine would open them, following
 // symbolic links inside the image, and removes the container. A missing
-// file is nil. The result is cached by image ID.
-func (r *DockerRuntime) ImageAccounts(ctx context.Context, ref string) (ImageAccounts, error) {
+// file is nil. The result is cached by image ID. The container carries
+// the host label but not the managed one: reconciliation never sees it,
+// and a cleanup by host label (tests) removes one left by a killed agent.
+func (r *DockerRuntime) ImageAccounts(ctx context.Context, ref, hostID string) (ImageAccounts, error) {
 	inspect, err := r.client.ImageInspect(ctx, ref)
 	if err != nil {
 		return ImageAccounts{}, engineError("inspect image "+ref, err)
@@ -71,7 +73,7 @@ func (r *DockerRuntime) ImageAccounts(ctx context.Context, ref string) (ImageAcc
 			Image:           inspect.ID,
 			Entrypoint:      []string{"/deployctl-never-started"},
 			Cmd:             []string{},
-			Labels:          map[string]string{LabelAccounts: "true"},
+			Labels:          map[string]string{LabelAccounts: "true", LabelHost: hostID},
 			NetworkDisabled: true,
 		},
 		&container.HostConfig{NetworkMode: network.NetworkNone},

@@ -53,7 +53,10 @@ type Runtime interface {
 	EnsureNetwork(ctx context.Context, name string, labels map[string]string) (string, error)
 	Pull(ctx context.Context, ref string) error
 	ImageUser(ctx context.Context, ref string) (string, error)
-	ImageAccounts(ctx context.Context, ref string) (ImageAccounts, error)
+	// ImageAccounts reads an image's /etc/passwd and /etc/group; hostID
+	// labels the short-lived container it may create, so a run cleaned up
+	// by host (tests, an operator) removes one left by a killed agent.
+	ImageAccounts(ctx context.Context, ref, hostID string) (ImageAccounts, error)
 	Create(ctx context.Context, name string, cfg *container.Config, hostCfg *container.HostConfig, netCfg *network.NetworkingConfig) (string, error)
 	Start(ctx context.Context, id string) error
 	ListManaged(ctx context.Context, hostID string) ([]container.Summary, error)

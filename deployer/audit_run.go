@@ -74,7 +74,7 @@ func (l *reconcileLoop) audit(ctx context.Context, targets []auditTarget, engine
 		ids, idsErr := readProcessIDs(l.procRoot, inspect)
 		c.Results = append(c.Results, audit.RunningUser(ids, idsErr))
 		user, err := l.rt.ImageUser(ctx, as.Revision.Ref)
-		accounts, aerr := l.rt.ImageAccounts(ctx, as.Revision.Ref)
+		accounts, aerr := l.rt.ImageAccounts(ctx, as.Revision.Ref, l.cfg.HostID)
 		overrides, oerr := OverridesFor(as.Revision.Spec)
 		if err == nil && aerr == nil && oerr == nil {
 			if want, wantHost, _, err := ContainerOptions(as, l.cfg.HostID, l.cfg.Network, user, WithEngine(engine), WithOverrides(overrides), WithImageAccounts(accounts)); err == nil {

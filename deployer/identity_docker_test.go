@@ -162,7 +162,7 @@ func TestRootInDisguiseWithDocker(t *testing.T) {
 		if err := env.rt.Pull(ctx, images.admin); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := env.rt.ImageAccounts(ctx, images.admin); err != nil {
+		if _, err := env.rt.ImageAccounts(ctx, images.admin, "identity-test"); err != nil {
 			t.Fatal(err)
 		}
 		list, err := env.raw.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(
@@ -179,7 +179,7 @@ func TestRootInDisguiseWithDocker(t *testing.T) {
 		if err := env.rt.Pull(ctx, images.adminLinked); err != nil {
 			t.Fatal(err)
 		}
-		acc, err := env.rt.ImageAccounts(ctx, images.adminLinked)
+		acc, err := env.rt.ImageAccounts(ctx, images.adminLinked, "identity-test")
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -406,7 +406,7 @@ func (l *reconcileLoop) createAndStart(ctx context.Context, as state.Assignment,
 		done.err = err
 		return done
 	}
-	accounts, err := l.rt.ImageAccounts(ctx, ref)
+	accounts, err := l.rt.ImageAccounts(ctx, ref, l.cfg.HostID)
 	if err != nil {
 		done.err = err
 		return done
