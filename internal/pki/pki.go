@@ -93,8 +93,12 @@ func ClientFiles(dir string) Files {
 type InitOptions struct {
 	// Dir receives the files. Created 0700 when missing.
 	Dir string
-	// Nodes are the server node names; each gets NODE.pem and NODE-key.pem.
+	// Nodes are the server node names; each gets NODE.pem and NODE-key.pem
+	// with the role server/NODE.
 	Nodes []string
+	// Agents are agent-only host names; each gets HOST.pem and HOST-key.pem
+	// with the role agent/HOST (client authentication only).
+	Agents []string
 	// Hosts are extra subject alternative names put on every node
 	// certificate: IP addresses become IP SANs, anything else a DNS SAN.
 	Hosts []string
