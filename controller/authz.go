@@ -18,6 +18,11 @@ import (
 // cannot claim another role by setting it.
 const callerHeader = "X-Deployctl-Caller"
 
+// ErrForbidden: the caller's certificate does not allow the request (wrong
+// role, another host, no role at all). Answered as 403 "forbidden" or
+// "no_role"; the client maps both back onto it.
+var ErrForbidden = errors.New("forbidden")
+
 // Caller is who a request speaks for: the role and name of the verified
 // client certificate, or of the caller a server forwarded for. Dev is set
 // on a server without TLS (--dev): there is no certificate, every caller
