@@ -10,11 +10,13 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/deployctl/deployctl/controller/policy"
 	"github.com/deployctl/deployctl/controller/scangate"
 	"github.com/deployctl/deployctl/controller/signature"
+	"github.com/deployctl/deployctl/internal/pki"
 	"github.com/deployctl/deployctl/raftstore/state"
 	"github.com/deployctl/deployctl/specs"
 )
@@ -33,6 +35,10 @@ type NodeInfo struct {
 	Role    string `json:"role"` // leader, follower
 	Voter   bool   `json:"voter"`
 	Healthy bool   `json:"healthy"`
+	// Identity is the certificate role a member holds: always server/ID,
+	// because raft accepts only server certificates (pki.PeerConfig) and
+	// join only the server certificate named like the joining node.
+	Identity string `json:"identity"`
 }
 
 // HostInfo is one host in `cluster status`.
@@ -45,6 +51,10 @@ type HostInfo struct {
 	// Engine is what the host's Docker Engine enforces (userns-remap,
 	// AppArmor...), as its agent reported it.
 	Engine *state.EngineFeatures `json:"engine,omitempty"`
+	// Identity is the certificate the host's agent last reported with to
+	// this leader ("agent/h1", "server/n1"; "dev (no TLS)" under --dev;
+	// empty until its first report since this leader was elected).
+	Identity string `json:"identity,omitempty"`
 }
 
 // ClusterStatus is `deployctl cluster status -o json`.
@@ -96,8 +106,29 @@ type APIConfig struct {
 
 // API serves the controller over HTTP/JSON under /v1/.
 type API struct {
-	c   *Controller
-	cfg APIConfig
+	c         *Controller
+	cfg       APIConfig
+	reporters *hostReporters
+}
+
+// hostReporters remembers, per host, the caller its last report came
+// from, for `cluster status`. It is this server's memory only: it is an
+// observation like the heartbeats, not state to replicate.
+type hostReporters struct {
+	mu sync.Mutex
+	m  map[string]string
+}
+
+func (h *hostReporters) note(host string, c Caller) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.m[host] = c.String()
+}
+
+func (h *hostReporters) of(host string) string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.m[host]
 }
 
 // NewAPI returns the HTTP API of a controller.
@@ -108,38 +139,54 @@ func NewAPI(cfg APIConfig) *API {
 	if cfg.Scheme == "" {
 		cfg.Scheme = "http"
 	}
-	return &API{c: cfg.Controller, cfg: cfg}
+	return &API{c: cfg.Controller, cfg: cfg, reporters: &hostReporters{m: map[string]string{}}}
 }
 
-// Handler returns the routes.
+// Handler returns the routes. Every request is authenticated first (see
+// authenticate) and each route names the roles that may call it:
+//
+//	operator  everything but the agent endpoints and join
+//	server    health, peer, join (itself only), remove (itself only) and
+//	          the agent endpoints for the host named like the node
+//	agent     health and the agent endpoints for its own host
 func (a *API) Handler() http.Handler {
 	mux := http.NewServeMux()
+	const (
+		op    = pki.RoleOperator
+		srv   = pki.RoleServer
+		agent = pki.RoleAgent
+	)
 	// Answered by this server itself.
-	mux.HandleFunc("GET /v1/health", a.health)
-	mux.HandleFunc("GET /v1/cluster/peer", a.peer)
-	// Answered by the leader: any other server forwards them.
-	lead := a.onLeader
-	mux.HandleFunc("GET /v1/cluster", lead(a.cluster))
-	mux.HandleFunc("POST /v1/cluster/join", lead(a.join))
-	mux.HandleFunc("POST /v1/cluster/remove", lead(a.removeServer))
-	mux.HandleFunc("GET /v1/services", lead(a.listServices))
-	mux.HandleFunc("POST /v1/services", lead(a.applyService))
-	mux.HandleFunc("GET /v1/services/{name}", lead(a.getService))
-	mux.HandleFunc("DELETE /v1/services/{name}", lead(a.removeService))
-	mux.HandleFunc("GET /v1/services/{name}/history", lead(a.getHistory))
-	mux.HandleFunc("POST /v1/services/{name}/rollback", lead(a.rollbackService))
-	mux.HandleFunc("GET /v1/policy", lead(a.getPolicy))
-	mux.HandleFunc("PUT /v1/policy", lead(a.putPolicy))
-	mux.HandleFunc("GET /v1/outdated", lead(a.getOutdated))
-	mux.HandleFunc("POST /v1/services/{name}/refresh", lead(a.refreshService))
-	mux.HandleFunc("GET /v1/audit", lead(a.getAudit))
-	mux.HandleFunc("POST /v1/agent/audit", lead(a.postAudit))
-	mux.HandleFunc("GET /v1/agent/assignments", lead(a.assignments))
-	mux.HandleFunc("POST /v1/agent/report", lead(a.report))
+	mux.HandleFunc("GET /v1/health", a.allow(a.health, op, srv, agent))
+	mux.HandleFunc("GET /v1/cluster/peer", a.allow(a.peer, op, srv))
+	// Answered by the leader: any other server forwards them. allow runs
+	// before forwarding and again on the leader.
+	lead := func(h http.HandlerFunc, roles ...pki.Role) http.HandlerFunc {
+		return a.allow(a.onLeader(h), roles...)
+	}
+	mux.HandleFunc("GET /v1/cluster", lead(a.cluster, op))
+	mux.HandleFunc("POST /v1/cluster/join", lead(a.join, srv))
+	mux.HandleFunc("POST /v1/cluster/remove", lead(a.removeServer, op, srv))
+	mux.HandleFunc("GET /v1/services", lead(a.listServices, op))
+	mux.HandleFunc("POST /v1/services", lead(a.applyService, op))
+	mux.HandleFunc("GET /v1/services/{name}", lead(a.getService, op))
+	mux.HandleFunc("DELETE /v1/services/{name}", lead(a.removeService, op))
+	mux.HandleFunc("GET /v1/services/{name}/history", lead(a.getHistory, op))
+	mux.HandleFunc("POST /v1/services/{name}/rollback", lead(a.rollbackService, op))
+	mux.HandleFunc("GET /v1/policy", lead(a.getPolicy, op))
+	mux.HandleFunc("PUT /v1/policy", lead(a.putPolicy, op))
+	mux.HandleFunc("GET /v1/outdated", lead(a.getOutdated, op))
+	mux.HandleFunc("POST /v1/services/{name}/refresh", lead(a.refreshService, op))
+	mux.HandleFunc("GET /v1/audit", lead(a.getAudit, op))
+	// The agent endpoints: the handler also checks the host named in the
+	// query or body against the certificate (speaksFor).
+	mux.HandleFunc("POST /v1/agent/audit", lead(a.postAudit, agent, srv))
+	mux.HandleFunc("GET /v1/agent/assignments", lead(a.assignments, agent, srv))
+	mux.HandleFunc("POST /v1/agent/report", lead(a.report, agent, srv))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no route %s %s; the API lives under /v1/", r.Method, r.URL.Path))
 	})
-	return mux
+	return a.authenticate(mux)
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
@@ -303,7 +350,8 @@ func (a *API) cluster(w http.ResponseWriter, r *http.Request) {
 				n++
 			}
 		}
-		out.Hosts = append(out.Hosts, HostInfo{ID: h.ID, Labels: h.Labels, State: h.State, Replicas: n, SeenAt: h.SeenAt, Engine: h.Engine})
+		out.Hosts = append(out.Hosts, HostInfo{ID: h.ID, Labels: h.Labels, State: h.State, Replicas: n, SeenAt: h.SeenAt, Engine: h.Engine,
+			Identity: a.reporters.of(h.ID)})
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -425,6 +473,9 @@ func (a *API) assignments(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad_request", "host: required")
 		return
 	}
+	if !speaksFor(w, r, host) {
+		return
+	}
 	index, wait, ok := blockingParams(w, r)
 	if !ok {
 		return
@@ -440,9 +491,19 @@ func (a *API) report(w http.ResponseWriter, r *http.Request) {
 	if !decodeJSON(w, r, &rep) {
 		return
 	}
+	if rep.Host == "" {
+		writeError(w, http.StatusBadRequest, "bad_request", "host: required")
+		return
+	}
+	if !speaksFor(w, r, rep.Host) {
+		return
+	}
 	if err := a.c.Report(r.Context(), rep); err != nil {
 		a.writeErr(w, err)
 		return
+	}
+	if caller, ok := CallerOf(r.Context()); ok {
+		a.reporters.note(rep.Host, caller)
 	}
 	w.WriteHeader(http.StatusNoContent)
 }

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"sort"
 	"time"
@@ -47,6 +48,16 @@ func (c *Controller) Audits() AuditReport {
 	return out
 }
 
+// Limits of one host's audit. The body is bounded by maxBody (1 MiB) like
+// every request; these bound what the leader keeps in memory per host. A
+// host runs far fewer containers than maxAuditContainers, and the CIS
+// section 5 audit has a few dozen checks per container.
+const (
+	maxAuditContainers = 512
+	maxAuditResults    = 128 // per container
+	maxAuditDrift      = 128 // per container
+)
+
 func (a *API) postAudit(w http.ResponseWriter, r *http.Request) {
 	var rep audit.HostAudit
 	if !decodeJSON(w, r, &rep) {
@@ -56,8 +67,32 @@ func (a *API) postAudit(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad_request", "host: required")
 		return
 	}
+	// A host's audit is that host's word: only its own certificate may
+	// send it (an empty audit for someone else's host would hide it).
+	if !speaksFor(w, r, rep.Host) {
+		return
+	}
+	if err := checkAuditSize(rep); err != nil {
+		writeError(w, http.StatusRequestEntityTooLarge, "too_large", err.Error())
+		return
+	}
 	a.c.RecordAudit(rep)
 	w.WriteHeader(http.StatusNoContent)
+}
+
+func checkAuditSize(rep audit.HostAudit) error {
+	if len(rep.Containers) > maxAuditContainers {
+		return fmt.Errorf("containers: %d entries, at most %d per host", len(rep.Containers), maxAuditContainers)
+	}
+	for i, c := range rep.Containers {
+		if len(c.Results) > maxAuditResults {
+			return fmt.Errorf("containers[%d].results: %d entries, at most %d", i, len(c.Results), maxAuditResults)
+		}
+		if len(c.Drift) > maxAuditDrift {
+			return fmt.Errorf("containers[%d].drift: %d entries, at most %d", i, len(c.Drift), maxAuditDrift)
+		}
+	}
+	return nil
 }
 
 func (a *API) getAudit(w http.ResponseWriter, r *http.Request) {

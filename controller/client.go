@@ -110,6 +110,8 @@ func (e *RemoteError) Unwrap() error {
 		return policy.ErrDenied
 	case "invalid_policy":
 		return ErrInvalidPolicy
+	case "forbidden", "no_role", "unauthenticated":
+		return ErrForbidden
 	}
 	return nil
 }

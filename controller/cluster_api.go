@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/deployctl/deployctl/internal/pki"
 	"github.com/deployctl/deployctl/raftstore"
 	"github.com/deployctl/deployctl/raftstore/state"
 )
@@ -78,6 +79,17 @@ func (a *API) forward(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	req.Header.Set(forwardedHeader, a.c.cfg.Raft.ID())
+	// The leader sees this server's certificate on the connection; the
+	// caller it acts for goes in callerHeader, which the leader believes
+	// from server certificates only. A dev caller is never forwarded (a
+	// dev server is alone), but refuse rather than forward it as this
+	// server.
+	caller, ok := CallerOf(r.Context())
+	if !ok || caller.Dev {
+		a.writeErr(w, fmt.Errorf("%w: a request without a certificate is not forwarded", ErrNotReady))
+		return
+	}
+	req.Header.Set(callerHeader, caller.Identity.String())
 	resp, err := a.cfg.Forward.Do(req)
 	if err != nil {
 		a.writeErr(w, fmt.Errorf("%w: forwarding to leader %s at %s: %v", ErrNoLeader, leaderID, info.APIAddr, err))
@@ -132,6 +144,12 @@ func (a *API) join(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad_request", "id, raft_addr and api_addr are required")
 		return
 	}
+	// Only the node itself joins: its server certificate names it.
+	if caller, _ := CallerOf(r.Context()); !caller.Dev && (caller.Role != pki.RoleServer || caller.Name != req.ID) {
+		writeError(w, http.StatusForbidden, "forbidden", fmt.Sprintf(
+			"joining as node %q needs the server certificate of %q; this request came with the certificate of %s", req.ID, req.ID, caller))
+		return
+	}
 	if a.cfg.Membership == nil {
 		writeError(w, http.StatusNotImplemented, "not_clustered", "this server does not manage membership")
 		return
@@ -143,8 +161,35 @@ func (a *API) join(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, req)
 }
 
-// Join makes a server a voter and records its addresses.
+// Join makes a server a voter and records its addresses. A join that
+// would move an existing member (same id, another raft or API address) or
+// take another member's address is refused with ErrConflict: otherwise a
+// join could redirect where every server forwards (the leader's API
+// address) or split a member's raft traffic. Such a member is removed
+// first (cluster remove), then joins again.
 func (c *Controller) Join(ctx context.Context, m Membership, req JoinRequest) error {
+	servers, err := m.Servers(ctx)
+	if err != nil {
+		return fmt.Errorf("read the raft configuration: %w", translate(err))
+	}
+	view := c.cfg.Store.View()
+	for _, s := range servers {
+		info, registered := view.Server(s.ID)
+		switch {
+		case s.ID == req.ID && s.Address != req.RaftAddr:
+			return fmt.Errorf("%w: node %s is a member with raft address %s, not %s: remove it first (deployctl cluster remove %s), then let it join again",
+				ErrConflict, req.ID, s.Address, req.RaftAddr, req.ID)
+		case s.ID == req.ID && registered && info.APIAddr != req.APIAddr:
+			return fmt.Errorf("%w: node %s is a member with API address %s, not %s: remove it first (deployctl cluster remove %s), then let it join again",
+				ErrConflict, req.ID, info.APIAddr, req.APIAddr, req.ID)
+		case s.ID != req.ID && s.Address == req.RaftAddr:
+			return fmt.Errorf("%w: raft address %s belongs to member %s: remove %s first or give node %s its own address",
+				ErrConflict, req.RaftAddr, s.ID, s.ID, req.ID)
+		case s.ID != req.ID && registered && info.APIAddr == req.APIAddr:
+			return fmt.Errorf("%w: API address %s belongs to member %s: remove %s first or give node %s its own address",
+				ErrConflict, req.APIAddr, s.ID, s.ID, req.ID)
+		}
+	}
 	if err := m.AddVoter(ctx, req.ID, req.RaftAddr); err != nil {
 		return fmt.Errorf("add voter %s: %w", req.ID, translate(err))
 	}
@@ -152,7 +197,7 @@ func (c *Controller) Join(ctx context.Context, m Membership, req JoinRequest) er
 	if ok && cur.RaftAddr == req.RaftAddr && cur.APIAddr == req.APIAddr && cur.Version == req.Version {
 		return nil
 	}
-	_, err := c.apply(ctx, raftstore.CmdRegisterServer, state.RegisterServerCmd{Server: state.ServerInfo{
+	_, err = c.apply(ctx, raftstore.CmdRegisterServer, state.RegisterServerCmd{Server: state.ServerInfo{
 		ID: req.ID, RaftAddr: req.RaftAddr, APIAddr: req.APIAddr, Version: req.Version}})
 	return err
 }
@@ -169,6 +214,12 @@ func (a *API) removeServer(w http.ResponseWriter, r *http.Request) {
 	}
 	if req.ID == "" {
 		writeError(w, http.StatusBadRequest, "bad_request", "id is required")
+		return
+	}
+	// An operator removes any server; a server only itself.
+	if caller, _ := CallerOf(r.Context()); caller.Role == pki.RoleServer && caller.Name != req.ID {
+		writeError(w, http.StatusForbidden, "forbidden", fmt.Sprintf(
+			"removing node %q needs the operator role or the server certificate of %q; this request came with the certificate of %s", req.ID, req.ID, caller))
 		return
 	}
 	if a.cfg.Membership == nil {
@@ -210,7 +261,8 @@ func (a *API) nodes(ctx context.Context, view *state.Tables) ([]NodeInfo, error)
 		if s.Leader {
 			role = "leader"
 		}
-		out[i] = NodeInfo{ID: s.ID, Address: s.Address, Role: role, Voter: s.Voter, Healthy: s.ID == a.c.cfg.Raft.ID()}
+		out[i] = NodeInfo{ID: s.ID, Address: s.Address, Role: role, Voter: s.Voter, Healthy: s.ID == a.c.cfg.Raft.ID(),
+			Identity: pki.Identity{Role: pki.RoleServer, Name: s.ID}.String()}
 		info, ok := view.Server(s.ID)
 		if out[i].Healthy || !ok {
 			continue

@@ -394,14 +394,28 @@ func (c *Controller) Report(ctx context.Context, r state.HostReport) error {
 	view := c.cfg.Store.View()
 	changed := r
 	changed.Reports = nil
+	foreign, foreignID := 0, ""
 	for _, rep := range r.Reports {
 		cur, ok := view.Replica(rep.ReplicaID)
 		if !ok || cur.Host != r.Host {
+			// A host speaks only for the replicas assigned to it: an entry
+			// for another host's replica is dropped (it is also what a
+			// just-moved replica's old host may still send).
+			if ok {
+				foreign++
+				if foreignID == "" {
+					foreignID = rep.ReplicaID
+				}
+			}
 			continue
 		}
 		if cur.Status.State != rep.State || cur.Status.ContainerID != rep.ContainerID || cur.Status.Message != rep.Message {
 			changed.Reports = append(changed.Reports, rep)
 		}
+	}
+	if foreign > 0 {
+		c.log.Warn("report entries dropped: their replicas are not assigned to the reporting host",
+			"host", r.Host, "dropped", foreign, "first", foreignID)
 	}
 	h, known := view.Host(r.Host)
 	sameEngine := r.Engine == nil || (h.Engine != nil && *h.Engine == *r.Engine)

@@ -35,7 +35,7 @@ func (c *Controller) lastSeen(host string) time.Time {
 
 // checkHosts marks hosts down whose agent has not reported for HostTTL, and
 // gives up on the replicas of hosts down for HostDownGrace, so that their
-// slots are placed elsewhere. Losing quorum stops nothing: this runs only
+// slots are placed elsewhere and nothing waits on them. Losing quorum stops nothing: this runs only
 // on a leader, and it never touches a container, only assignments.
 func (c *Controller) checkHosts(ctx context.Context, view *state.Tables) {
 	now := c.cfg.Now()
@@ -44,7 +44,7 @@ func (c *Controller) checkHosts(ctx context.Context, view *state.Tables) {
 		switch {
 		case h.State == state.HostReady && now.Sub(c.lastSeen(h.ID)) > c.cfg.HostTTL:
 			c.log.Warn("host down: no report within the TTL", "host", h.ID, "ttl", c.cfg.HostTTL)
-		case h.State == state.HostDown && now.Sub(h.DownSince) > c.cfg.HostDownGrace && hasDesiredRunning(view, h.ID):
+		case h.State == state.HostDown && now.Sub(h.DownSince) > c.cfg.HostDownGrace && holdsReplicas(view, h.ID):
 			cmd.LoseReplicas = true
 			c.log.Warn("host down past the grace period: placing its replicas elsewhere", "host", h.ID, "grace", c.cfg.HostDownGrace)
 		default:
@@ -56,9 +56,14 @@ func (c *Controller) checkHosts(ctx context.Context, view *state.Tables) {
 	}
 }
 
-func hasDesiredRunning(view *state.Tables, host string) bool {
+// holdsReplicas reports whether a host may still hold a container the
+// cluster waits on: a replica desired running, or one desired stopped whose
+// stop it has not confirmed. A host that vanished never confirms, so past
+// the grace period such replicas are marked lost: a removal (`rm`) or a
+// rollout or rollback waiting for the stop goes on without it.
+func holdsReplicas(view *state.Tables, host string) bool {
 	for _, r := range view.HostReplicas(host) {
-		if r.Desired == state.DesiredRunning {
+		if state.HeldByHost(r) {
 			return true
 		}
 	}

@@ -329,10 +329,12 @@ func nextTimedChange(t *state.Tables, now time.Time) (time.Time, bool) {
 }
 
 // confirmedStopped reports whether the agent has confirmed a replica is
-// not running (or it never started), so its record can go.
+// not running (or it never started), or its host is down past the grace
+// period (lost: its agent removes the container as an orphan if it comes
+// back), so its record can go.
 func confirmedStopped(r state.Replica) bool {
 	switch r.Status.State {
-	case state.ReplicaStopped, state.ReplicaFailed, state.ReplicaPending:
+	case state.ReplicaStopped, state.ReplicaFailed, state.ReplicaPending, state.ReplicaLost:
 		return true
 	}
 	return false

@@ -134,6 +134,25 @@ raft members: they long-poll their assignments and report in batches.`,
 			if len(servers) == 0 {
 				return exitWith(ExitUsage, fmt.Errorf("--servers: give the API addresses of the servers"))
 			}
+			// With TLS the certificate names the host the agent may speak
+			// for: it is the default host id, and another one is refused
+			// here rather than by every request.
+			if g.tls.Cert != "" {
+				id, err := pki.IdentityOfFile(g.tls.Cert)
+				if err != nil {
+					return exitWith(ExitUsage, fmt.Errorf("--tls-cert: %w", err))
+				}
+				if id.Role != pki.RoleAgent && id.Role != pki.RoleServer {
+					return exitWith(ExitUsage, fmt.Errorf("--tls-cert %s has role %s; an agent needs the agent certificate of its host (deployctl tls add-node HOST --role agent)", g.tls.Cert, id))
+				}
+				if hostID == "" {
+					hostID = id.Name
+				}
+				if hostID != id.Name {
+					return exitWith(ExitUsage, fmt.Errorf("--host-id %q: the certificate %s speaks for host %q only; use --host-id %s or issue a certificate for %s (deployctl tls add-node %s --role agent)",
+						hostID, g.tls.Cert, id.Name, id.Name, hostID, hostID))
+				}
+			}
 			if hostID == "" {
 				h, err := os.Hostname()
 				if err != nil {
@@ -141,8 +160,8 @@ raft members: they long-poll their assignments and report in batches.`,
 				}
 				hostID = h
 			}
-			// The global --tls-* flags give the agent its identity: a node
-			// or client certificate of the cluster CA.
+			// The global --tls-* flags give the agent its identity: the
+			// agent certificate of its host (role agent/HOST).
 			g.addr = strings.Join(servers, ",")
 			if err := g.buildClient(); err != nil {
 				return err
@@ -161,7 +180,7 @@ raft members: they long-poll their assignments and report in batches.`,
 	}
 	f := cmd.Flags()
 	f.StringSliceVar(&servers, "servers", nil, "API addresses of the servers, comma-separated")
-	f.StringVar(&hostID, "host-id", "", "this host's identity (default: the host name)")
+	f.StringVar(&hostID, "host-id", "", "this host's identity (default: the name in --tls-cert, else the host name)")
 	f.StringToStringVar(&labels, "label", nil, "host labels, e.g. --label zone=a (repeatable)")
 	f.StringVar(&network, "network", "deployctl", "the user-defined bridge network containers join")
 	f.StringVar(&logLevel, "log-level", "info", "trace, debug, info, warn or error")
@@ -174,21 +193,28 @@ var _ deployer.Controller = (*controller.Client)(nil)
 func newTLSCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "tls", Short: "Make the cluster's certificates"}
 	var dir string
-	var nodes, hosts []string
+	var nodes, agents, hosts []string
 	initCmd := &cobra.Command{
 		Use:   "init",
-		Short: "Write a new cluster CA, a certificate per node and one for the CLI",
+		Short: "Write a new cluster CA, a certificate per server node and agent host, and one for the CLI",
 		Long: `init writes into --dir: ca.pem and ca-key.pem (keep the key offline once
 the certificates are made), NODE.pem and NODE-key.pem for each --nodes entry
-(names: the node name, localhost, 127.0.0.1, ::1 and every --hosts entry),
-and client.pem / client-key.pem for the CLI. ECDSA P-256, TLS 1.3.`,
+(role server; names: the node name, localhost, 127.0.0.1, ::1 and every
+--hosts entry), HOST.pem and HOST-key.pem for each --agents entry (role
+agent: client only, for an agent-only host of that host id), and client.pem /
+client-key.pem for the CLI (role operator). ECDSA P-256, TLS 1.3.
+
+The role is in each certificate (a deployctl://role/... URI) and checked on
+every request: an agent certificate can only fetch and report for its own
+host; only server certificates speak raft and join; the operator certificate
+runs the API.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			nodes, hosts = splitList(nodes), splitList(hosts)
+			nodes, agents, hosts = splitList(nodes), splitList(agents), splitList(hosts)
 			if dir == "" || len(nodes) == 0 {
 				return exitWith(ExitUsage, fmt.Errorf("--dir and --nodes are required"))
 			}
-			res, err := pki.Init(pki.InitOptions{Dir: dir, Nodes: nodes, Hosts: hosts})
+			res, err := pki.Init(pki.InitOptions{Dir: dir, Nodes: nodes, Agents: agents, Hosts: hosts})
 			if err != nil {
 				return exitWith(ExitError, err)
 			}
@@ -199,24 +225,47 @@ and client.pem / client-key.pem for the CLI. ECDSA P-256, TLS 1.3.`,
 		},
 	}
 	initCmd.Flags().StringVar(&dir, "dir", "", "directory to write the files to")
-	initCmd.Flags().StringSliceVar(&nodes, "nodes", nil, "node names, comma-separated")
+	initCmd.Flags().StringSliceVar(&nodes, "nodes", nil, "server node names, comma-separated")
+	initCmd.Flags().StringSliceVar(&agents, "agents", nil, "agent-only host ids, comma-separated")
 	initCmd.Flags().StringSliceVar(&hosts, "hosts", nil, "extra IP addresses or DNS names for every node certificate")
 
-	var addDir string
+	var addDir, addRole string
 	var addHosts []string
 	addCmd := &cobra.Command{
-		Use:   "add-node NODE",
-		Short: "Issue a certificate for a new (or rotated) node with the CA in --dir",
-		Long: `add-node writes NODE.pem and NODE-key.pem into --dir, signed by the CA there
-(ca.pem, ca-key.pem), for a server added to the cluster or an agent-only host.
-Run again for an existing node to rotate its certificate: servers re-read
-certificate files when they change.`,
+		Use:   "add-node NAME --role server|agent",
+		Short: "Issue a certificate for a new (or rotated) server node or agent host with the CA in --dir",
+		Long: `add-node writes NAME.pem and NAME-key.pem into --dir, signed by the CA there
+(ca.pem, ca-key.pem). --role is required:
+
+  server  a raft member: serves the API and raft, joins as node NAME, and
+          its local agent reports as host NAME
+  agent   an agent-only host: client only, may fetch assignments, report
+          and send audits for host NAME and nothing else (run
+          'deployctl agent --host-id NAME')
+
+Run again for an existing name to rotate its certificate (or to re-issue one
+made before roles existed): servers re-read certificate files when they
+change.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if addDir == "" {
 				return exitWith(ExitUsage, fmt.Errorf("--dir is required: the directory holding ca.pem and ca-key.pem"))
 			}
-			res, err := pki.IssueNode(addDir, args[0], splitList(addHosts))
+			var res pki.Result
+			var err error
+			switch addRole {
+			case string(pki.RoleServer):
+				res, err = pki.IssueNode(addDir, args[0], splitList(addHosts))
+			case string(pki.RoleAgent):
+				if len(addHosts) > 0 {
+					return exitWith(ExitUsage, fmt.Errorf("--hosts: an agent certificate serves nothing, so it has no host names; drop --hosts or use --role server"))
+				}
+				res, err = pki.IssueAgent(addDir, args[0])
+			case "":
+				return exitWith(ExitUsage, fmt.Errorf("--role is required: server (a raft member that serves the API) or agent (an agent-only host, which may only report for host %s)", args[0]))
+			default:
+				return exitWith(ExitUsage, fmt.Errorf("--role %q: want server or agent (the CLI's operator certificate is made by 'tls init' and 'tls client')", addRole))
+			}
 			if err != nil {
 				return exitWith(ExitError, err)
 			}
@@ -227,8 +276,33 @@ certificate files when they change.`,
 		},
 	}
 	addCmd.Flags().StringVar(&addDir, "dir", "", "directory holding the CA (from tls init)")
-	addCmd.Flags().StringSliceVar(&addHosts, "hosts", nil, "extra IP addresses or DNS names for the certificate")
-	cmd.AddCommand(initCmd, addCmd)
+	addCmd.Flags().StringVar(&addRole, "role", "", "server or agent (required)")
+	addCmd.Flags().StringSliceVar(&addHosts, "hosts", nil, "server only: extra IP addresses or DNS names for the certificate")
+
+	var clientDir string
+	clientCmd := &cobra.Command{
+		Use:   "client",
+		Short: "Issue a new operator certificate for the CLI (client.pem) with the CA in --dir",
+		Long: `client writes client.pem and client-key.pem (role operator) into --dir, signed
+by the CA there, replacing the old pair: how the CLI's certificate is rotated,
+or re-issued when it was made before roles existed.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if clientDir == "" {
+				return exitWith(ExitUsage, fmt.Errorf("--dir is required: the directory holding ca.pem and ca-key.pem"))
+			}
+			res, err := pki.IssueClient(clientDir)
+			if err != nil {
+				return exitWith(ExitError, err)
+			}
+			for _, f := range res.Files {
+				fmt.Fprintln(cmd.OutOrStdout(), f)
+			}
+			return nil
+		},
+	}
+	clientCmd.Flags().StringVar(&clientDir, "dir", "", "directory holding the CA (from tls init)")
+	cmd.AddCommand(initCmd, addCmd, clientCmd)
 	return cmd
 }
 

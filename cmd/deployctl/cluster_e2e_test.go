@@ -47,19 +47,23 @@ func mustStartCluster(t testing.TB, n int, extra ...string) *testCluster {
 		needEngine(t)
 	}
 	c := &testCluster{t: t, tlsDir: filepath.Join(t.TempDir(), "tls"), extra: extra}
+	// A server's certificate names its node, and its local agent speaks for
+	// the host of that name only: the node id is the run-unique host id
+	// the test's Docker objects are labelled with.
+	name := strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
+	name = strings.TrimPrefix(strings.TrimPrefix(name, "testcluster"), "benchmark")
 	ids := make([]string, n)
 	for i := range ids {
-		ids[i] = fmt.Sprintf("n%d", i+1)
+		ids[i] = fmt.Sprintf("%s-%s-n%d", env.runID, name, i+1)
 	}
 	out, err := exec.Command(env.bin, "tls", "init", "--dir", c.tlsDir, "--nodes", strings.Join(ids, ",")).CombinedOutput()
 	if err != nil {
 		t.Fatalf("tls init: %v\n%s", err, out)
 	}
-	name := strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
 	for _, id := range ids {
 		c.nodes = append(c.nodes, &clusterNode{
 			id: id, httpAddr: freeAddr(t), raftAddr: freeAddr(t), dataDir: t.TempDir(),
-			hostID: env.runID + "-" + name + "-" + id, network: "deployctl-" + env.runID + "-" + name + "-" + id,
+			hostID: id, network: "deployctl-" + id,
 		})
 	}
 	t.Cleanup(func() {
@@ -101,7 +105,7 @@ func (c *testCluster) joinList() string {
 func (c *testCluster) start(nd *clusterNode) {
 	c.t.Helper()
 	args := []string{"server", "--node-id", nd.id, "--data-dir", nd.dataDir, "--http-addr", nd.httpAddr, "--raft-addr", nd.raftAddr,
-		"--bootstrap-expect", fmt.Sprint(len(c.nodes)), "--join", c.joinList(), "--host-id", nd.hostID, "--network", nd.network,
+		"--bootstrap-expect", fmt.Sprint(len(c.nodes)), "--join", c.joinList(), "--network", nd.network,
 		"--tls-ca", filepath.Join(c.tlsDir, "ca.pem"), "--tls-cert", filepath.Join(c.tlsDir, nd.id+".pem"),
 		"--tls-key", filepath.Join(c.tlsDir, nd.id+"-key.pem"), "--log-level", "debug"}
 	nd.log = &syncBuffer{}
@@ -423,15 +427,24 @@ func TestClusterMembershipAndAgentOnlyHost(t *testing.T) {
 	}
 	c.start(leader)
 
-	// An agent alone on a further host joins with a certificate issued
-	// for it by the cluster CA.
+	// An agent alone on a further host joins with the agent certificate
+	// issued for it (role agent/HOST); it takes its host id from it.
 	hostID := env.runID + "-agent-only"
-	if out, err := exec.Command(env.bin, "tls", "add-node", "h4", "--dir", c.tlsDir).CombinedOutput(); err != nil {
-		t.Fatalf("tls add-node: %v\n%s", err, out)
+	agentCert, agentKey := filepath.Join(c.tlsDir, hostID+".pem"), filepath.Join(c.tlsDir, hostID+"-key.pem")
+	if out, err := exec.Command(env.bin, "tls", "add-node", hostID, "--dir", c.tlsDir).CombinedOutput(); err == nil || !strings.Contains(string(out), "--role is required") {
+		t.Fatalf("tls add-node without --role: %v\n%s", err, out)
 	}
-	agent := exec.Command(env.bin, "agent", "--servers", c.joinList(), "--host-id", hostID, "--label", "zone=b",
-		"--network", "deployctl-"+env.runID+"-agent-only",
-		"--tls-ca", filepath.Join(c.tlsDir, "ca.pem"), "--tls-cert", filepath.Join(c.tlsDir, "h4.pem"), "--tls-key", filepath.Join(c.tlsDir, "h4-key.pem"))
+	if out, err := exec.Command(env.bin, "tls", "add-node", hostID, "--role", "agent", "--dir", c.tlsDir).CombinedOutput(); err != nil {
+		t.Fatalf("tls add-node --role agent: %v\n%s", err, out)
+	}
+	tlsArgs := []string{"--tls-ca", filepath.Join(c.tlsDir, "ca.pem"), "--tls-cert", agentCert, "--tls-key", agentKey}
+	// Another host id than its certificate's is refused at start.
+	wrong := exec.Command(env.bin, append([]string{"agent", "--servers", c.joinList(), "--host-id", "someone-else"}, tlsArgs...)...)
+	if out, err := wrong.CombinedOutput(); err == nil || !strings.Contains(string(out), "speaks for host") {
+		t.Fatalf("agent with another host id: %v\n%s", err, out)
+	}
+	network := "deployctl-" + env.runID + "-agent-only"
+	agent := exec.Command(env.bin, append([]string{"agent", "--servers", c.joinList(), "--label", "zone=b", "--network", network}, tlsArgs...)...)
 	var alog syncBuffer
 	agent.Stdout, agent.Stderr = &alog, &alog
 	if err := agent.Start(); err != nil {
@@ -442,9 +455,12 @@ func TestClusterMembershipAndAgentOnlyHost(t *testing.T) {
 	t.Cleanup(func() {
 		_ = agent.Process.Signal(syscall.SIGTERM)
 		<-agentDone
-		removeHostObjects(env.docker, hostID, "deployctl-"+env.runID+"-agent-only")
+		removeHostObjects(env.docker, hostID, network)
+		if t.Failed() {
+			t.Logf("agent log:\n%s", tail(alog.String(), 40))
+		}
 	})
-	waitFor(t, 30*time.Second, "the agent-only host to be ready with its labels", func() bool {
+	waitFor(t, 30*time.Second, "the agent-only host to be ready with its labels and certificate", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
 		st, err := c.client().Cluster(ctx)
@@ -452,12 +468,33 @@ func TestClusterMembershipAndAgentOnlyHost(t *testing.T) {
 			return false
 		}
 		for _, h := range st.Hosts {
-			if h.ID == hostID && h.State == "ready" && h.Labels["zone"] == "b" {
+			if h.ID == hostID && h.State == "ready" && h.Labels["zone"] == "b" && h.Identity == "agent/"+hostID {
 				return true
 			}
 		}
 		return false
 	})
+	// End to end on it: the servers run no agent, so the replica lands on
+	// the agent-only host, whose agent fetches, starts and reports it
+	// through whichever server it reaches (forwarded with its role).
+	if r := c.cli(t, c.nodes, webSpec(env.refs["v1"], 1, ""), "apply", "-"); r.code != 0 {
+		t.Fatalf("apply onto the agent-only host: %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	if running := runningContainers(t, hostID); len(running) != 1 {
+		t.Fatalf("%d containers running on the agent-only host, want 1", len(running))
+	}
+	// Its certificate cannot administer: apply and cluster join are refused.
+	asAgent := exec.Command(env.bin, append(append([]string{"--addr", c.joinList()}, tlsArgs...), "apply", "-")...)
+	asAgent.Stdin = strings.NewReader(webSpec(env.refs["v11"], 1, ""))
+	if out, err := asAgent.CombinedOutput(); err == nil || !strings.Contains(string(out), "needs the operator role") {
+		t.Fatalf("apply with the agent certificate: %v\n%s", err, out)
+	}
+	if st, err := c.client().Status(context.Background(), "web", 0, 0); err != nil || st.Revision != 1 {
+		t.Fatalf("the agent's apply changed the service: %+v %v", st, err)
+	}
+	if r := c.cli(t, c.nodes, "", "rm", "web"); r.code != 0 {
+		t.Fatalf("rm: %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
 
 	// remove: a follower gone for good leaves the configuration.
 	var victim *clusterNode

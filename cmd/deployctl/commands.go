@@ -372,18 +372,22 @@ func newClusterCmd(g *globals) *cobra.Command {
 			return g.print(cmd.OutOrStdout(), st, func(w io.Writer) {
 				fmt.Fprintf(w, "leader: %s\n\n", st.Leader)
 				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "NODE\tADDRESS\tROLE\tVOTER\tHEALTHY")
+				fmt.Fprintln(tw, "NODE\tADDRESS\tROLE\tVOTER\tHEALTHY\tCERTIFICATE")
 				for _, n := range st.Nodes {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", n.ID, n.Address, n.Role, strconv.FormatBool(n.Voter), strconv.FormatBool(n.Healthy))
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", n.ID, n.Address, n.Role, strconv.FormatBool(n.Voter), strconv.FormatBool(n.Healthy), n.Identity)
 				}
-				fmt.Fprintln(tw, "\t\t\t\t")
-				fmt.Fprintln(tw, "HOST\tSTATE\tREPLICAS\tLABELS\tUSERNS")
+				fmt.Fprintln(tw, "\t\t\t\t\t")
+				fmt.Fprintln(tw, "HOST\tSTATE\tREPLICAS\tLABELS\tUSERNS\tCERTIFICATE")
 				for _, h := range st.Hosts {
 					userns := "unknown"
 					if h.Engine != nil {
 						userns = strconv.FormatBool(h.Engine.Userns)
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%d\t%v\t%s\n", h.ID, h.State, h.Replicas, h.Labels, userns)
+					cert := h.Identity
+					if cert == "" {
+						cert = "-"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%d\t%v\t%s\t%s\n", h.ID, h.State, h.Replicas, h.Labels, userns, cert)
 				}
 				tw.Flush()
 			})

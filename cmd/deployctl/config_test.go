@@ -66,12 +66,19 @@ func TestServerConfigRefusals(t *testing.T) {
 		{[]string{"--dev", "--join", "127.0.0.1:1"}, "single node"},
 		{[]string{"--dev", "--registry-addr", "10.1.1.1:5000"}, "loopback"},
 		{[]string{"--dev", "--log-level", "loud"}, "log-level"},
+		// A server's local agent speaks for the host named like the node.
+		{[]string{"--tls-ca", "a", "--tls-cert", "b", "--tls-key", "c", "--data-dir", "d", "--bootstrap-expect", "1",
+			"--node-id", "n1", "--host-id", "h1"}, "--no-agent"},
 	}
 	for _, c := range cases {
 		_, err := mustServerConfig(t, c.args, "")
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%v: err %v, want one mentioning %q", c.args, err, c.want)
 		}
+	}
+	if _, err := mustServerConfig(t, []string{"--tls-ca", "a", "--tls-cert", "b", "--tls-key", "c", "--data-dir", "d", "--bootstrap-expect", "1",
+		"--node-id", "n1", "--host-id", "h1", "--no-agent"}, ""); err != nil {
+		t.Errorf("--host-id with --no-agent: %v", err)
 	}
 	if _, err := mustServerConfig(t, []string{"--dev"}, filepath.Join(t.TempDir(), "missing.yaml")); err == nil {
 		t.Error("a missing config file was accepted")

@@ -220,6 +220,12 @@ func loadServerConfig(v *viper.Viper, configFile string) (serverConfig, error) {
 	if err := pki.ValidateNodeName(cfg.NodeID); err != nil {
 		return cfg, fmt.Errorf("--node-id: %w", err)
 	}
+	// The server's local agent reports with the server's certificate, which
+	// speaks for the host named like the node and no other.
+	if !cfg.NoAgent && cfg.HostID != cfg.NodeID {
+		return cfg, fmt.Errorf("--host-id %q: a server's local agent reports as host %q, the name in its certificate; drop --host-id, or run the server with --no-agent and a separate 'deployctl agent' with an agent certificate for %q (deployctl tls add-node %s --role agent)",
+			cfg.HostID, cfg.NodeID, cfg.HostID, cfg.HostID)
+	}
 	return cfg, nil
 }
 
@@ -306,6 +312,16 @@ func runServer(ctx context.Context, cfg serverConfig, logOut io.Writer) error {
 		var err error
 		if tlsCfg, err = loadServerTLS(cfg.TLS); err != nil {
 			return err
+		}
+		// The certificate is the node's identity: joining, raft and the
+		// local agent all act as the node it names.
+		id, err := pki.IdentityOfFile(cfg.TLS.Cert)
+		if err != nil {
+			return fmt.Errorf("--tls-cert: %w", err)
+		}
+		if id.Role != pki.RoleServer || id.Name != cfg.NodeID {
+			return fmt.Errorf("--tls-cert %s is the certificate of %s, not of server %s: pass %s.pem, or issue it (deployctl tls add-node %s --role server)",
+				cfg.TLS.Cert, id, cfg.NodeID, cfg.NodeID, cfg.NodeID)
 		}
 	}
 

@@ -284,11 +284,13 @@ func isFailed(r *state.Replica) bool {
 func Gone(r state.Replica) bool { return isGone(&r) }
 
 // isGone reports whether no container of r runs: it was confirmed stopped,
-// it failed (could not start or exited), or it was never started (pending, or
-// no report at all yet).
+// it failed (could not start or exited), it was never started (pending, or
+// no report at all yet), or its host is down past the grace period (lost:
+// nobody will confirm its stop, and the host's agent removes it as an
+// orphan if it comes back).
 func isGone(r *state.Replica) bool {
 	switch r.Status.State {
-	case state.ReplicaStopped, state.ReplicaFailed, state.ReplicaPending, "":
+	case state.ReplicaStopped, state.ReplicaFailed, state.ReplicaPending, state.ReplicaLost, "":
 		return true
 	}
 	return false

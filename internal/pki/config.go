@@ -22,18 +22,21 @@ type role struct {
 	name   string
 	usages []x509.ExtKeyUsage // the certificate must carry every one
 	fix    string             // what to pass instead, for error messages
+	// roles the certificate's deployctl role must be one of.
+	roles []Role
 }
 
 func serverRole() role {
-	return role{"server", []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, "pass a node certificate (NODE.pem)"}
+	return role{"server", []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, "pass a node certificate (NODE.pem)", []Role{RoleServer}}
 }
 
 func clientRole() role {
-	return role{"client", []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, "pass client.pem or a node certificate"}
+	return role{"client", []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, "pass client.pem, an agent or a node certificate",
+		[]Role{RoleOperator, RoleServer, RoleAgent}}
 }
 
 func peerRole() role {
-	return role{"raft peer", []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}, "pass a node certificate (NODE.pem)"}
+	return role{"raft peer", []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}, "pass a node certificate (NODE.pem)", []Role{RoleServer}}
 }
 
 // ServerConfig is the TLS configuration of a server's API listener. It
@@ -128,6 +131,17 @@ func verifyNodePeer(state tls.ConnectionState, roots *x509.CertPool) error {
 	if !slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageClientAuth) {
 		return fmt.Errorf("pki: raft peer certificate %q is not a node certificate (no client authentication usage): %w",
 			leaf.Subject.CommonName, ErrPeerNotTrusted)
+	}
+	// The usages alone would admit any certificate made with them; the role
+	// is what says "raft member". An agent or operator certificate never
+	// carries it, and one from before roles is refused here too.
+	id, err := IdentityOf(leaf)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrPeerNotTrusted, err)
+	}
+	if id.Role != RoleServer {
+		return fmt.Errorf("pki: raft peer certificate %q has role %s; only server certificates speak raft: %w",
+			leaf.Subject.CommonName, id, ErrPeerNotTrusted)
 	}
 	return nil
 }
@@ -274,6 +288,14 @@ func loadKeyPair(caFile, certFile, keyFile string, roots *x509.CertPool, r role,
 			return nil, fmt.Errorf("pki: %s cannot be used as a %s certificate (it lacks the %s usage): %s: %w",
 				certFile, r.name, usageName(usage), r.fix, ErrBadFiles)
 		}
+	}
+	id, err := IdentityOf(leaf)
+	if err != nil {
+		return nil, fmt.Errorf("pki: %s: %w: %w", certFile, err, ErrBadFiles)
+	}
+	if !slices.Contains(r.roles, id.Role) {
+		return nil, fmt.Errorf("pki: %s has role %s and cannot be used as a %s certificate: %s: %w",
+			certFile, id, r.name, r.fix, ErrBadFiles)
 	}
 	return &pair, nil
 }

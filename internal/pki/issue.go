@@ -13,6 +13,7 @@ import (
 	"io/fs"
 	"math/big"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -47,13 +48,15 @@ func Init(opts InitOptions) (Result, error) {
 	if opts.Now != nil {
 		now = opts.Now
 	}
-	seen := make(map[string]bool, len(opts.Nodes))
-	for _, node := range opts.Nodes {
+	// Node and agent files share the directory (NAME.pem), so a name may
+	// appear once across both lists.
+	seen := make(map[string]bool, len(opts.Nodes)+len(opts.Agents))
+	for _, node := range append(slices.Clip(opts.Nodes), opts.Agents...) {
 		if err := ValidateNodeName(node); err != nil {
 			return Result{}, err
 		}
 		if seen[node] {
-			return Result{}, fmt.Errorf("pki: node name %q given twice: %w", node, ErrBadName)
+			return Result{}, fmt.Errorf("pki: name %q given twice (node and agent names share the directory): %w", node, ErrBadName)
 		}
 		seen[node] = true
 	}
@@ -83,6 +86,12 @@ func Init(opts InitOptions) (Result, error) {
 			return Result{}, err
 		}
 	}
+	agentFiles := make([]issued, len(opts.Agents))
+	for i, host := range opts.Agents {
+		if agentFiles[i], err = ca.issue(agentTemplate(host), issuedAt); err != nil {
+			return Result{}, err
+		}
+	}
 	clientFiles, err := ca.issue(clientTemplate(), issuedAt)
 	if err != nil {
 		return Result{}, err
@@ -98,6 +107,9 @@ func Init(opts InitOptions) (Result, error) {
 	w.exclusive(filepath.Join(opts.Dir, CACertFile), caFiles.certPEM, certMode)
 	for i, node := range opts.Nodes {
 		w.pair(NodeFiles(opts.Dir, node), nodeFiles[i])
+	}
+	for i, host := range opts.Agents {
+		w.pair(NodeFiles(opts.Dir, host), agentFiles[i])
 	}
 	w.pair(ClientFiles(opts.Dir), clientFiles)
 	if w.err != nil {
@@ -122,6 +134,18 @@ func IssueNode(dir, node string, hosts []string) (Result, error) {
 		return Result{}, err
 	}
 	return issueFromDir(dir, tmpl, NodeFiles(dir, node), time.Now())
+}
+
+// IssueAgent issues an agent certificate for host from the CA in dir and
+// writes it as HOST.pem / HOST-key.pem (replacing existing ones: rotation).
+// It carries client authentication only and the role agent/HOST, so it can
+// call the agent endpoints for HOST and nothing else: it can neither serve
+// the API nor speak raft.
+func IssueAgent(dir, host string) (Result, error) {
+	if err := ValidateNodeName(host); err != nil {
+		return Result{}, err
+	}
+	return issueFromDir(dir, agentTemplate(host), NodeFiles(dir, host), time.Now())
 }
 
 // IssueClient issues a new CLI certificate (client.pem, client-key.pem)
@@ -260,15 +284,27 @@ func nodeTemplate(node string, hosts []string) (*x509.Certificate, error) {
 		Subject:     pkix.Name{CommonName: node, Organization: []string{organization}},
 		DNSNames:    dnsNames,
 		IPAddresses: ipAddrs,
+		URIs:        []*url.URL{RoleURI(Identity{Role: RoleServer, Name: node})},
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}, nil
 }
 
+// agentTemplate is an agent-only host's certificate: client authentication
+// only (it never serves), role agent/HOST. host must already be validated.
+func agentTemplate(host string) *x509.Certificate {
+	return &x509.Certificate{
+		Subject:     pkix.Name{CommonName: host, Organization: []string{organization}},
+		URIs:        []*url.URL{RoleURI(Identity{Role: RoleAgent, Name: host})},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+}
+
 // clientTemplate is the CLI's certificate: client authentication only, so
-// that it can never pose as a server or a raft peer.
+// that it can never pose as a server or a raft peer; role operator.
 func clientTemplate() *x509.Certificate {
 	return &x509.Certificate{
 		Subject:     pkix.Name{CommonName: ClientCommonName, Organization: []string{organization}},
+		URIs:        []*url.URL{RoleURI(Identity{Role: RoleOperator})},
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}
 }

@@ -1,9 +1,11 @@
 // Package pki is deployctl's cluster certificate authority and the mutual-TLS
 // configurations built on it.
 //
-// Init creates a private CA plus one certificate per server node and one for
-// the CLI; IssueNode and IssueClient issue more from an existing CA (new
-// nodes, rotation). ServerConfig, ClientConfig and PeerConfig turn those files
+// Init creates a private CA plus one certificate per server node, one per
+// agent-only host and one for the CLI; IssueNode, IssueAgent and
+// IssueClient issue more from an existing CA (new nodes, rotation). Every
+// certificate carries one role (operator, server/NODE, agent/HOST) as a URI
+// SAN, which IdentityOf reads back from a verified leaf. ServerConfig, ClientConfig and PeerConfig turn those files
 // into *tls.Config values that trust only the cluster CA, speak only TLS 1.3
 // and re-read their certificate from disk when it is replaced. See DESIGN.md.
 package pki
@@ -21,7 +23,7 @@ var (
 	// because replacing it would silently invalidate every certificate the
 	// old CA signed.
 	ErrCAExists = errors.New("a cluster CA already exists")
-	// ErrNoCA: IssueNode/IssueClient found no CA (ca.pem and ca-key.pem) in
+	// ErrNoCA: IssueNode/IssueAgent/IssueClient found no CA (ca.pem and ca-key.pem) in
 	// the directory.
 	ErrNoCA = errors.New("no cluster CA")
 	// ErrBadName: a node name or a host is not acceptable.
@@ -93,8 +95,12 @@ func ClientFiles(dir string) Files {
 type InitOptions struct {
 	// Dir receives the files. Created 0700 when missing.
 	Dir string
-	// Nodes are the server node names; each gets NODE.pem and NODE-key.pem.
+	// Nodes are the server node names; each gets NODE.pem and NODE-key.pem
+	// with the role server/NODE.
 	Nodes []string
+	// Agents are agent-only host names; each gets HOST.pem and HOST-key.pem
+	// with the role agent/HOST (client authentication only).
+	Agents []string
 	// Hosts are extra subject alternative names put on every node
 	// certificate: IP addresses become IP SANs, anything else a DNS SAN.
 	Hosts []string

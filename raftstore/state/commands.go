@@ -370,7 +370,10 @@ func (s *Store) ApplySetHostState(index uint64, c SetHostStateCmd) error {
 			return false
 		})
 		for _, id := range ids {
-			if r, ok := tx.replica(id); ok && r.Desired == DesiredRunning {
+			// Desired-running replicas are given up; so are desired-stopped
+			// ones whose stop the host never confirmed: nobody will confirm
+			// it, and a removal or a rollout waiting on it must go on.
+			if r, ok := tx.replica(id); ok && replicaHeldByHost(*r) {
 				r.Desired = DesiredStopped
 				r.Status.State = ReplicaLost
 				r.Status.Message = fmt.Sprintf("host %s down since %s", h.ID, h.DownSince.Format(time.RFC3339))
@@ -383,6 +386,24 @@ func (s *Store) ApplySetHostState(index uint64, c SetHostStateCmd) error {
 	tx.commit(s)
 	return nil
 }
+
+// replicaHeldByHost reports whether r may still hold a container on its
+// host: desired running, or desired stopped without the host having
+// confirmed the stop (stopped, failed, never started, or already lost).
+func replicaHeldByHost(r Replica) bool {
+	if r.Desired == DesiredRunning {
+		return true
+	}
+	switch r.Status.State {
+	case ReplicaStopped, ReplicaFailed, ReplicaPending, ReplicaLost, "":
+		return false
+	}
+	return true
+}
+
+// HeldByHost is replicaHeldByHost for the controller: a host down past its
+// grace period with such a replica gets SetHostStateCmd.LoseReplicas.
+func HeldByHost(r Replica) bool { return replicaHeldByHost(r) }
 
 // SetPolicyCmd stores the cluster policy. ExpectVersion guards it: the
 // version the leader saw, so two concurrent sets cannot both win.
