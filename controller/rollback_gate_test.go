@@ -172,7 +172,7 @@ func reportAll(t *testing.T, n *testNode, revision int, st string) {
 }
 
 // waitUntil polls the store until ok holds.
-func waitUntil(t *testing.T, n *testNode, what string, ok func(*state.Tables) bool) {
+func waitForState(t *testing.T, n *testNode, what string, ok func(*state.Tables) bool) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for !ok(n.store.View()) {
@@ -221,9 +221,9 @@ func TestAutomaticRollbackPassesTodaysRules(t *testing.T) {
 			if _, err := n.ctrl.Apply(ctx, privilegedSpec(ref), ""); err != nil {
 				t.Fatal(err)
 			}
-			waitUntil(t, n, "revision 1 has a replica", hasReplicaOf(1))
+			waitForState(t, n, "revision 1 has a replica", hasReplicaOf(1))
 			reportAll(t, n, 1, state.ReplicaHealthy)
-			waitUntil(t, n, "revision 1 succeeded", func(v *state.Tables) bool {
+			waitForState(t, n, "revision 1 succeeded", func(v *state.Tables) bool {
 				svc, _ := v.Service("web")
 				return svc.State == state.ServiceRunning && svc.LastGood == 1
 			})
@@ -238,17 +238,17 @@ func TestAutomaticRollbackPassesTodaysRules(t *testing.T) {
 			if _, err := n.ctrl.Apply(ctx, compliantSpec(ref2), ""); err != nil {
 				t.Fatal(err)
 			}
-			waitUntil(t, n, "revision 2 has a replica", hasReplicaOf(2))
+			waitForState(t, n, "revision 2 has a replica", hasReplicaOf(2))
 			reportAll(t, n, 2, state.ReplicaFailed)
 
 			if c.refused == nil {
-				waitUntil(t, n, "the rollback revision is stored", func(v *state.Tables) bool {
+				waitForState(t, n, "the rollback revision is stored", func(v *state.Tables) bool {
 					svc, _ := v.Service("web")
 					return svc.Current == 3
 				})
 				return
 			}
-			waitUntil(t, n, "the service failed", func(v *state.Tables) bool {
+			waitForState(t, n, "the service failed", func(v *state.Tables) bool {
 				svc, _ := v.Service("web")
 				return svc.State == state.ServiceFailed
 			})
@@ -315,9 +315,9 @@ func TestAutomaticRollbackCheckDoesNotBlockTheLoop(t *testing.T) {
 	if _, err := n.ctrl.Apply(ctx, compliantSpec(web), ""); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, n, "revision 1 has a replica", hasReplicaOf(1))
+	waitForState(t, n, "revision 1 has a replica", hasReplicaOf(1))
 	reportAll(t, n, 1, state.ReplicaHealthy)
-	waitUntil(t, n, "revision 1 succeeded", func(v *state.Tables) bool {
+	waitForState(t, n, "revision 1 succeeded", func(v *state.Tables) bool {
 		svc, _ := v.Service("web")
 		return svc.LastGood == 1
 	})
@@ -328,7 +328,7 @@ func TestAutomaticRollbackCheckDoesNotBlockTheLoop(t *testing.T) {
 	if _, err := n.ctrl.Apply(ctx, rev2, ""); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, n, "revision 2 has a replica", hasReplicaOf(2))
+	waitForState(t, n, "revision 2 has a replica", hasReplicaOf(2))
 	started := time.Now()
 	reportAll(t, n, 2, state.ReplicaFailed)
 
@@ -338,11 +338,11 @@ func TestAutomaticRollbackCheckDoesNotBlockTheLoop(t *testing.T) {
 	if _, err := n.ctrl.Apply(ctx, other, ""); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, n, "the other service has a replica", func(v *state.Tables) bool { return len(v.ServiceReplicas("other")) > 0 })
+	waitForState(t, n, "the other service has a replica", func(v *state.Tables) bool { return len(v.ServiceReplicas("other")) > 0 })
 	if svc, _ := n.store.View().Service("web"); svc.State == state.ServiceFailed || time.Since(started) > 3*time.Second {
 		t.Fatalf("the other service waited for web's check (%s, web %s)", time.Since(started), svc.State)
 	}
-	waitUntil(t, n, "web failed", func(v *state.Tables) bool {
+	waitForState(t, n, "web failed", func(v *state.Tables) bool {
 		svc, _ := v.Service("web")
 		return svc.State == state.ServiceFailed
 	})
