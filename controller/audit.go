@@ -52,8 +52,7 @@ func (a *API) postAudit(w http.ResponseWriter, r *http.Request) {
 	if !decodeJSON(w, r, &rep) {
 		return
 	}
-	if rep.Host == "" {
-		writeError(w, http.StatusBadRequest, "bad_request", "host: required")
+	if !hostParam(w, "host", rep.Host) {
 		return
 	}
 	a.c.RecordAudit(rep)

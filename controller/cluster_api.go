@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/deployctl/deployctl/internal/wire"
 	"github.com/deployctl/deployctl/raftstore"
 	"github.com/deployctl/deployctl/raftstore/state"
 )
@@ -129,11 +130,11 @@ func (a *API) join(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.ID == "" || req.RaftAddr == "" || req.APIAddr == "" {
-		writeError(w, http.StatusBadRequest, "bad_request", "id, raft_addr and api_addr are required")
+		writeError(w, http.StatusBadRequest, wire.CodeBadRequest, "id, raft_addr and api_addr are required")
 		return
 	}
 	if a.cfg.Membership == nil {
-		writeError(w, http.StatusNotImplemented, "not_clustered", "this server does not manage membership")
+		a.writeErr(w, ErrNotClustered)
 		return
 	}
 	if err := a.c.Join(r.Context(), a.cfg.Membership, req); err != nil {
@@ -168,11 +169,11 @@ func (a *API) removeServer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.ID == "" {
-		writeError(w, http.StatusBadRequest, "bad_request", "id is required")
+		writeError(w, http.StatusBadRequest, wire.CodeBadRequest, "id is required")
 		return
 	}
 	if a.cfg.Membership == nil {
-		writeError(w, http.StatusNotImplemented, "not_clustered", "this server does not manage membership")
+		a.writeErr(w, ErrNotClustered)
 		return
 	}
 	if req.ID == a.c.cfg.Raft.ID() {
