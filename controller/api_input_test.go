@@ -280,3 +280,16 @@ func TestAPIContentTypesAccepted(t *testing.T) {
 		t.Fatalf("client report: %v", err)
 	}
 }
+
+// TestRemoveOnlyVoterIsAConflict: removing the last voter is refused with
+// a 409 that says why, not the 500 raft's "cannot find peer" became.
+func TestRemoveOnlyVoterIsAConflict(t *testing.T) {
+	n := mustStartNode(t)
+	srv := httptest.NewServer(NewAPI(APIConfig{Controller: n.ctrl, Membership: fuzzMembership{}}).Handler())
+	defer srv.Close()
+	err := NewClient([]string{srv.URL}, nil).RemoveServer(context.Background(), "n1")
+	var re *RemoteError
+	if !errors.As(err, &re) || re.Status != http.StatusConflict || !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "only voter") {
+		t.Fatalf("remove the only voter: %v, want 409 conflict naming the only voter", err)
+	}
+}

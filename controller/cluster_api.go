@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -178,7 +179,17 @@ func (a *API) removeServer(w http.ResponseWriter, r *http.Request) {
 	}
 	if req.ID == a.c.cfg.Raft.ID() {
 		// The leader cannot remove itself safely: hand leadership over and
-		// let the client retry on the new leader.
+		// let the client retry on the new leader. With no other voter
+		// there is no one to hand over to.
+		servers, err := a.cfg.Membership.Servers(r.Context())
+		if err != nil {
+			a.writeErr(w, translate(err))
+			return
+		}
+		if !slices.ContainsFunc(servers, func(s RaftServer) bool { return s.Voter && s.ID != req.ID }) {
+			a.writeErr(w, fmt.Errorf("%w: %s is the cluster's only voter; it cannot be removed (add another server first)", ErrConflict, req.ID))
+			return
+		}
 		if err := a.cfg.Membership.TransferLeadership(r.Context()); err != nil {
 			a.writeErr(w, translate(err))
 			return
