@@ -71,7 +71,7 @@ func (a *API) forward(w http.ResponseWriter, r *http.Request) {
 	}
 	req, err := http.NewRequestWithContext(r.Context(), r.Method, a.cfg.Scheme+"://"+info.APIAddr+r.URL.RequestURI(), bytes.NewReader(body))
 	if err != nil {
-		a.writeErr(w, err)
+		a.writeErr(w, fmt.Errorf("%w: the API address %q of leader %s is unusable: %v", ErrNoLeader, info.APIAddr, leaderID, err))
 		return
 	}
 	for _, k := range []string{"Content-Type", "Idempotency-Key"} {
