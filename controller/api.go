@@ -233,6 +233,10 @@ func (a *API) applyService(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	key, ok := idempotencyKey(w, r)
+	if !ok {
+		return
+	}
 	body, ok := readBody(w, r)
 	if !ok {
 		return
@@ -256,7 +260,7 @@ func (a *API) applyService(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	spec.Security.SeccompProfile = req.SeccompProfile
-	out, err := a.c.ApplyWith(r.Context(), ApplyRequest{Spec: spec, IdempotencyKey: r.Header.Get("Idempotency-Key"), ScanReport: req.ScanReport})
+	out, err := a.c.ApplyWith(r.Context(), ApplyRequest{Spec: spec, IdempotencyKey: key, ScanReport: req.ScanReport})
 	if err != nil {
 		a.writeErr(w, err)
 		return
@@ -306,6 +310,10 @@ func (a *API) rollbackService(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	key, ok := idempotencyKey(w, r)
+	if !ok {
+		return
+	}
 	var body RollbackBody
 	if !readJSON(w, r, &body, true) {
 		return
@@ -314,7 +322,7 @@ func (a *API) rollbackService(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, wire.CodeBadRequest, fmt.Sprintf("to: %d is not a revision number; send a positive number, or 0 (or none) for the last good revision", body.To))
 		return
 	}
-	out, err := a.c.Rollback(r.Context(), RollbackRequest{Service: name, To: body.To, IdempotencyKey: r.Header.Get("Idempotency-Key")})
+	out, err := a.c.Rollback(r.Context(), RollbackRequest{Service: name, To: body.To, IdempotencyKey: key})
 	if err != nil {
 		a.writeErr(w, err)
 		return

@@ -39,8 +39,8 @@ func (fuzzMembership) HadState() bool { return true }
 
 var fuzzMethods = []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodPatch, http.MethodHead, http.MethodOptions}
 
-// FuzzAPI sends arbitrary methods, paths (with queries), content types and
-// bodies to the API of a controller on a real single-node raft and checks
+// FuzzAPI sends arbitrary methods, paths (with queries), content types,
+// idempotency keys and bodies to the API of a controller on a real single-node raft and checks
 // that no request panics or gets a 5xx, and that every error answer is a
 // JSON body whose code is in the wire table with the status it was sent
 // with. A request that outlives its deadline may get 504 timeout.
@@ -75,11 +75,12 @@ func FuzzAPI(f *testing.F) {
 		{4, "/v1/services", "text/plain; charset=\"", "x"},
 	}
 	for _, s := range seeds {
-		f.Add(s.method, s.path, s.ctype, []byte(s.body))
+		f.Add(s.method, s.path, s.ctype, []byte(s.body), "")
 	}
 	n := mustStartNodeWith(f, func(c *Config) { c.Resolver = fuzzResolver{} })
 	handler := NewAPI(APIConfig{Controller: n.ctrl, Membership: fuzzMembership{}}).Handler()
-	f.Fuzz(func(t *testing.T, method uint8, path, ctype string, body []byte) {
+	f.Add(uint8(1), "/v1/services/web/rollback", "application/json", []byte(`{}`), strings.Repeat("k", 200))
+	f.Fuzz(func(t *testing.T, method uint8, path, ctype string, body []byte, key string) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		req, err := http.NewRequestWithContext(ctx, fuzzMethods[int(method)%len(fuzzMethods)], "http://deployctl.test/"+strings.TrimPrefix(path, "/"), bytes.NewReader(body))
@@ -88,6 +89,9 @@ func FuzzAPI(f *testing.F) {
 		}
 		if ctype != "" {
 			req.Header.Set("Content-Type", ctype)
+		}
+		if key != "" {
+			req.Header.Set("Idempotency-Key", key)
 		}
 		rec := httptest.NewRecorder()
 		handler.ServeHTTP(rec, req)

@@ -182,6 +182,22 @@ func validHostID(s string) bool {
 	return true
 }
 
+// maxIdempotencyKey bounds the Idempotency-Key header: the key is stored
+// in raft with the request (the client sends 32 hex digits).
+const maxIdempotencyKey = 128
+
+// idempotencyKey returns the request's Idempotency-Key (optional): 1 to
+// 128 printable ASCII characters without spaces.
+func idempotencyKey(w http.ResponseWriter, r *http.Request) (string, bool) {
+	key := r.Header.Get("Idempotency-Key")
+	if key != "" && (len(key) > maxIdempotencyKey || !validHostID(key)) {
+		writeError(w, http.StatusBadRequest, wire.CodeBadRequest,
+			fmt.Sprintf("Idempotency-Key %s: use 1 to %d printable ASCII characters without spaces (a random hex string)", clip(strconv.Quote(key)), maxIdempotencyKey))
+		return "", false
+	}
+	return key, true
+}
+
 // hostParam checks a host id read from a request.
 func hostParam(w http.ResponseWriter, field, host string) bool {
 	if host == "" {

@@ -293,3 +293,28 @@ func TestRemoveOnlyVoterIsAConflict(t *testing.T) {
 		t.Fatalf("remove the only voter: %v, want 409 conflict naming the only voter", err)
 	}
 }
+
+// TestAPIRefusesBadIdempotencyKeys: the key is stored in raft with the
+// request, so a huge or binary one is a 400 before anything is stored.
+func TestAPIRefusesBadIdempotencyKeys(t *testing.T) {
+	n := mustStartNode(t)
+	for _, key := range []string{strings.Repeat("k", maxIdempotencyKey+1), "a b", "kéy"} {
+		for _, path := range []string{"/v1/services", "/v1/services/web/rollback", "/v1/services/web/refresh"} {
+			req, _ := http.NewRequest(http.MethodPost, n.api.URL+path, strings.NewReader(""))
+			req.Header.Set("Idempotency-Key", key)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var e APIError
+			_ = json.NewDecoder(resp.Body).Decode(&e)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusBadRequest || e.Code != wire.CodeBadRequest || !strings.Contains(e.Error, "Idempotency-Key") {
+				t.Errorf("%s with key %q: %d %+v, want 400 naming Idempotency-Key", path, key, resp.StatusCode, e)
+			}
+		}
+	}
+	if n.store.View().Index() > 2 {
+		t.Fatalf("bad requests wrote to raft (index %d)", n.store.View().Index())
+	}
+}

@@ -76,7 +76,11 @@ func (a *API) refreshService(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	out, err := a.c.Refresh(r.Context(), name, r.Header.Get("Idempotency-Key"))
+	key, ok := idempotencyKey(w, r)
+	if !ok {
+		return
+	}
+	out, err := a.c.Refresh(r.Context(), name, key)
 	if err != nil {
 		a.writeErr(w, err)
 		return
