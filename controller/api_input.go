@@ -2,6 +2,7 @@ package controller
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -116,6 +117,7 @@ func unmarshalStrict(body []byte, into any) error {
 func describeJSONError(err error) error {
 	var syn *json.SyntaxError
 	var typ *json.UnmarshalTypeError
+	var b64 base64.CorruptInputError
 	switch {
 	case errors.Is(err, io.EOF):
 		return errors.New("malformed JSON body: the body is empty; send a JSON object")
@@ -123,6 +125,9 @@ func describeJSONError(err error) error {
 		return errors.New("malformed JSON body: it ends in the middle of a value")
 	case errors.As(err, &syn):
 		return fmt.Errorf("malformed JSON body: at byte %d: %v", syn.Offset, syn)
+	case errors.As(err, &b64):
+		// encoding/json does not say which field: name the file fields.
+		return fmt.Errorf("malformed JSON body: a file field (seccomp_profile, scan_report) is not base64 (bad byte %d); send the file's bytes base64-encoded", int64(b64))
 	case errors.As(err, &typ):
 		field := typ.Field
 		if field == "" {

@@ -169,6 +169,7 @@ var badInputCases = []struct {
 	{"apply json trailing data", "POST", "/v1/services", "application/json", `{"spec_yaml":"service: web"} {"spec_yaml":""}`, 400, "bad_request", "trailing data"},
 	{"apply json unknown field", "POST", "/v1/services", "application/json", `{"spec_yml":"x"}`, 400, "bad_request", `unknown field "spec_yml"`},
 	{"apply json wrong type", "POST", "/v1/services", "application/json", `{"spec_yaml":5}`, 400, "bad_request", `"spec_yaml"`},
+	{"apply json bad base64", "POST", "/v1/services", "application/json", `{"spec_yaml":"x","seccomp_profile":"!!!"}`, 400, "bad_request", "seccomp_profile"},
 	{"apply json empty", "POST", "/v1/services", "application/json", ``, 400, "bad_request", "empty"},
 	{"apply json cut", "POST", "/v1/services", "application/json", `{"spec_yaml":"ab`, 400, "bad_request", "ends in the middle"},
 	{"apply json syntax", "POST", "/v1/services", "application/json; charset=utf-8", `{"spec_yaml" "x"}`, 400, "bad_request", "at byte"},
