@@ -19,50 +19,8 @@ import (
 // maxBody bounds every request body; a spec is a few KiB.
 const maxBody = 1 << 20
 
-// maxWait bounds a blocking query.
-const maxWait = 5 * time.Minute
-
-// NodeInfo is one raft server in `cluster status`.
-type NodeInfo struct {
-	ID      string `json:"id"`
-	Address string `json:"address"`
-	APIAddr string `json:"api_addr,omitempty"`
-	Role    string `json:"role"` // leader, follower
-	Voter   bool   `json:"voter"`
-	Healthy bool   `json:"healthy"`
-	// Identity is the certificate role a member holds: always server/ID,
-	// because raft accepts only server certificates (pki.PeerConfig) and
-	// join only the server certificate named like the joining node.
-	Identity string `json:"identity"`
-}
-
-// HostInfo is one host in `cluster status`.
-type HostInfo struct {
-	ID       string            `json:"id"`
-	Labels   map[string]string `json:"labels,omitempty"`
-	State    string            `json:"state"`
-	Replicas int               `json:"replicas"`
-	SeenAt   time.Time         `json:"seen_at"`
-	// Engine is what the host's Docker Engine enforces (userns-remap,
-	// AppArmor...), as its agent reported it.
-	Engine *state.EngineFeatures `json:"engine,omitempty"`
-	// Identity is the certificate the host's agent last reported with to
-	// this leader ("agent/h1", "server/n1"; "dev (no TLS)" under --dev;
-	// empty until its first report since this leader was elected).
-	Identity string `json:"identity,omitempty"`
-}
-
-// ClusterStatus is `deployctl cluster status -o json`.
-type ClusterStatus struct {
-	NodeID string     `json:"node_id"`
-	Leader string     `json:"leader"`
-	Nodes  []NodeInfo `json:"nodes"`
-	Hosts  []HostInfo `json:"hosts"`
-	Index  uint64     `json:"index"`
-}
-
-// APIError is the JSON body of every error answer.
-type APIError = wire.APIError
+// maxWait bounds a blocking query; the client allows for it.
+const maxWait = wire.MaxWait
 
 // Membership is what the cluster endpoints need of the raft node.
 type Membership interface {
@@ -185,7 +143,7 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 }
 
 func writeError(w http.ResponseWriter, code int, kind, msg string) {
-	writeJSON(w, code, APIError{Error: msg, Code: kind})
+	writeJSON(w, code, wire.APIError{Error: msg, Code: kind})
 }
 
 // writeErr answers err with the code, status and details the wire table
@@ -228,7 +186,7 @@ func (a *API) health(w http.ResponseWriter, r *http.Request) {
 func (a *API) cluster(w http.ResponseWriter, r *http.Request) {
 	view := a.c.cfg.Store.View()
 	leader, _ := a.c.cfg.Raft.Leader()
-	out := ClusterStatus{NodeID: a.c.cfg.Raft.ID(), Leader: leader, Nodes: []NodeInfo{}, Hosts: []HostInfo{}, Index: view.Index()}
+	out := wire.ClusterStatus{NodeID: a.c.cfg.Raft.ID(), Leader: leader, Nodes: []wire.NodeInfo{}, Hosts: []wire.HostInfo{}, Index: view.Index()}
 	if leader == "" {
 		writeError(w, http.StatusServiceUnavailable, "no_leader", ErrNoLeader.Error())
 		return
@@ -252,7 +210,7 @@ func (a *API) cluster(w http.ResponseWriter, r *http.Request) {
 				n++
 			}
 		}
-		out.Hosts = append(out.Hosts, HostInfo{ID: h.ID, Labels: h.Labels, State: h.State, Replicas: n, SeenAt: h.SeenAt, Engine: h.Engine,
+		out.Hosts = append(out.Hosts, wire.HostInfo{ID: h.ID, Labels: h.Labels, State: h.State, Replicas: n, SeenAt: h.SeenAt, Engine: h.Engine,
 			Identity: a.reporters.of(h.ID)})
 	}
 	writeJSON(w, http.StatusOK, out)
@@ -260,20 +218,11 @@ func (a *API) cluster(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) listServices(w http.ResponseWriter, r *http.Request) {
 	view := a.c.cfg.Store.View()
-	out := []ServiceStatus{}
+	out := []wire.ServiceStatus{}
 	for _, svc := range view.Services() {
 		out = append(out, serviceStatus(view, svc))
 	}
 	writeJSON(w, http.StatusOK, out)
-}
-
-// ApplyBody is the JSON form of POST /v1/services: the spec's YAML with
-// what the CLI read from files it names (a seccomp profile) and a scan
-// report. A plain YAML body is the spec alone.
-type ApplyBody struct {
-	SpecYAML       string `json:"spec_yaml"`
-	SeccompProfile []byte `json:"seccomp_profile,omitempty"`
-	ScanReport     []byte `json:"scan_report,omitempty"`
 }
 
 func (a *API) applyService(w http.ResponseWriter, r *http.Request) {
@@ -289,7 +238,7 @@ func (a *API) applyService(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	var req ApplyBody
+	var req wire.ApplyBody
 	switch {
 	case mt == mediaJSON:
 		if err := unmarshalStrict(body, &req); err != nil {
@@ -299,7 +248,7 @@ func (a *API) applyService(w http.ResponseWriter, r *http.Request) {
 	case mt == "" || slices.Contains(yamlMediaTypes, mt):
 		req.SpecYAML = string(body)
 	default:
-		unsupportedMedia(w, r.Header.Get("Content-Type"), append([]string{mediaJSON + " (an ApplyBody)"}, yamlMediaTypes...)...)
+		unsupportedMedia(w, r.Header.Get("Content-Type"), append([]string{mediaJSON + " (an wire.ApplyBody)"}, yamlMediaTypes...)...)
 		return
 	}
 	spec, err := specs.Parse([]byte(req.SpecYAML))
@@ -348,11 +297,6 @@ func (a *API) getHistory(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, history(view, svc))
 }
 
-// RollbackBody is the body of POST /v1/services/{name}/rollback.
-type RollbackBody struct {
-	To int `json:"to,omitempty"`
-}
-
 func (a *API) rollbackService(w http.ResponseWriter, r *http.Request) {
 	name, ok := pathService(w, r)
 	if !ok {
@@ -362,7 +306,7 @@ func (a *API) rollbackService(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	var body RollbackBody
+	var body wire.RollbackBody
 	if !readJSON(w, r, &body, true) {
 		return
 	}
@@ -461,7 +405,7 @@ func (a *API) putPolicy(w http.ResponseWriter, r *http.Request) {
 
 // writeApplyOutcome answers an apply: 201 for a new revision, 200 when the
 // spec (or the refreshed tag) was unchanged.
-func writeApplyOutcome(w http.ResponseWriter, out ApplyOutcome) {
+func writeApplyOutcome(w http.ResponseWriter, out wire.ApplyOutcome) {
 	code := http.StatusCreated
 	if out.Unchanged {
 		code = http.StatusOK

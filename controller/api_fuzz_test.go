@@ -102,7 +102,7 @@ func FuzzAPI(f *testing.F) {
 		if code < 400 {
 			return
 		}
-		var e APIError
+		var e wire.APIError
 		if err := json.Unmarshal(rec.Body.Bytes(), &e); err != nil || e.Error == "" {
 			t.Fatalf("%s %s: %d with a body that is not an error answer: %q", req.Method, req.URL, code, rec.Body.Bytes())
 		}

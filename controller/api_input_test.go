@@ -23,7 +23,7 @@ import (
 
 // TestErrorCodesRoundTrip: every code of the wire table, written by the
 // server's writeErr for an error wrapping any of its sentinels, comes back
-// from the client as a RemoteError with the code's status that matches the
+// from the client as a wire.RemoteError with the code's status that matches the
 // code's sentinel (errors.Is).
 func TestErrorCodesRoundTrip(t *testing.T) {
 	n := mustStartNode(t)
@@ -42,15 +42,15 @@ func TestErrorCodesRoundTrip(t *testing.T) {
 		}
 	}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		i, _ := strconv.Atoi(strings.TrimPrefix(r.URL.Path, "/v1/case/"))
+		i, _ := strconv.Atoi(strings.TrimPrefix(r.URL.Path, "/v1/services/case-"))
 		api.writeErr(w, cases[i].err)
 	}))
 	defer srv.Close()
-	c := NewClient([]string{srv.URL}, nil)
+	c := wire.NewClient([]string{srv.URL}, nil)
 	for i, tc := range cases {
 		row := rows[tc.row]
-		err := c.do(context.Background(), http.MethodGet, fmt.Sprintf("/v1/case/%d", i), nil, nil, nil)
-		var re *RemoteError
+		_, err := c.Status(context.Background(), fmt.Sprintf("case-%d", i), 0, 0)
+		var re *wire.RemoteError
 		if !errors.As(err, &re) {
 			t.Fatalf("%s (%v): client error %v is not a RemoteError", row.Code, tc.err, err)
 		}
@@ -242,7 +242,7 @@ func TestAPIBadInput(t *testing.T) {
 			}
 			defer resp.Body.Close()
 			data, _ := io.ReadAll(resp.Body)
-			var e APIError
+			var e wire.APIError
 			if err := json.Unmarshal(data, &e); err != nil {
 				t.Fatalf("%d: error body is not JSON: %q", resp.StatusCode, data)
 			}
@@ -270,21 +270,21 @@ func TestAPIContentTypesAccepted(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var e APIError
+		var e wire.APIError
 		_ = json.NewDecoder(resp.Body).Decode(&e)
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusBadRequest || e.Code != wire.CodeInvalidSpec || len(e.Problems) == 0 {
 			t.Fatalf("Content-Type %q: %d %+v, want the spec parsed (400 invalid_spec with problems)", ct, resp.StatusCode, e)
 		}
 	}
-	c := NewClient([]string{n.api.URL}, nil)
+	c := wire.NewClient([]string{n.api.URL}, nil)
 	if _, err := c.Rollback(context.Background(), "web", 0); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("client rollback: %v, want not found (its body and content type accepted)", err)
 	}
 	if _, err := c.Refresh(context.Background(), "web"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("client refresh: %v, want not found", err)
 	}
-	if _, err := c.ApplyWith(context.Background(), ApplyBody{SpecYAML: string(spec)}); !errors.Is(err, ErrInvalidSpec) {
+	if _, err := c.ApplyWith(context.Background(), wire.ApplyBody{SpecYAML: string(spec)}); !errors.Is(err, ErrInvalidSpec) {
 		t.Fatalf("client apply: %v, want invalid spec", err)
 	}
 	if err := c.Report(context.Background(), state.HostReport{Host: "h1"}); err != nil {
@@ -298,8 +298,8 @@ func TestRemoveOnlyVoterIsAConflict(t *testing.T) {
 	n := mustStartNode(t)
 	srv := httptest.NewServer(NewAPI(APIConfig{Controller: n.ctrl, Membership: fuzzMembership{}}).Handler())
 	defer srv.Close()
-	err := NewClient([]string{srv.URL}, nil).RemoveServer(context.Background(), "n1")
-	var re *RemoteError
+	err := wire.NewClient([]string{srv.URL}, nil).RemoveServer(context.Background(), "n1")
+	var re *wire.RemoteError
 	if !errors.As(err, &re) || re.Status != http.StatusConflict || !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "only voter") {
 		t.Fatalf("remove the only voter: %v, want 409 conflict naming the only voter", err)
 	}
@@ -317,7 +317,7 @@ func TestAPIRefusesBadIdempotencyKeys(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var e APIError
+			var e wire.APIError
 			_ = json.NewDecoder(resp.Body).Decode(&e)
 			resp.Body.Close()
 			if resp.StatusCode != http.StatusBadRequest || e.Code != wire.CodeBadRequest || !strings.Contains(e.Error, "Idempotency-Key") {

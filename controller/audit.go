@@ -1,27 +1,13 @@
 package controller
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"sort"
-	"time"
 
 	"github.com/deployctl/deployctl/deployer/audit"
+	"github.com/deployctl/deployctl/internal/wire"
 )
-
-// HostAuditRecord is a host's latest audit, as the leader received it.
-type HostAuditRecord struct {
-	audit.HostAudit
-	ReceivedAt time.Time `json:"received_at"`
-}
-
-// AuditReport is `deployctl audit -o json`.
-type AuditReport struct {
-	Benchmark string            `json:"benchmark"`
-	Hosts     []HostAuditRecord `json:"hosts"`
-	Warnings  int               `json:"warnings"`
-}
 
 // RecordAudit keeps an agent's audit in the leader's memory. Audits are
 // observations, not intent: they never reach raft, and after an election
@@ -30,16 +16,16 @@ func (c *Controller) RecordAudit(a audit.HostAudit) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.audits == nil {
-		c.audits = map[string]HostAuditRecord{}
+		c.audits = map[string]wire.HostAuditRecord{}
 	}
-	c.audits[a.Host] = HostAuditRecord{HostAudit: a, ReceivedAt: c.cfg.Now()}
+	c.audits[a.Host] = wire.HostAuditRecord{HostAudit: a, ReceivedAt: c.cfg.Now()}
 }
 
 // Audits returns the latest audit of every host that sent one.
-func (c *Controller) Audits() AuditReport {
+func (c *Controller) Audits() wire.AuditReport {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := AuditReport{Benchmark: audit.Benchmark, Hosts: []HostAuditRecord{}}
+	out := wire.AuditReport{Benchmark: audit.Benchmark, Hosts: []wire.HostAuditRecord{}}
 	for _, r := range c.audits {
 		out.Hosts = append(out.Hosts, r)
 		out.Warnings += r.Warnings()
@@ -96,16 +82,4 @@ func checkAuditSize(rep audit.HostAudit) error {
 
 func (a *API) getAudit(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, a.c.Audits())
-}
-
-// Audit sends an agent's audit.
-func (c *Client) Audit(ctx context.Context, a audit.HostAudit) error {
-	return c.postJSON(ctx, "/v1/agent/audit", a, nil)
-}
-
-// AuditReport reads every host's latest audit.
-func (c *Client) AuditReport(ctx context.Context) (AuditReport, error) {
-	var out AuditReport
-	err := c.do(ctx, http.MethodGet, "/v1/audit", nil, nil, &out)
-	return out, err
 }

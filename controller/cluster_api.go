@@ -105,40 +105,19 @@ func (a *API) forward(w http.ResponseWriter, r *http.Request) {
 	_, _ = io.Copy(w, resp.Body)
 }
 
-// PeerInfo is what a server says of itself to servers forming a cluster.
-type PeerInfo struct {
-	ID       string `json:"id"`
-	RaftAddr string `json:"raft_addr"`
-	APIAddr  string `json:"api_addr"`
-	// HadState: the server held raft state when it started, so it belongs
-	// to a cluster already and no one may bootstrap a new one with it.
-	HadState bool   `json:"had_state"`
-	Leader   string `json:"leader"`
-}
-
 func (a *API) peer(w http.ResponseWriter, r *http.Request) {
 	leader, _ := a.c.cfg.Raft.Leader()
 	had := false
 	if a.cfg.Membership != nil {
 		had = a.cfg.Membership.HadState()
 	}
-	writeJSON(w, http.StatusOK, PeerInfo{ID: a.cfg.Self.ID, RaftAddr: a.cfg.Self.RaftAddr, APIAddr: a.cfg.Self.APIAddr, HadState: had, Leader: leader})
-}
-
-// JoinRequest asks the cluster to take a server as a voter.
-type JoinRequest struct {
-	ID       string `json:"id"`
-	RaftAddr string `json:"raft_addr"`
-	APIAddr  string `json:"api_addr"`
-	// Version is the FSM version the server runs (raftstore.FSMVersion),
-	// for the leader's version gate; 0 from servers that predate it.
-	Version int `json:"version,omitempty"`
+	writeJSON(w, http.StatusOK, wire.PeerInfo{ID: a.cfg.Self.ID, RaftAddr: a.cfg.Self.RaftAddr, APIAddr: a.cfg.Self.APIAddr, HadState: had, Leader: leader})
 }
 
 // join adds a voter and records its addresses. Both steps are idempotent,
 // so a server calls join at every start and after every election.
 func (a *API) join(w http.ResponseWriter, r *http.Request) {
-	var req JoinRequest
+	var req wire.JoinRequest
 	if !decodeJSON(w, r, &req) {
 		return
 	}
@@ -169,7 +148,7 @@ func (a *API) join(w http.ResponseWriter, r *http.Request) {
 // join could redirect where every server forwards (the leader's API
 // address) or split a member's raft traffic. Such a member is removed
 // first (cluster remove), then joins again.
-func (c *Controller) Join(ctx context.Context, m Membership, req JoinRequest) error {
+func (c *Controller) Join(ctx context.Context, m Membership, req wire.JoinRequest) error {
 	servers, err := m.Servers(ctx)
 	if err != nil {
 		return fmt.Errorf("read the raft configuration: %w", translate(err))
@@ -204,13 +183,8 @@ func (c *Controller) Join(ctx context.Context, m Membership, req JoinRequest) er
 	return err
 }
 
-// RemoveRequest asks the cluster to drop a server.
-type RemoveRequest struct {
-	ID string `json:"id"`
-}
-
 func (a *API) removeServer(w http.ResponseWriter, r *http.Request) {
-	var req RemoveRequest
+	var req wire.RemoveRequest
 	if !decodeJSON(w, r, &req) {
 		return
 	}
@@ -261,19 +235,19 @@ func (a *API) removeServer(w http.ResponseWriter, r *http.Request) {
 
 // nodes lists the raft servers with their health: the leader is healthy,
 // and another server is healthy when its API answers /v1/health now.
-func (a *API) nodes(ctx context.Context, view *state.Tables) ([]NodeInfo, error) {
+func (a *API) nodes(ctx context.Context, view *state.Tables) ([]wire.NodeInfo, error) {
 	servers, err := a.cfg.Membership.Servers(ctx)
 	if err != nil {
 		return nil, translate(err)
 	}
-	out := make([]NodeInfo, len(servers))
+	out := make([]wire.NodeInfo, len(servers))
 	var wg sync.WaitGroup
 	for i, s := range servers {
 		role := "follower"
 		if s.Leader {
 			role = "leader"
 		}
-		out[i] = NodeInfo{ID: s.ID, Address: s.Address, Role: role, Voter: s.Voter, Healthy: s.ID == a.c.cfg.Raft.ID(),
+		out[i] = wire.NodeInfo{ID: s.ID, Address: s.Address, Role: role, Voter: s.Voter, Healthy: s.ID == a.c.cfg.Raft.ID(),
 			Identity: pki.Identity{Role: pki.RoleServer, Name: s.ID}.String()}
 		info, ok := view.Server(s.ID)
 		if out[i].Healthy || !ok {
@@ -281,7 +255,7 @@ func (a *API) nodes(ctx context.Context, view *state.Tables) ([]NodeInfo, error)
 		}
 		out[i].APIAddr = info.APIAddr
 		wg.Add(1)
-		go func(n *NodeInfo, addr string) {
+		go func(n *wire.NodeInfo, addr string) {
 			defer wg.Done()
 			pctx, cancel := context.WithTimeout(ctx, time.Second)
 			defer cancel()

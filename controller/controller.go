@@ -5,8 +5,6 @@ package controller
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -92,7 +90,7 @@ type Controller struct {
 	// backoff holds the restart back-off of failing slots (leader memory).
 	backoff map[slotKey]*slotBackoff
 	// audits holds each host's latest audit (leader memory, never raft).
-	audits map[string]HostAuditRecord
+	audits map[string]wire.HostAuditRecord
 	// rollbackChecks holds each service's automatic-rollback admission
 	// while the loop waits for it (leader memory, see rollback_gate.go).
 	rollbackChecks map[string]*rollbackCheck
@@ -124,7 +122,7 @@ func New(cfg Config) (*Controller, error) {
 		cfg.Now = func() time.Time { return time.Now().UTC() }
 	}
 	if cfg.NewID == nil {
-		cfg.NewID = NewID
+		cfg.NewID = wire.NewID
 	}
 	if cfg.HostTTL <= 0 {
 		cfg.HostTTL = DefaultHostTTL
@@ -141,13 +139,6 @@ func New(cfg Config) (*Controller, error) {
 	}
 	return &Controller{cfg: cfg, log: cfg.Logger.Named("controller"), heartbeat: map[string]time.Time{},
 		rollbackChecks: map[string]*rollbackCheck{}, kick: make(chan struct{}, 1)}, nil
-}
-
-// NewID returns a random 128-bit hex ID.
-func NewID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
 }
 
 // Store is the state this controller reads.
@@ -180,22 +171,10 @@ func translate(err error) error {
 	return err
 }
 
-// ApplyOutcome is the answer to an apply.
-type ApplyOutcome struct {
-	Service   string `json:"service"`
-	Revision  int    `json:"revision"`
-	Digest    string `json:"digest"`
-	Ref       string `json:"ref"`
-	Unchanged bool   `json:"unchanged"`
-	// Warnings are what the policy and the scan gate warn about: the
-	// revision is stored (or unchanged) all the same.
-	Warnings []string `json:"warnings,omitempty"`
-}
-
 // Apply stores a new revision of a service and starts its rollout. The
 // image is resolved first; if that fails nothing is stored. A spec equal
 // to the current revision's (same digest) makes no new revision.
-func (c *Controller) Apply(ctx context.Context, spec *specs.Spec, idempotencyKey string) (ApplyOutcome, error) {
+func (c *Controller) Apply(ctx context.Context, spec *specs.Spec, idempotencyKey string) (wire.ApplyOutcome, error) {
 	return c.ApplyWith(ctx, ApplyRequest{Spec: spec, IdempotencyKey: idempotencyKey})
 }
 
@@ -208,50 +187,50 @@ type ApplyRequest struct {
 }
 
 // ApplyWith is Apply with a scan report.
-func (c *Controller) ApplyWith(ctx context.Context, req ApplyRequest) (ApplyOutcome, error) {
+func (c *Controller) ApplyWith(ctx context.Context, req ApplyRequest) (wire.ApplyOutcome, error) {
 	spec, idempotencyKey := req.Spec, req.IdempotencyKey
 	if !c.Ready() {
-		return ApplyOutcome{}, c.notLeader()
+		return wire.ApplyOutcome{}, c.notLeader()
 	}
 	spec = spec.Clone()
 	spec.ApplyDefaults()
 	if err := spec.Validate(); err != nil {
-		return ApplyOutcome{}, fmt.Errorf("%w: %w", ErrInvalidSpec, err)
+		return wire.ApplyOutcome{}, fmt.Errorf("%w: %w", ErrInvalidSpec, err)
 	}
 	if err := checkProfile(spec); err != nil {
-		return ApplyOutcome{}, err
+		return wire.ApplyOutcome{}, err
 	}
 	view := c.cfg.Store.View()
 	if prev, ok := view.Request(idempotencyKey); ok {
 		rev, _ := view.Revision(spec.Service, prev.Revision)
-		return ApplyOutcome{Service: spec.Service, Revision: prev.Revision, Digest: rev.Digest, Ref: rev.Ref}, nil
+		return wire.ApplyOutcome{Service: spec.Service, Revision: prev.Revision, Digest: rev.Digest, Ref: rev.Ref}, nil
 	}
 	svc, exists := view.Service(spec.Service)
 	if exists && svc.State == state.ServiceRemoving {
-		return ApplyOutcome{}, fmt.Errorf("%w: service %s is being removed; wait for `deployctl rm` to finish", ErrConflict, spec.Service)
+		return wire.ApplyOutcome{}, fmt.Errorf("%w: service %s is being removed; wait for `deployctl rm` to finish", ErrConflict, spec.Service)
 	}
 	pol, err := c.admit(spec)
 	if err != nil {
-		return ApplyOutcome{}, err
+		return wire.ApplyOutcome{}, err
 	}
 	pin, err := c.cfg.Resolver.Resolve(ctx, spec.Image)
 	if err != nil {
-		return ApplyOutcome{}, err
+		return wire.ApplyOutcome{}, err
 	}
 	signed, err := c.verifySignature(ctx, pol, pin)
 	if err != nil {
-		return ApplyOutcome{}, err
+		return wire.ApplyOutcome{}, err
 	}
 	scanWarnings, err := c.gateScan(ctx, pol, pin, req.ScanReport)
 	if err != nil {
-		return ApplyOutcome{}, err
+		return wire.ApplyOutcome{}, err
 	}
 	policyWarnings := hardeningWarnings(pol, spec)
 	warnings := joinWarnings(policyWarnings, prefixed("scan: ", scanWarnings))
 	fp := Fingerprint(*spec, pin.Ref)
 	if exists {
 		if cur, ok := view.Revision(svc.Name, svc.Current); ok && cur.Fingerprint == fp && sameSpec(&cur.Spec, spec) {
-			return ApplyOutcome{Service: svc.Name, Revision: cur.Number, Digest: cur.Digest, Ref: cur.Ref, Unchanged: true, Warnings: warnings}, nil
+			return wire.ApplyOutcome{Service: svc.Name, Revision: cur.Number, Digest: cur.Digest, Ref: cur.Ref, Unchanged: true, Warnings: warnings}, nil
 		}
 	}
 	cmd := state.ApplyRevisionCmd{
@@ -265,11 +244,11 @@ func (c *Controller) ApplyWith(ctx context.Context, req ApplyRequest) (ApplyOutc
 	}
 	res, err := c.apply(ctx, raftstore.CmdApplyRevision, cmd)
 	if err != nil {
-		return ApplyOutcome{}, fmt.Errorf("apply %s: %w", spec.Service, err)
+		return wire.ApplyOutcome{}, fmt.Errorf("apply %s: %w", spec.Service, err)
 	}
 	ar := res.(state.ApplyResult)
 	c.log.Info("revision stored", "service", spec.Service, "revision", ar.Revision, "ref", pin.Ref)
-	return ApplyOutcome{Service: spec.Service, Revision: ar.Revision, Digest: pin.Digest, Ref: pin.Ref, Warnings: warnings}, nil
+	return wire.ApplyOutcome{Service: spec.Service, Revision: ar.Revision, Digest: pin.Digest, Ref: pin.Ref, Warnings: warnings}, nil
 }
 
 func sameSpec(a, b *specs.Spec) bool {
@@ -289,29 +268,29 @@ type RollbackRequest struct {
 
 // Rollback stores a new revision that restores an earlier one and starts
 // its rollout. The rolled-back revision is marked rolled_back.
-func (c *Controller) Rollback(ctx context.Context, req RollbackRequest) (ApplyOutcome, error) {
+func (c *Controller) Rollback(ctx context.Context, req RollbackRequest) (wire.ApplyOutcome, error) {
 	if !c.Ready() {
-		return ApplyOutcome{}, c.notLeader()
+		return wire.ApplyOutcome{}, c.notLeader()
 	}
 	view := c.cfg.Store.View()
 	if prev, ok := view.Request(req.IdempotencyKey); ok {
 		rev, _ := view.Revision(req.Service, prev.Revision)
-		return ApplyOutcome{Service: req.Service, Revision: prev.Revision, Digest: rev.Digest, Ref: rev.Ref}, nil
+		return wire.ApplyOutcome{Service: req.Service, Revision: prev.Revision, Digest: rev.Digest, Ref: rev.Ref}, nil
 	}
 	svc, ok := view.Service(req.Service)
 	if !ok || svc.State == state.ServiceRemoving {
-		return ApplyOutcome{}, fmt.Errorf("%w: service %q", ErrNotFound, req.Service)
+		return wire.ApplyOutcome{}, fmt.Errorf("%w: service %q", ErrNotFound, req.Service)
 	}
 	cur, _ := view.Revision(svc.Name, svc.Current)
 	target, err := rollbackTarget(view.Revisions(svc.Name), cur, req.To)
 	if err != nil {
-		return ApplyOutcome{}, err
+		return wire.ApplyOutcome{}, err
 	}
 	// The target was admitted under the policy of its day: it must pass
 	// today's, or a tightened policy could be undone by `rollback --to`.
 	adm, err := c.readmit(ctx, target)
 	if err != nil {
-		return ApplyOutcome{}, err
+		return wire.ApplyOutcome{}, err
 	}
 	cause := fmt.Sprintf("rollback of %d to %d", cur.Number, target.Number)
 	return c.storeRollback(ctx, svc, cur, target, adm, cause, "", req.IdempotencyKey)
@@ -342,7 +321,7 @@ func rollbackTarget(history []state.Revision, cur state.Revision, to int) (state
 
 // storeRollback stores the revision restoring target, which readmit
 // admitted (adm): the signature and scan verdicts recorded are today's.
-func (c *Controller) storeRollback(ctx context.Context, svc state.Service, cur, target state.Revision, adm admitted, cause, reason, key string) (ApplyOutcome, error) {
+func (c *Controller) storeRollback(ctx context.Context, svc state.Service, cur, target state.Revision, adm admitted, cause, reason, key string) (wire.ApplyOutcome, error) {
 	cmd := state.ApplyRevisionCmd{
 		Now:             c.cfg.Now(),
 		IdempotencyKey:  key,
@@ -357,11 +336,11 @@ func (c *Controller) storeRollback(ctx context.Context, svc state.Service, cur, 
 	}
 	res, err := c.apply(ctx, raftstore.CmdApplyRevision, cmd)
 	if err != nil {
-		return ApplyOutcome{}, fmt.Errorf("rollback %s: %w", svc.Name, err)
+		return wire.ApplyOutcome{}, fmt.Errorf("rollback %s: %w", svc.Name, err)
 	}
 	ar := res.(state.ApplyResult)
 	c.log.Info("rollback stored", "service", svc.Name, "revision", ar.Revision, "cause", cause)
-	return ApplyOutcome{Service: svc.Name, Revision: ar.Revision, Digest: target.Digest, Ref: target.Ref}, nil
+	return wire.ApplyOutcome{Service: svc.Name, Revision: ar.Revision, Digest: target.Digest, Ref: target.Ref}, nil
 }
 
 // Remove starts removing a service: its replicas stop, then it is purged.

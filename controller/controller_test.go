@@ -20,6 +20,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/deployctl/deployctl/internal/wire"
 	"github.com/deployctl/deployctl/raftstore"
 	"github.com/deployctl/deployctl/raftstore/state"
 	"github.com/deployctl/deployctl/specs"
@@ -223,14 +224,14 @@ func TestRollbackTarget(t *testing.T) {
 
 func TestAPIRejectsBadRequests(t *testing.T) {
 	n := mustStartNode(t)
-	post := func(path, ctype string, body []byte) (*http.Response, APIError) {
+	post := func(path, ctype string, body []byte) (*http.Response, wire.APIError) {
 		t.Helper()
 		resp, err := http.Post(n.api.URL+path, ctype, bytes.NewReader(body))
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer resp.Body.Close()
-		var e APIError
+		var e wire.APIError
 		if err := json.NewDecoder(resp.Body).Decode(&e); err != nil {
 			t.Fatalf("%s: error body is not JSON: %v", path, err)
 		}
@@ -267,9 +268,9 @@ func TestAPIRejectsBadRequests(t *testing.T) {
 
 func TestAPIInvalidSpecListsEveryProblem(t *testing.T) {
 	n := mustStartNode(t)
-	c := NewClient([]string{n.api.URL}, nil)
+	c := wire.NewClient([]string{n.api.URL}, nil)
 	_, err := c.Apply(context.Background(), []byte("service: Web!\nimage: a/b:1\nreplicas: -1\nresources: { memory: lots }\n"))
-	var re *RemoteError
+	var re *wire.RemoteError
 	if !errors.As(err, &re) || !errors.Is(err, ErrInvalidSpec) {
 		t.Fatalf("err %v, want an invalid_spec RemoteError", err)
 	}
@@ -287,14 +288,14 @@ func TestAPIInvalidSpecListsEveryProblem(t *testing.T) {
 func TestClientStatusBlocksUntilChange(t *testing.T) {
 	n := mustStartNode(t)
 	_, ref, _ := mustRegistryImage(t, "team/web:v1")
-	c := NewClient([]string{n.api.URL}, nil)
+	c := wire.NewClient([]string{n.api.URL}, nil)
 	ctx := context.Background()
 	if _, err := c.Apply(ctx, []byte(fmt.Sprintf("service: web\nimage: %s\nreplicas: 0\n", ref))); err != nil {
 		t.Fatal(err)
 	}
 	// Wait for the rollout (of no replicas) to end, so that nothing but the
 	// removal below changes the service.
-	var st ServiceStatus
+	var st wire.ServiceStatus
 	for st.RevisionState != state.RevisionSucceeded {
 		var err error
 		if st, err = c.Status(ctx, "web", st.Index, 10*time.Second); err != nil {
@@ -302,7 +303,7 @@ func TestClientStatusBlocksUntilChange(t *testing.T) {
 		}
 	}
 	type answer struct {
-		st  ServiceStatus
+		st  wire.ServiceStatus
 		err error
 	}
 	got := make(chan answer, 1)

@@ -25,6 +25,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/deployctl/deployctl/controller/policy"
+	"github.com/deployctl/deployctl/internal/wire"
 	"github.com/deployctl/deployctl/raftstore"
 	"github.com/deployctl/deployctl/raftstore/state"
 )
@@ -143,21 +144,21 @@ func mustSetPolicy(t *testing.T, n *testNode, p *policy.Policy) {
 // applyOverHTTP applies image (with replicas, to tell revisions apart)
 // through the API, as `deployctl apply` does, and returns the outcome or
 // the API's refusal.
-func applyOverHTTP(t *testing.T, n *testNode, image string, replicas int, report []byte) (ApplyOutcome, *RemoteError) {
+func applyOverHTTP(t *testing.T, n *testNode, image string, replicas int, report []byte) (wire.ApplyOutcome, *wire.RemoteError) {
 	t.Helper()
 	spec := fmt.Sprintf("service: web\nimage: %s\nreplicas: %d\n", image, replicas)
-	out, err := NewClient([]string{n.api.URL}, nil).ApplyWith(context.Background(), ApplyBody{SpecYAML: spec, ScanReport: report})
+	out, err := wire.NewClient([]string{n.api.URL}, nil).ApplyWith(context.Background(), wire.ApplyBody{SpecYAML: spec, ScanReport: report})
 	if err == nil {
 		return out, nil
 	}
-	var re *RemoteError
+	var re *wire.RemoteError
 	if !errors.As(err, &re) {
 		t.Fatalf("apply %s: %v, want an API answer", image, err)
 	}
 	return out, re
 }
 
-func wantRefusal(t *testing.T, what string, re *RemoteError, code string, mentions ...string) {
+func wantRefusal(t *testing.T, what string, re *wire.RemoteError, code string, mentions ...string) {
 	t.Helper()
 	if re == nil {
 		t.Fatalf("%s: admitted, want a %s refusal", what, code)

@@ -4,26 +4,17 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"net/url"
 
+	"github.com/deployctl/deployctl/internal/wire"
 	"github.com/deployctl/deployctl/raftstore/state"
 )
-
-// OutdatedService is a service whose tag now resolves to another digest.
-type OutdatedService struct {
-	Service  string `json:"service"`
-	Revision int    `json:"revision"`
-	Image    string `json:"image"`
-	Pinned   string `json:"pinned"`
-	Latest   string `json:"latest"`
-}
 
 // Outdated re-resolves every service's image and lists those whose tag now
 // points to a newer digest than the one pinned. Images written with a
 // digest never move. A registry that does not answer is reported as an
 // error for that service only.
-func (c *Controller) Outdated(ctx context.Context) ([]OutdatedService, []string) {
-	out := []OutdatedService{}
+func (c *Controller) Outdated(ctx context.Context) ([]wire.OutdatedService, []string) {
+	out := []wire.OutdatedService{}
 	var problems []string
 	view := c.cfg.Store.View()
 	for _, svc := range view.Services() {
@@ -37,7 +28,7 @@ func (c *Controller) Outdated(ctx context.Context) ([]OutdatedService, []string)
 			continue
 		}
 		if pin.Digest != rev.Digest {
-			out = append(out, OutdatedService{Service: svc.Name, Revision: rev.Number, Image: rev.Spec.Image, Pinned: rev.Digest, Latest: pin.Digest})
+			out = append(out, wire.OutdatedService{Service: svc.Name, Revision: rev.Number, Image: rev.Spec.Image, Pinned: rev.Digest, Latest: pin.Digest})
 		}
 	}
 	return out, problems
@@ -46,29 +37,23 @@ func (c *Controller) Outdated(ctx context.Context) ([]OutdatedService, []string)
 // Refresh applies a service's current spec again: its tag is resolved anew
 // and, if it moved, the new digest rolls out like any release, with the
 // same automatic rollback.
-func (c *Controller) Refresh(ctx context.Context, name, idempotencyKey string) (ApplyOutcome, error) {
+func (c *Controller) Refresh(ctx context.Context, name, idempotencyKey string) (wire.ApplyOutcome, error) {
 	view := c.cfg.Store.View()
 	svc, ok := view.Service(name)
 	if !ok {
-		return ApplyOutcome{}, fmt.Errorf("%w: service %q", ErrNotFound, name)
+		return wire.ApplyOutcome{}, fmt.Errorf("%w: service %q", ErrNotFound, name)
 	}
 	rev, ok := view.Revision(name, svc.Current)
 	if !ok {
-		return ApplyOutcome{}, fmt.Errorf("%w: service %q has no revision %d", ErrNotFound, name, svc.Current)
+		return wire.ApplyOutcome{}, fmt.Errorf("%w: service %q has no revision %d", ErrNotFound, name, svc.Current)
 	}
 	spec := rev.Spec
 	return c.ApplyWith(ctx, ApplyRequest{Spec: &spec, IdempotencyKey: idempotencyKey})
 }
 
-// OutdatedReport is `deployctl outdated -o json`.
-type OutdatedReport struct {
-	Services []OutdatedService `json:"services"`
-	Problems []string          `json:"problems,omitempty"`
-}
-
 func (a *API) getOutdated(w http.ResponseWriter, r *http.Request) {
 	svcs, problems := a.c.Outdated(r.Context())
-	writeJSON(w, http.StatusOK, OutdatedReport{Services: svcs, Problems: problems})
+	writeJSON(w, http.StatusOK, wire.OutdatedReport{Services: svcs, Problems: problems})
 }
 
 func (a *API) refreshService(w http.ResponseWriter, r *http.Request) {
@@ -86,21 +71,4 @@ func (a *API) refreshService(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeApplyOutcome(w, out)
-}
-
-// Outdated lists the services whose tag moved.
-func (c *Client) Outdated(ctx context.Context) (OutdatedReport, error) {
-	var out OutdatedReport
-	err := c.do(ctx, http.MethodGet, "/v1/outdated", nil, nil, &out)
-	return out, err
-}
-
-// Refresh re-resolves a service's image and rolls a new digest out.
-func (c *Client) Refresh(ctx context.Context, service string) (ApplyOutcome, error) {
-	h := http.Header{"Idempotency-Key": {NewID()}}
-	var out ApplyOutcome
-	err := c.retryWrite(ctx, func() error {
-		return c.do(ctx, http.MethodPost, "/v1/services/"+url.PathEscape(service)+"/refresh", h, nil, &out)
-	})
-	return out, err
 }

@@ -25,6 +25,7 @@ import (
 
 	"github.com/deployctl/deployctl/deployer/audit"
 	"github.com/deployctl/deployctl/internal/pki"
+	"github.com/deployctl/deployctl/internal/wire"
 	"github.com/deployctl/deployctl/raftstore/state"
 )
 
@@ -104,7 +105,7 @@ func mustStartTLSCluster(t *testing.T) *tlsCluster {
 	srv.Start()
 	t.Cleanup(srv.Close)
 	// The leader registers itself, as formCluster does.
-	if err := n.ctrl.Join(context.Background(), members, JoinRequest{ID: "n1", RaftAddr: self.RaftAddr, APIAddr: self.APIAddr}); err != nil {
+	if err := n.ctrl.Join(context.Background(), members, wire.JoinRequest{ID: "n1", RaftAddr: self.RaftAddr, APIAddr: self.APIAddr}); err != nil {
 		t.Fatal(err)
 	}
 	return &tlsCluster{testNode: n, dir: dir, url: "https://" + self.APIAddr, members: members}
@@ -127,7 +128,7 @@ func (c *tlsCluster) client(t *testing.T, name string) *http.Client {
 
 type answer struct {
 	status int
-	APIError
+	wire.APIError
 }
 
 // call sends one request as who and returns the status and error body.
@@ -196,8 +197,8 @@ func TestAgentCertificateIsConfinedToItsHost(t *testing.T) {
 		{"PUT", "/v1/policy", map[string]any{"version": 0}},
 		{"GET", "/v1/cluster", nil},
 		{"GET", "/v1/audit", nil},
-		{"POST", "/v1/cluster/join", JoinRequest{ID: "h1", RaftAddr: "127.0.0.1:1", APIAddr: "127.0.0.1:2"}},
-		{"POST", "/v1/cluster/remove", RemoveRequest{ID: "n1"}},
+		{"POST", "/v1/cluster/join", wire.JoinRequest{ID: "h1", RaftAddr: "127.0.0.1:1", APIAddr: "127.0.0.1:2"}},
+		{"POST", "/v1/cluster/remove", wire.RemoveRequest{ID: "n1"}},
 		{"GET", "/v1/cluster/peer", nil},
 	} {
 		got := call(t, h1, tt.method, c.url+tt.path, tt.body)
@@ -233,7 +234,7 @@ func TestAgentCertificateIsConfinedToItsHost(t *testing.T) {
 	wantStatus(t, "n1 applies", call(t, n1, "POST", c.url+"/v1/services", rolesSpec), http.StatusForbidden, "forbidden")
 
 	// Only h1's own audit is kept.
-	var rep AuditReport
+	var rep wire.AuditReport
 	resp, err := op.Get(c.url + "/v1/audit")
 	if err != nil {
 		t.Fatal(err)
@@ -245,7 +246,7 @@ func TestAgentCertificateIsConfinedToItsHost(t *testing.T) {
 	}
 
 	// cluster status names each host's certificate and each member's.
-	var st ClusterStatus
+	var st wire.ClusterStatus
 	resp, err = op.Get(c.url + "/v1/cluster")
 	if err != nil {
 		t.Fatal(err)
@@ -327,35 +328,35 @@ func TestJoinNeedsTheJoiningServersCertificate(t *testing.T) {
 	leader, _ := c.store.View().Server("n1")
 
 	wantStatus(t, "n2 joins as n1", call(t, n2, "POST", c.url+"/v1/cluster/join",
-		JoinRequest{ID: "n1", RaftAddr: "127.0.0.1:9", APIAddr: "127.0.0.1:10"}), http.StatusForbidden, "forbidden")
+		wire.JoinRequest{ID: "n1", RaftAddr: "127.0.0.1:9", APIAddr: "127.0.0.1:10"}), http.StatusForbidden, "forbidden")
 	wantStatus(t, "operator joins n2", call(t, op, "POST", c.url+"/v1/cluster/join",
-		JoinRequest{ID: "n2", RaftAddr: "127.0.0.1:9", APIAddr: "127.0.0.1:10"}), http.StatusForbidden, "forbidden")
+		wire.JoinRequest{ID: "n2", RaftAddr: "127.0.0.1:9", APIAddr: "127.0.0.1:10"}), http.StatusForbidden, "forbidden")
 	// Even n1's own certificate cannot move n1 (where followers forward).
-	got := call(t, n1, "POST", c.url+"/v1/cluster/join", JoinRequest{ID: "n1", RaftAddr: leader.RaftAddr, APIAddr: "127.0.0.1:10"})
+	got := call(t, n1, "POST", c.url+"/v1/cluster/join", wire.JoinRequest{ID: "n1", RaftAddr: leader.RaftAddr, APIAddr: "127.0.0.1:10"})
 	wantStatus(t, "n1 rejoins with another API address", got, http.StatusConflict, "conflict")
 	if !strings.Contains(got.Error, "remove it first") {
 		t.Errorf("conflict message %q should tell to remove the member first", got.Error)
 	}
 	wantStatus(t, "n1 rejoins with another raft address", call(t, n1, "POST", c.url+"/v1/cluster/join",
-		JoinRequest{ID: "n1", RaftAddr: "127.0.0.1:9", APIAddr: leader.APIAddr}), http.StatusConflict, "conflict")
+		wire.JoinRequest{ID: "n1", RaftAddr: "127.0.0.1:9", APIAddr: leader.APIAddr}), http.StatusConflict, "conflict")
 	wantStatus(t, "n2 joins at n1's raft address", call(t, n2, "POST", c.url+"/v1/cluster/join",
-		JoinRequest{ID: "n2", RaftAddr: leader.RaftAddr, APIAddr: "127.0.0.1:10"}), http.StatusConflict, "conflict")
+		wire.JoinRequest{ID: "n2", RaftAddr: leader.RaftAddr, APIAddr: "127.0.0.1:10"}), http.StatusConflict, "conflict")
 	wantStatus(t, "n2 joins at n1's API address", call(t, n2, "POST", c.url+"/v1/cluster/join",
-		JoinRequest{ID: "n2", RaftAddr: "127.0.0.1:9", APIAddr: leader.APIAddr}), http.StatusConflict, "conflict")
+		wire.JoinRequest{ID: "n2", RaftAddr: "127.0.0.1:9", APIAddr: leader.APIAddr}), http.StatusConflict, "conflict")
 	if after, _ := c.store.View().Server("n1"); after != leader || c.members.has("n2") {
 		t.Fatalf("a refused join changed the cluster: n1 %+v, members %+v", after, c.members.servers)
 	}
 
 	wantStatus(t, "n1 rejoins unchanged", call(t, n1, "POST", c.url+"/v1/cluster/join",
-		JoinRequest{ID: "n1", RaftAddr: leader.RaftAddr, APIAddr: leader.APIAddr}), http.StatusOK, "")
+		wire.JoinRequest{ID: "n1", RaftAddr: leader.RaftAddr, APIAddr: leader.APIAddr}), http.StatusOK, "")
 	wantStatus(t, "n2 joins", call(t, n2, "POST", c.url+"/v1/cluster/join",
-		JoinRequest{ID: "n2", RaftAddr: "127.0.0.1:9", APIAddr: "127.0.0.1:10"}), http.StatusOK, "")
+		wire.JoinRequest{ID: "n2", RaftAddr: "127.0.0.1:9", APIAddr: "127.0.0.1:10"}), http.StatusOK, "")
 	if info, ok := c.store.View().Server("n2"); !ok || info.APIAddr != "127.0.0.1:10" || !c.members.has("n2") {
 		t.Fatalf("n2 not a member after its join: %+v", info)
 	}
 
-	wantStatus(t, "n2 removes n1", call(t, n2, "POST", c.url+"/v1/cluster/remove", RemoveRequest{ID: "n1"}), http.StatusForbidden, "forbidden")
-	wantStatus(t, "operator removes n2", call(t, op, "POST", c.url+"/v1/cluster/remove", RemoveRequest{ID: "n2"}), http.StatusOK, "")
+	wantStatus(t, "n2 removes n1", call(t, n2, "POST", c.url+"/v1/cluster/remove", wire.RemoveRequest{ID: "n1"}), http.StatusForbidden, "forbidden")
+	wantStatus(t, "operator removes n2", call(t, op, "POST", c.url+"/v1/cluster/remove", wire.RemoveRequest{ID: "n2"}), http.StatusOK, "")
 	if c.members.has("n2") {
 		t.Fatal("n2 still a member")
 	}
@@ -387,7 +388,7 @@ func TestForwardedCallerHeaderTrustedFromServersOnly(t *testing.T) {
 	wantStatus(t, "server forwarding agent h1 reporting as h2", call(t, n2, "POST", c.url+"/v1/agent/report", state.HostReport{Host: "h2"}, callerHeader, "agent/h1"),
 		http.StatusForbidden, "forbidden")
 	wantStatus(t, "server forwarding agent h1 joining", call(t, n2, "POST", c.url+"/v1/cluster/join",
-		JoinRequest{ID: "h1", RaftAddr: "127.0.0.1:9", APIAddr: "127.0.0.1:10"}, callerHeader, "agent/h1"), http.StatusForbidden, "forbidden")
+		wire.JoinRequest{ID: "h1", RaftAddr: "127.0.0.1:9", APIAddr: "127.0.0.1:10"}, callerHeader, "agent/h1"), http.StatusForbidden, "forbidden")
 	wantStatus(t, "two claims", call(t, n2, "GET", c.url+"/v1/services", nil, callerHeader, "operator", callerHeader, "agent/h1"),
 		http.StatusForbidden, "forbidden")
 	wantStatus(t, "malformed claim", call(t, n2, "GET", c.url+"/v1/services", nil, callerHeader, "root"), http.StatusForbidden, "forbidden")

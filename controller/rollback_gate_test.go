@@ -22,6 +22,7 @@ import (
 
 	"github.com/deployctl/deployctl/controller/policy"
 	"github.com/deployctl/deployctl/controller/signature"
+	"github.com/deployctl/deployctl/internal/wire"
 	"github.com/deployctl/deployctl/raftstore/state"
 	"github.com/deployctl/deployctl/specs"
 )
@@ -70,18 +71,18 @@ func trustRuleFor(t *testing.T, repo string) policy.TrustEntry {
 
 // postRollback calls the API as the CLI does and returns the status and
 // decoded error body.
-func postRollback(t *testing.T, n *testNode, service string, to int) (int, APIError) {
+func postRollback(t *testing.T, n *testNode, service string, to int) (int, wire.APIError) {
 	t.Helper()
-	body, _ := json.Marshal(RollbackBody{To: to})
+	body, _ := json.Marshal(wire.RollbackBody{To: to})
 	req, _ := http.NewRequest(http.MethodPost, n.api.URL+"/v1/services/"+service+"/rollback", bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Idempotency-Key", NewID())
+	req.Header.Set("Idempotency-Key", wire.NewID())
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var apiErr APIError
+	var apiErr wire.APIError
 	_ = json.NewDecoder(resp.Body).Decode(&apiErr)
 	return resp.StatusCode, apiErr
 }
@@ -279,7 +280,7 @@ func TestAutomaticRollbackPassesTodaysRules(t *testing.T) {
 			}
 			// The CLI exits 4 on a failed revision with its message
 			// (cmd/deployctl/wait.go); the status it reads says why.
-			st, err := NewClient([]string{strings.TrimPrefix(n.api.URL, "http://")}, nil).Status(ctx, "web", 0, 0)
+			st, err := wire.NewClient([]string{strings.TrimPrefix(n.api.URL, "http://")}, nil).Status(ctx, "web", 0, 0)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/deployctl/deployctl/controller/policy"
+	"github.com/deployctl/deployctl/internal/wire"
 )
 
 // Issue 16 finding 5 at the API, for a client that skips the CLI's own
@@ -33,7 +34,7 @@ func TestAPIRefusesSeccompProfilesWeakerThanDefault(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			body, err := json.Marshal(ApplyBody{SpecYAML: spec, SeccompProfile: []byte(c.profile)})
+			body, err := json.Marshal(wire.ApplyBody{SpecYAML: spec, SeccompProfile: []byte(c.profile)})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -42,7 +43,7 @@ func TestAPIRefusesSeccompProfilesWeakerThanDefault(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer resp.Body.Close()
-			var e APIError
+			var e wire.APIError
 			if err := json.NewDecoder(resp.Body).Decode(&e); err != nil {
 				t.Fatal(err)
 			}

@@ -9,8 +9,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/deployctl/deployctl/controller"
 	"github.com/deployctl/deployctl/deployer/audit"
+	"github.com/deployctl/deployctl/internal/wire"
 )
 
 func newAuditCmd(g *globals) *cobra.Command {
@@ -45,7 +45,7 @@ audit of each host. --strict exits 1 when anything warns or drifted.`,
 	return cmd
 }
 
-func printAudit(w io.Writer, rep controller.AuditReport, all bool) {
+func printAudit(w io.Writer, rep wire.AuditReport, all bool) {
 	containers := 0
 	for _, h := range rep.Hosts {
 		containers += len(h.Containers)

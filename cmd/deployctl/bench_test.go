@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/deployctl/deployctl/controller"
+	"github.com/deployctl/deployctl/internal/wire"
 	"github.com/deployctl/deployctl/raftstore/state"
 )
 
@@ -43,7 +43,7 @@ stop_grace_period: 1s
 }
 
 // waitOutcome waits until revision rev of svc ends and returns its state.
-func waitOutcome(b testing.TB, c *controller.Client, svc string, rev int) controller.ServiceStatus {
+func waitOutcome(b testing.TB, c *wire.Client, svc string, rev int) wire.ServiceStatus {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var index uint64
@@ -83,7 +83,7 @@ func BenchmarkRollout4(b *testing.B) {
 	for _, tc := range cases {
 		b.Run(tc.name, func(b *testing.B) {
 			s := mustStartBenchServer(b)
-			c := controller.NewClient([]string{s.addr}, nil)
+			c := wire.NewClient([]string{s.addr}, nil)
 			monitor := time.Second
 			mustApplyAndWait(b, c, benchSpecCheck(env.refs["v1"], tc.parallelism, monitor, tc.check))
 			images := []string{env.refs["v11"], env.refs["v1"]}
@@ -103,7 +103,7 @@ func BenchmarkRollout4(b *testing.B) {
 }
 
 // mustApplyAndWait applies spec and waits for its revision to end.
-func mustApplyAndWait(b testing.TB, c *controller.Client, spec []byte) controller.ServiceStatus {
+func mustApplyAndWait(b testing.TB, c *wire.Client, spec []byte) wire.ServiceStatus {
 	out, err := c.Apply(context.Background(), spec)
 	if err != nil {
 		b.Fatal(err)
@@ -121,7 +121,7 @@ func BenchmarkAutoRollback(b *testing.B) {
 	for _, check := range []struct{ name, yaml string }{{"http", benchHTTPCheck}, {"exec", benchExecCheck}} {
 		b.Run("check="+check.name, func(b *testing.B) {
 			s := mustStartBenchServer(b)
-			c := controller.NewClient([]string{s.addr}, nil)
+			c := wire.NewClient([]string{s.addr}, nil)
 			mustApplyAndWait(b, c, benchSpecCheck(env.refs["v1"], 1, time.Second, check.yaml))
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
@@ -146,7 +146,7 @@ func BenchmarkAutoRollback(b *testing.B) {
 func BenchmarkManualRollback(b *testing.B) {
 	needEngine(b)
 	s := mustStartBenchServer(b)
-	c := controller.NewClient([]string{s.addr}, nil)
+	c := wire.NewClient([]string{s.addr}, nil)
 	mustApplyAndWait(b, c, benchSpec(env.refs["v1"], 1, time.Second))
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {

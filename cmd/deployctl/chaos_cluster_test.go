@@ -21,9 +21,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/deployctl/deployctl/controller"
 	"github.com/deployctl/deployctl/internal/chaos"
 	"github.com/deployctl/deployctl/internal/pki"
+	"github.com/deployctl/deployctl/internal/wire"
 )
 
 const (
@@ -259,7 +259,7 @@ func (c *chaosCluster) kill(nd *chaosNode, sig syscall.Signal) {
 	nd.cmd, nd.paused = nil, false
 }
 
-func (c *chaosCluster) client(nodes ...*chaosNode) *controller.Client {
+func (c *chaosCluster) client(nodes ...*chaosNode) *wire.Client {
 	if len(nodes) == 0 {
 		nodes = c.nodes
 	}
@@ -269,7 +269,7 @@ func (c *chaosCluster) client(nodes ...*chaosNode) *controller.Client {
 	}
 	// A clone each: the HTTP/2 set-up of a transport writes to its TLS
 	// config, so transports must not share one.
-	return controller.NewTLSClient(addrs, c.clientTLS.Clone())
+	return wire.NewTLSClient(addrs, c.clientTLS.Clone())
 }
 
 func (c *chaosCluster) others(nd *chaosNode) []*chaosNode {

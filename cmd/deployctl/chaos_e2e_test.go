@@ -18,6 +18,7 @@ import (
 
 	"github.com/deployctl/deployctl/controller"
 	"github.com/deployctl/deployctl/internal/chaos"
+	"github.com/deployctl/deployctl/internal/wire"
 )
 
 // chaosFault injects one fault into a converged cluster whose leader is
@@ -154,7 +155,7 @@ func runChaos(t *testing.T, faults []chaosFault, seed uint64) {
 	for i := range chaosServices {
 		services = append(services, fmt.Sprintf("svc-%d", i))
 	}
-	var clients []*controller.Client
+	var clients []*wire.Client
 	for i := range chaosClients {
 		// Every server is some client's first address.
 		order := append(append([]*chaosNode(nil), c.nodes[i%len(c.nodes):]...), c.nodes[:i%len(c.nodes)]...)

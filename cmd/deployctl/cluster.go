@@ -13,9 +13,9 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/spf13/cobra"
 
-	"github.com/deployctl/deployctl/controller"
 	"github.com/deployctl/deployctl/deployer"
 	"github.com/deployctl/deployctl/internal/pki"
+	"github.com/deployctl/deployctl/internal/wire"
 	"github.com/deployctl/deployctl/raftstore"
 	"github.com/deployctl/deployctl/raftstore/state"
 )
@@ -32,8 +32,8 @@ import (
 //     lowest node id bootstraps the N. A node that holds state never
 //     bootstraps (raftstore refuses), so two clusters never form from
 //     servers that already belong to one.
-func formCluster(ctx context.Context, cfg serverConfig, node *raftstore.Node, self state.ServerInfo, own *controller.Client, tls *serverTLS, log hclog.Logger) {
-	req := controller.JoinRequest{ID: self.ID, RaftAddr: self.RaftAddr, APIAddr: self.APIAddr, Version: raftstore.FSMVersion}
+func formCluster(ctx context.Context, cfg serverConfig, node *raftstore.Node, self state.ServerInfo, own *wire.Client, tls *serverTLS, log hclog.Logger) {
+	req := wire.JoinRequest{ID: self.ID, RaftAddr: self.RaftAddr, APIAddr: self.APIAddr, Version: raftstore.FSMVersion}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
@@ -61,14 +61,14 @@ func formCluster(ctx context.Context, cfg serverConfig, node *raftstore.Node, se
 	}
 }
 
-func peerClient(addr string, tls *serverTLS) *controller.Client {
+func peerClient(addr string, tls *serverTLS) *wire.Client {
 	if tls == nil {
-		return controller.NewClient([]string{addr}, nil)
+		return wire.NewClient([]string{addr}, nil)
 	}
-	return controller.NewTLSClient([]string{addr}, tls.client)
+	return wire.NewTLSClient([]string{addr}, tls.client)
 }
 
-func joinAny(ctx context.Context, addrs []string, req controller.JoinRequest, tls *serverTLS) bool {
+func joinAny(ctx context.Context, addrs []string, req wire.JoinRequest, tls *serverTLS) bool {
 	for _, a := range addrs {
 		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		err := peerClient(a, tls).Join(cctx, req)
@@ -188,7 +188,7 @@ raft members: they long-poll their assignments and report in batches.`,
 }
 
 // Compile-time check: the controller client is what the agent needs.
-var _ deployer.Controller = (*controller.Client)(nil)
+var _ deployer.Controller = (*wire.Client)(nil)
 
 func newTLSCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "tls", Short: "Make the cluster's certificates"}

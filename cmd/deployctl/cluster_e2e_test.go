@@ -19,8 +19,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/deployctl/deployctl/controller"
 	"github.com/deployctl/deployctl/internal/pki"
+	"github.com/deployctl/deployctl/internal/wire"
 )
 
 // clusterNode is one server process of a test cluster.
@@ -143,7 +143,7 @@ func (c *testCluster) clientTLS() *tls.Config {
 }
 
 // client talks to the given nodes (all when none given).
-func (c *testCluster) client(nodes ...*clusterNode) *controller.Client {
+func (c *testCluster) client(nodes ...*clusterNode) *wire.Client {
 	if len(nodes) == 0 {
 		nodes = c.nodes
 	}
@@ -151,7 +151,7 @@ func (c *testCluster) client(nodes ...*clusterNode) *controller.Client {
 	for _, nd := range nodes {
 		addrs = append(addrs, nd.httpAddr)
 	}
-	return controller.NewTLSClient(addrs, c.clientTLS())
+	return wire.NewTLSClient(addrs, c.clientTLS())
 }
 
 // mustLeader waits until a node answers cluster status with a leader whose

@@ -15,6 +15,7 @@ import (
 
 	"github.com/deployctl/deployctl/controller"
 	"github.com/deployctl/deployctl/deployer/seccomp"
+	"github.com/deployctl/deployctl/internal/wire"
 	"github.com/deployctl/deployctl/specs"
 )
 
@@ -56,7 +57,7 @@ Ctrl-C stops waiting; the rollout goes on. See 'deployctl help exit-codes'.`,
 			if err != nil {
 				return exitWith(ExitUsage, fmt.Errorf("%s: %w", args[0], err))
 			}
-			body := controller.ApplyBody{SpecYAML: string(data)}
+			body := wire.ApplyBody{SpecYAML: string(data)}
 			if spec.Security.SeccompMode() == specs.SeccompModeFile {
 				if body.SeccompProfile, err = readProfile(args[0], spec.Security.Seccomp); err != nil {
 					return exitWith(ExitUsage, err)
@@ -204,7 +205,7 @@ func newStatusCmd(g *globals) *cobra.Command {
 	}
 }
 
-func printStatus(w io.Writer, st controller.ServiceStatus) {
+func printStatus(w io.Writer, st wire.ServiceStatus) {
 	fmt.Fprintf(w, "service:   %s\n", st.Service)
 	fmt.Fprintf(w, "state:     %s\n", st.State)
 	fmt.Fprintf(w, "revision:  %d (%s, %s)\n", st.Revision, st.RevisionState, st.Cause)

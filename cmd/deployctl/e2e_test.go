@@ -40,11 +40,11 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/deployctl/deployctl/controller"
 	"github.com/deployctl/deployctl/deployer/seccomp"
 	"github.com/deployctl/deployctl/internal/devimage"
 	"github.com/deployctl/deployctl/internal/dockerclean"
 	"github.com/deployctl/deployctl/internal/enginetest"
+	"github.com/deployctl/deployctl/internal/wire"
 )
 
 // e2eEnv is shared by the tests of this package, built lazily: the binary
@@ -268,7 +268,7 @@ func (s *devServer) start(extraEnv []string) {
 		default:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		st, err := controller.NewClient([]string{s.addr}, nil).Cluster(ctx)
+		st, err := wire.NewClient([]string{s.addr}, nil).Cluster(ctx)
 		cancel()
 		if err == nil && st.Leader == "n1" {
 			return
@@ -362,20 +362,20 @@ func mustCLI(t *testing.T, s *devServer, wantCode int, stdin string, args ...str
 	return r
 }
 
-func mustStatus(t *testing.T, s *devServer, svc string) controller.ServiceStatus {
+func mustStatus(t *testing.T, s *devServer, svc string) wire.ServiceStatus {
 	t.Helper()
 	r := mustCLI(t, s, 0, "", "status", svc, "-o", "json")
-	var st controller.ServiceStatus
+	var st wire.ServiceStatus
 	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
 		t.Fatalf("status -o json: %v\n%s", err, r.stdout)
 	}
 	return st
 }
 
-func mustHistory(t *testing.T, s *devServer, svc string) []controller.HistoryEntry {
+func mustHistory(t *testing.T, s *devServer, svc string) []wire.HistoryEntry {
 	t.Helper()
 	r := mustCLI(t, s, 0, "", "history", svc, "-o", "json")
-	var h []controller.HistoryEntry
+	var h []wire.HistoryEntry
 	if err := json.Unmarshal([]byte(r.stdout), &h); err != nil {
 		t.Fatalf("history -o json: %v\n%s", err, r.stdout)
 	}
@@ -418,7 +418,7 @@ func runningContainers(t *testing.T, hostID string) map[string]bool {
 	return out
 }
 
-func currentContainerIDs(st controller.ServiceStatus) map[string]bool {
+func currentContainerIDs(st wire.ServiceStatus) map[string]bool {
 	out := map[string]bool{}
 	for _, in := range st.Instances {
 		if in.Current && in.Desired == "running" && in.ContainerID != "" {
@@ -448,7 +448,7 @@ func TestCLIDeployAutoRollbackManualRollbackRemove(t *testing.T) {
 		}
 	}
 	st := mustStatus(t, s, "web")
-	if st.Revision != 1 || st.Digest != env.digests["v1"] || st.State != "running" || st.Replicas != (controller.ReplicaCounts{Desired: 3, Running: 3, Healthy: 3}) {
+	if st.Revision != 1 || st.Digest != env.digests["v1"] || st.State != "running" || st.Replicas != (wire.ReplicaCounts{Desired: 3, Running: 3, Healthy: 3}) {
 		t.Fatalf("status after v1: %+v", st)
 	}
 	v1IDs := currentContainerIDs(st)
@@ -978,7 +978,7 @@ func TestCLIAuditIsCleanByDefaultAndSeesDrift(t *testing.T) {
 	needEngine(t)
 	s := mustStartServer(t)
 	mustCLI(t, s, 0, webSpec(env.refs["v1"], 1, ""), "apply", "-")
-	var rep controller.AuditReport
+	var rep wire.AuditReport
 	waitFor(t, 30*time.Second, "an audit of the replica", func() bool {
 		r := s.cli(t, "", "audit", "-o", "json")
 		return r.code == 0 && json.Unmarshal([]byte(r.stdout), &rep) == nil && len(rep.Hosts) == 1 && len(rep.Hosts[0].Containers) == 1

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/deployctl/deployctl/controller"
+	"github.com/deployctl/deployctl/internal/wire"
 )
 
 // mustStartAgent runs `deployctl agent` for a further host of dev server s,
@@ -56,7 +56,7 @@ func TestCLINoSpareHostReplacesInPlace(t *testing.T) {
 	waitFor(t, 30*time.Second, "three ready hosts", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
-		st, err := controller.NewClient([]string{s.addr}, nil).Cluster(ctx)
+		st, err := wire.NewClient([]string{s.addr}, nil).Cluster(ctx)
 		if err != nil {
 			return false
 		}

@@ -9,8 +9,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/deployctl/deployctl/controller"
 	"github.com/deployctl/deployctl/internal/pki"
+	"github.com/deployctl/deployctl/internal/wire"
 )
 
 // globals are the flags every client command shares.
@@ -18,17 +18,17 @@ type globals struct {
 	addr   string
 	output string
 	tls    tlsFiles
-	c      *controller.Client
+	c      *wire.Client
 }
 
 // client is the API client built from the global flags before any command
 // runs (see PersistentPreRunE).
-func (g *globals) client() *controller.Client { return g.c }
+func (g *globals) client() *wire.Client { return g.c }
 
 func (g *globals) buildClient() error {
 	addrs := splitList(strings.Split(g.addr, ","))
 	if !g.tls.set() {
-		g.c = controller.NewClient(addrs, nil)
+		g.c = wire.NewClient(addrs, nil)
 		return nil
 	}
 	if err := g.tls.check(); err != nil {
@@ -38,7 +38,7 @@ func (g *globals) buildClient() error {
 	if err != nil {
 		return exitWith(ExitUsage, err)
 	}
-	g.c = controller.NewTLSClient(addrs, cfg)
+	g.c = wire.NewTLSClient(addrs, cfg)
 	return nil
 }
 

@@ -25,6 +25,7 @@ import (
 	"github.com/deployctl/deployctl/deployer"
 	"github.com/deployctl/deployctl/internal/devimage"
 	"github.com/deployctl/deployctl/internal/pki"
+	"github.com/deployctl/deployctl/internal/wire"
 	"github.com/deployctl/deployctl/raftstore"
 	"github.com/deployctl/deployctl/raftstore/state"
 )
@@ -376,13 +377,13 @@ func runServer(ctx context.Context, cfg serverConfig, logOut io.Writer) error {
 	}
 	self := state.ServerInfo{ID: cfg.NodeID, RaftAddr: node.Addr(), APIAddr: cfg.HTTPAdvertise}
 	apiCfg := controller.APIConfig{Controller: ctrl, Membership: membership{node}, Self: self}
-	var client *controller.Client
+	var client *wire.Client
 	if tlsCfg != nil {
 		apiCfg.Scheme = "https"
 		apiCfg.Forward = &http.Client{Transport: &http.Transport{TLSClientConfig: tlsCfg.client}}
-		client = controller.NewTLSClient([]string{self.APIAddr}, tlsCfg.client)
+		client = wire.NewTLSClient([]string{self.APIAddr}, tlsCfg.client)
 	} else {
-		client = controller.NewClient([]string{self.APIAddr}, nil)
+		client = wire.NewClient([]string{self.APIAddr}, nil)
 	}
 	srv := &http.Server{Handler: controller.NewAPI(apiCfg).Handler(), ReadHeaderTimeout: 10 * time.Second}
 	if tlsCfg != nil {
@@ -478,7 +479,7 @@ func (m membership) TransferLeadership(ctx context.Context) error {
 }
 func (m membership) HadState() bool { return m.n.HadState() }
 
-func newLocalAgent(cfg serverConfig, client *controller.Client, log hclog.Logger) (*deployer.Agent, error) {
+func newLocalAgent(cfg serverConfig, client *wire.Client, log hclog.Logger) (*deployer.Agent, error) {
 	rt, err := deployer.NewDockerRuntime()
 	if err != nil {
 		return nil, fmt.Errorf("docker: %w", err)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/deployctl/deployctl/controller"
+	"github.com/deployctl/deployctl/internal/wire"
 	"github.com/deployctl/deployctl/raftstore/state"
 )
 
@@ -53,12 +54,12 @@ func stopWaiting(ctx context.Context, w io.Writer, service string) error {
 // waitForRevision follows a revision's rollout, printing one line per
 // step, until it ends, and returns the exit code of its outcome. If the
 // revision is rolled back automatically, it follows the rollback.
-func waitForRevision(parent context.Context, c *controller.Client, w io.Writer, service string, revision int, timeout time.Duration) error {
+func waitForRevision(parent context.Context, c *wire.Client, w io.Writer, service string, revision int, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeoutCause(parent, timeout, context.DeadlineExceeded)
 	defer cancel()
 	following, rolledBack := revision, false
 	var index uint64
-	seen := map[string]controller.InstanceView{}
+	seen := map[string]wire.InstanceView{}
 	lastMsg, lostContact := "", false
 	for {
 		st, err := c.Status(ctx, service, index, statusWait)
@@ -66,7 +67,7 @@ func waitForRevision(parent context.Context, c *controller.Client, w io.Writer, 
 			if ctx.Err() != nil {
 				return stopWaiting(ctx, w, service)
 			}
-			if controller.Retryable(err) {
+			if wire.Retryable(err) {
 				if !lostContact {
 					fmt.Fprintf(w, "  lost contact with the servers (%v); retrying\n", err)
 					lostContact = true
@@ -103,7 +104,7 @@ func waitForRevision(parent context.Context, c *controller.Client, w io.Writer, 
 				if ctx.Err() != nil {
 					return stopWaiting(ctx, w, service)
 				}
-				if controller.Retryable(err) {
+				if wire.Retryable(err) {
 					index = 0
 					time.Sleep(300 * time.Millisecond)
 					continue
@@ -141,7 +142,7 @@ func waitForRevision(parent context.Context, c *controller.Client, w io.Writer, 
 // whyMoved explains why the service's current revision is no longer the
 // one followed: an automatic rollback of it (returns the rollback revision)
 // or a newer apply (returns 0).
-func whyMoved(ctx context.Context, c *controller.Client, service string, following, current int) (int, string, error) {
+func whyMoved(ctx context.Context, c *wire.Client, service string, following, current int) (int, string, error) {
 	hist, err := c.History(ctx, service)
 	if err != nil {
 		return 0, "", err
@@ -168,7 +169,7 @@ func whyMoved(ctx context.Context, c *controller.Client, service string, followi
 
 // seedEvents records the replicas of a first status silently, except those
 // of revision show, whose progress the user is waiting for.
-func seedEvents(seen map[string]controller.InstanceView, st controller.ServiceStatus, show int) {
+func seedEvents(seen map[string]wire.InstanceView, st wire.ServiceStatus, show int) {
 	for _, in := range st.Instances {
 		if in.Revision != show {
 			seen[in.ID] = in
@@ -177,7 +178,7 @@ func seedEvents(seen map[string]controller.InstanceView, st controller.ServiceSt
 }
 
 // printEvents prints what changed in the replicas since the last status.
-func printEvents(w io.Writer, seen map[string]controller.InstanceView, st controller.ServiceStatus) {
+func printEvents(w io.Writer, seen map[string]wire.InstanceView, st wire.ServiceStatus) {
 	now := map[string]bool{}
 	for _, in := range st.Instances {
 		now[in.ID] = true
@@ -209,11 +210,11 @@ func printEvents(w io.Writer, seen map[string]controller.InstanceView, st contro
 }
 
 // waitForRemoval waits until a removed service is gone.
-func waitForRemoval(parent context.Context, c *controller.Client, w io.Writer, service string, timeout time.Duration) error {
+func waitForRemoval(parent context.Context, c *wire.Client, w io.Writer, service string, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeoutCause(parent, timeout, context.DeadlineExceeded)
 	defer cancel()
 	var index uint64
-	seen := map[string]controller.InstanceView{}
+	seen := map[string]wire.InstanceView{}
 	for {
 		st, err := c.Status(ctx, service, index, statusWait)
 		switch {
@@ -222,7 +223,7 @@ func waitForRemoval(parent context.Context, c *controller.Client, w io.Writer, s
 			return nil
 		case err != nil && ctx.Err() != nil:
 			return stopWaiting(ctx, w, service)
-		case controller.Retryable(err):
+		case wire.Retryable(err):
 			index = 0
 			select {
 			case <-ctx.Done():

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/deployctl/deployctl/controller"
+	"github.com/deployctl/deployctl/internal/wire"
 )
 
 // SpecYAML is the spec a write of value applies: no replicas (control
@@ -26,7 +27,7 @@ func SpecYAML(service, image string, value int) []byte {
 // after its first try committed answers ok, never conflict. Anything else
 // (a timeout, no leader until the deadline, a reset connection, a 5xx) may
 // have been committed: Unknown.
-func WriteOutcome(out controller.ApplyOutcome, err error) Output {
+func WriteOutcome(out wire.ApplyOutcome, err error) Output {
 	switch {
 	case err == nil:
 		return Output{Outcome: Ok, Revision: out.Revision, Unchanged: out.Unchanged}
@@ -39,7 +40,7 @@ func WriteOutcome(out controller.ApplyOutcome, err error) Output {
 
 // Apply writes value to service through c, waiting at most timeout, and
 // records the operation as client's.
-func Apply(ctx context.Context, rec *Recorder, client int, c *controller.Client, service, image string, value int, timeout time.Duration) Output {
+func Apply(ctx context.Context, rec *Recorder, client int, c *wire.Client, service, image string, value int, timeout time.Duration) Output {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	call := rec.Now()
@@ -55,7 +56,7 @@ func Apply(ctx context.Context, rec *Recorder, client int, c *controller.Client,
 // workload image reads as value -1, which no write has, so the checker
 // reports it. A read that got no answer is not recorded: it cannot have
 // changed anything.
-func ReadStatus(ctx context.Context, rec *Recorder, client int, c *controller.Client, service string, timeout time.Duration) (Output, error) {
+func ReadStatus(ctx context.Context, rec *Recorder, client int, c *wire.Client, service string, timeout time.Duration) (Output, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	call := rec.Now()
@@ -83,7 +84,7 @@ func ReadStatus(ctx context.Context, rec *Recorder, client int, c *controller.Cl
 type Workload struct {
 	// Clients: one worker per client; give each its servers in a
 	// different order so that every server is somebody's first.
-	Clients  []*controller.Client
+	Clients  []*wire.Client
 	Services []string
 	// Image is the image reference that carries a value (TagRegistry.Image).
 	Image func(value int) string
@@ -111,7 +112,7 @@ func (w Workload) Run(ctx context.Context) {
 	wg.Wait()
 }
 
-func (w Workload) worker(ctx context.Context, id int, c *controller.Client) {
+func (w Workload) worker(ctx context.Context, id int, c *wire.Client) {
 	rng := rand.New(rand.NewPCG(w.Seed, uint64(id)))
 	opCtx := context.WithoutCancel(ctx)
 	// Values id+1, id+1+n, id+1+2n, ...: unique across workers without

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/deployctl/deployctl/controller"
+	"github.com/deployctl/deployctl/internal/wire"
 	"github.com/deployctl/deployctl/specs"
 )
 
@@ -37,21 +37,21 @@ func (f *fakeAPI) handler() http.Handler {
 	mux.HandleFunc("POST /v1/services", func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		if strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {
-			var req controller.ApplyBody
+			var req wire.ApplyBody
 			if err := json.Unmarshal(body, &req); err != nil {
-				writeJSON(w, http.StatusBadRequest, controller.APIError{Error: err.Error(), Code: "bad_request"})
+				writeJSON(w, http.StatusBadRequest, wire.APIError{Error: err.Error(), Code: "bad_request"})
 				return
 			}
 			body = []byte(req.SpecYAML)
 		}
 		spec, err := specs.Parse(body)
 		if err != nil {
-			writeJSON(w, http.StatusBadRequest, controller.APIError{Error: err.Error(), Code: "invalid_spec"})
+			writeJSON(w, http.StatusBadRequest, wire.APIError{Error: err.Error(), Code: "invalid_spec"})
 			return
 		}
 		v, err := ValueOfImage(spec.Image)
 		if err != nil {
-			writeJSON(w, http.StatusUnprocessableEntity, controller.APIError{Error: err.Error(), Code: "image_unresolvable"})
+			writeJSON(w, http.StatusUnprocessableEntity, wire.APIError{Error: err.Error(), Code: "image_unresolvable"})
 			return
 		}
 		f.mu.Lock()
@@ -60,7 +60,7 @@ func (f *fakeAPI) handler() http.Handler {
 		if f.loseAfter == 0 || rev <= f.loseAfter {
 			f.revs[spec.Service] = append(f.revs[spec.Service], v)
 		}
-		writeJSON(w, http.StatusCreated, controller.ApplyOutcome{Service: spec.Service, Revision: rev})
+		writeJSON(w, http.StatusCreated, wire.ApplyOutcome{Service: spec.Service, Revision: rev})
 	})
 	mux.HandleFunc("GET /v1/services/{name}", func(w http.ResponseWriter, r *http.Request) {
 		f.mu.Lock()
@@ -70,11 +70,11 @@ func (f *fakeAPI) handler() http.Handler {
 			revs = revs[:len(revs)-1]
 		}
 		if len(revs) == 0 {
-			writeJSON(w, http.StatusNotFound, controller.APIError{Error: "not found", Code: "not_found"})
+			writeJSON(w, http.StatusNotFound, wire.APIError{Error: "not found", Code: "not_found"})
 			return
 		}
 		image := fmt.Sprintf("registry.invalid/chaos/app:w%d", revs[len(revs)-1])
-		writeJSON(w, http.StatusOK, controller.ServiceStatus{Service: r.PathValue("name"), Revision: len(revs), Image: image})
+		writeJSON(w, http.StatusOK, wire.ServiceStatus{Service: r.PathValue("name"), Revision: len(revs), Image: image})
 	})
 	return mux
 }
@@ -97,11 +97,11 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-func mustServe(t *testing.T, f *fakeAPI) *controller.Client {
+func mustServe(t *testing.T, f *fakeAPI) *wire.Client {
 	t.Helper()
 	srv := httptest.NewServer(f.handler())
 	t.Cleanup(srv.Close)
-	return controller.NewClient([]string{srv.URL}, nil)
+	return wire.NewClient([]string{srv.URL}, nil)
 }
 
 func image(v int) string { return fmt.Sprintf("registry.invalid/chaos/app:w%d", v) }
@@ -109,7 +109,7 @@ func image(v int) string { return fmt.Sprintf("registry.invalid/chaos/app:w%d", 
 func TestWorkloadAgainstACorrectServerPassesBothChecks(t *testing.T) {
 	f := newFakeAPI()
 	rec := NewRecorder()
-	var clients []*controller.Client
+	var clients []*wire.Client
 	for range 4 {
 		clients = append(clients, mustServe(t, f))
 	}
@@ -181,7 +181,7 @@ func TestChecksCatchABrokenServer(t *testing.T) {
 
 func TestWriteOutcome(t *testing.T) {
 	remote := func(code string) error {
-		return fmt.Errorf("apply: %w", &controller.RemoteError{Status: 503, APIError: controller.APIError{Error: code, Code: code}})
+		return fmt.Errorf("apply: %w", &wire.RemoteError{Status: 503, APIError: wire.APIError{Error: code, Code: code}})
 	}
 	cases := []struct {
 		name string
@@ -196,12 +196,12 @@ func TestWriteOutcome(t *testing.T) {
 		{"not leader", remote("not_leader"), Unknown},
 		{"timeout answer", remote("timeout"), Unknown},
 		{"internal error", remote("internal"), Unknown},
-		{"unreachable", fmt.Errorf("%w: reset", controller.ErrUnreachable), Unknown},
+		{"unreachable", fmt.Errorf("%w: reset", wire.ErrUnreachable), Unknown},
 		{"connection reset mid-answer", &net.OpError{Op: "read", Err: errors.New("connection reset by peer")}, Unknown},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := WriteOutcome(controller.ApplyOutcome{Revision: 3}, tc.err).Outcome; got != tc.want {
+			if got := WriteOutcome(wire.ApplyOutcome{Revision: 3}, tc.err).Outcome; got != tc.want {
 				t.Fatalf("WriteOutcome(%v) = %v, want %v", tc.err, got, tc.want)
 			}
 		})

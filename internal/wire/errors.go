@@ -1,7 +1,10 @@
-// Package wire is what the /v1/ API's server (controller.API) and its
-// client (controller.Client) share: the error codes, each with its HTTP
-// status and sentinel error, in one table both sides read, and the error
-// body. A code therefore cannot exist on one side only.
+// Package wire is the /v1/ API as both of its sides see it: the request
+// and response bodies (types.go), the Client the CLI and the agents use
+// (client.go), and the error codes, each with its HTTP status and sentinel
+// error, in one table the server (controller.API) and the client read
+// (errors.go). A code or a body therefore cannot exist on one side only.
+// It imports the record packages (specs, raftstore/state, policy...) and
+// nothing that serves.
 package wire
 
 import (

@@ -1,9 +1,11 @@
-package controller
+package wire
 
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,7 +16,7 @@ import (
 	"time"
 
 	"github.com/deployctl/deployctl/controller/policy"
-	"github.com/deployctl/deployctl/internal/wire"
+	"github.com/deployctl/deployctl/deployer/audit"
 	"github.com/deployctl/deployctl/raftstore/state"
 )
 
@@ -64,11 +66,6 @@ func newClient(addrs []string, hc *http.Client, scheme string) *Client {
 	}
 	return &Client{addrs: norm, http: hc}
 }
-
-// RemoteError is an error answer from the API; it unwraps to the sentinel
-// of its code (the wire table), so errors.Is(err, controller.ErrNotFound)
-// holds on either side.
-type RemoteError = wire.RemoteError
 
 // Retryable reports whether another server, or the same one a moment
 // later, may succeed: no server answered, no leader, or the leader is
@@ -148,6 +145,9 @@ func (c *Client) once(ctx context.Context, method, u string, header http.Header,
 // blocking queries get their wait on top.
 const requestTimeout = 15 * time.Second
 
+// MaxWait bounds a blocking query: the server waits at most this long.
+const MaxWait = 5 * time.Minute
+
 // tryTimeout is how long one server may take to answer path.
 func tryTimeout(path string) time.Duration {
 	u, err := url.Parse(path)
@@ -155,7 +155,7 @@ func tryTimeout(path string) time.Duration {
 		return requestTimeout
 	}
 	if w, err := time.ParseDuration(u.Query().Get("wait")); err == nil && w > 0 {
-		return min(w, maxWait) + requestTimeout
+		return min(w, MaxWait) + requestTimeout
 	}
 	return requestTimeout
 }
@@ -314,4 +314,40 @@ func (c *Client) postJSON(ctx context.Context, path string, v, out any) error {
 		return fmt.Errorf("encode %s: %w", path, err)
 	}
 	return c.do(ctx, http.MethodPost, path, http.Header{"Content-Type": {"application/json"}}, body, out)
+}
+
+// Outdated lists the services whose tag moved.
+func (c *Client) Outdated(ctx context.Context) (OutdatedReport, error) {
+	var out OutdatedReport
+	err := c.do(ctx, http.MethodGet, "/v1/outdated", nil, nil, &out)
+	return out, err
+}
+
+// Refresh re-resolves a service's image and rolls a new digest out.
+func (c *Client) Refresh(ctx context.Context, service string) (ApplyOutcome, error) {
+	h := http.Header{"Idempotency-Key": {NewID()}}
+	var out ApplyOutcome
+	err := c.retryWrite(ctx, func() error {
+		return c.do(ctx, http.MethodPost, "/v1/services/"+url.PathEscape(service)+"/refresh", h, nil, &out)
+	})
+	return out, err
+}
+
+// Audit sends an agent's audit.
+func (c *Client) Audit(ctx context.Context, a audit.HostAudit) error {
+	return c.postJSON(ctx, "/v1/agent/audit", a, nil)
+}
+
+// AuditReport reads every host's latest audit.
+func (c *Client) AuditReport(ctx context.Context) (AuditReport, error) {
+	var out AuditReport
+	err := c.do(ctx, http.MethodGet, "/v1/audit", nil, nil, &out)
+	return out, err
+}
+
+// NewID returns a random 128-bit hex ID.
+func NewID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }

@@ -1,0 +1,197 @@
+package wire
+
+import (
+	"time"
+
+	"github.com/deployctl/deployctl/deployer/audit"
+	"github.com/deployctl/deployctl/raftstore/state"
+)
+
+// The request and response bodies of the /v1/ API, shared by the server
+// (package controller) and the Client.
+
+// PeerInfo is what a server says of itself to servers forming a cluster.
+type PeerInfo struct {
+	ID       string `json:"id"`
+	RaftAddr string `json:"raft_addr"`
+	APIAddr  string `json:"api_addr"`
+	// HadState: the server held raft state when it started, so it belongs
+	// to a cluster already and no one may bootstrap a new one with it.
+	HadState bool   `json:"had_state"`
+	Leader   string `json:"leader"`
+}
+
+// JoinRequest asks the cluster to take a server as a voter.
+type JoinRequest struct {
+	ID       string `json:"id"`
+	RaftAddr string `json:"raft_addr"`
+	APIAddr  string `json:"api_addr"`
+	// Version is the FSM version the server runs (raftstore.FSMVersion),
+	// for the leader's version gate; 0 from servers that predate it.
+	Version int `json:"version,omitempty"`
+}
+
+// RemoveRequest asks the cluster to drop a server.
+type RemoveRequest struct {
+	ID string `json:"id"`
+}
+
+// OutdatedService is a service whose tag now resolves to another digest.
+type OutdatedService struct {
+	Service  string `json:"service"`
+	Revision int    `json:"revision"`
+	Image    string `json:"image"`
+	Pinned   string `json:"pinned"`
+	Latest   string `json:"latest"`
+}
+
+// OutdatedReport is `deployctl outdated -o json`.
+type OutdatedReport struct {
+	Services []OutdatedService `json:"services"`
+	Problems []string          `json:"problems,omitempty"`
+}
+
+// NodeInfo is one raft server in `cluster status`.
+type NodeInfo struct {
+	ID      string `json:"id"`
+	Address string `json:"address"`
+	APIAddr string `json:"api_addr,omitempty"`
+	Role    string `json:"role"` // leader, follower
+	Voter   bool   `json:"voter"`
+	Healthy bool   `json:"healthy"`
+	// Identity is the certificate role a member holds: always server/ID,
+	// because raft accepts only server certificates (pki.PeerConfig) and
+	// join only the server certificate named like the joining node.
+	Identity string `json:"identity"`
+}
+
+// HostInfo is one host in `cluster status`.
+type HostInfo struct {
+	ID       string            `json:"id"`
+	Labels   map[string]string `json:"labels,omitempty"`
+	State    string            `json:"state"`
+	Replicas int               `json:"replicas"`
+	SeenAt   time.Time         `json:"seen_at"`
+	// Engine is what the host's Docker Engine enforces (userns-remap,
+	// AppArmor...), as its agent reported it.
+	Engine *state.EngineFeatures `json:"engine,omitempty"`
+	// Identity is the certificate the host's agent last reported with to
+	// this leader ("agent/h1", "server/n1"; "dev (no TLS)" under --dev;
+	// empty until its first report since this leader was elected).
+	Identity string `json:"identity,omitempty"`
+}
+
+// ClusterStatus is `deployctl cluster status -o json`.
+type ClusterStatus struct {
+	NodeID string     `json:"node_id"`
+	Leader string     `json:"leader"`
+	Nodes  []NodeInfo `json:"nodes"`
+	Hosts  []HostInfo `json:"hosts"`
+	Index  uint64     `json:"index"`
+}
+
+// ApplyBody is the JSON form of POST /v1/services: the spec's YAML with
+// what the CLI read from files it names (a seccomp profile) and a scan
+// report. A plain YAML body is the spec alone.
+type ApplyBody struct {
+	SpecYAML       string `json:"spec_yaml"`
+	SeccompProfile []byte `json:"seccomp_profile,omitempty"`
+	ScanReport     []byte `json:"scan_report,omitempty"`
+}
+
+// RollbackBody is the body of POST /v1/services/{name}/rollback.
+type RollbackBody struct {
+	To int `json:"to,omitempty"`
+}
+
+// ApplyOutcome is the answer to an apply.
+type ApplyOutcome struct {
+	Service   string `json:"service"`
+	Revision  int    `json:"revision"`
+	Digest    string `json:"digest"`
+	Ref       string `json:"ref"`
+	Unchanged bool   `json:"unchanged"`
+	// Warnings are what the policy and the scan gate warn about: the
+	// revision is stored (or unchanged) all the same.
+	Warnings []string `json:"warnings,omitempty"`
+}
+
+// ReplicaCounts summarises a service's replicas.
+type ReplicaCounts struct {
+	// Desired is the current revision's replica count.
+	Desired int `json:"desired"`
+	// Running counts containers that run (any revision), as agents report.
+	Running int `json:"running"`
+	// Healthy counts replicas of the current revision that pass their probe.
+	Healthy int `json:"healthy"`
+}
+
+// InstanceView is one replica as the API shows it.
+type InstanceView struct {
+	ID           string    `json:"id"`
+	Slot         int       `json:"slot"`
+	Revision     int       `json:"revision"`
+	Current      bool      `json:"current"` // runs what the current revision asks for
+	Host         string    `json:"host"`
+	Desired      string    `json:"desired"`
+	State        string    `json:"state"`
+	ContainerID  string    `json:"container_id,omitempty"`
+	Message      string    `json:"message,omitempty"`
+	HealthySince time.Time `json:"healthy_since,omitzero"`
+}
+
+// ServiceStatus is `deployctl status SVC -o json`.
+type ServiceStatus struct {
+	Service       string         `json:"service"`
+	Revision      int            `json:"revision"`
+	Image         string         `json:"image"`
+	Digest        string         `json:"digest"`
+	Ref           string         `json:"ref"`
+	State         string         `json:"state"`
+	RevisionState string         `json:"revision_state"`
+	Cause         string         `json:"cause"`
+	LastGood      int            `json:"last_good"`
+	Message       string         `json:"message,omitempty"`
+	Replicas      ReplicaCounts  `json:"replicas"`
+	Rollout       *state.Rollout `json:"rollout,omitempty"`
+	Instances     []InstanceView `json:"instances"`
+	// Index is the state index this answer reflects; pass it back as
+	// ?index= to wait for the next change.
+	Index uint64 `json:"index"`
+}
+
+// HistoryEntry is one revision in `deployctl history SVC -o json`.
+type HistoryEntry struct {
+	Revision   int    `json:"revision"`
+	Image      string `json:"image"`
+	Digest     string `json:"digest"`
+	Ref        string `json:"ref"`
+	State      string `json:"state"`
+	Cause      string `json:"cause"`
+	RollbackOf int    `json:"rollback_of,omitempty"`
+	RollbackTo int    `json:"rollback_to,omitempty"`
+	SignedBy   string `json:"signed_by,omitempty"`
+	// ScanWarnings are the scan gate's findings when it only warns.
+	ScanWarnings []string  `json:"scan_warnings,omitempty"`
+	Message      string    `json:"message,omitempty"`
+	Current      bool      `json:"current"`
+	CreatedAt    time.Time `json:"created_at"`
+	FinishedAt   time.Time `json:"finished_at,omitzero"`
+
+	// PolicyWarnings are the weakened hardening defaults the policy warns
+	// about.
+	PolicyWarnings []string `json:"policy_warnings,omitempty"`
+}
+
+// HostAuditRecord is a host's latest audit, as the leader received it.
+type HostAuditRecord struct {
+	audit.HostAudit
+	ReceivedAt time.Time `json:"received_at"`
+}
+
+// AuditReport is `deployctl audit -o json`.
+type AuditReport struct {
+	Benchmark string            `json:"benchmark"`
+	Hosts     []HostAuditRecord `json:"hosts"`
+	Warnings  int               `json:"warnings"`
+}
