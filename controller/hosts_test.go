@@ -6,9 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
-
-	"github.com/deployctl/deployctl/raftstore"
 	"github.com/deployctl/deployctl/raftstore/state"
 	"github.com/deployctl/deployctl/specs"
 )
@@ -17,36 +14,9 @@ import (
 // grace period.
 func mustStartNodeWithLiveness(t *testing.T, ttl, grace time.Duration) *testNode {
 	t.Helper()
-	store := state.NewStore()
-	node, err := raftstore.Open(raftstore.Config{
-		NodeID: "n1", DataDir: t.TempDir(), BindAddr: "127.0.0.1:0", Bootstrap: true,
-		FSM: raftstore.NewFSM(store), Logger: hclog.NewNullLogger(),
-		HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond, LeaderLeaseTimeout: 100 * time.Millisecond,
+	return mustStartNodeWith(t, func(c *Config) {
+		c.HostTTL, c.HostDownGrace, c.Tick = ttl, grace, 50*time.Millisecond
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = node.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := node.WaitForLeader(ctx); err != nil {
-		t.Fatal(err)
-	}
-	ctrl, err := New(Config{Raft: node, Store: store, Resolver: RegistryResolver{}, HostTTL: ttl, HostDownGrace: grace, Tick: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	runCtx, stop := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = ctrl.Run(runCtx); close(done) }()
-	t.Cleanup(func() { stop(); <-done })
-	for !ctrl.Ready() {
-		if ctx.Err() != nil {
-			t.Fatal("controller not ready")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return &testNode{node: node, store: store, ctrl: ctrl}
 }
 
 // fakeAgent reports for host every 50 ms, as a host agent would: replicas
