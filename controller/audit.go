@@ -7,7 +7,7 @@ import (
 	"sort"
 	"time"
 
-	"github.com/deployctl/deployctl/deployer/audit"
+	"github.com/deployctl/deployctl/internal/audit"
 )
 
 // HostAuditRecord is a host's latest audit, as the leader received it.

@@ -10,7 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/deployctl/deployctl/controller"
-	"github.com/deployctl/deployctl/deployer/audit"
+	"github.com/deployctl/deployctl/internal/audit"
 )
 
 func newAuditCmd(g *globals) *cobra.Command {
