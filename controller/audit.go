@@ -5,7 +5,7 @@ import (
 	"net/http"
 	"sort"
 
-	"github.com/deployctl/deployctl/deployer/audit"
+	"github.com/deployctl/deployctl/internal/audit"
 	"github.com/deployctl/deployctl/internal/wire"
 )
 

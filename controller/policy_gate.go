@@ -9,7 +9,7 @@ import (
 	"github.com/deployctl/deployctl/controller/policy"
 	"github.com/deployctl/deployctl/controller/scangate"
 	"github.com/deployctl/deployctl/controller/signature"
-	"github.com/deployctl/deployctl/deployer/seccomp"
+	"github.com/deployctl/deployctl/internal/seccompprofile"
 	"github.com/deployctl/deployctl/internal/wire"
 	"github.com/deployctl/deployctl/raftstore"
 	"github.com/deployctl/deployctl/raftstore/state"
@@ -121,7 +121,7 @@ func checkProfile(spec *specs.Spec) error {
 	if len(spec.Security.SeccompProfile) == 0 {
 		return fmt.Errorf("%w: security.seccomp names the file %q; send its content (deployctl apply reads it)", ErrBadProfile, spec.Security.Seccomp)
 	}
-	if err := seccomp.Validate(spec.Security.SeccompProfile); err != nil {
+	if err := seccompprofile.Validate(spec.Security.SeccompProfile); err != nil {
 		return fmt.Errorf("%w: security.seccomp %s: %w", ErrBadProfile, spec.Security.Seccomp, err)
 	}
 	return nil

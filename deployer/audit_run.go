@@ -9,7 +9,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/deployctl/deployctl/deployer/audit"
+	"github.com/deployctl/deployctl/internal/audit"
 	"github.com/deployctl/deployctl/raftstore/state"
 	"github.com/docker/docker/api/types/container"
 )

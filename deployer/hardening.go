@@ -10,8 +10,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/deployctl/deployctl/deployer/audit"
-	"github.com/deployctl/deployctl/deployer/seccomp"
+	"github.com/deployctl/deployctl/internal/audit"
+	"github.com/deployctl/deployctl/internal/seccompprofile"
 	"github.com/deployctl/deployctl/raftstore/state"
 	"github.com/deployctl/deployctl/specs"
 	"github.com/distribution/reference"
@@ -359,9 +359,9 @@ func securityOptions(sec specs.Security, over Overrides, engine EngineInfo) ([]s
 	case over.SeccompUnconfined && len(over.SeccompProfile) > 0:
 		return nil, fmt.Errorf("%w: seccomp cannot be both unconfined and a profile", ErrInvalidOverride)
 	case over.SeccompUnconfined:
-		opts = append(opts, seccomp.SecurityOptPrefix+"unconfined")
+		opts = append(opts, seccompprofile.SecurityOptPrefix+"unconfined")
 	case len(over.SeccompProfile) > 0:
-		inline, err := seccomp.Inline(over.SeccompProfile)
+		inline, err := seccompprofile.Inline(over.SeccompProfile)
 		if err != nil {
 			return nil, fmt.Errorf("%w: seccomp profile: %w", ErrInvalidOverride, err)
 		}

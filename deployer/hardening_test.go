@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/deployctl/deployctl/deployer/audit"
+	"github.com/deployctl/deployctl/internal/audit"
 	"github.com/deployctl/deployctl/internal/enginetest"
 	"github.com/deployctl/deployctl/raftstore/state"
 	"github.com/deployctl/deployctl/specs"

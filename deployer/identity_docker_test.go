@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/deployctl/deployctl/deployer/audit"
+	"github.com/deployctl/deployctl/internal/audit"
 	"github.com/deployctl/deployctl/internal/devimage"
 	"github.com/deployctl/deployctl/raftstore/state"
 	"github.com/deployctl/deployctl/specs"

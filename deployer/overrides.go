@@ -3,7 +3,7 @@ package deployer
 import (
 	"fmt"
 
-	"github.com/deployctl/deployctl/deployer/seccomp"
+	"github.com/deployctl/deployctl/internal/seccompprofile"
 	"github.com/deployctl/deployctl/specs"
 )
 
@@ -26,7 +26,7 @@ func OverridesFor(s specs.Spec) (Overrides, error) {
 	case specs.SeccompUnconfined:
 		o.SeccompUnconfined = true
 	case specs.SeccompStrict:
-		profile, err := seccomp.Strict()
+		profile, err := seccompprofile.Strict()
 		if err != nil {
 			return Overrides{}, fmt.Errorf("security.seccomp: strict: %w", err)
 		}

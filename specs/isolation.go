@@ -29,7 +29,7 @@ const (
 	SeccompDefault    = "default"
 	SeccompUnconfined = "unconfined"
 	// SeccompStrict is deployctl's profile, stricter than the engine's
-	// (deployer/seccomp.Strict).
+	// (seccompprofile.Strict).
 	SeccompStrict = "strict"
 	// SeccompModeFile is what SeccompMode answers when security.seccomp is
 	// the path of a profile file; it is not a value of the field.

@@ -9,7 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/deployctl/deployctl/deployer/audit"
+	"github.com/deployctl/deployctl/internal/audit"
 	"github.com/deployctl/deployctl/internal/wire"
 )
 

@@ -14,7 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/deployctl/deployctl/controller"
-	"github.com/deployctl/deployctl/deployer/seccomp"
+	"github.com/deployctl/deployctl/internal/seccompprofile"
 	"github.com/deployctl/deployctl/internal/wire"
 	"github.com/deployctl/deployctl/specs"
 )
@@ -162,7 +162,7 @@ func readProfile(specPath, profile string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("security.seccomp: %w", err)
 	}
-	if err := seccomp.Validate(data); err != nil {
+	if err := seccompprofile.Validate(data); err != nil {
 		return nil, fmt.Errorf("security.seccomp: %s: %w", path, err)
 	}
 	return data, nil

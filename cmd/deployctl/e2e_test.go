@@ -40,10 +40,10 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/deployctl/deployctl/deployer/seccomp"
 	"github.com/deployctl/deployctl/internal/devimage"
 	"github.com/deployctl/deployctl/internal/dockerclean"
 	"github.com/deployctl/deployctl/internal/enginetest"
+	"github.com/deployctl/deployctl/internal/seccompprofile"
 	"github.com/deployctl/deployctl/internal/wire"
 )
 
@@ -1156,7 +1156,7 @@ func TestCLISeccompProfileWeakerThanDefault(t *testing.T) {
 	if err := os.WriteFile(spec, []byte(webSpec(env.refs["v1"], 1, "security: { seccomp: ./profile.json }\n")), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	strict, err := seccomp.Strict()
+	strict, err := seccompprofile.Strict()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1221,7 +1221,7 @@ func TestCLISeccompProfileFile(t *testing.T) {
 	needEngine(t)
 	s := mustStartServer(t)
 	dir := t.TempDir()
-	profile, err := seccomp.Strict()
+	profile, err := seccompprofile.Strict()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,8 +7,8 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/deployctl/deployctl/deployer/seccomp"
 	"github.com/deployctl/deployctl/internal/registryhost"
+	"github.com/deployctl/deployctl/internal/seccompprofile"
 	"github.com/deployctl/deployctl/internal/seccomprules"
 	"github.com/deployctl/deployctl/specs"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -419,10 +419,10 @@ func (c *checker) allowedCapabilities() string {
 }
 
 // seccomp refuses an unconfined container unless the policy allows it,
-// a profile file that is missing or that deployer/seccomp refuses, and a
+// a profile file that is missing or that internal/seccompprofile refuses, and a
 // profile weaker than Docker's default (seccompStrength). A profile that
 // lets every syscall through is refused even when the policy allows
-// unconfined containers, as deployer/seccomp decides: turning seccomp off
+// unconfined containers, as internal/seccompprofile decides: turning seccomp off
 // must read as security.seccomp: unconfined in the spec.
 func (c *checker) seccomp(s specs.Security) {
 	const field = "security.seccomp"
@@ -436,7 +436,7 @@ func (c *checker) seccomp(s specs.Security) {
 				"the spec names the profile file %q but carries no profile", s.Seccomp)
 			return
 		}
-		if err := seccomp.Validate(s.SeccompProfile); err != nil {
+		if err := seccompprofile.Validate(s.SeccompProfile); err != nil {
 			c.add(field, RuleSeccompProfile,
 				fmt.Sprintf("fix the profile file, or write default or strict (or unconfined, which needs %s: true %s)", RuleAllowSeccompUnconfined, howToSet),
 				"profile %s: %v", s.Seccomp, err)

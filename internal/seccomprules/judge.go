@@ -1,13 +1,13 @@
 // Package seccomprules judges a seccomp profile against Docker's default
 // profile: does it refuse, for a given container, everything the default
 // refuses? The controller's policy check (controller/policy) and the CIS
-// 5.22 audit check (deployer/audit) both call Judge, so that apply time and
+// 5.22 audit check (internal/audit) both call Judge, so that apply time and
 // run time agree on what "at least as strict as the default" means. It
 // also carries libseccomp's syscall table (UnknownSyscalls, IsSyscall),
-// which deployer/seccomp.Validate uses to refuse made-up names.
+// which seccompprofile.Validate uses to refuse made-up names.
 //
-// It lives under internal/ because it is shared by controller/ and
-// deployer/ packages (issue 14 moves such shared rules out of deployer/).
+// It lives under internal/ because controller/ and deployer/ both use it
+// and the controller must not import the agent.
 // Pure functions: no I/O, no clock, no package-level state. See DESIGN.md.
 package seccomprules
 
@@ -176,7 +176,7 @@ func (v Verdict) String() string {
 //
 // Syscalls that no ABI of a host architecture has (libseccomp's table) are
 // ignored on that architecture; names not in the table at all are ignored
-// too (runc skips them; deployer/seccomp.Validate refuses them).
+// too (runc skips them; seccompprofile.Validate refuses them).
 func Judge(profile []byte, capSets ...[]string) (Verdict, error) {
 	var p mobyseccomp.Seccomp
 	if err := json.Unmarshal(profile, &p); err != nil {

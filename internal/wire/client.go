@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/deployctl/deployctl/controller/policy"
-	"github.com/deployctl/deployctl/deployer/audit"
+	"github.com/deployctl/deployctl/internal/audit"
 	"github.com/deployctl/deployctl/raftstore/state"
 )
 

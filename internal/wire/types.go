@@ -3,7 +3,7 @@ package wire
 import (
 	"time"
 
-	"github.com/deployctl/deployctl/deployer/audit"
+	"github.com/deployctl/deployctl/internal/audit"
 	"github.com/deployctl/deployctl/raftstore/state"
 )
 

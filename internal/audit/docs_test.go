@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/deployctl/deployctl/deployer/audit"
+	"github.com/deployctl/deployctl/internal/audit"
 )
 
 // TestDocsTableCoversEveryControl keeps docs/cis.md honest: one row per

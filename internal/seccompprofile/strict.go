@@ -1,4 +1,4 @@
-package seccomp
+package seccompprofile
 
 // removal is one syscall that Strict takes out of Docker's default profile
 // and why an ordinary service does not need it.

@@ -13,7 +13,7 @@ import (
 	"github.com/deployctl/deployctl/internal/dockerclean"
 
 	"github.com/deployctl/deployctl/deployer"
-	"github.com/deployctl/deployctl/deployer/audit"
+	"github.com/deployctl/deployctl/internal/audit"
 	"github.com/deployctl/deployctl/internal/devimage"
 	"github.com/deployctl/deployctl/internal/enginetest"
 	"github.com/deployctl/deployctl/raftstore/state"

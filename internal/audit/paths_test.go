@@ -4,7 +4,7 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/deployctl/deployctl/deployer/audit"
+	"github.com/deployctl/deployctl/internal/audit"
 )
 
 func TestHostPathRules(t *testing.T) {

@@ -1,4 +1,4 @@
-// Package seccomp prepares the seccomp profiles of deployctl services: a
+// Package seccompprofile prepares the seccomp profiles of deployctl services: a
 // stricter built-in profile derived from Docker's default (Strict), a
 // validator for profiles that users write (Validate), and the inline form
 // that the Docker Engine API takes in HostConfig.SecurityOpt (Inline).
@@ -8,7 +8,7 @@
 // per-rule includes/excludes conditions), because the engine evaluates the
 // conditions against the container's capabilities when it creates the
 // container.
-package seccomp
+package seccompprofile
 
 import (
 	"bytes"

@@ -1,4 +1,4 @@
-package seccomp
+package seccompprofile
 
 import (
 	"encoding/json"
