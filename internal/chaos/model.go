@@ -188,8 +188,10 @@ func (s ServiceState) withValue(v int) ServiceState {
 //     beyond it; "not found" only when there is no service or it is
 //     removing;
 //   - rm is idempotent: ok on an existing or removing service (the state
-//     becomes removing), not found only when there is none or it was
-//     purged (which a not-found answer on a removing service proves);
+//     becomes removing), never ok on no service; not found means gone now
+//     (purged, or there was none; an existing service may be answered not
+//     found when the client's own earlier try committed and the purge
+//     followed, rm having no idempotency key), which later reads check;
 //   - a policy set takes effect only when the version is the expected
 //     one, and then the version is the next; a conflict answer is legal
 //     when the version moved, and when it did not, it is an earlier try
@@ -302,10 +304,10 @@ func step(s ServiceState, in Input, out Output) (bool, interface{}) {
 			}
 			return true, s
 		case NotFound:
-			if s.Removing {
-				return true, ServiceState{} // purged
-			}
-			return s.Values == "", s
+			// rm carries no idempotency key: a retry after a try that
+			// committed, and the purge that followed, answers not found.
+			// So not found says only "gone now": later reads check it.
+			return true, ServiceState{}
 		default:
 			return true, s
 		}
