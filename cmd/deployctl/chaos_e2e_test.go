@@ -258,7 +258,12 @@ func runChaos(t *testing.T, faults []chaosFault, seed uint64) {
 	final := map[string][]chaos.Revision{}
 	for _, svc := range append(append([]string(nil), services...), removable...) {
 		mustSameRevisionEverywhere(t, c, rec, svc)
+		// The final history is an observation too: checked by the model
+		// (every revision of this life, none left from a purged one) as
+		// well as used to settle the unknown operations.
+		call := rec.Now()
 		final[svc] = mustFinalRevisions(t, c, svc)
+		rec.Record(harnessClient, chaos.Input{Kind: chaos.HistoryRead, Service: svc}, call, chaos.HistoryOutput(final[svc]))
 	}
 	for _, nd := range c.nodes {
 		if _, err := chaos.ReadPolicy(context.Background(), rec, harnessClient, c.client(nd), chaosOpTimeout); err != nil {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/anishathalye/porcupine"
@@ -63,6 +65,19 @@ type Revision struct {
 	State string
 	// RollbackOf and RollbackTo are set on rollback revisions.
 	RollbackOf, RollbackTo int
+}
+
+// HistoryOutput is the output of a history read of revs (none: the
+// service does not exist).
+func HistoryOutput(revs []Revision) Output {
+	if len(revs) == 0 {
+		return Output{Outcome: NotFound}
+	}
+	vals := make([]string, len(revs))
+	for i, r := range revs {
+		vals[i] = strconv.Itoa(r.Value)
+	}
+	return Output{Outcome: Ok, Values: strings.Join(vals, ",")}
 }
 
 // Removed lists the services some rm may have removed (an ok or unknown

@@ -120,6 +120,8 @@ func (r *Recorder) Stats() Stats {
 		case ClusterRead:
 			s.ClusterReads++
 			continue
+		case HistoryRead:
+			continue
 		}
 		switch out.Outcome {
 		case Ok:

@@ -45,9 +45,12 @@ const (
 	MemberJoin
 	// ClusterRead is `deployctl cluster status`: the voters' ids.
 	ClusterRead
+	// HistoryRead is `deployctl history SERVICE`: the values of every
+	// revision (Output.Values), read once per service after healing.
+	HistoryRead
 )
 
-var kindNames = [...]string{"write", "read", "rollback", "rm", "policy set", "policy read", "member remove", "member join", "cluster read"}
+var kindNames = [...]string{"write", "read", "rollback", "rm", "policy set", "policy read", "member remove", "member join", "cluster read", "history read"}
 
 func (k OpKind) String() string {
 	if int(k) < len(kindNames) {
@@ -134,6 +137,8 @@ type Output struct {
 	Removing bool
 	// Members: a cluster read's voters, sorted, comma-separated.
 	Members string
+	// Values: a history read's revision values, comma-separated.
+	Values string
 }
 
 // ServiceState is the model's state of one partition. For a service:
@@ -204,7 +209,8 @@ func (s ServiceState) withValue(v int) ServiceState {
 //     its call, including after the end of the history, which is "never";
 //     once ResolveUnknownWrites found a write in the final state at
 //     revision r, it must become exactly revision r;
-//   - reads return the state.
+//   - reads return the state; a history read returns every revision of
+//     the current life (none left over from a purged one, none missing).
 func Model() porcupine.Model {
 	return porcupine.Model{
 		Partition: partitionByService,
@@ -238,6 +244,17 @@ func step(s ServiceState, in Input, out Output) (bool, interface{}) {
 		return stepPolicy(s, in, out)
 	case MemberRemove, MemberJoin, ClusterRead:
 		return stepCluster(s, in, out)
+	case HistoryRead:
+		switch {
+		case out.Outcome == NotFound:
+			if s.Removing {
+				return true, ServiceState{}
+			}
+			return s.Values == "", s
+		case out.Outcome != Ok:
+			return false, s
+		}
+		return out.Values == s.Values, s
 	case Read:
 		switch {
 		case out.Outcome == NotFound || (out.Outcome == Ok && out.Revision == 0):
@@ -392,6 +409,11 @@ func DescribeOperation(in Input, out Output) string {
 		return fmt.Sprintf("%s %s -> %s", in.Kind, in.Node, out.Outcome)
 	case ClusterRead:
 		return fmt.Sprintf("cluster read -> %s", out.Members)
+	case HistoryRead:
+		if out.Outcome != Ok {
+			return fmt.Sprintf("%s history -> %s", in.Service, out.Outcome)
+		}
+		return fmt.Sprintf("%s history -> [%s]", in.Service, out.Values)
 	}
 	switch {
 	case out.Outcome != Ok:

@@ -64,6 +64,11 @@ func TestModelJudgesEveryOperation(t *testing.T) {
 		{"rm answered not found after its own retry committed", with(op(0, rm("a"), 4, 5, outcome(NotFound)), op(1, r("a"), 6, 7, outcome(NotFound))), true},
 		{"unknown rm that took effect", with(op(0, rm("a"), 4, -1, unknown()), op(1, r("a"), 6, 7, removing(2, 2))), true},
 
+		// history: the final observation, every revision of this life.
+		{"history holds every revision", with(op(0, rb("a", 1), 4, 5, okrb(3)), op(1, Input{Kind: HistoryRead, Service: "a"}, 6, 7, Output{Values: "1,2,1"})), true},
+		{"history keeps a purged life's revisions", with(op(0, rm("a"), 4, 5, outcome(Ok)), op(0, w("a", 3), 6, 7, okw(1)), op(1, Input{Kind: HistoryRead, Service: "a"}, 8, 9, Output{Values: "3,2"})), false},
+		{"history misses a revision", with(op(1, Input{Kind: HistoryRead, Service: "a"}, 4, 5, Output{Values: "1"})), false},
+
 		// policy set: guarded by the version.
 		{"policy set then read", seq(op(0, pread(), 0, 1, okp(0, 0)), op(0, pset(5, 0), 2, 3, okp(1, 0)), op(1, pread(), 4, 5, okp(1, 5))), true},
 		{"two sets from the same version both accepted (lost update)", seq(op(0, pset(5, 0), 0, 3, okp(1, 0)), op(1, pset(6, 0), 1, 4, okp(1, 0))), false},
