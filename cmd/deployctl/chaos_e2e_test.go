@@ -369,9 +369,19 @@ func mustWriteProgress(t *testing.T, rec *chaos.Recorder, n int) {
 // cluster (none when the workload never created it).
 func mustFinalRevisions(t *testing.T, c *chaosCluster, svc string) []chaos.Revision {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), chaosOpTimeout)
-	defer cancel()
-	h, err := c.client().History(ctx, svc)
+	var h []controller.HistoryEntry
+	var err error
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		ctx, cancel := context.WithTimeout(context.Background(), chaosOpTimeout)
+		h, err = c.client().History(ctx, svc)
+		cancel()
+		if err == nil || errors.Is(err, controller.ErrNotFound) || time.Now().After(deadline) {
+			break
+		}
+		// Logged: after healing, the cluster should answer at once.
+		t.Logf("history of %s after healing: %v (retrying)", svc, err)
+		time.Sleep(500 * time.Millisecond)
+	}
 	if errors.Is(err, controller.ErrNotFound) {
 		return nil
 	}
