@@ -44,6 +44,10 @@ type chaosNode struct {
 	done                            chan struct{}
 	log                             *syncBuffer
 	paused                          bool // SIGSTOPped, not yet continued
+	// clockFile holds the offset of the node's controller clock
+	// (testClockEnv); clock its current value.
+	clockFile string
+	clock     time.Duration
 }
 
 // chaosCluster is the servers, their network and the workload's registry.
@@ -55,6 +59,9 @@ type chaosCluster struct {
 	nodes     []*chaosNode
 	serverEnv []string
 	clientTLS *tls.Config
+	// rec is the workload's history, where faults record the operations
+	// they make (membership changes).
+	rec *chaos.Recorder
 }
 
 // partitionMethod names how partitions are made, for the summary.
@@ -110,6 +117,7 @@ func mustStartChaosCluster(t testing.TB) *chaosCluster {
 
 	for i, id := range ids {
 		nd := &chaosNode{idx: i, id: id, dataDir: t.TempDir()}
+		nd.clockFile = filepath.Join(t.TempDir(), "clock")
 		if c.net != nil {
 			// Each node has its own address: the ports can be fixed.
 			nd.httpAddr = net.JoinHostPort(c.net.NodeIP(i).String(), "7070")
@@ -211,7 +219,7 @@ func (c *chaosCluster) start(nd *chaosNode) {
 		nd.cmd = exec.Command(env.bin, args...)
 	}
 	nd.log = &syncBuffer{}
-	nd.cmd.Env = c.serverEnv
+	nd.cmd.Env = append(append([]string(nil), c.serverEnv...), testClockEnv+"="+nd.clockFile)
 	nd.cmd.Stdout, nd.cmd.Stderr = nd.log, nd.log
 	// A test binary killed on its timeout takes its servers along.
 	nd.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -395,6 +403,16 @@ func (c *chaosCluster) heal(nd *chaosNode) {
 		return
 	}
 	if err := c.net.Heal(context.Background()); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// stepClock moves nd's controller clock by d (the server re-reads the file
+// within testClockPoll).
+func (c *chaosCluster) stepClock(nd *chaosNode, d time.Duration) {
+	c.t.Helper()
+	nd.clock += d
+	if err := os.WriteFile(nd.clockFile, []byte(nd.clock.String()), 0o600); err != nil {
 		c.t.Fatal(err)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -99,20 +100,81 @@ func faultWipe() chaosFault {
 	}}
 }
 
+// harnessClient is the client id of the operations the harness itself
+// records (membership changes, the final reads).
+const harnessClient = chaosClients + 3
+
+// faultMembership: `cluster remove` a follower, or `cluster leave` of the
+// leader (it hands leadership over first; the client retries on the new
+// leader), then kill the removed server, wipe it and start it again: it
+// joins through --join under the same id and address (its certificate's
+// name). Both changes are recorded operations on the cluster's voters,
+// which the workload reads; the join is open from the server's start
+// until the leader shows it as a healthy voter.
+func faultMembership(leave bool) chaosFault {
+	name := "cluster remove a follower, wipe it, rejoin"
+	if leave {
+		name = "cluster leave of the leader, wipe it, rejoin"
+	}
+	return chaosFault{name: name, inject: func(c *chaosCluster, l *chaosNode, rng *rand.Rand) {
+		v := victim(c, l, leave, rng)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		call := c.rec.Now()
+		err := c.client().RemoveServer(ctx, v.id)
+		cancel()
+		out := chaos.Output{Outcome: chaos.Ok}
+		if err != nil {
+			out.Outcome = chaos.Unknown
+			c.t.Logf("remove %s: %v (recorded as unknown)", v.id, err)
+		}
+		c.rec.Record(harnessClient, chaos.Input{Kind: chaos.MemberRemove, Service: chaos.ClusterKey, Node: v.id}, call, out)
+		c.kill(v, syscall.SIGKILL)
+		c.mustLeaderAmong(c.others(v), 30*time.Second)
+		if err := os.RemoveAll(v.dataDir); err != nil {
+			c.t.Fatal(err)
+		}
+		call = c.rec.Now()
+		c.start(v)
+		c.mustConverge(chaosConvergeTimeout)
+		c.rec.Record(harnessClient, chaos.Input{Kind: chaos.MemberJoin, Service: chaos.ClusterKey, Node: v.id}, call, chaos.Output{Outcome: chaos.Ok})
+	}}
+}
+
+// faultClockJump steps a node's controller wall clock by hours or
+// seconds, forward or back, and leaves it there (an NTP step is not
+// undone): its stamps in commands, the idempotency records' expiry
+// (requestTTL, one hour) and rollout deadlines see the jump; raft's
+// timers, which are monotonic, do not, as with a real clock.
+func faultClockJump(leader bool) chaosFault {
+	return chaosFault{name: "step the " + role(leader) + "'s clock", inject: func(c *chaosCluster, l *chaosNode, rng *rand.Rand) {
+		v := victim(c, l, leader, rng)
+		steps := []time.Duration{2 * time.Hour, -2 * time.Hour, 90 * time.Second, -90 * time.Second, 25 * time.Hour}
+		d := steps[rng.IntN(len(steps))]
+		if v.clock+d > 48*time.Hour || v.clock+d < -48*time.Hour {
+			d = -d
+		}
+		c.t.Logf("clock of %s: %s %+v", v.id, v.clock, d)
+		c.stepClock(v, d)
+		time.Sleep(3 * electionTimeout) // the workload runs on the stepped clock
+	}}
+}
+
 // allFaults is what the soak tier draws from.
 func allFaults() []chaosFault {
 	return []chaosFault{
 		faultKill(true), faultKill(false), faultPause(true), faultPause(false),
 		faultPartition(true), faultPartition(false), faultWipe(),
+		faultMembership(false), faultMembership(true), faultClockJump(true), faultClockJump(false),
 	}
 }
 
-// TestChaosBounded is the CI tier: kill -9 the leader and restart it, wipe
-// a follower and let it rejoin, partition the leader into a minority and
-// heal, SIGSTOP a follower past the election timeout; under four
-// concurrent clients, with every history checked.
+// TestChaosBounded is the CI tier: kill -9 the leader and restart it, step
+// the new leader's clock, wipe a follower and let it rejoin, partition the
+// leader into a minority and heal, remove a follower from the cluster and
+// let it rejoin, SIGSTOP a follower past the election timeout; under four
+// concurrent clients running every operation, with every history checked.
 func TestChaosBounded(t *testing.T) {
-	runChaos(t, []chaosFault{faultKill(true), faultWipe(), faultPartition(true), faultPause(false)}, 1)
+	runChaos(t, []chaosFault{faultKill(true), faultClockJump(true), faultWipe(), faultPartition(true), faultMembership(false), faultPause(false)}, 1)
 }
 
 // TestChaosSoak draws DEPLOYCTL_CHAOS_ROUNDS faults at random from every
@@ -151,10 +213,12 @@ func runChaos(t *testing.T, faults []chaosFault, seed uint64) {
 	c := mustStartChaosCluster(t)
 	t.Logf("partitions by %s", c.partitionMethod())
 	rec := chaos.NewRecorder()
+	c.rec = rec
 	var services []string
 	for i := range chaosServices {
 		services = append(services, fmt.Sprintf("svc-%d", i))
 	}
+	removable := []string{"rm-0"}
 	var clients []*wire.Client
 	for i := range chaosClients {
 		// Every server is some client's first address.
@@ -166,7 +230,7 @@ func runChaos(t *testing.T, faults []chaosFault, seed uint64) {
 	go func() {
 		defer close(workloadDone)
 		chaos.Workload{
-			Clients: clients, Services: services, Image: c.reg.Image,
+			Clients: clients, Services: services, Removable: removable, Mix: true, Image: c.reg.Image,
 			OpTimeout: chaosOpTimeout, Pause: chaosPause, Seed: seed, Recorder: rec,
 		}.Run(ctx)
 	}()
@@ -193,9 +257,39 @@ func runChaos(t *testing.T, faults []chaosFault, seed uint64) {
 	// revision.
 	c.mustConverge(chaosConvergeTimeout)
 	final := map[string][]chaos.Revision{}
-	for _, svc := range services {
+	for _, svc := range append(append([]string(nil), services...), removable...) {
 		mustSameRevisionEverywhere(t, c, rec, svc)
+		// The final history is an observation too: checked by the model
+		// (every revision of this life, none left from a purged one) as
+		// well as used to settle the unknown operations.
+		call := rec.Now()
 		final[svc] = mustFinalRevisions(t, c, svc)
+		rec.Record(harnessClient, chaos.Input{Kind: chaos.HistoryRead, Service: svc}, call, chaos.HistoryOutput(final[svc]))
+	}
+	for _, nd := range c.nodes {
+		if _, err := chaos.ReadPolicy(context.Background(), rec, harnessClient, c.client(nd), chaosOpTimeout); err != nil {
+			t.Errorf("policy through %s after healing: %v", nd.id, err)
+		}
+		if m, err := chaos.ReadCluster(context.Background(), rec, harnessClient, c.client(nd), chaosOpTimeout); err != nil || m != chaos.InitialMembers {
+			t.Errorf("voters through %s after healing: %q, %v", nd.id, m, err)
+		}
+	}
+	// Every rollout ended exactly once, whatever leader drove it: the
+	// current revisions' rollouts (replicas: 0) end within a few loop
+	// ticks of healing.
+	var rolloutProblems []string
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		rolloutProblems = chaos.CheckRolloutsEnded(final)
+		if len(rolloutProblems) == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(time.Second)
+		for _, svc := range append(append([]string(nil), services...), removable...) {
+			final[svc] = mustFinalRevisions(t, c, svc)
+		}
+	}
+	for _, p := range rolloutProblems {
+		t.Error("rollout: " + p)
 	}
 
 	ops := rec.Operations()
@@ -203,7 +297,8 @@ func runChaos(t *testing.T, faults []chaosFault, seed uint64) {
 	t.Logf("history: %+v", st)
 	// Both checks can fail: internal/chaos's tests run them on histories of
 	// broken servers. A workload that did nothing would prove nothing.
-	if st.OkWrites < 20 || st.Reads < 20 || st.ServicesWritten != chaosServices {
+	if st.OkWrites < 20 || st.Reads < 20 || st.ServicesWritten != chaosServices+len(removable) ||
+		st.OkRollbacks == 0 || st.OkRemoves == 0 || st.OkPolicy == 0 || st.ClusterReads == 0 || st.MemberChanges == 0 {
 		t.Errorf("workload too thin to prove anything: %+v", st)
 	}
 	rep := chaos.CheckFinal(ops, final)
@@ -228,8 +323,10 @@ func runChaos(t *testing.T, faults []chaosFault, seed uint64) {
 		verdict = "FAILED:"
 	}
 	fmt.Printf("%s %d operations and %d faults, %s, %d lost writes\n", verdict, st.Operations, len(faults), lin, rep.Lost)
-	fmt.Printf("  (%d acknowledged writes, %d unknown of which %d took effect, %d refused, %d reads; partitions by %s)\n",
-		st.OkWrites, st.UnknownWrites, st.UnknownWrites-(len(ops)-len(resolved)), st.FailedWrites, st.Reads, c.partitionMethod())
+	fmt.Printf("  (%d acknowledged writes, %d unknown, %d refused, %d reads; %d rollbacks (%d ok), %d rm (%d ok), %d policy sets (%d ok), %d policy reads, %d membership changes, %d cluster reads; %d unknown operations settled by the final state; partitions by %s)\n",
+		st.OkWrites, st.UnknownWrites, st.FailedWrites, st.Reads, st.Rollbacks, st.OkRollbacks, st.Removes, st.OkRemoves, st.PolicySets, st.OkPolicy, st.PolicyReads,
+		st.MemberChanges, st.ClusterReads, len(ops)-len(resolved), c.partitionMethod())
+	fmt.Printf("  faults: %s\n", faultCounts(faults))
 }
 
 // mustSameRevisionEverywhere reads svc's status through each server in
@@ -273,9 +370,19 @@ func mustWriteProgress(t *testing.T, rec *chaos.Recorder, n int) {
 // cluster (none when the workload never created it).
 func mustFinalRevisions(t *testing.T, c *chaosCluster, svc string) []chaos.Revision {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), chaosOpTimeout)
-	defer cancel()
-	h, err := c.client().History(ctx, svc)
+	var h []wire.HistoryEntry
+	var err error
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		ctx, cancel := context.WithTimeout(context.Background(), chaosOpTimeout)
+		h, err = c.client().History(ctx, svc)
+		cancel()
+		if err == nil || errors.Is(err, controller.ErrNotFound) || time.Now().After(deadline) {
+			break
+		}
+		// Logged: after healing, the cluster should answer at once.
+		t.Logf("history of %s after healing: %v (retrying)", svc, err)
+		time.Sleep(500 * time.Millisecond)
+	}
 	if errors.Is(err, controller.ErrNotFound) {
 		return nil
 	}
@@ -288,7 +395,24 @@ func mustFinalRevisions(t *testing.T, c *chaosCluster, svc string) []chaos.Revis
 		if err != nil {
 			v = -1 // reported by CheckFinal as a value no write issued
 		}
-		out = append(out, chaos.Revision{Number: e.Revision, Value: v, Cause: e.Cause})
+		out = append(out, chaos.Revision{Number: e.Revision, Value: v, Cause: e.Cause, State: e.State, RollbackOf: e.RollbackOf, RollbackTo: e.RollbackTo})
 	}
 	return out
+}
+
+// faultCounts names how many faults of each kind a run injected.
+func faultCounts(faults []chaosFault) string {
+	n := map[string]int{}
+	var order []string
+	for _, f := range faults {
+		if n[f.name] == 0 {
+			order = append(order, f.name)
+		}
+		n[f.name]++
+	}
+	var parts []string
+	for _, name := range order {
+		parts = append(parts, fmt.Sprintf("%d x %s", n[name], name))
+	}
+	return strings.Join(parts, "; ")
 }

@@ -360,7 +360,12 @@ func runServer(ctx context.Context, cfg serverConfig, logOut io.Writer) error {
 	defer node.Close()
 
 	registries := controller.RegistryAccess{Insecure: cfg.InsecureRegistries}
+	now, err := testClock(ctx, log)
+	if err != nil {
+		return err
+	}
 	ctrl, err := controller.New(controller.Config{
+		Now:  now,
 		Raft: node, Store: store, Resolver: controller.RegistryResolver{Access: registries}, Logger: log,
 		RegistryOptions: []remote.Option{remote.WithTransport(registries.Transport(nil))},
 		HostTTL:         cfg.HostTTL, HostDownGrace: cfg.HostDownGrace,

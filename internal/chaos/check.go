@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/anishathalye/porcupine"
@@ -59,19 +61,59 @@ type Revision struct {
 	Number int
 	Value  int
 	Cause  string
+	// State is the revision's rollout state (succeeded, rolled_back, ...).
+	State string
+	// RollbackOf and RollbackTo are set on rollback revisions.
+	RollbackOf, RollbackTo int
 }
 
-// ResolveUnknownWrites settles the unknown writes of a history with the
-// final state: the full revision history of every service, read after
-// every operation had ended (abandoned ones included). Revisions are never
-// deleted, so a write that ever took effect is in it.
+// HistoryOutput is the output of a history read of revs (none: the
+// service does not exist).
+func HistoryOutput(revs []Revision) Output {
+	if len(revs) == 0 {
+		return Output{Outcome: NotFound}
+	}
+	vals := make([]string, len(revs))
+	for i, r := range revs {
+		vals[i] = strconv.Itoa(r.Value)
+	}
+	return Output{Outcome: Ok, Values: strings.Join(vals, ",")}
+}
+
+// Removed lists the services some rm may have removed (an ok or unknown
+// rm): their final history holds only their last life, so an
+// acknowledged write missing from it may have been purged, and an unknown
+// one missing from it may have taken effect before the purge.
+func Removed(ops []porcupine.Operation) map[string]bool {
+	out := map[string]bool{}
+	for _, op := range ops {
+		in, res := op.Input.(Input), op.Output.(Output)
+		if in.Kind == Remove && (res.Outcome == Ok || res.Outcome == Unknown) {
+			out[in.Service] = true
+		}
+	}
+	return out
+}
+
+// ResolveUnknownWrites settles the unknown writes and rollbacks of a
+// history with the final state: the full revision history of every
+// service, read after every operation had ended (abandoned ones
+// included). Revisions are never deleted except by the purge after rm,
+// so on a service never removed a write that ever took effect is in it.
 //
-//   - An unknown write whose value is not in the final state never took
-//     effect before the end: it is dropped, which is the same as porcupine
-//     placing it after the last operation.
+//   - An unknown write whose value is not in the final state of a service
+//     never removed never took effect before the end: it is dropped,
+//     which is the same as porcupine placing it after the last operation.
+//     On a removed service it stays open (it may have been purged).
 //   - An unknown write whose value the final state holds at revision r
 //     took effect as revision r: its output says so, and the model only
 //     lets it become revision r.
+//   - An unknown rollback --to N on a service never removed, when the
+//     final state has no rollback to N that an acknowledged rollback does
+//     not account for, never took effect: dropped. Otherwise it stays
+//     open (rollbacks carry no unique value).
+//
+// Unknown rm, policy and membership operations stay open: they are few.
 //
 // This is sound because the final state is one more observation of the
 // same system: if it disagrees with what the reads saw (a write dropped
@@ -82,23 +124,47 @@ type Revision struct {
 // explores every subset and order of the pending ones at every step:
 // exponential in the number of lost answers.
 func ResolveUnknownWrites(ops []porcupine.Operation, final map[string][]Revision) []porcupine.Operation {
-	at := map[string]map[int]int{} // service -> value -> revision
+	removed := Removed(ops)
+	at := map[string]map[int]int{} // service -> apply value -> revision
+	rollbacksTo := map[string]map[int]int{}
 	for svc, revs := range final {
-		at[svc] = map[int]int{}
+		at[svc], rollbacksTo[svc] = map[int]int{}, map[int]int{}
 		for _, r := range revs {
+			if r.RollbackTo != 0 {
+				rollbacksTo[svc][r.RollbackTo]++
+				continue
+			}
 			at[svc][r.Value] = r.Number
+		}
+	}
+	for _, op := range ops {
+		in, res := op.Input.(Input), op.Output.(Output)
+		if in.Kind == Rollback && res.Outcome == Ok && rollbacksTo[in.Service] != nil {
+			rollbacksTo[in.Service][in.To]--
 		}
 	}
 	out := make([]porcupine.Operation, 0, len(ops))
 	for _, op := range ops {
 		in, res := op.Input.(Input), op.Output.(Output)
-		if in.Kind == Write && res.Outcome == Unknown {
-			rev, ok := at[in.Service][in.Value]
-			if !ok {
-				continue
+		if res.Outcome == Unknown && !removed[in.Service] {
+			switch in.Kind {
+			case Write:
+				rev, ok := at[in.Service][in.Value]
+				if !ok {
+					continue
+				}
+				res.Revision = rev
+				op.Output = res
+			case Rollback:
+				if rollbacksTo[in.Service][in.To] <= 0 {
+					continue
+				}
 			}
-			res.Revision = rev
-			op.Output = res
+		} else if res.Outcome == Unknown && in.Kind == Write {
+			if rev, ok := at[in.Service][in.Value]; ok {
+				res.Revision = rev
+				op.Output = res
+			}
 		}
 		out = append(out, op)
 	}
@@ -109,7 +175,10 @@ func ResolveUnknownWrites(ops []porcupine.Operation, final map[string][]Revision
 type FinalReport struct {
 	// AcknowledgedWrites counts ok writes that made a new revision.
 	AcknowledgedWrites int
-	// Lost counts acknowledged writes missing from the final state.
+	// AcknowledgedRollbacks counts ok rollbacks.
+	AcknowledgedRollbacks int
+	// Lost counts acknowledged writes and rollbacks missing from the final
+	// state.
 	Lost int
 	// Problems describes every disagreement, lost writes included.
 	Problems []string
@@ -128,23 +197,54 @@ func (r FinalReport) Err() error {
 // history, independently of the linearizability check:
 //
 //   - every acknowledged write is in its service's final history, at the
-//     revision number the server acknowledged, with its value;
-//   - every final revision carries the value of a write issued on that
-//     service that was not refused (ok or unknown), no value appears twice
-//     (no write applied twice), revisions are numbered 1..n, and every one
-//     comes from an apply (no rollback, no revision the workload did not
-//     cause);
-//   - a service the workload wrote with an acknowledged write exists.
+//     revision number the server acknowledged, with its value (on a
+//     removed service: when it is there, at that number; it may have been
+//     purged);
+//   - every acknowledged rollback --to N is there too (services never
+//     removed), as a rollback to N carrying revision N's value;
+//   - every final revision from an apply carries the value of a write
+//     issued on that service that was not refused (ok or unknown), no
+//     such value appears twice (no write applied twice), revisions are
+//     numbered 1..n; every rollback revision k is "of k-1 to N" with N < k-1,
+//     carries revision N's value, and some rollback --to N was issued on
+//     that service and not refused;
+//   - a service the workload wrote with an acknowledged write exists
+//     (unless removed).
 func CheckFinal(ops []porcupine.Operation, final map[string][]Revision) FinalReport {
 	var rep FinalReport
+	removed := Removed(ops)
 	type write struct {
 		outcome Outcome
 		rev     int
 	}
-	writes := map[string]map[int]write{} // service -> value -> write
+	writes := map[string]map[int]write{}  // service -> value -> write
+	rollbacks := map[string]map[int]int{} // service -> to -> rollbacks issued, not refused
 	for _, op := range ops {
 		in, out := op.Input.(Input), op.Output.(Output)
-		if in.Kind != Write {
+		revs := final[in.Service]
+		switch in.Kind {
+		case Rollback:
+			if out.Outcome != Ok && out.Outcome != Unknown {
+				continue
+			}
+			if rollbacks[in.Service] == nil {
+				rollbacks[in.Service] = map[int]int{}
+			}
+			rollbacks[in.Service][in.To]++
+			if out.Outcome != Ok {
+				continue
+			}
+			rep.AcknowledgedRollbacks++
+			if removed[in.Service] {
+				continue
+			}
+			if out.Revision < 1 || out.Revision > len(revs) || revs[out.Revision-1].RollbackTo != in.To {
+				rep.Lost++
+				rep.Problems = append(rep.Problems, fmt.Sprintf("acknowledged rollback lost: %s --to %d acknowledged as revision %d", in.Service, in.To, out.Revision))
+			}
+			continue
+		case Write:
+		default:
 			continue
 		}
 		if writes[in.Service] == nil {
@@ -155,8 +255,10 @@ func CheckFinal(ops []porcupine.Operation, final map[string][]Revision) FinalRep
 			continue
 		}
 		rep.AcknowledgedWrites++
-		revs := final[in.Service]
-		if out.Revision < 1 || out.Revision > len(revs) || revs[out.Revision-1].Value != in.Value {
+		if removed[in.Service] {
+			continue // checked below when it is there, by porcupine otherwise
+		}
+		if out.Revision < 1 || out.Revision > len(revs) || revs[out.Revision-1].Value != in.Value || revs[out.Revision-1].RollbackTo != 0 {
 			rep.Lost++
 			rep.Problems = append(rep.Problems, fmt.Sprintf("acknowledged write lost: %s value %d acknowledged as revision %d", in.Service, in.Value, out.Revision))
 		}
@@ -167,10 +269,25 @@ func CheckFinal(ops []porcupine.Operation, final map[string][]Revision) FinalRep
 	}
 	sort.Strings(services)
 	for _, svc := range services {
+		revs := final[svc]
 		seen := map[int]int{}
-		for i, r := range final[svc] {
+		for i, r := range revs {
 			if r.Number != i+1 {
 				rep.Problems = append(rep.Problems, fmt.Sprintf("%s: revision at position %d is numbered %d", svc, i+1, r.Number))
+			}
+			if r.RollbackTo != 0 {
+				want := fmt.Sprintf("rollback of %d to %d", r.RollbackOf, r.RollbackTo)
+				switch {
+				case r.RollbackOf != r.Number-1 || r.RollbackTo < 1 || r.RollbackTo >= r.RollbackOf:
+					rep.Problems = append(rep.Problems, fmt.Sprintf("%s: revision %d is a rollback of %d to %d: not of the revision before it to an earlier one", svc, r.Number, r.RollbackOf, r.RollbackTo))
+				case revs[r.RollbackTo-1].Value != r.Value:
+					rep.Problems = append(rep.Problems, fmt.Sprintf("%s: revision %d rolls back to %d but carries value %d, not %d", svc, r.Number, r.RollbackTo, r.Value, revs[r.RollbackTo-1].Value))
+				case r.Cause != want:
+					rep.Problems = append(rep.Problems, fmt.Sprintf("%s: revision %d has cause %q, want %q", svc, r.Number, r.Cause, want))
+				case rollbacks[svc][r.RollbackTo] == 0:
+					rep.Problems = append(rep.Problems, fmt.Sprintf("%s: revision %d is a rollback to %d that no rollback issued (or only refused ones)", svc, r.Number, r.RollbackTo))
+				}
+				continue
 			}
 			if r.Cause != "apply" {
 				rep.Problems = append(rep.Problems, fmt.Sprintf("%s: revision %d has cause %q, not from an apply", svc, r.Number, r.Cause))
@@ -191,6 +308,43 @@ func CheckFinal(ops []porcupine.Operation, final map[string][]Revision) FinalRep
 		}
 	}
 	return rep
+}
+
+// CheckRolloutsEnded checks that every rollout in the final histories
+// ended exactly once: every revision before the current one is finished
+// (succeeded, failed, superseded or rolled back, one state, never in
+// progress or paused); a revision is rolled_back exactly when the next
+// revision is a rollback of it (never both succeeded and rolled back,
+// never rolled back twice: numbers are consecutive, so each revision has
+// one successor); and the current revision's rollout, after the cluster
+// healed, is finished (replicas: 0 succeeds at once, whichever leader
+// drives it). Removed services are checked like the others: their last
+// life is all there is.
+func CheckRolloutsEnded(final map[string][]Revision) []string {
+	var problems []string
+	services := make([]string, 0, len(final))
+	for svc := range final {
+		services = append(services, svc)
+	}
+	sort.Strings(services)
+	for _, svc := range services {
+		revs := final[svc]
+		for i, r := range revs {
+			last := i == len(revs)-1
+			rolledBackByNext := !last && revs[i+1].RollbackOf == r.Number
+			switch {
+			case r.State == "rolled_back" && !rolledBackByNext:
+				problems = append(problems, fmt.Sprintf("%s: revision %d is rolled_back but no rollback of it follows", svc, r.Number))
+			case rolledBackByNext && r.State != "rolled_back":
+				problems = append(problems, fmt.Sprintf("%s: revision %d was rolled back by %d but ended %q", svc, r.Number, revs[i+1].Number, r.State))
+			case last && r.State != "succeeded":
+				problems = append(problems, fmt.Sprintf("%s: current revision %d ended %q after healing, not succeeded", svc, r.Number, r.State))
+			case !last && r.State != "succeeded" && r.State != "failed" && r.State != "superseded" && r.State != "rolled_back":
+				problems = append(problems, fmt.Sprintf("%s: revision %d was replaced but its rollout never ended (%q)", svc, r.Number, r.State))
+			}
+		}
+	}
+	return problems
 }
 
 func joinLines(lines []string) string {

@@ -69,6 +69,14 @@ type Stats struct {
 	Reads           int
 	ServicesRead    int
 	ServicesWritten int
+	// Per kind, every outcome: rollbacks, rm, policy sets and reads,
+	// membership changes, cluster reads.
+	Rollbacks, OkRollbacks int
+	Removes, OkRemoves     int
+	PolicySets, OkPolicy   int
+	PolicyReads            int
+	MemberChanges          int
+	ClusterReads           int
 }
 
 // Stats counts the operations recorded so far.
@@ -80,9 +88,39 @@ func (r *Recorder) Stats() Stats {
 	for _, op := range r.ops {
 		in, out := op.Input.(Input), op.Output.(Output)
 		s.Operations++
-		if in.Kind == Read {
+		switch in.Kind {
+		case Read:
 			s.Reads++
 			read[in.Service] = true
+			continue
+		case Rollback:
+			s.Rollbacks++
+			if out.Outcome == Ok {
+				s.OkRollbacks++
+			}
+			continue
+		case Remove:
+			s.Removes++
+			if out.Outcome == Ok {
+				s.OkRemoves++
+			}
+			continue
+		case PolicySet:
+			s.PolicySets++
+			if out.Outcome == Ok {
+				s.OkPolicy++
+			}
+			continue
+		case PolicyRead:
+			s.PolicyReads++
+			continue
+		case MemberRemove, MemberJoin:
+			s.MemberChanges++
+			continue
+		case ClusterRead:
+			s.ClusterReads++
+			continue
+		case HistoryRead:
 			continue
 		}
 		switch out.Outcome {

@@ -8,7 +8,10 @@ package chaos
 
 import (
 	"fmt"
+	"slices"
 	"sort"
+	"strconv"
+	"strings"
 
 	"github.com/anishathalye/porcupine"
 )
@@ -20,16 +23,47 @@ const (
 	// Write is an apply of a spec whose value (image tag and env X) is
 	// unique to this operation.
 	Write OpKind = iota
-	// Read is a status read: the current revision and its value.
+	// Read is a status read: the current revision, its value, whether the
+	// service is being removed.
 	Read
+	// Rollback is `deployctl rollback SERVICE --to N` (Input.To): a new
+	// revision carrying revision N's value.
+	Rollback
+	// Remove is `deployctl rm SERVICE`: the service is removing, then
+	// purged (history and all) once no replica is left; numbers restart.
+	Remove
+	// PolicySet is `deployctl policy set` of a policy carrying Value, sent
+	// with the version the client last read (Input.Expect).
+	PolicySet
+	// PolicyRead reads the policy's version and value.
+	PolicyRead
+	// MemberRemove is `deployctl cluster remove NODE` (or `cluster leave`
+	// of NODE): raft drops the voter.
+	MemberRemove
+	// MemberJoin is a server (re)joining with --join: the harness records
+	// it from the server's start until it is seen as a voter.
+	MemberJoin
+	// ClusterRead is `deployctl cluster status`: the voters' ids.
+	ClusterRead
+	// HistoryRead is `deployctl history SERVICE`: the values of every
+	// revision (Output.Values), read once per service after healing.
+	HistoryRead
 )
 
+var kindNames = [...]string{"write", "read", "rollback", "rm", "policy set", "policy read", "member remove", "member join", "cluster read", "history read"}
+
 func (k OpKind) String() string {
-	if k == Write {
-		return "write"
+	if int(k) < len(kindNames) {
+		return kindNames[k]
 	}
-	return "read"
+	return fmt.Sprintf("kind(%d)", int(k))
 }
+
+// Partition keys of the operations that are not about one service.
+const (
+	PolicyKey  = "@policy"
+	ClusterKey = "@cluster"
+)
 
 // Outcome is what the client learned about an operation.
 type Outcome int
@@ -45,6 +79,15 @@ const (
 	// until the deadline). The write may take effect at any later time, or
 	// never.
 	Unknown
+	// NotFound: the service does not exist (rm, rollback, read).
+	NotFound
+	// NoTarget: a rollback's --to names no revision or the current one.
+	NoTarget
+	// Conflict: a policy set answered 409 (the version moved). The client
+	// retries a set whose answer was lost with the same expected version,
+	// so a 409 may also mean its own earlier try committed: the model
+	// lets it take effect when the version still matched (see stepPolicy).
+	Conflict
 )
 
 func (o Outcome) String() string {
@@ -53,17 +96,30 @@ func (o Outcome) String() string {
 		return "ok"
 	case Failed:
 		return "failed"
+	case NotFound:
+		return "not found"
+	case NoTarget:
+		return "no target"
+	case Conflict:
+		return "conflict"
 	default:
 		return "unknown"
 	}
 }
 
-// Input is an operation's call: on which service, and for a write the
-// value it stores.
+// Input is an operation's call: on which service (or PolicyKey,
+// ClusterKey), and what it sends.
 type Input struct {
 	Kind    OpKind
 	Service string
-	Value   int
+	// Value: the value a write or policy set stores.
+	Value int
+	// To: a rollback's target revision.
+	To int
+	// Expect: a policy set's expected version.
+	Expect int
+	// Node: a membership operation's server id.
+	Node string
 }
 
 // Output is an operation's result. For an ok write, Revision is the
@@ -77,31 +133,84 @@ type Output struct {
 	Revision  int
 	Value     int
 	Unchanged bool
+	// Removing: a read found the service being removed.
+	Removing bool
+	// Members: a cluster read's voters, sorted, comma-separated.
+	Members string
+	// Values: a history read's revision values, comma-separated.
+	Values string
 }
 
-// ServiceState is the model's state of one service: its current revision
-// number and the value that revision carries. Revision 0 is "no service".
+// ServiceState is the model's state of one partition. For a service:
+// Values holds the value of each revision of its current life (revision i
+// carries Values[i-1]; the current revision is the last; none: no
+// service) and Removing says `rm` was accepted and the purge may come at
+// any time. For the policy: Revision is its version, Value its value.
+// For the cluster: Members, the voters' ids sorted and comma-separated.
+// Values is a string (comma-separated) so that states compare with ==.
 type ServiceState struct {
+	Values   string
+	Removing bool
 	Revision int
 	Value    int
+	Members  string
 }
 
-// Model is the sequential specification of deployctl's services as seen
-// through apply and status, one register per service (the history is
-// partitioned by service):
+// InitialMembers is the chaos cluster's configuration at the start.
+const InitialMembers = "n1,n2,n3"
+
+func (s ServiceState) values() []int {
+	if s.Values == "" {
+		return nil
+	}
+	var out []int
+	for _, f := range strings.Split(s.Values, ",") {
+		v, _ := strconv.Atoi(f)
+		out = append(out, v)
+	}
+	return out
+}
+
+func (s ServiceState) withValue(v int) ServiceState {
+	if s.Values == "" {
+		return ServiceState{Values: strconv.Itoa(v), Revision: 1, Value: v}
+	}
+	return ServiceState{Values: s.Values + "," + strconv.Itoa(v), Revision: s.Revision + 1, Value: v}
+}
+
+// Model is the sequential specification of deployctl's control plane as
+// the chaos workload sees it, one partition per service, one for the
+// policy and one for the cluster's membership (DESIGN.md, "The model"):
 //
-//   - a write that takes effect creates the next revision: state becomes
-//     (Revision+1, value); an ok write must report exactly that revision;
+//   - a write that takes effect creates the next revision; an ok write
+//     must report exactly that revision; on a removing service an ok
+//     write means the purge came first: it is revision 1 of a new life;
 //   - an ok write the server calls unchanged leaves the state and requires
 //     the current value to equal the written one;
-//   - a failed write has no effect;
-//   - an unknown write either takes effect like an ok one or never does:
-//     its return time is after every other operation (see Recorder), so
-//     porcupine may place it anywhere after its call, including after the
-//     end of the history, which is "never"; once ResolveUnknownWrites
-//     found it in the final state at revision r, it must become exactly
-//     revision r;
-//   - a read returns the state.
+//   - a rollback --to N that takes effect creates the next revision with
+//     revision N's value; it is legal only when N is an earlier revision
+//     of the current life; "no target" only when N is the current one or
+//     beyond it; "not found" only when there is no service or it is
+//     removing;
+//   - rm is idempotent: ok on an existing or removing service (the state
+//     becomes removing), never ok on no service; not found means gone now
+//     (purged, or there was none; an existing service may be answered not
+//     found when the client's own earlier try committed and the purge
+//     followed, rm having no idempotency key), which later reads check;
+//   - a policy set takes effect only when the version is the expected
+//     one, and then the version is the next; a conflict answer is legal
+//     when the version moved, and when it did not, it is an earlier try
+//     of the same set that committed (the client retries lost answers);
+//   - membership: a remove takes the node out of the voters, a join puts
+//     it in; a cluster read returns the voters;
+//   - a failed operation has no effect; an unknown one either takes effect
+//     like an ok one or never does: its return time is after every other
+//     operation (see Recorder), so porcupine may place it anywhere after
+//     its call, including after the end of the history, which is "never";
+//     once ResolveUnknownWrites found a write in the final state at
+//     revision r, it must become exactly revision r;
+//   - reads return the state; a history read returns every revision of
+//     the current life (none left over from a purged one, none missing).
 func Model() porcupine.Model {
 	return porcupine.Model{
 		Partition: partitionByService,
@@ -114,43 +223,197 @@ func Model() porcupine.Model {
 		},
 		DescribeState: func(state interface{}) string {
 			s := state.(ServiceState)
-			if s.Revision == 0 {
-				return "no service"
+			switch {
+			case s.Members != "":
+				return "voters " + s.Members
+			case s.Values == "" && s.Revision > 0:
+				return fmt.Sprintf("policy v%d = %d", s.Revision, s.Value)
+			case s.Values == "":
+				return "none"
+			case s.Removing:
+				return fmt.Sprintf("removing [%s]", s.Values)
 			}
-			return fmt.Sprintf("rev %d = %d", s.Revision, s.Value)
+			return fmt.Sprintf("[%s]", s.Values)
 		},
 	}
 }
 
 func step(s ServiceState, in Input, out Output) (bool, interface{}) {
 	switch in.Kind {
+	case PolicySet, PolicyRead:
+		return stepPolicy(s, in, out)
+	case MemberRemove, MemberJoin, ClusterRead:
+		return stepCluster(s, in, out)
+	case HistoryRead:
+		switch {
+		case out.Outcome == NotFound:
+			if s.Removing {
+				return true, ServiceState{}
+			}
+			return s.Values == "", s
+		case out.Outcome != Ok:
+			return false, s
+		}
+		return out.Values == s.Values, s
 	case Read:
-		return out.Revision == s.Revision && out.Value == s.Value, s
+		switch {
+		case out.Outcome == NotFound || (out.Outcome == Ok && out.Revision == 0):
+			if s.Removing {
+				return true, ServiceState{} // purged
+			}
+			return s.Values == "", s
+		case out.Outcome != Ok:
+			return false, s
+		}
+		return s.Values != "" && out.Revision == s.Revision && out.Value == s.Value && out.Removing == s.Removing, s
 	case Write:
+		next := s.withValue(in.Value)
+		if s.Removing {
+			next = ServiceState{}.withValue(in.Value) // the purge came first
+		}
 		switch out.Outcome {
-		case Failed:
-			return true, s
+		case Ok:
+			if out.Unchanged {
+				return !s.Removing && s.Values != "" && s.Revision == out.Revision && s.Value == in.Value, s
+			}
+			return out.Revision == next.Revision, next
 		case Unknown:
 			// Revision is known only once ResolveUnknownWrites found the
 			// write in the final state.
-			next := ServiceState{Revision: s.Revision + 1, Value: in.Value}
 			return out.Revision == 0 || out.Revision == next.Revision, next
 		default:
-			if out.Unchanged {
-				return s.Revision == out.Revision && s.Value == in.Value, s
+			return true, s
+		}
+	case Rollback:
+		vals := s.values()
+		legal := !s.Removing && in.To >= 1 && in.To < len(vals)
+		switch out.Outcome {
+		case Ok:
+			if !legal {
+				return false, s
 			}
-			next := ServiceState{Revision: s.Revision + 1, Value: in.Value}
+			next := s.withValue(vals[in.To-1])
 			return out.Revision == next.Revision, next
+		case Unknown:
+			if !legal {
+				return out.Revision == 0, s // it can only have been refused
+			}
+			next := s.withValue(vals[in.To-1])
+			return out.Revision == 0 || out.Revision == next.Revision, next
+		case NoTarget:
+			return !s.Removing && len(vals) > 0 && !legal, s
+		case NotFound:
+			return s.Removing || len(vals) == 0, s
+		default:
+			return true, s
+		}
+	case Remove:
+		switch out.Outcome {
+		case Ok:
+			if s.Values == "" {
+				return false, s
+			}
+			s.Removing = true
+			return true, s
+		case Unknown:
+			if s.Values != "" {
+				s.Removing = true
+			}
+			return true, s
+		case NotFound:
+			// rm carries no idempotency key: a retry after a try that
+			// committed, and the purge that followed, answers not found.
+			// So not found says only "gone now": later reads check it.
+			return true, ServiceState{}
+		default:
+			return true, s
 		}
 	}
 	return false, s
 }
 
+// stepPolicy: Revision is the policy's version, Value its value (0 and 0:
+// the default policy, never set).
+func stepPolicy(s ServiceState, in Input, out Output) (bool, interface{}) {
+	if in.Kind == PolicyRead {
+		return out.Outcome == Ok && out.Revision == s.Revision && out.Value == s.Value, s
+	}
+	next := ServiceState{Revision: s.Revision + 1, Value: in.Value}
+	matches := s.Revision == in.Expect
+	switch out.Outcome {
+	case Ok:
+		return matches && out.Revision == next.Revision, next
+	case Conflict, Unknown:
+		if matches {
+			return true, next
+		}
+		return true, s
+	default:
+		return true, s
+	}
+}
+
+func stepCluster(s ServiceState, in Input, out Output) (bool, interface{}) {
+	if s.Members == "" {
+		s.Members = InitialMembers
+	}
+	members := strings.Split(s.Members, ",")
+	switch in.Kind {
+	case ClusterRead:
+		return out.Outcome == Ok && out.Members == s.Members, s
+	case MemberRemove:
+		if out.Outcome != Ok && out.Outcome != Unknown {
+			return true, s
+		}
+		members = slices.DeleteFunc(members, func(m string) bool { return m == in.Node })
+	case MemberJoin:
+		if out.Outcome != Ok && out.Outcome != Unknown {
+			return true, s
+		}
+		if !slices.Contains(members, in.Node) {
+			members = append(members, in.Node)
+		}
+	}
+	sort.Strings(members)
+	s.Members = strings.Join(members, ",")
+	return true, s
+}
+
 // DescribeOperation renders an operation for the visualization and for
 // failure messages.
 func DescribeOperation(in Input, out Output) string {
-	if in.Kind == Read {
+	switch in.Kind {
+	case Read:
+		switch {
+		case out.Outcome != Ok:
+			return fmt.Sprintf("%s read -> %s", in.Service, out.Outcome)
+		case out.Removing:
+			return fmt.Sprintf("%s read -> removing, rev %d = %d", in.Service, out.Revision, out.Value)
+		}
 		return fmt.Sprintf("%s read -> rev %d = %d", in.Service, out.Revision, out.Value)
+	case Rollback:
+		if out.Outcome == Ok {
+			return fmt.Sprintf("%s rollback --to %d -> rev %d", in.Service, in.To, out.Revision)
+		}
+		return fmt.Sprintf("%s rollback --to %d -> %s", in.Service, in.To, out.Outcome)
+	case Remove:
+		return fmt.Sprintf("%s rm -> %s", in.Service, out.Outcome)
+	case PolicySet:
+		if out.Outcome == Ok {
+			return fmt.Sprintf("policy set %d (expect v%d) -> v%d", in.Value, in.Expect, out.Revision)
+		}
+		return fmt.Sprintf("policy set %d (expect v%d) -> %s", in.Value, in.Expect, out.Outcome)
+	case PolicyRead:
+		return fmt.Sprintf("policy read -> v%d = %d", out.Revision, out.Value)
+	case MemberRemove, MemberJoin:
+		return fmt.Sprintf("%s %s -> %s", in.Kind, in.Node, out.Outcome)
+	case ClusterRead:
+		return fmt.Sprintf("cluster read -> %s", out.Members)
+	case HistoryRead:
+		if out.Outcome != Ok {
+			return fmt.Sprintf("%s history -> %s", in.Service, out.Outcome)
+		}
+		return fmt.Sprintf("%s history -> [%s]", in.Service, out.Values)
 	}
 	switch {
 	case out.Outcome != Ok:

@@ -5,11 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/deployctl/deployctl/controller"
+	"github.com/deployctl/deployctl/controller/policy"
 	"github.com/deployctl/deployctl/internal/wire"
+	"github.com/deployctl/deployctl/raftstore/state"
 )
 
 // SpecYAML is the spec a write of value applies: no replicas (control
@@ -64,7 +69,7 @@ func ReadStatus(ctx context.Context, rec *Recorder, client int, c *wire.Client, 
 	var out Output
 	switch {
 	case errors.Is(err, controller.ErrNotFound):
-		out = Output{Outcome: Ok}
+		out = Output{Outcome: NotFound}
 	case err != nil:
 		return Output{}, fmt.Errorf("read %s: %w", service, err)
 	default:
@@ -72,10 +77,134 @@ func ReadStatus(ctx context.Context, rec *Recorder, client int, c *wire.Client, 
 		if verr != nil {
 			v = -1
 		}
-		out = Output{Outcome: Ok, Revision: st.Revision, Value: v}
+		out = Output{Outcome: Ok, Revision: st.Revision, Value: v, Removing: st.State == state.ServiceRemoving}
 	}
 	rec.Record(client, Input{Kind: Read, Service: service}, call, out)
 	return out, nil
+}
+
+// RollbackOutcome classifies a rollback's answer: the refusals the
+// model predicts (no target, not found), a conflict (no effect), else
+// unknown. A retried rollback carries the same idempotency key.
+func RollbackOutcome(out wire.ApplyOutcome, err error) Output {
+	switch {
+	case err == nil:
+		return Output{Outcome: Ok, Revision: out.Revision}
+	case errors.Is(err, controller.ErrNoRollbackTarget):
+		return Output{Outcome: NoTarget}
+	case errors.Is(err, controller.ErrNotFound):
+		return Output{Outcome: NotFound}
+	case errors.Is(err, controller.ErrConflict):
+		return Output{Outcome: Failed}
+	default:
+		return Output{Outcome: Unknown}
+	}
+}
+
+// DoRollback asks for a rollback of service to revision to.
+func DoRollback(ctx context.Context, rec *Recorder, client int, c *wire.Client, service string, to int, timeout time.Duration) Output {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	call := rec.Now()
+	res, err := c.Rollback(ctx, service, to)
+	out := RollbackOutcome(res, err)
+	rec.Record(client, Input{Kind: Rollback, Service: service, To: to}, call, out)
+	return out
+}
+
+// RemoveOutcome classifies an rm's answer. rm carries no idempotency key:
+// a retry after a try that committed (and a purge) answers not found,
+// which the model allows (see step).
+func RemoveOutcome(err error) Output {
+	switch {
+	case err == nil:
+		return Output{Outcome: Ok}
+	case errors.Is(err, controller.ErrNotFound):
+		return Output{Outcome: NotFound}
+	default:
+		return Output{Outcome: Unknown}
+	}
+}
+
+// DoRemove runs `rm service`.
+func DoRemove(ctx context.Context, rec *Recorder, client int, c *wire.Client, service string, timeout time.Duration) Output {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	call := rec.Now()
+	out := RemoveOutcome(c.Remove(ctx, service))
+	rec.Record(client, Input{Kind: Remove, Service: service}, call, out)
+	return out
+}
+
+// policyPrefix is where a policy carries its value: a volume prefix, which
+// no workload spec uses (no volumes), so the policy admits every write.
+const policyPrefix = "/srv/deployctl-chaos/"
+
+// PolicyValue is the value a policy carries (0: none, the default).
+func PolicyValue(p *policy.Policy) int {
+	for _, vp := range p.VolumePrefixes {
+		if v, err := strconv.Atoi(strings.TrimPrefix(vp, policyPrefix)); err == nil && strings.HasPrefix(vp, policyPrefix) {
+			return v
+		}
+	}
+	return 0
+}
+
+// ReadPolicy reads the policy and records the read when answered.
+func ReadPolicy(ctx context.Context, rec *Recorder, client int, c *wire.Client, timeout time.Duration) (*policy.Policy, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	call := rec.Now()
+	p, err := c.Policy(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read policy: %w", err)
+	}
+	rec.Record(client, Input{Kind: PolicyRead, Service: PolicyKey}, call, Output{Outcome: Ok, Revision: p.Version, Value: PolicyValue(p)})
+	return p, nil
+}
+
+// SetPolicy stores base carrying value, expecting base.Version.
+func SetPolicy(ctx context.Context, rec *Recorder, client int, c *wire.Client, base *policy.Policy, value int, timeout time.Duration) Output {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	p := base.Clone()
+	p.VolumePrefixes = []string{fmt.Sprintf("%s%d", policyPrefix, value)}
+	call := rec.Now()
+	v, err := c.SetPolicy(ctx, p)
+	var out Output
+	switch {
+	case err == nil:
+		out = Output{Outcome: Ok, Revision: v}
+	case errors.Is(err, controller.ErrConflict):
+		out = Output{Outcome: Conflict}
+	case errors.Is(err, controller.ErrInvalidPolicy):
+		out = Output{Outcome: Failed}
+	default:
+		out = Output{Outcome: Unknown}
+	}
+	rec.Record(client, Input{Kind: PolicySet, Service: PolicyKey, Value: value, Expect: base.Version}, call, out)
+	return out
+}
+
+// ReadCluster reads the voters and records the read when answered.
+func ReadCluster(ctx context.Context, rec *Recorder, client int, c *wire.Client, timeout time.Duration) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	call := rec.Now()
+	st, err := c.Cluster(ctx)
+	if err != nil {
+		return "", fmt.Errorf("read cluster: %w", err)
+	}
+	var ids []string
+	for _, n := range st.Nodes {
+		if n.Voter {
+			ids = append(ids, n.ID)
+		}
+	}
+	sort.Strings(ids)
+	m := strings.Join(ids, ",")
+	rec.Record(client, Input{Kind: ClusterRead, Service: ClusterKey}, call, Output{Outcome: Ok, Members: m})
+	return m, nil
 }
 
 // Workload is concurrent clients writing and reading services: each
@@ -86,6 +215,13 @@ type Workload struct {
 	// different order so that every server is somebody's first.
 	Clients  []*wire.Client
 	Services []string
+	// Removable services take writes, reads and rm (no rollbacks: their
+	// history restarts at each purge).
+	Removable []string
+	// Mix: when set, the workload also rolls back, removes, sets and
+	// reads the policy and reads the cluster's voters (DESIGN.md); else
+	// only writes and reads, half each.
+	Mix bool
 	// Image is the image reference that carries a value (TagRegistry.Image).
 	Image func(value int) string
 	// OpTimeout bounds each operation; past it a write is unknown.
@@ -116,15 +252,45 @@ func (w Workload) worker(ctx context.Context, id int, c *wire.Client) {
 	rng := rand.New(rand.NewPCG(w.Seed, uint64(id)))
 	opCtx := context.WithoutCancel(ctx)
 	// Values id+1, id+1+n, id+1+2n, ...: unique across workers without
-	// sharing a counter.
+	// sharing a counter (writes and policy sets draw from it).
 	next := id + 1
+	take := func() int { v := next; next += len(w.Clients); return v }
+	seen := map[string]int{} // the latest revision this worker saw, per service
+	all := append(append([]string(nil), w.Services...), w.Removable...)
 	for ctx.Err() == nil {
-		svc := w.Services[rng.IntN(len(w.Services))]
-		if rng.IntN(2) == 0 {
-			Apply(opCtx, w.Recorder, id, c, svc, w.Image(next), next, w.OpTimeout)
-			next += len(w.Clients)
-		} else {
-			_, _ = ReadStatus(opCtx, w.Recorder, id, c, svc, w.OpTimeout)
+		svc := all[rng.IntN(len(all))]
+		roll := rng.IntN(100)
+		if !w.Mix {
+			roll = rng.IntN(2) * 50 // writes and reads, half each
+		}
+		switch {
+		case roll < 40:
+			v := take()
+			if out := Apply(opCtx, w.Recorder, id, c, svc, w.Image(v), v, w.OpTimeout); out.Outcome == Ok {
+				seen[svc] = out.Revision
+			}
+		case roll < 70:
+			if out, err := ReadStatus(opCtx, w.Recorder, id, c, svc, w.OpTimeout); err == nil {
+				seen[svc] = out.Revision
+			}
+		case roll < 80:
+			s := w.Services[rng.IntN(len(w.Services))]
+			// Mostly an earlier revision; sometimes the current one or
+			// one beyond it (no target).
+			to := 1 + rng.IntN(seen[s]+1)
+			if out := DoRollback(opCtx, w.Recorder, id, c, s, to, w.OpTimeout); out.Outcome == Ok {
+				seen[s] = out.Revision
+			}
+		case roll < 84:
+			if len(w.Removable) > 0 {
+				DoRemove(opCtx, w.Recorder, id, c, w.Removable[rng.IntN(len(w.Removable))], w.OpTimeout)
+			}
+		case roll < 92:
+			if p, err := ReadPolicy(opCtx, w.Recorder, id, c, w.OpTimeout); err == nil {
+				SetPolicy(opCtx, w.Recorder, id, c, p, take(), w.OpTimeout)
+			}
+		default:
+			_, _ = ReadCluster(opCtx, w.Recorder, id, c, w.OpTimeout)
 		}
 		if w.Pause > 0 {
 			pause := time.Duration(rng.Int64N(int64(2 * w.Pause)))
