@@ -226,6 +226,9 @@ func (c *Controller) ApplyWith(ctx context.Context, req ApplyRequest) (ApplyOutc
 	if exists && svc.State == state.ServiceRemoving {
 		return ApplyOutcome{}, fmt.Errorf("%w: service %s is being removed; wait for `deployctl rm` to finish", ErrConflict, spec.Service)
 	}
+	if err := ingressConflicts(view, spec); err != nil {
+		return ApplyOutcome{}, err
+	}
 	pol, err := c.admit(spec)
 	if err != nil {
 		return ApplyOutcome{}, err
