@@ -10,6 +10,7 @@ import (
 	"net/http/httputil"
 	"path"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -109,7 +110,7 @@ func (t *Table) HTTPHandler(listen int) http.Handler {
 		FlushInterval:  -1,
 		ErrorHandler:   h.backendError,
 		ModifyResponse: h.countResponse,
-		ErrorLog:       nil,
+		BufferPool:     &t.buffers,
 	}
 	return h
 }
@@ -236,3 +237,16 @@ func (rt *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	retry.Body = nil
 	return rt.base.RoundTrip(retry)
 }
+
+// bufferPool reuses the 32 KiB copy buffers of the ReverseProxy, which it
+// would otherwise allocate for every request.
+type bufferPool struct{ pool sync.Pool }
+
+func (p *bufferPool) Get() []byte {
+	if b, ok := p.pool.Get().(*[]byte); ok {
+		return *b
+	}
+	return make([]byte, 32*1024)
+}
+
+func (p *bufferPool) Put(b []byte) { p.pool.Put(&b) }

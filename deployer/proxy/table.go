@@ -248,6 +248,7 @@ type Table struct {
 	stats   stats
 	// transport carries HTTP requests to targets.
 	transport http.RoundTripper
+	buffers   bufferPool
 }
 
 // NewTable returns an empty table. transport carries HTTP requests to the

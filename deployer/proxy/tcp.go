@@ -11,8 +11,9 @@ import (
 
 // ServeTCP accepts connections on ln for the tcp route of a listen port
 // and splices each to a healthy target of the route's service, until ctx
-// ends (then ln is closed; open connections run on until either side
-// closes them, and count in flight for Drain). A connection arriving
+// ends; then ln and every connection are closed, and ServeTCP returns when
+// their goroutines are done. A connection counts in flight on its target
+// (for Drain) until either side closes it. A connection arriving
 // while the port has no tcp route or the service no healthy target is
 // closed at once. A target that refuses the connection is replaced once
 // by another: nothing was sent yet, so this is safe for any protocol.
@@ -61,6 +62,8 @@ func (t *Table) serveTCPConn(ctx context.Context, listen int, client net.Conn) {
 		return
 	}
 	defer func() { _ = backend.Close() }()
+	stop := context.AfterFunc(ctx, func() { _ = client.Close(); _ = backend.Close() })
+	defer stop()
 	splice(client, backend)
 }
 
