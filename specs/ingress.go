@@ -200,9 +200,9 @@ func collide(a, b ingressUse) string {
 
 // collision is one claim of a spec that collides with an earlier one.
 type collision struct {
-	index, otherIndex int
-	use, other        ingressUse
-	why               string
+	index      int
+	use, other ingressUse
+	why        string
 }
 
 // message names both claims and the fix; owner says whose the other claim
