@@ -113,6 +113,8 @@ func TestParseIngressInvalid(t *testing.T) {
 			"ingress[1]", 5, "routes the same host and path as ingress[0]"},
 		{"same default path", "ingress:\n  - {listen: 80, port: 80}\n  - {listen: 80, port: 81, path: /}\n",
 			"ingress[1]", 5, "routes the same host and path"},
+		{"ingress on the host network", "network_mode: host\ningress: [{listen: 80, port: 80}]\n", "network_mode", 3, "host cannot serve ingress"},
+		{"ingress without a network", "network_mode: none\ningress: [{listen: 80, port: 80}]\n", "network_mode", 3, "none cannot serve ingress"},
 		{"listen is a published port", "ports: [\"127.0.0.1:8080:80\"]\ningress:\n  - {listen: 8080, port: 80}\n",
 			"ingress[0]", 5, "uses the same port as ports[0] of this spec"},
 	}
