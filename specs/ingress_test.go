@@ -67,8 +67,8 @@ func TestApplyDefaultsIngress(t *testing.T) {
 	}
 }
 
-func TestParseIngressInvalid(t *testing.T) {
-	cases := []invalidCase{
+func ingressInvalidCases() []invalidCase {
+	return []invalidCase{
 		{"not a list", "ingress: {listen: 80}\n", "ingress", 3, "expected a list"},
 		{"item not a mapping", "ingress: [80]\n", "ingress[0]", 3, "expected a mapping like {listen: 80"},
 		{"listen missing", "ingress:\n  - port: 8080\n", "ingress[0].listen", 4, "required"},
@@ -118,7 +118,10 @@ func TestParseIngressInvalid(t *testing.T) {
 		{"listen is a published port", "ports: [\"127.0.0.1:8080:80\"]\ningress:\n  - {listen: 8080, port: 80}\n",
 			"ingress[0]", 5, "uses the same port as ports[0] of this spec"},
 	}
-	for _, tt := range cases {
+}
+
+func TestParseIngressInvalid(t *testing.T) {
+	for _, tt := range ingressInvalidCases() {
 		t.Run(tt.name, func(t *testing.T) {
 			problems := mustProblems(t, tt.document())
 			if len(problems) != 1 {
