@@ -39,8 +39,14 @@ func TestApplyRefusesIngressConflictsNamingBothServices(t *testing.T) {
 	if code, body := postApply(t, n, doc("web", "ingress: [{listen: 80, port: 80, host: www.example.com}]\n")); code >= 300 {
 		t.Fatalf("apply on another host: %d %s", code, body)
 	}
-	if code, body := postApply(t, n, doc("api", "ingress:\n  - {listen: 80, port: 8080, host: api.example.com, path: /v2}\n  - {listen: 5432, port: 5432, protocol: tcp}\n")); code >= 300 {
+	// The first service changing only its ingress gets a new revision
+	// that runs the same containers (same fingerprint: nothing restarts).
+	if code, body := postApply(t, n, doc("api", "ports: [\"0.0.0.0:9000:9000\"]\ningress:\n  - {listen: 80, port: 8080, host: api.example.com, path: /v2}\n  - {listen: 5432, port: 5432, protocol: tcp}\n")); code >= 300 {
 		t.Fatalf("api changing its own ingress: %d %s", code, body)
+	}
+	revs := n.store.View().Revisions("api")
+	if len(revs) != 2 || revs[0].Fingerprint != revs[1].Fingerprint || revs[1].Spec.Ingress[0].Path != "/v2" {
+		t.Fatalf("after an ingress-only change: %d revisions, fingerprints equal %v", len(revs), len(revs) == 2 && revs[0].Fingerprint == revs[1].Fingerprint)
 	}
 }
 

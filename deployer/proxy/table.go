@@ -477,6 +477,17 @@ func (t *Table) Apply(want Desired) Changes {
 		slices.SortStableFunc(pr.any, byPathLength)
 	}
 	t.routes.Store(next)
+	// A pool with no target and no route is dropped, so that services
+	// removed long ago do not accumulate.
+	routed := map[string]bool{}
+	for _, r := range ch.Routes {
+		routed[r.Service] = true
+	}
+	for name, p := range t.pools {
+		if len(p.members) == 0 && !routed[name] {
+			delete(t.pools, name)
+		}
+	}
 	return ch
 }
 

@@ -264,6 +264,18 @@ func TestDrainWaitsForInFlight(t *testing.T) {
 	if err := tb.Drain(context.Background(), a); !errors.Is(err, ErrUnknownTarget) {
 		t.Fatalf("Drain of a forgotten target = %v", err)
 	}
+	// Once nothing is listed, nothing is kept.
+	ch = tb.Apply(Desired{})
+	if err := tb.Drain(context.Background(), b); err != nil {
+		t.Fatal(err)
+	}
+	tb.Apply(Desired{})
+	if len(tb.targets) != 0 || len(tb.pools) != 0 {
+		t.Fatalf("an empty Desired keeps %d targets and %d pools", len(tb.targets), len(tb.pools))
+	}
+	if !reflect.DeepEqual(ch.Drain, []TargetKey{b}) {
+		t.Fatalf("Drain = %v, want b", ch.Drain)
+	}
 }
 
 func TestDrainDeadline(t *testing.T) {
