@@ -19,13 +19,19 @@ import (
 // compression (bodies pass as they are), HTTP/1.1 with many idle
 // keep-alive connections per target, a bounded dial and no response
 // timeout (long polls and streams are the application's business).
+//
+// Idle connections are closed after IdleTimeout, before the backend's own
+// keep-alive timeout would close them (Node.js closes after 5 s by
+// default): when a backend closes an idle connection just as the proxy
+// reuses it, the transport retries only replayable requests, so a POST
+// would fail with a 502.
 func NewTransport() *http.Transport {
 	return &http.Transport{
 		Proxy:               nil,
 		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		MaxIdleConns:        4096,
 		MaxIdleConnsPerHost: 512,
-		IdleConnTimeout:     90 * time.Second,
+		IdleConnTimeout:     IdleTimeout,
 		DisableCompression:  true,
 		ForceAttemptHTTP2:   false,
 	}
@@ -88,6 +94,9 @@ func cleanPath(p string) string {
 	}
 	return path.Clean(p)
 }
+
+// IdleTimeout is how long an idle connection to a target is kept.
+const IdleTimeout = 4 * time.Second
 
 type attemptKey struct{}
 
