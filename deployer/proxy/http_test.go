@@ -486,3 +486,57 @@ func TestHTTPKillWithoutDrainFails(t *testing.T) {
 		t.Fatal("killing a target in the pools failed no request; the drain test proves nothing")
 	}
 }
+
+// A slow request in flight holds the drain; it completes with 200 and
+// then Drain returns.
+func TestHTTPDrainWaitsForSlowRequest(t *testing.T) {
+	release := make(chan struct{})
+	slow := startBackend(t, "slow", func(w http.ResponseWriter, r *http.Request) {
+		<-release
+		_, _ = io.WriteString(w, "done")
+	})
+	tb := NewTable(nil)
+	px := startProxy(t, tb)
+	tb.Apply(Desired{Routes: []Route{webRoute}, Targets: []DesiredTarget{slow.target(true)}})
+	answer := make(chan string, 1)
+	go func() {
+		resp, err := px.Client().Get(px.URL + "/")
+		if err != nil {
+			answer <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		answer <- fmt.Sprintf("%d %s", resp.StatusCode, b)
+	}()
+	key := slow.target(true).TargetKey
+	for deadline := time.Now().Add(5 * time.Second); tb.InFlight(key) != 1; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the request never reached the target")
+		}
+	}
+	tb.Apply(Desired{Routes: []Route{webRoute}})
+	// New requests get the 503 at once: nothing healthy is left.
+	if code, _ := get(t, px.Client(), "GET", px.URL+"/", nil); code != http.StatusServiceUnavailable {
+		t.Errorf("a new request while the only target drains: %d, want 503", code)
+	}
+	drained := make(chan error, 1)
+	go func() { drained <- tb.Drain(context.Background(), key) }()
+	select {
+	case err := <-drained:
+		t.Fatalf("Drain returned (%v) with a slow request in flight", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(release)
+	if got := <-answer; got != "200 done" {
+		t.Fatalf("the slow request answered %q", got)
+	}
+	select {
+	case err := <-drained:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Drain did not return after the slow request")
+	}
+}
