@@ -261,44 +261,56 @@ func TestHTTPRetryOnReset(t *testing.T) {
 	}
 }
 
-// Server-sent events reach the client as they are written, not when the
-// handler finishes.
+// Streams reach the client as they are written, not when the handler
+// finishes: server-sent events, and a body of known length written slowly
+// (ReverseProxy flushes event streams and bodies without a length by
+// itself; only FlushInterval -1 flushes the last kind at once).
 func TestHTTPStreamsFlushAtOnce(t *testing.T) {
-	release := make(chan struct{})
-	be := startBackend(t, "sse", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/event-stream")
-		_, _ = io.WriteString(w, "data: first\n\n")
-		w.(http.Flusher).Flush()
-		<-release
-		_, _ = io.WriteString(w, "data: second\n\n")
-	})
-	tb := NewTable(nil)
-	px := startProxy(t, tb)
-	tb.Apply(Desired{Routes: []Route{webRoute}, Targets: []DesiredTarget{be.target(true)}})
-	resp, err := px.Client().Get(px.URL + "/events")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	r := bufio.NewReader(resp.Body)
-	got := make(chan string, 1)
-	go func() { line, _ := r.ReadString('\n'); got <- line }()
-	select {
-	case line := <-got:
-		if line != "data: first\n" {
-			t.Fatalf("first line %q", line)
-		}
-	case <-time.After(5 * time.Second):
-		close(release)
-		t.Fatal("the first event did not arrive before the handler finished")
-	}
-	if n := tb.InFlight(be.target(true).TargetKey); n != 1 {
-		t.Errorf("an open stream counts %d in flight, want 1", n)
-	}
-	close(release)
-	rest, _ := io.ReadAll(r)
-	if !strings.Contains(string(rest), "data: second") {
-		t.Errorf("rest of stream %q", rest)
+	for _, contentType := range []string{"text/event-stream", "application/x-ndjson"} {
+		t.Run(contentType, func(t *testing.T) {
+			release := make(chan struct{})
+			be := startBackend(t, "stream", func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", contentType)
+				if contentType != "text/event-stream" {
+					w.Header().Set("Content-Length", "27")
+				}
+				_, _ = io.WriteString(w, "data: first\n\n")
+				w.(http.Flusher).Flush()
+				<-release
+				_, _ = io.WriteString(w, "data: second\n\n")
+			})
+			tb := NewTable(nil)
+			px := startProxy(t, tb)
+			tb.Apply(Desired{Routes: []Route{webRoute}, Targets: []DesiredTarget{be.target(true)}})
+			// If the proxy holds the first event, not even the headers
+			// arrive: the handler is released after 2 s so that the test
+			// fails instead of hanging.
+			var timedOut atomic.Bool
+			releaseOnce := sync.OnceFunc(func() { close(release) })
+			timer := time.AfterFunc(2*time.Second, func() { timedOut.Store(true); releaseOnce() })
+			defer timer.Stop()
+			resp, err := px.Client().Get(px.URL + "/events")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			r := bufio.NewReader(resp.Body)
+			line, err := r.ReadString('\n')
+			if err != nil || line != "data: first\n" {
+				t.Fatalf("first line %q, %v", line, err)
+			}
+			if timedOut.Load() {
+				t.Fatal("the first event arrived only after the handler finished")
+			}
+			if n := tb.InFlight(be.target(true).TargetKey); n != 1 {
+				t.Errorf("an open stream counts %d in flight, want 1", n)
+			}
+			releaseOnce()
+			rest, _ := io.ReadAll(r)
+			if !strings.Contains(string(rest), "data: second") {
+				t.Errorf("rest of stream %q", rest)
+			}
+		})
 	}
 }
 
