@@ -1,22 +1,17 @@
 package controller
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"strconv"
-	"strings"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/deployctl/deployctl/controller/policy"
-	"github.com/deployctl/deployctl/controller/scangate"
-	"github.com/deployctl/deployctl/controller/signature"
 	"github.com/deployctl/deployctl/internal/pki"
+	"github.com/deployctl/deployctl/internal/wire"
 	"github.com/deployctl/deployctl/raftstore/state"
 	"github.com/deployctl/deployctl/specs"
 )
@@ -67,13 +62,7 @@ type ClusterStatus struct {
 }
 
 // APIError is the JSON body of every error answer.
-type APIError struct {
-	Error      string             `json:"error"`
-	Code       string             `json:"code"`
-	Problems   []specs.Problem    `json:"problems,omitempty"`
-	Violations []policy.Violation `json:"violations,omitempty"`
-	Leader     string             `json:"leader,omitempty"`
-}
+type APIError = wire.APIError
 
 // Membership is what the cluster endpoints need of the raft node.
 type Membership interface {
@@ -199,101 +188,14 @@ func writeError(w http.ResponseWriter, code int, kind, msg string) {
 	writeJSON(w, code, APIError{Error: msg, Code: kind})
 }
 
-// writeErr maps controller sentinels to status codes.
+// writeErr answers err with the code, status and details the wire table
+// gives it (internal/wire): the same table the client reads answers with.
 func (a *API) writeErr(w http.ResponseWriter, err error) {
-	var ve *specs.ValidationError
-	var denied *policy.DeniedError
-	var pve *policy.ValidationError
-	switch {
-	case errors.As(err, &denied):
-		writeJSON(w, http.StatusForbidden, APIError{Error: err.Error(), Code: "denied", Violations: denied.Violations})
-	case errors.As(err, &pve):
-		writeJSON(w, http.StatusBadRequest, APIError{Error: err.Error(), Code: "invalid_policy", Problems: pve.Problems})
-	case errors.Is(err, ErrInvalidPolicy):
-		writeError(w, http.StatusBadRequest, "invalid_policy", err.Error())
-	case errors.Is(err, signature.ErrUnsigned), errors.Is(err, signature.ErrBadSignature), errors.Is(err, signature.ErrDigestMismatch),
-		errors.Is(err, signature.ErrUntrustedKey), errors.Is(err, signature.ErrBadKey):
-		writeError(w, http.StatusUnprocessableEntity, "signature", err.Error())
-	case errors.Is(err, scangate.ErrNoScan), errors.Is(err, scangate.ErrStale), errors.Is(err, scangate.ErrWrongDigest),
-		errors.Is(err, scangate.ErrFindings), errors.Is(err, scangate.ErrBadReport), errors.Is(err, scangate.ErrBadPolicy):
-		writeError(w, http.StatusUnprocessableEntity, "scan", err.Error())
-	case errors.Is(err, ErrBadProfile):
-		writeError(w, http.StatusBadRequest, "invalid_spec", err.Error())
-	case errors.Is(err, signature.ErrRegistry):
-		writeError(w, http.StatusBadGateway, "registry", err.Error())
-	case errors.As(err, &ve):
-		writeJSON(w, http.StatusBadRequest, APIError{Error: err.Error(), Code: "invalid_spec", Problems: ve.Problems})
-	case errors.Is(err, ErrInvalidSpec):
-		writeError(w, http.StatusBadRequest, "invalid_spec", err.Error())
-	case errors.Is(err, ErrImageUnresolvable):
-		writeError(w, http.StatusUnprocessableEntity, "image_unresolvable", err.Error())
-	case errors.Is(err, ErrNoRollbackTarget):
-		writeError(w, http.StatusUnprocessableEntity, "no_rollback_target", err.Error())
-	case errors.Is(err, ErrNotFound):
-		writeError(w, http.StatusNotFound, "not_found", err.Error())
-	case errors.Is(err, ErrConflict):
-		writeError(w, http.StatusConflict, "conflict", err.Error())
-	case errors.Is(err, ErrNotLeader):
-		_, addr := a.c.cfg.Raft.Leader()
-		writeJSON(w, http.StatusServiceUnavailable, APIError{Error: err.Error(), Code: "not_leader", Leader: addr})
-	case errors.Is(err, ErrNoLeader):
-		writeError(w, http.StatusServiceUnavailable, "no_leader", err.Error())
-	case errors.Is(err, ErrNotReady):
-		writeError(w, http.StatusServiceUnavailable, "not_ready", err.Error())
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
-		writeError(w, http.StatusGatewayTimeout, "timeout", err.Error())
-	default:
-		writeError(w, http.StatusInternalServerError, "internal", err.Error())
+	status, body := wire.Body(err)
+	if body.Code == wire.CodeNotLeader {
+		_, body.Leader = a.c.cfg.Raft.Leader()
 	}
-}
-
-// readBody reads a bounded body; an oversized one is a 413.
-func readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			writeError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("request body over %d bytes", maxBody))
-		} else {
-			writeError(w, http.StatusBadRequest, "bad_request", "reading body: "+err.Error())
-		}
-		return nil, false
-	}
-	return body, true
-}
-
-func decodeJSON(w http.ResponseWriter, r *http.Request, into any) bool {
-	body, ok := readBody(w, r)
-	if !ok {
-		return false
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(into); err != nil {
-		writeError(w, http.StatusBadRequest, "bad_request", "malformed JSON body: "+err.Error())
-		return false
-	}
-	return true
-}
-
-// blockingParams reads ?index=N&wait=D of a blocking query.
-func blockingParams(w http.ResponseWriter, r *http.Request) (uint64, time.Duration, bool) {
-	var index uint64
-	var wait time.Duration
-	var err error
-	if s := r.URL.Query().Get("index"); s != "" {
-		if index, err = strconv.ParseUint(s, 10, 64); err != nil {
-			writeError(w, http.StatusBadRequest, "bad_request", "index: want a non-negative integer")
-			return 0, 0, false
-		}
-	}
-	if s := r.URL.Query().Get("wait"); s != "" {
-		if wait, err = time.ParseDuration(s); err != nil || wait < 0 {
-			writeError(w, http.StatusBadRequest, "bad_request", "wait: want a duration such as 30s")
-			return 0, 0, false
-		}
-	}
-	return index, min(wait, maxWait), true
+	writeJSON(w, status, body)
 }
 
 // waitFor blocks until the state index passes index (by the watch function)
@@ -375,20 +277,30 @@ type ApplyBody struct {
 }
 
 func (a *API) applyService(w http.ResponseWriter, r *http.Request) {
+	mt, ok := requestMediaType(w, r)
+	if !ok {
+		return
+	}
+	key, ok := idempotencyKey(w, r)
+	if !ok {
+		return
+	}
 	body, ok := readBody(w, r)
 	if !ok {
 		return
 	}
 	var req ApplyBody
-	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {
-		dec := json.NewDecoder(bytes.NewReader(body))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&req); err != nil {
-			writeError(w, http.StatusBadRequest, "bad_request", "malformed JSON body: "+err.Error())
+	switch {
+	case mt == mediaJSON:
+		if err := unmarshalStrict(body, &req); err != nil {
+			writeError(w, http.StatusBadRequest, wire.CodeBadRequest, err.Error())
 			return
 		}
-	} else {
+	case mt == "" || slices.Contains(yamlMediaTypes, mt):
 		req.SpecYAML = string(body)
+	default:
+		unsupportedMedia(w, r.Header.Get("Content-Type"), append([]string{mediaJSON + " (an ApplyBody)"}, yamlMediaTypes...)...)
+		return
 	}
 	spec, err := specs.Parse([]byte(req.SpecYAML))
 	if err != nil {
@@ -396,7 +308,7 @@ func (a *API) applyService(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	spec.Security.SeccompProfile = req.SeccompProfile
-	out, err := a.c.ApplyWith(r.Context(), ApplyRequest{Spec: spec, IdempotencyKey: r.Header.Get("Idempotency-Key"), ScanReport: req.ScanReport})
+	out, err := a.c.ApplyWith(r.Context(), ApplyRequest{Spec: spec, IdempotencyKey: key, ScanReport: req.ScanReport})
 	if err != nil {
 		a.writeErr(w, err)
 		return
@@ -405,7 +317,10 @@ func (a *API) applyService(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) getService(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
+	name, ok := pathService(w, r)
+	if !ok {
+		return
+	}
 	index, wait, ok := blockingParams(w, r)
 	if !ok {
 		return
@@ -420,7 +335,10 @@ func (a *API) getService(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) getHistory(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
+	name, ok := pathService(w, r)
+	if !ok {
+		return
+	}
 	view := a.c.cfg.Store.View()
 	svc, found := view.Service(name)
 	if !found {
@@ -436,17 +354,23 @@ type RollbackBody struct {
 }
 
 func (a *API) rollbackService(w http.ResponseWriter, r *http.Request) {
-	var body RollbackBody
-	if r.ContentLength != 0 {
-		if !decodeJSON(w, r, &body) {
-			return
-		}
-	}
-	if body.To < 0 {
-		writeError(w, http.StatusBadRequest, "bad_request", "to: a revision number is positive")
+	name, ok := pathService(w, r)
+	if !ok {
 		return
 	}
-	out, err := a.c.Rollback(r.Context(), RollbackRequest{Service: r.PathValue("name"), To: body.To, IdempotencyKey: r.Header.Get("Idempotency-Key")})
+	key, ok := idempotencyKey(w, r)
+	if !ok {
+		return
+	}
+	var body RollbackBody
+	if !readJSON(w, r, &body, true) {
+		return
+	}
+	if body.To < 0 {
+		writeError(w, http.StatusBadRequest, wire.CodeBadRequest, fmt.Sprintf("to: %d is not a revision number; send a positive number, or 0 (or none) for the last good revision", body.To))
+		return
+	}
+	out, err := a.c.Rollback(r.Context(), RollbackRequest{Service: name, To: body.To, IdempotencyKey: key})
 	if err != nil {
 		a.writeErr(w, err)
 		return
@@ -455,11 +379,15 @@ func (a *API) rollbackService(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) removeService(w http.ResponseWriter, r *http.Request) {
-	if err := a.c.Remove(r.Context(), r.PathValue("name")); err != nil {
+	name, ok := pathService(w, r)
+	if !ok {
+		return
+	}
+	if err := a.c.Remove(r.Context(), name); err != nil {
 		a.writeErr(w, err)
 		return
 	}
-	writeJSON(w, http.StatusAccepted, map[string]string{"service": r.PathValue("name"), "state": state.ServiceRemoving})
+	writeJSON(w, http.StatusAccepted, map[string]string{"service": name, "state": state.ServiceRemoving})
 }
 
 func (a *API) assignments(w http.ResponseWriter, r *http.Request) {
@@ -469,8 +397,7 @@ func (a *API) assignments(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	host := r.URL.Query().Get("host")
-	if host == "" {
-		writeError(w, http.StatusBadRequest, "bad_request", "host: required")
+	if !hostParam(w, "host", host) {
 		return
 	}
 	if !speaksFor(w, r, host) {
@@ -488,7 +415,7 @@ func (a *API) assignments(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) report(w http.ResponseWriter, r *http.Request) {
 	var rep state.HostReport
-	if !decodeJSON(w, r, &rep) {
+	if !decodeJSON(w, r, &rep) || !hostParam(w, "host", rep.Host) {
 		return
 	}
 	if rep.Host == "" {

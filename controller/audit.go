@@ -63,8 +63,7 @@ func (a *API) postAudit(w http.ResponseWriter, r *http.Request) {
 	if !decodeJSON(w, r, &rep) {
 		return
 	}
-	if rep.Host == "" {
-		writeError(w, http.StatusBadRequest, "bad_request", "host: required")
+	if !hostParam(w, "host", rep.Host) {
 		return
 	}
 	// A host's audit is that host's word: only its own certificate may

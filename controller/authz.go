@@ -2,13 +2,13 @@ package controller
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"slices"
 	"strings"
 
 	"github.com/deployctl/deployctl/internal/pki"
+	"github.com/deployctl/deployctl/internal/wire"
 )
 
 // callerHeader carries the identity of the original caller of a request a
@@ -21,7 +21,7 @@ const callerHeader = "X-Deployctl-Caller"
 // ErrForbidden: the caller's certificate does not allow the request (wrong
 // role, another host, no role at all). Answered as 403 "forbidden" or
 // "no_role"; the client maps both back onto it.
-var ErrForbidden = errors.New("forbidden")
+var ErrForbidden = wire.ErrForbidden
 
 // Caller is who a request speaks for: the role and name of the verified
 // client certificate, or of the caller a server forwarded for. Dev is set
@@ -61,47 +61,33 @@ func (a *API) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		caller, err := a.callerOf(r)
 		if err != nil {
-			var denied *forbiddenError
-			if errors.As(err, &denied) {
-				writeError(w, http.StatusForbidden, denied.code, err.Error())
-			} else {
-				writeError(w, http.StatusUnauthorized, "unauthenticated", err.Error())
-			}
+			a.writeErr(w, err)
 			return
 		}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, caller)))
 	})
 }
 
-// forbiddenError is a 403 with its API code.
-type forbiddenError struct {
-	code string
-	msg  string
-}
-
-func (e *forbiddenError) Error() string { return e.msg }
-
 func (a *API) callerOf(r *http.Request) (Caller, error) {
 	if r.TLS == nil {
 		if a.cfg.Scheme == "https" {
-			return Caller{}, errors.New("this API speaks mutual TLS only")
+			return Caller{}, fmt.Errorf("%w: this API speaks mutual TLS only", wire.ErrUnauthenticated)
 		}
 		r.Header.Del(callerHeader)
 		r.Header.Del(forwardedHeader)
 		return Caller{Dev: true}, nil
 	}
 	if len(r.TLS.PeerCertificates) == 0 {
-		return Caller{}, fmt.Errorf("no client certificate: present one issued by the cluster CA (deployctl tls init)")
+		return Caller{}, fmt.Errorf("%w: no client certificate: present one issued by the cluster CA (deployctl tls init)", wire.ErrUnauthenticated)
 	}
 	id, err := pki.IdentityOf(r.TLS.PeerCertificates[0])
 	if err != nil {
-		return Caller{}, &forbiddenError{code: "no_role", msg: err.Error()}
+		return Caller{}, fmt.Errorf("%w: %w", wire.ErrNoRole, err)
 	}
 	claimed := r.Header.Get(callerHeader)
 	if id.Role != pki.RoleServer {
 		if claimed != "" || len(r.Header.Values(callerHeader)) > 0 {
-			return Caller{}, &forbiddenError{code: "forbidden",
-				msg: fmt.Sprintf("%s is accepted from server certificates only; this request came with the certificate of %s", callerHeader, id)}
+			return Caller{}, fmt.Errorf("%w: %s is accepted from server certificates only; this request came with the certificate of %s", wire.ErrForbidden, callerHeader, id)
 		}
 		r.Header.Del(forwardedHeader)
 		return Caller{Identity: id}, nil
@@ -110,11 +96,11 @@ func (a *API) callerOf(r *http.Request) (Caller, error) {
 		return Caller{Identity: id}, nil
 	}
 	if len(r.Header.Values(callerHeader)) != 1 {
-		return Caller{}, &forbiddenError{code: "forbidden", msg: callerHeader + " given more than once"}
+		return Caller{}, fmt.Errorf("%w: %s given more than once", wire.ErrForbidden, callerHeader)
 	}
 	fwd, err := pki.ParseIdentity(claimed)
 	if err != nil {
-		return Caller{}, &forbiddenError{code: "forbidden", msg: fmt.Sprintf("%s %q: %v", callerHeader, claimed, err)}
+		return Caller{}, fmt.Errorf("%w: %s %q: %w", wire.ErrForbidden, callerHeader, claimed, err)
 	}
 	return Caller{Identity: fwd}, nil
 }
@@ -126,7 +112,7 @@ func (a *API) allow(h http.HandlerFunc, roles ...pki.Role) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		caller, ok := CallerOf(r.Context())
 		if !ok {
-			writeError(w, http.StatusUnauthorized, "unauthenticated", "no caller")
+			writeError(w, http.StatusUnauthorized, wire.CodeUnauthenticated, "no caller")
 			return
 		}
 		if caller.Dev || slices.Contains(roles, caller.Role) {
@@ -137,7 +123,7 @@ func (a *API) allow(h http.HandlerFunc, roles ...pki.Role) http.HandlerFunc {
 		for i, role := range roles {
 			names[i] = string(role)
 		}
-		writeError(w, http.StatusForbidden, "forbidden", fmt.Sprintf("%s %s needs the %s role; this request came with the certificate of %s",
+		writeError(w, http.StatusForbidden, wire.CodeForbidden, fmt.Sprintf("%s %s needs the %s role; this request came with the certificate of %s",
 			r.Method, r.URL.Path, strings.Join(names, " or "), caller))
 	}
 }
@@ -151,18 +137,18 @@ func speaksFor(w http.ResponseWriter, r *http.Request, host string) bool {
 	caller, ok := CallerOf(r.Context())
 	switch {
 	case !ok:
-		writeError(w, http.StatusUnauthorized, "unauthenticated", "no caller")
+		writeError(w, http.StatusUnauthorized, wire.CodeUnauthenticated, "no caller")
 		return false
 	case caller.Dev:
 		return true
 	case (caller.Role == pki.RoleAgent || caller.Role == pki.RoleServer) && caller.Name == host:
 		return true
 	case caller.Role == pki.RoleOperator:
-		writeError(w, http.StatusForbidden, "forbidden", fmt.Sprintf(
+		writeError(w, http.StatusForbidden, wire.CodeForbidden, fmt.Sprintf(
 			"%s %s speaks for host %q and needs that host's agent certificate; an operator certificate cannot report for a host", r.Method, r.URL.Path, host))
 		return false
 	}
-	writeError(w, http.StatusForbidden, "forbidden", fmt.Sprintf(
+	writeError(w, http.StatusForbidden, wire.CodeForbidden, fmt.Sprintf(
 		"%s %s for host %q needs the agent certificate of %q; this request came with the certificate of %s, which speaks for host %q only",
 		r.Method, r.URL.Path, host, host, caller, caller.Name))
 	return false

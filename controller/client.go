@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/deployctl/deployctl/controller/policy"
+	"github.com/deployctl/deployctl/internal/wire"
 	"github.com/deployctl/deployctl/raftstore/state"
 )
 
@@ -64,57 +65,10 @@ func newClient(addrs []string, hc *http.Client, scheme string) *Client {
 	return &Client{addrs: norm, http: hc}
 }
 
-// RemoteError is an error answer from the API.
-type RemoteError struct {
-	Status int
-	APIError
-}
-
-func (e *RemoteError) Error() string {
-	if len(e.Problems) > 0 {
-		var b strings.Builder
-		b.WriteString("invalid spec:")
-		if e.Code == "invalid_policy" {
-			b.Reset()
-			b.WriteString("invalid policy:")
-		}
-		for _, p := range e.Problems {
-			b.WriteString("\n  " + p.String())
-		}
-		return b.String()
-	}
-	return e.APIError.Error
-}
-
-// Unwrap maps the answer's code back onto the controller's sentinels, so
-// callers test errors.Is(err, controller.ErrNotFound) on either side.
-func (e *RemoteError) Unwrap() error {
-	switch e.Code {
-	case "invalid_spec":
-		return ErrInvalidSpec
-	case "image_unresolvable":
-		return ErrImageUnresolvable
-	case "no_rollback_target":
-		return ErrNoRollbackTarget
-	case "not_found":
-		return ErrNotFound
-	case "conflict":
-		return ErrConflict
-	case "not_leader":
-		return ErrNotLeader
-	case "no_leader":
-		return ErrNoLeader
-	case "not_ready":
-		return ErrNotReady
-	case "denied":
-		return policy.ErrDenied
-	case "invalid_policy":
-		return ErrInvalidPolicy
-	case "forbidden", "no_role", "unauthenticated":
-		return ErrForbidden
-	}
-	return nil
-}
+// RemoteError is an error answer from the API; it unwraps to the sentinel
+// of its code (the wire table), so errors.Is(err, controller.ErrNotFound)
+// holds on either side.
+type RemoteError = wire.RemoteError
 
 // Retryable reports whether another server, or the same one a moment
 // later, may succeed: no server answered, no leader, or the leader is

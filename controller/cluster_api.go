@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"sort"
 	"sync"
 	"time"
 
 	"github.com/deployctl/deployctl/internal/pki"
+	"github.com/deployctl/deployctl/internal/wire"
 	"github.com/deployctl/deployctl/raftstore"
 	"github.com/deployctl/deployctl/raftstore/state"
 )
@@ -70,7 +72,7 @@ func (a *API) forward(w http.ResponseWriter, r *http.Request) {
 	}
 	req, err := http.NewRequestWithContext(r.Context(), r.Method, a.cfg.Scheme+"://"+info.APIAddr+r.URL.RequestURI(), bytes.NewReader(body))
 	if err != nil {
-		a.writeErr(w, err)
+		a.writeErr(w, fmt.Errorf("%w: the API address %q of leader %s is unusable: %v", ErrNoLeader, info.APIAddr, leaderID, err))
 		return
 	}
 	for _, k := range []string{"Content-Type", "Idempotency-Key"} {
@@ -141,17 +143,17 @@ func (a *API) join(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.ID == "" || req.RaftAddr == "" || req.APIAddr == "" {
-		writeError(w, http.StatusBadRequest, "bad_request", "id, raft_addr and api_addr are required")
+		writeError(w, http.StatusBadRequest, wire.CodeBadRequest, "id, raft_addr and api_addr are required")
 		return
 	}
 	// Only the node itself joins: its server certificate names it.
 	if caller, _ := CallerOf(r.Context()); !caller.Dev && (caller.Role != pki.RoleServer || caller.Name != req.ID) {
-		writeError(w, http.StatusForbidden, "forbidden", fmt.Sprintf(
+		writeError(w, http.StatusForbidden, wire.CodeForbidden, fmt.Sprintf(
 			"joining as node %q needs the server certificate of %q; this request came with the certificate of %s", req.ID, req.ID, caller))
 		return
 	}
 	if a.cfg.Membership == nil {
-		writeError(w, http.StatusNotImplemented, "not_clustered", "this server does not manage membership")
+		a.writeErr(w, ErrNotClustered)
 		return
 	}
 	if err := a.c.Join(r.Context(), a.cfg.Membership, req); err != nil {
@@ -213,22 +215,32 @@ func (a *API) removeServer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.ID == "" {
-		writeError(w, http.StatusBadRequest, "bad_request", "id is required")
+		writeError(w, http.StatusBadRequest, wire.CodeBadRequest, "id is required")
 		return
 	}
 	// An operator removes any server; a server only itself.
 	if caller, _ := CallerOf(r.Context()); caller.Role == pki.RoleServer && caller.Name != req.ID {
-		writeError(w, http.StatusForbidden, "forbidden", fmt.Sprintf(
+		writeError(w, http.StatusForbidden, wire.CodeForbidden, fmt.Sprintf(
 			"removing node %q needs the operator role or the server certificate of %q; this request came with the certificate of %s", req.ID, req.ID, caller))
 		return
 	}
 	if a.cfg.Membership == nil {
-		writeError(w, http.StatusNotImplemented, "not_clustered", "this server does not manage membership")
+		a.writeErr(w, ErrNotClustered)
 		return
 	}
 	if req.ID == a.c.cfg.Raft.ID() {
 		// The leader cannot remove itself safely: hand leadership over and
-		// let the client retry on the new leader.
+		// let the client retry on the new leader. With no other voter
+		// there is no one to hand over to.
+		servers, err := a.cfg.Membership.Servers(r.Context())
+		if err != nil {
+			a.writeErr(w, translate(err))
+			return
+		}
+		if !slices.ContainsFunc(servers, func(s RaftServer) bool { return s.Voter && s.ID != req.ID }) {
+			a.writeErr(w, fmt.Errorf("%w: %s is the cluster's only voter; it cannot be removed (add another server first)", ErrConflict, req.ID))
+			return
+		}
 		if err := a.cfg.Membership.TransferLeadership(r.Context()); err != nil {
 			a.writeErr(w, translate(err))
 			return

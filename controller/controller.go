@@ -18,20 +18,24 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/deployctl/deployctl/internal/wire"
 	"github.com/deployctl/deployctl/raftstore"
 	"github.com/deployctl/deployctl/raftstore/state"
 	"github.com/deployctl/deployctl/specs"
 )
 
-// Sentinel errors of the controller; the API maps each to a status code.
+// Sentinel errors of the controller. They are the API's (internal/wire):
+// the wire table maps each to its code and status on the server and back
+// on the client.
 var (
-	ErrInvalidSpec      = errors.New("invalid spec")
-	ErrNotFound         = errors.New("not found")
-	ErrConflict         = errors.New("conflict")
-	ErrNotLeader        = errors.New("this server is not the leader")
-	ErrNoLeader         = errors.New("no leader: the cluster has no quorum right now")
-	ErrNotReady         = errors.New("the controller is catching up with the raft log; retry shortly")
-	ErrNoRollbackTarget = errors.New("no revision to roll back to")
+	ErrInvalidSpec      = wire.ErrInvalidSpec
+	ErrNotFound         = wire.ErrNotFound
+	ErrConflict         = wire.ErrConflict
+	ErrNotLeader        = wire.ErrNotLeader
+	ErrNoLeader         = wire.ErrNoLeader
+	ErrNotReady         = wire.ErrNotReady
+	ErrNoRollbackTarget = wire.ErrNoRollbackTarget
+	ErrNotClustered     = wire.ErrNotClustered
 )
 
 // Raft is what the controller needs of the raft node (raftstore.Node).

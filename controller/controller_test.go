@@ -34,13 +34,13 @@ type testNode struct {
 	api   *httptest.Server
 }
 
-func mustStartNode(t *testing.T) *testNode {
+func mustStartNode(t testing.TB) *testNode {
 	t.Helper()
 	return mustStartNodeWith(t, nil)
 }
 
 // mustStartNodeWith is mustStartNode with a hook to adjust the Config.
-func mustStartNodeWith(t *testing.T, adjust func(*Config)) *testNode {
+func mustStartNodeWith(t testing.TB, adjust func(*Config)) *testNode {
 	t.Helper()
 	store := state.NewStore()
 	node, err := raftstore.Open(raftstore.Config{

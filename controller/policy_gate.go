@@ -10,13 +10,14 @@ import (
 	"github.com/deployctl/deployctl/controller/scangate"
 	"github.com/deployctl/deployctl/controller/signature"
 	"github.com/deployctl/deployctl/deployer/seccomp"
+	"github.com/deployctl/deployctl/internal/wire"
 	"github.com/deployctl/deployctl/raftstore"
 	"github.com/deployctl/deployctl/raftstore/state"
 	"github.com/deployctl/deployctl/specs"
 )
 
 // ErrInvalidPolicy is a policy that cannot be stored.
-var ErrInvalidPolicy = errors.New("invalid policy")
+var ErrInvalidPolicy = wire.ErrInvalidPolicy
 
 // Policy returns the cluster policy: the stored one, or the default (deny
 // every exception) when none was set.
@@ -106,7 +107,7 @@ func prefixed(prefix string, warnings []string) []string {
 }
 
 // ErrBadProfile is a seccomp profile that cannot be used.
-var ErrBadProfile = errors.New("invalid seccomp profile")
+var ErrBadProfile = wire.ErrBadProfile
 
 // checkProfile validates a seccomp profile file the CLI sent with a spec
 // that names one; a spec that names none must not carry one.

@@ -72,7 +72,15 @@ func (a *API) getOutdated(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) refreshService(w http.ResponseWriter, r *http.Request) {
-	out, err := a.c.Refresh(r.Context(), r.PathValue("name"), r.Header.Get("Idempotency-Key"))
+	name, ok := pathService(w, r)
+	if !ok {
+		return
+	}
+	key, ok := idempotencyKey(w, r)
+	if !ok {
+		return
+	}
+	out, err := a.c.Refresh(r.Context(), name, key)
 	if err != nil {
 		a.writeErr(w, err)
 		return

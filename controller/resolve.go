@@ -2,19 +2,20 @@ package controller
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/deployctl/deployctl/internal/wire"
 )
 
 // ErrImageUnresolvable means the image reference could not be turned into a
 // digest: the registry is down, the repository or tag does not exist, or
 // the registry refused us.
-var ErrImageUnresolvable = errors.New("image cannot be resolved")
+var ErrImageUnresolvable = wire.ErrImageUnresolvable
 
 // PinnedImage is an image reference resolved at apply time.
 type PinnedImage struct {

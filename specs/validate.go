@@ -497,3 +497,10 @@ func isUserOrGroup(s string) bool {
 	}
 	return true
 }
+
+// IsServiceName reports whether s is a valid service name (what the
+// service field requires): the API checks names in paths with it.
+func IsServiceName(s string) bool { return isServiceName(s) }
+
+// ServiceNameRule is how a valid service name is spelled.
+const ServiceNameRule = "use 1 to 63 lowercase letters, digits and hyphens, starting with a letter and not ending with a hyphen (like web-api)"
