@@ -552,3 +552,32 @@ func TestHTTPDrainWaitsForSlowRequest(t *testing.T) {
 		t.Fatal("Drain did not return after the slow request")
 	}
 }
+
+// Two ingress entries of one service on different container ports are two
+// pools: each listen port reaches its own container port.
+func TestHTTPRoutesByContainerPort(t *testing.T) {
+	api, admin := startBackend(t, "api", nil), startBackend(t, "admin", nil)
+	tb := NewTable(nil)
+	srv80 := httptest.NewServer(tb.HTTPHandler(80))
+	defer srv80.Close()
+	srv81 := httptest.NewServer(tb.HTTPHandler(81))
+	defer srv81.Close()
+	tb.Apply(Desired{
+		Routes: []Route{
+			{Listen: 80, Protocol: HTTP, Path: "/", Service: "web", Port: 8080},
+			{Listen: 81, Protocol: HTTP, Path: "/", Service: "web", Port: 9090},
+		},
+		Targets: []DesiredTarget{
+			{TargetKey: TargetKey{Service: "web", Port: 8080, ID: "r1", Addr: api.addr}, Healthy: true},
+			{TargetKey: TargetKey{Service: "web", Port: 9090, ID: "r1", Addr: admin.addr}, Healthy: true},
+		},
+	})
+	for range 10 {
+		if _, body := get(t, srv80.Client(), "GET", srv80.URL+"/", nil); body != "api" {
+			t.Fatalf("port 80 answered %q, want api", body)
+		}
+		if _, body := get(t, srv81.Client(), "GET", srv81.URL+"/", nil); body != "admin" {
+			t.Fatalf("port 81 answered %q, want admin", body)
+		}
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 )
@@ -59,7 +60,8 @@ func (s State) String() string {
 	return fmt.Sprintf("State(%d)", int32(s))
 }
 
-// Route sends what arrives on a listen port to a service. An http route is
+// Route sends what arrives on a listen port to a service's container Port
+// (the pool of targets with that Service and Port). An http route is
 // chosen by Host ("" any, "a.example.com" exactly, "*.example.com" one more
 // label) and Path, a prefix matched on whole segments ("/" matches all);
 // a tcp route owns its listen port and has no Host or Path.
@@ -69,17 +71,29 @@ type Route struct {
 	Host     string `json:"host,omitempty"`
 	Path     string `json:"path,omitempty"`
 	Service  string `json:"service"`
+	Port     int    `json:"port"`
 }
 
-// TargetKey names one target: a replica of a service at an address. A
-// replica that comes back at another address is another target.
+// TargetKey names one target: a container Port of a replica of a service,
+// reached at Addr (the replica's own address and that port on this host;
+// later, another host's proxy). A replica that comes back at another
+// address is another target; a replica serving two ingress ports is two.
 type TargetKey struct {
 	Service string `json:"service"`
+	Port    int    `json:"port"`
 	ID      string `json:"id"`
 	Addr    string `json:"addr"` // host:port
 }
 
-func (k TargetKey) String() string { return k.Service + "/" + k.ID + "@" + k.Addr }
+func (k TargetKey) String() string {
+	return k.Service + ":" + strconv.Itoa(k.Port) + "/" + k.ID + "@" + k.Addr
+}
+
+// poolKey names a pool: the targets of one container port of a service.
+type poolKey struct {
+	service string
+	port    int
+}
 
 // DesiredTarget is a target the agent wants in the pools, and whether its
 // health checks pass now.
@@ -220,12 +234,12 @@ func sortedRoutes(routes []Route) []Route {
 }
 
 func compareRoutes(a, b Route) int {
-	return cmp.Or(cmp.Compare(a.Listen, b.Listen), cmp.Compare(a.Service, b.Service), cmp.Compare(a.Protocol, b.Protocol),
-		cmp.Compare(a.Host, b.Host), cmp.Compare(a.Path, b.Path))
+	return cmp.Or(cmp.Compare(a.Listen, b.Listen), cmp.Compare(a.Service, b.Service), cmp.Compare(a.Port, b.Port),
+		cmp.Compare(a.Protocol, b.Protocol), cmp.Compare(a.Host, b.Host), cmp.Compare(a.Path, b.Path))
 }
 
 func compareKeys(a, b TargetKey) int {
-	return cmp.Or(cmp.Compare(a.Service, b.Service), cmp.Compare(a.ID, b.ID), cmp.Compare(a.Addr, b.Addr))
+	return cmp.Or(cmp.Compare(a.Service, b.Service), cmp.Compare(a.Port, b.Port), cmp.Compare(a.ID, b.ID), cmp.Compare(a.Addr, b.Addr))
 }
 
 func sortedPorts(m map[int]string) []Port {
@@ -243,7 +257,7 @@ func sortedPorts(m map[int]string) []Port {
 type Table struct {
 	mu      sync.Mutex
 	targets map[TargetKey]*target // guarded by mu
-	pools   map[string]*pool      // guarded by mu; one per service seen
+	pools   map[poolKey]*pool     // guarded by mu; one per service and port in use
 	routes  atomic.Pointer[routing]
 	stats   stats
 	// transport carries HTTP requests to targets.
@@ -257,7 +271,7 @@ func NewTable(transport http.RoundTripper) *Table {
 	if transport == nil {
 		transport = NewTransport()
 	}
-	t := &Table{targets: map[TargetKey]*target{}, pools: map[string]*pool{}, transport: transport}
+	t := &Table{targets: map[TargetKey]*target{}, pools: map[poolKey]*pool{}, transport: transport}
 	t.stats.byService = map[string]*serviceCounts{}
 	t.routes.Store(&routing{ports: map[int]*portRoutes{}})
 	return t
@@ -284,9 +298,8 @@ func (t *target) release() {
 
 func (t *target) signalDrained() { t.once.Do(func() { close(t.drained) }) }
 
-// pool is the targets of one service.
+// pool is the targets of one container port of a service.
 type pool struct {
-	service string
 	healthy atomic.Pointer[[]*target]
 	members []*target // guarded by Table.mu
 }
@@ -358,13 +371,14 @@ type boundRoute struct {
 	pool *pool
 }
 
-// poolLocked returns the pool of a service, creating it; under mu.
-func (t *Table) poolLocked(service string) *pool {
-	p := t.pools[service]
+// poolLocked returns the pool of a service's port, creating it; under mu.
+func (t *Table) poolLocked(service string, port int) *pool {
+	k := poolKey{service, port}
+	p := t.pools[k]
 	if p == nil {
-		p = &pool{service: service}
+		p = &pool{}
 		p.refresh()
-		t.pools[service] = p
+		t.pools[k] = p
 	}
 	return p
 }
@@ -422,7 +436,7 @@ func (t *Table) Apply(want Desired) Changes {
 	for _, k := range ch.Add {
 		tg := &target{key: k, drained: make(chan struct{})}
 		t.targets[k] = tg
-		p := t.poolLocked(k.Service)
+		p := t.poolLocked(k.Service, k.Port)
 		p.members = append(p.members, tg)
 		touched[p] = true
 	}
@@ -430,7 +444,7 @@ func (t *Table) Apply(want Desired) Changes {
 		for _, k := range keys {
 			tg := t.targets[k]
 			tg.state.Store(int32(s))
-			touched[t.poolLocked(k.Service)] = true
+			touched[t.poolLocked(k.Service, k.Port)] = true
 		}
 	}
 	set(ch.Up, Healthy)
@@ -454,7 +468,7 @@ func (t *Table) Apply(want Desired) Changes {
 			pr = &portRoutes{exact: map[string][]*boundRoute{}, wildcard: map[string][]*boundRoute{}}
 			next.ports[r.Listen] = pr
 		}
-		br := &boundRoute{Route: r, pool: t.poolLocked(r.Service)}
+		br := &boundRoute{Route: r, pool: t.poolLocked(r.Service, r.Port)}
 		switch {
 		case r.Protocol == TCP:
 			pr.tcp = br
@@ -479,9 +493,9 @@ func (t *Table) Apply(want Desired) Changes {
 	t.routes.Store(next)
 	// A pool with no target and no route is dropped, so that services
 	// removed long ago do not accumulate.
-	routed := map[string]bool{}
+	routed := map[poolKey]bool{}
 	for _, r := range ch.Routes {
-		routed[r.Service] = true
+		routed[poolKey{r.Service, r.Port}] = true
 	}
 	for name, p := range t.pools {
 		if len(p.members) == 0 && !routed[name] {
@@ -511,7 +525,7 @@ func (t *Table) Drain(ctx context.Context, key TargetKey) error {
 	}
 	if tg.State() != Draining {
 		tg.state.Store(int32(Draining))
-		t.poolLocked(key.Service).refresh()
+		t.poolLocked(key.Service, key.Port).refresh()
 	}
 	t.mu.Unlock()
 	if tg.inflight.Load() == 0 {
@@ -526,7 +540,7 @@ func (t *Table) Drain(ctx context.Context, key TargetKey) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	tg.state.Store(int32(Gone))
-	p := t.poolLocked(key.Service)
+	p := t.poolLocked(key.Service, key.Port)
 	p.members = slices.DeleteFunc(p.members, func(m *target) bool { return m == tg })
 	p.refresh()
 	return err

@@ -149,7 +149,7 @@ func TestPickLeastOutstanding(t *testing.T) {
 			want.Targets = append(want.Targets, healthy(key("web", string(rune('a'+i)))))
 		}
 		tb.Apply(want)
-		p := tb.pools["web"]
+		p := tb.pools[poolKey{"web", 0}]
 		loaded := tb.targets[key("web", "a")]
 		loaded.inflight.Add(5)
 		for range 200 {
@@ -176,7 +176,7 @@ func TestPickSpreadsEvenly(t *testing.T) {
 		want.Targets = append(want.Targets, healthy(key("web", string(rune('a'+i)))))
 	}
 	tb.Apply(want)
-	p := tb.pools["web"]
+	p := tb.pools[poolKey{"web", 0}]
 	counts := map[string]int{}
 	var held []*target
 	for range 400 { // every pick stays in flight: the counts must even out
@@ -198,12 +198,12 @@ func TestOnlyHealthyTargetsArePicked(t *testing.T) {
 	tb := NewTable(nil)
 	a, b := key("web", "a"), key("web", "b")
 	tb.Apply(Desired{Targets: []DesiredTarget{{TargetKey: a}, {TargetKey: b}}})
-	if tg := tb.pools["web"].pick(nil); tg != nil {
+	if tg := tb.pools[poolKey{"web", 0}].pick(nil); tg != nil {
 		t.Fatalf("picked %v while every target is adding", tg.key)
 	}
 	tb.Apply(Desired{Targets: []DesiredTarget{{TargetKey: a}, healthy(b)}})
 	for range 50 {
-		tg := tb.pools["web"].pick(nil)
+		tg := tb.pools[poolKey{"web", 0}].pick(nil)
 		if tg == nil || tg.key != b {
 			t.Fatalf("picked %v, want only b", tg)
 		}
@@ -211,7 +211,7 @@ func TestOnlyHealthyTargetsArePicked(t *testing.T) {
 	}
 	tb.Apply(Desired{Targets: []DesiredTarget{healthy(a), {TargetKey: b}}}) // b's checks fail
 	for range 50 {
-		tg := tb.pools["web"].pick(nil)
+		tg := tb.pools[poolKey{"web", 0}].pick(nil)
 		if tg == nil || tg.key != a {
 			t.Fatalf("picked %v, want only a", tg)
 		}
@@ -223,7 +223,7 @@ func TestDrainWaitsForInFlight(t *testing.T) {
 	tb := NewTable(nil)
 	a, b := key("web", "a"), key("web", "b")
 	tb.Apply(Desired{Targets: []DesiredTarget{healthy(a)}})
-	p := tb.pools["web"]
+	p := tb.pools[poolKey{"web", 0}]
 	held := p.pick(nil)
 	ch := tb.Apply(Desired{Targets: []DesiredTarget{healthy(b)}})
 	if !reflect.DeepEqual(ch.Drain, []TargetKey{a}) {
@@ -282,7 +282,7 @@ func TestDrainDeadline(t *testing.T) {
 	tb := NewTable(nil)
 	a := key("web", "a")
 	tb.Apply(Desired{Targets: []DesiredTarget{healthy(a)}})
-	held := tb.pools["web"].pick(nil)
+	held := tb.pools[poolKey{"web", 0}].pick(nil)
 	defer held.release()
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
@@ -305,7 +305,7 @@ func TestDrainRacesPick(t *testing.T) {
 		tb := NewTable(nil)
 		a := key("web", "a")
 		tb.Apply(Desired{Targets: []DesiredTarget{healthy(a)}})
-		p := tb.pools["web"]
+		p := tb.pools[poolKey{"web", 0}]
 		var drained atomic.Bool
 		violation := make(chan bool, 1)
 		go func() {
