@@ -209,6 +209,9 @@ func (c *Controller) ApplyWith(ctx context.Context, req ApplyRequest) (wire.Appl
 	if exists && svc.State == state.ServiceRemoving {
 		return wire.ApplyOutcome{}, fmt.Errorf("%w: service %s is being removed; wait for `deployctl rm` to finish", ErrConflict, spec.Service)
 	}
+	if err := ingressConflicts(view, spec); err != nil {
+		return ApplyOutcome{}, err
+	}
 	pol, err := c.admit(spec)
 	if err != nil {
 		return wire.ApplyOutcome{}, err

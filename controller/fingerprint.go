@@ -9,8 +9,9 @@ import (
 )
 
 // Fingerprint hashes everything that shapes a container: the pinned ref and
-// the spec without the image text (the ref replaces it), the replica count
-// and the update settings (they change how a rollout runs, not what runs).
+// the spec without the image text (the ref replaces it), the replica count,
+// the update settings (they change how a rollout runs, not what runs) and
+// the ingress entries (they change how the proxies route to the replicas).
 // Revisions with equal fingerprints run identical containers, so a rollout
 // to one adopts the other's replicas instead of restarting them.
 func Fingerprint(spec specs.Spec, ref string) string {
@@ -18,6 +19,7 @@ func Fingerprint(spec specs.Spec, ref string) string {
 	s.Image = ""
 	s.Replicas = 0
 	s.Update = specs.Update{}
+	s.Ingress = nil
 	body, _ := json.Marshal(struct {
 		Ref  string     `json:"ref"`
 		Spec specs.Spec `json:"spec"`

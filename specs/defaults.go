@@ -40,6 +40,9 @@ const (
 	// CIS Docker 5.13 warns about. Write "0.0.0.0:8080:8080" to mean it.
 	DefaultHostIP   = "127.0.0.1"
 	DefaultProtocol = "tcp"
+
+	DefaultIngressProtocol = IngressHTTP
+	DefaultIngressPath     = "/"
 )
 
 // DefaultCapDrop is the cap_drop of a spec that does not say: drop every
@@ -83,12 +86,14 @@ func newDefaultSpec() *Spec {
 
 // ApplyDefaults fills the fields of a spec built in Go (or decoded from JSON)
 // that are unset, and puts names in canonical form (capability names
-// upper-cased without "CAP_", protocols lower-cased). It is idempotent.
+// upper-cased without "CAP_", protocols and ingress hosts lower-cased). It
+// is idempotent.
 //
 // A Go zero value cannot say "absent", so only fields whose zero value is
 // refused by Validate are filled: CPUs, memory, pids, healthcheck interval,
 // timeout and retries, the HTTP check path, update parallelism, order,
-// failure action and progress deadline, a port's host IP and protocol, and a
+// failure action and progress deadline, a port's host IP and protocol, an
+// ingress entry's protocol (http) and, for http, its path (/), and a
 // nil cap_drop (an empty, non-nil cap_drop means "drop nothing" and is kept).
 // Fields whose zero is a legitimate setting (replicas 0, monitor 0s,
 // stop_grace_period 0s, read_only false, no_new_privileges false) are left
@@ -115,6 +120,18 @@ func (s *Spec) ApplyDefaults() {
 			p.Protocol = DefaultProtocol
 		}
 		p.Protocol = strings.ToLower(p.Protocol)
+	}
+
+	for i := range s.Ingress {
+		in := &s.Ingress[i]
+		if in.Protocol == "" {
+			in.Protocol = DefaultIngressProtocol
+		}
+		in.Protocol = strings.ToLower(in.Protocol)
+		in.Host = strings.ToLower(in.Host)
+		if in.Protocol == IngressHTTP && in.Path == "" {
+			in.Path = DefaultIngressPath
+		}
 	}
 
 	h := &s.Healthcheck
@@ -170,6 +187,7 @@ func (s *Spec) Clone() *Spec {
 	c.Env = maps.Clone(s.Env)
 	c.Ports = slices.Clone(s.Ports)
 	c.Volumes = slices.Clone(s.Volumes)
+	c.Ingress = slices.Clone(s.Ingress)
 	if s.Healthcheck.HTTP != nil {
 		http := *s.Healthcheck.HTTP
 		c.Healthcheck.HTTP = &http

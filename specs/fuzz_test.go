@@ -27,6 +27,11 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(minimalYAML + "env: {A: &a x}\ncommand: [*a, *a, *a]\nentrypoint: &l [*a, *a]\nhealthcheck: {exec: *l}\n"))
 	f.Add([]byte(minimalYAML + "network_mode: bridge\nipc: host\nvolumes: [/a:/b:ro, /a:/c]\nsecurity: {seccomp: strict, apparmor: unconfined}\n"))
 
+	f.Add([]byte(minimalYAML + "ingress:\n  - {listen: 80, port: 8080, host: \"*.Example.com\", path: /v1}\n  - {listen: 22, port: 22, protocol: TCP}\n  - {listen: 80, port: 1}\n"))
+	for _, c := range ingressInvalidCases() {
+		f.Add([]byte(c.document()))
+	}
+
 	f.Fuzz(func(t *testing.T, data []byte) {
 		spec, err := Parse(data)
 		if err != nil {

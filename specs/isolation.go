@@ -85,7 +85,8 @@ func canonicalSeccomp(value string) string {
 // namespaces checks network_mode, pid, ipc and userns_mode: syntax only,
 // since whether a host namespace may be shared is the cluster policy's
 // decision. It also refuses published ports without deployctl's network,
-// where the engine would drop them without an error.
+// where the engine would drop them without an error, and ingress, which
+// the proxy serves from replicas on that network.
 func (v *validator) namespaces(s *Spec) {
 	switch s.NetworkMode {
 	case "", NetworkModeBridge:
@@ -93,6 +94,10 @@ func (v *validator) namespaces(s *Spec) {
 		if len(s.Ports) > 0 {
 			v.addf("network_mode", "%s cannot publish ports: %s; remove ports, or remove network_mode to use deployctl's network",
 				s.NetworkMode, networkWithoutPorts(s.NetworkMode))
+		}
+		if len(s.Ingress) > 0 {
+			v.addf("network_mode", "%s cannot serve ingress: the proxy reaches replicas on deployctl's network; remove ingress, or remove network_mode",
+				s.NetworkMode)
 		}
 	default:
 		v.addf("network_mode", "%s", choiceMessage(s.NetworkMode, "a network mode",

@@ -123,6 +123,61 @@ func (p *parser) spec(root *yaml.Node, s *Spec) {
 	if n, ok := f["stop_grace_period"]; ok {
 		p.setDuration("stop_grace_period", n, &s.StopGracePeriod)
 	}
+	if n, ok := f["ingress"]; ok {
+		s.Ingress = p.ingress("ingress", n)
+	}
+}
+
+// ingress reads the list of ingress entries, each a mapping. An entry keeps
+// its index even when it has problems, so that fields match the YAML.
+// Protocol and host are stored lower-case, and an http entry without a
+// path gets "/": what Validate checks is the canonical form.
+func (p *parser) ingress(path string, n *yaml.Node) []Ingress {
+	items, ok := p.Sequence(path, n)
+	if !ok {
+		return nil
+	}
+	out := make([]Ingress, len(items))
+	for i, item := range items {
+		field := fmt.Sprintf("%s[%d]", path, i)
+		p.Lines[field] = item.Line
+		if ResolveNode(item).Kind != yaml.MappingNode {
+			p.Add(field, item.Line, "expected a mapping like {listen: 80, port: 8080, host: www.example.com}; got %s", DescribeNode(item))
+			continue
+		}
+		in := Ingress{Protocol: DefaultIngressProtocol}
+		f := p.fields(field, item)
+		if n, ok := f["listen"]; ok {
+			in.Listen, _ = p.integer(field+".listen", n)
+		} else {
+			p.Add(field+".listen", item.Line, "required; name the port every host's proxy listens on, like 80")
+		}
+		if n, ok := f["port"]; ok {
+			in.Port, _ = p.integer(field+".port", n)
+		} else {
+			p.Add(field+".port", item.Line, "required; name the container port the service listens on, like 8080")
+		}
+		if n, ok := f["protocol"]; ok {
+			if v, ok := p.Text(field+".protocol", n); ok {
+				in.Protocol = strings.ToLower(v)
+			}
+		}
+		if n, ok := f["host"]; ok {
+			if v, ok := p.Text(field+".host", n); ok {
+				in.Host = strings.ToLower(v)
+			}
+		}
+		if n, ok := f["path"]; ok {
+			in.Path, _ = p.Text(field+".path", n)
+		}
+		if in.Protocol == IngressHTTP && in.Path == "" {
+			if _, written := f["path"]; !written {
+				in.Path = DefaultIngressPath
+			}
+		}
+		out[i] = in
+	}
+	return out
 }
 
 func (p *parser) resources(path string, n *yaml.Node, r *Resources) {
@@ -399,11 +454,12 @@ func shortSyntaxList[T any](p *parser, path string, n *yaml.Node, example, kind 
 // nodes by name. A key set to null counts as absent.
 func (p *parser) fields(path string, n *yaml.Node) map[string]*yaml.Node {
 	line, n := n.Line, ResolveNode(n)
+	section := schemaSection(path)
 	if n.Kind != yaml.MappingNode {
-		p.Add(path, line, "expected a mapping of %s; got %s", strings.Join(schemaFields(path), ", "), DescribeNode(n))
+		p.Add(path, line, "expected a mapping of %s; got %s", strings.Join(schemaFields(section), ", "), DescribeNode(n))
 		return nil
 	}
-	known := schemaFields(path)
+	known := schemaFields(section)
 	values := map[string]*yaml.Node{}
 	firstLine := map[string]int{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
@@ -419,7 +475,7 @@ func (p *parser) fields(path string, n *yaml.Node) map[string]*yaml.Node {
 		}
 		firstLine[name] = keyLine
 		if !slices.Contains(known, name) {
-			p.Add(field, keyLine, "%s", unknownFieldMessage(path, name))
+			p.Add(field, keyLine, "%s", unknownFieldMessage(section, name))
 			continue
 		}
 		p.Lines[field] = keyLine

@@ -12,9 +12,11 @@ func schemaFields(section string) []string {
 	case "":
 		return []string{"service", "image", "replicas", "command", "entrypoint", "env", "ports", "volumes",
 			"resources", "healthcheck", "update", "placement", "security",
-			"network_mode", "pid", "ipc", "userns_mode", "stop_grace_period"}
+			"network_mode", "pid", "ipc", "userns_mode", "stop_grace_period", "ingress"}
 	case "resources":
 		return []string{"cpus", "memory", "pids"}
+	case "ingress":
+		return []string{"listen", "port", "protocol", "host", "path"}
 	case "healthcheck":
 		return []string{"http", "tcp", "exec", "interval", "timeout", "retries", "start_period"}
 	case "healthcheck.http":
@@ -33,8 +35,27 @@ func schemaFields(section string) []string {
 	return nil
 }
 
+// schemaSection is the schema section of a field path: list indexes are
+// left out, so the entries of "ingress[2]" are checked against "ingress".
+func schemaSection(path string) string {
+	if !strings.Contains(path, "[") {
+		return path
+	}
+	var b strings.Builder
+	for i := 0; i < len(path); i++ {
+		if path[i] == '[' {
+			for i < len(path) && path[i] != ']' {
+				i++
+			}
+			continue
+		}
+		b.WriteByte(path[i])
+	}
+	return b.String()
+}
+
 func schemaSections() []string {
-	return []string{"", "resources", "healthcheck", "healthcheck.http", "healthcheck.tcp", "update", "placement", "security"}
+	return []string{"", "resources", "healthcheck", "healthcheck.http", "healthcheck.tcp", "update", "placement", "security", "ingress"}
 }
 
 // composeAliases are Compose spellings of our fields that edit distance would

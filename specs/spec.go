@@ -32,6 +32,30 @@ type Spec struct {
 	IPC             string            `yaml:"ipc" json:"ipc,omitempty"`
 	UsernsMode      string            `yaml:"userns_mode" json:"userns_mode,omitempty"`
 	StopGracePeriod time.Duration     `yaml:"-" json:"stop_grace_period"`
+	// Ingress lists the ports every host's proxy listens on for the
+	// service and balances over its healthy replicas (see Ingress).
+	Ingress []Ingress `yaml:"-" json:"ingress,omitempty"`
+}
+
+// Ingress protocols.
+const (
+	IngressHTTP = "http"
+	IngressTCP  = "tcp"
+)
+
+// Ingress is one port that every host's proxy listens on and forwards to
+// the service's healthy replicas. An http entry is chosen by Host header
+// (Host: "" any name, "api.example.com" exactly that name, "*.example.com"
+// one more label in front of example.com) and by the longest Path prefix
+// (matched on whole path segments: "/api" takes /api and /api/x, not
+// /apix); a tcp entry owns its listen port alone. Host is lower-case and
+// Path canonical ("/" when absent) after Parse or ApplyDefaults.
+type Ingress struct {
+	Listen   int    `json:"listen"`
+	Port     int    `json:"port"`
+	Protocol string `json:"protocol"`
+	Host     string `json:"host,omitempty"`
+	Path     string `json:"path,omitempty"`
 }
 
 // Port is one published port: "[ip:]host:container[/proto]".

@@ -53,6 +53,7 @@ func (s *Spec) problems() []Problem {
 	v.security(s.Security)
 	v.namespaces(s)
 	v.nonNegative("stop_grace_period", s.StopGracePeriod, "10s")
+	v.ingress(s.Ingress, s.Ports)
 	return v.problems
 }
 

@@ -1,0 +1,70 @@
+package controller
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/deployctl/deployctl/specs"
+)
+
+// Issue 8: ingress claims collide across services at apply, naming both,
+// and a refused apply stores nothing.
+func TestApplyRefusesIngressConflictsNamingBothServices(t *testing.T) {
+	n := mustStartNode(t)
+	_, ref, _ := mustRegistryImage(t, "team/web:v1")
+	doc := func(service, rest string) string {
+		return "service: " + service + "\nimage: " + ref + "\n" + rest
+	}
+	if code, body := postApply(t, n, doc("api", "ports: [\"0.0.0.0:9000:9000\"]\ningress:\n  - {listen: 80, port: 8080, host: api.example.com}\n  - {listen: 5432, port: 5432, protocol: tcp}\n")); code != http.StatusOK && code != http.StatusCreated {
+		t.Fatalf("first apply: %d %s", code, body)
+	}
+	for _, tt := range []struct{ name, rest, want string }{
+		{"same host and path", "ingress: [{listen: 80, port: 80, host: api.example.com}]\n", "ingress[0]: http listen 80 (host api.example.com, path /) routes the same host and path as ingress[0] of service api"},
+		{"same tcp listen", "ingress: [{listen: 5432, port: 5432, protocol: tcp}]\n", "ingress[0]: tcp listen 5432 uses the same tcp listen port as ingress[1] of service api"},
+		{"listen on a published port", "ingress: [{listen: 9000, port: 80, protocol: tcp}]\n", "published host port 9000"},
+		{"published port on a listen port", "ports: [\"127.0.0.1:5432:5432\"]\n", "ports[0]: published host port 5432 uses the same port as ingress[1] of service api"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			code, body := postApply(t, n, doc("web", tt.rest))
+			if code != http.StatusConflict || !strings.Contains(body, `"code":"conflict"`) || !strings.Contains(body, tt.want) {
+				t.Fatalf("apply = %d %s\nwant 409 conflict containing %q", code, body, tt.want)
+			}
+			if _, ok := n.store.View().Service("web"); ok {
+				t.Fatalf("a refused apply stored service web")
+			}
+		})
+	}
+	// Another host, and the first service changing its own entries, pass.
+	if code, body := postApply(t, n, doc("web", "ingress: [{listen: 80, port: 80, host: www.example.com}]\n")); code >= 300 {
+		t.Fatalf("apply on another host: %d %s", code, body)
+	}
+	// The first service changing only its ingress gets a new revision
+	// that runs the same containers (same fingerprint: nothing restarts).
+	if code, body := postApply(t, n, doc("api", "ports: [\"0.0.0.0:9000:9000\"]\ningress:\n  - {listen: 80, port: 8080, host: api.example.com, path: /v2}\n  - {listen: 5432, port: 5432, protocol: tcp}\n")); code >= 300 {
+		t.Fatalf("api changing its own ingress: %d %s", code, body)
+	}
+	revs := n.store.View().Revisions("api")
+	if len(revs) != 2 || revs[0].Fingerprint != revs[1].Fingerprint || revs[1].Spec.Ingress[0].Path != "/v2" {
+		t.Fatalf("after an ingress-only change: %d revisions, fingerprints equal %v", len(revs), len(revs) == 2 && revs[0].Fingerprint == revs[1].Fingerprint)
+	}
+}
+
+// Ingress shapes routing, not the container: changing only ingress keeps
+// the fingerprint, so a rollout adopts the running replicas.
+func TestFingerprintIgnoresIngress(t *testing.T) {
+	s := specFor("registry.example.com/web:1")
+	before := Fingerprint(*s, "ref")
+	s.Ingress = []specs.Ingress{{Listen: 80, Port: 8080, Protocol: "http", Path: "/"}}
+	if got := Fingerprint(*s, "ref"); got != before {
+		t.Errorf("adding ingress changed the fingerprint")
+	}
+	s.Ingress[0].Path = "/v2"
+	if got := Fingerprint(*s, "ref"); got != before {
+		t.Errorf("changing ingress changed the fingerprint")
+	}
+	s.Ports = []specs.Port{{HostIP: "127.0.0.1", HostPort: 8080, ContainerPort: 8080, Protocol: "tcp"}}
+	if got := Fingerprint(*s, "ref"); got == before {
+		t.Errorf("changing ports kept the fingerprint; the test compares nothing")
+	}
+}

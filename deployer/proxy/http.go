@@ -1,0 +1,261 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"path"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// NewTransport is the transport to targets: no environment proxy, no
+// compression (bodies pass as they are), HTTP/1.1 with many idle
+// keep-alive connections per target, a bounded dial and no response
+// timeout (long polls and streams are the application's business).
+//
+// Idle connections are closed after IdleTimeout, before the backend's own
+// keep-alive timeout would close them (Node.js closes after 5 s by
+// default): when a backend closes an idle connection just as the proxy
+// reuses it, the transport retries only replayable requests, so a POST
+// would fail with a 502.
+func NewTransport() *http.Transport {
+	return &http.Transport{
+		Proxy:               nil,
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:        4096,
+		MaxIdleConnsPerHost: 512,
+		IdleConnTimeout:     IdleTimeout,
+		DisableCompression:  true,
+		ForceAttemptHTTP2:   false,
+	}
+}
+
+// matchHTTP finds the route of a request on a listen port: the most
+// specific host group that has a route whose path prefix matches (exact
+// name, then *.parent, then any host), and in it the longest prefix.
+func (rt *routing) matchHTTP(listen int, hostHeader, requestPath string) *boundRoute {
+	pr := rt.ports[listen]
+	if pr == nil || pr.tcp != nil {
+		return nil
+	}
+	host := canonicalHost(hostHeader)
+	p := cleanPath(requestPath)
+	if r := firstMatch(pr.exact[host], p); r != nil {
+		return r
+	}
+	if _, parent, ok := strings.Cut(host, "."); ok {
+		if r := firstMatch(pr.wildcard[parent], p); r != nil {
+			return r
+		}
+	}
+	return firstMatch(pr.any, p)
+}
+
+func firstMatch(routes []*boundRoute, p string) *boundRoute {
+	for _, r := range routes {
+		if pathHasPrefix(p, r.Path) {
+			return r
+		}
+	}
+	return nil
+}
+
+// pathHasPrefix matches whole segments: "/api" takes "/api" and "/api/x",
+// not "/apix".
+func pathHasPrefix(p, prefix string) bool {
+	if prefix == "/" || prefix == "" {
+		return true
+	}
+	return p == prefix || (strings.HasPrefix(p, prefix) && p[len(prefix)] == '/')
+}
+
+// canonicalHost is the Host header without port or trailing dot, lower-case.
+func canonicalHost(h string) string {
+	if host, _, err := net.SplitHostPort(h); err == nil {
+		h = host
+	}
+	return strings.ToLower(strings.TrimSuffix(h, "."))
+}
+
+// cleanPath is the path a route is chosen by: decoded and cleaned as
+// net/http's ServeMux cleans it ("/x/../api" is "/api"), so a request
+// cannot reach a prefix's service by a spelling the prefix does not match,
+// nor leave it by one that the backend would resolve into it.
+func cleanPath(p string) string {
+	if p == "" || p[0] != '/' {
+		p = "/" + p
+	}
+	return path.Clean(p)
+}
+
+// IdleTimeout is how long an idle connection to a target is kept.
+const IdleTimeout = 4 * time.Second
+
+type attemptKey struct{}
+
+// attempt is one proxied request: the target it holds (counted in
+// flight), and whether it may be retried.
+type attempt struct {
+	route     *boundRoute
+	target    *target
+	retryable bool
+	retried   bool
+}
+
+// HTTPHandler serves http routes of one listen port: the agent runs an
+// http.Server with it on each http port of Changes.Open.
+func (t *Table) HTTPHandler(listen int) http.Handler {
+	h := &httpHandler{table: t, listen: listen}
+	h.proxy = &httputil.ReverseProxy{
+		Rewrite:        rewrite,
+		Transport:      &retryTransport{table: t, base: t.transport},
+		FlushInterval:  -1,
+		ErrorHandler:   h.backendError,
+		ModifyResponse: h.countResponse,
+		BufferPool:     &t.buffers,
+	}
+	return h
+}
+
+type httpHandler struct {
+	table  *Table
+	listen int
+	proxy  *httputil.ReverseProxy
+}
+
+func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	route := h.table.routes.Load().matchHTTP(h.listen, r.Host, r.URL.Path)
+	if route == nil {
+		h.table.stats.count("", http.StatusNotFound)
+		plain(w, http.StatusNotFound, fmt.Sprintf("deployctl proxy: no route for host %q and path %q on port %d", canonicalHost(r.Host), cleanPath(r.URL.Path), h.listen))
+		return
+	}
+	tg := route.pool.pick(nil)
+	if tg == nil {
+		h.table.stats.count(route.Service, http.StatusServiceUnavailable)
+		plain(w, http.StatusServiceUnavailable, fmt.Sprintf("deployctl proxy: service %s has no healthy replica", route.Service))
+		return
+	}
+	a := &attempt{route: route, target: tg, retryable: replayable(r)}
+	defer func() { a.target.release() }()
+	h.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), attemptKey{}, a)))
+}
+
+// rewrite sends the request to the attempt's target, keeping the Host the
+// client asked for and setting X-Forwarded-For/-Host/-Proto. The
+// ReverseProxy has already removed any X-Forwarded-* and Forwarded header
+// the client sent, so a client cannot choose what the backend reads.
+func rewrite(pr *httputil.ProxyRequest) {
+	a := pr.In.Context().Value(attemptKey{}).(*attempt)
+	pr.Out.URL.Scheme = "http"
+	pr.Out.URL.Host = a.target.key.Addr
+	pr.Out.Host = pr.In.Host
+	pr.SetXForwarded()
+}
+
+func (h *httpHandler) countResponse(resp *http.Response) error {
+	if a, ok := resp.Request.Context().Value(attemptKey{}).(*attempt); ok {
+		h.table.stats.count(a.route.Service, resp.StatusCode)
+	}
+	return nil
+}
+
+// backendError answers 502 when no target answered (or 499-like
+// cancellations, which the client does not see).
+func (h *httpHandler) backendError(w http.ResponseWriter, r *http.Request, err error) {
+	a := r.Context().Value(attemptKey{}).(*attempt)
+	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+		return // the client went away
+	}
+	h.table.stats.count(a.route.Service, http.StatusBadGateway)
+	plain(w, http.StatusBadGateway, fmt.Sprintf("deployctl proxy: replica %s of service %s did not answer: %s", a.target.key.ID, a.route.Service, shortError(err)))
+}
+
+func shortError(err error) string {
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused"
+	case errors.Is(err, syscall.ECONNRESET):
+		return "connection reset"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "connection closed before a response"
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	}
+	return "transport error"
+}
+
+func plain(w http.ResponseWriter, status int, line string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_, _ = io.WriteString(w, line+"\n")
+}
+
+// replayable says whether a request may be sent twice: an idempotent
+// method (RFC 9110 9.2.2: GET, HEAD, OPTIONS, PUT, DELETE; TRACE is not
+// proxied specially and is left out) with no body, since the body of the
+// first try is consumed.
+func replayable(r *http.Request) bool {
+	switch r.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodPut, http.MethodDelete:
+	default:
+		return false
+	}
+	return r.ContentLength == 0 && len(r.TransferEncoding) == 0
+}
+
+// retryableError is a failure before any response that says the target
+// never took the request: refused, reset, or closed before answering.
+// Timeouts are not: the target may be working on it.
+func retryableError(err error) bool {
+	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+}
+
+// retryTransport sends a request to its attempt's target and, when that
+// fails before any response with a retryable error and the request is
+// replayable, once more to another healthy target of the same pool.
+type retryTransport struct {
+	table *Table
+	base  http.RoundTripper
+}
+
+func (rt *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	a, _ := req.Context().Value(attemptKey{}).(*attempt)
+	resp, err := rt.base.RoundTrip(req)
+	if err == nil || a == nil || !a.retryable || a.retried || !retryableError(err) || req.Context().Err() != nil {
+		return resp, err
+	}
+	next := a.route.pool.pick(a.target)
+	if next == nil {
+		return resp, err
+	}
+	a.target.release()
+	a.target, a.retried = next, true
+	rt.table.stats.retry(a.route.Service)
+	retry := req.Clone(req.Context())
+	retry.URL.Host = next.key.Addr
+	retry.Body = nil
+	return rt.base.RoundTrip(retry)
+}
+
+// bufferPool reuses the 32 KiB copy buffers of the ReverseProxy, which it
+// would otherwise allocate for every request.
+type bufferPool struct{ pool sync.Pool }
+
+func (p *bufferPool) Get() []byte {
+	if b, ok := p.pool.Get().(*[]byte); ok {
+		return *b
+	}
+	return make([]byte, 32*1024)
+}
+
+func (p *bufferPool) Put(b []byte) { p.pool.Put(&b) }

@@ -1,0 +1,67 @@
+package proxy
+
+import (
+	"sync"
+	"sync/atomic"
+)
+
+// Counts are the responses of one service by status class, as the proxy
+// sent them to clients (its own 404, 502 and 503 included), and the
+// requests retried on another target.
+type Counts struct {
+	Status1xx uint64 `json:"1xx"`
+	Status2xx uint64 `json:"2xx"`
+	Status3xx uint64 `json:"3xx"`
+	Status4xx uint64 `json:"4xx"`
+	Status5xx uint64 `json:"5xx"`
+	Retries   uint64 `json:"retries"`
+}
+
+type serviceCounts struct {
+	class   [5]atomic.Uint64
+	retries atomic.Uint64
+}
+
+type stats struct {
+	mu        sync.RWMutex
+	byService map[string]*serviceCounts
+}
+
+func (s *stats) of(service string) *serviceCounts {
+	s.mu.RLock()
+	c := s.byService[service]
+	s.mu.RUnlock()
+	if c != nil {
+		return c
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c = s.byService[service]; c == nil {
+		c = &serviceCounts{}
+		s.byService[service] = c
+	}
+	return c
+}
+
+func (s *stats) count(service string, status int) {
+	if class := status/100 - 1; class >= 0 && class < 5 {
+		s.of(service).class[class].Add(1)
+	}
+}
+
+func (s *stats) retry(service string) { s.of(service).retries.Add(1) }
+
+// Counts returns the counters by service since the table was made; ""
+// holds the requests that matched no route.
+func (t *Table) Counts() map[string]Counts {
+	t.stats.mu.RLock()
+	defer t.stats.mu.RUnlock()
+	out := make(map[string]Counts, len(t.stats.byService))
+	for name, c := range t.stats.byService {
+		out[name] = Counts{
+			Status1xx: c.class[0].Load(), Status2xx: c.class[1].Load(), Status3xx: c.class[2].Load(),
+			Status4xx: c.class[3].Load(), Status5xx: c.class[4].Load(), Retries: c.retries.Load(),
+		}
+	}
+	return out
+}
