@@ -78,6 +78,11 @@ type Config struct {
 	// RollbackCheckTimeout bounds the registry lookups that admit an
 	// automatic rollback's target. Default DefaultRollbackCheckTimeout.
 	RollbackCheckTimeout time.Duration
+	// ServeIngress admits specs with `ingress:`. The spec, its conflict
+	// checks and the proxy (deployer/proxy) are built, but no agent runs
+	// the proxy yet (issue 8): until one does, such a spec is refused with
+	// the fix rather than stored and silently not served.
+	ServeIngress bool
 }
 
 // Controller applies user intent and drives rollouts while its node leads.
@@ -209,8 +214,11 @@ func (c *Controller) ApplyWith(ctx context.Context, req ApplyRequest) (wire.Appl
 	if exists && svc.State == state.ServiceRemoving {
 		return wire.ApplyOutcome{}, fmt.Errorf("%w: service %s is being removed; wait for `deployctl rm` to finish", ErrConflict, spec.Service)
 	}
+	if len(spec.Ingress) > 0 && !c.cfg.ServeIngress {
+		return wire.ApplyOutcome{}, fmt.Errorf("%w: ingress: this version does not serve ingress yet (the hosts' proxy is not running); publish the service with ports: for now", ErrInvalidSpec)
+	}
 	if err := ingressConflicts(view, spec); err != nil {
-		return ApplyOutcome{}, err
+		return wire.ApplyOutcome{}, err
 	}
 	pol, err := c.admit(spec)
 	if err != nil {

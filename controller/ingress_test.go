@@ -11,7 +11,7 @@ import (
 // Issue 8: ingress claims collide across services at apply, naming both,
 // and a refused apply stores nothing.
 func TestApplyRefusesIngressConflictsNamingBothServices(t *testing.T) {
-	n := mustStartNode(t)
+	n := mustStartNodeWith(t, func(c *Config) { c.ServeIngress = true })
 	_, ref, _ := mustRegistryImage(t, "team/web:v1")
 	doc := func(service, rest string) string {
 		return "service: " + service + "\nimage: " + ref + "\n" + rest
@@ -66,5 +66,20 @@ func TestFingerprintIgnoresIngress(t *testing.T) {
 	s.Ports = []specs.Port{{HostIP: "127.0.0.1", HostPort: 8080, ContainerPort: 8080, Protocol: "tcp"}}
 	if got := Fingerprint(*s, "ref"); got == before {
 		t.Errorf("changing ports kept the fingerprint; the test compares nothing")
+	}
+}
+
+// TestApplyRefusesIngressWhileNoHostServesIt: until the agents run the
+// proxy, a spec with ingress is refused with the fix instead of being
+// stored and silently not served.
+func TestApplyRefusesIngressWhileNoHostServesIt(t *testing.T) {
+	n := mustStartNode(t)
+	_, ref, _ := mustRegistryImage(t, "team/web:v1")
+	code, body := postApply(t, n, "service: web\nimage: "+ref+"\ningress: [{listen: 80, port: 8080}]\n")
+	if code != http.StatusBadRequest || !strings.Contains(body, `"code":"invalid_spec"`) || !strings.Contains(body, "ports:") {
+		t.Fatalf("apply = %d %s\nwant 400 invalid_spec naming ingress and ports:", code, body)
+	}
+	if _, ok := n.store.View().Service("web"); ok {
+		t.Fatalf("a refused apply stored service web")
 	}
 }
