@@ -408,7 +408,8 @@ func (cl *clusterLoad) commit(spec specs.Spec, placed map[int]string) {
 // its own slot's room can take goes back to Decide as Input.NoRoom, and
 // Decide decides again: it replaces the slot stop-first in place when no
 // room will come, or keeps it start-first and waiting. Each round adds a
-// slot to NoRoom, so this ends.
+// slot to NoRoom, so this ends. When nothing fits at all, Decide hears it
+// once more as Input.Unplaceable, so the progress deadline keeps running.
 func (cl *clusterLoad) placeStarts(in rollout.Input, d rollout.Decision, spec specs.Spec) (rollout.Decision, map[int]string, []string) {
 	for {
 		placed, reasons, noRoom := cl.place(spec, in.Replicas, d.Start, d.Pin)
@@ -426,11 +427,20 @@ func (cl *clusterLoad) placeStarts(in rollout.Input, d rollout.Decision, spec sp
 			added = true
 		}
 		inRollout := in.Service.Rollout != nil && in.Service.Rollout.State == state.RolloutInProgress
-		if !added || !inRollout {
-			cl.commit(spec, placed)
-			return d, placed, reasons
+		if added && inRollout {
+			d = rollout.Decide(in)
+			continue
 		}
-		d = rollout.Decide(in)
+		if inRollout && len(d.Start) > 0 && len(placed) == 0 && in.Unplaceable == nil {
+			// Nothing fitted: tell Decide, so that starting the same
+			// batch again does not count as progress and the progress
+			// deadline can end the rollout. Ends: Unplaceable is set once.
+			in.Unplaceable = slices.Clone(d.Start)
+			d = rollout.Decide(in)
+			continue
+		}
+		cl.commit(spec, placed)
+		return d, placed, reasons
 	}
 }
 

@@ -38,6 +38,12 @@ type Input struct {
 	// placing the Starts of a Decision, and decides again with it. Decide
 	// stays pure: placement facts come in here, never from a lookup.
 	NoRoom map[int]NoRoom
+	// Unplaceable are the slots whose start no host could take on this
+	// pass (the caller placed the Starts of a Decision and nothing fitted).
+	// Starting them again is not progress, so the progress deadline runs
+	// on: a rollout that can place nothing (no host, a constraint no host
+	// meets) ends at its deadline instead of waiting forever.
+	Unplaceable []int
 }
 
 // NoRoom is a start-first replacement that only the slot's own room can
@@ -189,6 +195,8 @@ type planner struct {
 	// rollout record's, plus those this step adds); noRoom is the input's.
 	inPlace map[int]state.InPlaceSlot
 	noRoom  map[int]NoRoom
+	// unplaceable is the input's: starting only these is not progress.
+	unplaceable []int
 	// states is where each slot stands after this step (rollout only).
 	states []slotState
 	update specs.Update
@@ -234,6 +242,7 @@ func newPlanner(in Input) *planner {
 	}
 	if ro := in.Service.Rollout; ro != nil && ro.State == state.RolloutInProgress && !p.stopFirst {
 		p.noRoom = in.NoRoom
+		p.unplaceable = in.Unplaceable
 		p.inPlace = map[int]state.InPlaceSlot{}
 		for _, ip := range ro.InPlace {
 			if ip.Slot >= 0 && ip.Slot < n {
@@ -541,7 +550,7 @@ func (p *planner) startBatch(states []slotState) {
 		budget--
 		taken = append(taken, i)
 	}
-	if len(taken) > 0 {
+	if len(taken) > 0 && slices.ContainsFunc(taken, func(i int) bool { return !slices.Contains(p.unplaceable, i) }) {
 		p.progress = true
 		p.notes = append(p.notes, fmt.Sprintf("batch started: slots %v", taken))
 	}
