@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
@@ -19,11 +20,24 @@ import (
 // HostObjects force-removes the containers labelled io.deployctl.host=hostID
 // and every deployctl-managed network named netName (agents racing on one
 // engine can create two of the same name, so all matches go, by ID).
+//
+// Containers are listed twice, a moment apart: an agent killed while its
+// create request was in flight leaves a container the engine finishes
+// creating after the agent is gone, and the first list may not see it yet.
 func HostObjects(ctx context.Context, cli *client.Client, hostID, netName string) {
-	list, err := cli.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("label", "io.deployctl.host="+hostID))})
-	if err == nil {
-		for _, c := range list {
-			_ = cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true})
+	for pass := range 2 {
+		if pass > 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(250 * time.Millisecond):
+			}
+		}
+		list, err := cli.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("label", "io.deployctl.host="+hostID))})
+		if err == nil {
+			for _, c := range list {
+				_ = cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true})
+			}
 		}
 	}
 	nets, err := cli.NetworkList(ctx, network.ListOptions{Filters: filters.NewArgs(filters.Arg("name", netName), filters.Arg("label", "io.deployctl.managed=true"))})
