@@ -232,7 +232,11 @@ func runChaos(t *testing.T, faults []chaosFault, seed uint64) {
 	// Automatic rollbacks, outside the porcupine model: good and doomed
 	// releases in turn on their own service (DESIGN.md, "Automatic
 	// rollbacks").
-	doomed := &chaos.DoomedWorker{Client: c.client(), Service: doomedService, Image: c.reg.Image, OpTimeout: chaosOpTimeout, Wait: 30 * time.Second}
+	doomed := &chaos.DoomedWorker{Client: c.client(), Service: doomedService, Image: c.reg.Image, OpTimeout: chaosOpTimeout, Wait: 15 * time.Second,
+		// A revision stamped more than a minute ahead of the clock furthest
+		// behind may be waiting out a leader's clock step (DESIGN.md,
+		// Limits: KNOWN).
+		Skewed: func(createdAt time.Time) bool { return createdAt.After(time.Now().Add(c.minClock() + time.Minute)) }}
 	go func() {
 		defer close(workloadDone)
 		done := make(chan struct{})
@@ -328,9 +332,7 @@ func runChaos(t *testing.T, faults []chaosFault, seed uint64) {
 			}
 		}
 		doomedRep = chaos.CheckDoomed(doomed.Log, revs, windows)
-		for _, p := range chaos.CheckRolloutsEnded(map[string][]chaos.Revision{doomedService: revs}) {
-			doomedRep.Problems = append(doomedRep.Problems, p)
-		}
+		doomedRep.Problems = append(doomedRep.Problems, chaos.CheckRolloutsEnded(map[string][]chaos.Revision{doomedService: revs})...)
 		if len(doomedRep.Problems) == 0 || time.Now().After(deadline) {
 			break
 		}
@@ -378,7 +380,7 @@ func runChaos(t *testing.T, faults []chaosFault, seed uint64) {
 	fmt.Printf("  (%d acknowledged writes, %d unknown, %d refused, %d reads; %d rollbacks (%d ok), %d rm (%d ok), %d policy sets (%d ok), %d policy reads, %d membership changes, %d cluster reads; %d unknown operations settled by the final state; partitions by %s)\n",
 		st.OkWrites, st.UnknownWrites, st.FailedWrites, st.Reads, st.Rollbacks, st.OkRollbacks, st.Removes, st.OkRemoves, st.PolicySets, st.OkPolicy, st.PolicyReads,
 		st.MemberChanges, st.ClusterReads, len(ops)-len(resolved), c.partitionMethod())
-	fmt.Printf("  %d automatic rollbacks of doomed releases (%d with a fault under way), %d applies on %s, %d rollout stalled by a leader's clock step (known)\n", doomedRep.Rollbacks, doomedRep.WithFault, len(doomed.Log), doomedService, skewStalled)
+	fmt.Printf("  %d automatic rollbacks of doomed releases (%d with a fault under way), %d applies on %s, %d rollouts stalled by a leader's clock step (KNOWN, set aside)\n", doomedRep.Rollbacks, doomedRep.WithFault, len(doomed.Log), doomedService, skewStalled+doomedRep.SkewStalled)
 	fmt.Printf("  faults: %s\n", faultCounts(faults))
 }
 
