@@ -207,6 +207,8 @@ const (
 	chaosServices  = 4
 	chaosOpTimeout = 3 * time.Second
 	chaosPause     = 20 * time.Millisecond
+	// doomedService takes the DoomedWorker's releases only.
+	doomedService = "doomed-0"
 )
 
 func runChaos(t *testing.T, faults []chaosFault, seed uint64) {
@@ -227,12 +229,23 @@ func runChaos(t *testing.T, faults []chaosFault, seed uint64) {
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	workloadDone := make(chan struct{})
+	// Automatic rollbacks, outside the porcupine model: good and doomed
+	// releases in turn on their own service (DESIGN.md, "Automatic
+	// rollbacks").
+	doomed := &chaos.DoomedWorker{Client: c.client(), Service: doomedService, Image: c.reg.Image, OpTimeout: chaosOpTimeout, Wait: 15 * time.Second,
+		// A revision stamped more than a minute ahead of the clock furthest
+		// behind may be waiting out a leader's clock step (DESIGN.md,
+		// Limits: KNOWN).
+		Skewed: func(createdAt time.Time) bool { return createdAt.After(time.Now().Add(c.minClock() + time.Minute)) }}
 	go func() {
 		defer close(workloadDone)
+		done := make(chan struct{})
+		go func() { defer close(done); doomed.Run(ctx) }()
 		chaos.Workload{
 			Clients: clients, Services: services, Removable: removable, Mix: true, Image: c.reg.Image,
 			OpTimeout: chaosOpTimeout, Pause: chaosPause, Seed: seed, Recorder: rec,
 		}.Run(ctx)
+		<-done
 	}()
 	// Stopped before the cleanups remove the servers and their network,
 	// even when the test fails half-way.
@@ -240,12 +253,14 @@ func runChaos(t *testing.T, faults []chaosFault, seed uint64) {
 	defer stopWorkload()
 
 	mustWriteProgress(t, rec, 10)
+	var windows []chaos.Window
 	for i, f := range faults {
 		leader := c.mustConverge(chaosConvergeTimeout)
 		t.Logf("fault %d/%d: %s (leader %s)", i+1, len(faults), f.name, leader.id)
 		start := time.Now()
 		f.inject(c, leader, rand.New(rand.NewPCG(seed, uint64(i))))
 		l := c.mustConverge(chaosConvergeTimeout)
+		windows = append(windows, chaos.Window{Start: start, End: time.Now()})
 		// Liveness: once healed, the cluster takes writes again.
 		mustWriteProgress(t, rec, 5)
 		t.Logf("fault %d/%d: converged on leader %s and took writes %s after the fault began", i+1, len(faults), l.id, time.Since(start).Round(time.Millisecond))
@@ -291,6 +306,44 @@ func runChaos(t *testing.T, faults []chaosFault, seed uint64) {
 	for _, p := range rolloutProblems {
 		t.Error("rollout: " + p)
 	}
+	// The doomed service: each doomed release rolled back exactly once, by
+	// whichever leader saw its deadline pass.
+	var doomedRep chaos.DoomedReport
+	skewStalled := 0
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		revs := mustFinalRevisions(t, c, doomedService)
+		// Known, not fixed here (DESIGN.md, Limits): a rollout's progress
+		// deadline counts from a time stamped by the leader that started
+		// it; a leader whose clock is behind that one's waits out the
+		// difference. A doomed release stored by a leader whose clock ran
+		// ahead of the current leader's by more than a minute is set
+		// aside and reported, not failed.
+		skewStalled = 0
+		if n := len(revs); n > 0 && revs[n-1].State == "in_progress" {
+			now := time.Now().Add(c.mustConverge(chaosConvergeTimeout).clock)
+			if revs[n-1].CreatedAt.After(now.Add(time.Minute)) {
+				t.Logf("KNOWN: %s revision %d was stored at %s by a leader whose clock ran ahead; the current leader's clock says %s: its 1s progress deadline passes only then",
+					doomedService, revs[n-1].Number, revs[n-1].CreatedAt.Format(time.RFC3339), now.Format(time.RFC3339))
+				skewStalled, revs = 1, revs[:n-1]
+				// The one before it was current until then.
+				if n > 1 && revs[n-2].State == "superseded" {
+					revs[n-2].State = "succeeded"
+				}
+			}
+		}
+		doomedRep = chaos.CheckDoomed(doomed.Log, revs, windows)
+		doomedRep.Problems = append(doomedRep.Problems, chaos.CheckRolloutsEnded(map[string][]chaos.Revision{doomedService: revs})...)
+		if len(doomedRep.Problems) == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	if err := doomedRep.Err(); err != nil {
+		t.Error(err)
+	}
+	if doomed.GaveUp && skewStalled == 0 {
+		t.Errorf("%s: a doomed release was not rolled back within %s", doomedService, doomed.Wait)
+	}
 
 	ops := rec.Operations()
 	st := rec.Stats()
@@ -298,7 +351,8 @@ func runChaos(t *testing.T, faults []chaosFault, seed uint64) {
 	// Both checks can fail: internal/chaos's tests run them on histories of
 	// broken servers. A workload that did nothing would prove nothing.
 	if st.OkWrites < 20 || st.Reads < 20 || st.ServicesWritten != chaosServices+len(removable) ||
-		st.OkRollbacks == 0 || st.OkRemoves == 0 || st.OkPolicy == 0 || st.ClusterReads == 0 || st.MemberChanges == 0 {
+		st.OkRollbacks == 0 || st.OkRemoves == 0 || st.OkPolicy == 0 || st.ClusterReads == 0 || st.MemberChanges == 0 ||
+		doomedRep.Rollbacks == 0 {
 		t.Errorf("workload too thin to prove anything: %+v", st)
 	}
 	rep := chaos.CheckFinal(ops, final)
@@ -326,6 +380,7 @@ func runChaos(t *testing.T, faults []chaosFault, seed uint64) {
 	fmt.Printf("  (%d acknowledged writes, %d unknown, %d refused, %d reads; %d rollbacks (%d ok), %d rm (%d ok), %d policy sets (%d ok), %d policy reads, %d membership changes, %d cluster reads; %d unknown operations settled by the final state; partitions by %s)\n",
 		st.OkWrites, st.UnknownWrites, st.FailedWrites, st.Reads, st.Rollbacks, st.OkRollbacks, st.Removes, st.OkRemoves, st.PolicySets, st.OkPolicy, st.PolicyReads,
 		st.MemberChanges, st.ClusterReads, len(ops)-len(resolved), c.partitionMethod())
+	fmt.Printf("  %d automatic rollbacks of doomed releases (%d with a fault under way), %d applies on %s, %d rollouts stalled by a leader's clock step (KNOWN, set aside)\n", doomedRep.Rollbacks, doomedRep.WithFault, len(doomed.Log), doomedService, skewStalled+doomedRep.SkewStalled)
 	fmt.Printf("  faults: %s\n", faultCounts(faults))
 }
 
@@ -395,7 +450,7 @@ func mustFinalRevisions(t *testing.T, c *chaosCluster, svc string) []chaos.Revis
 		if err != nil {
 			v = -1 // reported by CheckFinal as a value no write issued
 		}
-		out = append(out, chaos.Revision{Number: e.Revision, Value: v, Cause: e.Cause, State: e.State, RollbackOf: e.RollbackOf, RollbackTo: e.RollbackTo})
+		out = append(out, chaos.Revision{Number: e.Revision, Value: v, Cause: e.Cause, State: e.State, RollbackOf: e.RollbackOf, RollbackTo: e.RollbackTo, CreatedAt: e.CreatedAt})
 	}
 	return out
 }

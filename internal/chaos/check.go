@@ -65,6 +65,9 @@ type Revision struct {
 	State string
 	// RollbackOf and RollbackTo are set on rollback revisions.
 	RollbackOf, RollbackTo int
+	// CreatedAt is the revision's time by the clock of the leader that
+	// stored it.
+	CreatedAt time.Time
 }
 
 // HistoryOutput is the output of a history read of revs (none: the
