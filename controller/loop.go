@@ -121,6 +121,23 @@ func (c *Controller) reconcileService(ctx context.Context, view *state.Tables, l
 	if !ok {
 		return fmt.Errorf("%w: service %s has no revision %d", ErrNotFound, svc.Name, svc.Current)
 	}
+	// A rollout's times were stamped by the clock of the leader that wrote
+	// them. One in this leader's future (its clock is behind that one's,
+	// or was stepped back) would hold the progress deadline off by the
+	// difference, hours after a clock step: measure from now instead, and
+	// write that down.
+	clamped := false
+	if svc.Rollout != nil && svc.Rollout.State == state.RolloutInProgress {
+		cp := *svc.Rollout
+		for _, t := range []*time.Time{&cp.StartedAt, &cp.LastProgressAt, &cp.BatchDoneAt} {
+			if t.After(now) {
+				*t, clamped = now, true
+			}
+		}
+		if clamped {
+			svc.Rollout = &cp
+		}
+	}
 	in := rollout.Input{Now: now, Service: svc, Target: target, Replicas: replicas}
 	d := rollout.Decide(in)
 	if svc.Rollout == nil || svc.Rollout.State != state.RolloutInProgress {
@@ -142,7 +159,7 @@ func (c *Controller) reconcileService(ctx context.Context, view *state.Tables, l
 		cp := *svc.Rollout
 		ro = &cp
 	}
-	changed := len(d.Stop) > 0 || len(d.Remove) > 0
+	changed := clamped || len(d.Stop) > 0 || len(d.Remove) > 0
 	step.Stop, step.Remove = d.Stop, d.Remove
 
 	inRollout := ro != nil && ro.State == state.RolloutInProgress
