@@ -17,7 +17,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -63,19 +62,6 @@ type chaosCluster struct {
 	// rec is the workload's history, where faults record the operations
 	// they make (membership changes).
 	rec *chaos.Recorder
-	// clockMu guards the nodes' clock, which the doomed worker reads.
-	clockMu sync.Mutex
-}
-
-// minClock is the offset of the clock furthest behind.
-func (c *chaosCluster) minClock() time.Duration {
-	c.clockMu.Lock()
-	defer c.clockMu.Unlock()
-	m := c.nodes[0].clock
-	for _, nd := range c.nodes[1:] {
-		m = min(m, nd.clock)
-	}
-	return m
 }
 
 // partitionMethod names how partitions are made, for the summary.
@@ -425,9 +411,7 @@ func (c *chaosCluster) heal(nd *chaosNode) {
 // within testClockPoll).
 func (c *chaosCluster) stepClock(nd *chaosNode, d time.Duration) {
 	c.t.Helper()
-	c.clockMu.Lock()
 	nd.clock += d
-	c.clockMu.Unlock()
 	if err := os.WriteFile(nd.clockFile, []byte(nd.clock.String()), 0o600); err != nil {
 		c.t.Fatal(err)
 	}

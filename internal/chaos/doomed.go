@@ -29,9 +29,6 @@ type DoomedOp struct {
 	Revision int
 	Call     time.Time
 	Ended    time.Time
-	// SkewStalled: the worker gave up waiting for this doomed release,
-	// which Skewed explained, and went on (its next apply supersedes it).
-	SkewStalled bool
 }
 
 // DoomedWorker alternates good and doomed releases on one service, outside
@@ -49,12 +46,7 @@ type DoomedWorker struct {
 	// the worker stops (the final check reports the stall).
 	Wait time.Duration
 	Log  []DoomedOp
-	// Skewed, when set, tells whether a revision stored at createdAt (by
-	// its leader's clock) may be waiting out a clock difference between
-	// leaders (DESIGN.md, Limits: KNOWN): then the worker goes on past a
-	// stalled doomed release instead of stopping.
-	Skewed func(createdAt time.Time) bool
-	// GaveUp is set when a wait passed its bound unexplained.
+	// GaveUp is set when a wait passed its bound.
 	GaveUp bool
 }
 
@@ -74,16 +66,12 @@ func (w *DoomedWorker) Run(ctx context.Context) {
 		out := WriteOutcome(res, err)
 		op.Outcome, op.Revision = out.Outcome, out.Revision
 		if doomed && out.Outcome != Failed {
-			switch quiet, skewed := w.waitQuiet(opCtx); {
-			case quiet:
-				op.Ended = time.Now()
-			case skewed:
-				op.SkewStalled = true
-			default:
+			if !w.waitQuiet(opCtx) {
 				w.Log = append(w.Log, op)
 				w.GaveUp = true
 				return
 			}
+			op.Ended = time.Now()
 		}
 		w.Log = append(w.Log, op)
 		select {
@@ -95,9 +83,8 @@ func (w *DoomedWorker) Run(ctx context.Context) {
 
 // waitQuiet polls the history until the newest revision's rollout ended
 // and it holds no doomed value (a doomed release that was never committed
-// leaves the good one newest). Past the bound, skewed tells whether the
-// newest revision is a doomed release in progress that Skewed explains.
-func (w *DoomedWorker) waitQuiet(ctx context.Context) (quiet, skewed bool) {
+// leaves the good one newest), and reports whether it did within Wait.
+func (w *DoomedWorker) waitQuiet(ctx context.Context) bool {
 	deadline := time.Now().Add(w.Wait)
 	for {
 		hctx, cancel := context.WithTimeout(ctx, w.OpTimeout)
@@ -107,16 +94,13 @@ func (w *DoomedWorker) waitQuiet(ctx context.Context) (quiet, skewed bool) {
 			last := h[len(h)-1]
 			v, verr := ValueOfImage(last.Image)
 			if verr == nil && v%2 == 1 && ended(last.State) {
-				return true, false
-			}
-			if time.Now().After(deadline) {
-				return false, verr == nil && v%2 == 0 && last.State == state.RevisionInProgress && w.Skewed != nil && w.Skewed(last.CreatedAt)
+				return true
 			}
 		} else if errors.Is(err, controller.ErrNotFound) {
-			return true, false
+			return true
 		}
 		if time.Now().After(deadline) {
-			return false, false
+			return false
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -139,10 +123,7 @@ type DoomedReport struct {
 	// WithFault, how many of them had a fault under way between the doomed
 	// apply and the moment the worker saw it rolled back.
 	Rollbacks, WithFault int
-	// SkewStalled counts doomed releases the worker went past, stalled by
-	// a clock difference between leaders (KNOWN) and then superseded.
-	SkewStalled int
-	Problems    []string
+	Problems             []string
 }
 
 // Err is nil when no problem was found.
@@ -226,8 +207,6 @@ func CheckDoomed(log []DoomedOp, final []Revision, faults []Window) DoomedReport
 			}
 		case !last && r.State == state.RevisionSuperseded && op.Outcome == Unknown && final[i+1].RollbackOf == 0:
 			// A lost answer: the worker did not know to wait.
-		case !last && r.State == state.RevisionSuperseded && op.SkewStalled && final[i+1].RollbackOf == 0:
-			rep.SkewStalled++
 		default:
 			rep.Problems = append(rep.Problems, fmt.Sprintf("doomed revision %d ended %q with no automatic rollback after it", r.Number, r.State))
 		}

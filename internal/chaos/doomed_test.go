@@ -102,11 +102,6 @@ func TestCheckDoomed(t *testing.T) {
 	if err := CheckDoomed(l, f, nil).Err(); err == nil {
 		t.Fatal("an acknowledged doomed release superseded instead of rolled back passed")
 	}
-	// Unless the worker went past it as stalled by a clock step (KNOWN).
-	l[1].SkewStalled = true
-	if rep := CheckDoomed(l, f, nil); rep.Err() != nil || rep.SkewStalled != 1 {
-		t.Fatalf("skew-stalled release: %+v", rep)
-	}
 	// Set aside or not, a stalled release that was then rolled back twice
 	// is still caught.
 	f2 := []Revision{f[0], {Number: 2, Value: 2, Cause: "apply", State: "rolled_back"},
