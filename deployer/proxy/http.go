@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"path"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -107,21 +108,41 @@ type attempt struct {
 	target    *target
 	retryable bool
 	retried   bool
+	// hopped: the request came from another host's proxy; it goes to one
+	// of this host's replicas only, and keeps the X-Forwarded-* headers
+	// the first proxy set.
+	hopped bool
 }
+
+// Headers of a request between two hosts' proxies. The sending proxy sets
+// them; the receiving one reads them on its hop listener only (never on an
+// ingress port) and removes them before the request reaches a replica.
+const (
+	HeaderHopService = "X-Deployctl-Service"
+	HeaderHopPort    = "X-Deployctl-Port"
+	// HeaderHopUnavailable marks the receiving proxy's 503 when it has no
+	// healthy replica of the service (its view was ahead of the sender's):
+	// the sender may try another target, as for a refused connection.
+	HeaderHopUnavailable = "X-Deployctl-Hop-Unavailable"
+)
 
 // HTTPHandler serves http routes of one listen port: the agent runs an
 // http.Server with it on each http port of Changes.Open.
 func (t *Table) HTTPHandler(listen int) http.Handler {
 	h := &httpHandler{table: t, listen: listen}
-	h.proxy = &httputil.ReverseProxy{
-		Rewrite:        rewrite,
+	h.proxy = t.reverseProxy(h.backendError, h.countResponse)
+	return h
+}
+
+func (t *Table) reverseProxy(onError func(http.ResponseWriter, *http.Request, error), onResponse func(*http.Response) error) *httputil.ReverseProxy {
+	return &httputil.ReverseProxy{
+		Rewrite:        t.rewrite,
 		Transport:      &retryTransport{table: t, base: t.transport},
 		FlushInterval:  -1,
-		ErrorHandler:   h.backendError,
-		ModifyResponse: h.countResponse,
+		ErrorHandler:   onError,
+		ModifyResponse: onResponse,
 		BufferPool:     &t.buffers,
 	}
-	return h
 }
 
 type httpHandler struct {
@@ -152,12 +173,41 @@ func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // client asked for and setting X-Forwarded-For/-Host/-Proto. The
 // ReverseProxy has already removed any X-Forwarded-* and Forwarded header
 // the client sent, so a client cannot choose what the backend reads.
-func rewrite(pr *httputil.ProxyRequest) {
+//
+// A request that came through another host's proxy keeps the X-Forwarded-*
+// headers that proxy set (the hop listener only accepts other hosts'
+// proxies), and loses the hop headers.
+func (t *Table) rewrite(pr *httputil.ProxyRequest) {
 	a := pr.In.Context().Value(attemptKey{}).(*attempt)
-	pr.Out.URL.Scheme = "http"
-	pr.Out.URL.Host = a.target.key.Addr
 	pr.Out.Host = pr.In.Host
-	pr.SetXForwarded()
+	if a.hopped {
+		for _, h := range []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
+			if v := pr.In.Header.Values(h); len(v) > 0 {
+				pr.Out.Header[h] = v
+			}
+		}
+		pr.Out.Header.Del(HeaderHopService)
+		pr.Out.Header.Del(HeaderHopPort)
+	} else {
+		pr.SetXForwarded()
+	}
+	t.aim(pr.Out, a)
+}
+
+// aim points a request at its attempt's target: a replica's address on
+// this host, or another host's proxy with the service and port in the hop
+// headers.
+func (t *Table) aim(out *http.Request, a *attempt) {
+	out.URL.Host = a.target.key.Addr
+	out.URL.Scheme = "http"
+	if !a.target.key.Hop {
+		out.Header.Del(HeaderHopService)
+		out.Header.Del(HeaderHopPort)
+		return
+	}
+	out.URL.Scheme = t.hopScheme
+	out.Header.Set(HeaderHopService, a.route.Service)
+	out.Header.Set(HeaderHopPort, strconv.Itoa(a.route.Port))
 }
 
 func (h *httpHandler) countResponse(resp *http.Response) error {
@@ -231,20 +281,83 @@ type retryTransport struct {
 func (rt *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	a, _ := req.Context().Value(attemptKey{}).(*attempt)
 	resp, err := rt.base.RoundTrip(req)
-	if err == nil || a == nil || !a.retryable || a.retried || !retryableError(err) || req.Context().Err() != nil {
+	if a == nil || !a.retryable || a.retried || req.Context().Err() != nil {
 		return resp, err
 	}
-	next := a.route.pool.pick(a.target)
+	switch {
+	case err != nil && retryableError(err):
+	case err == nil && resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get(HeaderHopUnavailable) != "":
+	default:
+		return resp, err
+	}
+	var next *target
+	if a.hopped {
+		next = a.route.pool.pickLocal(a.target)
+	} else {
+		next = a.route.pool.pick(a.target)
+	}
 	if next == nil {
 		return resp, err
+	}
+	if resp != nil {
+		_ = resp.Body.Close()
 	}
 	a.target.release()
 	a.target, a.retried = next, true
 	rt.table.stats.retry(a.route.Service)
 	retry := req.Clone(req.Context())
-	retry.URL.Host = next.key.Addr
+	rt.table.aim(retry, a)
 	retry.Body = nil
 	return rt.base.RoundTrip(retry)
+}
+
+// HopHandler serves the hop listener (--proxy-addr): requests other hosts'
+// proxies send to this host's replicas of a service, named by the hop
+// headers. They go to this host's healthy targets only, so a request hops
+// at most once. The listener must admit only other hosts' proxies (mutual
+// TLS with the cluster's certificates): it trusts their X-Forwarded-*.
+func (t *Table) HopHandler() http.Handler {
+	h := &hopHandler{table: t}
+	h.proxy = t.reverseProxy(h.backendError, nil)
+	return h
+}
+
+type hopHandler struct {
+	table *Table
+	proxy *httputil.ReverseProxy
+}
+
+func (h *hopHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	service := r.Header.Get(HeaderHopService)
+	port, err := strconv.Atoi(r.Header.Get(HeaderHopPort))
+	if service == "" || err != nil || port <= 0 || port > 65535 {
+		plain(w, http.StatusBadRequest, "deployctl proxy: a hop needs the "+HeaderHopService+" and "+HeaderHopPort+" headers")
+		return
+	}
+	h.table.mu.Lock()
+	p := h.table.pools[poolKey{service, port}]
+	h.table.mu.Unlock()
+	var tg *target
+	if p != nil {
+		tg = p.pickLocal(nil)
+	}
+	if tg == nil {
+		w.Header().Set(HeaderHopUnavailable, "1")
+		plain(w, http.StatusServiceUnavailable, fmt.Sprintf("deployctl proxy: service %s has no healthy replica on this host", service))
+		return
+	}
+	route := &boundRoute{Route: Route{Service: service, Port: port, Protocol: HTTP}, pool: p}
+	a := &attempt{route: route, target: tg, retryable: replayable(r), hopped: true}
+	defer func() { a.target.release() }()
+	h.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), attemptKey{}, a)))
+}
+
+func (h *hopHandler) backendError(w http.ResponseWriter, r *http.Request, err error) {
+	a := r.Context().Value(attemptKey{}).(*attempt)
+	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+		return
+	}
+	plain(w, http.StatusBadGateway, fmt.Sprintf("deployctl proxy: replica %s of service %s did not answer: %s", a.target.key.ID, a.route.Service, shortError(err)))
 }
 
 // bufferPool reuses the 32 KiB copy buffers of the ReverseProxy, which it

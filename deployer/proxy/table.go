@@ -83,10 +83,19 @@ type TargetKey struct {
 	Port    int    `json:"port"`
 	ID      string `json:"id"`
 	Addr    string `json:"addr"` // host:port
+	// Hop says Addr is another host's proxy (its --proxy-addr), which
+	// passes the request to one of its own healthy replicas of the
+	// service: a replica on another host is reached through that host's
+	// proxy, never on its bridge address.
+	Hop bool `json:"hop,omitempty"`
 }
 
 func (k TargetKey) String() string {
-	return k.Service + ":" + strconv.Itoa(k.Port) + "/" + k.ID + "@" + k.Addr
+	via := "@"
+	if k.Hop {
+		via = "@hop:"
+	}
+	return k.Service + ":" + strconv.Itoa(k.Port) + "/" + k.ID + via + k.Addr
 }
 
 // poolKey names a pool: the targets of one container port of a service.
@@ -239,7 +248,17 @@ func compareRoutes(a, b Route) int {
 }
 
 func compareKeys(a, b TargetKey) int {
-	return cmp.Or(cmp.Compare(a.Service, b.Service), cmp.Compare(a.Port, b.Port), cmp.Compare(a.ID, b.ID), cmp.Compare(a.Addr, b.Addr))
+	return cmp.Or(cmp.Compare(a.Service, b.Service), cmp.Compare(a.Port, b.Port), cmp.Compare(a.ID, b.ID), cmp.Compare(a.Addr, b.Addr), compareBool(a.Hop, b.Hop))
+}
+
+func compareBool(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	}
+	return -1
 }
 
 func sortedPorts(m map[int]string) []Port {
@@ -263,15 +282,37 @@ type Table struct {
 	// transport carries HTTP requests to targets.
 	transport http.RoundTripper
 	buffers   bufferPool
+	// hopScheme is how requests reach other hosts' proxies: "https" when
+	// the hop listeners speak mutual TLS (the transport carries the
+	// certificates), "http" under --dev.
+	hopScheme string
 }
 
 // NewTable returns an empty table. transport carries HTTP requests to the
 // targets; nil means NewTransport().
 func NewTable(transport http.RoundTripper) *Table {
+	return NewTableWith(Options{Transport: transport})
+}
+
+// Options configure a Table.
+type Options struct {
+	// Transport carries HTTP requests to targets; nil means NewTransport().
+	Transport http.RoundTripper
+	// HopTLS: other hosts' proxies are reached over https (Transport holds
+	// the client certificate and the cluster CA).
+	HopTLS bool
+}
+
+// NewTableWith returns an empty table configured by o.
+func NewTableWith(o Options) *Table {
+	transport := o.Transport
 	if transport == nil {
 		transport = NewTransport()
 	}
-	t := &Table{targets: map[TargetKey]*target{}, pools: map[poolKey]*pool{}, transport: transport}
+	t := &Table{targets: map[TargetKey]*target{}, pools: map[poolKey]*pool{}, transport: transport, hopScheme: "http"}
+	if o.HopTLS {
+		t.hopScheme = "https"
+	}
 	t.stats.byService = map[string]*serviceCounts{}
 	t.routes.Store(&routing{ports: map[int]*portRoutes{}})
 	return t
@@ -301,18 +342,26 @@ func (t *target) signalDrained() { t.once.Do(func() { close(t.drained) }) }
 // pool is the targets of one container port of a service.
 type pool struct {
 	healthy atomic.Pointer[[]*target]
+	// local is the healthy targets on this host (not hops): what a request
+	// that came through another host's proxy may be sent to, so that a
+	// request hops at most once.
+	local   atomic.Pointer[[]*target]
 	members []*target // guarded by Table.mu
 }
 
-// refresh rebuilds the list that pick reads; under Table.mu.
+// refresh rebuilds the lists that pick reads; under Table.mu.
 func (p *pool) refresh() {
-	var healthy []*target
+	var healthy, local []*target
 	for _, t := range p.members {
 		if t.State() == Healthy {
 			healthy = append(healthy, t)
+			if !t.key.Hop {
+				local = append(local, t)
+			}
 		}
 	}
 	p.healthy.Store(&healthy)
+	p.local.Store(&local)
 }
 
 // pick chooses a healthy target other than exclude by least outstanding
@@ -322,8 +371,17 @@ func (p *pool) refresh() {
 // between either sees the request or the pick sees the drain. nil when no
 // healthy target is left.
 func (p *pool) pick(exclude *target) *target {
+	return p.pickFrom(&p.healthy, exclude)
+}
+
+// pickLocal is pick among this host's own targets.
+func (p *pool) pickLocal(exclude *target) *target {
+	return p.pickFrom(&p.local, exclude)
+}
+
+func (p *pool) pickFrom(from *atomic.Pointer[[]*target], exclude *target) *target {
 	for range 4 {
-		list := *p.healthy.Load()
+		list := *from.Load()
 		if exclude != nil {
 			if i := slices.Index(list, exclude); i >= 0 {
 				list = slices.Delete(slices.Clone(list), i, i+1)

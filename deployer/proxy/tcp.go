@@ -44,14 +44,16 @@ func (t *Table) serveTCPConn(ctx context.Context, listen int, client net.Conn) {
 		return
 	}
 	p := pr.tcp.pool
-	tg := p.pick(nil)
+	// Only this host's replicas: TCP has no hop to another host's proxy yet
+	// (DESIGN.md, what is left).
+	tg := p.pickLocal(nil)
 	if tg == nil {
 		return
 	}
 	dialer := net.Dialer{Timeout: DialTimeout}
 	backend, err := dialer.DialContext(ctx, "tcp", tg.key.Addr)
 	if err != nil && retryableError(err) {
-		if next := p.pick(tg); next != nil {
+		if next := p.pickLocal(tg); next != nil {
 			tg.release()
 			tg = next
 			backend, err = dialer.DialContext(ctx, "tcp", tg.key.Addr)
