@@ -130,6 +130,7 @@ func (a *API) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/agent/audit", lead(a.postAudit, agent, srv))
 	mux.HandleFunc("GET /v1/agent/assignments", lead(a.assignments, agent, srv))
 	mux.HandleFunc("POST /v1/agent/report", lead(a.report, agent, srv))
+	mux.HandleFunc("GET /v1/agent/ingress", lead(a.ingress, agent, srv))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no route %s %s; the API lives under /v1/", r.Method, r.URL.Path))
 	})
@@ -156,9 +157,10 @@ func (a *API) writeErr(w http.ResponseWriter, err error) {
 	writeJSON(w, status, body)
 }
 
-// waitFor blocks until the state index passes index (by the watch function)
-// or wait elapses, and returns the state to answer from.
-func waitFor(ctx context.Context, index uint64, wait time.Duration, watch func() (*state.Tables, <-chan struct{}), idx func(*state.Tables) uint64) *state.Tables {
+// waitFor blocks until the index of what watch returns (a state version,
+// the ingress table) passes index, or wait elapses, and returns what to
+// answer from.
+func waitFor[T any](ctx context.Context, index uint64, wait time.Duration, watch func() (T, <-chan struct{}), idx func(T) uint64) T {
 	t, ch := watch()
 	if index == 0 || wait == 0 || idx(t) > index {
 		return t
@@ -211,7 +213,7 @@ func (a *API) cluster(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		out.Hosts = append(out.Hosts, wire.HostInfo{ID: h.ID, Labels: h.Labels, State: h.State, Replicas: n, SeenAt: h.SeenAt, Engine: h.Engine,
-			Identity: a.reporters.of(h.ID)})
+			Identity: a.reporters.of(h.ID), ProxyAddr: h.ProxyAddr})
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -355,6 +357,24 @@ func (a *API) assignments(w http.ResponseWriter, r *http.Request) {
 		func() (*state.Tables, <-chan struct{}) { return a.c.cfg.Store.WatchHost(host) },
 		func(t *state.Tables) uint64 { return t.HostIndex(host) })
 	writeJSON(w, http.StatusOK, view.Assignments(host))
+}
+
+// ingress answers the cluster's ingress table to the hosts' proxies. It
+// names no host: every host routes to every service, so any agent (or a
+// server's local agent) may read it; the operator may not, as with every
+// /v1/agent/ route.
+func (a *API) ingress(w http.ResponseWriter, r *http.Request) {
+	index, wait, ok := blockingParams(w, r)
+	if !ok {
+		return
+	}
+	table, err := a.c.Ingress(r.Context(), index, wait)
+	if err != nil {
+		// Not ready: a partial state would withdraw routes that exist.
+		a.writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, table)
 }
 
 func (a *API) report(w http.ResponseWriter, r *http.Request) {

@@ -101,6 +101,8 @@ type Controller struct {
 	rollbackChecks map[string]*rollbackCheck
 	// kick wakes the loop when a check ends.
 	kick chan struct{}
+	// ingress is the cached ingress table agents long-poll (leader memory).
+	ingress *ingressFeed
 	// leadingSince is when this node last became leader: the heartbeat of
 	// a host not heard from in this term counts from then.
 	leadingSince time.Time
@@ -143,7 +145,7 @@ func New(cfg Config) (*Controller, error) {
 		cfg.RollbackCheckTimeout = DefaultRollbackCheckTimeout
 	}
 	return &Controller{cfg: cfg, log: cfg.Logger.Named("controller"), heartbeat: map[string]time.Time{},
-		rollbackChecks: map[string]*rollbackCheck{}, kick: make(chan struct{}, 1)}, nil
+		rollbackChecks: map[string]*rollbackCheck{}, kick: make(chan struct{}, 1), ingress: newIngressFeed(cfg.Store)}, nil
 }
 
 // Store is the state this controller reads.
@@ -413,7 +415,8 @@ func (c *Controller) Report(ctx context.Context, r state.HostReport) error {
 	}
 	h, known := view.Host(r.Host)
 	sameEngine := r.Engine == nil || (h.Engine != nil && *h.Engine == *r.Engine)
-	if known && h.State == state.HostReady && len(changed.Reports) == 0 && (r.Labels == nil || maps.Equal(h.Labels, r.Labels)) && sameEngine {
+	sameLabels := r.Labels == nil || maps.Equal(h.Labels, r.Labels)
+	if known && h.State == state.HostReady && len(changed.Reports) == 0 && sameLabels && sameEngine && h.ProxyAddr == r.ProxyAddr {
 		return nil
 	}
 	_, err := c.apply(ctx, raftstore.CmdHostReport, state.HostReportCmd{Now: now, Report: changed})

@@ -27,6 +27,11 @@ func (c *Controller) Run(ctx context.Context) error {
 	wake := time.NewTimer(time.Hour)
 	defer wake.Stop()
 	leading := false
+	// The ingress table follows the state while agents wait for it.
+	followCtx, stopFollow := context.WithCancel(ctx)
+	followed := make(chan struct{})
+	go func() { defer close(followed); c.ingress.follow(followCtx) }()
+	defer func() { stopFollow(); <-followed }()
 	for {
 		view, changed := c.cfg.Store.Watch()
 		isLeader := c.cfg.Raft.IsLeader()
@@ -39,6 +44,7 @@ func (c *Controller) Run(ctx context.Context) error {
 				break
 			}
 			leading = true
+			c.ingress.reset()
 			c.markLeading(c.cfg.Now())
 			c.ready.Store(true)
 			c.log.Info("leading: driving rollouts")

@@ -1,6 +1,8 @@
 package controller
 
 import (
+	"slices"
+
 	"github.com/deployctl/deployctl/internal/wire"
 	"github.com/deployctl/deployctl/raftstore/state"
 )
@@ -17,6 +19,7 @@ func serviceStatus(t *state.Tables, svc state.Service) wire.ServiceStatus {
 		Service: svc.Name, Revision: rev.Number, Image: rev.Spec.Image, Digest: rev.Digest, Ref: rev.Ref,
 		State: svc.State, RevisionState: rev.State, Cause: rev.Cause, LastGood: svc.LastGood,
 		Rollout: svc.Rollout, Instances: []wire.InstanceView{}, Index: t.Index(),
+		Ingress: slices.Clone(rev.Spec.Ingress),
 	}
 	if svc.Rollout != nil {
 		st.Message = svc.Rollout.Message

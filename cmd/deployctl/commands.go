@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -215,6 +216,9 @@ func printStatus(w io.Writer, st wire.ServiceStatus) {
 	if st.Message != "" {
 		fmt.Fprintf(w, "message:   %s\n", st.Message)
 	}
+	for _, in := range st.Ingress {
+		fmt.Fprintf(w, "ingress:   %s\n", ingressLine(in))
+	}
 	if len(st.Instances) == 0 {
 		return
 	}
@@ -225,6 +229,21 @@ func printStatus(w io.Writer, st wire.ServiceStatus) {
 		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", in.Slot, short(in.ID), in.Revision, in.Host, in.Desired, in.State, short(in.ContainerID), in.Message)
 	}
 	tw.Flush()
+}
+
+// ingressLine shows one ingress entry: "http :80 host=a.example.com
+// path=/api -> 8080", "tcp :5432 -> 5432".
+func ingressLine(in specs.Ingress) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s :%d", in.Protocol, in.Listen)
+	if in.Host != "" {
+		fmt.Fprintf(&b, " host=%s", in.Host)
+	}
+	if in.Path != "" {
+		fmt.Fprintf(&b, " path=%s", in.Path)
+	}
+	fmt.Fprintf(&b, " -> %d", in.Port)
+	return b.String()
 }
 
 func short(id string) string {
@@ -377,8 +396,8 @@ func newClusterCmd(g *globals) *cobra.Command {
 				for _, n := range st.Nodes {
 					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", n.ID, n.Address, n.Role, strconv.FormatBool(n.Voter), strconv.FormatBool(n.Healthy), n.Identity)
 				}
-				fmt.Fprintln(tw, "\t\t\t\t\t")
-				fmt.Fprintln(tw, "HOST\tSTATE\tREPLICAS\tLABELS\tUSERNS\tCERTIFICATE")
+				fmt.Fprintln(tw, "\t\t\t\t\t\t")
+				fmt.Fprintln(tw, "HOST\tSTATE\tREPLICAS\tLABELS\tUSERNS\tPROXY\tCERTIFICATE")
 				for _, h := range st.Hosts {
 					userns := "unknown"
 					if h.Engine != nil {
@@ -388,7 +407,11 @@ func newClusterCmd(g *globals) *cobra.Command {
 					if cert == "" {
 						cert = "-"
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%d\t%v\t%s\t%s\n", h.ID, h.State, h.Replicas, h.Labels, userns, cert)
+					proxy := h.ProxyAddr
+					if proxy == "" {
+						proxy = "-"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%d\t%v\t%s\t%s\t%s\n", h.ID, h.State, h.Replicas, h.Labels, userns, proxy, cert)
 				}
 				tw.Flush()
 			})

@@ -255,6 +255,16 @@ func (c *Client) Assignments(ctx context.Context, host string, afterIndex uint64
 	return out, err
 }
 
+// Ingress long-polls the cluster's ingress table (for host agents' proxies):
+// it answers once the table's Index is past afterIndex, or when wait ends
+// (with the current table). afterIndex 0 answers at once.
+func (c *Client) Ingress(ctx context.Context, afterIndex uint64, wait time.Duration) (IngressTable, error) {
+	q := url.Values{"index": {fmt.Sprint(afterIndex)}, "wait": {wait.String()}}
+	var out IngressTable
+	err := c.do(ctx, http.MethodGet, "/v1/agent/ingress?"+q.Encode(), nil, nil, &out)
+	return out, err
+}
+
 // Report sends an agent's batch.
 func (c *Client) Report(ctx context.Context, r state.HostReport) error {
 	return c.postJSON(ctx, "/v1/agent/report", r, nil)

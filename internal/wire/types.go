@@ -5,6 +5,7 @@ import (
 
 	"github.com/deployctl/deployctl/internal/audit"
 	"github.com/deployctl/deployctl/raftstore/state"
+	"github.com/deployctl/deployctl/specs"
 )
 
 // The request and response bodies of the /v1/ API, shared by the server
@@ -79,6 +80,9 @@ type HostInfo struct {
 	// this leader ("agent/h1", "server/n1"; "dev (no TLS)" under --dev;
 	// empty until its first report since this leader was elected).
 	Identity string `json:"identity,omitempty"`
+	// ProxyAddr is the host's advertised ingress proxy address, as its
+	// agent last reported it ("" when it runs none).
+	ProxyAddr string `json:"proxy_addr,omitempty"`
 }
 
 // ClusterStatus is `deployctl cluster status -o json`.
@@ -155,6 +159,8 @@ type ServiceStatus struct {
 	Replicas      ReplicaCounts  `json:"replicas"`
 	Rollout       *state.Rollout `json:"rollout,omitempty"`
 	Instances     []InstanceView `json:"instances"`
+	// Ingress is the current revision's ingress entries.
+	Ingress []specs.Ingress `json:"ingress,omitempty"`
 	// Index is the state index this answer reflects; pass it back as
 	// ?index= to wait for the next change.
 	Index uint64 `json:"index"`
@@ -194,4 +200,35 @@ type AuditReport struct {
 	Benchmark string            `json:"benchmark"`
 	Hosts     []HostAuditRecord `json:"hosts"`
 	Warnings  int               `json:"warnings"`
+}
+
+// IngressRoute is one ingress entry of a service's current revision.
+type IngressRoute struct {
+	Service  string `json:"service"`
+	Listen   int    `json:"listen"`
+	Protocol string `json:"protocol"` // "http" or "tcp"
+	Host     string `json:"host,omitempty"`
+	Path     string `json:"path,omitempty"`
+	Port     int    `json:"port"` // container port
+}
+
+// IngressBackend is one replica that may receive traffic: desired running,
+// reported healthy, on a ready host.
+type IngressBackend struct {
+	Service   string `json:"service"`
+	Replica   string `json:"replica"`
+	Host      string `json:"host"`
+	ProxyAddr string `json:"proxy_addr,omitempty"` // the host's advertised proxy address
+	Ports     []int  `json:"ports"`                // the container ports of its revision's ingress entries
+}
+
+// IngressTable is the cluster's traffic view at Index.
+// GET /v1/agent/ingress?index=N&wait=D answers it once Index > N (or when
+// the wait ends). Index is the raft index of the state version in which
+// the content last changed: writes that change no route and no backend
+// (heartbeats, reports of replicas that stay unhealthy) leave it alone.
+type IngressTable struct {
+	Index    uint64           `json:"index"`
+	Routes   []IngressRoute   `json:"routes"`
+	Backends []IngressBackend `json:"backends"`
 }

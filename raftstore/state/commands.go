@@ -243,6 +243,7 @@ func (s *Store) ApplyHostReport(index uint64, c HostReportCmd) error {
 		e := *c.Report.Engine
 		h.Engine = &e
 	}
+	h.ProxyAddr = c.Report.ProxyAddr
 	h.State = HostReady
 	h.DownSince = time.Time{}
 	h.SeenAt = c.Now

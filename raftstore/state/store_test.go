@@ -163,3 +163,33 @@ func TestReplicaIndexesFollowWrites(t *testing.T) {
 	}
 	check("after a report on the restored store", restored.View(), []string{"r1", "r2"}, ReplicaUnhealthy)
 }
+
+// A host record mirrors the proxy address of its agent's latest report
+// (an empty one clears it: the host stopped running a proxy), and a
+// snapshot carries it.
+func TestHostProxyAddrMirrorsReportsAndSurvivesSnapshot(t *testing.T) {
+	s := NewStore()
+	if err := s.ApplyHostReport(1, HostReportCmd{Now: t0, Report: HostReport{Host: "h1", ProxyAddr: "10.0.0.1:7946"}}); err != nil {
+		t.Fatal(err)
+	}
+	if h, _ := s.View().Host("h1"); h.ProxyAddr != "10.0.0.1:7946" {
+		t.Fatalf("proxy addr %q after the first report, want 10.0.0.1:7946", h.ProxyAddr)
+	}
+	var buf bytes.Buffer
+	if _, err := s.View().WriteTo(&buf); err != nil {
+		t.Fatal(err)
+	}
+	restored := NewStore()
+	if err := restored.Restore(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if h, _ := restored.View().Host("h1"); h.ProxyAddr != "10.0.0.1:7946" {
+		t.Fatalf("proxy addr %q after a snapshot and restore, want 10.0.0.1:7946", h.ProxyAddr)
+	}
+	if err := s.ApplyHostReport(2, HostReportCmd{Now: t0, Report: HostReport{Host: "h1"}}); err != nil {
+		t.Fatal(err)
+	}
+	if h, _ := s.View().Host("h1"); h.ProxyAddr != "" {
+		t.Fatalf("proxy addr %q after a report without one, want it cleared", h.ProxyAddr)
+	}
+}

@@ -182,8 +182,12 @@ type Host struct {
 	// SeenAt is the leader's time of the last heartbeat that reached raft.
 	SeenAt time.Time `json:"seen_at"`
 	// DownSince is when the leader marked the host down (zero while ready).
-	DownSince   time.Time `json:"down_since,omitzero"`
-	ModifyIndex uint64    `json:"modify_index"`
+	DownSince time.Time `json:"down_since,omitzero"`
+	// ProxyAddr is where the host's ingress proxy listens for traffic
+	// other hosts' proxies send it, as its agent last reported ("" when
+	// it runs none).
+	ProxyAddr   string `json:"proxy_addr,omitempty"`
+	ModifyIndex uint64 `json:"modify_index"`
 }
 
 // Host states.
@@ -223,6 +227,10 @@ type HostReport struct {
 	Labels  map[string]string `json:"labels,omitempty"`
 	Engine  *EngineFeatures   `json:"engine,omitempty"`
 	Reports []StatusReport    `json:"reports,omitempty"`
+	// ProxyAddr is the host's advertised proxy address; every report
+	// carries it ("" when the host runs no proxy) and the host record
+	// mirrors it.
+	ProxyAddr string `json:"proxy_addr,omitempty"`
 }
 
 // ServerInfo is one raft server's addresses, so that any server can forward
