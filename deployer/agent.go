@@ -87,6 +87,8 @@ type AgentConfig struct {
 	// 5 and drift) when the controller takes audits. Default 15s.
 	AuditInterval  time.Duration
 	AssignmentWait time.Duration
+	// Ingress runs the host's proxy (nil: none); see IngressConfig.
+	Ingress *IngressConfig
 }
 
 // Agent reconciles one host's Docker Engine with its assignments.
@@ -124,6 +126,9 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 	if cfg.AssignmentWait <= 0 {
 		cfg.AssignmentWait = DefaultAssignmentWait
 	}
+	if cfg.Ingress != nil && cfg.Ingress.Source == nil {
+		return nil, fmt.Errorf("%w: Ingress without a Source", ErrInvalidConfig)
+	}
 	logger := cfg.Logger
 	if logger == nil {
 		logger = hclog.NewNullLogger()
@@ -156,6 +161,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	exits := make(chan ContainerExit)
 
 	var workers sync.WaitGroup
+	if a.cfg.Ingress != nil {
+		loop.ingress = newIngressRunner(*a.cfg.Ingress, a.cfg.HostID, a.log)
+		workers.Go(func() { loop.ingress.run(ctx) })
+	}
 	workers.Add(3)
 	go func() {
 		defer workers.Done()
@@ -252,7 +261,11 @@ func (a *Agent) sendReports(ctx context.Context, box *outbox) {
 		}
 		batch := box.take()
 		callCtx, cancel := context.WithTimeout(ctx, reportTimeout)
-		err := a.cfg.Controller.Report(callCtx, state.HostReport{Host: a.cfg.HostID, Labels: a.cfg.Labels, Reports: batch, Engine: box.engineFeatures()})
+		report := state.HostReport{Host: a.cfg.HostID, Labels: a.cfg.Labels, Reports: batch, Engine: box.engineFeatures()}
+		if a.cfg.Ingress != nil {
+			report.ProxyAddr = a.cfg.Ingress.ProxyAddr
+		}
+		err := a.cfg.Controller.Report(callCtx, report)
 		cancel()
 		if err == nil {
 			retry.reset()

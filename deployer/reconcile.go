@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -98,6 +100,10 @@ type reconcileLoop struct {
 	// procRoot is the host's /proc, where the audit reads the ids a
 	// container's process runs with.
 	procRoot string
+	// ingress is the host's proxy, nil without one: the loop tells it
+	// which local replicas are healthy and drains a replica before it
+	// stops its container.
+	ingress *ingressRunner
 }
 
 // hostProcRoot is the host's proc file system; the agent runs on the host.
@@ -129,6 +135,7 @@ func (l *reconcileLoop) run(ctx context.Context, sets <-chan state.AssignmentSet
 		if dirty && l.set != nil {
 			l.reconcile(ctx)
 		}
+		l.publishLocal()
 		l.outbox.poke()
 	}
 }
@@ -265,11 +272,64 @@ func (l *reconcileLoop) reconcileStopped(ctx context.Context, id string, rep *re
 	rep.busy = true
 	containerID := current.ID
 	grace := rep.assignment.Revision.Spec.StopGracePeriod
+	service := rep.assignment.Replica.Service
 	l.log.Info("stopping replica", "replica", id, "container", shortID(containerID), "grace", grace)
 	l.goTask(ctx, func() event {
-		err := l.rt.StopAndRemove(ctx, containerID, grace)
+		err := l.rt.StopAndRemove(ctx, containerID, l.drainFirst(ctx, service, id, grace))
 		return stopDone{replicaID: id, containerID: containerID, err: err}
 	})
+}
+
+// drainFirst takes a replica out of the proxy's pools and waits for its
+// in-flight requests, bounded by grace, before the caller stops its
+// container; it returns what is left of grace for the stop (at least a
+// second, so the process still gets SIGTERM before SIGKILL). Without a
+// proxy it returns grace. Runs in a task goroutine.
+func (l *reconcileLoop) drainFirst(ctx context.Context, service, replicaID string, grace time.Duration) time.Duration {
+	if l.ingress == nil || replicaID == "" {
+		return grace
+	}
+	bound := grace
+	if bound <= 0 {
+		bound = orphanDrain
+	}
+	start := time.Now()
+	drainCtx, cancel := context.WithTimeout(ctx, bound)
+	l.ingress.drain(drainCtx, service, replicaID)
+	cancel()
+	if grace <= 0 {
+		return grace
+	}
+	return max(grace-time.Since(start), time.Second)
+}
+
+// publishLocal tells the proxy which local replicas serve ingress ports
+// and which of them may get requests: healthy by the agent's own probe,
+// desired running, not being stopped, and whose process has not exited.
+func (l *reconcileLoop) publishLocal() {
+	if l.ingress == nil {
+		return
+	}
+	var out []localTarget
+	for id, rep := range l.replicas {
+		spec := rep.assignment.Revision.Spec
+		if len(spec.Ingress) == 0 || rep.containerID == "" || rep.ip == "" {
+			continue
+		}
+		ports := make([]int, 0, len(spec.Ingress))
+		for _, in := range spec.Ingress {
+			if !slices.Contains(ports, in.Port) {
+				ports = append(ports, in.Port)
+			}
+		}
+		slices.Sort(ports)
+		_, exited := l.exits[rep.containerID]
+		healthy := rep.state == state.ReplicaHealthy && !rep.busy && !exited &&
+			rep.assignment.Replica.Desired != state.DesiredStopped && !l.removing[rep.containerID]
+		out = append(out, localTarget{service: rep.assignment.Replica.Service, replica: id, container: rep.containerID, ip: rep.ip, ports: ports, healthy: healthy})
+	}
+	slices.SortFunc(out, func(a, b localTarget) int { return strings.Compare(a.replica, b.replica) })
+	l.ingress.setLocal(out)
 }
 
 func (l *reconcileLoop) reconcileRunning(ctx context.Context, id string, rep *replica, current *container.Summary) {
@@ -584,7 +644,14 @@ func (l *reconcileLoop) removeContainer(ctx context.Context, replicaID, containe
 	}
 	l.removing[containerID] = true
 	l.log.Info("removing container", "container", shortID(containerID), "replica", replicaID, "why", why)
+	service := ""
+	if rep := l.replicas[replicaID]; rep != nil {
+		service = rep.assignment.Replica.Service
+	}
 	l.goTask(ctx, func() event {
+		if service != "" {
+			l.drainFirst(ctx, service, replicaID, 0)
+		}
 		err := l.rt.StopAndRemove(ctx, containerID, 0)
 		return removeDone{replicaID: replicaID, containerID: containerID, err: err}
 	})

@@ -168,7 +168,12 @@ raft members: they long-poll their assignments and report in batches.`,
 			}
 			client := g.client()
 			log := hclog.New(&hclog.LoggerOptions{Name: "deployctl", Level: hclog.LevelFromString(logLevel), Output: cmd.ErrOrStderr()})
-			cfg := serverConfig{HostID: hostID, Labels: labels, Network: network}
+			// flag > DEPLOYCTL_* variable > default, as for the server.
+			ingressAddr, proxyAddr := flagOrEnv(cmd, "ingress-addr"), flagOrEnv(cmd, "proxy-addr")
+			if err := checkIngressAddrs(&ingressAddr, proxyAddr, false); err != nil {
+				return exitWith(ExitUsage, err)
+			}
+			cfg := serverConfig{HostID: hostID, Labels: labels, Network: network, TLS: g.tls, IngressAddr: ingressAddr, ProxyAddr: proxyAddr}
 			agent, err := newLocalAgent(cfg, client, log)
 			if err != nil {
 				return exitWith(ExitError, err)
@@ -184,11 +189,28 @@ raft members: they long-poll their assignments and report in batches.`,
 	f.StringToStringVar(&labels, "label", nil, "host labels, e.g. --label zone=a (repeatable)")
 	f.StringVar(&network, "network", "deployctl", "the user-defined bridge network containers join")
 	f.StringVar(&logLevel, "log-level", "info", "trace, debug, info, warn or error")
+	bindIngressFlags(f)
 	return cmd
 }
 
-// Compile-time check: the controller client is what the agent needs.
-var _ deployer.Controller = (*wire.Client)(nil)
+// flagOrEnv is a string flag's value when it was given, else its
+// DEPLOYCTL_* variable (dashes as underscores), else the flag's default.
+func flagOrEnv(cmd *cobra.Command, name string) string {
+	f := cmd.Flags().Lookup(name)
+	if f.Changed {
+		return f.Value.String()
+	}
+	if v, ok := os.LookupEnv("DEPLOYCTL_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))); ok {
+		return v
+	}
+	return f.Value.String()
+}
+
+// Compile-time checks: the controller client is what the agent needs.
+var (
+	_ deployer.Controller    = (*wire.Client)(nil)
+	_ deployer.IngressSource = (*wire.Client)(nil)
+)
 
 func newTLSCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "tls", Short: "Make the cluster's certificates"}

@@ -56,6 +56,10 @@ type serverConfig struct {
 	HostTTL            time.Duration
 	HostDownGrace      time.Duration
 	AuditInterval      time.Duration
+	// IngressAddr is the IP the services' ingress ports listen on;
+	// ProxyAddr where this host's proxy takes other hosts' traffic.
+	IngressAddr string
+	ProxyAddr   string
 }
 
 // tlsFiles names a CA, a certificate and its key.
@@ -142,6 +146,7 @@ func bindServerFlags(f *pflag.FlagSet) *viper.Viper {
 	f.Duration("host-ttl", controller.DefaultHostTTL, "mark a host down when its agent has not reported for this long")
 	f.Duration("host-down-grace", controller.DefaultHostDownGrace, "place a down host's replicas elsewhere after this long")
 	f.Duration("audit-interval", deployer.DefaultAuditInterval, "how often the agent audits its containers (CIS section 5 and drift)")
+	bindIngressFlags(f)
 	_ = v.BindPFlags(f)
 	return v
 }
@@ -169,6 +174,7 @@ func loadServerConfig(v *viper.Viper, configFile string) (serverConfig, error) {
 		TLS:     tlsFiles{CA: v.GetString("tls-ca"), Cert: v.GetString("tls-cert"), Key: v.GetString("tls-key")},
 		HostTTL: v.GetDuration("host-ttl"), HostDownGrace: v.GetDuration("host-down-grace"),
 		AuditInterval: v.GetDuration("audit-interval"),
+		IngressAddr:   v.GetString("ingress-addr"), ProxyAddr: v.GetString("proxy-addr"),
 	}
 	if cfg.NodeID == "" {
 		host, err := os.Hostname()
@@ -190,6 +196,9 @@ func loadServerConfig(v *viper.Viper, configFile string) (serverConfig, error) {
 	}
 	if hclog.LevelFromString(cfg.LogLevel) == hclog.NoLevel {
 		return cfg, fmt.Errorf("--log-level %q: want trace, debug, info, warn or error", cfg.LogLevel)
+	}
+	if err := checkIngressAddrs(&cfg.IngressAddr, cfg.ProxyAddr, cfg.Dev && !cfg.DevListenAny); err != nil {
+		return cfg, err
 	}
 	if cfg.Dev {
 		if cfg.BootstrapExpect > 1 || len(cfg.Join) > 0 {
@@ -369,6 +378,8 @@ func runServer(ctx context.Context, cfg serverConfig, logOut io.Writer) error {
 		Raft: node, Store: store, Resolver: controller.RegistryResolver{Access: registries}, Logger: log,
 		RegistryOptions: []remote.Option{remote.WithTransport(registries.Transport(nil))},
 		HostTTL:         cfg.HostTTL, HostDownGrace: cfg.HostDownGrace,
+		// This version's agents serve ingress ports (deployer/ingress.go).
+		ServeIngress: true,
 	})
 	if err != nil {
 		return err
@@ -496,8 +507,56 @@ func newLocalAgent(cfg serverConfig, client *wire.Client, log hclog.Logger) (*de
 	if err := rt.Ping(ctx); err != nil {
 		return nil, fmt.Errorf("the host agent cannot reach the Docker Engine: %w (start Docker, point DOCKER_HOST at it, or run the server with --no-agent)", err)
 	}
+	ingress := &deployer.IngressConfig{Source: client, ListenIP: cfg.IngressAddr, ProxyAddr: cfg.ProxyAddr}
+	if cfg.ProxyAddr != "" && cfg.TLS.set() {
+		hop, err := pki.ProxyConfig(cfg.TLS.CA, cfg.TLS.Cert, cfg.TLS.Key)
+		if err != nil {
+			return nil, fmt.Errorf("--proxy-addr: the hop listener needs a certificate with server and client authentication: %w", err)
+		}
+		ingress.ServerTLS, ingress.ClientTLS = hop, hop
+	}
+	if cfg.ProxyAddr == "" && !cfg.Dev {
+		log.Warn("no --proxy-addr: other hosts' proxies cannot reach this host's replicas, which serve only this host's ingress ports")
+	}
 	return deployer.NewAgent(deployer.AgentConfig{
 		HostID: cfg.HostID, Labels: cfg.Labels, Network: cfg.Network, AuditInterval: cfg.AuditInterval,
-		Controller: client, Runtime: rt, Logger: log.Named("agent"),
+		Controller: client, Runtime: rt, Logger: log.Named("agent"), Ingress: ingress,
 	})
+}
+
+// bindIngressFlags declares the proxy's flags, shared by server and agent.
+func bindIngressFlags(f *pflag.FlagSet) {
+	f.String("ingress-addr", "", "IP the services' ingress ports listen on (default 0.0.0.0; 127.0.0.1 under --dev)")
+	f.String("proxy-addr", "", "HOST:PORT where this host's proxy accepts traffic from other hosts' proxies (mutual TLS with the cluster's certificates), advertised to the servers as it is: give an address the other hosts reach")
+}
+
+// checkIngressAddrs fills the ingress IP's default and checks both
+// addresses; loopbackOnly (--dev) keeps them on loopback.
+func checkIngressAddrs(ingressIP *string, proxyAddr string, loopbackOnly bool) error {
+	if *ingressIP == "" {
+		*ingressIP = "0.0.0.0"
+		if loopbackOnly {
+			*ingressIP = "127.0.0.1"
+		}
+	}
+	ip := net.ParseIP(*ingressIP)
+	if ip == nil {
+		return fmt.Errorf("--ingress-addr %q: want an IP address such as 0.0.0.0 or 10.0.0.5", *ingressIP)
+	}
+	if loopbackOnly && !ip.IsLoopback() {
+		return fmt.Errorf("--ingress-addr %s: --dev listens on loopback only; use 127.0.0.1, or add --dev-listen-any", *ingressIP)
+	}
+	if proxyAddr == "" {
+		return nil
+	}
+	host, port, err := net.SplitHostPort(proxyAddr)
+	if err != nil || port == "" || port == "0" {
+		return fmt.Errorf("--proxy-addr %q: want HOST:PORT with a fixed port, e.g. 10.0.0.5:7073 (it is advertised to other hosts)", proxyAddr)
+	}
+	if hostIP := net.ParseIP(host); hostIP == nil || hostIP.IsUnspecified() {
+		return fmt.Errorf("--proxy-addr %q: give the IP other hosts reach this one at, not a name or 0.0.0.0 (it is advertised as it is)", proxyAddr)
+	} else if loopbackOnly && !hostIP.IsLoopback() {
+		return fmt.Errorf("--proxy-addr %s: --dev listens on loopback only (plain HTTP, no TLS); use 127.0.0.1:PORT, or add --dev-listen-any", proxyAddr)
+	}
+	return nil
 }

@@ -109,11 +109,46 @@ func PeerConfig(caFile, certFile, keyFile string) (*tls.Config, error) {
 	}, nil
 }
 
+func proxyRole() role {
+	return role{"proxy", []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		"pass the host's agent certificate (deployctl tls add-node HOST --role agent; re-issue one made before proxies) or a node certificate", []Role{RoleServer, RoleAgent}}
+}
+
+// ProxyConfig is the TLS configuration of a host's proxy on both ends of a
+// hop (one host's proxy sending a request to another's replicas): the
+// other end must present a certificate of the cluster CA with role server
+// or agent; an operator's client certificate cannot open a hop. As for
+// raft, the host name is not checked (hosts advertise IP:port); the chain
+// and the role are, in VerifyConnection.
+func ProxyConfig(caFile, certFile, keyFile string) (*tls.Config, error) {
+	pool, source, err := newCertSource(caFile, certFile, keyFile, proxyRole())
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Config{
+		MinVersion:           tls.VersionTLS13,
+		GetCertificate:       source.forServer,
+		GetClientCertificate: source.forClient,
+		ClientAuth:           tls.RequireAndVerifyClientCert,
+		ClientCAs:            pool,
+		InsecureSkipVerify:   true, // the chain is verified in VerifyConnection
+		VerifyConnection: func(state tls.ConnectionState) error {
+			return verifyPeer(state, pool, "proxy", RoleServer, RoleAgent)
+		},
+	}, nil
+}
+
 // verifyNodePeer accepts the connection when the peer's certificate chains
 // to roots and is a node certificate (ServerAuth and ClientAuth).
 func verifyNodePeer(state tls.ConnectionState, roots *x509.CertPool) error {
+	return verifyPeer(state, roots, "raft", RoleServer)
+}
+
+// verifyPeer accepts the connection when the peer's certificate chains to
+// roots, carries ServerAuth and ClientAuth, and has one of roles.
+func verifyPeer(state tls.ConnectionState, roots *x509.CertPool, what string, roles ...Role) error {
 	if len(state.PeerCertificates) == 0 {
-		return fmt.Errorf("pki: raft peer presented no certificate: %w", ErrPeerNotTrusted)
+		return fmt.Errorf("pki: %s peer presented no certificate: %w", what, ErrPeerNotTrusted)
 	}
 	leaf := state.PeerCertificates[0]
 	intermediates := x509.NewCertPool()
@@ -126,11 +161,11 @@ func verifyNodePeer(state tls.ConnectionState, roots *x509.CertPool) error {
 		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	})
 	if err != nil {
-		return fmt.Errorf("pki: raft peer certificate %q: %w: %w", leaf.Subject.CommonName, ErrPeerNotTrusted, err)
+		return fmt.Errorf("pki: %s peer certificate %q: %w: %w", what, leaf.Subject.CommonName, ErrPeerNotTrusted, err)
 	}
 	if !slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageClientAuth) {
-		return fmt.Errorf("pki: raft peer certificate %q is not a node certificate (no client authentication usage): %w",
-			leaf.Subject.CommonName, ErrPeerNotTrusted)
+		return fmt.Errorf("pki: %s peer certificate %q is not a node certificate (no client authentication usage): %w",
+			what, leaf.Subject.CommonName, ErrPeerNotTrusted)
 	}
 	// The usages alone would admit any certificate made with them; the role
 	// is what says "raft member". An agent or operator certificate never
@@ -139,9 +174,9 @@ func verifyNodePeer(state tls.ConnectionState, roots *x509.CertPool) error {
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrPeerNotTrusted, err)
 	}
-	if id.Role != RoleServer {
-		return fmt.Errorf("pki: raft peer certificate %q has role %s; only server certificates speak raft: %w",
-			leaf.Subject.CommonName, id, ErrPeerNotTrusted)
+	if !slices.Contains(roles, id.Role) {
+		return fmt.Errorf("pki: %s peer certificate %q has role %s; only %v certificates may: %w",
+			what, leaf.Subject.CommonName, id, roles, ErrPeerNotTrusted)
 	}
 	return nil
 }

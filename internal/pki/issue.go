@@ -289,13 +289,17 @@ func nodeTemplate(node string, hosts []string) (*x509.Certificate, error) {
 	}, nil
 }
 
-// agentTemplate is an agent-only host's certificate: client authentication
-// only (it never serves), role agent/HOST. host must already be validated.
+// agentTemplate is an agent-only host's certificate, role agent/HOST. It
+// authenticates the agent to the servers, and its proxy to other hosts'
+// proxies on both ends of a hop (server authentication for its hop
+// listener, which is checked by chain and role, not by host name). It can
+// never serve the API or speak raft: both demand role server. host must
+// already be validated.
 func agentTemplate(host string) *x509.Certificate {
 	return &x509.Certificate{
 		Subject:     pkix.Name{CommonName: host, Organization: []string{organization}},
 		URIs:        []*url.URL{RoleURI(Identity{Role: RoleAgent, Name: host})},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth},
 	}
 }
 

@@ -53,7 +53,7 @@ func TestInitWritesOneRolePerCertificate(t *testing.T) {
 	}{
 		{NodeFiles(dir, "n1").Cert, Identity{RoleServer, "n1"}, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}},
 		{NodeFiles(dir, "n2").Cert, Identity{RoleServer, "n2"}, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}},
-		{NodeFiles(dir, "h1").Cert, Identity{RoleAgent, "h1"}, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}},
+		{NodeFiles(dir, "h1").Cert, Identity{RoleAgent, "h1"}, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth}},
 		{ClientFiles(dir).Cert, Identity{RoleOperator, ""}, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}},
 	}
 	for _, tt := range tests {
@@ -121,8 +121,9 @@ func TestPeerConfigRefusesEveryNonServerRole(t *testing.T) {
 	pool := mustCAPool(t, NodeFiles(dir, "n1").CA)
 
 	addr, results := startTLSServer(t, mustPeerConfig(t, NodeFiles(dir, "n1")))
-	// h1 lacks ServerAuth; h2 and old have the usages but not the role.
-	for name, want := range map[string]string{"h1": "usage", "h2": "role", "old": "role"} {
+	// Agent certificates (h1, and h2 made by hand) have the usages (an
+	// agent's proxy serves hops) but not the role; old has no role at all.
+	for name, want := range map[string]string{"h1": "role", "h2": "role", "old": "role"} {
 		t.Run("listener refuses "+name, func(t *testing.T) {
 			dialer := &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool, ServerName: "n1",
 				Certificates: []tls.Certificate{mustKeyPair(t, NodeFiles(dir, name))}}
@@ -207,5 +208,47 @@ func TestIdentityOfRefusesAmbiguousOrForeignRoles(t *testing.T) {
 		if _, err := ParseIdentity(s); err == nil {
 			t.Errorf("ParseIdentity(%q) accepted", s)
 		}
+	}
+}
+
+// TestProxyConfigAdmitsHostsNotOperators: a hop between two hosts' proxies
+// takes an agent or a server certificate on both ends; the operator's
+// client certificate (client authentication only, role operator) is
+// refused by the listener, so holding the CLI's certificate does not open
+// a path to every replica.
+func TestProxyConfigAdmitsHostsNotOperators(t *testing.T) {
+	dir := t.TempDir()
+	mustInit(t, dir, []string{"n1"}, nil)
+	for _, h := range []string{"h1", "h2"} {
+		if _, err := IssueAgent(dir, h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	proxyConfig := func(f Files) *tls.Config {
+		t.Helper()
+		cfg, err := ProxyConfig(f.CA, f.Cert, f.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	addr, results := startTLSServer(t, proxyConfig(NodeFiles(dir, "h1")))
+	for _, peer := range []string{"h2", "n1"} {
+		if _, err := dialTLS(t, addr, proxyConfig(NodeFiles(dir, peer))); err != nil {
+			t.Errorf("%s -> h1: %v, want a hop", peer, err)
+		}
+		if server := receive(t, results); server.err != nil {
+			t.Errorf("h1 refused %s: %v", peer, server.err)
+		}
+	}
+	pool := mustCAPool(t, NodeFiles(dir, "n1").CA)
+	operator := &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool, InsecureSkipVerify: true,
+		Certificates: []tls.Certificate{mustKeyPair(t, ClientFiles(dir))}}
+	_, _ = dialTLS(t, addr, operator)
+	if server := receive(t, results); !errors.Is(server.err, ErrPeerNotTrusted) && (server.err == nil || !strings.Contains(server.err.Error(), "role")) {
+		t.Errorf("h1 accepted the operator's certificate: %v", server.err)
+	}
+	if _, err := ProxyConfig(ClientFiles(dir).CA, ClientFiles(dir).Cert, ClientFiles(dir).Key); !errors.Is(err, ErrBadFiles) {
+		t.Errorf("ProxyConfig with the operator's certificate: %v, want ErrBadFiles", err)
 	}
 }
