@@ -94,19 +94,24 @@ func PeerConfig(caFile, certFile, keyFile string) (*tls.Config, error) {
 	if err != nil {
 		return nil, err
 	}
+	return mutualConfig(pool, source, func(state tls.ConnectionState) error {
+		return verifyNodePeer(state, pool)
+	}), nil
+}
+
+// mutualConfig serves and dials with source's certificate and checks the
+// other end with verify on both sides. Not insecure: verify checks the
+// chain; only the host name check is skipped (peers advertise IP:port).
+func mutualConfig(pool *x509.CertPool, source *certSource, verify func(tls.ConnectionState) error) *tls.Config {
 	return &tls.Config{
 		MinVersion:           tls.VersionTLS13,
 		GetCertificate:       source.forServer,
 		GetClientCertificate: source.forClient,
 		ClientAuth:           tls.RequireAndVerifyClientCert,
 		ClientCAs:            pool,
-		// Not insecure: VerifyConnection verifies the chain on both sides;
-		// only the host name check is skipped (see above).
-		InsecureSkipVerify: true,
-		VerifyConnection: func(state tls.ConnectionState) error {
-			return verifyNodePeer(state, pool)
-		},
-	}, nil
+		InsecureSkipVerify:   true,
+		VerifyConnection:     verify,
+	}
 }
 
 func proxyRole() role {
@@ -125,17 +130,9 @@ func ProxyConfig(caFile, certFile, keyFile string) (*tls.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &tls.Config{
-		MinVersion:           tls.VersionTLS13,
-		GetCertificate:       source.forServer,
-		GetClientCertificate: source.forClient,
-		ClientAuth:           tls.RequireAndVerifyClientCert,
-		ClientCAs:            pool,
-		InsecureSkipVerify:   true, // the chain is verified in VerifyConnection
-		VerifyConnection: func(state tls.ConnectionState) error {
-			return verifyPeer(state, pool, "proxy", RoleServer, RoleAgent)
-		},
-	}, nil
+	return mutualConfig(pool, source, func(state tls.ConnectionState) error {
+		return verifyPeer(state, pool, "proxy", RoleServer, RoleAgent)
+	}), nil
 }
 
 // verifyNodePeer accepts the connection when the peer's certificate chains
