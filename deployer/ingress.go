@@ -189,6 +189,7 @@ func (g *ingressRunner) run(ctx context.Context) {
 	}
 	wg.Go(func() { g.pollCluster(ctx) })
 	defer g.closeAll()
+	defer g.table.Close()
 	retry := time.NewTicker(listenRetry)
 	defer retry.Stop()
 	for {

@@ -281,6 +281,9 @@ type retryTransport struct {
 func (rt *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	a, _ := req.Context().Value(attemptKey{}).(*attempt)
 	resp, err := rt.base.RoundTrip(req)
+	if a != nil && err != nil && dialFailed(err) {
+		rt.table.eject(a.target.key.Addr)
+	}
 	if a == nil || !a.retryable || a.retried || req.Context().Err() != nil {
 		return resp, err
 	}
@@ -308,7 +311,11 @@ func (rt *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	retry := req.Clone(req.Context())
 	rt.table.aim(retry, a)
 	retry.Body = nil
-	return rt.base.RoundTrip(retry)
+	resp, err = rt.base.RoundTrip(retry)
+	if err != nil && dialFailed(err) {
+		rt.table.eject(a.target.key.Addr)
+	}
+	return resp, err
 }
 
 // HopHandler serves the hop listener (--proxy-addr): requests other hosts'

@@ -174,6 +174,7 @@ func TestHTTPRetryOnceOnRefused(t *testing.T) {
 	be := startBackend(t, "live", nil)
 	dead := DesiredTarget{TargetKey: TargetKey{Service: "web", ID: "dead", Addr: refusedAddr(t)}, Healthy: true}
 	tb := NewTable(nil)
+	keepPicking(tb)
 	px := startProxy(t, tb)
 	tb.Apply(Desired{Routes: []Route{webRoute}, Targets: []DesiredTarget{be.target(true), dead}})
 	for _, method := range []string{"GET", "HEAD", "OPTIONS", "PUT", "DELETE"} {

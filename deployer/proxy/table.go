@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Protocols of a route.
@@ -121,6 +122,9 @@ type Desired struct {
 type CurrentTarget struct {
 	TargetKey
 	State State `json:"state"`
+	// Ejected: the target's address refused a connection and is out of
+	// the pools until a dial to it succeeds again (passive ejection).
+	Ejected bool `json:"ejected,omitempty"`
 }
 
 // Current is what the table holds: the other input of Plan.
@@ -286,6 +290,14 @@ type Table struct {
 	// the hop listeners speak mutual TLS (the transport carries the
 	// certificates), "http" under --dev.
 	hopScheme string
+	// ejections are the addresses whose dial failed, each out of the
+	// pools until a dial check succeeds; guarded by mu.
+	ejections map[string]*ejection
+	closed    bool // guarded by mu: Close stopped the ejection timers
+	// eject timing; tests shorten it.
+	ejectFirst, ejectMax time.Duration
+	// dialCheck says whether an ejected address accepts connections again.
+	dialCheck func(ctx context.Context, addr string) error
 }
 
 // NewTable returns an empty table. transport carries HTTP requests to the
@@ -309,7 +321,8 @@ func NewTableWith(o Options) *Table {
 	if transport == nil {
 		transport = NewTransport()
 	}
-	t := &Table{targets: map[TargetKey]*target{}, pools: map[poolKey]*pool{}, transport: transport, hopScheme: "http"}
+	t := &Table{targets: map[TargetKey]*target{}, pools: map[poolKey]*pool{}, transport: transport, hopScheme: "http",
+		ejections: map[string]*ejection{}, ejectFirst: EjectFirst, ejectMax: EjectMax, dialCheck: dialCheck}
 	if o.HopTLS {
 		t.hopScheme = "https"
 	}
@@ -325,6 +338,9 @@ type target struct {
 	inflight atomic.Int64
 	drained  chan struct{}
 	once     sync.Once
+	// ejected: its address refused a dial; out of the pick lists until a
+	// dial check passes (guarded by Table.mu; the pick lists carry it).
+	ejected bool
 }
 
 func (t *target) State() State { return State(t.state.Load()) }
@@ -353,7 +369,7 @@ type pool struct {
 func (p *pool) refresh() {
 	var healthy, local []*target
 	for _, t := range p.members {
-		if t.State() == Healthy {
+		if t.State() == Healthy && !t.ejected {
 			healthy = append(healthy, t)
 			if !t.key.Hop {
 				local = append(local, t)
@@ -364,7 +380,7 @@ func (p *pool) refresh() {
 	p.local.Store(&local)
 }
 
-// pick chooses a healthy target other than exclude by least outstanding
+// pick chooses a healthy target not at exclude's address by least outstanding
 // requests between two chosen at random (power of two choices) and counts
 // a request on it; the caller releases it. The count is taken before the
 // state is checked again, so a Drain that marked the target draining in
@@ -379,13 +395,15 @@ func (p *pool) pickLocal(exclude *target) *target {
 	return p.pickFrom(&p.local, exclude)
 }
 
+// A retry excludes every target at the failed one's address, not only the
+// target itself: several replicas on another host are several hop targets
+// at that host's one proxy address, and a host whose proxy refused or
+// reset a connection would most likely fail the retry too.
 func (p *pool) pickFrom(from *atomic.Pointer[[]*target], exclude *target) *target {
 	for range 4 {
 		list := *from.Load()
-		if exclude != nil {
-			if i := slices.Index(list, exclude); i >= 0 {
-				list = slices.Delete(slices.Clone(list), i, i+1)
-			}
+		if exclude != nil && slices.ContainsFunc(list, func(t *target) bool { return t.key.Addr == exclude.key.Addr }) {
+			list = slices.DeleteFunc(slices.Clone(list), func(t *target) bool { return t.key.Addr == exclude.key.Addr })
 		}
 		var t *target
 		switch n := len(list); n {
@@ -457,7 +475,7 @@ func (t *Table) currentLocked() Current {
 		cur.Routes = appendRoutes(cur.Routes, ports.any)
 	}
 	for _, tg := range t.targets {
-		cur.Targets = append(cur.Targets, CurrentTarget{TargetKey: tg.key, State: tg.State()})
+		cur.Targets = append(cur.Targets, CurrentTarget{TargetKey: tg.key, State: tg.State(), Ejected: tg.ejected})
 	}
 	slices.SortFunc(cur.Routes, compareRoutes)
 	slices.SortFunc(cur.Targets, func(a, b CurrentTarget) int { return compareKeys(a.TargetKey, b.TargetKey) })
@@ -492,7 +510,9 @@ func (t *Table) Apply(want Desired) Changes {
 	}
 	touched := map[*pool]bool{}
 	for _, k := range ch.Add {
-		tg := &target{key: k, drained: make(chan struct{})}
+		// A new target at an ejected address (another replica on a host
+		// whose proxy is down) starts ejected too.
+		tg := &target{key: k, drained: make(chan struct{}), ejected: t.ejections[k.Addr] != nil}
 		t.targets[k] = tg
 		p := t.poolLocked(k.Service, k.Port)
 		p.members = append(p.members, tg)
@@ -511,6 +531,7 @@ func (t *Table) Apply(want Desired) Changes {
 	for _, k := range ch.Forget {
 		delete(t.targets, k)
 	}
+	t.dropUnusedEjectionsLocked()
 	for p := range touched {
 		p.refresh()
 	}

@@ -52,6 +52,9 @@ func (t *Table) serveTCPConn(ctx context.Context, listen int, client net.Conn) {
 	}
 	dialer := net.Dialer{Timeout: DialTimeout}
 	backend, err := dialer.DialContext(ctx, "tcp", tg.key.Addr)
+	if err != nil && dialFailed(err) {
+		t.eject(tg.key.Addr)
+	}
 	if err != nil && retryableError(err) {
 		if next := p.pickLocal(tg); next != nil {
 			tg.release()
