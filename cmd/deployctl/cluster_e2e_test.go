@@ -29,6 +29,7 @@ type clusterNode struct {
 	cmd                                              *exec.Cmd
 	done                                             chan struct{}
 	log                                              *syncBuffer
+	flags                                            []string // this node's own extra flags
 }
 
 // testCluster is three servers sharing a CA in a temp dir.
@@ -40,6 +41,13 @@ type testCluster struct {
 }
 
 func mustStartCluster(t testing.TB, n int, extra ...string) *testCluster {
+	t.Helper()
+	return mustStartClusterWith(t, n, nil, extra...)
+}
+
+// mustStartClusterWith is mustStartCluster with flags for each node too:
+// perNode(i) for the i-th (from 0).
+func mustStartClusterWith(t testing.TB, n int, perNode func(i int) []string, extra ...string) *testCluster {
 	t.Helper()
 	if slices.Contains(extra, "--no-agent") {
 		needBinary(t)
@@ -60,11 +68,15 @@ func mustStartCluster(t testing.TB, n int, extra ...string) *testCluster {
 	if err != nil {
 		t.Fatalf("tls init: %v\n%s", err, out)
 	}
-	for _, id := range ids {
-		c.nodes = append(c.nodes, &clusterNode{
+	for i, id := range ids {
+		nd := &clusterNode{
 			id: id, httpAddr: freeAddr(t), raftAddr: freeAddr(t), dataDir: t.TempDir(),
 			hostID: id, network: "deployctl-" + id,
-		})
+		}
+		if perNode != nil {
+			nd.flags = perNode(i)
+		}
+		c.nodes = append(c.nodes, nd)
 	}
 	t.Cleanup(func() {
 		for _, nd := range c.nodes {
@@ -109,7 +121,8 @@ func (c *testCluster) start(nd *clusterNode) {
 		"--tls-ca", filepath.Join(c.tlsDir, "ca.pem"), "--tls-cert", filepath.Join(c.tlsDir, nd.id+".pem"),
 		"--tls-key", filepath.Join(c.tlsDir, nd.id+"-key.pem"), "--log-level", "debug"}
 	nd.log = &syncBuffer{}
-	nd.cmd = exec.Command(env.bin, append(args, c.extra...)...)
+	args = append(append(args, c.extra...), nd.flags...)
+	nd.cmd = exec.Command(env.bin, args...)
 	nd.cmd.Stdout, nd.cmd.Stderr = nd.log, nd.log
 	if err := nd.cmd.Start(); err != nil {
 		c.t.Fatal(err)

@@ -11,6 +11,8 @@
 //	                ready, which a health check's start_period covers)
 //	WEBAPP_CRASH=1  exit 1 right at start (a release that cannot run)
 //
+// GET / also sets X-Webapp-Hostname to the container's hostname.
+//
 // "webapp -check" GETs its own /healthz on 127.0.0.1:$PORT and exits 0 when
 // it passes, 1 otherwise: images built FROM scratch have no shell or curl, so
 // the binary doubles as the tool an exec health check runs.
@@ -93,7 +95,11 @@ func newHandler(b behaviour) http.Handler {
 		}
 		fmt.Fprintln(w, "ok")
 	})
+	// X-Webapp-Hostname tells which replica answered: Docker names a
+	// container's host after its short ID, so tests map answers to hosts.
+	hostname, _ := os.Hostname()
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("X-Webapp-Hostname", hostname)
 		fmt.Fprintf(w, "webapp %s\n", b.version)
 	})
 	return mux
