@@ -103,6 +103,10 @@ type Controller struct {
 	kick chan struct{}
 	// ingress is the cached ingress table agents long-poll (leader memory).
 	ingress *ingressFeed
+	// claims serialises the ingress conflict check with the write of the
+	// revision it admits (storeRevision): two services applied at the same
+	// moment cannot both claim one port.
+	claims sync.Mutex
 	// leadingSince is when this node last became leader: the heartbeat of
 	// a host not heard from in this term counts from then.
 	leadingSince time.Time
@@ -255,7 +259,7 @@ func (c *Controller) ApplyWith(ctx context.Context, req ApplyRequest) (wire.Appl
 			SignedBy: signed.KeyName, SignatureFormat: signed.Format, ScanWarnings: scanWarnings, PolicyWarnings: policyWarnings,
 		},
 	}
-	res, err := c.apply(ctx, raftstore.CmdApplyRevision, cmd)
+	res, err := c.storeRevision(ctx, cmd)
 	if err != nil {
 		return wire.ApplyOutcome{}, fmt.Errorf("apply %s: %w", spec.Service, err)
 	}
@@ -347,13 +351,29 @@ func (c *Controller) storeRollback(ctx context.Context, svc state.Service, cur, 
 			SignedBy: adm.signed.KeyName, SignatureFormat: adm.signed.Format, ScanWarnings: adm.scanWarnings,
 		},
 	}
-	res, err := c.apply(ctx, raftstore.CmdApplyRevision, cmd)
+	res, err := c.storeRevision(ctx, cmd)
 	if err != nil {
 		return wire.ApplyOutcome{}, fmt.Errorf("rollback %s: %w", svc.Name, err)
 	}
 	ar := res.(state.ApplyResult)
 	c.log.Info("rollback stored", "service", svc.Name, "revision", ar.Revision, "cause", cause)
 	return wire.ApplyOutcome{Service: svc.Name, Revision: ar.Revision, Digest: target.Digest, Ref: target.Ref}, nil
+}
+
+// storeRevision writes a revision (an apply or a rollback) once its
+// ingress claims collide with no other service's in the state the write
+// lands on. The check before the registry lookups gives the early answer;
+// this one, under claims and just before the write, closes the window in
+// which another service's apply could take the same port meanwhile. A new
+// leader serves only after its FSM applied every entry of earlier terms,
+// so the view checked here is the one the write follows.
+func (c *Controller) storeRevision(ctx context.Context, cmd state.ApplyRevisionCmd) (any, error) {
+	c.claims.Lock()
+	defer c.claims.Unlock()
+	if err := ingressConflicts(c.cfg.Store.View(), &cmd.Revision.Spec); err != nil {
+		return nil, err
+	}
+	return c.apply(ctx, raftstore.CmdApplyRevision, cmd)
 }
 
 // Remove starts removing a service: its replicas stop, then it is purged.

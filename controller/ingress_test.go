@@ -1,8 +1,10 @@
 package controller
 
 import (
+	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/deployctl/deployctl/specs"
@@ -81,5 +83,59 @@ func TestApplyRefusesIngressWhileNoHostServesIt(t *testing.T) {
 	}
 	if _, ok := n.store.View().Service("web"); ok {
 		t.Fatalf("a refused apply stored service web")
+	}
+}
+
+// A rollback restores a revision's ingress claims: `rollback --to` a
+// revision whose listen port another service took since is refused with
+// 409 naming that service, and stores nothing.
+func TestRollbackRefusesIngressConflicts(t *testing.T) {
+	n := mustStartNodeWith(t, func(c *Config) { c.ServeIngress = true })
+	_, ref, _ := mustRegistryImage(t, "team/web:v1")
+	doc := func(service string, listen int) string {
+		return fmt.Sprintf("service: %s\nimage: %s\nupdate: {monitor: 0s}\ningress: [{listen: %d, port: 8080}]\n", service, ref, listen)
+	}
+	for _, d := range []string{doc("api", 80), doc("api", 81), doc("web", 80)} {
+		if code, body := postApply(t, n, d); code >= 300 {
+			t.Fatalf("apply: %d %s", code, body)
+		}
+	}
+	status, apiErr := postRollback(t, n, "api", 1)
+	if status != http.StatusConflict || apiErr.Code != "conflict" || !strings.Contains(apiErr.Error, "service web") {
+		t.Fatalf("rollback api --to 1 = %d %q %s, want 409 conflict naming service web", status, apiErr.Code, apiErr.Error)
+	}
+	if revs := n.store.View().Revisions("api"); len(revs) != 2 {
+		t.Fatalf("a refused rollback stored a revision: %d revisions", len(revs))
+	}
+}
+
+// Two services applied at the same moment with the same listen port: the
+// check before the registry lookups passes for both, the one before the
+// write lets exactly one through.
+func TestConcurrentAppliesCannotBothClaimAPort(t *testing.T) {
+	n := mustStartNodeWith(t, func(c *Config) { c.ServeIngress = true })
+	_, ref, _ := mustRegistryImage(t, "team/web:v1")
+	for round := range 8 {
+		listen := 1000 + round
+		var wg sync.WaitGroup
+		codes := make([]int, 2)
+		for i, service := range []string{fmt.Sprintf("a%d", round), fmt.Sprintf("b%d", round)} {
+			wg.Go(func() {
+				codes[i], _ = postApply(t, n, fmt.Sprintf("service: %s\nimage: %s\ningress: [{listen: %d, port: 8080}]\n", service, ref, listen))
+			})
+		}
+		wg.Wait()
+		won := 0
+		for _, code := range codes {
+			switch {
+			case code < 300:
+				won++
+			case code != http.StatusConflict:
+				t.Fatalf("round %d: apply answered %d, want 2xx or 409", round, code)
+			}
+		}
+		if won != 1 {
+			t.Fatalf("round %d: %d services claimed listen %d (codes %v), want exactly 1", round, won, listen, codes)
+		}
 	}
 }
