@@ -213,7 +213,7 @@ func (a *API) cluster(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		out.Hosts = append(out.Hosts, wire.HostInfo{ID: h.ID, Labels: h.Labels, State: h.State, Replicas: n, SeenAt: h.SeenAt, Engine: h.Engine,
-			Identity: a.reporters.of(h.ID), ProxyAddr: h.ProxyAddr})
+			Identity: a.reporters.of(h.ID), ProxyAddr: h.ProxyAddr, ProxyProblems: h.ProxyProblems})
 	}
 	writeJSON(w, http.StatusOK, out)
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -436,7 +437,8 @@ func (c *Controller) Report(ctx context.Context, r state.HostReport) error {
 	h, known := view.Host(r.Host)
 	sameEngine := r.Engine == nil || (h.Engine != nil && *h.Engine == *r.Engine)
 	sameLabels := r.Labels == nil || maps.Equal(h.Labels, r.Labels)
-	if known && h.State == state.HostReady && len(changed.Reports) == 0 && sameLabels && sameEngine && h.ProxyAddr == r.ProxyAddr {
+	if known && h.State == state.HostReady && len(changed.Reports) == 0 && sameLabels && sameEngine && h.ProxyAddr == r.ProxyAddr &&
+		slices.Equal(h.ProxyProblems, r.ProxyProblems) {
 		return nil
 	}
 	_, err := c.apply(ctx, raftstore.CmdHostReport, state.HostReportCmd{Now: now, Report: changed})

@@ -1,12 +1,14 @@
 package controller
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strings"
 	"sync"
 	"testing"
 
+	"github.com/deployctl/deployctl/raftstore/state"
 	"github.com/deployctl/deployctl/specs"
 )
 
@@ -137,5 +139,42 @@ func TestConcurrentAppliesCannotBothClaimAPort(t *testing.T) {
 		if won != 1 {
 			t.Fatalf("round %d: %d services claimed listen %d (codes %v), want exactly 1", round, won, listen, codes)
 		}
+	}
+}
+
+// A host's proxy that cannot open a listen port reports it; the service's
+// status names the host, the address and the cause, and the next report
+// without it clears it. The hop listener's problem is the host's, not the
+// service's.
+func TestStatusShowsHostsThatCannotOpenAListenPort(t *testing.T) {
+	n := mustStartNodeWith(t, func(c *Config) { c.ServeIngress = true })
+	_, ref, _ := mustRegistryImage(t, "team/web:v1")
+	if code, body := postApply(t, n, "service: web\nimage: "+ref+"\ningress: [{listen: 8088, port: 8080}]\n"); code >= 300 {
+		t.Fatalf("apply: %d %s", code, body)
+	}
+	ctx := context.Background()
+	problems := []state.ProxyProblem{
+		{Addr: "10.0.0.5:7073", Error: "listen: bind: address already in use"},
+		{Listen: 8088, Addr: "0.0.0.0:8088", Error: "listen: bind: address already in use"},
+		{Listen: 9999, Addr: "0.0.0.0:9999", Error: "listen: bind: permission denied"},
+	}
+	if err := n.ctrl.Report(ctx, state.HostReport{Host: "h1", ProxyProblems: problems}); err != nil {
+		t.Fatal(err)
+	}
+	view := n.store.View()
+	svc, _ := view.Service("web")
+	got := serviceStatus(view, svc).IngressProblems
+	if len(got) != 1 || got[0].Host != "h1" || got[0].Listen != 8088 || got[0].Addr != "0.0.0.0:8088" {
+		t.Fatalf("ingress problems %+v, want host h1's listen 8088 only", got)
+	}
+	if h, _ := view.Host("h1"); len(h.ProxyProblems) != 3 {
+		t.Fatalf("host record problems %+v, want all three", h.ProxyProblems)
+	}
+	if err := n.ctrl.Report(ctx, state.HostReport{Host: "h1"}); err != nil {
+		t.Fatal(err)
+	}
+	view = n.store.View()
+	if got := serviceStatus(view, svc).IngressProblems; len(got) != 0 {
+		t.Fatalf("problems after a clean report: %+v", got)
 	}
 }

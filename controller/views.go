@@ -1,10 +1,13 @@
 package controller
 
 import (
+	"cmp"
 	"slices"
+	"strings"
 
 	"github.com/deployctl/deployctl/internal/wire"
 	"github.com/deployctl/deployctl/raftstore/state"
+	"github.com/deployctl/deployctl/specs"
 )
 
 // isRunning reports whether a replica's container runs, by its last report.
@@ -24,6 +27,7 @@ func serviceStatus(t *state.Tables, svc state.Service) wire.ServiceStatus {
 	if svc.Rollout != nil {
 		st.Message = svc.Rollout.Message
 	}
+	st.IngressProblems = ingressProblems(t, rev.Spec.Ingress)
 	if svc.State != state.ServiceRemoving {
 		st.Replicas.Desired = rev.Spec.Replicas
 	}
@@ -41,6 +45,29 @@ func serviceStatus(t *state.Tables, svc state.Service) wire.ServiceStatus {
 		})
 	}
 	return st
+}
+
+// ingressProblems lists the ready hosts whose proxy could not open one of
+// entries' listen ports, sorted by host and port.
+func ingressProblems(t *state.Tables, entries []specs.Ingress) []wire.HostProxyProblem {
+	if len(entries) == 0 {
+		return nil
+	}
+	var out []wire.HostProxyProblem
+	for _, h := range t.Hosts() {
+		if h.State != state.HostReady {
+			continue
+		}
+		for _, p := range h.ProxyProblems {
+			if p.Listen != 0 && slices.ContainsFunc(entries, func(in specs.Ingress) bool { return in.Listen == p.Listen }) {
+				out = append(out, wire.HostProxyProblem{Host: h.ID, ProxyProblem: p})
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b wire.HostProxyProblem) int {
+		return cmp.Or(strings.Compare(a.Host, b.Host), cmp.Compare(a.Listen, b.Listen))
+	})
+	return out
 }
 
 func history(t *state.Tables, svc state.Service) []wire.HistoryEntry {

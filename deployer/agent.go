@@ -176,7 +176,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}()
 	go func() {
 		defer workers.Done()
-		a.sendReports(ctx, box)
+		a.sendReports(ctx, box, loop.ingress)
 	}()
 
 	loop.run(ctx, sets, exits)
@@ -248,7 +248,7 @@ func (a *Agent) watchExits(ctx context.Context, out chan<- ContainerExit) {
 // sendReports sends queued replica changes as soon as they are queued, and a
 // heartbeat every HeartbeatInterval even without changes. A failed batch
 // goes back to the outbox (newer changes win) and is retried with backoff.
-func (a *Agent) sendReports(ctx context.Context, box *outbox) {
+func (a *Agent) sendReports(ctx context.Context, box *outbox, ingress *ingressRunner) {
 	heartbeat := time.NewTicker(a.cfg.HeartbeatInterval)
 	defer heartbeat.Stop()
 	retry := newBackoff()
@@ -264,6 +264,7 @@ func (a *Agent) sendReports(ctx context.Context, box *outbox) {
 		report := state.HostReport{Host: a.cfg.HostID, Labels: a.cfg.Labels, Reports: batch, Engine: box.engineFeatures()}
 		if a.cfg.Ingress != nil {
 			report.ProxyAddr = a.cfg.Ingress.ProxyAddr
+			report.ProxyProblems = ingress.problems()
 		}
 		err := a.cfg.Controller.Report(callCtx, report)
 		cancel()

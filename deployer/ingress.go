@@ -15,6 +15,7 @@ import (
 
 	"github.com/deployctl/deployctl/deployer/proxy"
 	"github.com/deployctl/deployctl/internal/wire"
+	"github.com/deployctl/deployctl/raftstore/state"
 	"github.com/hashicorp/go-hclog"
 )
 
@@ -93,6 +94,9 @@ type ingressRunner struct {
 	local   []localTarget
 	cluster *wire.IngressTable
 	wake    chan struct{}
+	// failed are the listeners that would not open, by listen port (0:
+	// the hop listener); reported with every heartbeat.
+	failed map[int]state.ProxyProblem
 
 	// Owned by run.
 	listeners map[int]*ingressListener
@@ -118,6 +122,7 @@ func newIngressRunner(cfg IngressConfig, host string, log hclog.Logger) *ingress
 		table:     proxy.NewTableWith(proxy.Options{Transport: transport, HopTLS: cfg.ClientTLS != nil}),
 		wake:      make(chan struct{}, 1),
 		listeners: map[int]*ingressListener{},
+		failed:    map[int]state.ProxyProblem{},
 	}
 }
 
@@ -179,6 +184,7 @@ func (g *ingressRunner) run(ctx context.Context) {
 	if g.cfg.ProxyAddr != "" {
 		ln, err := g.listenHop()
 		if err != nil {
+			g.setProblem(0, g.cfg.ProxyAddr, err)
 			g.log.Error("cannot open the proxy's hop listener: other hosts cannot send traffic to this host's replicas", "addr", g.cfg.ProxyAddr, "error", err)
 		} else {
 			srv := &http.Server{Handler: g.table.HopHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: g.log.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true})}
@@ -295,15 +301,24 @@ func (g *ingressRunner) apply(ctx context.Context) {
 			g.log.Info("ingress port closed", "listen", port)
 		}
 	}
+	g.mu.Lock()
+	for port := range g.failed {
+		if _, ok := wanted[port]; !ok && port != 0 {
+			delete(g.failed, port) // no route wants it any more
+		}
+	}
+	g.mu.Unlock()
 	for port, protocol := range wanted {
 		if g.listeners[port] != nil {
 			continue
 		}
 		l, err := g.open(ctx, port, protocol)
 		if err != nil {
+			g.setProblem(port, net.JoinHostPort(g.cfg.ListenIP, strconv.Itoa(port)), err)
 			g.log.Error("cannot open ingress port; retrying", "listen", port, "protocol", protocol, "error", err)
 			continue
 		}
+		g.setProblem(port, "", nil)
 		g.listeners[port] = l
 		g.log.Info("ingress port open", "listen", net.JoinHostPort(g.cfg.ListenIP, strconv.Itoa(port)), "protocol", protocol)
 	}
@@ -334,6 +349,43 @@ func (g *ingressRunner) open(ctx context.Context, port int, protocol string) (*i
 		_ = srv.Serve(ln)
 	}()
 	return &ingressListener{protocol: protocol, close: func() { _ = srv.Close(); <-done }}, nil
+}
+
+// setProblem records (err != nil) or clears a listener that would not open.
+func (g *ingressRunner) setProblem(listen int, addr string, err error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if err == nil {
+		delete(g.failed, listen)
+		return
+	}
+	g.failed[listen] = state.ProxyProblem{Listen: listen, Addr: addr, Error: listenError(err)}
+}
+
+// listenError is the part of a listen error that names the cause ("bind:
+// address already in use"), without the address the problem carries.
+func listenError(err error) string {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Err != nil {
+		return op.Op + ": " + op.Err.Error()
+	}
+	return err.Error()
+}
+
+// problems lists the listeners that would not open, by listen port (the
+// hop listener first); nil for a host without a proxy or with none.
+func (g *ingressRunner) problems() []state.ProxyProblem {
+	if g == nil {
+		return nil
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var out []state.ProxyProblem
+	for _, p := range g.failed {
+		out = append(out, p)
+	}
+	slices.SortFunc(out, func(a, b state.ProxyProblem) int { return a.Listen - b.Listen })
+	return out
 }
 
 func (g *ingressRunner) closeAll() {

@@ -140,3 +140,63 @@ func TestIngressRunnerServesLocalReplicasAndDrains(t *testing.T) {
 	src.mu.Unlock()
 	waitFor("the port to close", func() bool { code, _ := get("/"); return code == 0 })
 }
+
+// TestIngressRunnerReportsPortsItCannotOpen: a listen port another process
+// holds is a problem the agent reports (the listen port, the address and
+// the cause); the runner keeps trying, and once the port is free it opens
+// it and the problem goes. A hop listener that cannot open is one too.
+func TestIngressRunnerReportsPortsItCannotOpen(t *testing.T) {
+	squatter, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	listen := squatter.Addr().(*net.TCPAddr).Port
+	hopSquatter, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hopSquatter.Close()
+	src := &fixedIngress{table: wire.IngressTable{Index: 3, Routes: []wire.IngressRoute{
+		{Service: "web", Listen: listen, Protocol: "http", Path: "/", Port: 8080},
+	}}}
+	g := newIngressRunner(IngressConfig{Source: src, ListenIP: "127.0.0.1", ProxyAddr: hopSquatter.Addr().String()}, "h1", hclog.NewNullLogger())
+	if g.problems() != nil {
+		t.Fatalf("problems before the runner started: %v", g.problems())
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { g.run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	waitUntil := func(what string, ok func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !ok() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting until %s; problems %+v", what, g.problems())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitUntil("both listeners are reported", func() bool { return len(g.problems()) == 2 })
+	p := g.problems()
+	if p[0].Listen != 0 || p[0].Addr != hopSquatter.Addr().String() || !strings.Contains(p[0].Error, "address already in use") {
+		t.Errorf("hop listener problem %+v", p[0])
+	}
+	if p[1].Listen != listen || p[1].Addr != squatter.Addr().String() || p[1].Error != "listen: bind: address already in use" {
+		t.Errorf("ingress port problem %+v", p[1])
+	}
+	_ = squatter.Close()
+	waitUntil("the freed port opens and its problem goes", func() bool {
+		conn, err := net.Dial("tcp", squatter.Addr().String())
+		if err != nil {
+			return false
+		}
+		_ = conn.Close()
+		return len(g.problems()) == 1 && g.problems()[0].Listen == 0
+	})
+	var none *ingressRunner
+	if none.problems() != nil {
+		t.Error("a host without a proxy reports problems")
+	}
+}

@@ -219,6 +219,9 @@ func printStatus(w io.Writer, st wire.ServiceStatus) {
 	for _, in := range st.Ingress {
 		fmt.Fprintf(w, "ingress:   %s\n", ingressLine(in))
 	}
+	for _, p := range st.IngressProblems {
+		fmt.Fprintf(w, "warning:   host %s cannot listen on %s (%s): its proxy keeps trying; free the port or change listen\n", p.Host, p.Addr, p.Error)
+	}
 	if len(st.Instances) == 0 {
 		return
 	}
@@ -414,6 +417,15 @@ func newClusterCmd(g *globals) *cobra.Command {
 					fmt.Fprintf(tw, "%s\t%s\t%d\t%v\t%s\t%s\t%s\n", h.ID, h.State, h.Replicas, h.Labels, userns, proxy, cert)
 				}
 				tw.Flush()
+				for _, h := range st.Hosts {
+					for _, p := range h.ProxyProblems {
+						what := fmt.Sprintf("ingress port %d", p.Listen)
+						if p.Listen == 0 {
+							what = "the hop listener (--proxy-addr)"
+						}
+						fmt.Fprintf(w, "warning: host %s: %s cannot listen on %s: %s\n", h.ID, what, p.Addr, p.Error)
+					}
+				}
 			})
 		},
 	})

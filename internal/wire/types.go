@@ -83,6 +83,8 @@ type HostInfo struct {
 	// ProxyAddr is the host's advertised ingress proxy address, as its
 	// agent last reported it ("" when it runs none).
 	ProxyAddr string `json:"proxy_addr,omitempty"`
+	// ProxyProblems are the proxy's listeners that would not open.
+	ProxyProblems []state.ProxyProblem `json:"proxy_problems,omitempty"`
 }
 
 // ClusterStatus is `deployctl cluster status -o json`.
@@ -161,6 +163,10 @@ type ServiceStatus struct {
 	Instances     []InstanceView `json:"instances"`
 	// Ingress is the current revision's ingress entries.
 	Ingress []specs.Ingress `json:"ingress,omitempty"`
+	// IngressProblems are the ready hosts whose proxy could not open one
+	// of those entries' listen ports (another process holds it): requests
+	// to that port on that host reach nothing.
+	IngressProblems []HostProxyProblem `json:"ingress_problems,omitempty"`
 	// Index is the state index this answer reflects; pass it back as
 	// ?index= to wait for the next change.
 	Index uint64 `json:"index"`
@@ -200,6 +206,12 @@ type AuditReport struct {
 	Benchmark string            `json:"benchmark"`
 	Hosts     []HostAuditRecord `json:"hosts"`
 	Warnings  int               `json:"warnings"`
+}
+
+// HostProxyProblem is a listener a host's proxy could not open.
+type HostProxyProblem struct {
+	Host string `json:"host"`
+	state.ProxyProblem
 }
 
 // IngressRoute is one ingress entry of a service's current revision.

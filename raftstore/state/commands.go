@@ -2,6 +2,7 @@ package state
 
 import (
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -244,6 +245,7 @@ func (s *Store) ApplyHostReport(index uint64, c HostReportCmd) error {
 		h.Engine = &e
 	}
 	h.ProxyAddr = c.Report.ProxyAddr
+	h.ProxyProblems = slices.Clone(c.Report.ProxyProblems)
 	h.State = HostReady
 	h.DownSince = time.Time{}
 	h.SeenAt = c.Now

@@ -186,8 +186,21 @@ type Host struct {
 	// ProxyAddr is where the host's ingress proxy listens for traffic
 	// other hosts' proxies send it, as its agent last reported ("" when
 	// it runs none).
-	ProxyAddr   string `json:"proxy_addr,omitempty"`
-	ModifyIndex uint64 `json:"modify_index"`
+	ProxyAddr string `json:"proxy_addr,omitempty"`
+	// ProxyProblems are the proxy's listeners that would not open, as its
+	// agent last reported them (none when all are open).
+	ProxyProblems []ProxyProblem `json:"proxy_problems,omitempty"`
+	ModifyIndex   uint64         `json:"modify_index"`
+}
+
+// ProxyProblem is a listener a host's proxy could not open: an ingress
+// port (Listen) or the hop listener (Listen 0), the address it tried and
+// the error (e.g. another process holds the port). The proxy keeps trying;
+// the problem goes with the next report after it opens.
+type ProxyProblem struct {
+	Listen int    `json:"listen,omitempty"`
+	Addr   string `json:"addr"`
+	Error  string `json:"error"`
 }
 
 // Host states.
@@ -231,6 +244,9 @@ type HostReport struct {
 	// carries it ("" when the host runs no proxy) and the host record
 	// mirrors it.
 	ProxyAddr string `json:"proxy_addr,omitempty"`
+	// ProxyProblems are the proxy's listeners that would not open now;
+	// every report carries the whole list.
+	ProxyProblems []ProxyProblem `json:"proxy_problems,omitempty"`
 }
 
 // ServerInfo is one raft server's addresses, so that any server can forward
