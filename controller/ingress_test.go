@@ -118,7 +118,7 @@ func TestConcurrentAppliesCannotBothClaimAPort(t *testing.T) {
 	n := mustStartNodeWith(t, func(c *Config) { c.ServeIngress = true })
 	_, ref, _ := mustRegistryImage(t, "team/web:v1")
 	for round := range 8 {
-		listen := 1000 + round
+		listen := 31000 + round
 		var wg sync.WaitGroup
 		codes := make([]int, 2)
 		for i, service := range []string{fmt.Sprintf("a%d", round), fmt.Sprintf("b%d", round)} {

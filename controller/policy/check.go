@@ -35,6 +35,7 @@ const (
 	RuleAllowSeccompSyscalls    = "allow_seccomp_syscalls"
 	RuleAllowAppArmorUnconfined = "allow_apparmor_unconfined"
 	RuleAllowPrivilegedPorts    = "allow_privileged_ports"
+	RuleIngressListenPorts      = "ingress_listen_ports"
 	RuleVolumePrefixes          = "volume_prefixes"
 	RuleRegistries              = "registries"
 	// RuleProtectedHostPath refuses bind mounts of the host's system
@@ -132,6 +133,7 @@ func Check(p *Policy, s *specs.Spec, registry string) []Violation {
 	c := checker{policy: p}
 	c.registry(s.Image, registry)
 	c.ports(s.Ports)
+	c.ingress(s.Ingress)
 	c.volumes(s.Volumes)
 	c.security(s.Security)
 	c.allowIf(s.NetworkMode == specs.NetworkModeHost, p.AllowHostNetwork, "network_mode", RuleAllowHostNetwork,
@@ -291,6 +293,18 @@ func (c *checker) ports(ports []specs.Port) {
 			c.add(fmt.Sprintf("ports[%d]", i), RuleAllowPrivilegedPorts,
 				fmt.Sprintf("publish on a host port from %d up, or set %s: true %s", MinUnprivilegedPort, RuleAllowPrivilegedPorts, howToSet),
 				"host port %d is a privileged port (below %d)", p.HostPort, MinUnprivilegedPort)
+		}
+	}
+}
+
+// ingress refuses a listen port outside the policy's ranges: every
+// host's proxy would open it.
+func (c *checker) ingress(entries []specs.Ingress) {
+	for i, in := range entries {
+		if !c.policy.ingressListenAllowed(in.Listen) {
+			c.add(fmt.Sprintf("ingress[%d].listen", i), RuleIngressListenPorts,
+				fmt.Sprintf("listen on a port the policy allows (%s), or add %d to %s %s", c.policy.ingressListenText(), in.Listen, RuleIngressListenPorts, howToSet),
+				"every host's proxy would listen on port %d, which the policy keeps for the hosts' own services", in.Listen)
 		}
 	}
 }

@@ -19,7 +19,7 @@ func schemaFields(section string) []string {
 		return []string{"allow_privileged", "allow_capabilities", "allow_host_network", "allow_host_pid",
 			"allow_host_ipc", "allow_host_userns", "allow_root", "allow_root_group", "allow_new_privileges",
 			"writable_rootfs", "ports_on_all_interfaces", "custom_apparmor", "allow_seccomp_unconfined",
-			"allow_seccomp_syscalls", "allow_apparmor_unconfined", "allow_privileged_ports", "volume_prefixes", "registries",
+			"allow_seccomp_syscalls", "allow_apparmor_unconfined", "allow_privileged_ports", "ingress_listen_ports", "volume_prefixes", "registries",
 			"trust", "require_signatures", "scan", "require_userns"}
 	case "trust":
 		return []string{"match", "keys"}
@@ -56,6 +56,8 @@ func alias(section, key string) (string, bool) {
 		return "allow_new_privileges", true
 	case "read_only", "allow_writable_rootfs", "allow_read_write":
 		return "writable_rootfs", true
+	case "ingress_ports", "listen_ports", "allow_ingress_ports", "allowed_ingress_ports", "ingress_listen":
+		return "ingress_listen_ports", true
 	case "apparmor", "allow_custom_apparmor":
 		return "custom_apparmor", true
 	case "seccomp_weaker_than_default", "allow_seccomp_weaker_than_default", "allow_seccomp_weaker", "seccomp_syscalls":
@@ -199,6 +201,14 @@ func (p *parser) policy(root *yaml.Node, pol *Policy) {
 	}
 	if n, ok := f["registries"]; ok {
 		pol.Registries, _ = p.StringList("registries", n)
+	}
+	if n, ok := f["ingress_listen_ports"]; ok {
+		if ports, ok := p.StringList("ingress_listen_ports", n); ok {
+			if ports == nil {
+				ports = []string{} // an empty list allows no ingress; nil would mean the default
+			}
+			pol.IngressListenPorts = ports
+		}
 	}
 	if n, ok := f["trust"]; ok {
 		pol.Trust = p.trust("trust", n)

@@ -85,6 +85,13 @@ type Policy struct {
 
 	// AllowPrivilegedPorts allows publishing host ports below 1024.
 	AllowPrivilegedPorts bool `yaml:"allow_privileged_ports" json:"allow_privileged_ports,omitempty"`
+	// IngressListenPorts are the ports an ingress entry may listen on:
+	// every host's proxy opens them on --ingress-addr, so a spec author
+	// could otherwise take a port a host service uses or will use (ssh,
+	// DNS, a database started after us) on every host at once. Entries
+	// are "80" or "8000-8999". nil (a policy stored before the key) is
+	// DefaultIngressListenPorts; an empty list allows no ingress.
+	IngressListenPorts []string `yaml:"ingress_listen_ports" json:"ingress_listen_ports"`
 	// VolumePrefixes are the host directories bind mounts may come from:
 	// a volume's host path must be one of them or lie under one. Some
 	// paths are refused whatever this says (see DESIGN.md).
@@ -155,7 +162,8 @@ func DefaultCapabilities() []string { return []string{"NET_BIND_SERVICE"} }
 // signatures required, the scan gate off.
 func Default() *Policy {
 	return &Policy{
-		AllowCapabilities: DefaultCapabilities(),
+		AllowCapabilities:  DefaultCapabilities(),
+		IngressListenPorts: DefaultIngressListenPorts(),
 		Scan:              scangate.Policy{Mode: scangate.ModeOff},
 	}
 }
@@ -172,6 +180,7 @@ func (p *Policy) Clone() *Policy {
 	c.AllowSeccompSyscalls = slices.Clone(p.AllowSeccompSyscalls)
 	c.VolumePrefixes = slices.Clone(p.VolumePrefixes)
 	c.Registries = slices.Clone(p.Registries)
+	c.IngressListenPorts = slices.Clone(p.IngressListenPorts)
 	c.Scan.Ignore = slices.Clone(p.Scan.Ignore)
 	if p.Trust != nil {
 		c.Trust = make([]TrustEntry, len(p.Trust))
@@ -268,6 +277,7 @@ func (p *Policy) problems() []specs.Problem {
 	v.seccompSyscalls(p.AllowSeccompSyscalls)
 	v.volumePrefixes(p.VolumePrefixes)
 	v.registries(p.Registries)
+	v.ingressListenPorts(p.IngressListenPorts)
 	v.trust(p.Trust)
 	if p.RequireSignatures && len(p.Trust) == 0 {
 		v.addf("require_signatures", "true, but there are no trust entries, so every image would be refused; add trust entries for the registries you deploy from, like {match: registry.example.com/**, keys: [cosign.pub]}, or set require_signatures: false")
@@ -386,6 +396,14 @@ func (v *validator) registries(registries []string) {
 			v.addf(field, "%q is not a registry host[:port]: %v", r, err)
 		} else if _, err := registryhost.Canonical(r); err != nil {
 			v.addf(field, "%v", err)
+		}
+	}
+}
+
+func (v *validator) ingressListenPorts(entries []string) {
+	for i, e := range entries {
+		if _, _, err := parsePortRange(e); err != nil {
+			v.addf(fmt.Sprintf("ingress_listen_ports[%d]", i), "%v", err)
 		}
 	}
 }

@@ -33,6 +33,7 @@ custom_apparmor: warn
 allow_seccomp_unconfined: true
 allow_apparmor_unconfined: true
 allow_privileged_ports: true
+ingress_listen_ports: ["443", 8000-8999]
 volume_prefixes: [/srv, /var/lib/deployctl-volumes]
 registries: [registry.example.com, "127.0.0.1:5000", docker.io]
 trust:
@@ -93,7 +94,7 @@ func mustPublicKeyPEM(t *testing.T) (public, private []byte) {
 
 func TestDefault(t *testing.T) {
 	p := Default()
-	want := &Policy{AllowCapabilities: []string{"NET_BIND_SERVICE"}, Scan: scangate.Policy{Mode: scangate.ModeOff}}
+	want := &Policy{AllowCapabilities: []string{"NET_BIND_SERVICE"}, IngressListenPorts: []string{"80", "443", "1024-65535"}, Scan: scangate.Policy{Mode: scangate.ModeOff}}
 	if !reflect.DeepEqual(p, want) {
 		t.Errorf("Default() = %+v, want %+v", p, want)
 	}
@@ -114,8 +115,9 @@ func TestParseFullPolicy(t *testing.T) {
 		AllowRoot: true, AllowSeccompUnconfined: true, AllowAppArmorUnconfined: true, AllowPrivilegedPorts: true,
 		AllowRootGroup: true, AllowNewPrivileges: true,
 		WritableRootfs: LevelAllow, PortsOnAllInterfaces: LevelRefuse, CustomAppArmor: LevelWarn,
-		VolumePrefixes: []string{"/srv", "/var/lib/deployctl-volumes"},
-		Registries:     []string{"registry.example.com", "127.0.0.1:5000", "docker.io"},
+		IngressListenPorts: []string{"443", "8000-8999"},
+		VolumePrefixes:     []string{"/srv", "/var/lib/deployctl-volumes"},
+		Registries:         []string{"registry.example.com", "127.0.0.1:5000", "docker.io"},
 		Trust: []TrustEntry{
 			{Match: "registry.example.com/team/*", Keys: []string{"keys/team.pub", "keys/release.pub"}},
 			{Match: "127.0.0.1:5000/*", Keys: []string{"keys/ci.pub"}},
