@@ -97,7 +97,7 @@ func TestRollbackRefusesIngressConflicts(t *testing.T) {
 	doc := func(service string, listen int) string {
 		return fmt.Sprintf("service: %s\nimage: %s\nupdate: {monitor: 0s}\ningress: [{listen: %d, port: 8080}]\n", service, ref, listen)
 	}
-	for _, d := range []string{doc("api", 80), doc("api", 81), doc("web", 80)} {
+	for _, d := range []string{doc("api", 8080), doc("api", 8081), doc("web", 8080)} {
 		if code, body := postApply(t, n, d); code >= 300 {
 			t.Fatalf("apply: %d %s", code, body)
 		}

@@ -164,7 +164,7 @@ func Default() *Policy {
 	return &Policy{
 		AllowCapabilities:  DefaultCapabilities(),
 		IngressListenPorts: DefaultIngressListenPorts(),
-		Scan:              scangate.Policy{Mode: scangate.ModeOff},
+		Scan:               scangate.Policy{Mode: scangate.ModeOff},
 	}
 }
 
