@@ -16,6 +16,13 @@
 // "webapp -check" GETs its own /healthz on 127.0.0.1:$PORT and exits 0 when
 // it passes, 1 otherwise: images built FROM scratch have no shell or curl, so
 // the binary doubles as the tool an exec health check runs.
+//
+// It is also the client tests run inside containers (docker exec):
+// "webapp -fetch URL" GETs URL and prints the status and the body (exit 0
+// for 2xx, 3 for another status, 1 when no answer came), "webapp -dial
+// HOST:PORT" opens a TCP connection and closes it (exit 0 when it
+// connected, 1 otherwise, with the error), "webapp -resolve NAME" prints
+// the addresses NAME resolves to (exit 1 when it does not).
 package main
 
 import (
@@ -23,6 +30,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"net"
 	"net/http"
@@ -38,7 +46,18 @@ const shutdownGrace = 5 * time.Second
 
 func main() {
 	check := flag.Bool("check", false, "GET http://127.0.0.1:$PORT/healthz and exit 0 if it passes, 1 otherwise")
+	fetchURL := flag.String("fetch", "", "GET this URL, print the status and body; exit 0 for 2xx, 3 for another status, 1 without an answer")
+	dialAddr := flag.String("dial", "", "open a TCP connection to HOST:PORT; exit 0 when it connects")
+	resolveName := flag.String("resolve", "", "print the addresses a name resolves to; exit 1 when it does not")
 	flag.Parse()
+	switch {
+	case *fetchURL != "":
+		os.Exit(runFetch(*fetchURL))
+	case *dialAddr != "":
+		os.Exit(runDial(*dialAddr))
+	case *resolveName != "":
+		os.Exit(runResolve(*resolveName))
+	}
 
 	port := os.Getenv("PORT")
 	if port == "" {
@@ -129,6 +148,55 @@ func serve(ctx context.Context, listener net.Listener, b behaviour) error {
 		return fmt.Errorf("serve: %w", err)
 	}
 	return nil
+}
+
+// clientTimeout bounds the client modes: a blocked connection (a firewall
+// that drops) must end the docker exec, not hang it.
+const clientTimeout = 3 * time.Second
+
+func runFetch(url string) int {
+	client := &http.Client{Timeout: clientTimeout}
+	resp, err := client.Get(url)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "fetch: %v\n", err)
+		return 1
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	fmt.Printf("%d\n%s", resp.StatusCode, body)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "fetch: reading the body: %v\n", err)
+		return 1
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return 3
+	}
+	return 0
+}
+
+func runDial(addr string) int {
+	conn, err := net.DialTimeout("tcp", addr, clientTimeout)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "dial: %v\n", err)
+		return 1
+	}
+	_ = conn.Close()
+	fmt.Println("dial: connected")
+	return 0
+}
+
+func runResolve(name string) int {
+	ctx, cancel := context.WithTimeout(context.Background(), clientTimeout)
+	defer cancel()
+	addrs, err := net.DefaultResolver.LookupHost(ctx, name)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "resolve: %v\n", err)
+		return 1
+	}
+	for _, a := range addrs {
+		fmt.Println(a)
+	}
+	return 0
 }
 
 // runCheck is the exec health check: 0 when /healthz answers 200.

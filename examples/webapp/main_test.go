@@ -206,3 +206,34 @@ func TestSIGTERMExitsCleanly(t *testing.T) {
 		t.Fatalf("webapp after SIGTERM: %v, want exit status 0", err)
 	}
 }
+
+// The client modes tests run inside containers: their exit codes say what
+// happened (0 answered 2xx or connected, 3 answered another status, 1 no
+// answer or no name).
+func TestClientModes(t *testing.T) {
+	base, _ := startServe(t, "v9", true)
+	if got := runFetch(base + "/"); got != 0 {
+		t.Errorf("fetch / = %d, want 0", got)
+	}
+	if got := runFetch(base + "/healthz"); got != 3 {
+		t.Errorf("fetch of a failing /healthz = %d, want 3", got)
+	}
+	closed := mustListen(t)
+	addr := closed.Addr().String()
+	closed.Close()
+	if got := runFetch("http://" + addr + "/"); got != 1 {
+		t.Errorf("fetch with nothing listening = %d, want 1", got)
+	}
+	if got := runDial(base[len("http://"):]); got != 0 {
+		t.Errorf("dial of a listener = %d, want 0", got)
+	}
+	if got := runDial(addr); got != 1 {
+		t.Errorf("dial with nothing listening = %d, want 1", got)
+	}
+	if got := runResolve("localhost"); got != 0 {
+		t.Errorf("resolve localhost = %d, want 0", got)
+	}
+	if got := runResolve("no-such-name.invalid"); got != 1 {
+		t.Errorf("resolve of an .invalid name = %d, want 1", got)
+	}
+}
