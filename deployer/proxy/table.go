@@ -15,6 +15,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"slices"
@@ -116,6 +117,16 @@ type DesiredTarget struct {
 type Desired struct {
 	Routes  []Route         `json:"routes"`
 	Targets []DesiredTarget `json:"targets"`
+	// Pools are pools served without a route: the listeners of service
+	// connections (PoolHandler, ServePoolTCP). Listing one keeps it when
+	// it has no target yet, as a route does.
+	Pools []PoolKey `json:"pools,omitempty"`
+}
+
+// PoolKey names a pool: a container port of a service.
+type PoolKey struct {
+	Service string `json:"service"`
+	Port    int    `json:"port"`
 }
 
 // CurrentTarget is a target the table holds and its state.
@@ -282,7 +293,12 @@ type Table struct {
 	targets map[TargetKey]*target // guarded by mu
 	pools   map[poolKey]*pool     // guarded by mu; one per service and port in use
 	routes  atomic.Pointer[routing]
-	stats   stats
+	// byKey is an immutable snapshot of pools for the pool listeners,
+	// replaced by Apply: a request finds its pool without a lock.
+	byKey atomic.Pointer[map[poolKey]*pool]
+	// pinned are the pools Desired.Pools keeps; guarded by mu.
+	pinned map[poolKey]bool
+	stats  stats
 	// transport carries HTTP requests to targets.
 	transport http.RoundTripper
 	buffers   bufferPool
@@ -328,6 +344,7 @@ func NewTableWith(o Options) *Table {
 	}
 	t.stats.byService = map[string]*serviceCounts{}
 	t.routes.Store(&routing{ports: map[int]*portRoutes{}})
+	t.byKey.Store(&map[poolKey]*pool{})
 	return t
 }
 
@@ -505,9 +522,15 @@ func (t *Table) Apply(want Desired) Changes {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	ch := Plan(t.currentLocked(), want)
-	if ch.Unchanged {
+	pinned := map[poolKey]bool{}
+	for _, k := range want.Pools {
+		pinned[poolKey{k.Service, k.Port}] = true
+	}
+	if ch.Unchanged && maps.Equal(pinned, t.pinned) {
 		return ch
 	}
+	ch.Unchanged = false
+	t.pinned = pinned
 	touched := map[*pool]bool{}
 	for _, k := range ch.Add {
 		// A new target at an ejected address (another replica on a host
@@ -576,11 +599,17 @@ func (t *Table) Apply(want Desired) Changes {
 	for _, r := range ch.Routes {
 		routed[poolKey{r.Service, r.Port}] = true
 	}
+	for k := range pinned {
+		routed[k] = true
+		t.poolLocked(k.service, k.port)
+	}
 	for name, p := range t.pools {
 		if len(p.members) == 0 && !routed[name] {
 			delete(t.pools, name)
 		}
 	}
+	snapshot := maps.Clone(t.pools)
+	t.byKey.Store(&snapshot)
 	return ch
 }
 

@@ -1,0 +1,65 @@
+package proxy
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+)
+
+// A pool listed in Desired.Pools is served by PoolHandler with no route:
+// 503 while it has no healthy target, then balanced over its targets;
+// the pool survives an Apply that leaves it empty and goes when no
+// longer listed.
+func TestPoolHandlerServesAPinnedPool(t *testing.T) {
+	a := startBackend(t, "a", nil)
+	b := startBackend(t, "b", nil)
+	tb := NewTable(nil)
+	defer tb.Close()
+	pinned := []PoolKey{{Service: "api", Port: 8080}}
+	tb.Apply(Desired{Pools: pinned})
+	srv := httptest.NewServer(tb.PoolHandler("api", 8080))
+	defer srv.Close()
+	if code, body := get(t, srv.Client(), http.MethodGet, srv.URL+"/", nil); code != http.StatusServiceUnavailable || !strings.Contains(body, "service api has no healthy replica serving port 8080") {
+		t.Fatalf("empty pool: %d %q", code, body)
+	}
+	target := func(be *backend) DesiredTarget {
+		return DesiredTarget{TargetKey: TargetKey{Service: "api", Port: 8080, ID: be.name, Addr: be.addr}, Healthy: true}
+	}
+	tb.Apply(Desired{Pools: pinned, Targets: []DesiredTarget{target(a), target(b)}})
+	seen := map[string]int{}
+	for range 40 {
+		code, body := get(t, srv.Client(), http.MethodGet, srv.URL+"/", nil)
+		if code != http.StatusOK {
+			t.Fatalf("GET: %d %s", code, body)
+		}
+		seen[body]++
+	}
+	if seen["a"] == 0 || seen["b"] == 0 {
+		t.Fatalf("answers %v, want both replicas", seen)
+	}
+	if got := tb.Counts()["api"].Status2xx; got != 40 {
+		t.Errorf("2xx count %d, want 40", got)
+	}
+	// Another port of the same service is another pool.
+	other := httptest.NewServer(tb.PoolHandler("api", 9090))
+	defer other.Close()
+	if code, _ := get(t, other.Client(), http.MethodGet, other.URL+"/", nil); code != http.StatusServiceUnavailable {
+		t.Errorf("port 9090 answered %d, want 503: it has no pool", code)
+	}
+	// Unlisted and empty: the pool goes.
+	tb.Apply(Desired{})
+	for _, k := range []TargetKey{target(a).TargetKey, target(b).TargetKey} {
+		_ = tb.Drain(t.Context(), k)
+	}
+	tb.Apply(Desired{})
+	if code, _ := get(t, srv.Client(), http.MethodGet, srv.URL+"/", nil); code != http.StatusServiceUnavailable {
+		t.Errorf("after the pool went: %d, want 503", code)
+	}
+	tb.mu.Lock()
+	n := len(tb.pools)
+	tb.mu.Unlock()
+	if n != 0 {
+		t.Errorf("%d pools left", n)
+	}
+}
