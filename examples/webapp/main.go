@@ -49,8 +49,11 @@ func main() {
 	fetchURL := flag.String("fetch", "", "GET this URL, print the status and body; exit 0 for 2xx, 3 for another status, 1 without an answer")
 	dialAddr := flag.String("dial", "", "open a TCP connection to HOST:PORT; exit 0 when it connects")
 	resolveName := flag.String("resolve", "", "print the addresses a name resolves to; exit 1 when it does not")
+	repeat := flag.Duration("repeat", 0, "with -fetch: GET the URL again and again for this long, each on a new connection every 10ms; print ok and failed counts; exit 0 when none failed")
 	flag.Parse()
 	switch {
+	case *fetchURL != "" && *repeat > 0:
+		os.Exit(runFetchRepeat(*fetchURL, *repeat))
 	case *fetchURL != "":
 		os.Exit(runFetch(*fetchURL))
 	case *dialAddr != "":
@@ -169,6 +172,46 @@ func runFetch(url string) int {
 		return 1
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return 3
+	}
+	return 0
+}
+
+// runFetchRepeat is a steady stream of requests from inside a container:
+// new connections and kept-alive ones in turn, one every 10ms, for d.
+func runFetchRepeat(url string, d time.Duration) int {
+	keepAlive := &http.Client{Timeout: clientTimeout}
+	fresh := &http.Client{Timeout: clientTimeout, Transport: &http.Transport{DisableKeepAlives: true}}
+	var ok, failed int
+	first := ""
+	for i, end := 0, time.Now().Add(d); time.Now().Before(end); i++ {
+		client := keepAlive
+		if i%2 == 1 {
+			client = fresh
+		}
+		resp, err := client.Get(url)
+		switch {
+		case err != nil:
+			failed++
+			if first == "" {
+				first = err.Error()
+			}
+		default:
+			_, _ = io.Copy(io.Discard, resp.Body)
+			_ = resp.Body.Close()
+			if resp.StatusCode < 200 || resp.StatusCode > 299 {
+				failed++
+				if first == "" {
+					first = resp.Status
+				}
+			} else {
+				ok++
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	fmt.Printf("ok=%d failed=%d first=%q\n", ok, failed, first)
+	if failed > 0 {
 		return 3
 	}
 	return 0

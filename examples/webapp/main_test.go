@@ -230,6 +230,12 @@ func TestClientModes(t *testing.T) {
 	if got := runDial(addr); got != 1 {
 		t.Errorf("dial with nothing listening = %d, want 1", got)
 	}
+	if got := runFetchRepeat(base+"/", 100*time.Millisecond); got != 0 {
+		t.Errorf("repeated fetch of / = %d, want 0", got)
+	}
+	if got := runFetchRepeat(base+"/healthz", 50*time.Millisecond); got != 3 {
+		t.Errorf("repeated fetch of a failing /healthz = %d, want 3", got)
+	}
 	if got := runResolve("localhost"); got != 0 {
 		t.Errorf("resolve localhost = %d, want 0", got)
 	}
