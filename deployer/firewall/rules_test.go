@@ -225,7 +225,9 @@ func TestNormalizeRefuses(t *testing.T) {
 // TestCommandErrors: a failing command is named with its stderr, and a
 // restore's failing line is quoted.
 func TestCommandErrors(t *testing.T) {
-	f, err := New("h1", func(s *settings) { s.prefix = []string{"sh", "-c", `echo "iptables-restore: line 2 failed: Bad rule" >&2; exit 1`, "sh"} })
+	f, err := New("h1", func(s *settings) {
+		s.prefix = []string{"sh", "-c", `echo "iptables-restore: line 2 failed: Bad rule" >&2; exit 1`, "sh"}
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
