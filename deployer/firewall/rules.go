@@ -194,14 +194,12 @@ func build(id string, nets []Network, fwdHook string) (filter, nat table) {
 		add(&filter, c, established, "-j ACCEPT")
 		add(&filter, c, "-d", gw, "-p udp -m udp --dport 53 -j ACCEPT")
 		add(&filter, c, "-d", gw, "-p tcp -m tcp --dport 53 -j ACCEPT")
-		var listeners []int
-		for _, p := range nw.Paths {
-			listeners = append(listeners, p.ListenPort)
-		}
-		slices.Sort(listeners)
-		for _, port := range slices.Compact(listeners) {
-			add(&filter, c, "-d", gw, "-p tcp -m tcp --dport", fmt.Sprint(port), "-j ACCEPT")
-		}
+		// What the nat table sent from a service address to the gateway:
+		// only a declared path's DNAT does that. The paths themselves are
+		// the nat table's alone, so a change of paths is one transaction,
+		// and nothing here ever rejects a packet DNAT rewrote (the reset
+		// would not reach the caller as one: DESIGN.md).
+		add(&filter, c, "-d", gw, "-p tcp -m conntrack --ctstate DNAT --ctorigdst", ServiceRange, "-j ACCEPT")
 		add(&filter, c, "-p tcp", tcpReset)
 		add(&filter, c, portUnreach)
 	}
