@@ -32,14 +32,15 @@ import (
 //	netns c (caller)        netns c2 (caller's 2nd replica)   netns t (target)
 //	eth0 10.240.0.2/26      eth0 10.240.0.3/26, :7000         eth0 10.240.0.66/26, :9000
 //	     |                       |                                 |
-//	┌────┴───────────────────────┴────────── netns h (the host) ───┴──────────┐
+//	┌────┴───────────────────────┴────────── netns h (the host) ───┴───────────┐
 //	│ bridge dc-caller 10.240.0.1/26         bridge dc-target 10.240.0.65/26   │
 //	│ listeners: proxy 10.240.0.1:4001,4002,4005; undeclared 10.240.0.1:4999;  │
-//	│ dns 10.240.0.1:53 tcp+udp, udp 5353; api 0.0.0.0:7070; raft             │
-//	│ 10.250.0.1:7071; the target network's proxy 10.240.0.65:4003             │
-//	│ up0 10.250.0.1/24 (another host address), default route via o           │
-//	│ filter: Docker 20.10's chains as Docker leaves them for two networks    │
-//	└────┬────────────────────────────────────────────────────────────────────┘
+//	│ dns 10.240.0.1:53 tcp+udp, udp 5353; api 0.0.0.0:7070; raft              │
+//	│ 10.250.0.1:7071; the target network's proxy 10.240.0.65:4003;            │
+//	│ docker-proxy 0.0.0.0:9090 (t's :9000 published)                          │
+//	│ up0 10.250.0.1/24 (another host address), default route via o            │
+//	│ tables: Docker 20.10's chains as Docker leaves them for two networks     │
+//	└────┬─────────────────────────────────────────────────────────────────────┘
 //	netns o (outside, the "internet"): eth0 10.250.0.2/24, :8000
 const (
 	g1      = "10.240.0.1"
@@ -168,7 +169,9 @@ func newLab(t *testing.T, full, docker bool) *lab {
 // dockerSkeleton is what Docker 20.10 puts in the tables for two networks
 // on bridges dc-caller and dc-target (libnetwork's bridge driver): FORWARD
 // dropping by default, DOCKER-USER first, the isolation chains dropping
-// traffic between the bridges, each bridge's forwarding accepted.
+// traffic between the bridges, each bridge's forwarding accepted, and the
+// target's port 9000 published on the host's port 9090 (from its bridges,
+// Docker's userland proxy answers that port: a listener in h stands for it).
 func dockerSkeleton(full bool) string {
 	s := `*filter
 :INPUT ACCEPT [0:0]
@@ -191,7 +194,8 @@ func dockerSkeleton(full bool) string {
 -A FORWARD -i {B} -o {B} -j ACCEPT
 `, "{B}", b)
 	}
-	return s + `-A DOCKER-ISOLATION-STAGE-1 -i dc-caller ! -o dc-caller -j DOCKER-ISOLATION-STAGE-2
+	return s + `-A DOCKER -d 10.240.0.66/32 ! -i dc-target -o dc-target -p tcp -m tcp --dport 9000 -j ACCEPT
+-A DOCKER-ISOLATION-STAGE-1 -i dc-caller ! -o dc-caller -j DOCKER-ISOLATION-STAGE-2
 -A DOCKER-ISOLATION-STAGE-1 -i dc-target ! -o dc-target -j DOCKER-ISOLATION-STAGE-2
 -A DOCKER-ISOLATION-STAGE-1 -j RETURN
 -A DOCKER-ISOLATION-STAGE-2 -o dc-caller -j DROP
@@ -211,6 +215,7 @@ COMMIT
 -A POSTROUTING -s 10.240.0.64/26 ! -o dc-target -j MASQUERADE
 -A DOCKER -i dc-caller -j RETURN
 -A DOCKER -i dc-target -j RETURN
+-A DOCKER ! -i dc-target -p tcp -m tcp --dport 9090 -j DNAT --to-destination 10.240.0.66:9000
 COMMIT
 `
 }
@@ -303,7 +308,7 @@ func (l *lab) servers(t *testing.T) {
 	for _, s := range [][]string{
 		{"h", "tcp:" + g1 + ":4001=proxy7", "tcp:" + g1 + ":4002=proxy9", "tcp:" + g1 + ":4005=proxy5",
 			"tcp:" + g1 + ":4999=undeclared", "tcp:" + g1 + ":53=dns", "udp:" + g1 + ":53=dns", "udp:" + g1 + ":5353=mdns",
-			"tcp:0.0.0.0:7070=api", "tcp:" + hostUp + ":7071=raft", "tcp:" + g2 + ":4003=target-proxy"},
+			"tcp:0.0.0.0:7070=api", "tcp:0.0.0.0:9090=docker-proxy", "tcp:" + hostUp + ":7071=raft", "tcp:" + g2 + ":4003=target-proxy"},
 		{"c2", "tcp:0.0.0.0:7000=replica2"},
 		{"t", "tcp:0.0.0.0:9000=target"},
 		{"o", "tcp:0.0.0.0:8000=outside"},
@@ -399,7 +404,9 @@ func TestDeclaredPathsOnly(t *testing.T) {
 		"tcp:10.240.0.66:9000":     "timeout",     // Docker's isolation drops it
 		"tcp:10.240.0.3:7000":      "ok:replica2",
 		"tcp:" + outside + ":8000": "ok:outside",
+		"tcp:" + hostUp + ":9090":  "ok:docker-proxy", // Docker's nat returns for its bridges: its userland proxy answers
 	})
+	l.expect(t, "o", "without rules", map[string]string{"tcp:" + hostUp + ":9090": "ok:target"})
 	if t.Failed() {
 		t.FailNow()
 	}
@@ -429,7 +436,10 @@ func TestDeclaredPathsOnly(t *testing.T) {
 		"tcp:10.240.0.66:9000":     "refused", // another bridge (Docker drops it too)
 		"tcp:10.240.0.3:7000":      "ok:replica2",
 		"tcp:" + outside + ":8000": "ok:outside",
+		"tcp:" + hostUp + ":9090":  "refused", // another service's published port, through docker-proxy
 	})
+	// Docker's published port still works from outside.
+	l.expect(t, "o", "with rules", map[string]string{"tcp:" + hostUp + ":9090": "ok:target"})
 	// The caller is known by its bridge: the same VIP:port from the
 	// target's bridge goes to that network's listener, and only there.
 	l.expect(t, "t", "with rules", map[string]string{
