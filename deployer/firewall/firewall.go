@@ -1,9 +1,10 @@
 // Package firewall keeps a host's packet rules for service networks
 // (docs/networking.md, issue 9): from a service's bridge, the host accepts
-// only DNS to the bridge's gateway and the proxy's listeners of the
-// service's declared connections; a service address (198.18.0.0/15) is
-// reached only through a declared connection, which a nat rule sends to its
-// listener; nothing is forwarded from one service bridge to another.
+// only DNS to the bridge's gateway and the service's declared connections,
+// each a service address and port (VIP:port, VIPs from 198.18.0.0/15) that
+// a nat rule sends to the proxy's listener for it on the gateway; any other
+// VIP:port is refused, and nothing is forwarded from one service bridge to
+// another.
 //
 // The rules live in iptables chains of the agent's own (DEPLOYCTL-<id>-*),
 // jumped to from INPUT, PREROUTING (nat) and DOCKER-USER (or FORWARD when
@@ -83,6 +84,10 @@ func checkID(id string) error {
 // new. When the rules in place already are r, nothing is loaded, so calling
 // Apply on every reconcile pass is cheap (two iptables-save runs).
 //
+// Apply a network before the first container starts on its bridge, and
+// leave it out only once the last one is gone: a bridge not in r is not
+// filtered at all.
+//
 // r is checked before anything is touched. On an error the table that
 // failed is as it was (its restore is one transaction); when the nat table
 // fails after the filter table was loaded, the next Apply finishes the job.
@@ -94,9 +99,9 @@ func (f *Firewall) Apply(ctx context.Context, r Rules) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 
-	// filter first: a new path's listener is accepted before its DNAT
-	// exists, and a removed path's DNAT, until nat is loaded, leads to a
-	// port no longer accepted (DESIGN.md, "Order and atomicity").
+	// filter first: a new network's chains are in place before its DNAT
+	// rules. The paths are in the nat table only (DESIGN.md, "Order and
+	// atomicity").
 	have, err := f.save(ctx, "filter")
 	if err != nil {
 		return err
