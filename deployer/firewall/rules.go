@@ -226,8 +226,8 @@ func build(id string, nets []Network, fwdHook string) (filter, nat table) {
 	}
 
 	// nat PREROUTING: a declared VIP:port from its caller's bridge goes to
-	// the path's listener on that bridge's gateway.
-	// A network without paths has no chain here: nothing to DNAT.
+	// the path's listener on that bridge's gateway. A network without
+	// paths has no chain here: nothing to DNAT.
 	nat.chains = append(nat.chains, n.pre())
 	for k, nw := range nets {
 		if len(nw.Paths) > 0 {
