@@ -108,6 +108,9 @@ type Controller struct {
 	// revision it admits (storeRevision): two services applied at the same
 	// moment cannot both claim one port.
 	claims sync.Mutex
+	// addresses is the last try to turn service addresses on (leader
+	// memory, guarded by mu).
+	addresses addressAttempt
 	// leadingSince is when this node last became leader: the heartbeat of
 	// a host not heard from in this term counts from then.
 	leadingSince time.Time

@@ -74,6 +74,11 @@ var minVersions = map[CommandType]int{
 	CmdAssignAddresses: 2,
 }
 
+// MinVersion is the FSM version that first knows the command type (0 for
+// a type this build does not know): the leader writes it only once every
+// server has registered at least that version.
+func (c CommandType) MinVersion() int { return minVersions[c] }
+
 // ErrUnknownCommand names a log entry whose type byte this build does not
 // know, or whose body does not decode. The FSM never skips such an entry:
 // it calls its FatalFunc, which stops the server (see NewFSM).
