@@ -185,7 +185,7 @@ func TestStatusShowsHostsThatCannotOpenAListenPort(t *testing.T) {
 	}
 	view := n.store.View()
 	svc, _ := view.Service("web")
-	got := serviceStatus(view, svc).IngressProblems
+	got := serviceStatus(view, connectionJudgeOf(view), svc).IngressProblems
 	if len(got) != 1 || got[0].Host != "h1" || got[0].Listen != 8088 || got[0].Addr != "0.0.0.0:8088" {
 		t.Fatalf("ingress problems %+v, want host h1's listen 8088 only", got)
 	}
@@ -196,7 +196,7 @@ func TestStatusShowsHostsThatCannotOpenAListenPort(t *testing.T) {
 		t.Fatal(err)
 	}
 	view = n.store.View()
-	if got := serviceStatus(view, svc).IngressProblems; len(got) != 0 {
+	if got := serviceStatus(view, connectionJudgeOf(view), svc).IngressProblems; len(got) != 0 {
 		t.Fatalf("problems after a clean report: %+v", got)
 	}
 }
