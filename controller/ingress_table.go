@@ -109,11 +109,11 @@ func sameBackends(a, b []wire.IngressBackend) bool {
 
 // ingressFeed keeps the one ingress table every agent's blocking query
 // answers from: ingress routes, backends, service addresses and resolved
-// connections between services. It is computed at most once per state version, by the
-// first caller that needs it (a query, or follow while queries wait), never
-// per waiter; its Index moves only when its content changes, so writes that
-// change no route and no backend (heartbeats, most status reports) wake
-// nobody. Leader memory only.
+// connections between services. It is computed at most once per state
+// version, by the first caller that needs it (a query, or follow while
+// queries wait), never per waiter; its Index moves only when its content
+// changes, so writes that change none of it (heartbeats, most status
+// reports) wake nobody. Leader memory only.
 type ingressFeed struct {
 	store *state.Store
 	// waiting counts the queries in progress; follow computes only then.

@@ -36,11 +36,10 @@ type admitted struct {
 // apply of its spec, pinned to its digest, would be: spec validation, the
 // seccomp profile, its connections (a target that exists must expose the
 // port: 409 otherwise), the policy (its connections rule included), the
-// signature where a trust rule matches and
-// the scan gate. The scan gate sees only the attestation attached to the
-// image (a report sent with the original apply is not kept). A revision
-// admitted under an older policy is therefore not restored when today's
-// policy refuses it.
+// signature where a trust rule matches and the scan gate. The scan gate
+// sees only the attestation attached to the image (a report sent with the
+// original apply is not kept). A revision admitted under an older policy
+// is therefore not restored when today's policy refuses it.
 func (c *Controller) readmit(ctx context.Context, rev state.Revision) (admitted, error) {
 	refuse := func(err error) (admitted, error) {
 		return admitted{}, fmt.Errorf("%w: revision %d of %s no longer passes today's rules: %w", ErrRollbackRefused, rev.Number, rev.Service, err)
