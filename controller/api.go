@@ -220,9 +220,10 @@ func (a *API) cluster(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) listServices(w http.ResponseWriter, r *http.Request) {
 	view := a.c.cfg.Store.View()
+	judge := connectionJudgeOf(view)
 	out := []wire.ServiceStatus{}
 	for _, svc := range view.Services() {
-		out = append(out, serviceStatus(view, svc))
+		out = append(out, serviceStatus(view, judge, svc))
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -282,7 +283,7 @@ func (a *API) getService(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("service %q not found; `deployctl services` lists them", name))
 		return
 	}
-	writeJSON(w, http.StatusOK, serviceStatus(view, svc))
+	writeJSON(w, http.StatusOK, serviceStatus(view, connectionJudgeOf(view), svc))
 }
 
 func (a *API) getHistory(w http.ResponseWriter, r *http.Request) {

@@ -108,6 +108,9 @@ type Controller struct {
 	// revision it admits (storeRevision): two services applied at the same
 	// moment cannot both claim one port.
 	claims sync.Mutex
+	// addresses is the last try to turn service addresses on (leader
+	// memory, guarded by mu).
+	addresses addressAttempt
 	// leadingSince is when this node last became leader: the heartbeat of
 	// a host not heard from in this term counts from then.
 	leadingSince time.Time
@@ -227,6 +230,10 @@ func (c *Controller) ApplyWith(ctx context.Context, req ApplyRequest) (wire.Appl
 	if err := ingressConflicts(view, spec); err != nil {
 		return wire.ApplyOutcome{}, err
 	}
+	connectionWarnings, err := connectionCheck(view, spec)
+	if err != nil {
+		return wire.ApplyOutcome{}, err
+	}
 	pol, err := c.admit(spec)
 	if err != nil {
 		return wire.ApplyOutcome{}, err
@@ -244,7 +251,7 @@ func (c *Controller) ApplyWith(ctx context.Context, req ApplyRequest) (wire.Appl
 		return wire.ApplyOutcome{}, err
 	}
 	policyWarnings := hardeningWarnings(pol, spec)
-	warnings := joinWarnings(policyWarnings, prefixed("scan: ", scanWarnings))
+	warnings := joinWarnings(policyWarnings, prefixed("scan: ", scanWarnings), connectionWarnings)
 	fp := Fingerprint(*spec, pin.Ref)
 	if exists {
 		if cur, ok := view.Revision(svc.Name, svc.Current); ok && cur.Fingerprint == fp && sameSpec(&cur.Spec, spec) {
@@ -358,20 +365,25 @@ func (c *Controller) storeRollback(ctx context.Context, svc state.Service, cur, 
 	}
 	ar := res.(state.ApplyResult)
 	c.log.Info("rollback stored", "service", svc.Name, "revision", ar.Revision, "cause", cause)
-	return wire.ApplyOutcome{Service: svc.Name, Revision: ar.Revision, Digest: target.Digest, Ref: target.Ref}, nil
+	return wire.ApplyOutcome{Service: svc.Name, Revision: ar.Revision, Digest: target.Digest, Ref: target.Ref, Warnings: adm.connectionWarnings}, nil
 }
 
 // storeRevision writes a revision (an apply or a rollback) once its
-// ingress claims collide with no other service's in the state the write
-// lands on. The check before the registry lookups gives the early answer;
-// this one, under claims and just before the write, closes the window in
-// which another service's apply could take the same port meanwhile. A new
-// leader serves only after its FSM applied every entry of earlier terms,
-// so the view checked here is the one the write follows.
+// ingress claims collide with no other service's, and its connections
+// reach ports their targets expose, in the state the write lands on. The
+// checks before the registry lookups give the early answer; these, under
+// claims and just before the write, close the window in which another
+// service's apply could take the same port (or stop exposing one)
+// meanwhile. A new leader serves only after its FSM applied every entry
+// of earlier terms, so the view checked here is the one the write follows.
 func (c *Controller) storeRevision(ctx context.Context, cmd state.ApplyRevisionCmd) (any, error) {
 	c.claims.Lock()
 	defer c.claims.Unlock()
-	if err := ingressConflicts(c.cfg.Store.View(), &cmd.Revision.Spec); err != nil {
+	view := c.cfg.Store.View()
+	if err := ingressConflicts(view, &cmd.Revision.Spec); err != nil {
+		return nil, err
+	}
+	if _, err := connectionCheck(view, &cmd.Revision.Spec); err != nil {
 		return nil, err
 	}
 	return c.apply(ctx, raftstore.CmdApplyRevision, cmd)

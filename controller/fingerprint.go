@@ -10,8 +10,11 @@ import (
 
 // Fingerprint hashes everything that shapes a container: the pinned ref and
 // the spec without the image text (the ref replaces it), the replica count,
-// the update settings (they change how a rollout runs, not what runs) and
-// the ingress entries (they change how the proxies route to the replicas).
+// the update settings (they change how a rollout runs, not what runs), the
+// ingress entries (they change how the proxies route to the replicas) and
+// expose and connects_to (they change the proxies' paths between services
+// and the names the agent's DNS answers; the DNS server a container is
+// given does not depend on them).
 // Revisions with equal fingerprints run identical containers, so a rollout
 // to one adopts the other's replicas instead of restarting them.
 func Fingerprint(spec specs.Spec, ref string) string {
@@ -20,6 +23,8 @@ func Fingerprint(spec specs.Spec, ref string) string {
 	s.Replicas = 0
 	s.Update = specs.Update{}
 	s.Ingress = nil
+	s.Expose = nil
+	s.ConnectsTo = nil
 	body, _ := json.Marshal(struct {
 		Ref  string     `json:"ref"`
 		Spec specs.Spec `json:"spec"`

@@ -35,11 +35,15 @@ func ingressRoutes(t *state.Tables) []wire.IngressRoute {
 	return out
 }
 
-// ingressPorts is the sorted, distinct container ports of entries.
-func ingressPorts(entries []specs.Ingress) []int {
-	ports := make([]int, 0, len(entries))
-	for _, in := range entries {
+// servedPorts is the sorted, distinct container ports a revision serves
+// through the proxies: those of its ingress entries and its exposed ports.
+func servedPorts(spec specs.Spec) []int {
+	ports := make([]int, 0, len(spec.Ingress)+len(spec.Expose))
+	for _, in := range spec.Ingress {
 		ports = append(ports, in.Port)
+	}
+	for _, e := range spec.Expose {
+		ports = append(ports, e.Port)
 	}
 	slices.Sort(ports)
 	return slices.Compact(ports)
@@ -47,12 +51,12 @@ func ingressPorts(entries []specs.Ingress) []int {
 
 // ingressBackends lists the replicas that may receive traffic, sorted by
 // service and replica: desired running, reported healthy, on a ready
-// host, of a service with ingress entries. Their ports are those of the
-// replica's own revision. Ingress is not part of the fingerprint, so a
-// replica adopted by a later revision with the same fingerprint (an
-// ingress-only change) keeps its older revision number while running
-// exactly what the current revision describes: its ports are then the
-// current revision's.
+// host, of a service with ingress entries or exposed ports. Their ports
+// are those of the replica's own revision (servedPorts). Neither ingress
+// nor expose is part of the fingerprint, so a replica adopted by a later
+// revision with the same fingerprint (a change of ingress or expose only)
+// keeps its older revision number while running exactly what the current
+// revision describes: its ports are then the current revision's.
 func ingressBackends(t *state.Tables) []wire.IngressBackend {
 	out := []wire.IngressBackend{}
 	hosts := map[string]state.Host{}
@@ -64,7 +68,7 @@ func ingressBackends(t *state.Tables) []wire.IngressBackend {
 		if !ok {
 			continue
 		}
-		ports := map[int][]int{} // revision -> its ingress ports, asked once
+		ports := map[int][]int{} // revision -> its served ports, asked once
 		portsOf := func(r state.Replica) []int {
 			n := r.Revision
 			if r.Fingerprint == cur.Fingerprint {
@@ -73,7 +77,7 @@ func ingressBackends(t *state.Tables) []wire.IngressBackend {
 			p, seen := ports[n]
 			if !seen {
 				if rev, ok := t.Revision(svc.Name, n); ok {
-					p = ingressPorts(rev.Spec.Ingress)
+					p = servedPorts(rev.Spec)
 				}
 				ports[n] = p
 			}
@@ -104,11 +108,12 @@ func sameBackends(a, b []wire.IngressBackend) bool {
 }
 
 // ingressFeed keeps the one ingress table every agent's blocking query
-// answers from. It is computed at most once per state version, by the
-// first caller that needs it (a query, or follow while queries wait), never
-// per waiter; its Index moves only when its content changes, so writes that
-// change no route and no backend (heartbeats, most status reports) wake
-// nobody. Leader memory only.
+// answers from: ingress routes, backends, service addresses and resolved
+// connections between services. It is computed at most once per state
+// version, by the first caller that needs it (a query, or follow while
+// queries wait), never per waiter; its Index moves only when its content
+// changes, so writes that change none of it (heartbeats, most status
+// reports) wake nobody. Leader memory only.
 type ingressFeed struct {
 	store *state.Store
 	// waiting counts the queries in progress; follow computes only then.
@@ -146,12 +151,15 @@ func (f *ingressFeed) current() (wire.IngressTable, <-chan struct{}) {
 	if t == f.view {
 		return f.table, f.changed
 	}
-	routes, backends := ingressRoutes(t), ingressBackends(t)
-	same := f.view != nil && slices.Equal(routes, f.table.Routes) && sameBackends(backends, f.table.Backends)
+	next := wire.IngressTable{Routes: ingressRoutes(t), Backends: ingressBackends(t),
+		Services: serviceAddresses(t), Connections: resolvedConnections(t, connectionJudgeOf(t))}
+	same := f.view != nil && slices.Equal(next.Routes, f.table.Routes) && sameBackends(next.Backends, f.table.Backends) &&
+		slices.Equal(next.Services, f.table.Services) && slices.Equal(next.Connections, f.table.Connections)
 	f.view = t
 	if !same {
 		// max: the index never goes back, even across a restore.
-		f.table = wire.IngressTable{Index: max(t.Index(), f.table.Index), Routes: routes, Backends: backends}
+		next.Index = max(t.Index(), f.table.Index)
+		f.table = next
 		close(f.changed)
 		f.changed = make(chan struct{})
 	}
@@ -184,8 +192,9 @@ func (f *ingressFeed) wait(ctx context.Context, index uint64, wait time.Duration
 	return waitFor(ctx, index, wait, f.current, func(t wire.IngressTable) uint64 { return t.Index })
 }
 
-// Ingress answers GET /v1/agent/ingress: the cluster's ingress table once
-// its Index is past index (or when wait ends).
+// Ingress answers GET /v1/agent/ingress: the cluster's traffic table
+// (ingress routes, backends, service addresses, connections) once its
+// Index is past index (or when wait ends).
 func (c *Controller) Ingress(ctx context.Context, index uint64, wait time.Duration) (wire.IngressTable, error) {
 	if !c.Ready() {
 		return wire.IngressTable{}, c.notLeader()

@@ -73,6 +73,28 @@ func TestFingerprintIgnoresIngress(t *testing.T) {
 	}
 }
 
+// Issue 9: what a service exposes and whom it connects to shape the
+// proxies and the agent's DNS answers, not the container: changing either
+// restarts nothing.
+func TestFingerprintIgnoresExposeAndConnections(t *testing.T) {
+	s := specFor("registry.example.com/web:1")
+	before := Fingerprint(*s, "ref")
+	s.Expose = []specs.Expose{{Port: 8080, Protocol: "http"}}
+	s.ConnectsTo = []specs.Connection{{Service: "db", Port: 5432}}
+	if got := Fingerprint(*s, "ref"); got != before {
+		t.Errorf("adding expose and connects_to changed the fingerprint")
+	}
+	s.Expose[0].Protocol = "tcp"
+	s.ConnectsTo = append(s.ConnectsTo, specs.Connection{Service: "api"})
+	if got := Fingerprint(*s, "ref"); got != before {
+		t.Errorf("changing expose and connects_to changed the fingerprint")
+	}
+	s.Env = map[string]string{"A": "1"}
+	if got := Fingerprint(*s, "ref"); got == before {
+		t.Errorf("changing env kept the fingerprint; the test compares nothing")
+	}
+}
+
 // TestApplyRefusesIngressWhileNoHostServesIt: until the agents run the
 // proxy, a spec with ingress is refused with the fix instead of being
 // stored and silently not served.
@@ -163,7 +185,7 @@ func TestStatusShowsHostsThatCannotOpenAListenPort(t *testing.T) {
 	}
 	view := n.store.View()
 	svc, _ := view.Service("web")
-	got := serviceStatus(view, svc).IngressProblems
+	got := serviceStatus(view, connectionJudgeOf(view), svc).IngressProblems
 	if len(got) != 1 || got[0].Host != "h1" || got[0].Listen != 8088 || got[0].Addr != "0.0.0.0:8088" {
 		t.Fatalf("ingress problems %+v, want host h1's listen 8088 only", got)
 	}
@@ -174,7 +196,7 @@ func TestStatusShowsHostsThatCannotOpenAListenPort(t *testing.T) {
 		t.Fatal(err)
 	}
 	view = n.store.View()
-	if got := serviceStatus(view, svc).IngressProblems; len(got) != 0 {
+	if got := serviceStatus(view, connectionJudgeOf(view), svc).IngressProblems; len(got) != 0 {
 		t.Fatalf("problems after a clean report: %+v", got)
 	}
 }

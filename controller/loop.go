@@ -45,6 +45,9 @@ func (c *Controller) Run(ctx context.Context) error {
 			}
 			leading = true
 			c.ingress.reset()
+			c.mu.Lock()
+			c.addresses = addressAttempt{}
+			c.mu.Unlock()
 			c.markLeading(c.cfg.Now())
 			c.ready.Store(true)
 			c.log.Info("leading: driving rollouts")
@@ -58,6 +61,7 @@ func (c *Controller) Run(ctx context.Context) error {
 			c.log.Info("no longer leading")
 		case isLeader:
 			c.checkHosts(ctx, view)
+			c.enableAddresses(ctx, view)
 			c.reconcileAll(ctx, view)
 			now := c.cfg.Now()
 			at, ok := nextTimedChange(view, now)

@@ -22,7 +22,13 @@ var ErrInvalidPolicy = wire.ErrInvalidPolicy
 // Policy returns the cluster policy: the stored one, or the default (deny
 // every exception) when none was set.
 func (c *Controller) Policy() (*policy.Policy, error) {
-	rec, ok := c.cfg.Store.View().Policy()
+	return storedPolicy(c.cfg.Store.View())
+}
+
+// storedPolicy is the policy of one state version: the stored one, or the
+// default when none was set.
+func storedPolicy(t *state.Tables) (*policy.Policy, error) {
+	rec, ok := t.Policy()
 	if !ok {
 		return policy.Default(), nil
 	}

@@ -27,15 +27,19 @@ var ErrRollbackRefused = errors.New("rollback refused")
 type admitted struct {
 	signed       signature.Result
 	scanWarnings []string
+	// connectionWarnings are connectionCheck's: targets that do not exist
+	// yet, callers whose port the revision does not expose.
+	connectionWarnings []string
 }
 
 // readmit holds a stored revision against today's rules exactly as an
 // apply of its spec, pinned to its digest, would be: spec validation, the
-// seccomp profile, the policy, the signature where a trust rule matches and
-// the scan gate. The scan gate sees only the attestation attached to the
-// image (a report sent with the original apply is not kept). A revision
-// admitted under an older policy is therefore not restored when today's
-// policy refuses it.
+// seccomp profile, its connections (a target that exists must expose the
+// port: 409 otherwise), the policy (its connections rule included), the
+// signature where a trust rule matches and the scan gate. The scan gate
+// sees only the attestation attached to the image (a report sent with the
+// original apply is not kept). A revision admitted under an older policy
+// is therefore not restored when today's policy refuses it.
 func (c *Controller) readmit(ctx context.Context, rev state.Revision) (admitted, error) {
 	refuse := func(err error) (admitted, error) {
 		return admitted{}, fmt.Errorf("%w: revision %d of %s no longer passes today's rules: %w", ErrRollbackRefused, rev.Number, rev.Service, err)
@@ -45,6 +49,10 @@ func (c *Controller) readmit(ctx context.Context, rev state.Revision) (admitted,
 		return refuse(fmt.Errorf("%w: %w", ErrInvalidSpec, err))
 	}
 	if err := checkProfile(spec); err != nil {
+		return refuse(err)
+	}
+	connectionWarnings, err := connectionCheck(c.cfg.Store.View(), spec)
+	if err != nil {
 		return refuse(err)
 	}
 	pol, err := c.admit(spec)
@@ -60,7 +68,7 @@ func (c *Controller) readmit(ctx context.Context, rev state.Revision) (admitted,
 	if err != nil {
 		return refuse(err)
 	}
-	return admitted{signed: signed, scanWarnings: warnings}, nil
+	return admitted{signed: signed, scanWarnings: warnings, connectionWarnings: connectionWarnings}, nil
 }
 
 // rollbackKey names one automatic rollback decision: the failed revision,

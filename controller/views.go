@@ -15,14 +15,17 @@ func isRunning(st string) bool {
 	return st == state.ReplicaHealthy || st == state.ReplicaUnhealthy || st == state.ReplicaStarting
 }
 
-// serviceStatus builds the status view of one service from one state version.
-func serviceStatus(t *state.Tables, svc state.Service) wire.ServiceStatus {
+// serviceStatus builds the status view of one service from one state
+// version and its policy's connections rule (connectionJudgeOf).
+func serviceStatus(t *state.Tables, judge connectionJudge, svc state.Service) wire.ServiceStatus {
 	rev, _ := t.Revision(svc.Name, svc.Current)
 	st := wire.ServiceStatus{
 		Service: svc.Name, Revision: rev.Number, Image: rev.Spec.Image, Digest: rev.Digest, Ref: rev.Ref,
 		State: svc.State, RevisionState: rev.State, Cause: rev.Cause, LastGood: svc.LastGood,
 		Rollout: svc.Rollout, Instances: []wire.InstanceView{}, Index: t.Index(),
 		Ingress: slices.Clone(rev.Spec.Ingress),
+		Address: svc.VIP, Expose: slices.Clone(rev.Spec.Expose),
+		Connections: connectionStatuses(t, judge, svc.Name, rev.Spec.ConnectsTo),
 	}
 	if svc.Rollout != nil {
 		st.Message = svc.Rollout.Message

@@ -27,6 +27,9 @@ const (
 	CmdDeregisterServer CommandType = 6
 	CmdSetHostState     CommandType = 7
 	CmdSetPolicy        CommandType = 8
+	// CmdAssignAddresses turns service addresses on (FSM version 2):
+	// from then on the FSM gives every service one (state.AssignAddressesCmd).
+	CmdAssignAddresses CommandType = 9
 )
 
 func (c CommandType) String() string {
@@ -47,6 +50,8 @@ func (c CommandType) String() string {
 		return "set-host-state"
 	case CmdSetPolicy:
 		return "set-policy"
+	case CmdAssignAddresses:
+		return "assign-addresses"
 	}
 	return fmt.Sprintf("unknown(%d)", byte(c))
 }
@@ -56,7 +61,9 @@ func (c CommandType) String() string {
 // it joins (state.ServerInfo.Version). Raise it, and give the new command
 // types that MinVersion, in the release that adds them (see DESIGN.md,
 // "Adding a command type").
-const FSMVersion = 1
+//
+// Version 2 adds CmdAssignAddresses (service addresses, issue 9).
+const FSMVersion = 2
 
 // minVersions is the FSM version that first knows each command type. Every
 // type of FSMVersion 1 is known by every server that records versions, and
@@ -64,7 +71,13 @@ const FSMVersion = 1
 var minVersions = map[CommandType]int{
 	CmdApplyRevision: 1, CmdRolloutStep: 1, CmdHostReport: 1, CmdDeleteService: 1,
 	CmdRegisterServer: 1, CmdDeregisterServer: 1, CmdSetHostState: 1, CmdSetPolicy: 1,
+	CmdAssignAddresses: 2,
 }
+
+// MinVersion is the FSM version that first knows the command type (0 for
+// a type this build does not know): the leader writes it only once every
+// server has registered at least that version.
+func (c CommandType) MinVersion() int { return minVersions[c] }
 
 // ErrUnknownCommand names a log entry whose type byte this build does not
 // know, or whose body does not decode. The FSM never skips such an entry:
@@ -140,7 +153,7 @@ func (f *FSM) stop(l *raft.Log, typ byte, err error) error {
 }
 
 // Admit is the leader's version gate, run before a command is proposed: a
-// command type whose MinVersion is above FSMVersion 1 is refused while any
+// command type whose MinVersion is above 1 is refused while any
 // member of the raft configuration (members) has not registered a version
 // at least that high. Commands every version knows pass without a look.
 func (f *FSM) Admit(data []byte, members func() ([]string, error)) error {
@@ -264,6 +277,12 @@ func (f *FSM) apply(index uint64, t CommandType, body []byte) any {
 			return err
 		}
 		return v
+	case CmdAssignAddresses:
+		var c state.AssignAddressesCmd
+		if err := decode(t, body, &c); err != nil {
+			return err
+		}
+		return f.store.ApplyAssignAddresses(index, c)
 	}
 	return &undecodable{fmt.Errorf("type byte %d is not a command this server knows (is it older than the leader?)", byte(t))}
 }

@@ -238,7 +238,10 @@ func TestFSMVersionGate(t *testing.T) {
 	}
 
 	noMembers := func() ([]string, error) { t.Fatal("members asked for a command every version knows"); return nil, nil }
-	for ct := range minVersions {
+	for ct, v := range minVersions {
+		if v > 1 {
+			continue
+		}
 		if err := f.Admit([]byte{byte(ct), '{', '}'}, noMembers); err != nil {
 			t.Fatalf("%s: %v", ct, err)
 		}

@@ -93,7 +93,8 @@ func newDefaultSpec() *Spec {
 // refused by Validate are filled: CPUs, memory, pids, healthcheck interval,
 // timeout and retries, the HTTP check path, update parallelism, order,
 // failure action and progress deadline, a port's host IP and protocol, an
-// ingress entry's protocol (http) and, for http, its path (/), and a
+// ingress entry's protocol (http) and, for http, its path (/), an exposed
+// port's protocol (http, lower-cased), and a
 // nil cap_drop (an empty, non-nil cap_drop means "drop nothing" and is kept).
 // Fields whose zero is a legitimate setting (replicas 0, monitor 0s,
 // stop_grace_period 0s, read_only false, no_new_privileges false) are left
@@ -132,6 +133,14 @@ func (s *Spec) ApplyDefaults() {
 		if in.Protocol == IngressHTTP && in.Path == "" {
 			in.Path = DefaultIngressPath
 		}
+	}
+
+	for i := range s.Expose {
+		e := &s.Expose[i]
+		if e.Protocol == "" {
+			e.Protocol = DefaultExposeProtocol
+		}
+		e.Protocol = strings.ToLower(e.Protocol)
 	}
 
 	h := &s.Healthcheck
@@ -188,6 +197,8 @@ func (s *Spec) Clone() *Spec {
 	c.Ports = slices.Clone(s.Ports)
 	c.Volumes = slices.Clone(s.Volumes)
 	c.Ingress = slices.Clone(s.Ingress)
+	c.Expose = slices.Clone(s.Expose)
+	c.ConnectsTo = slices.Clone(s.ConnectsTo)
 	if s.Healthcheck.HTTP != nil {
 		http := *s.Healthcheck.HTTP
 		c.Healthcheck.HTTP = &http

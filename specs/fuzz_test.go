@@ -31,6 +31,10 @@ func FuzzParse(f *testing.F) {
 	for _, c := range ingressInvalidCases() {
 		f.Add([]byte(c.document()))
 	}
+	f.Add([]byte(minimalYAML + "expose: [9090, {port: 5432, protocol: TCP}, 80]\nconnects_to: [db, {service: api, port: 8080}, auth]\n"))
+	for _, c := range connectionInvalidCases() {
+		f.Add([]byte(c.document()))
+	}
 
 	f.Fuzz(func(t *testing.T, data []byte) {
 		spec, err := Parse(data)

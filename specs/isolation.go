@@ -85,8 +85,9 @@ func canonicalSeccomp(value string) string {
 // namespaces checks network_mode, pid, ipc and userns_mode: syntax only,
 // since whether a host namespace may be shared is the cluster policy's
 // decision. It also refuses published ports without deployctl's network,
-// where the engine would drop them without an error, and ingress, which
-// the proxy serves from replicas on that network.
+// where the engine would drop them without an error, and ingress, expose
+// and connects_to, which the proxy serves from and to replicas on that
+// network.
 func (v *validator) namespaces(s *Spec) {
 	switch s.NetworkMode {
 	case "", NetworkModeBridge:
@@ -97,6 +98,10 @@ func (v *validator) namespaces(s *Spec) {
 		}
 		if len(s.Ingress) > 0 {
 			v.addf("network_mode", "%s cannot serve ingress: the proxy reaches replicas on deployctl's network; remove ingress, or remove network_mode",
+				s.NetworkMode)
+		}
+		if len(s.Expose) > 0 || len(s.ConnectsTo) > 0 {
+			v.addf("network_mode", "%s has no service network, so it can neither expose ports to other services nor connect to them; remove expose and connects_to, or remove network_mode",
 				s.NetworkMode)
 		}
 	default:

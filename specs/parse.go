@@ -35,6 +35,7 @@ func Parse(data []byte) (*Spec, error) {
 	if len(p.Problems) > 0 {
 		return nil, p.err()
 	}
+	spec.sortConnections()
 	return spec, nil
 }
 
@@ -125,6 +126,12 @@ func (p *parser) spec(root *yaml.Node, s *Spec) {
 	}
 	if n, ok := f["ingress"]; ok {
 		s.Ingress = p.ingress("ingress", n)
+	}
+	if n, ok := f["expose"]; ok {
+		s.Expose = p.expose("expose", n)
+	}
+	if n, ok := f["connects_to"]; ok {
+		s.ConnectsTo = p.connectsTo("connects_to", n)
 	}
 }
 

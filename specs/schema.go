@@ -12,11 +12,16 @@ func schemaFields(section string) []string {
 	case "":
 		return []string{"service", "image", "replicas", "command", "entrypoint", "env", "ports", "volumes",
 			"resources", "healthcheck", "update", "placement", "security",
-			"network_mode", "pid", "ipc", "userns_mode", "stop_grace_period", "ingress"}
+			"network_mode", "pid", "ipc", "userns_mode", "stop_grace_period", "ingress",
+			"expose", "connects_to"}
 	case "resources":
 		return []string{"cpus", "memory", "pids"}
 	case "ingress":
 		return []string{"listen", "port", "protocol", "host", "path"}
+	case "expose":
+		return []string{"port", "protocol"}
+	case "connects_to":
+		return []string{"service", "port"}
 	case "healthcheck":
 		return []string{"http", "tcp", "exec", "interval", "timeout", "retries", "start_period"}
 	case "healthcheck.http":
@@ -55,7 +60,8 @@ func schemaSection(path string) string {
 }
 
 func schemaSections() []string {
-	return []string{"", "resources", "healthcheck", "healthcheck.http", "healthcheck.tcp", "update", "placement", "security", "ingress"}
+	return []string{"", "resources", "healthcheck", "healthcheck.http", "healthcheck.tcp", "update", "placement", "security", "ingress",
+		"expose", "connects_to"}
 }
 
 // composeAliases are Compose spellings of our fields that edit distance would
@@ -71,6 +77,17 @@ func composeAlias(section, name string) (string, bool) {
 		return "max_per_host", true
 	}
 	switch {
+	case section == "" && (name == "links" || name == "external_links" || name == "depends_on" ||
+		name == "connections" || name == "dependencies" || name == "upstreams" || name == "calls"):
+		return "connects_to", true
+	case section == "" && (name == "exposed_ports" || name == "expose_ports" || name == "offers"):
+		return "expose", true
+	case section == "connects_to" && (name == "name" || name == "to" || name == "target"):
+		return "service", true
+	case (section == "connects_to" || section == "expose") && (name == "target_port" || name == "container_port"):
+		return "port", true
+	case section == "expose" && name == "proto":
+		return "protocol", true
 	case section == "" && name == "security_opt":
 		return "security.seccomp or security.apparmor", true
 	case section == "" && (name == "net" || name == "network"):

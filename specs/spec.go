@@ -35,6 +35,13 @@ type Spec struct {
 	// Ingress lists the ports every host's proxy listens on for the
 	// service and balances over its healthy replicas (see Ingress).
 	Ingress []Ingress `yaml:"-" json:"ingress,omitempty"`
+	// Expose lists the ports the service offers to other services, which
+	// reach them at its service address (see Expose); ConnectsTo the
+	// services it may call (see Connection). Neither changes the
+	// container: they shape the proxies' paths and the names the agent's
+	// DNS answers, so they are not part of the revision fingerprint.
+	Expose     []Expose     `yaml:"-" json:"expose,omitempty"`
+	ConnectsTo []Connection `yaml:"-" json:"connects_to,omitempty"`
 }
 
 // Ingress protocols.

@@ -54,6 +54,8 @@ func (s *Spec) problems() []Problem {
 	v.namespaces(s)
 	v.nonNegative("stop_grace_period", s.StopGracePeriod, "10s")
 	v.ingress(s.Ingress, s.Ports)
+	v.expose(s.Expose)
+	v.connections(s.Service, s.ConnectsTo)
 	return v.problems
 }
 

@@ -222,6 +222,18 @@ func printStatus(w io.Writer, st wire.ServiceStatus) {
 	for _, p := range st.IngressProblems {
 		fmt.Fprintf(w, "warning:   host %s cannot listen on %s (%s): its proxy keeps trying; free the port or change listen\n", p.Host, p.Addr, p.Error)
 	}
+	switch {
+	case st.Address != "":
+		fmt.Fprintf(w, "address:   %s\n", st.Address)
+	case len(st.Expose) > 0 || len(st.Connections) > 0:
+		fmt.Fprintf(w, "address:   none yet (assigned once every server runs this version)\n")
+	}
+	if len(st.Expose) > 0 {
+		fmt.Fprintf(w, "expose:    %s\n", exposeList(st.Expose))
+	}
+	for _, c := range st.Connections {
+		fmt.Fprintf(w, "connects:  %s\n", connectionLine(c))
+	}
 	if len(st.Instances) == 0 {
 		return
 	}
@@ -247,6 +259,29 @@ func ingressLine(in specs.Ingress) string {
 	}
 	fmt.Fprintf(&b, " -> %d", in.Port)
 	return b.String()
+}
+
+// exposeList shows exposed ports: "5432/tcp, 8080/http".
+func exposeList(e []specs.Expose) string {
+	parts := make([]string, len(e))
+	for i, x := range e {
+		parts[i] = fmt.Sprintf("%d/%s", x.Port, x.Protocol)
+	}
+	return strings.Join(parts, ", ")
+}
+
+// connectionLine shows one declared connection: "db:5432 -> 198.18.0.3
+// 5432/tcp", "api -> 198.18.0.2 8080/http, 9090/http", or, unresolved,
+// "auth  UNRESOLVED: no such service: ...".
+func connectionLine(c wire.ConnectionStatus) string {
+	name := c.Service
+	if c.Port != 0 {
+		name = fmt.Sprintf("%s:%d", c.Service, c.Port)
+	}
+	if !c.Resolved {
+		return fmt.Sprintf("%s  UNRESOLVED: %s", name, c.Reason)
+	}
+	return fmt.Sprintf("%s -> %s %s", name, c.Address, exposeList(c.Ports))
 }
 
 func short(id string) string {

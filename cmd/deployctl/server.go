@@ -424,13 +424,14 @@ func runServer(ctx context.Context, cfg serverConfig, logOut io.Writer) error {
 	}()
 	log.Info("API listening", "addr", self.APIAddr, "node", cfg.NodeID, "raft", self.RaftAddr, "tls", tlsCfg != nil)
 
-	if !cfg.Dev {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			formCluster(runCtx, cfg, node, self, client, tlsCfg, log.Named("cluster"))
-		}()
-	}
+	// --dev too: a single node registers its FSM version like any
+	// server, or the leader's version gate would hold every command of a
+	// newer version (service addresses) forever.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		formCluster(runCtx, cfg, node, self, client, tlsCfg, log.Named("cluster"))
+	}()
 
 	if !cfg.NoAgent {
 		agent, err := newLocalAgent(cfg, client, log)

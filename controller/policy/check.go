@@ -38,6 +38,9 @@ const (
 	RuleIngressListenPorts      = "ingress_listen_ports"
 	RuleVolumePrefixes          = "volume_prefixes"
 	RuleRegistries              = "registries"
+	// RuleConnections refuses a connects_to entry that the target's
+	// connections entry does not allow (connections.go).
+	RuleConnections = "connections"
 	// RuleProtectedHostPath refuses bind mounts of the host's system
 	// directories and of the Docker Engine's socket, whatever the policy.
 	RuleProtectedHostPath = "protected_host_path"
@@ -144,6 +147,7 @@ func Check(p *Policy, s *specs.Spec, registry string) []Violation {
 		"the host's IPC namespace shares shared memory and semaphores with every process of the host", "remove ipc")
 	c.allowIf(s.UsernsMode == specs.NamespaceHost, p.AllowHostUserns, "userns_mode", RuleAllowHostUserns,
 		"the host's user namespace turns off the engine's user remapping, so root in the container is root on the host", "remove userns_mode")
+	c.connections(s)
 	c.hardening(s)
 	return c.violations
 }

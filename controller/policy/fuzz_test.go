@@ -14,6 +14,7 @@ import (
 func FuzzParse(f *testing.F) {
 	f.Add([]byte(fullPolicyYAML))
 	f.Add([]byte("{}\n"))
+	f.Add([]byte("connections:\n  - {service: db, from: [web, admin]}\n  - {service: vault, from: []}\n"))
 	for _, c := range invalidPolicyCases() {
 		f.Add([]byte(c.yaml))
 	}

@@ -20,11 +20,13 @@ func schemaFields(section string) []string {
 			"allow_host_ipc", "allow_host_userns", "allow_root", "allow_root_group", "allow_new_privileges",
 			"writable_rootfs", "ports_on_all_interfaces", "custom_apparmor", "allow_seccomp_unconfined",
 			"allow_seccomp_syscalls", "allow_apparmor_unconfined", "allow_privileged_ports", "ingress_listen_ports", "volume_prefixes", "registries",
-			"trust", "require_signatures", "scan", "require_userns"}
+			"trust", "require_signatures", "scan", "require_userns", "connections"}
 	case "trust":
 		return []string{"match", "keys"}
 	case "scan":
 		return []string{"mode", "max_severity", "ignore", "max_age", "accept_unsigned_reports"}
+	case "connections":
+		return []string{"service", "from"}
 	}
 	return nil
 }
@@ -32,10 +34,21 @@ func schemaFields(section string) []string {
 // aliases are spellings edit distance would not find: the spec's own
 // field names, and plurals.
 func alias(section, key string) (string, bool) {
+	if section == "connections" {
+		switch key {
+		case "to", "target", "name", "services":
+			return "service", true
+		case "callers", "allow", "allowed", "allow_from", "allowed_from", "sources", "clients":
+			return "from", true
+		}
+		return "", false
+	}
 	if section != "" {
 		return "", false
 	}
 	switch key {
+	case "connects_to", "allow_connections", "allowed_connections", "connection_rules", "network_policy", "network_policies":
+		return "connections", true
 	case "privileged":
 		return "allow_privileged", true
 	case "capabilities", "cap_add", "allow_cap_add", "allowed_capabilities":
@@ -77,7 +90,7 @@ func unknownFieldMessage(section, key string) string {
 	if best, ok := specs.ClosestName(key, valid); ok {
 		return "unknown field; did you mean " + best + "?"
 	}
-	for _, other := range []string{"", "trust", "scan"} {
+	for _, other := range []string{"", "trust", "scan", "connections"} {
 		if other == section {
 			continue
 		}
@@ -88,6 +101,8 @@ func unknownFieldMessage(section, key string) string {
 					return "unknown field; did you mean " + f + " (at the top level)?"
 				case "trust":
 					return "unknown field; did you mean " + f + " in a trust entry?"
+				case "connections":
+					return "unknown field; did you mean " + f + " in a connections entry?"
 				}
 				return "unknown field; did you mean " + other + "." + f + "?"
 			}
@@ -215,6 +230,9 @@ func (p *parser) policy(root *yaml.Node, pol *Policy) {
 	}
 	if n, ok := f["scan"]; ok {
 		p.scan("scan", n, &pol.Scan)
+	}
+	if n, ok := f["connections"]; ok {
+		pol.Connections = p.connectionRules("connections", n)
 	}
 }
 

@@ -108,6 +108,10 @@ type Policy struct {
 	// Scan is the vulnerability scan gate, evaluated with
 	// scangate.Evaluate.
 	Scan scangate.Policy `yaml:"scan" json:"scan"`
+	// Connections lists, per service, the services that may declare a
+	// connection to it (connects_to); a service without an entry accepts
+	// any caller.
+	Connections []ConnectionRule `yaml:"connections" json:"connections,omitempty"`
 	// RequireUserns restricts replicas to hosts whose engine runs with
 	// userns-remap. Check does not use it: it is a placement condition.
 	RequireUserns bool `yaml:"require_userns" json:"require_userns,omitempty"`
@@ -182,6 +186,12 @@ func (p *Policy) Clone() *Policy {
 	c.Registries = slices.Clone(p.Registries)
 	c.IngressListenPorts = slices.Clone(p.IngressListenPorts)
 	c.Scan.Ignore = slices.Clone(p.Scan.Ignore)
+	if p.Connections != nil {
+		c.Connections = make([]ConnectionRule, len(p.Connections))
+		for i, r := range p.Connections {
+			c.Connections[i] = ConnectionRule{Service: r.Service, From: slices.Clone(r.From)}
+		}
+	}
 	if p.Trust != nil {
 		c.Trust = make([]TrustEntry, len(p.Trust))
 		for i, e := range p.Trust {
@@ -279,6 +289,7 @@ func (p *Policy) problems() []specs.Problem {
 	v.registries(p.Registries)
 	v.ingressListenPorts(p.IngressListenPorts)
 	v.trust(p.Trust)
+	v.connectionRules(p.Connections)
 	if p.RequireSignatures && len(p.Trust) == 0 {
 		v.addf("require_signatures", "true, but there are no trust entries, so every image would be refused; add trust entries for the registries you deploy from, like {match: registry.example.com/**, keys: [cosign.pub]}, or set require_signatures: false")
 	}

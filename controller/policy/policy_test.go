@@ -46,6 +46,10 @@ scan:
   ignore: [CVE-2024-0001]
   max_age: 7d
 require_userns: true
+connections:
+  - {service: db, from: [web, admin]}
+  - service: vault
+    from: []
 `
 
 func mustParse(t *testing.T, yaml string) *Policy {
@@ -124,6 +128,7 @@ func TestParseFullPolicy(t *testing.T) {
 		},
 		Scan:          scangate.Policy{Mode: "enforce", MaxSeverity: "critical", Ignore: []string{"CVE-2024-0001"}, MaxAge: 7 * 24 * time.Hour},
 		RequireUserns: true,
+		Connections:   []ConnectionRule{{Service: "db", From: []string{"web", "admin"}}, {Service: "vault", From: []string{}}},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Parse(fullPolicyYAML)\n got %+v\nwant %+v", got, want)
@@ -372,6 +377,7 @@ func TestCloneIsDeep(t *testing.T) {
 	c.Trust[0].Keys[0] = "X"
 	c.Trust[0].KeysPEM[0][0] = 'X'
 	c.Scan.Ignore[0] = "X"
+	c.Connections[0].From[0] = "X"
 	fresh := mustParse(t, fullPolicyYAML)
 	fresh.Trust[0].KeysPEM = [][]byte{public, public}
 	if !reflect.DeepEqual(p, fresh) {

@@ -167,9 +167,36 @@ type ServiceStatus struct {
 	// of those entries' listen ports (another process holds it): requests
 	// to that port on that host reach nothing.
 	IngressProblems []HostProxyProblem `json:"ingress_problems,omitempty"`
+	// Address is the service's address (its VIP in 198.18.0.0/15), which
+	// the services connecting to it reach it at; "" until service
+	// addresses are on (every server runs FSM version 2).
+	Address string `json:"address,omitempty"`
+	// Expose is the current revision's exposed ports.
+	Expose []specs.Expose `json:"expose,omitempty"`
+	// Connections are the current revision's declared connections
+	// (connects_to), each with whether it resolves now.
+	Connections []ConnectionStatus `json:"connections,omitempty"`
 	// Index is the state index this answer reflects; pass it back as
 	// ?index= to wait for the next change.
 	Index uint64 `json:"index"`
+}
+
+// ConnectionStatus is one declared connection (connects_to) of a service
+// and whether it resolves now: the target exists (and is not being
+// removed), exposes the port (for a bare name: some port), the policy's
+// connections rule allows it, and the target has an address.
+type ConnectionStatus struct {
+	Service string `json:"service"`
+	// Port is the declared port; 0 means every port Service exposes.
+	Port     int  `json:"port,omitempty"`
+	Resolved bool `json:"resolved"`
+	// Reason says why it does not resolve (no such service, port not
+	// exposed, denied by policy, no address yet) and what would fix it.
+	Reason string `json:"reason,omitempty"`
+	// Address is the target's address and Ports the target ports the
+	// connection reaches, with their protocols (resolved only).
+	Address string         `json:"address,omitempty"`
+	Ports   []specs.Expose `json:"ports,omitempty"`
 }
 
 // HistoryEntry is one revision in `deployctl history SVC -o json`.
@@ -225,22 +252,53 @@ type IngressRoute struct {
 }
 
 // IngressBackend is one replica that may receive traffic: desired running,
-// reported healthy, on a ready host.
+// reported healthy, on a ready host, of a service with ingress entries or
+// exposed ports.
 type IngressBackend struct {
 	Service   string `json:"service"`
 	Replica   string `json:"replica"`
 	Host      string `json:"host"`
 	ProxyAddr string `json:"proxy_addr,omitempty"` // the host's advertised proxy address
-	Ports     []int  `json:"ports"`                // the container ports of its revision's ingress entries
+	// Ports are the container ports of its revision's ingress entries and
+	// exposed ports, sorted, each once.
+	Ports []int `json:"ports"`
+}
+
+// ServiceAddress is a service's address (VIP), the one its callers reach
+// it at.
+type ServiceAddress struct {
+	Service string `json:"service"`
+	VIP     string `json:"vip"`
+}
+
+// ServiceConnection is one resolved path between services: From's
+// replicas may reach To's Port at VIP:Port, through their host's proxy,
+// which balances over To's healthy backends (Backends) by Protocol.
+// A connection to a bare name is one ServiceConnection per port To's
+// current revision exposes. Connections that do not resolve (no such
+// service, port not exposed, denied by policy, no address yet) are not
+// listed: the caller's DNS does not know the name, and nothing listens.
+type ServiceConnection struct {
+	From     string `json:"from"`
+	To       string `json:"to"`
+	Port     int    `json:"port"`
+	Protocol string `json:"protocol"` // "http" (per request) or "tcp" (per connection): To's expose entry
+	VIP      string `json:"vip"`      // To's address
 }
 
 // IngressTable is the cluster's traffic view at Index.
 // GET /v1/agent/ingress?index=N&wait=D answers it once Index > N (or when
 // the wait ends). Index is the raft index of the state version in which
-// the content last changed: writes that change no route and no backend
-// (heartbeats, reports of replicas that stay unhealthy) leave it alone.
+// the content last changed: writes that change no route, backend, address
+// or connection (heartbeats, reports of replicas that stay unhealthy)
+// leave it alone.
 type IngressTable struct {
 	Index    uint64           `json:"index"`
 	Routes   []IngressRoute   `json:"routes"`
 	Backends []IngressBackend `json:"backends"`
+	// Services are the addresses of every service that has one, by name.
+	Services []ServiceAddress `json:"services"`
+	// Connections are every service's resolved connections, sorted by
+	// From, To and Port.
+	Connections []ServiceConnection `json:"connections"`
 }

@@ -145,6 +145,13 @@ func (s *Store) ApplyRevision(index uint64, c ApplyRevisionCmd) (ApplyResult, er
 	svc.NextRevision++
 	tx.putRevision(&rev)
 
+	if svc.VIP == "" && tx.addresses {
+		vip, ok := tx.addressAllocator().take()
+		if !ok {
+			return ApplyResult{}, fmt.Errorf("%w; remove a service first", ErrNoAddress)
+		}
+		svc.VIP = vip
+	}
 	svc.Current = rev.Number
 	svc.State = ServiceDeploying
 	if rev.IsRollback() {

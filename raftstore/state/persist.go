@@ -22,6 +22,9 @@ type snapshotDoc struct {
 	Requests  []*RequestResult  `json:"requests"`
 	Servers   []*ServerInfo     `json:"servers"`
 	Policy    *PolicyRecord     `json:"policy,omitempty"`
+	// Addresses: the FSM assigns service addresses (absent from snapshots
+	// taken before AssignAddressesCmd was applied).
+	Addresses bool `json:"addresses,omitempty"`
 }
 
 func collect[T any](tree *iradix.Tree) []*T {
@@ -41,7 +44,7 @@ func (t *Tables) WriteTo(w io.Writer) (int64, error) {
 		Services: collect[Service](t.services), Revisions: collect[Revision](t.revisions),
 		Replicas: collect[Replica](t.replicas), Hosts: collect[Host](t.hosts),
 		HostIndex: map[string]uint64{}, Requests: collect[RequestResult](t.requests),
-		Servers: collect[ServerInfo](t.servers), Policy: t.policy,
+		Servers: collect[ServerInfo](t.servers), Policy: t.policy, Addresses: t.addresses,
 	}
 	t.hostIndex.Root().Walk(func(k []byte, v interface{}) bool {
 		doc.HostIndex[string(k)] = v.(uint64)
@@ -97,6 +100,7 @@ func (s *Store) Restore(r io.Reader) error {
 		tx.requests.Insert([]byte(v.Key), v)
 	}
 	tx.policy = doc.Policy
+	tx.addresses = doc.Addresses
 	for _, v := range doc.Servers {
 		tx.servers.Insert([]byte(v.ID), v)
 	}

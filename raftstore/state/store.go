@@ -35,6 +35,7 @@ type Tables struct {
 	requests  *iradix.Tree  // idempotency key -> *RequestResult
 	servers   *iradix.Tree  // raft server id -> *ServerInfo
 	policy    *PolicyRecord // nil until a policy is set
+	addresses bool          // the FSM assigns service addresses (AssignAddressesCmd)
 }
 
 // RequestResult remembers the outcome of a write that carried an
@@ -292,6 +293,7 @@ type txn struct {
 	byHost, hosts, hostIndex, requests   *iradix.Txn
 	servers                              *iradix.Txn
 	policy                               *PolicyRecord
+	addresses                            bool
 	touchedHosts                         map[string]bool
 }
 
@@ -303,6 +305,7 @@ func (s *Store) begin(index uint64) *txn {
 		bySvc: t.bySvc.Txn(), byHost: t.byHost.Txn(), hosts: t.hosts.Txn(),
 		hostIndex: t.hostIndex.Txn(), requests: t.requests.Txn(), servers: t.servers.Txn(),
 		policy:       t.policy,
+		addresses:    t.addresses,
 		touchedHosts: map[string]bool{},
 	}
 }
@@ -316,7 +319,7 @@ func (tx *txn) commit(s *Store) {
 		services: tx.services.CommitOnly(), revisions: tx.revisions.CommitOnly(), replicas: tx.replicas.CommitOnly(),
 		bySvc: tx.bySvc.CommitOnly(), byHost: tx.byHost.CommitOnly(), hosts: tx.hosts.CommitOnly(),
 		hostIndex: tx.hostIndex.CommitOnly(), requests: tx.requests.CommitOnly(), servers: tx.servers.CommitOnly(),
-		policy: tx.policy,
+		policy: tx.policy, addresses: tx.addresses,
 	}, tx.touchedHosts)
 }
 

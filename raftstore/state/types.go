@@ -132,9 +132,12 @@ type Service struct {
 	State    string   `json:"state"`
 	Rollout  *Rollout `json:"rollout,omitempty"`
 	// NextRevision is the number the next revision gets; numbers are never reused.
-	NextRevision int    `json:"next_revision"`
-	CreateIndex  uint64 `json:"create_index"`
-	ModifyIndex  uint64 `json:"modify_index"`
+	NextRevision int `json:"next_revision"`
+	// VIP is the service's address in ServiceAddressRange, assigned by the
+	// FSM (see addresses.go); "" until service addresses are on.
+	VIP         string `json:"vip,omitempty"`
+	CreateIndex uint64 `json:"create_index"`
+	ModifyIndex uint64 `json:"modify_index"`
 }
 
 // Replica is one container's slot assignment on one host.
