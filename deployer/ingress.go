@@ -119,7 +119,7 @@ func newIngressRunner(cfg IngressConfig, host string, log hclog.Logger) *ingress
 		cfg:       cfg,
 		host:      host,
 		log:       log.Named("ingress"),
-		table:     proxy.NewTableWith(proxy.Options{Transport: transport, HopTLS: cfg.ClientTLS != nil}),
+		table:     proxy.NewTableWith(proxy.Options{Transport: transport, HopTLS: cfg.ClientTLS != nil, HopTLSConfig: cfg.ClientTLS}),
 		wake:      make(chan struct{}, 1),
 		listeners: map[int]*ingressListener{},
 		failed:    map[int]state.ProxyProblem{},
@@ -187,7 +187,10 @@ func (g *ingressRunner) run(ctx context.Context) {
 			g.setProblem(0, g.cfg.ProxyAddr, err)
 			g.log.Error("cannot open the proxy's hop listener: other hosts cannot send traffic to this host's replicas", "addr", g.cfg.ProxyAddr, "error", err)
 		} else {
-			srv := &http.Server{Handler: g.table.HopHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: g.log.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true})}
+			// BaseContext: TCP hops' connections, taken over from the
+			// server, end with ctx (srv.Close does not close them).
+			srv := &http.Server{Handler: g.table.HopHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: g.log.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
+				BaseContext: func(net.Listener) context.Context { return ctx }}
 			wg.Go(func() { _ = srv.Serve(ln) })
 			defer func() { _ = srv.Close() }()
 			g.log.Info("proxy hop listener", "addr", ln.Addr().String(), "tls", g.cfg.ServerTLS != nil)

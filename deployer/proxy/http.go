@@ -152,6 +152,13 @@ type httpHandler struct {
 }
 
 func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if upgradesTo(r.Header, UpgradeTCPHop) {
+		// Only hosts' proxies open TCP hops (tcp_hop.go); forwarded to a
+		// hop target, this would open a raw connection past the routes.
+		h.table.stats.count("", http.StatusBadRequest)
+		plain(w, http.StatusBadRequest, "deployctl proxy: the "+UpgradeTCPHop+" upgrade is only for hops between hosts' proxies")
+		return
+	}
 	route := h.table.routes.Load().matchHTTP(h.listen, r.Host, r.URL.Path)
 	if route == nil {
 		h.table.stats.count("", http.StatusNotFound)
@@ -320,9 +327,13 @@ func (rt *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 
 // HopHandler serves the hop listener (--proxy-addr): requests other hosts'
 // proxies send to this host's replicas of a service, named by the hop
-// headers. They go to this host's healthy targets only, so a request hops
-// at most once. The listener must admit only other hosts' proxies (mutual
-// TLS with the cluster's certificates): it trusts their X-Forwarded-*.
+// headers, and TCP hops (an upgrade to UpgradeTCPHop, tcp_hop.go). They
+// go to this host's healthy targets only, so a request hops at most once.
+// The listener must admit only other hosts' proxies (mutual TLS with the
+// cluster's certificates): it trusts their X-Forwarded-*. A TCP hop's
+// connection is taken over from the http.Server, whose Close does not
+// close it: it ends with the request's context, so the server's
+// BaseContext should end when the proxy stops.
 func (t *Table) HopHandler() http.Handler {
 	h := &hopHandler{table: t}
 	h.proxy = t.reverseProxy(h.backendError, nil)
@@ -339,6 +350,10 @@ func (h *hopHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	port, err := strconv.Atoi(r.Header.Get(HeaderHopPort))
 	if service == "" || err != nil || port <= 0 || port > 65535 {
 		plain(w, http.StatusBadRequest, "deployctl proxy: a hop needs the "+HeaderHopService+" and "+HeaderHopPort+" headers")
+		return
+	}
+	if isTCPHop(r) {
+		h.table.serveTCPHop(w, r, service, port)
 		return
 	}
 	h.table.mu.Lock()

@@ -13,6 +13,7 @@ package proxy
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"maps"
@@ -306,6 +307,9 @@ type Table struct {
 	// the hop listeners speak mutual TLS (the transport carries the
 	// certificates), "http" under --dev.
 	hopScheme string
+	// hopTLS is the client side of TCP hops to other hosts' proxies; nil
+	// when hops are plain (--dev).
+	hopTLS *tls.Config
 	// ejections are the addresses whose dial failed, each out of the
 	// pools until a dial check succeeds; guarded by mu.
 	ejections map[string]*ejection
@@ -324,23 +328,34 @@ func NewTable(transport http.RoundTripper) *Table {
 
 // Options configure a Table.
 type Options struct {
-	// Transport carries HTTP requests to targets; nil means NewTransport().
+	// Transport carries HTTP requests to targets; nil means NewTransport()
+	// with HopTLSConfig as its TLS client configuration.
 	Transport http.RoundTripper
 	// HopTLS: other hosts' proxies are reached over https (Transport holds
 	// the client certificate and the cluster CA).
 	HopTLS bool
+	// HopTLSConfig is what TCP hops present to other hosts' proxies and
+	// how they check them (the cluster's pki.ProxyConfig): TCP hops dial
+	// the hop listener themselves, outside Transport. Setting it implies
+	// HopTLS. With HopTLS and no HopTLSConfig, TCP hops use Transport's
+	// TLSClientConfig when Transport is an *http.Transport.
+	HopTLSConfig *tls.Config
 }
 
 // NewTableWith returns an empty table configured by o.
 func NewTableWith(o Options) *Table {
 	transport := o.Transport
 	if transport == nil {
-		transport = NewTransport()
+		// HopTLSConfig carries the HTTP hops too then.
+		ht := NewTransport()
+		ht.TLSClientConfig = o.HopTLSConfig
+		transport = ht
 	}
 	t := &Table{targets: map[TargetKey]*target{}, pools: map[poolKey]*pool{}, transport: transport, hopScheme: "http",
 		ejections: map[string]*ejection{}, ejectFirst: EjectFirst, ejectMax: EjectMax, dialCheck: dialCheck}
-	if o.HopTLS {
+	if o.HopTLS || o.HopTLSConfig != nil {
 		t.hopScheme = "https"
+		t.hopTLS = hopClientTLS(o, transport)
 	}
 	t.stats.byService = map[string]*serviceCounts{}
 	t.routes.Store(&routing{ports: map[int]*portRoutes{}})

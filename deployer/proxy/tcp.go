@@ -10,13 +10,15 @@ import (
 )
 
 // ServeTCP accepts connections on ln for the tcp route of a listen port
-// and splices each to a healthy target of the route's service, until ctx
+// and splices each to a healthy target of the route's service (on this
+// host, or through another host's proxy: a TCP hop), until ctx
 // ends; then ln and every connection are closed, and ServeTCP returns when
 // their goroutines are done. A connection counts in flight on its target
 // (for Drain) until either side closes it. A connection arriving
 // while the port has no tcp route or the service no healthy target is
-// closed at once. A target that refuses the connection is replaced once
-// by another: nothing was sent yet, so this is safe for any protocol.
+// closed at once. A target that refuses the connection (or a hop host
+// without a replica to take it) is replaced once by another: nothing was
+// sent yet, so this is safe for any protocol.
 func (t *Table) ServeTCP(ctx context.Context, listen int, ln net.Listener) error {
 	stop := context.AfterFunc(ctx, func() { _ = ln.Close() })
 	defer stop()
@@ -43,24 +45,11 @@ func (t *Table) serveTCPConn(ctx context.Context, listen int, client net.Conn) {
 	if pr == nil || pr.tcp == nil {
 		return
 	}
-	p := pr.tcp.pool
-	// Only this host's replicas: TCP has no hop to another host's proxy yet
-	// (DESIGN.md, what is left).
-	tg := p.pickLocal(nil)
+	// Every healthy replica of the cluster: this host's on their own
+	// address, other hosts' through their proxy (a TCP hop, tcp_hop.go).
+	tg, backend, early, err := t.connectTCP(ctx, pr.tcp, pr.tcp.pool.pick)
 	if tg == nil {
 		return
-	}
-	dialer := net.Dialer{Timeout: DialTimeout}
-	backend, err := dialer.DialContext(ctx, "tcp", tg.key.Addr)
-	if err != nil && dialFailed(err) {
-		t.eject(tg.key.Addr)
-	}
-	if err != nil && retryableError(err) {
-		if next := p.pickLocal(tg); next != nil {
-			tg.release()
-			tg = next
-			backend, err = dialer.DialContext(ctx, "tcp", tg.key.Addr)
-		}
 	}
 	defer tg.release()
 	if err != nil {
@@ -69,7 +58,57 @@ func (t *Table) serveTCPConn(ctx context.Context, listen int, client net.Conn) {
 	defer func() { _ = backend.Close() }()
 	stop := context.AfterFunc(ctx, func() { _ = client.Close(); _ = backend.Close() })
 	defer stop()
+	// What the hop host's replica sent right after the hop's answer (a
+	// server that speaks first) may sit in the handshake's read buffer.
+	if len(early) > 0 {
+		if _, err := client.Write(early); err != nil {
+			return
+		}
+	}
 	splice(client, backend)
+}
+
+// connectTCP picks a target of route's pool with pick and opens a
+// connection to it; a target that refuses (or, for a hop, whose host has
+// no replica to take it) is replaced once by another, not at the same
+// address: nothing of the client's was sent yet, so this is safe for any
+// protocol. It returns the target, counted in flight (the caller releases
+// it; nil when pick found none), and the connection with any bytes the
+// target already sent (see dialTCP), or the last error.
+func (t *Table) connectTCP(ctx context.Context, route *boundRoute, pick func(exclude *target) *target) (*target, net.Conn, []byte, error) {
+	tg := pick(nil)
+	if tg == nil {
+		return nil, nil, nil, nil
+	}
+	conn, early, err := t.dialTCP(ctx, route, tg)
+	if err != nil && retryableDial(err) {
+		if next := pick(tg); next != nil {
+			tg.release()
+			tg = next
+			t.stats.retry(route.Service)
+			conn, early, err = t.dialTCP(ctx, route, tg)
+		}
+	}
+	return tg, conn, early, err
+}
+
+// dialTCP connects to a target: a replica on this host directly, another
+// host's proxy with a TCP hop handshake (dialHop). A dial that fails
+// ejects the target's address (eject.go).
+func (t *Table) dialTCP(ctx context.Context, route *boundRoute, tg *target) (net.Conn, []byte, error) {
+	var conn net.Conn
+	var early []byte
+	var err error
+	if tg.key.Hop {
+		conn, early, err = t.dialHop(ctx, route.Route, tg.key.Addr)
+	} else {
+		dialer := net.Dialer{Timeout: DialTimeout}
+		conn, err = dialer.DialContext(ctx, "tcp", tg.key.Addr)
+	}
+	if err != nil && dialFailed(err) {
+		t.eject(tg.key.Addr)
+	}
+	return conn, early, err
 }
 
 // splice copies both ways until both directions are done, passing a
