@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"context"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -61,5 +63,40 @@ func TestPoolHandlerServesAPinnedPool(t *testing.T) {
 	tb.mu.Unlock()
 	if n != 0 {
 		t.Errorf("%d pools left", n)
+	}
+}
+
+// ServePoolTCP splices connections to the pool of a service's port, with
+// no route: both echo replicas answer, bytes pass both ways.
+func TestServePoolTCP(t *testing.T) {
+	a, b := startEcho(t, "a"), startEcho(t, "b")
+	tb := NewTable(nil)
+	defer tb.Close()
+	target := func(e *echoServer) DesiredTarget {
+		d := e.target()
+		d.Service, d.Port = "db", 5432
+		return d
+	}
+	tb.Apply(Desired{Pools: []PoolKey{{Service: "db", Port: 5432}}, Targets: []DesiredTarget{target(a), target(b)}})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- tb.ServePoolTCP(ctx, "db", 5432, ln) }()
+	defer func() { cancel(); <-done }()
+	seen := map[string]bool{}
+	for range 30 {
+		c := dialLine(t, ln.Addr().String())
+		got, err := c.ask("hello")
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen[strings.SplitN(got, ":", 2)[0]] = true
+		c.Close()
+	}
+	if len(seen) != 2 {
+		t.Fatalf("answers from %v, want both replicas", seen)
 	}
 }

@@ -20,6 +20,34 @@ import (
 // without a replica to take it) is replaced once by another: nothing was
 // sent yet, so this is safe for any protocol.
 func (t *Table) ServeTCP(ctx context.Context, listen int, ln net.Listener) error {
+	return t.acceptTCP(ctx, ln, func(conn net.Conn) {
+		pr := t.routes.Load().ports[listen]
+		if pr == nil || pr.tcp == nil {
+			_ = conn.Close()
+			return
+		}
+		t.serveTCPConn(ctx, pr.tcp, conn)
+	})
+}
+
+// ServePoolTCP is ServeTCP for a pool without a route (a service
+// connection's listener, pools.go): every connection on ln goes to the
+// pool of service's port, which must be listed in Desired.Pools.
+func (t *Table) ServePoolTCP(ctx context.Context, service string, port int, ln net.Listener) error {
+	key := poolKey{service, port}
+	return t.acceptTCP(ctx, ln, func(conn net.Conn) {
+		p := (*t.byKey.Load())[key]
+		if p == nil {
+			_ = conn.Close()
+			return
+		}
+		t.serveTCPConn(ctx, &boundRoute{Route: Route{Protocol: TCP, Service: service, Port: port}, pool: p}, conn)
+	})
+}
+
+// acceptTCP accepts on ln until ctx ends, serving each connection in a
+// goroutine; then closes ln and waits for them.
+func (t *Table) acceptTCP(ctx context.Context, ln net.Listener, serve func(net.Conn)) error {
 	stop := context.AfterFunc(ctx, func() { _ = ln.Close() })
 	defer stop()
 	var wg sync.WaitGroup
@@ -32,22 +60,18 @@ func (t *Table) ServeTCP(ctx context.Context, listen int, ln net.Listener) error
 			}
 			return err
 		}
-		wg.Go(func() { t.serveTCPConn(ctx, listen, conn) })
+		wg.Go(func() { serve(conn) })
 	}
 }
 
 // DialTimeout bounds the connection to a target.
 const DialTimeout = 5 * time.Second
 
-func (t *Table) serveTCPConn(ctx context.Context, listen int, client net.Conn) {
+func (t *Table) serveTCPConn(ctx context.Context, route *boundRoute, client net.Conn) {
 	defer func() { _ = client.Close() }()
-	pr := t.routes.Load().ports[listen]
-	if pr == nil || pr.tcp == nil {
-		return
-	}
 	// Every healthy replica of the cluster: this host's on their own
 	// address, other hosts' through their proxy (a TCP hop, tcp_hop.go).
-	tg, backend, early, err := t.connectTCP(ctx, pr.tcp, pr.tcp.pool.pick)
+	tg, backend, early, err := t.connectTCP(ctx, route, route.pool.pick)
 	if tg == nil {
 		return
 	}
