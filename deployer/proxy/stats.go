@@ -7,7 +7,7 @@ import (
 
 // Counts are the responses of one service by status class, as the proxy
 // sent them to clients (its own 404, 502 and 503 included), and the
-// requests retried on another target.
+// requests and tcp connections retried on another target.
 type Counts struct {
 	Status1xx uint64 `json:"1xx"`
 	Status2xx uint64 `json:"2xx"`
