@@ -100,3 +100,49 @@ func TestServePoolTCP(t *testing.T) {
 		t.Fatalf("answers from %v, want both replicas", seen)
 	}
 }
+
+// A tcp service connection's pool on host A reaches host B's replica
+// through B's hop listener: B serves the TCP hop because its own table
+// pins the pool as tcp (it has no tcp route); an http-pinned pool is
+// refused a raw hop, as an http route's is.
+func TestServePoolTCPHopsToAPinnedPool(t *testing.T) {
+	for _, tc := range []struct {
+		protocol string
+		wantB    bool
+	}{{TCP, true}, {HTTP, false}} {
+		t.Run(tc.protocol, func(t *testing.T) {
+			certs := hostTLS(t, "ha", "hb")
+			echoB, echoA := startEcho(t, "b"), startEcho(t, "a")
+			pool := []PoolKey{{Service: "db", Port: 5432, Protocol: tc.protocol}}
+			b := NewTable(nil)
+			t.Cleanup(b.Close)
+			hopB := startHopListener(t, b, certs["hb"])
+			b.Apply(Desired{Pools: pool, Targets: []DesiredTarget{dbTarget("b", echoB.ln.Addr().String(), false)}})
+			a := NewTableWith(Options{HopTLSConfig: certs["ha"]})
+			t.Cleanup(a.Close)
+			a.Apply(Desired{Pools: []PoolKey{{Service: "db", Port: 5432, Protocol: TCP}},
+				Targets: []DesiredTarget{dbTarget("b", hopB, true), dbTarget("a", echoA.ln.Addr().String(), false)}})
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- a.ServePoolTCP(ctx, "db", 5432, ln) }()
+			defer func() { cancel(); <-done }()
+			seen := map[string]int{}
+			for range 30 {
+				c := dialLine(t, ln.Addr().String())
+				got, err := c.ask("x")
+				_ = c.Close()
+				if err != nil {
+					t.Fatal(err)
+				}
+				seen[strings.SplitN(got, ":", 2)[0]]++
+			}
+			if (seen["b"] > 0) != tc.wantB || seen["a"] == 0 {
+				t.Fatalf("answers %v; want b reached through the hop: %v", seen, tc.wantB)
+			}
+		})
+	}
+}

@@ -124,10 +124,12 @@ type Desired struct {
 	Pools []PoolKey `json:"pools,omitempty"`
 }
 
-// PoolKey names a pool: a container port of a service.
+// PoolKey names a pool: a container port of a service, and the protocol
+// its pool listeners speak (a TCP hop is served only for tcp pools).
 type PoolKey struct {
-	Service string `json:"service"`
-	Port    int    `json:"port"`
+	Service  string `json:"service"`
+	Port     int    `json:"port"`
+	Protocol string `json:"protocol,omitempty"`
 }
 
 // CurrentTarget is a target the table holds and its state.
@@ -297,8 +299,10 @@ type Table struct {
 	// byKey is an immutable snapshot of pools for the pool listeners,
 	// replaced by Apply: a request finds its pool without a lock.
 	byKey atomic.Pointer[map[poolKey]*pool]
-	// pinned are the pools Desired.Pools keeps; guarded by mu.
-	pinned map[poolKey]bool
+	// pinned are the pools Desired.Pools keeps, with their protocol;
+	// guarded by mu, and a snapshot for the hop listener in pinnedNow.
+	pinned    map[poolKey]string
+	pinnedNow atomic.Pointer[map[poolKey]string]
 	stats  stats
 	// transport carries HTTP requests to targets.
 	transport http.RoundTripper
@@ -360,6 +364,7 @@ func NewTableWith(o Options) *Table {
 	t.stats.byService = map[string]*serviceCounts{}
 	t.routes.Store(&routing{ports: map[int]*portRoutes{}})
 	t.byKey.Store(&map[poolKey]*pool{})
+	t.pinnedNow.Store(&map[poolKey]string{})
 	return t
 }
 
@@ -537,15 +542,16 @@ func (t *Table) Apply(want Desired) Changes {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	ch := Plan(t.currentLocked(), want)
-	pinned := map[poolKey]bool{}
+	pinned := map[poolKey]string{}
 	for _, k := range want.Pools {
-		pinned[poolKey{k.Service, k.Port}] = true
+		pinned[poolKey{k.Service, k.Port}] = cmp.Or(k.Protocol, HTTP)
 	}
 	if ch.Unchanged && maps.Equal(pinned, t.pinned) {
 		return ch
 	}
 	ch.Unchanged = false
 	t.pinned = pinned
+	t.pinnedNow.Store(&pinned)
 	touched := map[*pool]bool{}
 	for _, k := range ch.Add {
 		// A new target at an ejected address (another replica on a host

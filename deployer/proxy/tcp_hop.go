@@ -195,6 +195,13 @@ func (t *Table) serveTCPHop(w http.ResponseWriter, r *http.Request, service stri
 	}
 	route := t.routes.Load().tcpRoute(service, port)
 	if route == nil {
+		// A tcp service connection's pool (pools.go) is one too.
+		key := poolKey{service, port}
+		if p := (*t.byKey.Load())[key]; p != nil && (*t.pinnedNow.Load())[key] == TCP {
+			route = &boundRoute{Route: Route{Protocol: TCP, Service: service, Port: port}, pool: p}
+		}
+	}
+	if route == nil {
 		unavailable("no tcp route on this host")
 		return
 	}
