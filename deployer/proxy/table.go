@@ -303,7 +303,7 @@ type Table struct {
 	// guarded by mu, and a snapshot for the hop listener in pinnedNow.
 	pinned    map[poolKey]string
 	pinnedNow atomic.Pointer[map[poolKey]string]
-	stats  stats
+	stats     stats
 	// transport carries HTTP requests to targets.
 	transport http.RoundTripper
 	buffers   bufferPool
