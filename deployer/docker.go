@@ -343,6 +343,15 @@ func (r *DockerRuntime) WatchExits(ctx context.Context, hostID string, exits cha
 		filters.Arg("label", LabelManaged+"=true"),
 		filters.Arg("label", LabelHost+"="+hostID),
 	)
+	// Events reads the client's API version without the lock that
+	// guards its negotiation: a request that negotiates first keeps it
+	// from racing with the agent's first other request.
+	if _, err := r.client.ServerVersion(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return engineError("read the engine's version", err)
+	}
 	messages, errs := r.client.Events(ctx, events.ListOptions{Filters: args})
 	// The oom event comes before the die event of the same process.
 	oomKilled := map[string]bool{}
