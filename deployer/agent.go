@@ -8,9 +8,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"sync"
 	"time"
 
+	"github.com/deployctl/deployctl/internal/audit"
 	"github.com/deployctl/deployctl/raftstore/state"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/network"
@@ -22,7 +24,8 @@ const (
 	DefaultResyncInterval    = 2 * time.Second
 	DefaultHeartbeatInterval = 3 * time.Second
 	DefaultAssignmentWait    = 30 * time.Second
-	// DefaultNetwork is the user-defined bridge replicas run on.
+	// DefaultNetwork starts the name of every service network:
+	// deployctl-<service> (ServiceNetworkName).
 	DefaultNetwork = "deployctl"
 
 	// Backoff for a controller or engine that does not answer.
@@ -50,7 +53,17 @@ type Controller interface {
 // implements it.
 type Runtime interface {
 	Execer
-	EnsureNetwork(ctx context.Context, name string, labels map[string]string) (string, error)
+	// EnsureServiceNetwork returns (creating it if needed) the bridge
+	// network of a service on host; see DockerRuntime.EnsureServiceNetwork.
+	EnsureServiceNetwork(ctx context.Context, host, service string, plan NetworkPlan) (ServiceNetwork, error)
+	// ServiceNetworks lists the service networks the agent made for host.
+	ServiceNetworks(ctx context.Context, host string) ([]ServiceNetwork, error)
+	// RemoveNetwork removes a network the agent made for host (service ""
+	// for the shared network of older versions); ErrNetworkInUse while
+	// containers are attached.
+	RemoveNetwork(ctx context.Context, nameOrID, host, service string) error
+	// Networks lists every network on the engine, for the audit.
+	Networks(ctx context.Context) ([]audit.Network, error)
 	Pull(ctx context.Context, ref string) error
 	ImageUser(ctx context.Context, ref string) (string, error)
 	// ImageAccounts reads an image's /etc/passwd and /etc/group; hostID
@@ -71,9 +84,16 @@ type AgentConfig struct {
 	HostID string
 	// Labels describe the host to the controller (placement constraints).
 	Labels map[string]string
-	// Network is the user-defined bridge replicas join (DefaultNetwork).
+	// Network starts the names of the host's service networks (one
+	// bridge per service: <Network>-<service>; DefaultNetwork). Every host
+	// on one Docker Engine needs its own. Older versions ran every replica
+	// on one network of this name: the agent recreates those on their
+	// service's network and then removes it.
 	Network string
-	// NetworkLabels are added to the network when the agent creates it.
+	// SubnetPool is where service networks take their /26 subnets
+	// (DefaultSubnetPool when zero): an IPv4 prefix from /8 to /24.
+	SubnetPool netip.Prefix
+	// NetworkLabels are added to every network the agent creates.
 	NetworkLabels map[string]string
 	// ContainerLabels are added to every container the agent creates; the
 	// io.deployctl.* labels cannot be overridden.
@@ -114,6 +134,12 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 	if err := checkNetwork(cfg.Network); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
+	if !cfg.SubnetPool.IsValid() {
+		cfg.SubnetPool = netip.MustParsePrefix(DefaultSubnetPool)
+	}
+	if err := CheckSubnetPool(cfg.SubnetPool); err != nil {
+		return nil, fmt.Errorf("%w: subnet pool: %w", ErrInvalidConfig, err)
+	}
 	if cfg.ResyncInterval <= 0 {
 		cfg.ResyncInterval = DefaultResyncInterval
 	}
@@ -147,15 +173,16 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	box := newOutbox()
 	loop := &reconcileLoop{
-		cfg:      a.cfg,
-		log:      a.log,
-		rt:       a.cfg.Runtime,
-		outbox:   box,
-		events:   make(chan event),
-		replicas: map[string]*replica{},
-		removing: map[string]bool{},
-		exits:    map[string]ContainerExit{},
-		procRoot: hostProcRoot,
+		cfg:         a.cfg,
+		log:         a.log,
+		rt:          a.cfg.Runtime,
+		outbox:      box,
+		events:      make(chan event),
+		replicas:    map[string]*replica{},
+		removing:    map[string]bool{},
+		netRemoving: map[string]bool{},
+		exits:       map[string]ContainerExit{},
+		procRoot:    hostProcRoot,
 	}
 	sets := make(chan state.AssignmentSet)
 	exits := make(chan ContainerExit)

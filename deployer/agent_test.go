@@ -20,34 +20,48 @@ type agentHarness struct {
 	ctrl   *fakeController
 }
 
-// newAgentHarness gives the test a host of its own; the containers of that
-// host are removed when the test ends, so subtests do not pile them up.
+// newAgentHarness gives the test a host of its own; the containers and
+// networks of that host are removed when the test ends, so subtests do
+// not pile them up.
 func newAgentHarness(t *testing.T, env *dockerEnv) *agentHarness {
 	t.Helper()
 	hostID := "h-" + env.runID + "-" + strings.NewReplacer("/", "-", " ", "-").Replace(t.Name())
 	h := &agentHarness{env: env, hostID: hostID, ctrl: newFakeController(hostID)}
-	t.Cleanup(func() {
-		list, err := env.rt.ListManaged(context.Background(), hostID)
-		if err != nil {
-			t.Errorf("cleanup: %v", err)
-		}
-		for _, c := range list {
-			if err := env.raw.ContainerRemove(context.Background(), c.ID, container.RemoveOptions{Force: true}); err != nil {
-				t.Errorf("cleanup: remove %s: %v", shortID(c.ID), err)
-			}
-		}
-	})
+	t.Cleanup(func() { removeHost(t, env, hostID) })
 	return h
 }
 
+// removeHost removes the containers, then the networks, of a test host.
+func removeHost(t testing.TB, env *dockerEnv, hostID string) {
+	ctx := context.Background()
+	list, err := env.rt.ListManaged(ctx, hostID)
+	if err != nil {
+		t.Errorf("cleanup: %v", err)
+	}
+	for _, c := range list {
+		if err := env.raw.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true}); err != nil {
+			t.Errorf("cleanup: remove %s: %v", shortID(c.ID), err)
+		}
+	}
+	networks, err := env.rt.ServiceNetworks(ctx, hostID)
+	if err != nil {
+		t.Errorf("cleanup: %v", err)
+	}
+	for _, n := range networks {
+		if err := env.raw.NetworkRemove(ctx, n.ID); err != nil {
+			t.Errorf("cleanup: remove network %s: %v", n.Name, err)
+		}
+	}
+}
+
 // mustStartAgent runs a new agent until the returned stop is called (or the
-// test ends) and checks that Run returned nil.
-func (h *agentHarness) mustStartAgent(t *testing.T) (stop func()) {
+// test ends) and checks that Run returned nil. changes adjust its config.
+func (h *agentHarness) mustStartAgent(t *testing.T, changes ...func(*AgentConfig)) (stop func()) {
 	t.Helper()
-	agent, err := NewAgent(AgentConfig{
+	cfg := AgentConfig{
 		HostID:            h.hostID,
 		Labels:            map[string]string{"zone": "test"},
-		Network:           h.env.network,
+		Network:           h.env.prefixFor(h.hostID),
 		NetworkLabels:     map[string]string{labelTest: h.env.runID},
 		ContainerLabels:   map[string]string{labelTest: h.env.runID},
 		Controller:        h.ctrl,
@@ -56,7 +70,11 @@ func (h *agentHarness) mustStartAgent(t *testing.T) (stop func()) {
 		ResyncInterval:    200 * time.Millisecond,
 		HeartbeatInterval: 300 * time.Millisecond,
 		AssignmentWait:    time.Second,
-	})
+	}
+	for _, change := range changes {
+		change(&cfg)
+	}
+	agent, err := NewAgent(cfg)
 	if err != nil {
 		t.Fatalf("NewAgent: %v", err)
 	}
@@ -407,9 +425,9 @@ func BenchmarkStartToHealthy(b *testing.B) {
 	hostID := "h-" + env.runID + "-bench"
 	ctrl := newFakeController(hostID)
 	agent, err := NewAgent(AgentConfig{
-		HostID: hostID, Network: env.network, Controller: ctrl, Runtime: env.rt,
-		ContainerLabels: map[string]string{labelTest: env.runID},
-		ResyncInterval:  200 * time.Millisecond, HeartbeatInterval: time.Second, AssignmentWait: time.Second,
+		HostID: hostID, Network: env.prefixFor(hostID), Controller: ctrl, Runtime: env.rt,
+		ContainerLabels: map[string]string{labelTest: env.runID}, NetworkLabels: map[string]string{labelTest: env.runID},
+		ResyncInterval: 200 * time.Millisecond, HeartbeatInterval: time.Second, AssignmentWait: time.Second,
 	})
 	if err != nil {
 		b.Fatal(err)

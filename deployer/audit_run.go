@@ -63,6 +63,15 @@ func (l *reconcileLoop) auditDue(ctx context.Context, now time.Time) {
 // against the run options its revision asks for (drift).
 func (l *reconcileLoop) audit(ctx context.Context, targets []auditTarget, engine EngineInfo) audit.HostAudit {
 	report := audit.HostAudit{Host: l.cfg.HostID, Benchmark: audit.Benchmark, Engine: engine, Containers: []audit.ContainerAudit{}}
+	// The engine's networks, for what each container is attached to; nil
+	// (no network drift this round) when they cannot be listed.
+	var networks map[string]audit.Network
+	if list, err := l.rt.Networks(ctx); err == nil {
+		networks = make(map[string]audit.Network, len(list))
+		for _, n := range list {
+			networks[n.Name] = n
+		}
+	}
 	for _, t := range targets {
 		inspect, err := l.rt.Inspect(ctx, t.containerID)
 		if err != nil {
@@ -77,10 +86,14 @@ func (l *reconcileLoop) audit(ctx context.Context, targets []auditTarget, engine
 		accounts, aerr := l.rt.ImageAccounts(ctx, as.Revision.Ref, l.cfg.HostID)
 		overrides, oerr := OverridesFor(as.Revision.Spec)
 		if err == nil && aerr == nil && oerr == nil {
-			if want, wantHost, _, err := ContainerOptions(as, l.cfg.HostID, l.cfg.Network, user, WithEngine(engine), WithOverrides(overrides), WithImageAccounts(accounts)); err == nil {
+			netName := ServiceNetworkName(l.cfg.Network, as.Replica.Service)
+			if want, wantHost, _, err := ContainerOptions(as, l.cfg.HostID, netName, user, WithEngine(engine), WithOverrides(overrides), WithImageAccounts(accounts)); err == nil {
 				c.Drift = audit.DetectDrift(inspect, want, wantHost)
 				if idsErr == nil {
 					c.Drift = append(c.Drift, audit.UserDrift(want.User, ids)...)
+				}
+				if networks != nil {
+					c.Drift = append(c.Drift, audit.NetworkDrift(inspect, as.Replica.Service, string(wantHost.NetworkMode), networks)...)
 				}
 			}
 		}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -45,6 +46,8 @@ type DockerRuntime struct {
 	// accounts caches ImageAccounts by image ID: an image's files never
 	// change.
 	accounts *accountsCache
+	// netMu serialises EnsureServiceNetwork: one network created at a time.
+	netMu sync.Mutex
 }
 
 // NewDockerRuntime connects as the docker CLI does: DOCKER_HOST and friends
@@ -74,51 +77,6 @@ func (r *DockerRuntime) Ping(ctx context.Context) error {
 		return engineError("ping", err)
 	}
 	return nil
-}
-
-// EnsureNetwork returns the ID of the user-defined bridge network name,
-// creating it with LabelManaged=true plus labels when it is missing. An
-// existing network is reused only if it carries LabelManaged: deployctl never
-// puts replicas on a network someone else owns.
-func (r *DockerRuntime) EnsureNetwork(ctx context.Context, name string, labels map[string]string) (string, error) {
-	if err := checkNetwork(name); err != nil {
-		return "", err
-	}
-	existing, err := r.client.NetworkInspect(ctx, name, network.InspectOptions{})
-	if err == nil {
-		return managedNetworkID(existing)
-	}
-	if !cerrdefs.IsNotFound(err) {
-		return "", engineError("inspect network "+name, err)
-	}
-	all := map[string]string{LabelManaged: "true"}
-	for k, v := range labels {
-		if k != LabelManaged {
-			all[k] = v
-		}
-	}
-	created, err := r.client.NetworkCreate(ctx, name, network.CreateOptions{Driver: "bridge", Labels: all})
-	if err != nil {
-		if cerrdefs.IsConflict(err) {
-			// Created by someone else between inspect and create.
-			existing, inspectErr := r.client.NetworkInspect(ctx, name, network.InspectOptions{})
-			if inspectErr == nil {
-				return managedNetworkID(existing)
-			}
-		}
-		return "", engineError("create network "+name, err)
-	}
-	return created.ID, nil
-}
-
-func managedNetworkID(n network.Inspect) (string, error) {
-	if n.Labels[LabelManaged] != "true" {
-		return "", fmt.Errorf("network %q: %w (no %s=true label); choose another network name", n.Name, ErrNotManaged, LabelManaged)
-	}
-	if n.Driver != "bridge" {
-		return "", fmt.Errorf("%w: network %q has driver %q, want bridge", ErrInvalidNetwork, n.Name, n.Driver)
-	}
-	return n.ID, nil
 }
 
 // pullMessage is the part of the engine's pull progress stream that says
@@ -343,6 +301,15 @@ func (r *DockerRuntime) WatchExits(ctx context.Context, hostID string, exits cha
 		filters.Arg("label", LabelManaged+"=true"),
 		filters.Arg("label", LabelHost+"="+hostID),
 	)
+	// Events reads the client's API version without the lock that
+	// guards its negotiation: a request that negotiates first keeps it
+	// from racing with the agent's first other request.
+	if _, err := r.client.ServerVersion(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return engineError("read the engine's version", err)
+	}
 	messages, errs := r.client.Events(ctx, events.ListOptions{Filters: args})
 	// The oom event comes before the die event of the same process.
 	oomKilled := map[string]bool{}
@@ -388,6 +355,16 @@ func ContainerIP(inspect container.InspectResponse, networkName string) string {
 		return ""
 	}
 	return endpoint.IPAddress
+}
+
+// ReplicaIP is the container's address on the network it was created on
+// (HostConfig.NetworkMode): its service's network, or for a container of
+// an older version the network all services shared. "" if it has none.
+func ReplicaIP(inspect container.InspectResponse) string {
+	if inspect.ContainerJSONBase == nil || inspect.HostConfig == nil {
+		return ""
+	}
+	return ContainerIP(inspect, string(inspect.HostConfig.NetworkMode))
 }
 
 // engineError maps an engine error to this package's sentinels, naming op.

@@ -3,6 +3,7 @@ package deployer
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -12,12 +13,12 @@ import (
 	"github.com/deployctl/deployctl/raftstore/state"
 	"github.com/deployctl/deployctl/specs"
 	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/network"
 	"github.com/hashicorp/go-hclog"
 )
 
-// mustRunReplica pulls, creates and starts the container of a, as the
-// agent does, and returns its inspect after start.
+// mustRunReplica pulls, creates and starts the container of a on its
+// service's network, as the agent does, and returns its inspect after
+// start.
 func mustRunReplica(t *testing.T, env *dockerEnv, hostID string, a state.Assignment) container.InspectResponse {
 	t.Helper()
 	ctx := context.Background()
@@ -28,7 +29,8 @@ func mustRunReplica(t *testing.T, env *dockerEnv, hostID string, a state.Assignm
 	if err != nil {
 		t.Fatalf("ImageUser: %v", err)
 	}
-	cfg, hostCfg, netCfg, err := ContainerOptions(a, hostID, env.network, user)
+	sn := env.mustServiceNetwork(t, hostID, a.Replica.Service)
+	cfg, hostCfg, netCfg, err := ContainerOptions(a, hostID, sn.Name, user, WithDNS(sn.Gateway))
 	if err != nil {
 		t.Fatalf("ContainerOptions: %v", err)
 	}
@@ -62,41 +64,6 @@ func TestDockerRuntime(t *testing.T) {
 	env := mustDockerEnv(t)
 	ctx := context.Background()
 	hostID := "host-" + env.runID
-
-	t.Run("EnsureNetwork reuses its own network", func(t *testing.T) {
-		id1, err := env.rt.EnsureNetwork(ctx, env.network, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		inspect, err := env.raw.NetworkInspect(ctx, env.network, network.InspectOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if inspect.ID != id1 || inspect.Driver != "bridge" || inspect.Labels[LabelManaged] != "true" || inspect.Labels[labelTest] != env.runID {
-			t.Errorf("network = id %s driver %s labels %v; want id %s, bridge, managed and test labels", inspect.ID, inspect.Driver, inspect.Labels, id1)
-		}
-	})
-
-	t.Run("EnsureNetwork refuses networks it does not own", func(t *testing.T) {
-		foreign := "deployctl-foreign-" + env.runID
-		if _, err := env.raw.NetworkCreate(ctx, foreign, network.CreateOptions{Driver: "bridge", Labels: map[string]string{labelTest: env.runID}}); err != nil {
-			t.Fatal(err)
-		}
-		tests := []struct {
-			name string
-			want error
-		}{
-			{foreign, ErrNotManaged},
-			{"host", ErrInvalidNetwork},
-			{"bridge", ErrInvalidNetwork},
-			{"", ErrInvalidNetwork},
-		}
-		for _, tt := range tests {
-			if _, err := env.rt.EnsureNetwork(ctx, tt.name, nil); !errors.Is(err, tt.want) {
-				t.Errorf("EnsureNetwork(%q) = %v, want %v", tt.name, err, tt.want)
-			}
-		}
-	})
 
 	t.Run("Pull refuses and reports errors", func(t *testing.T) {
 		missing := env.reg.Addr() + "/webapp@sha256:" + strings.Repeat("0", 64)
@@ -143,6 +110,7 @@ func TestDockerRuntime(t *testing.T) {
 		a := assignment("hardened-"+env.runID, 1, env.goodRef, testSpec())
 		inspect := mustRunReplica(t, env, hostID, a)
 		cfg, hc := inspect.Config, inspect.HostConfig
+		sn := env.mustServiceNetwork(t, hostID, a.Replica.Service)
 
 		checks := []struct {
 			what string
@@ -164,7 +132,9 @@ func TestDockerRuntime(t *testing.T) {
 			{"NanoCPUs 0.25", hc.NanoCPUs == 250_000_000, hc.NanoCPUs},
 			{"RestartPolicy on-failure/5", hc.RestartPolicy.Name == container.RestartPolicyOnFailure && hc.RestartPolicy.MaximumRetryCount == 5, hc.RestartPolicy},
 			{"not privileged", !hc.Privileged, hc.Privileged},
-			{"NetworkMode = test network", string(hc.NetworkMode) == env.network, hc.NetworkMode},
+			{"NetworkMode = the service's network", string(hc.NetworkMode) == sn.Name, hc.NetworkMode},
+			{"on no other network", len(inspect.NetworkSettings.Networks) == 1, inspect.NetworkSettings.Networks},
+			{"DNS = the network's gateway", slices.Equal(hc.DNS, []string{sn.Gateway.String()}), hc.DNS},
 			{"PID namespace private", hc.PidMode == "", hc.PidMode},
 			{"IPC namespace not host", !hc.IpcMode.IsHost(), hc.IpcMode},
 			{"UTS namespace private", hc.UTSMode == "", hc.UTSMode},
@@ -175,7 +145,7 @@ func TestDockerRuntime(t *testing.T) {
 			{"host label", cfg.Labels[LabelHost] == hostID, cfg.Labels},
 			{"managed label", cfg.Labels[LabelManaged] == "true", cfg.Labels},
 			{"name", inspect.Name == "/"+ContainerName(a), inspect.Name},
-			{"address on the test network", ContainerIP(inspect, env.network) != "", inspect.NetworkSettings},
+			{"address in the service's subnet", sn.Subnet.Contains(netip.MustParseAddr(ReplicaIP(inspect))), inspect.NetworkSettings},
 		}
 		for _, c := range checks {
 			if !c.ok {
@@ -183,7 +153,7 @@ func TestDockerRuntime(t *testing.T) {
 			}
 		}
 
-		target := ProbeTarget{ContainerID: inspect.ID, IP: ContainerIP(inspect, env.network)}
+		target := ProbeTarget{ContainerID: inspect.ID, IP: ReplicaIP(inspect)}
 		probes := []struct {
 			name  string
 			check specs.Healthcheck
@@ -245,7 +215,7 @@ func TestDockerRuntime(t *testing.T) {
 	t.Run("broken replica fails its HTTP and exec probes", func(t *testing.T) {
 		a := assignment("broken-"+env.runID, 1, env.brokenRef, testSpec())
 		inspect := mustRunReplica(t, env, hostID, a)
-		target := ProbeTarget{ContainerID: inspect.ID, IP: ContainerIP(inspect, env.network)}
+		target := ProbeTarget{ContainerID: inspect.ID, IP: ReplicaIP(inspect)}
 		// The TCP port opens: the app runs, it only answers 500.
 		waitProbe(t, "tcp probe", func() error { return ProbeTCP(ctx, target.IP, 8080, time.Second) })
 		if err := ProbeHTTP(ctx, target.IP, 8080, "/healthz", time.Second); !errors.Is(err, ErrProbeFailed) || !strings.Contains(err.Error(), "500") {
@@ -261,7 +231,7 @@ func TestDockerRuntime(t *testing.T) {
 		created, err := env.raw.ContainerCreate(ctx, &container.Config{
 			Image:  env.goodRef,
 			Labels: map[string]string{labelTest: env.runID, LabelHost: hostID},
-		}, &container.HostConfig{NetworkMode: container.NetworkMode(env.network)}, nil, nil, "foreign-"+env.runID)
+		}, &container.HostConfig{NetworkMode: container.NetworkMode(env.mustServiceNetwork(t, hostID, "web").Name)}, nil, nil, "foreign-"+env.runID)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -3,8 +3,10 @@ package deployer
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"net/netip"
 	"sync"
 	"testing"
 	"time"
@@ -28,13 +30,12 @@ const labelTest = "io.deployctl.test"
 const waitLimit = 60 * time.Second
 
 // dockerEnv is what the Docker tests share: a runtime, a raw client for
-// checking and for cleanup, a test network and a registry with the webapp.
+// checking and for cleanup and a registry with the webapp.
 type dockerEnv struct {
-	runID   string
-	rt      *DockerRuntime
-	raw     *client.Client
-	network string
-	reg     *devimage.Registry
+	runID string
+	rt    *DockerRuntime
+	raw   *client.Client
+	reg   *devimage.Registry
 	// Pinned references (repository@sha256:...) of the webapp variants.
 	goodRef, brokenRef, crashRef string
 	// tagRef is the good image by tag: what the agent must refuse.
@@ -51,8 +52,8 @@ func mustRunID(t testing.TB) string {
 }
 
 // mustDockerEnv connects to the engine (skipping only when it is
-// unreachable), starts a registry with the webapp images and creates the
-// test network. Everything is removed in t.Cleanup, also on failure.
+// unreachable) and starts a registry with the webapp images. Everything
+// tests create is removed in t.Cleanup, also on failure.
 func mustDockerEnv(t testing.TB) *dockerEnv {
 	t.Helper()
 	ctx := context.Background()
@@ -74,7 +75,6 @@ func mustDockerEnv(t testing.TB) *dockerEnv {
 	t.Cleanup(func() { _ = raw.Close() })
 
 	env := &dockerEnv{runID: mustRunID(t), rt: rt, raw: raw}
-	env.network = "deployctl-test-" + env.runID
 	reg, err := devimage.StartRegistry("127.0.0.1:0", hclog.NewNullLogger())
 	if err != nil {
 		t.Fatalf("StartRegistry: %v", err)
@@ -97,10 +97,31 @@ func mustDockerEnv(t testing.TB) *dockerEnv {
 	env.crashRef = mustPush(t, reg.Addr()+"/webapp:crash", mustWithEnv(t, img, "WEBAPP_CRASH=1"))
 	env.tagRef = reg.Addr() + "/webapp:v1"
 
-	if _, err := rt.EnsureNetwork(ctx, env.network, map[string]string{labelTest: env.runID}); err != nil {
-		t.Fatalf("EnsureNetwork: %v", err)
-	}
 	return env
+}
+
+// prefixFor is the --network prefix of a test host: each host on the
+// shared engine needs its own (the networks carry the host's label).
+func (env *dockerEnv) prefixFor(hostID string) string {
+	sum := sha256.Sum256([]byte(hostID))
+	return "dt-" + env.runID + "-" + hex.EncodeToString(sum[:4])
+}
+
+// plan is the network plan of a test host: its prefix, the default pool,
+// the test label on every network.
+func (env *dockerEnv) plan(hostID string) NetworkPlan {
+	return NetworkPlan{Prefix: env.prefixFor(hostID), Pool: netip.MustParsePrefix(DefaultSubnetPool), Labels: map[string]string{labelTest: env.runID}}
+}
+
+// mustServiceNetwork ensures the network of service on hostID as the
+// agent would.
+func (env *dockerEnv) mustServiceNetwork(t testing.TB, hostID, service string) ServiceNetwork {
+	t.Helper()
+	n, err := env.rt.EnsureServiceNetwork(context.Background(), hostID, service, env.plan(hostID))
+	if err != nil {
+		t.Fatalf("EnsureServiceNetwork: %v", err)
+	}
+	return n
 }
 
 func mustWithEnv(t testing.TB, img v1.Image, env ...string) v1.Image {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"path"
 	"sort"
 	"strconv"
@@ -139,6 +140,7 @@ type buildOptions struct {
 	engine    EngineInfo
 	overrides Overrides
 	accounts  ImageAccounts
+	dns       netip.Addr
 }
 
 // WithEngine says what the host's engine supports (DockerRuntime.EngineInfo):
@@ -155,6 +157,19 @@ func WithImageAccounts(acc ImageAccounts) Option {
 	return func(b *buildOptions) { b.accounts = acc }
 }
 
+// WithDNS makes server the container's only DNS server
+// (HostConfig.Dns): the gateway of its service network, where the agent
+// answers the names of the service's declared connections and relays the
+// rest (docs/networking.md). On a user-defined network the engine's own
+// resolver (127.0.0.11 in the container) answers container names on the
+// network and forwards every other query there. Until the agent answers on
+// the gateway, names outside the network (the internet's too) may not
+// resolve inside the containers: that is expected for now. Ignored for
+// network_mode host and none.
+func WithDNS(server netip.Addr) Option {
+	return func(b *buildOptions) { b.dns = server }
+}
+
 // WithOverrides applies the service's deliberate exceptions to the hardened
 // defaults.
 func WithOverrides(o Overrides) Option {
@@ -165,8 +180,10 @@ func WithOverrides(o Overrides) Option {
 // with every hardened default applied. It is pure: imageUser is the image
 // config's User, which the caller looked up, so this needs no engine; what
 // the engine supports comes in through WithEngine, exceptions the service
-// asks for through WithOverrides. docs/cis.md maps each option to the CIS
-// Docker Benchmark control it satisfies.
+// asks for through WithOverrides. networkName is the network of the
+// replica's service on this host (ServiceNetworkName), its DNS server the
+// network's gateway through WithDNS. docs/cis.md maps each option to the
+// CIS Docker Benchmark control it satisfies.
 func ContainerOptions(a state.Assignment, hostID, networkName, imageUser string, opts ...Option) (*container.Config, *container.HostConfig, *network.NetworkingConfig, error) {
 	var build buildOptions
 	for _, opt := range opts {
@@ -270,13 +287,17 @@ func ContainerOptions(a state.Assignment, hostID, networkName, imageUser string,
 
 	netCfg := &network.NetworkingConfig{
 		EndpointsConfig: map[string]*network.EndpointSettings{
-			// The service name as alias lets replicas of other services on
-			// the same network find this one through the engine's DNS.
+			// The network is the service's own, so through the engine's
+			// DNS the alias names the service's replicas to each other
+			// only; other services' names come from the agent (WithDNS).
 			networkName: {Aliases: []string{spec.Service}},
 		},
 	}
 	switch over.NetworkMode {
 	case "":
+		if build.dns.IsValid() {
+			hostCfg.DNS = []string{build.dns.String()}
+		}
 	case network.NetworkHost, network.NetworkNone:
 		if len(spec.Ports) > 0 {
 			return nil, nil, nil, fmt.Errorf("%w: network_mode %s cannot publish ports; remove ports or the network_mode", ErrInvalidNetwork, over.NetworkMode)

@@ -3,6 +3,7 @@ package deployer
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -428,6 +429,28 @@ func TestContainerOptionsOverrides(t *testing.T) {
 				t.Errorf("host config %+v, networking %+v", hc, net)
 			}
 		})
+	}
+}
+
+// The service network's gateway is the container's only DNS server; a
+// container outside the bridge (host or no network) keeps the engine's.
+func TestContainerOptionsDNS(t *testing.T) {
+	gateway := netip.MustParseAddr("10.240.0.65")
+	_, hc, net, err := ContainerOptions(hardenedAssignment(), "host-a", "deployctl-web", "10001", WithDNS(gateway))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(hc.DNS, []string{"10.240.0.65"}) || hc.NetworkMode != "deployctl-web" || len(net.EndpointsConfig) != 1 || net.EndpointsConfig["deployctl-web"] == nil {
+		t.Errorf("DNS %v on %s (endpoints %v), want 10.240.0.65 on deployctl-web only", hc.DNS, hc.NetworkMode, net.EndpointsConfig)
+	}
+	if _, hc, _, _ := ContainerOptions(hardenedAssignment(), "host-a", "deployctl-web", "10001"); hc.DNS != nil {
+		t.Errorf("DNS %v without WithDNS, want the engine's", hc.DNS)
+	}
+	for _, mode := range []string{"host", "none"} {
+		_, hc, _, err := ContainerOptions(hardenedAssignment(), "host-a", "deployctl-web", "10001", WithDNS(gateway), WithOverrides(Overrides{NetworkMode: mode}))
+		if err != nil || hc.DNS != nil {
+			t.Errorf("network_mode %s: DNS %v, %v; want none set", mode, hc.DNS, err)
+		}
 	}
 }
 

@@ -67,10 +67,19 @@ type verdict struct {
 	message     string
 }
 
-func (startDone) isEvent()  {}
-func (stopDone) isEvent()   {}
-func (removeDone) isEvent() {}
-func (verdict) isEvent()    {}
+// networkRemoved ends the removal of a network: a service network, or
+// with service "" the shared network of older versions.
+type networkRemoved struct {
+	name    string
+	service string
+	err     error
+}
+
+func (startDone) isEvent()      {}
+func (stopDone) isEvent()       {}
+func (removeDone) isEvent()     {}
+func (verdict) isEvent()        {}
+func (networkRemoved) isEvent() {}
 
 // reconcileLoop owns all of the agent's mutable state for one Run.
 type reconcileLoop struct {
@@ -84,11 +93,22 @@ type reconcileLoop struct {
 	replicas map[string]*replica
 	removing map[string]bool // container IDs being removed
 	// exits are the last exits the engine reported, by container ID.
-	exits     map[string]ContainerExit
-	networkOK bool
-	// engine is what the engine supports (AppArmor, userns...), read once
-	// per Run with the network: run options depend on it.
-	engine EngineInfo
+	exits map[string]ContainerExit
+	// engineKnown is set once engine holds what the engine supports
+	// (AppArmor, userns...), read once per Run: run options depend on it.
+	engineKnown bool
+	engine      EngineInfo
+	// netRemoving holds the networks (by name) whose removal runs; a
+	// replica of such a service starts once it is done.
+	netRemoving map[string]bool
+	// collectDue is set by the resync tick: the next reconcile also
+	// removes networks no container needs any more.
+	collectDue bool
+	// legacyGone is set once the shared network of older versions
+	// (AgentConfig.Network itself) is removed, absent or not ours;
+	// legacyRetryAt is when to try again while containers hold it.
+	legacyGone    bool
+	legacyRetryAt time.Time
 	// lastAudit is when the last audit started; auditing is set while one
 	// runs (its task clears it).
 	lastAudit time.Time
@@ -109,6 +129,11 @@ type reconcileLoop struct {
 // hostProcRoot is the host's proc file system; the agent runs on the host.
 const hostProcRoot = "/proc"
 
+// legacyRetry is how long the agent waits before it tries again to remove
+// the shared network of older versions while containers are attached to
+// it (another host's, on a shared engine, or someone else's).
+const legacyRetry = 30 * time.Second
+
 func (l *reconcileLoop) run(ctx context.Context, sets <-chan state.AssignmentSet, exits <-chan ContainerExit) {
 	resync := time.NewTicker(l.cfg.ResyncInterval)
 	defer resync.Stop()
@@ -125,6 +150,7 @@ func (l *reconcileLoop) run(ctx context.Context, sets <-chan state.AssignmentSet
 			dirty = true
 		case <-resync.C:
 			dirty = l.set != nil
+			l.collectDue = true
 			l.auditDue(ctx, time.Now())
 		case ev := <-l.events:
 			dirty = l.handle(ctx, ev)
@@ -157,11 +183,7 @@ func (l *reconcileLoop) goTask(ctx context.Context, fn func() event) {
 // reconcile compares the assignment set with the engine's containers and
 // starts whatever operations close the gap.
 func (l *reconcileLoop) reconcile(ctx context.Context) {
-	if !l.networkOK {
-		if _, err := l.rt.EnsureNetwork(ctx, l.cfg.Network, l.cfg.NetworkLabels); err != nil {
-			l.engineError("cannot prepare the replica network", err)
-			return
-		}
+	if !l.engineKnown {
 		info, err := l.rt.EngineInfo(ctx)
 		if err != nil {
 			l.engineError("cannot read the engine's security options", err)
@@ -169,7 +191,7 @@ func (l *reconcileLoop) reconcile(ctx context.Context) {
 		}
 		l.engine = info
 		l.outbox.setEngine(info)
-		l.networkOK = true
+		l.engineKnown = true
 	}
 	containers, err := l.rt.ListManaged(ctx, l.cfg.HostID)
 	if err != nil {
@@ -232,6 +254,75 @@ func (l *reconcileLoop) reconcile(ctx context.Context) {
 			delete(l.replicas, id)
 		}
 	}
+	if l.collectDue {
+		l.collectDue = false
+		l.collectNetworks(ctx, containers)
+	}
+}
+
+// networkPlan is how this host's service networks are named and where
+// their subnets come from.
+func (l *reconcileLoop) networkPlan() NetworkPlan {
+	return NetworkPlan{Prefix: l.cfg.Network, Pool: l.cfg.SubnetPool, Labels: l.cfg.NetworkLabels}
+}
+
+// networkFor is the network a container of as belongs on, as its
+// HostConfig.NetworkMode reads: its service's network on this host, or
+// the network mode its spec asks for (host, none).
+func (l *reconcileLoop) networkFor(as state.Assignment) string {
+	if over, err := OverridesFor(as.Revision.Spec); err == nil && over.NetworkMode != "" {
+		return over.NetworkMode
+	}
+	return ServiceNetworkName(l.cfg.Network, as.Replica.Service)
+}
+
+// collectNetworks removes the service networks of this host that no
+// container is attached to and no starting replica is about to use, and
+// the network all services shared in older versions once none of this
+// host's containers is on it. RemoveNetwork itself leaves a network that
+// still holds a container (someone else's too) and anything deployctl
+// did not create. The removals run as tasks.
+func (l *reconcileLoop) collectNetworks(ctx context.Context, containers []container.Summary) {
+	inUse := map[string]bool{}
+	for _, c := range containers {
+		inUse[c.HostConfig.NetworkMode] = true
+		if c.NetworkSettings != nil {
+			for name := range c.NetworkSettings.Networks {
+				inUse[name] = true
+			}
+		}
+	}
+	for _, rep := range l.replicas {
+		if rep.busy || rep.containerID != "" {
+			inUse[ServiceNetworkName(l.cfg.Network, rep.assignment.Replica.Service)] = true
+		}
+	}
+	networks, err := l.rt.ServiceNetworks(ctx, l.cfg.HostID)
+	if err != nil {
+		l.engineError("cannot list the service networks", err)
+		return
+	}
+	for _, n := range networks {
+		if !inUse[n.Name] && !l.netRemoving[n.Name] {
+			l.removeNetwork(ctx, n.Name, n.ID, n.Service)
+		}
+	}
+	legacy := l.cfg.Network
+	if !l.legacyGone && !inUse[legacy] && !l.netRemoving[legacy] && !time.Now().Before(l.legacyRetryAt) {
+		l.removeNetwork(ctx, legacy, legacy, "")
+	}
+}
+
+// removeNetwork removes network name (nameOrID) of service ("" for the
+// shared network of older versions) in a task.
+func (l *reconcileLoop) removeNetwork(ctx context.Context, name, nameOrID, service string) {
+	l.netRemoving[name] = true
+	if service != "" {
+		l.log.Info("removing the network of a service that has no container here any more", "network", name, "service", service)
+	}
+	l.goTask(ctx, func() event {
+		return networkRemoved{name: name, service: service, err: l.rt.RemoveNetwork(ctx, nameOrID, l.cfg.HostID, service)}
+	})
 }
 
 // pickContainer chooses the container of a replica when the engine has
@@ -342,6 +433,19 @@ func (l *reconcileLoop) reconcileRunning(ctx context.Context, id string, rep *re
 		l.removeContainer(ctx, id, current.ID, "its fingerprint differs from the assigned revision")
 		rep.cancelProbing()
 		rep.containerID = ""
+	case current != nil && current.HostConfig.NetworkMode != "" && current.HostConfig.NetworkMode != l.networkFor(as):
+		// Made by an older version on the network every service shared
+		// (or before --network changed): replaced like a container of
+		// another revision, so isolation holds after an upgrade. One at
+		// a time per service: the others keep serving meanwhile.
+		if l.replacing(as.Replica.Service, id) {
+			l.checkContainer(ctx, id, rep, current.ID)
+			return
+		}
+		l.removeContainer(ctx, id, current.ID, fmt.Sprintf("it runs on network %s, not on its service's own network %s; recreating it there",
+			current.HostConfig.NetworkMode, l.networkFor(as)))
+		rep.cancelProbing()
+		rep.containerID = ""
 	case current != nil:
 		l.checkContainer(ctx, id, rep, current.ID)
 	case rep.state == state.ReplicaFailed:
@@ -357,6 +461,22 @@ func (l *reconcileLoop) reconcileRunning(ctx context.Context, id string, rep *re
 	default:
 		l.startReplica(ctx, id, rep, "pulling image")
 	}
+}
+
+// replacing reports whether a replica of service other than except is on
+// its way to a new container on this host: starting, or its old container
+// removed and the new one not started yet.
+func (l *reconcileLoop) replacing(service, except string) bool {
+	for id, rep := range l.replicas {
+		if id == except || rep.assignment.Replica.Service != service || rep.assignment.Replica.Desired == state.DesiredStopped {
+			continue
+		}
+		if rep.busy || rep.state == state.ReplicaStarting ||
+			(rep.containerID == "" && rep.state != state.ReplicaFailed && rep.state != state.ReplicaStopped) {
+			return true
+		}
+	}
+	return false
 }
 
 // checkContainer adopts a container the agent does not know yet, and fails
@@ -403,12 +523,12 @@ func (l *reconcileLoop) checkContainer(ctx context.Context, id string, rep *repl
 	switch {
 	case adopting:
 		l.log.Info("adopting running container", "replica", id, "container", shortID(containerID))
-		rep.ip = ContainerIP(inspect, l.cfg.Network)
+		rep.ip = ReplicaIP(inspect)
 		l.beginProbing(ctx, id, rep, parseEngineTime(inspect.State.StartedAt))
-	case rep.ip == "" && ContainerIP(inspect, l.cfg.Network) != "":
+	case rep.ip == "" && ReplicaIP(inspect) != "":
 		// The inspect right after start failed: probe now that the
 		// address is known.
-		rep.ip = ContainerIP(inspect, l.cfg.Network)
+		rep.ip = ReplicaIP(inspect)
 		l.beginProbing(ctx, id, rep, parseEngineTime(inspect.State.StartedAt))
 	}
 }
@@ -442,6 +562,12 @@ func notRunningReason(inspect container.InspectResponse, knownRestarts int, exit
 }
 
 func (l *reconcileLoop) startReplica(ctx context.Context, id string, rep *replica, message string) {
+	if l.netRemoving[ServiceNetworkName(l.cfg.Network, rep.assignment.Replica.Service)] {
+		// The service had no container here a moment ago and its
+		// network is being removed: the reconcile after the removal
+		// starts the replica, on a new network.
+		return
+	}
 	rep.busy = true
 	l.setState(id, rep, state.ReplicaStarting, message)
 	as := rep.assignment
@@ -476,10 +602,25 @@ func (l *reconcileLoop) createAndStart(ctx context.Context, as state.Assignment,
 		done.err = err
 		return done
 	}
-	cfg, hostCfg, netCfg, err := ContainerOptions(as, l.cfg.HostID, l.cfg.Network, user, WithEngine(engine), WithOverrides(overrides), WithImageAccounts(accounts))
+	netName := ServiceNetworkName(l.cfg.Network, as.Replica.Service)
+	opts := []Option{WithEngine(engine), WithOverrides(overrides), WithImageAccounts(accounts)}
+	cfg, hostCfg, netCfg, err := ContainerOptions(as, l.cfg.HostID, netName, user, opts...)
 	if err != nil {
 		done.err = err
 		return done
+	}
+	if overrides.NetworkMode == "" {
+		// Only now, so that a refused replica (root, unpinned...) makes
+		// no network.
+		network, err := l.rt.EnsureServiceNetwork(ctx, l.cfg.HostID, as.Replica.Service, l.networkPlan())
+		if err != nil {
+			done.err = fmt.Errorf("prepare the network of service %s: %w", as.Replica.Service, err)
+			return done
+		}
+		if cfg, hostCfg, netCfg, err = ContainerOptions(as, l.cfg.HostID, network.Name, user, append(opts, WithDNS(network.Gateway))...); err != nil {
+			done.err = err
+			return done
+		}
 	}
 	for k, v := range l.cfg.ContainerLabels {
 		if _, reserved := cfg.Labels[k]; !reserved {
@@ -507,7 +648,7 @@ func (l *reconcileLoop) createAndStart(ctx context.Context, as state.Assignment,
 		return done
 	}
 	done.containerID = containerID
-	done.ip = ContainerIP(inspect, l.cfg.Network)
+	done.ip = ReplicaIP(inspect)
 	done.startedAt = time.Now()
 	if inspect.ContainerJSONBase != nil {
 		done.restartCount = inspect.RestartCount
@@ -569,6 +710,10 @@ func (l *reconcileLoop) handle(ctx context.Context, ev event) bool {
 			rep.containerID = ""
 		}
 		return false
+	case networkRemoved:
+		l.networkRemoved(ev)
+		// A replica whose start waited for the removal starts now.
+		return true
 	case verdict:
 		rep := l.replicas[ev.replicaID]
 		if rep == nil || rep.containerID != ev.containerID || rep.busy {
@@ -582,6 +727,33 @@ func (l *reconcileLoop) handle(ctx context.Context, ev event) bool {
 		return false
 	}
 	return false
+}
+
+// networkRemoved records how a network's removal ended.
+func (l *reconcileLoop) networkRemoved(ev networkRemoved) {
+	delete(l.netRemoving, ev.name)
+	legacy := ev.service == ""
+	switch {
+	case ev.err == nil && legacy:
+		l.legacyGone = true
+		l.log.Debug("the shared network of older versions is gone", "network", ev.name)
+	case ev.err == nil:
+		l.log.Info("removed the network of service", "network", ev.name, "service", ev.service)
+	case errors.Is(ev.err, ErrNotManaged) && legacy:
+		// Not ours to remove (someone else's network of that name).
+		l.legacyGone = true
+		l.log.Debug("leaving a network deployctl did not make as the shared one", "network", ev.name, "error", ev.err)
+	case errors.Is(ev.err, ErrNetworkInUse):
+		// Left for now; a later resync tries again.
+		l.log.Debug("network still in use; leaving it for now", "network", ev.name, "error", ev.err)
+	case errors.Is(ev.err, ErrNotManaged):
+		l.log.Warn("not removing a network deployctl did not make for this host", "network", ev.name, "error", ev.err)
+	default:
+		l.engineError("cannot remove network "+ev.name, ev.err)
+	}
+	if legacy && ev.err != nil {
+		l.legacyRetryAt = time.Now().Add(legacyRetry)
+	}
 }
 
 // handleExit remembers how a container process ended; the reconcile that

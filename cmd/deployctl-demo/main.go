@@ -104,7 +104,7 @@ func run(ctx context.Context) error {
 		return err
 	}
 	defer d.stopServer(srv)
-	defer d.removeNetwork()
+	defer d.removeHostObjects()
 
 	webV1 := filepath.Join(work, "web.yaml")
 	webV2 := filepath.Join(work, "web-broken.yaml")
@@ -263,8 +263,9 @@ func dockerClient() (*client.Client, error) {
 	return client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
 }
 
-// removeNetwork removes the demo's containers and network, which its agent created.
-func (d *demo) removeNetwork() {
+// removeHostObjects removes the demo's containers and its service networks,
+// which its agent created (by the demo host's label).
+func (d *demo) removeHostObjects() {
 	cli, err := dockerClient()
 	if err != nil {
 		return

@@ -120,7 +120,7 @@ func maybeBootstrap(ctx context.Context, cfg serverConfig, node *raftstore.Node,
 
 func newAgentCmd(g *globals) *cobra.Command {
 	var servers []string
-	var hostID, network, logLevel string
+	var hostID, logLevel string
 	var labels map[string]string
 	cmd := &cobra.Command{
 		Use:   "agent",
@@ -173,7 +173,12 @@ raft members: they long-poll their assignments and report in batches.`,
 			if err := checkIngressAddrs(&ingressAddr, proxyAddr, false); err != nil {
 				return exitWith(ExitUsage, err)
 			}
-			cfg := serverConfig{HostID: hostID, Labels: labels, Network: network, TLS: g.tls, IngressAddr: ingressAddr, ProxyAddr: proxyAddr}
+			pool, err := parseSubnetPool(flagOrEnv(cmd, "subnet-pool"))
+			if err != nil {
+				return exitWith(ExitUsage, err)
+			}
+			cfg := serverConfig{HostID: hostID, Labels: labels, Network: flagOrEnv(cmd, "network"), SubnetPool: pool,
+				TLS: g.tls, IngressAddr: ingressAddr, ProxyAddr: proxyAddr}
 			agent, err := newLocalAgent(cfg, client, log)
 			if err != nil {
 				return exitWith(ExitError, err)
@@ -187,7 +192,7 @@ raft members: they long-poll their assignments and report in batches.`,
 	f.StringSliceVar(&servers, "servers", nil, "API addresses of the servers, comma-separated")
 	f.StringVar(&hostID, "host-id", "", "this host's identity (default: the name in --tls-cert, else the host name)")
 	f.StringToStringVar(&labels, "label", nil, "host labels, e.g. --label zone=a (repeatable)")
-	f.StringVar(&network, "network", "deployctl", "the user-defined bridge network containers join")
+	bindNetworkFlags(f)
 	f.StringVar(&logLevel, "log-level", "info", "trace, debug, info, warn or error")
 	bindIngressFlags(f)
 	return cmd

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -146,5 +147,57 @@ func TestServerConfigInsecureRegistries(t *testing.T) {
 	if _, err := mustServerConfig(t, []string{"--dev", "--insecure-registry", "http://registry.lan:5000"}, ""); err == nil ||
 		!strings.Contains(err.Error(), "--insecure-registry") {
 		t.Errorf("a URL as insecure registry: err %v, want refused", err)
+	}
+}
+
+// --subnet-pool: default, flag, DEPLOYCTL_SUBNET_POOL, the config file
+// key, and refusals that name the flag.
+func TestServerConfigSubnetPool(t *testing.T) {
+	cfg, err := mustServerConfig(t, []string{"--dev"}, "")
+	if err != nil || cfg.SubnetPool.String() != "10.240.0.0/16" {
+		t.Errorf("default subnet pool %s, %v; want 10.240.0.0/16", cfg.SubnetPool, err)
+	}
+	file := filepath.Join(t.TempDir(), "server.yaml")
+	if err := os.WriteFile(file, []byte("dev: true\nsubnet-pool: 10.50.0.0/16\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if cfg, err := mustServerConfig(t, nil, file); err != nil || cfg.SubnetPool.String() != "10.50.0.0/16" {
+		t.Errorf("subnet pool from the file %s, %v", cfg.SubnetPool, err)
+	}
+	t.Setenv("DEPLOYCTL_SUBNET_POOL", "10.60.0.0/20")
+	if cfg, err := mustServerConfig(t, nil, file); err != nil || cfg.SubnetPool.String() != "10.60.0.0/20" {
+		t.Errorf("subnet pool from the environment %s, %v", cfg.SubnetPool, err)
+	}
+	if cfg, err := mustServerConfig(t, []string{"--subnet-pool", "172.30.0.0/24"}, file); err != nil || cfg.SubnetPool.String() != "172.30.0.0/24" {
+		t.Errorf("subnet pool from the flag %s, %v", cfg.SubnetPool, err)
+	}
+	for _, pool := range []string{"10.0.0.0/7", "10.240.0.0/25", "10.240.1.0/16", "fd00::/48", "10.240.0.0", "banana"} {
+		_, err := mustServerConfig(t, []string{"--dev", "--subnet-pool", pool}, "")
+		if err == nil || !strings.HasPrefix(err.Error(), "--subnet-pool") {
+			t.Errorf("--subnet-pool %s: err %v, want a refusal naming --subnet-pool", pool, err)
+		}
+	}
+}
+
+// The agent reads --subnet-pool (or DEPLOYCTL_SUBNET_POOL) and refuses a
+// bad one before it starts, naming the flag.
+func TestAgentSubnetPoolRefused(t *testing.T) {
+	for _, args := range [][]string{
+		{"agent", "--servers", "127.0.0.1:1", "--host-id", "h1", "--subnet-pool", "10.0.0.0/7"},
+		{"agent", "--servers", "127.0.0.1:1", "--host-id", "h1", "--subnet-pool", "10.240.1.0/16"},
+	} {
+		root := newRootCmd()
+		root.SetArgs(args)
+		err := root.Execute()
+		var ee *exitError
+		if !errors.As(err, &ee) || ee.code != ExitUsage || !strings.HasPrefix(ee.err.Error(), "--subnet-pool") {
+			t.Errorf("%v: %v, want a usage error naming --subnet-pool", args, err)
+		}
+	}
+	t.Setenv("DEPLOYCTL_SUBNET_POOL", "fd00::/48")
+	root := newRootCmd()
+	root.SetArgs([]string{"agent", "--servers", "127.0.0.1:1", "--host-id", "h1"})
+	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), "--subnet-pool") {
+		t.Errorf("DEPLOYCTL_SUBNET_POOL=fd00::/48: %v, want refused", err)
 	}
 }

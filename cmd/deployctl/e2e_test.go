@@ -294,7 +294,8 @@ func (s *devServer) stop() {
 }
 
 // removeHostObjects removes the containers labelled with a test's host id
-// and the test's network, if deployctl created it.
+// and the networks its agent created (the service networks, by the host
+// id label).
 func removeHostObjects(cli *client.Client, hostID, netName string) {
 	if cli == nil {
 		return // no engine was set up: nothing of ours can be there

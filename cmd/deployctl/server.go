@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
@@ -46,7 +47,10 @@ type serverConfig struct {
 	HostID          string
 	Labels          map[string]string
 	Network         string
-	RegistryAddr    string
+	// SubnetPool is where the agent's service networks take their /26
+	// subnets.
+	SubnetPool   netip.Prefix
+	RegistryAddr string
 	// InsecureRegistries may be spoken to over plain HTTP by the
 	// controller (resolving tags, signatures); loopback always may.
 	InsecureRegistries []string
@@ -135,7 +139,7 @@ func bindServerFlags(f *pflag.FlagSet) *viper.Viper {
 	f.StringSlice("join", nil, "API addresses of other servers, comma-separated")
 	f.String("host-id", "", "this host's identity for placement (default: the node id)")
 	f.StringToString("label", nil, "host labels, e.g. --label zone=a (repeatable)")
-	f.String("network", "deployctl", "the user-defined bridge network containers join")
+	bindNetworkFlags(f)
 	f.String("registry-addr", "", "--dev only: also serve an image registry on this loopback address (e.g. 127.0.0.1:5000)")
 	f.StringSlice("insecure-registry", nil, "a registry (host:port, as in image references) the controller may reach over plain HTTP (repeatable); loopback registries always may, every other one needs TLS")
 	f.Bool("no-agent", false, "do not run the host agent for the local Docker Engine")
@@ -197,6 +201,11 @@ func loadServerConfig(v *viper.Viper, configFile string) (serverConfig, error) {
 	if hclog.LevelFromString(cfg.LogLevel) == hclog.NoLevel {
 		return cfg, fmt.Errorf("--log-level %q: want trace, debug, info, warn or error", cfg.LogLevel)
 	}
+	pool, err := parseSubnetPool(v.GetString("subnet-pool"))
+	if err != nil {
+		return cfg, err
+	}
+	cfg.SubnetPool = pool
 	if err := checkIngressAddrs(&cfg.IngressAddr, cfg.ProxyAddr, cfg.Dev && !cfg.DevListenAny); err != nil {
 		return cfg, err
 	}
@@ -520,9 +529,25 @@ func newLocalAgent(cfg serverConfig, client *wire.Client, log hclog.Logger) (*de
 		log.Warn("no --proxy-addr: other hosts' proxies cannot reach this host's replicas, which serve only this host's ingress ports")
 	}
 	return deployer.NewAgent(deployer.AgentConfig{
-		HostID: cfg.HostID, Labels: cfg.Labels, Network: cfg.Network, AuditInterval: cfg.AuditInterval,
+		HostID: cfg.HostID, Labels: cfg.Labels, Network: cfg.Network, SubnetPool: cfg.SubnetPool, AuditInterval: cfg.AuditInterval,
 		Controller: client, Runtime: rt, Logger: log.Named("agent"), Ingress: ingress,
 	})
+}
+
+// bindNetworkFlags declares the service networks' flags, shared by server
+// and agent.
+func bindNetworkFlags(f *pflag.FlagSet) {
+	f.String("network", deployer.DefaultNetwork, "prefix of this host's service networks: each service gets its own bridge, <network>-<service>; every host on one Docker Engine needs its own")
+	f.String("subnet-pool", deployer.DefaultSubnetPool, "IPv4 prefix (/8 to /24) the service networks take their /26 subnets from; keep it clear of the host's networks (Docker's default pools are never used)")
+}
+
+// parseSubnetPool reads --subnet-pool.
+func parseSubnetPool(s string) (netip.Prefix, error) {
+	pool, err := deployer.ParseSubnetPool(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("--subnet-pool: %w", err)
+	}
+	return pool, nil
 }
 
 // bindIngressFlags declares the proxy's flags, shared by server and agent.

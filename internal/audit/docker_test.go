@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -32,19 +33,22 @@ const labelTest = "io.deployctl.test"
 const waitLimit = 60 * time.Second
 
 // dockerEnv is a runtime, a raw client for what the runtime does not offer,
-// a test network and the webapp image in a loopback registry.
+// the test host's network plan and the network of its service web, and
+// the webapp image in a loopback registry.
 type dockerEnv struct {
 	runID   string
 	rt      *deployer.DockerRuntime
 	raw     *client.Client
-	network string
+	host    string
+	plan    deployer.NetworkPlan
+	network deployer.ServiceNetwork
 	ref     string
 	engine  audit.EngineInfo
 }
 
 // mustDockerEnv connects to the engine (skipping only when it is
-// unreachable), builds and serves the webapp image and creates the test
-// network. Everything is removed in t.Cleanup, also on failure.
+// unreachable), builds and serves the webapp image and creates the
+// network of service web. Everything is removed in t.Cleanup, also on failure.
 func mustDockerEnv(t *testing.T) *dockerEnv {
 	t.Helper()
 	ctx := context.Background()
@@ -69,7 +73,9 @@ func mustDockerEnv(t *testing.T) *dockerEnv {
 		t.Fatal(err)
 	}
 	env := &dockerEnv{runID: "t" + hex.EncodeToString(id), rt: rt, raw: raw}
-	env.network = "deployctl-audit-" + env.runID
+	env.host = "host-" + env.runID
+	env.plan = deployer.NetworkPlan{Prefix: "deployctl-audit-" + env.runID, Pool: netip.MustParsePrefix(deployer.DefaultSubnetPool),
+		Labels: map[string]string{labelTest: env.runID}}
 
 	reg, err := devimage.StartRegistry("127.0.0.1:0", hclog.NewNullLogger())
 	if err != nil {
@@ -98,8 +104,8 @@ func mustDockerEnv(t *testing.T) *dockerEnv {
 	if err := rt.Pull(ctx, env.ref); err != nil {
 		t.Fatalf("Pull: %v", err)
 	}
-	if _, err := rt.EnsureNetwork(ctx, env.network, map[string]string{labelTest: env.runID}); err != nil {
-		t.Fatalf("EnsureNetwork: %v", err)
+	if env.network, err = rt.EnsureServiceNetwork(ctx, env.host, "web", env.plan); err != nil {
+		t.Fatalf("EnsureServiceNetwork: %v", err)
 	}
 	if env.engine, err = rt.EngineInfo(ctx); err != nil {
 		t.Fatalf("EngineInfo: %v", err)
@@ -151,7 +157,7 @@ func (env *dockerEnv) mustOptions(t *testing.T, a state.Assignment) (*container.
 	if err != nil {
 		t.Fatalf("ImageUser: %v", err)
 	}
-	cfg, hostCfg, netCfg, err := deployer.ContainerOptions(a, "host-"+env.runID, env.network, user, deployer.WithEngine(env.engine))
+	cfg, hostCfg, netCfg, err := deployer.ContainerOptions(a, env.host, env.network.Name, user, deployer.WithEngine(env.engine), deployer.WithDNS(env.network.Gateway))
 	if err != nil {
 		t.Fatalf("ContainerOptions: %v", err)
 	}
@@ -325,6 +331,50 @@ func TestAuditWithDocker(t *testing.T) {
 		}
 		if r := statusesByID(audit.Checks(updated, env.engine))["5.15"]; r.Status != audit.StatusWarn {
 			t.Errorf("5.15 after restart policy always: %+v", r)
+		}
+	})
+
+	t.Run("network drift", func(t *testing.T) {
+		a := env.testAssignment("netdrift", 1, execCheck)
+		cfg, hostCfg, netCfg := env.mustOptions(t, a)
+		id := env.mustRun(t, "netdrift", cfg, hostCfg, netCfg)
+		networks := func() map[string]audit.Network {
+			list, err := env.rt.Networks(ctx)
+			if err != nil {
+				t.Fatalf("Networks: %v", err)
+			}
+			byName := map[string]audit.Network{}
+			for _, n := range list {
+				byName[n.Name] = n
+			}
+			return byName
+		}
+		if d := audit.NetworkDrift(env.mustInspect(t, id), "web", env.network.Name, networks()); d != nil {
+			t.Errorf("a fresh replica drifts in its networks: %+v", d)
+		}
+
+		// `docker network connect` to another service's network and to
+		// one deployctl did not make.
+		api, err := env.rt.EnsureServiceNetwork(ctx, env.host, "api", env.plan)
+		if err != nil {
+			t.Fatal(err)
+		}
+		foreign, err := env.raw.NetworkCreate(ctx, "foreign-"+env.runID, network.CreateOptions{Driver: "bridge", Labels: map[string]string{labelTest: env.runID}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range []string{api.ID, foreign.ID} {
+			if err := env.raw.NetworkConnect(ctx, n, id, nil); err != nil {
+				t.Fatalf("NetworkConnect: %v", err)
+			}
+		}
+		drifts := audit.NetworkDrift(env.mustInspect(t, id), "web", env.network.Name, networks())
+		want := []string{"NetworkSettings.Networks[" + api.Name + "]", "NetworkSettings.Networks[foreign-" + env.runID + "]"}
+		if got := driftFields(drifts); !slices.Equal(got, want) {
+			t.Fatalf("network drift in %v, want %v: %+v", got, want, drifts)
+		}
+		if !strings.Contains(drifts[0].Got, "network of service api") || !strings.Contains(drifts[1].Got, "did not create") {
+			t.Errorf("network drift does not say what the networks are: %+v", drifts)
 		}
 	})
 }

@@ -37,9 +37,10 @@ const unset = "(unset)"
 // Healthcheck and StopTimeout are compared only when deployctl set them.
 // Engine defaults that the options leave empty (IpcMode "" vs "private")
 // are not drift. What can drift on a running container is what `docker
-// update` and `docker network connect` change (limits, restart policy,
-// networks); every other field drifts only when the container was replaced
-// behind deployctl's back.
+// update` changes (limits, restart policy); every other field drifts only
+// when the container was replaced behind deployctl's back. The networks
+// the container is attached to (`docker network connect`) are
+// NetworkDrift's: which network it is matters, not only its name.
 func DetectDrift(c container.InspectResponse, want *container.Config, wantHost *container.HostConfig) []Drift {
 	var got container.Config
 	if c.Config != nil {
@@ -55,13 +56,6 @@ func DetectDrift(c container.InspectResponse, want *container.Config, wantHost *
 	}
 	if wantHost != nil {
 		d.hostConfig(*wantHost, gotHost)
-		if c.NetworkSettings != nil && len(c.NetworkSettings.Networks) > 0 {
-			names := make([]string, 0, len(c.NetworkSettings.Networks))
-			for name := range c.NetworkSettings.Networks {
-				names = append(names, name)
-			}
-			d.list("NetworkSettings.Networks", []string{networkName(wantHost.NetworkMode)}, names)
-		}
 	}
 	return d
 }
@@ -158,15 +152,6 @@ func (d *drifts) hostConfig(want, got container.HostConfig) {
 		d.add("HostConfig.CgroupnsMode", string(want.CgroupnsMode), string(got.CgroupnsMode))
 	}
 	d.list("HostConfig.PortBindings", bindings(want.PortBindings), bindings(got.PortBindings))
-}
-
-// networkName is the network a NetworkMode attaches to, as the engine names
-// it in NetworkSettings.Networks.
-func networkName(mode container.NetworkMode) string {
-	if mode == "" || mode == "default" {
-		return "bridge"
-	}
-	return string(mode)
 }
 
 // envMap reads KEY=value lines; a line without '=' is a key with no value.

@@ -114,9 +114,9 @@ func TestDetectDrift(t *testing.T) {
 		{"port bound to every interface", func(c *container.InspectResponse) {
 			c.HostConfig.PortBindings = nat.PortMap{"8080/tcp": {{HostIP: "0.0.0.0", HostPort: "18080"}}}
 		}, []string{"HostConfig.PortBindings"}},
-		{"connected to the default bridge", func(c *container.InspectResponse) {
+		{"connected to another network (NetworkDrift's)", func(c *container.InspectResponse) {
 			c.NetworkSettings.Networks["bridge"] = &network.EndpointSettings{}
-		}, []string{"NetworkSettings.Networks"}},
+		}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -191,5 +191,63 @@ func TestDetectDriftSkipsWhatWasNotGiven(t *testing.T) {
 	want, _ := wantOptions()
 	if got := audit.DetectDrift(container.InspectResponse{}, want, wantHost); len(got) < 10 {
 		t.Errorf("empty inspect: drift in %v", driftFields(got))
+	}
+}
+
+func TestNetworkDrift(t *testing.T) {
+	networks := map[string]audit.Network{
+		"deployctl-web": {Name: "deployctl-web", Managed: true, Service: "web", Host: "h1"},
+		"deployctl-api": {Name: "deployctl-api", Managed: true, Service: "api", Host: "h1"},
+		"deployctl":     {Name: "deployctl", Managed: true},
+		"other-web":     {Name: "other-web", Managed: true, Service: "web", Host: "h2"},
+		"bridge":        {Name: "bridge"},
+		"lookalike":     {Name: "lookalike", Service: "web"}, // labelled, but not by deployctl
+	}
+	attachedTo := func(names ...string) container.InspectResponse {
+		c := container.InspectResponse{NetworkSettings: &container.NetworkSettings{Networks: map[string]*network.EndpointSettings{}}}
+		for _, n := range names {
+			c.NetworkSettings.Networks[n] = &network.EndpointSettings{}
+		}
+		return c
+	}
+	tests := []struct {
+		name     string
+		c        container.InspectResponse
+		want     string
+		fields   []string
+		gotWords []string // what each Got must say, in order
+	}{
+		{"its own network only", attachedTo("deployctl-web"), "deployctl-web", nil, nil},
+		{"host network mode asked for", attachedTo("host"), "host", nil, nil},
+		{"another service's network too", attachedTo("deployctl-web", "deployctl-api"), "deployctl-web",
+			[]string{"NetworkSettings.Networks[deployctl-api]"}, []string{"network of service api"}},
+		{"a network deployctl did not create", attachedTo("deployctl-web", "bridge"), "deployctl-web",
+			[]string{"NetworkSettings.Networks[bridge]"}, []string{"did not create"}},
+		{"a foreign network wearing deployctl's service label", attachedTo("deployctl-web", "lookalike"), "deployctl-web",
+			[]string{"NetworkSettings.Networks[lookalike]"}, []string{"did not create"}},
+		{"a network that is gone from the list", attachedTo("deployctl-web", "vanished"), "deployctl-web",
+			[]string{"NetworkSettings.Networks[vanished]"}, []string{"did not create"}},
+		{"the shared network of an older version instead of its own", attachedTo("deployctl"), "deployctl-web",
+			[]string{"NetworkSettings.Networks[deployctl-web]", "NetworkSettings.Networks[deployctl]"}, []string{"not attached", "shared by every service"}},
+		{"its service's network of another host", attachedTo("deployctl-web", "other-web"), "deployctl-web",
+			[]string{"NetworkSettings.Networks[other-web]"}, []string{"host h2"}},
+		{"three at once, in name order", attachedTo("deployctl-web", "deployctl-api", "bridge", "deployctl"), "deployctl-web",
+			[]string{"NetworkSettings.Networks[bridge]", "NetworkSettings.Networks[deployctl]", "NetworkSettings.Networks[deployctl-api]"},
+			[]string{"did not create", "shared", "service api"}},
+		{"no network settings at all", container.InspectResponse{}, "deployctl-web",
+			[]string{"NetworkSettings.Networks[deployctl-web]"}, []string{"not attached"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			drifts := audit.NetworkDrift(tt.c, "web", tt.want, networks)
+			if got := driftFields(drifts); !slices.Equal(got, tt.fields) {
+				t.Fatalf("drift in %v, want %v: %+v", got, tt.fields, drifts)
+			}
+			for i, d := range drifts {
+				if !strings.Contains(d.Got, tt.gotWords[i]) || d.Want == d.Got {
+					t.Errorf("drift %+v: Got should say %q", d, tt.gotWords[i])
+				}
+			}
+		})
 	}
 }

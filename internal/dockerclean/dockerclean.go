@@ -1,7 +1,8 @@
 // Package dockerclean removes the Docker objects that deployctl created for
 // a demo or a test run, and nothing else: containers by the host-id label
-// its agent put on them, networks by name and the io.deployctl.managed
-// label, images by a repo digest naming the run's own registry address.
+// its agent put on them, networks by that label or by name, each with the
+// io.deployctl.managed label, images by a repo digest naming the run's own
+// registry address.
 package dockerclean
 
 import (
@@ -17,9 +18,11 @@ import (
 	"github.com/docker/docker/client"
 )
 
-// HostObjects force-removes the containers labelled io.deployctl.host=hostID
-// and every deployctl-managed network named netName (agents racing on one
-// engine can create two of the same name, so all matches go, by ID).
+// HostObjects force-removes the containers labelled io.deployctl.host=hostID,
+// then the service networks the host's agent made (io.deployctl.managed=true
+// and io.deployctl.host=hostID) and every deployctl-managed network named
+// netName, the one network of older versions (agents racing on one engine
+// could create two of the same name, so all matches go, by ID).
 //
 // Containers are listed twice, a moment apart: an agent killed while its
 // create request was in flight leaves a container the engine finishes
@@ -40,10 +43,12 @@ func HostObjects(ctx context.Context, cli *client.Client, hostID, netName string
 			}
 		}
 	}
-	nets, err := cli.NetworkList(ctx, network.ListOptions{Filters: filters.NewArgs(filters.Arg("name", netName), filters.Arg("label", "io.deployctl.managed=true"))})
+	nets, err := cli.NetworkList(ctx, network.ListOptions{Filters: filters.NewArgs(filters.Arg("label", "io.deployctl.managed=true"))})
 	if err == nil {
 		for _, nw := range nets {
-			if nw.Name == netName {
+			mine := nw.Labels["io.deployctl.host"] == hostID
+			shared := nw.Name == netName && nw.Labels["io.deployctl.service"] == ""
+			if nw.Labels["io.deployctl.managed"] == "true" && (mine || shared) {
 				_ = cli.NetworkRemove(ctx, nw.ID)
 			}
 		}
