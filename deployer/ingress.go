@@ -7,12 +7,14 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/deployctl/deployctl/deployer/names"
 	"github.com/deployctl/deployctl/deployer/proxy"
 	"github.com/deployctl/deployctl/internal/wire"
 	"github.com/deployctl/deployctl/raftstore/state"
@@ -47,6 +49,15 @@ type IngressConfig struct {
 	// Both nil: plain HTTP (--dev, loopback only).
 	ServerTLS *tls.Config
 	ClientTLS *tls.Config
+
+	// Service connections (issue 9, connections.go): Networks lists the
+	// host's service networks, Names answers declared names on their
+	// gateways, Filter enforces their packet rules. Networks nil: no
+	// service connections (Names must be set with it; Filter nil leaves
+	// the networks unfiltered, with a warning).
+	Networks NetworkLister
+	Names    *names.Server
+	Filter   PacketFilter
 }
 
 // Ingress runner timing.
@@ -94,12 +105,15 @@ type ingressRunner struct {
 	local   []localTarget
 	cluster *wire.IngressTable
 	wake    chan struct{}
+	// filterAsks carries filtered's requests to run.
+	filterAsks chan filterAsk
 	// failed are the listeners that would not open, by listen port (0:
 	// the hop listener); reported with every heartbeat.
 	failed map[int]state.ProxyProblem
 
 	// Owned by run.
 	listeners map[int]*ingressListener
+	conn      connState // guarded by mu: conn.problem only
 }
 
 type ingressListener struct {
@@ -116,13 +130,15 @@ func newIngressRunner(cfg IngressConfig, host string, log hclog.Logger) *ingress
 		cfg.ListenIP = "0.0.0.0"
 	}
 	return &ingressRunner{
-		cfg:       cfg,
-		host:      host,
-		log:       log.Named("ingress"),
-		table:     proxy.NewTableWith(proxy.Options{Transport: transport, HopTLS: cfg.ClientTLS != nil, HopTLSConfig: cfg.ClientTLS}),
-		wake:      make(chan struct{}, 1),
-		listeners: map[int]*ingressListener{},
-		failed:    map[int]state.ProxyProblem{},
+		cfg:        cfg,
+		host:       host,
+		log:        log.Named("ingress"),
+		table:      proxy.NewTableWith(proxy.Options{Transport: transport, HopTLS: cfg.ClientTLS != nil, HopTLSConfig: cfg.ClientTLS}),
+		wake:       make(chan struct{}, 1),
+		filterAsks: make(chan filterAsk),
+		listeners:  map[int]*ingressListener{},
+		failed:     map[int]state.ProxyProblem{},
+		conn:       connState{listeners: map[connKey]*connListener{}, dns: map[netip.Addr]*dnsListener{}},
 	}
 }
 
@@ -198,16 +214,24 @@ func (g *ingressRunner) run(ctx context.Context) {
 	}
 	wg.Go(func() { g.pollCluster(ctx) })
 	defer g.closeAll()
+	defer g.closeConnections()
 	defer g.table.Close()
+	if g.cfg.Networks != nil && g.cfg.Filter == nil {
+		g.log.Warn("no packet filter: containers of service networks can reach every port of this host")
+	}
 	retry := time.NewTicker(listenRetry)
 	defer retry.Stop()
 	for {
 		g.apply(ctx)
+		g.applyConnections(ctx)
 		select {
 		case <-ctx.Done():
 			return
 		case <-g.wake:
 		case <-retry.C:
+		case ask := <-g.filterAsks:
+			g.applyConnections(ctx)
+			ask.done <- g.filterCovers(ask.bridge)
 		}
 	}
 }
@@ -273,6 +297,7 @@ func (g *ingressRunner) desired() proxy.Desired {
 				})
 			}
 		}
+		want.Pools = connectionPools(g.cluster)
 	}
 	for _, l := range g.local {
 		for _, port := range l.ports {
@@ -387,6 +412,7 @@ func (g *ingressRunner) problems() []state.ProxyProblem {
 	for _, p := range g.failed {
 		out = append(out, p)
 	}
+	out = append(out, g.connectionProblemsLocked()...)
 	slices.SortFunc(out, func(a, b state.ProxyProblem) int { return a.Listen - b.Listen })
 	return out
 }

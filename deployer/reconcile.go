@@ -395,7 +395,8 @@ func (l *reconcileLoop) drainFirst(ctx context.Context, service, replicaID strin
 }
 
 // publishLocal tells the proxy which local replicas serve ingress ports
-// and which of them may get requests: healthy by the agent's own probe,
+// or exposed ports (other services' connections), and which of them may
+// get requests: healthy by the agent's own probe,
 // desired running, not being stopped, and whose process has not exited.
 func (l *reconcileLoop) publishLocal() {
 	if l.ingress == nil {
@@ -404,13 +405,18 @@ func (l *reconcileLoop) publishLocal() {
 	var out []localTarget
 	for id, rep := range l.replicas {
 		spec := rep.assignment.Revision.Spec
-		if len(spec.Ingress) == 0 || rep.containerID == "" || rep.ip == "" {
+		if len(spec.Ingress)+len(spec.Expose) == 0 || rep.containerID == "" || rep.ip == "" {
 			continue
 		}
-		ports := make([]int, 0, len(spec.Ingress))
+		ports := make([]int, 0, len(spec.Ingress)+len(spec.Expose))
 		for _, in := range spec.Ingress {
 			if !slices.Contains(ports, in.Port) {
 				ports = append(ports, in.Port)
+			}
+		}
+		for _, e := range spec.Expose {
+			if !slices.Contains(ports, e.Port) {
+				ports = append(ports, e.Port)
 			}
 		}
 		slices.Sort(ports)
@@ -615,6 +621,12 @@ func (l *reconcileLoop) createAndStart(ctx context.Context, as state.Assignment,
 		network, err := l.rt.EnsureServiceNetwork(ctx, l.cfg.HostID, as.Replica.Service, l.networkPlan())
 		if err != nil {
 			done.err = fmt.Errorf("prepare the network of service %s: %w", as.Replica.Service, err)
+			return done
+		}
+		// No container runs on a bridge the packet filter does not
+		// cover yet: it could reach every port of the host meanwhile.
+		if err := l.ingress.filtered(ctx, network.Bridge); err != nil {
+			done.err = fmt.Errorf("filter the network of service %s: %w", as.Replica.Service, err)
 			return done
 		}
 		if cfg, hostCfg, netCfg, err = ContainerOptions(as, l.cfg.HostID, network.Name, user, append(opts, WithDNS(network.Gateway))...); err != nil {

@@ -29,6 +29,8 @@ import (
 	"github.com/docker/docker/client"
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/deployctl/deployctl/deployer"
+	"github.com/deployctl/deployctl/deployer/firewall"
 	"github.com/deployctl/deployctl/internal/devimage"
 	"github.com/deployctl/deployctl/internal/dockerclean"
 )
@@ -274,6 +276,9 @@ func (d *demo) removeHostObjects() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	dockerclean.HostObjects(ctx, cli, d.hostID, d.network)
+	if err := firewall.Remove(ctx, deployer.FirewallID(d.hostID)); err != nil {
+		fmt.Fprintf(os.Stderr, "demo: removing the packet rules of host %s: %v\n", d.hostID, err)
+	}
 }
 
 // removePulledImages removes the images the engine pulled from the demo's

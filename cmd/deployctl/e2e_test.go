@@ -40,6 +40,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/deployctl/deployctl/deployer"
+	"github.com/deployctl/deployctl/deployer/firewall"
 	"github.com/deployctl/deployctl/internal/devimage"
 	"github.com/deployctl/deployctl/internal/dockerclean"
 	"github.com/deployctl/deployctl/internal/enginetest"
@@ -303,6 +305,11 @@ func removeHostObjects(cli *client.Client, hostID, netName string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	dockerclean.HostObjects(ctx, cli, hostID, netName)
+	// The agent's packet rules (its own chains) outlive it on purpose;
+	// the test's host is gone, so they go too.
+	if err := firewall.Remove(ctx, deployer.FirewallID(hostID)); err != nil {
+		fmt.Fprintf(os.Stderr, "removing the packet rules of host %s: %v\n", hostID, err)
+	}
 }
 
 // syncBuffer is a bytes.Buffer that a child process writes while the test

@@ -24,6 +24,8 @@ import (
 
 	"github.com/deployctl/deployctl/controller"
 	"github.com/deployctl/deployctl/deployer"
+	"github.com/deployctl/deployctl/deployer/firewall"
+	"github.com/deployctl/deployctl/deployer/names"
 	"github.com/deployctl/deployctl/internal/devimage"
 	"github.com/deployctl/deployctl/internal/pki"
 	"github.com/deployctl/deployctl/internal/wire"
@@ -527,6 +529,22 @@ func newLocalAgent(cfg serverConfig, client *wire.Client, log hclog.Logger) (*de
 	}
 	if cfg.ProxyAddr == "" && !cfg.Dev {
 		log.Warn("no --proxy-addr: other hosts' proxies cannot reach this host's replicas, which serve only this host's ingress ports")
+	}
+	// Service connections (issue 9): names on each service network's
+	// gateway, relayed to the host's resolvers, and the packet filter.
+	resolv, err := names.ReadResolvConf("/etc/resolv.conf")
+	if err != nil {
+		log.Warn("cannot read /etc/resolv.conf: names other than declared services will not resolve in containers", "error", err)
+	}
+	ingress.Networks, ingress.Names = rt, names.NewServer(resolv, log.Named("names"))
+	if os.Geteuid() == 0 {
+		filter, err := firewall.New(deployer.FirewallID(cfg.HostID))
+		if err != nil {
+			return nil, fmt.Errorf("packet filter: %w", err)
+		}
+		ingress.Filter = filter
+	} else {
+		log.Warn("not running as root: the service networks' packet rules cannot be set, so containers can reach every port of this host and service connections do not work")
 	}
 	return deployer.NewAgent(deployer.AgentConfig{
 		HostID: cfg.HostID, Labels: cfg.Labels, Network: cfg.Network, SubnetPool: cfg.SubnetPool, AuditInterval: cfg.AuditInterval,

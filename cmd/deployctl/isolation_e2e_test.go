@@ -1,0 +1,220 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/pkg/stdcopy"
+
+	"github.com/deployctl/deployctl/internal/devimage"
+	"github.com/deployctl/deployctl/internal/wire"
+)
+
+// serviceSpec is webSpec under another service name.
+func serviceSpec(name, ref string, replicas int, extra string) string {
+	return strings.Replace(webSpec(ref, replicas, extra), "service: web\n", "service: "+name+"\n", 1)
+}
+
+// execIn runs the webapp binary inside a container with args (its client
+// modes: -fetch, -dial, -resolve) and returns its exit code and output.
+func execIn(t testing.TB, containerID string, args ...string) (int, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	created, err := env.docker.ContainerExecCreate(ctx, containerID, container.ExecOptions{
+		Cmd: append([]string{devimage.BinaryPath}, args...), AttachStdout: true, AttachStderr: true,
+	})
+	if err != nil {
+		t.Fatalf("exec create in %s: %v", short(containerID), err)
+	}
+	attached, err := env.docker.ContainerExecAttach(ctx, created.ID, container.ExecAttachOptions{})
+	if err != nil {
+		t.Fatalf("exec attach: %v", err)
+	}
+	defer attached.Close()
+	var out bytes.Buffer
+	if _, err := stdcopy.StdCopy(&out, &out, attached.Reader); err != nil {
+		t.Fatalf("exec output: %v", err)
+	}
+	inspect, err := env.docker.ContainerExecInspect(ctx, created.ID)
+	if err != nil {
+		t.Fatalf("exec inspect: %v", err)
+	}
+	return inspect.ExitCode, out.String()
+}
+
+// runningOf is the container IDs of a service's current running replicas.
+func runningOf(t *testing.T, s *devServer, svc string) []string {
+	t.Helper()
+	var ids []string
+	for id := range currentContainerIDs(mustStatus(t, s, svc)) {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// containerAddr is a container's address and its network's gateway.
+func containerAddr(t *testing.T, id string) (ip, gateway string) {
+	t.Helper()
+	inspect, err := env.docker.ContainerInspect(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ep := range inspect.NetworkSettings.Networks {
+		return ep.IPAddress, ep.Gateway
+	}
+	t.Fatalf("container %s has no network", short(id))
+	return "", ""
+}
+
+// hostAddress is an IPv4 address of this machine other than loopback and
+// the service networks', where a host service would listen.
+func hostAddress(t *testing.T) string {
+	t.Helper()
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() && !strings.HasPrefix(n.IP.String(), "10.240.") {
+			return n.IP.String()
+		}
+	}
+	t.Skip("no non-loopback IPv4 address on this machine to stand for a host service")
+	return ""
+}
+
+// TestCLIServiceIsolation (issue 9) proves default deny from inside the
+// containers of one --dev host: web declares connects_to: [api] and
+// reaches api:8080 by name; lone declares nothing and cannot resolve api
+// nor reach its address; nobody reaches an api container by its IP, a
+// port api does not expose, or a service of the host itself; replicas of
+// one service reach each other; an update of api under web's steady
+// requests fails none; dropping the connection stops new connections and
+// restarts nothing.
+func TestCLIServiceIsolation(t *testing.T) {
+	needEngine(t)
+	s := mustStartServer(t)
+	mustCLI(t, s, 0, serviceSpec("api", env.refs["v1"], 2, "expose: [8080]\n"), "apply", "-")
+	webWith := func(extra string) string { return serviceSpec("web", env.refs["v1"], 2, extra) }
+	mustCLI(t, s, 0, webWith("connects_to: [api]\n"), "apply", "-")
+	mustCLI(t, s, 0, serviceSpec("lone", env.refs["v1"], 1, ""), "apply", "-")
+
+	// A host service: listens on every address of the machine.
+	hostSvc, err := net.Listen("tcp", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hostSvc.Close()
+	go func() {
+		for {
+			c, err := hostSvc.Accept()
+			if err != nil {
+				return
+			}
+			_ = c.Close()
+		}
+	}()
+	hostPort := hostSvc.Addr().(*net.TCPAddr).Port
+	hostIP := hostAddress(t)
+	if c, err := net.DialTimeout("tcp", net.JoinHostPort(hostIP, fmt.Sprint(hostPort)), 2*time.Second); err != nil {
+		t.Fatalf("control: the host service does not answer on %s: %v", hostIP, err)
+	} else {
+		_ = c.Close()
+	}
+
+	webIDs, apiIDs, loneIDs := runningOf(t, s, "web"), runningOf(t, s, "api"), runningOf(t, s, "lone")
+	if len(webIDs) != 2 || len(apiIDs) != 2 || len(loneIDs) != 1 {
+		t.Fatalf("replicas web %d api %d lone %d", len(webIDs), len(apiIDs), len(loneIDs))
+	}
+	web, lone := webIDs[0], loneIDs[0]
+	var apiVIP string
+	waitFor(t, 60*time.Second, "web's connection to api to resolve", func() bool {
+		st := mustStatus(t, s, "web")
+		api := mustStatus(t, s, "api")
+		apiVIP = api.Address
+		return len(st.Connections) == 1 && st.Connections[0].Resolved && apiVIP != ""
+	})
+	waitFor(t, 30*time.Second, "web to reach api:8080 by name", func() bool {
+		code, _ := execIn(t, web, "-fetch", "http://api:8080/")
+		return code == 0
+	})
+	check := func(what string, id string, wantCode int, args ...string) {
+		t.Helper()
+		if code, out := execIn(t, id, args...); code != wantCode {
+			t.Errorf("%s: exit %d, want %d\n%s", what, code, wantCode, out)
+		}
+	}
+	check("web fetches api:8080", web, 0, "-fetch", "http://api:8080/")
+	check("lone cannot resolve api", lone, 1, "-resolve", "api")
+	check("lone cannot reach api's address", lone, 1, "-dial", apiVIP+":8080")
+	apiIP, _ := containerAddr(t, apiIDs[0])
+	check("web cannot reach an api container by its IP", web, 1, "-dial", apiIP+":8080")
+	check("web cannot reach a port api does not expose", web, 1, "-dial", "api:9090")
+	_, webGateway := containerAddr(t, web)
+	check("web cannot reach a host service on its gateway", web, 1, "-dial", net.JoinHostPort(webGateway, fmt.Sprint(hostPort)))
+	check("web cannot reach a host service on the host's address", web, 1, "-dial", net.JoinHostPort(hostIP, fmt.Sprint(hostPort)))
+	check("lone cannot reach a host service on the host's address", lone, 1, "-dial", net.JoinHostPort(hostIP, fmt.Sprint(hostPort)))
+	peerIP, _ := containerAddr(t, webIDs[1])
+	check("replicas of web reach each other", web, 0, "-dial", peerIP+":8080")
+
+	// An update of api while web sends a steady stream through its name.
+	done := make(chan string, 1)
+	go func() {
+		code, out := execIn(t, web, "-fetch", "http://api:8080/", "-repeat", "25s")
+		done <- fmt.Sprintf("exit %d: %s", code, out)
+	}()
+	time.Sleep(2 * time.Second)
+	mustCLI(t, s, 0, serviceSpec("api", env.refs["v11"], 2, "expose: [8080]\n"), "apply", "-")
+	stream := <-done
+	if !strings.HasPrefix(stream, "exit 0:") || !strings.Contains(stream, "failed=0") {
+		t.Errorf("web's requests to api across api's update: %s", stream)
+	}
+	t.Logf("web -> api across api's update: %s", strings.TrimSpace(stream))
+
+	// Dropping the connection: new connections stop, nothing restarts.
+	before := runningOf(t, s, "web")
+	mustCLI(t, s, 0, webWith(""), "apply", "-")
+	start := time.Now()
+	waitFor(t, 30*time.Second, "web to lose api", func() bool {
+		code, _ := execIn(t, web, "-dial", "api:8080")
+		return code != 0
+	})
+	t.Logf("connection removed: effective for new connections after %s", time.Since(start).Round(100*time.Millisecond))
+	if after := runningOf(t, s, "web"); !sameIDs(before, after) {
+		t.Errorf("dropping a connection restarted web: %v -> %v", before, after)
+	}
+	mustCLI(t, s, 0, webWith("connects_to: [api]\n"), "apply", "-")
+	start = time.Now()
+	waitFor(t, 30*time.Second, "web to reach api again", func() bool {
+		code, _ := execIn(t, web, "-fetch", "http://api:8080/")
+		return code == 0
+	})
+	t.Logf("connection added: effective for new connections after %s", time.Since(start).Round(100*time.Millisecond))
+	var st wire.ServiceStatus = mustStatus(t, s, "web")
+	if len(st.Connections) != 1 || !st.Connections[0].Resolved {
+		t.Errorf("web's connections after re-adding: %+v", st.Connections)
+	}
+}
+
+func sameIDs(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	set := map[string]bool{}
+	for _, x := range a {
+		set[x] = true
+	}
+	for _, x := range b {
+		if !set[x] {
+			return false
+		}
+	}
+	return true
+}
