@@ -218,3 +218,104 @@ func sameIDs(a, b []string) bool {
 	}
 	return true
 }
+
+// TestClusterServiceIsolation (issue 9) on three servers with mutual TLS:
+// web's calls to api:8080 from a container on one host are answered by
+// api replicas on all three hosts (through their hosts' proxies); a second
+// upstream on the same port (auth:8080) works beside it; lone reaches
+// neither; an api container on another host is not reachable by its IP;
+// api's update under web's steady stream fails no request.
+func TestClusterServiceIsolation(t *testing.T) {
+	needEngine(t)
+	c := mustStartClusterWith(t, 3, func(i int) []string {
+		return []string{"--ingress-addr", fmt.Sprintf("127.0.0.%d", i+2), "--proxy-addr", freeAddr(t)}
+	}, "--host-ttl", "3s", "--host-down-grace", "3s")
+	c.mustReadyHosts(t, 3)
+	apply := func(spec string) {
+		t.Helper()
+		if r := c.cli(t, c.nodes, spec, "apply", "-"); r.code != 0 {
+			t.Fatalf("apply: %d %s %s", r.code, r.stdout, r.stderr)
+		}
+	}
+	apply(serviceSpec("api", env.refs["v1"], 3, "expose: [8080]\n"))
+	apply(serviceSpec("auth", env.refs["v11"], 1, "expose: [8080]\n"))
+	apply(serviceSpec("web", env.refs["v1"], 3, "connects_to: [api, auth]\n"))
+	apply(serviceSpec("lone", env.refs["v1"], 1, ""))
+	status := func(svc string) wire.ServiceStatus {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		st, err := c.client().Status(ctx, svc, 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	hostOf := map[string]string{} // hostname (short container id) -> host
+	running := func(svc string) []wire.InstanceView {
+		var out []wire.InstanceView
+		for _, in := range status(svc).Instances {
+			if in.Current && in.Desired == "running" && in.ContainerID != "" {
+				out = append(out, in)
+				hostOf[in.ContainerID[:12]] = in.Host
+			}
+		}
+		return out
+	}
+	apis := running("api")
+	spread := map[string]bool{}
+	for _, in := range apis {
+		spread[in.Host] = true
+	}
+	if len(apis) != 3 || len(spread) != 3 {
+		t.Fatalf("api replicas %d on %d hosts, want 3 on 3", len(apis), len(spread))
+	}
+	web, lone := running("web")[0], running("lone")[0]
+	waitFor(t, 60*time.Second, "web's connections to resolve", func() bool {
+		st := status("web")
+		return len(st.Connections) == 2 && st.Connections[0].Resolved && st.Connections[1].Resolved
+	})
+	seen := map[string]bool{}
+	waitFor(t, 60*time.Second, "web on one host to be answered by api replicas on all three", func() bool {
+		code, out := execIn(t, web.ContainerID, "-fetch", "http://api:8080/")
+		if code == 0 {
+			for _, line := range strings.Split(out, "\n") {
+				if h, ok := strings.CutPrefix(line, "hostname: "); ok && hostOf[h] != "" {
+					seen[hostOf[h]] = true
+				}
+			}
+		}
+		return len(seen) == 3
+	})
+	check := func(what string, id string, wantCode int, args ...string) {
+		t.Helper()
+		if code, out := execIn(t, id, args...); code != wantCode {
+			t.Errorf("%s: exit %d, want %d\n%s", what, code, wantCode, out)
+		}
+	}
+	if code, out := execIn(t, web.ContainerID, "-fetch", "http://auth:8080/"); code != 0 || !strings.Contains(out, "webapp v1.1") {
+		t.Errorf("web -> auth:8080 (a second upstream on the same port): exit %d\n%s", code, out)
+	}
+	check("lone cannot resolve api", lone.ContainerID, 1, "-resolve", "api")
+	check("lone cannot reach api's address", lone.ContainerID, 1, "-dial", status("api").Address+":8080")
+	for _, in := range apis {
+		if in.Host == web.Host {
+			continue
+		}
+		ip, _ := containerAddr(t, in.ContainerID)
+		check("web cannot reach an api container on another host by its IP", web.ContainerID, 1, "-dial", ip+":8080")
+		break
+	}
+	done := make(chan string, 1)
+	go func() {
+		code, out := execIn(t, web.ContainerID, "-fetch", "http://api:8080/", "-repeat", "30s")
+		done <- fmt.Sprintf("exit %d: %s", code, out)
+	}()
+	time.Sleep(2 * time.Second)
+	apply(serviceSpec("api", env.refs["v11"], 3, "expose: [8080]\n"))
+	stream := <-done
+	if !strings.HasPrefix(stream, "exit 0:") || !strings.Contains(stream, "failed=0") {
+		t.Errorf("web's requests to api across api's update on three hosts: %s", stream)
+	}
+	t.Logf("web -> api across api's update on three hosts: %s", strings.TrimSpace(stream))
+}

@@ -167,6 +167,9 @@ func runFetch(url string) int {
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	fmt.Printf("%d\n%s", resp.StatusCode, body)
+	if h := resp.Header.Get("X-Webapp-Hostname"); h != "" {
+		fmt.Printf("hostname: %s\n", h)
+	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "fetch: reading the body: %v\n", err)
 		return 1
