@@ -181,6 +181,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		replicas:    map[string]*replica{},
 		removing:    map[string]bool{},
 		netRemoving: map[string]bool{},
+		netRetryAt:  map[string]time.Time{},
 		exits:       map[string]ContainerExit{},
 		procRoot:    hostProcRoot,
 	}

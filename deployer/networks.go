@@ -111,7 +111,7 @@ func (r *DockerRuntime) EnsureServiceNetwork(ctx context.Context, host, service 
 		taken = append(taken, refused...)
 		subnet, ok := FreeSubnet(plan.Pool, taken)
 		if !ok {
-			return ServiceNetwork{}, fmt.Errorf("create network %s: %w: every /%d of %s overlaps a network on the engine or an address of this host; give a larger --subnet-pool, or remove networks that are no longer used",
+			return ServiceNetwork{}, fmt.Errorf("create network %s: %w: every /%d of %s overlaps a network on the engine or the network of an address of this host; give a --subnet-pool with room, outside the host's own networks, or remove Docker networks that are no longer used",
 				name, ErrSubnetPoolExhausted, ServiceSubnetBits, plan.Pool)
 		}
 		gateway := GatewayOf(subnet)

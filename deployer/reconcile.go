@@ -104,11 +104,12 @@ type reconcileLoop struct {
 	// collectDue is set by the resync tick: the next reconcile also
 	// removes networks no container needs any more.
 	collectDue bool
+	// netRetryAt is when to try again to remove a network whose removal
+	// failed (containers still attached, most often).
+	netRetryAt map[string]time.Time
 	// legacyGone is set once the shared network of older versions
-	// (AgentConfig.Network itself) is removed, absent or not ours;
-	// legacyRetryAt is when to try again while containers hold it.
-	legacyGone    bool
-	legacyRetryAt time.Time
+	// (AgentConfig.Network itself) is removed, absent or not ours.
+	legacyGone bool
 	// lastAudit is when the last audit started; auditing is set while one
 	// runs (its task clears it).
 	lastAudit time.Time
@@ -129,10 +130,10 @@ type reconcileLoop struct {
 // hostProcRoot is the host's proc file system; the agent runs on the host.
 const hostProcRoot = "/proc"
 
-// legacyRetry is how long the agent waits before it tries again to remove
-// the shared network of older versions while containers are attached to
-// it (another host's, on a shared engine, or someone else's).
-const legacyRetry = 30 * time.Second
+// networkRetry is how long the agent waits before it tries again to
+// remove a network that still held containers (someone else's, or
+// another host's on a shared engine) or whose removal failed.
+const networkRetry = 30 * time.Second
 
 func (l *reconcileLoop) run(ctx context.Context, sets <-chan state.AssignmentSet, exits <-chan ContainerExit) {
 	resync := time.NewTicker(l.cfg.ResyncInterval)
@@ -302,13 +303,16 @@ func (l *reconcileLoop) collectNetworks(ctx context.Context, containers []contai
 		l.engineError("cannot list the service networks", err)
 		return
 	}
+	now := time.Now()
+	due := func(name string) bool {
+		return !inUse[name] && !l.netRemoving[name] && !now.Before(l.netRetryAt[name])
+	}
 	for _, n := range networks {
-		if !inUse[n.Name] && !l.netRemoving[n.Name] {
+		if due(n.Name) {
 			l.removeNetwork(ctx, n.Name, n.ID, n.Service)
 		}
 	}
-	legacy := l.cfg.Network
-	if !l.legacyGone && !inUse[legacy] && !l.netRemoving[legacy] && !time.Now().Before(l.legacyRetryAt) {
+	if legacy := l.cfg.Network; !l.legacyGone && due(legacy) {
 		l.removeNetwork(ctx, legacy, legacy, "")
 	}
 }
@@ -317,9 +321,6 @@ func (l *reconcileLoop) collectNetworks(ctx context.Context, containers []contai
 // shared network of older versions) in a task.
 func (l *reconcileLoop) removeNetwork(ctx context.Context, name, nameOrID, service string) {
 	l.netRemoving[name] = true
-	if service != "" {
-		l.log.Info("removing the network of a service that has no container here any more", "network", name, "service", service)
-	}
 	l.goTask(ctx, func() event {
 		return networkRemoved{name: name, service: service, err: l.rt.RemoveNetwork(ctx, nameOrID, l.cfg.HostID, service)}
 	})
@@ -744,28 +745,29 @@ func (l *reconcileLoop) handle(ctx context.Context, ev event) bool {
 // networkRemoved records how a network's removal ended.
 func (l *reconcileLoop) networkRemoved(ev networkRemoved) {
 	delete(l.netRemoving, ev.name)
+	delete(l.netRetryAt, ev.name)
 	legacy := ev.service == ""
 	switch {
 	case ev.err == nil && legacy:
 		l.legacyGone = true
 		l.log.Debug("the shared network of older versions is gone", "network", ev.name)
+		return
 	case ev.err == nil:
-		l.log.Info("removed the network of service", "network", ev.name, "service", ev.service)
+		l.log.Info("removed the network of a service that has no container here any more", "network", ev.name, "service", ev.service)
+		return
 	case errors.Is(ev.err, ErrNotManaged) && legacy:
 		// Not ours to remove (someone else's network of that name).
 		l.legacyGone = true
 		l.log.Debug("leaving a network deployctl did not make as the shared one", "network", ev.name, "error", ev.err)
+		return
 	case errors.Is(ev.err, ErrNetworkInUse):
-		// Left for now; a later resync tries again.
-		l.log.Debug("network still in use; leaving it for now", "network", ev.name, "error", ev.err)
+		l.log.Debug("network still in use; leaving it for now", "network", ev.name, "error", ev.err, "retry_in", networkRetry)
 	case errors.Is(ev.err, ErrNotManaged):
 		l.log.Warn("not removing a network deployctl did not make for this host", "network", ev.name, "error", ev.err)
 	default:
 		l.engineError("cannot remove network "+ev.name, ev.err)
 	}
-	if legacy && ev.err != nil {
-		l.legacyRetryAt = time.Now().Add(legacyRetry)
-	}
+	l.netRetryAt[ev.name] = time.Now().Add(networkRetry)
 }
 
 // handleExit remembers how a container process ended; the reconcile that

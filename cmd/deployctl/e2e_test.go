@@ -31,6 +31,7 @@ import (
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
@@ -1007,6 +1008,26 @@ func TestCLIAuditIsCleanByDefaultAndSeesDrift(t *testing.T) {
 	waitFor(t, 30*time.Second, "the drift to show", func() bool {
 		r := s.cli(t, "", "audit", "--strict")
 		return r.code == 1 && strings.Contains(r.stdout, "drift") && strings.Contains(r.stdout, "HostConfig.Memory")
+	})
+	// Someone connects it to a network deployctl did not create.
+	ctx := context.Background()
+	foreign := s.network + "-foreign"
+	created, err := env.docker.NetworkCreate(ctx, foreign, network.CreateOptions{Driver: "bridge", Labels: map[string]string{"io.deployctl.host": s.hostID}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = env.docker.NetworkDisconnect(context.Background(), created.ID, c.ContainerID, true)
+		if err := env.docker.NetworkRemove(context.Background(), created.ID); err != nil {
+			t.Errorf("cleanup: remove network %s: %v", foreign, err)
+		}
+	})
+	if err := env.docker.NetworkConnect(ctx, created.ID, c.ContainerID, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "the network drift to show", func() bool {
+		r := s.cli(t, "", "audit", "--strict")
+		return r.code == 1 && strings.Contains(r.stdout, "NetworkSettings.Networks["+foreign+"]") && strings.Contains(r.stdout, "a network deployctl did not create")
 	})
 }
 
