@@ -28,7 +28,7 @@ import (
 )
 
 // The settings of issue 8's comparison: wrk's closed loop, then an open
-// loop at a steady rate.
+// loop at a steady rate, in rounds.
 const (
 	caddyVersion   = "v2.11.9"
 	wrkThreads     = 2
@@ -37,11 +37,16 @@ const (
 	wrkDuration    = 10 * time.Second
 	steadyRate     = 1000 // requests per second
 	steadyWarm     = 2 * time.Second
-	steadyDuration = 15 * time.Second
+	steadyDuration = 10 * time.Second
 	// steadyWorkers bounds the requests in flight of the open loop; at
 	// 1,000 req/s and sub-millisecond answers one or two are busy, so the
 	// schedule never waits for a free worker unless a path stalls.
 	steadyWorkers = 64
+	// defaultRounds: every path is measured this many times, the paths
+	// taking turns, so that other work on a shared machine lands on all of
+	// them alike rather than on whichever ran at that moment
+	// ($DEPLOYCTL_BENCH_PROXY_ROUNDS overrides it).
+	defaultRounds = 3
 )
 
 // TestCompareProxies is issue 8's proxy benchmark: requests/s and p50/p99
@@ -65,6 +70,14 @@ func TestCompareProxies(t *testing.T) {
 	if os.Getenv("DEPLOYCTL_BENCH_PROXY") != "1" {
 		t.Skip("the wrk/nginx/Caddy comparison runs with DEPLOYCTL_BENCH_PROXY=1 (make bench-proxy)")
 	}
+	rounds := defaultRounds
+	if v := os.Getenv("DEPLOYCTL_BENCH_PROXY_ROUNDS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			t.Fatalf("DEPLOYCTL_BENCH_PROXY_ROUNDS=%q: want a number ≥ 1", v)
+		}
+		rounds = n
+	}
 	wrk := lookTool(t, "wrk", "apt-get install -y wrk")
 	nginx := lookTool(t, "nginx", "apt-get install -y nginx-light")
 	dir := t.TempDir()
@@ -75,54 +88,73 @@ func TestCompareProxies(t *testing.T) {
 	if len(backends.addrs) != 4 {
 		t.Fatalf("backends: want 4 addresses, got %q", backends.addrs)
 	}
-
-	paths := []benchPath{
-		{name: "direct to one backend", start: func(t *testing.T) *child { return nil }},
-		{name: "nginx " + toolVersion(nginx, "-v"), start: func(t *testing.T) *child { return startNginx(t, nginx, backends.addrs) }},
-		{name: "Caddy " + caddyVer, start: func(t *testing.T) *child { return startCaddy(t, caddy, backends.addrs) }},
-		{name: "deployctl proxy", deployctl: true, start: func(t *testing.T) *child {
-			args := []string{"proxy", "-targets", strings.Join(backends.addrs, ",")}
-			if prof := os.Getenv("DEPLOYCTL_BENCH_PROXY_CPUPROFILE"); prof != "" {
-				args = append(args, "-cpuprofile", prof)
-			}
-			return startChild(t, "deployctl proxy", helper, args...)
-		}},
+	proxyArgs := []string{"proxy", "-targets", strings.Join(backends.addrs, ",")}
+	if prof := os.Getenv("DEPLOYCTL_BENCH_PROXY_CPUPROFILE"); prof != "" {
+		proxyArgs = append(proxyArgs, "-cpuprofile", prof)
 	}
-	for i := range paths {
-		p := &paths[i]
-		px := p.start(t)
-		url := "http://" + backends.addrs[0] + "/"
-		if px != nil {
-			url = "http://" + px.addrs[0] + "/"
+	// Every proxy runs for the whole test (an idle one costs nothing
+	// measurable), so the rounds can take turns.
+	paths := []*benchPath{
+		{name: "direct to one backend"},
+		{name: "nginx " + toolVersion(nginx, "-v"), px: startNginx(t, nginx, backends.addrs)},
+		{name: "Caddy " + caddyVer, px: startCaddy(t, caddy, backends.addrs)},
+		{name: "deployctl proxy", deployctl: true, px: startChild(t, "deployctl proxy", helper, proxyArgs...)},
+	}
+	for _, p := range paths {
+		p.url = "http://" + backends.addrs[0] + "/"
+		if p.px != nil {
+			p.url = "http://" + p.px.addrs[0] + "/"
 		}
-		waitOK(t, url, px)
-		if _, err := runWrk(wrk, url, wrkWarm); err != nil {
+		waitOK(t, p.url, p.px)
+		if _, err := runWrk(wrk, p.url, wrkWarm); err != nil {
 			t.Fatalf("%s: warm-up: %v", p.name, err)
 		}
-		cpu0 := px.cpu(t)
-		res, err := runWrk(wrk, url, wrkDuration)
-		if err != nil {
-			t.Fatalf("%s: %v", p.name, err)
-		}
-		p.wrk = res
-		if px != nil && res.requests > 0 {
-			p.cpuPerReq = (px.cpu(t) - cpu0) / time.Duration(res.requests)
-		}
-		t.Logf("%s: wrk %.0f req/s, p50 %v, p99 %v", p.name, res.rps, res.p50, res.p99)
-		st, err := runSteady(url, steadyRate, steadyWarm, steadyDuration)
-		if err != nil {
-			t.Fatalf("%s: steady: %v", p.name, err)
-		}
-		p.steady = st
-		t.Logf("%s: open loop at %d req/s: %.0f req/s answered, p50 %v, p99 %v; the generator's p99 lag behind its schedule %v", p.name, steadyRate, st.rate, st.p50, st.p99, st.lag99)
-		if st.errors > 0 {
-			t.Errorf("%s: %d requests of the open loop failed", p.name, st.errors)
-		}
-		if px != nil {
-			px.stop(t)
+	}
+	ours := []*child{backends}
+	for _, p := range paths {
+		if p.px != nil {
+			ours = append(ours, p.px)
 		}
 	}
-	report := compareReport(paths)
+	load0 := loadAverage()
+	var others []float64 // the share of the machine other processes took during each wrk run
+	for round := 1; round <= rounds; round++ {
+		for _, p := range paths {
+			cpu0 := p.px.cpu(t)
+			busy0, own0, start := machineBusy(t), ownCPU(t, ours), time.Now()
+			res, err := runWrk(wrk, p.url, wrkDuration)
+			if err != nil {
+				t.Fatalf("%s: %v", p.name, err)
+			}
+			other := float64(machineBusy(t)-busy0-(ownCPU(t, ours)-own0)) / float64(time.Since(start)*time.Duration(runtime.NumCPU()))
+			others = append(others, max(other, 0))
+			p.wrk = append(p.wrk, res)
+			if p.px != nil && res.requests > 0 {
+				p.cpu = append(p.cpu, (p.px.cpu(t)-cpu0)/time.Duration(res.requests))
+			}
+			t.Logf("round %d, %s: wrk %.0f req/s, p50 %v, p99 %v; other processes took %.0f%% of the machine", round, p.name, res.rps, res.p50, res.p99, 100*other)
+		}
+		for _, p := range paths {
+			st, err := runSteady(p.url, steadyRate, steadyWarm, steadyDuration)
+			if err != nil {
+				t.Fatalf("%s: open loop: %v", p.name, err)
+			}
+			p.latency = append(p.latency, st.latency...)
+			p.lag = append(p.lag, st.lag...)
+			p.errors += st.errors
+			lat := slices.Sorted(slices.Values(st.latency))
+			t.Logf("round %d, %s: open loop at %d req/s: p50 %v, p99 %v, %d errors", round, p.name, steadyRate, percentile(lat, 0.50), percentile(lat, 0.99), st.errors)
+		}
+	}
+	for _, p := range paths {
+		if p.errors > 0 {
+			t.Errorf("%s: %d requests of the open loop failed", p.name, p.errors)
+		}
+		lag := slices.Sorted(slices.Values(p.lag))
+		t.Logf("%s: the open loop's p99 lag behind its schedule %v (timer wake-ups)", p.name, percentile(lag, 0.99))
+	}
+	report := compareReport(paths, rounds) + fmt.Sprintf("Other processes on the machine took %.0f%% of its CPU during the median wrk run (%.0f–%.0f%%); load average %s at the start, %s at the end.\n",
+		100*median(others), 100*slices.Min(others), 100*slices.Max(others), load0, loadAverage())
 	t.Log("\n" + report)
 	if out := os.Getenv("DEPLOYCTL_BENCH_PROXY_OUT"); out != "" {
 		if err := os.WriteFile(out, []byte(report), 0o644); err != nil {
@@ -135,30 +167,58 @@ func TestCompareProxies(t *testing.T) {
 type benchPath struct {
 	name      string
 	deployctl bool
-	start     func(*testing.T) *child // nil child: straight to a backend
-	wrk       wrkResult
-	cpuPerReq time.Duration // the proxy's own CPU time (all its processes)
-	steady    steadyResult
+	px        *child // the proxy; nil: straight to a backend
+	url       string
+	wrk       []wrkResult     // one per round
+	cpu       []time.Duration // the proxy's CPU time (all its processes) per request, one per round
+	latency   []time.Duration // every answered request of the open loops
+	lag       []time.Duration // how late each open-loop request left
+	errors    int
 }
 
-func compareReport(paths []benchPath) string {
+// summary is a path's numbers in the report: the median round of wrk's,
+// and the percentiles of every open-loop request of all rounds.
+type summary struct {
+	rps, minRPS, maxRPS float64
+	p50, p99, cpu       time.Duration
+	open50, open99      time.Duration
+}
+
+func (p *benchPath) summary() summary {
+	rps := make([]float64, len(p.wrk))
+	var p50, p99 []time.Duration
+	for i, w := range p.wrk {
+		rps[i] = w.rps
+		p50, p99 = append(p50, w.p50), append(p99, w.p99)
+	}
+	lat := slices.Sorted(slices.Values(p.latency))
+	s := summary{rps: median(rps), minRPS: slices.Min(rps), maxRPS: slices.Max(rps), p50: median(p50), p99: median(p99),
+		open50: percentile(lat, 0.50), open99: percentile(lat, 0.99)}
+	if len(p.cpu) > 0 {
+		s.cpu = median(p.cpu)
+	}
+	return s
+}
+
+func compareReport(paths []*benchPath, rounds int) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%d cores (GOMAXPROCS %d), %s, all processes on one machine over loopback; wrk -t%d -c%d -d%s --latency, then an open loop at %d req/s for %s.\n\n",
-		runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version(), wrkThreads, wrkConns, wrkDuration, steadyRate, steadyDuration)
-	b.WriteString("| path | req/s | p50 | p99 | proxy CPU per request | p50 at 1,000 req/s | p99 at 1,000 req/s | added at 1,000 req/s (p50 / p99) |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|\n")
-	direct := paths[0]
-	var nginx, caddy, deployctl benchPath
+	fmt.Fprintf(&b, "%d cores, %s, every process on one machine over loopback; %d rounds, the paths taking turns: wrk -t%d -c%d -d%s --latency (median round, req/s range), then an open loop at %d req/s for %s (percentiles of all rounds' requests).\n\n",
+		runtime.NumCPU(), runtime.Version(), rounds, wrkThreads, wrkConns, wrkDuration, steadyRate, steadyDuration)
+	b.WriteString("| path | req/s | (range) | p50 | p99 | proxy CPU per request | p50 at 1,000 req/s | p99 at 1,000 req/s | added at 1,000 req/s (p50 / p99) |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|\n")
+	direct := paths[0].summary()
+	var nginx, caddy, deployctl *benchPath
 	for i, p := range paths {
+		s := p.summary()
 		cpu, added := "–", "–"
-		if p.cpuPerReq > 0 {
-			cpu = fmtDur(p.cpuPerReq)
+		if s.cpu > 0 {
+			cpu = fmtDur(s.cpu)
 		}
 		if i > 0 {
-			added = "+" + fmtDur(p.steady.p50-direct.steady.p50) + " / +" + fmtDur(p.steady.p99-direct.steady.p99)
+			added = signed(s.open50-direct.open50) + " / " + signed(s.open99-direct.open99)
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", p.name, fmtRate(p.wrk.rps), fmtDur(p.wrk.p50), fmtDur(p.wrk.p99), cpu,
-			fmtDur(p.steady.p50), fmtDur(p.steady.p99), added)
+		fmt.Fprintf(&b, "| %s | %s | %s–%s | %s | %s | %s | %s | %s | %s |\n", p.name, fmtRate(s.rps), fmtRate(s.minRPS), fmtRate(s.maxRPS),
+			fmtDur(s.p50), fmtDur(s.p99), cpu, fmtDur(s.open50), fmtDur(s.open99), added)
 		switch {
 		case p.deployctl:
 			deployctl = p
@@ -168,11 +228,37 @@ func compareReport(paths []benchPath) string {
 			caddy = p
 		}
 	}
-	fmt.Fprintf(&b, "\ndeployctl / Caddy: %.2f× the requests/s; deployctl / nginx: %.2f×.\n", deployctl.wrk.rps/caddy.wrk.rps, deployctl.wrk.rps/nginx.wrk.rps)
-	addP50, addP99 := deployctl.steady.p50-direct.steady.p50, deployctl.steady.p99-direct.steady.p99
+	b.WriteString("\n")
+	for _, peer := range []*benchPath{caddy, nginx} {
+		var each []string
+		for i := range deployctl.wrk {
+			each = append(each, strconv.FormatFloat(deployctl.wrk[i].rps/peer.wrk[i].rps, 'f', 2, 64))
+		}
+		fmt.Fprintf(&b, "deployctl / %s: %.2f× the requests/s (medians; round by round %s).\n", strings.Fields(peer.name)[0],
+			deployctl.summary().rps/peer.summary().rps, strings.Join(each, ", "))
+	}
+	d := deployctl.summary()
+	addP50, addP99 := d.open50-direct.open50, d.open99-direct.open99
 	fmt.Fprintf(&b, "deployctl at %d req/s adds %s at p50 (target ≤ 0.3 ms: %s) and %s at p99 (target ≤ 2 ms: %s).\n",
-		steadyRate, fmtDur(addP50), met(addP50 <= 300*time.Microsecond), fmtDur(addP99), met(addP99 <= 2*time.Millisecond))
+		steadyRate, signed(addP50), met(addP50 <= 300*time.Microsecond), signed(addP99), met(addP99 <= 2*time.Millisecond))
 	return b.String()
+}
+
+// median of a non-empty list; the mean of the middle two for an even count.
+func median[T float64 | time.Duration](v []T) T {
+	s := slices.Sorted(slices.Values(v))
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+func signed(d time.Duration) string {
+	if d < 0 {
+		return "−" + fmtDur(-d)
+	}
+	return "+" + fmtDur(d)
 }
 
 func met(ok bool) string {
@@ -392,6 +478,56 @@ func (c *child) cpu(t *testing.T) time.Duration {
 	return total
 }
 
+// machineBusy is the CPU time every core spent on anything but idling
+// and waiting for I/O, from /proc/stat (stolen time counts: the machine
+// did not get it).
+func machineBusy(t *testing.T) time.Duration {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		t.Fatalf("read /proc/stat: %v", err)
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal ...
+	var busy int64
+	for i, v := range f[1:min(len(f), 9)] {
+		if i == 3 || i == 4 {
+			continue
+		}
+		n, _ := strconv.ParseInt(v, 10, 64)
+		busy += n
+	}
+	return time.Duration(busy) * 10 * time.Millisecond
+}
+
+// ownCPU is the CPU time of this benchmark: the test process, the children
+// it has waited for (wrk runs) and the ones still running.
+func ownCPU(t *testing.T, running []*child) time.Duration {
+	var total time.Duration
+	for _, who := range []int{syscall.RUSAGE_SELF, syscall.RUSAGE_CHILDREN} {
+		var ru syscall.Rusage
+		if err := syscall.Getrusage(who, &ru); err != nil {
+			t.Fatalf("getrusage: %v", err)
+		}
+		total += time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	for _, c := range running {
+		total += c.cpu(t)
+	}
+	return total
+}
+
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}
+
 // procCPU reads utime+stime and the parent of a process from
 // /proc/PID/stat (in clock ticks, 100 per second on Linux).
 func procCPU(pid int) (time.Duration, int, error) {
@@ -596,22 +732,21 @@ func parseWrk(out string) (wrkResult, error) {
 	return r, nil
 }
 
-// steadyResult is what the open loop measured.
+// steadyResult is what the open loop measured after its warm-up.
 type steadyResult struct {
-	rate     float64 // requests completed per second in the measured window
-	p50, p99 time.Duration
-	errors   int
-	// lag99 is the 99th percentile of how late requests left after their
-	// scheduled time (timer wake-ups of the generator, or no free worker):
-	// the rate holds over the run, not within every millisecond.
-	lag99 time.Duration
+	latency []time.Duration // of each answered request
+	// lag is how late each request left after its scheduled time (timer
+	// wake-ups of the generator, or no free worker): the rate holds over
+	// the run, not within every millisecond.
+	lag    []time.Duration
+	errors int
 }
 
 // runSteady is an open-loop load generator, wrk2- and vegeta-like: request
 // i is due at start + i/rate whatever happened to the earlier ones, so a
 // slow answer does not slow the load. A request's latency is from the
 // moment it is sent to the end of its body; the sends scheduled in the
-// first warm are not counted. Every latency is kept (15,000 of them), so
+// first warm are not counted. Every latency is kept (10,000 a run), so
 // the percentiles are exact.
 func runSteady(url string, rate int, warm, d time.Duration) (steadyResult, error) {
 	transport := &http.Transport{Proxy: nil, MaxIdleConnsPerHost: steadyWorkers, DisableCompression: true}
@@ -657,23 +792,17 @@ func runSteady(url string, rate int, warm, d time.Duration) (steadyResult, error
 	wg.Wait()
 
 	var r steadyResult
-	var lat, lag []time.Duration
 	for _, s := range samples[skip:] {
-		lag = append(lag, s.lag)
+		r.lag = append(r.lag, s.lag)
 		if s.err {
 			r.errors++
 			continue
 		}
-		lat = append(lat, s.latency)
+		r.latency = append(r.latency, s.latency)
 	}
-	if len(lat) == 0 {
+	if len(r.latency) == 0 {
 		return r, errors.New("no request succeeded")
 	}
-	slices.Sort(lat)
-	slices.Sort(lag)
-	r.lag99 = percentile(lag, 0.99)
-	r.p50, r.p99 = percentile(lat, 0.50), percentile(lat, 0.99)
-	r.rate = float64(len(lat)) / d.Seconds()
 	return r, nil
 }
 
