@@ -2,7 +2,7 @@
 GO ?= go
 STATICCHECK_VERSION ?= v0.8.2
 
-.PHONY: demo test check bench build chaos
+.PHONY: demo test check bench bench-proxy build chaos
 
 # The main job: build the example app into an image FROM scratch, serve it
 # from a registry on 127.0.0.1, start a dev node, deploy v1 with 3 replicas,
@@ -25,6 +25,18 @@ check:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./...
+
+# Issue 8's proxy comparison (README "Proxy benchmark", ~2 min): wrk and an
+# open loop at 1,000 req/s straight to a backend, through nginx, Caddy and
+# deployctl's proxy, all on loopback. Not part of `make test`: it is slow
+# and needs wrk, Debian's nginx (installed here with apt-get when missing,
+# which needs root) and a Go toolchain with the module proxy (it builds
+# Caddy with go install unless one is on PATH). The table goes to the test
+# log, and to a file with DEPLOYCTL_BENCH_PROXY_OUT=path;
+# DEPLOYCTL_BENCH_PROXY_CPUPROFILE=path profiles deployctl's proxy.
+bench-proxy:
+	@command -v wrk >/dev/null && command -v nginx >/dev/null || apt-get install -y --no-install-recommends wrk nginx-light
+	DEPLOYCTL_BENCH_PROXY=1 $(GO) test -run TestCompareProxies -v -count=1 -timeout 20m ./deployer/proxy/
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/deployctl ./cmd/deployctl

@@ -135,10 +135,15 @@ func (t *Table) HTTPHandler(listen int) http.Handler {
 }
 
 func (t *Table) reverseProxy(onError func(http.ResponseWriter, *http.Request, error), onResponse func(*http.Response) error) *httputil.ReverseProxy {
+	// FlushInterval is 1 ms, not -1: -1 makes ReverseProxy write the
+	// headers on their own (a timer that fires at once) and then flush
+	// each body write, two writes for a small response where 1 ms makes
+	// one (~10% less CPU per request, make bench-proxy). Event streams and
+	// bodies of unknown length are still flushed at every write.
 	return &httputil.ReverseProxy{
 		Rewrite:        t.rewrite,
 		Transport:      &retryTransport{table: t, base: t.transport},
-		FlushInterval:  -1,
+		FlushInterval:  time.Millisecond,
 		ErrorHandler:   onError,
 		ModifyResponse: onResponse,
 		BufferPool:     &t.buffers,

@@ -265,7 +265,7 @@ func TestHTTPRetryOnReset(t *testing.T) {
 // Streams reach the client as they are written, not when the handler
 // finishes: server-sent events, and a body of known length written slowly
 // (ReverseProxy flushes event streams and bodies without a length by
-// itself; only FlushInterval -1 flushes the last kind at once).
+// itself; the last kind within FlushInterval, 1 ms).
 func TestHTTPStreamsFlushAtOnce(t *testing.T) {
 	for _, contentType := range []string{"text/event-stream", "application/x-ndjson"} {
 		t.Run(contentType, func(t *testing.T) {
