@@ -12,6 +12,7 @@ import (
 	"reflect"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/deployctl/deployctl/deployer/firewall"
@@ -130,7 +131,7 @@ func (g *ingressRunner) applyConnections(ctx context.Context) {
 			byFrom[c.From] = append(byFrom[c.From], c)
 		}
 	}
-	slices.SortFunc(nets, func(a, b ServiceNetwork) int { return compareStrings(a.Name, b.Name) })
+	slices.SortFunc(nets, func(a, b ServiceNetwork) int { return strings.Compare(a.Name, b.Name) })
 
 	want := map[connKey]bool{}
 	gateways := map[netip.Addr]bool{}
@@ -215,16 +216,6 @@ func (g *ingressRunner) applyConnections(ctx context.Context) {
 			delete(g.conn.dns, gw)
 		}
 	}
-}
-
-func compareStrings(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // openConnection listens on the caller network's gateway at a free port
