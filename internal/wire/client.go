@@ -270,6 +270,11 @@ func (c *Client) Report(ctx context.Context, r state.HostReport) error {
 	return c.postJSON(ctx, "/v1/agent/report", r, nil)
 }
 
+// ReportTraffic sends a host's traffic figures since its last report.
+func (c *Client) ReportTraffic(ctx context.Context, r TrafficReport) error {
+	return c.postJSON(ctx, "/v1/agent/traffic", r, nil)
+}
+
 // Peer asks the first server about itself (never forwarded).
 func (c *Client) Peer(ctx context.Context) (PeerInfo, error) {
 	var out PeerInfo

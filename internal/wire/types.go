@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/deployctl/deployctl/internal/audit"
+	"github.com/deployctl/deployctl/internal/traffic"
 	"github.com/deployctl/deployctl/raftstore/state"
 	"github.com/deployctl/deployctl/specs"
 )
@@ -262,6 +263,29 @@ type IngressBackend struct {
 	// Ports are the container ports of its revision's ingress entries and
 	// exposed ports, sorted, each once.
 	Ports []int `json:"ports"`
+	// Canary marks a replica of a canary's first batch (update.canary):
+	// while its service is listed in IngressTable.Canaries, proxies send
+	// the canary's weight of the service's requests to these replicas and
+	// the rest to the others.
+	Canary bool `json:"canary,omitempty"`
+}
+
+// CanarySplit is a service under a canary: every proxy sends Weight
+// (0 < Weight < 1) of the service's requests and connections to its
+// healthy Canary backends and the rest to its other healthy backends.
+// With no healthy backend on one side, the other side takes everything.
+type CanarySplit struct {
+	Service string  `json:"service"`
+	Weight  float64 `json:"weight"`
+}
+
+// TrafficReport is what one host's proxy sent to each replica since its
+// previous report (deltas, by replica ID; a replica with nothing is not
+// listed). POST /v1/agent/traffic, about once a second while there is
+// traffic; the leader sums the figures per revision in memory.
+type TrafficReport struct {
+	Host     string                     `json:"host"`
+	Replicas map[string]traffic.Figures `json:"replicas"`
 }
 
 // ServiceAddress is a service's address (VIP), the one its callers reach
@@ -301,4 +325,7 @@ type IngressTable struct {
 	// Connections are every service's resolved connections, sorted by
 	// From, To and Port.
 	Connections []ServiceConnection `json:"connections"`
+	// Canaries are the services whose requests are split by weight now,
+	// sorted by service.
+	Canaries []CanarySplit `json:"canaries,omitempty"`
 }
