@@ -5,15 +5,22 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/pkg/stdcopy"
 
+	"github.com/deployctl/deployctl/deployer"
 	"github.com/deployctl/deployctl/internal/devimage"
 	"github.com/deployctl/deployctl/internal/wire"
+	"github.com/deployctl/deployctl/raftstore/state"
 )
 
 // serviceSpec is webSpec under another service name.
@@ -60,7 +67,7 @@ func runningOf(t *testing.T, s *devServer, svc string) []string {
 }
 
 // containerAddr is a container's address and its network's gateway.
-func containerAddr(t *testing.T, id string) (ip, gateway string) {
+func containerAddr(t testing.TB, id string) (ip, gateway string) {
 	t.Helper()
 	inspect, err := env.docker.ContainerInspect(context.Background(), id)
 	if err != nil {
@@ -201,6 +208,25 @@ func TestCLIServiceIsolation(t *testing.T) {
 	if len(st.Connections) != 1 || !st.Connections[0].Resolved {
 		t.Errorf("web's connections after re-adding: %+v", st.Connections)
 	}
+
+	// Point 6: a policy that lets only web connect to api refuses lone's
+	// apply that declares it, with the rule's name, and keeps lone's
+	// running revision; web's connection stands.
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "policy.yaml"), []byte("connections:\n  - {service: api, from: [web]}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mustCLI(t, s, 0, "", "policy", "set", filepath.Join(dir, "policy.yaml"))
+	loneBefore := mustStatus(t, s, "lone").Revision
+	r := mustCLI(t, s, 1, serviceSpec("lone", env.refs["v1"], 1, "connects_to: [api]\n"), "apply", "-")
+	if !strings.Contains(r.stderr, "connections") || !strings.Contains(r.stderr, "connects_to[0]") || !strings.Contains(r.stderr, "only from web") {
+		t.Errorf("apply of a connection the policy forbids: want the rule and the field named\n%s", r.stderr)
+	}
+	if got := mustStatus(t, s, "lone").Revision; got != loneBefore {
+		t.Errorf("a refused apply changed lone's revision %d -> %d", loneBefore, got)
+	}
+	check("lone still cannot resolve api", lone, 1, "-resolve", "api")
+	check("web still reaches api under the policy", web, 0, "-fetch", "http://api:8080/")
 }
 
 func sameIDs(a, b []string) bool {
@@ -318,4 +344,237 @@ func TestClusterServiceIsolation(t *testing.T) {
 		t.Errorf("web's requests to api across api's update on three hosts: %s", stream)
 	}
 	t.Logf("web -> api across api's update on three hosts: %s", strings.TrimSpace(stream))
+}
+
+// scaleServiceSpec is service i of n for TestCLIServiceIsolationAtScale:
+// one replica, exposes 8080, connects to service i+1 (mod n). Its progress
+// deadline leaves room for a hundred containers started on two cores.
+func scaleServiceSpec(ref string, i, n int) string {
+	return fmt.Sprintf(`service: %s
+image: %s
+replicas: 1
+resources: { cpus: 0.1, memory: 24M, pids: 32 }
+healthcheck:
+  http: { path: /healthz, port: 8080 }
+  interval: 1s
+  timeout: 1s
+  retries: 3
+update:
+  progress_deadline: 10m
+stop_grace_period: 1s
+expose: [8080]
+connects_to: [%s]
+`, scaleName(i%n), ref, scaleName((i+1)%n))
+}
+
+func scaleName(i int) string { return fmt.Sprintf("s%03d", i) }
+
+// serviceNetworksOf lists the service networks of a host on the engine:
+// service name -> the network's inspect.
+func serviceNetworksOf(t *testing.T, hostID string) map[string]network.Inspect {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	list, err := env.docker.NetworkList(ctx, network.ListOptions{Filters: filters.NewArgs(
+		filters.Arg("label", deployer.LabelManaged+"=true"), filters.Arg("label", deployer.LabelHost+"="+hostID))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]network.Inspect{}
+	for _, n := range list {
+		if svc := n.Labels[deployer.LabelService]; svc != "" {
+			out[svc] = n
+		}
+	}
+	return out
+}
+
+// TestCLIServiceIsolationAtScale (issue 9's proof at size): 100 services
+// with one replica each on one host, service i connecting to service i+1.
+// Each gets a network of its own, none from Docker's default pools, and
+// its container is attached to that network only; from inside every
+// container the next service answers by name and the one after it does
+// not resolve; removing the services removes all 100 networks.
+func TestCLIServiceIsolationAtScale(t *testing.T) {
+	needEngine(t)
+	const n = 100
+	s := mustStartServer(t)
+	start := time.Now()
+	for i := range n {
+		mustCLI(t, s, 0, scaleServiceSpec(env.refs["v1"], i, n), "apply", "--detach", "-")
+	}
+	c := wire.NewClient([]string{s.addr}, nil)
+	ctx := context.Background()
+	containerOf := map[string]string{}
+	waitFor(t, 10*time.Minute, fmt.Sprintf("%d services with a healthy replica and resolved connections", n), func() bool {
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		all, err := c.Services(sctx)
+		if err != nil {
+			return false
+		}
+		for _, st := range all {
+			if containerOf[st.Service] != "" {
+				continue
+			}
+			full, err := c.Status(sctx, st.Service, 0, 0)
+			if err != nil || full.State != "running" || len(full.Connections) != 1 || !full.Connections[0].Resolved {
+				continue
+			}
+			if ids := currentContainerIDs(full); len(ids) == 1 {
+				for id := range ids {
+					containerOf[st.Service] = id
+				}
+			}
+		}
+		return len(containerOf) == n
+	})
+	t.Logf("%d services applied and running in %s", n, time.Since(start).Round(time.Second))
+
+	nets := serviceNetworksOf(t, s.hostID)
+	if len(nets) != n {
+		t.Fatalf("%d service networks on the host, want %d", len(nets), n)
+	}
+	defaults := []netip.Prefix{netip.MustParsePrefix("172.16.0.0/12"), netip.MustParsePrefix("192.168.0.0/16")}
+	pool := netip.MustParsePrefix(deployer.DefaultSubnetPool)
+	subnets := map[netip.Prefix]string{}
+	for svc, nw := range nets {
+		if len(nw.IPAM.Config) != 1 {
+			t.Errorf("%s's network %s: IPAM %+v, want one subnet", svc, nw.Name, nw.IPAM.Config)
+			continue
+		}
+		sub, err := netip.ParsePrefix(nw.IPAM.Config[0].Subnet)
+		if err != nil || !pool.Contains(sub.Addr()) {
+			t.Errorf("%s's network %s: subnet %q is not from the pool %s", svc, nw.Name, nw.IPAM.Config[0].Subnet, pool)
+		}
+		for _, d := range defaults {
+			if d.Overlaps(sub) {
+				t.Errorf("%s's network %s: subnet %s is in Docker's default pool %s", svc, nw.Name, sub, d)
+			}
+		}
+		if other, taken := subnets[sub]; taken {
+			t.Errorf("%s and %s share the subnet %s", other, svc, sub)
+		}
+		subnets[sub] = svc
+	}
+	for svc, id := range containerOf {
+		inspect, err := env.docker.ContainerInspect(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var attached []string
+		for name := range inspect.NetworkSettings.Networks {
+			attached = append(attached, name)
+		}
+		if len(attached) != 1 || attached[0] != nets[svc].Name {
+			t.Errorf("%s's container is attached to %v, want only %s", svc, attached, nets[svc].Name)
+		}
+	}
+
+	// From inside every container: the declared connection answers by
+	// name, the undeclared one does not resolve.
+	start = time.Now()
+	for i := range n {
+		id := containerOf[scaleName(i)]
+		next, after := scaleName((i+1)%n), scaleName((i+2)%n)
+		if code, out := execIn(t, id, "-fetch", "http://"+next+":8080/"); code != 0 {
+			t.Errorf("%s -> %s:8080 (declared): exit %d\n%s", scaleName(i), next, code, out)
+		}
+		if code, out := execIn(t, id, "-resolve", after); code != 1 {
+			t.Errorf("%s resolves %s (not declared): exit %d, want 1\n%s", scaleName(i), after, code, out)
+		}
+	}
+	t.Logf("%d declared connections answered and %d undeclared names unknown, checked from inside the containers in %s", n, n, time.Since(start).Round(time.Second))
+
+	start = time.Now()
+	for i := range n {
+		if err := c.Remove(ctx, scaleName(i)); err != nil {
+			t.Fatalf("rm %s: %v", scaleName(i), err)
+		}
+	}
+	waitFor(t, 5*time.Minute, "every service network removed", func() bool { return len(serviceNetworksOf(t, s.hostID)) == 0 })
+	t.Logf("%d services removed, networks and all, in %s", n, time.Since(start).Round(time.Second))
+}
+
+// hopLatency runs webapp's repeated fetch of url inside a container for d
+// and returns its latency lines (p50 and p99, in microseconds, on kept
+// and on new connections).
+func hopLatency(b *testing.B, id, url string, d time.Duration) map[string][2]float64 {
+	b.Helper()
+	code, out := execIn(b, id, "-fetch", url, "-repeat", d.String())
+	if code != 0 {
+		b.Fatalf("%s from %s: exit %d\n%s", url, short(id), code, out)
+	}
+	got := map[string][2]float64{}
+	for _, line := range strings.Split(out, "\n") {
+		var kind string
+		var p50, p99, n float64
+		if _, err := fmt.Sscanf(line, "latency_%s p50=%g p99=%g n=%g", &kind, &p50, &p99, &n); err == nil {
+			got[strings.TrimSuffix(kind, "_us")] = [2]float64{p50, p99}
+		}
+	}
+	if len(got) != 2 {
+		b.Fatalf("no latency lines from webapp:\n%s", out)
+	}
+	return got
+}
+
+// BenchmarkServiceHop measures what a connection between services costs
+// (docs/networking.md "What it costs"): web calling api:8080 by name,
+// through the host's proxy, against one api replica calling the other by
+// its container IP on their shared network (the direct path, with no
+// proxy). Same host, same image, same client: one GET every 10 ms for 10 s,
+// alternately on a kept connection and on a new one. Reported in
+// microseconds: p50 and p99 of each path and kind, and the added p50/p99.
+func BenchmarkServiceHop(b *testing.B) {
+	needEngine(b)
+	s := mustStartBenchServer(b)
+	c := wire.NewClient([]string{s.addr}, nil)
+	ctx := context.Background()
+	for _, spec := range []string{
+		serviceSpec("api", env.refs["v1"], 2, "expose: [8080]\n"),
+		serviceSpec("web", env.refs["v1"], 1, "connects_to: [api]\n"),
+	} {
+		out, err := c.Apply(ctx, []byte(spec))
+		if err != nil {
+			b.Fatal(err)
+		}
+		svc := strings.TrimPrefix(strings.SplitN(spec, "\n", 2)[0], "service: ")
+		if st := waitOutcome(b, c, svc, out.Revision); st.RevisionState != state.RevisionSucceeded {
+			b.Fatalf("%s: %s", svc, st.RevisionState)
+		}
+	}
+	ids := func(svc string) []string {
+		st, err := c.Status(ctx, svc, 0, 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var out []string
+		for id := range currentContainerIDs(st) {
+			out = append(out, id)
+		}
+		return out
+	}
+	web, apis := ids("web"), ids("api")
+	if len(web) != 1 || len(apis) != 2 {
+		b.Fatalf("web %d, api %d replicas", len(web), len(apis))
+	}
+	peer, _ := containerAddr(b, apis[1])
+	waitFor(b, 30*time.Second, "web to reach api by name", func() bool {
+		code, _ := execIn(b, web[0], "-fetch", "http://api:8080/")
+		return code == 0
+	})
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		proxied := hopLatency(b, web[0], "http://api:8080/", 10*time.Second)
+		direct := hopLatency(b, apis[0], "http://"+net.JoinHostPort(peer, "8080")+"/", 10*time.Second)
+		for _, kind := range []string{"kept", "new"} {
+			b.ReportMetric(direct[kind][0], "direct-"+kind+"-p50-us")
+			b.ReportMetric(direct[kind][1], "direct-"+kind+"-p99-us")
+			b.ReportMetric(proxied[kind][0], "proxied-"+kind+"-p50-us")
+			b.ReportMetric(proxied[kind][1], "proxied-"+kind+"-p99-us")
+			b.ReportMetric(proxied[kind][0]-direct[kind][0], "added-"+kind+"-p50-us")
+			b.ReportMetric(proxied[kind][1]-direct[kind][1], "added-"+kind+"-p99-us")
+		}
+	}
 }

@@ -32,10 +32,14 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"math"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
+	"strconv"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -78,6 +82,22 @@ func main() {
 		}
 		b.warmUntil = time.Now().Add(warmup)
 	}
+	if n := os.Getenv("WEBAPP_FAIL_EVERY"); n != "" {
+		every, err := strconv.Atoi(n)
+		if err != nil || every < 1 {
+			log.Printf("webapp: WEBAPP_FAIL_EVERY=%q: want a whole number >= 1 (2: every second request to / fails)", n)
+			os.Exit(2)
+		}
+		b.failEvery = every
+	}
+	if d := os.Getenv("WEBAPP_DELAY"); d != "" {
+		delay, err := time.ParseDuration(d)
+		if err != nil {
+			log.Printf("webapp: WEBAPP_DELAY=%q: %v (want a duration such as 600ms)", d, err)
+			os.Exit(2)
+		}
+		b.delay = delay
+	}
 	if os.Getenv("WEBAPP_CRASH") == "1" {
 		log.Print("webapp: WEBAPP_CRASH=1, exiting with code 1")
 		os.Exit(1)
@@ -101,6 +121,11 @@ type behaviour struct {
 	version   string
 	broken    bool
 	warmUntil time.Time // /healthz answers 503 before this
+	// failEvery > 0: every failEvery-th request to / answers 500 (a
+	// release that passes its health check and fails real requests).
+	failEvery int
+	// delay holds every answer to / this long (a slow release).
+	delay time.Duration
 }
 
 // newHandler returns the routes of the service.
@@ -120,8 +145,14 @@ func newHandler(b behaviour) http.Handler {
 	// X-Webapp-Hostname tells which replica answered: Docker names a
 	// container's host after its short ID, so tests map answers to hosts.
 	hostname, _ := os.Hostname()
+	var served atomic.Uint64
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("X-Webapp-Hostname", hostname)
+		time.Sleep(b.delay)
+		if n := served.Add(1); b.failEvery > 0 && n%uint64(b.failEvery) == 0 {
+			http.Error(w, "failing (WEBAPP_FAIL_EVERY)", http.StatusInternalServerError)
+			return
+		}
 		fmt.Fprintf(w, "webapp %s\n", b.version)
 	})
 	return mux
@@ -187,11 +218,16 @@ func runFetchRepeat(url string, d time.Duration) int {
 	fresh := &http.Client{Timeout: clientTimeout, Transport: &http.Transport{DisableKeepAlives: true}}
 	var ok, failed int
 	first := ""
+	// took holds the durations of the answered requests, [0] on a kept
+	// connection and [1] on a new one, so that a test can measure what a
+	// hop costs either way.
+	var took [2][]time.Duration
 	for i, end := 0, time.Now().Add(d); time.Now().Before(end); i++ {
 		client := keepAlive
 		if i%2 == 1 {
 			client = fresh
 		}
+		began := time.Now()
 		resp, err := client.Get(url)
 		switch {
 		case err != nil:
@@ -209,15 +245,28 @@ func runFetchRepeat(url string, d time.Duration) int {
 				}
 			} else {
 				ok++
+				took[i%2] = append(took[i%2], time.Since(began))
 			}
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	fmt.Printf("ok=%d failed=%d first=%q\n", ok, failed, first)
+	for kind, name := range []string{"kept", "new"} {
+		if len(took[kind]) > 0 {
+			fmt.Printf("latency_%s_us p50=%d p99=%d n=%d\n", name, percentile(took[kind], 0.50).Microseconds(), percentile(took[kind], 0.99).Microseconds(), len(took[kind]))
+		}
+	}
 	if failed > 0 {
 		return 3
 	}
 	return 0
+}
+
+// percentile is the q-quantile of ds (nearest rank); it sorts ds.
+func percentile(ds []time.Duration, q float64) time.Duration {
+	slices.Sort(ds)
+	i := int(math.Ceil(q*float64(len(ds)))) - 1
+	return ds[max(i, 0)]
 }
 
 func runDial(addr string) int {

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"syscall"
 	"testing"
@@ -241,5 +242,51 @@ func TestClientModes(t *testing.T) {
 	}
 	if got := runResolve("no-such-name.invalid"); got != 1 {
 		t.Errorf("resolve of an .invalid name = %d, want 1", got)
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	ms := func(n ...int) []time.Duration {
+		var out []time.Duration
+		for _, v := range n {
+			out = append(out, time.Duration(v)*time.Millisecond)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		in   []time.Duration
+		q    float64
+		want time.Duration
+	}{
+		{ms(5), 0.5, 5 * time.Millisecond},
+		{ms(4, 1, 3, 2), 0.5, 2 * time.Millisecond},
+		{ms(4, 1, 3, 2), 0.99, 4 * time.Millisecond},
+		{ms(10, 9, 8, 7, 6, 5, 4, 3, 2, 1), 0.9, 9 * time.Millisecond},
+	} {
+		if got := percentile(tc.in, tc.q); got != tc.want {
+			t.Errorf("percentile(%v, %v) = %v, want %v", tc.in, tc.q, got, tc.want)
+		}
+	}
+}
+
+func TestFailEveryAndDelay(t *testing.T) {
+	h := newHandler(behaviour{version: "v2", failEvery: 2, delay: 20 * time.Millisecond})
+	var codes []int
+	start := time.Now()
+	for range 4 {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
+		codes = append(codes, rec.Code)
+	}
+	if !slices.Equal(codes, []int{200, 500, 200, 500}) {
+		t.Errorf("answers to / with failEvery 2 = %v, want every second one 500", codes)
+	}
+	if took := time.Since(start); took < 80*time.Millisecond {
+		t.Errorf("4 answers with a 20ms delay took %v", took)
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/healthz", nil))
+	if rec.Code != 200 {
+		t.Errorf("/healthz of a release failing its requests = %d, want 200 (it passes its health check)", rec.Code)
 	}
 }
