@@ -45,7 +45,7 @@ build:
 # network namespaces, DEPLOYCTL_CHAOS_ROUNDS random faults (kill -9, SIGSTOP,
 # partitions, wipe and rejoin, cluster remove/leave and rejoin, clock steps)
 # under four concurrent clients running every operation (apply, rollback,
-# rm, policy set, status, policy and cluster reads), every history checked
+# scale, rm, policy set, status, policy and cluster reads), every history checked
 # with porcupine; 80 rounds are > 10,000 operations (~6 min on 2 cores).
 # DEPLOYCTL_CHAOS_SEED=N repeats a logged schedule.
 chaos:

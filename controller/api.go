@@ -120,6 +120,7 @@ func (a *API) Handler() http.Handler {
 	mux.HandleFunc("DELETE /v1/services/{name}", lead(a.removeService, op))
 	mux.HandleFunc("GET /v1/services/{name}/history", lead(a.getHistory, op))
 	mux.HandleFunc("POST /v1/services/{name}/rollback", lead(a.rollbackService, op))
+	mux.HandleFunc("POST /v1/services/{name}/scale", lead(a.scaleService, op))
 	mux.HandleFunc("GET /v1/policy", lead(a.getPolicy, op))
 	mux.HandleFunc("PUT /v1/policy", lead(a.putPolicy, op))
 	mux.HandleFunc("GET /v1/outdated", lead(a.getOutdated, op))
@@ -301,11 +302,7 @@ func (a *API) getHistory(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) rollbackService(w http.ResponseWriter, r *http.Request) {
-	name, ok := pathService(w, r)
-	if !ok {
-		return
-	}
-	key, ok := idempotencyKey(w, r)
+	name, key, ok := serviceWriteParams(w, r)
 	if !ok {
 		return
 	}

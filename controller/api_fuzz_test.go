@@ -56,6 +56,8 @@ func FuzzAPI(f *testing.F) {
 		{1, "/v1/services", "application/json", `{"spec_yaml":"service: web\nimage: a/b:1\n","scan_report":"bm90IGpzb24="}`},
 		{1, "/v1/services/web/rollback", "application/json", `{"to":1}`},
 		{1, "/v1/services/web/rollback", "application/json", `{"to":1e400}`},
+		{1, "/v1/services/web/scale", "application/json", `{"replicas":3}`},
+		{1, "/v1/services/web/scale", "application/json", `{"replicas":-1}`},
 		{1, "/v1/services/web/refresh", "", ""},
 		{3, "/v1/services/web", "", ""},
 		{0, "/v1/services/web?index=1&wait=10ms", "", ""},

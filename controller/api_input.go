@@ -203,6 +203,19 @@ func idempotencyKey(w http.ResponseWriter, r *http.Request) (string, bool) {
 	return key, true
 }
 
+// serviceWriteParams reads what every write to one service (rollback,
+// scale, refresh) carries outside its body: the service name in the path
+// and the Idempotency-Key.
+func serviceWriteParams(w http.ResponseWriter, r *http.Request) (name, key string, ok bool) {
+	if name, ok = pathService(w, r); !ok {
+		return "", "", false
+	}
+	if key, ok = idempotencyKey(w, r); !ok {
+		return "", "", false
+	}
+	return name, key, true
+}
+
 // hostParam checks a host id read from a request.
 func hostParam(w http.ResponseWriter, field, host string) bool {
 	if host == "" {

@@ -175,6 +175,7 @@ var badInputCases = []struct {
 	{"join as form", "POST", "/v1/cluster/join", "multipart/form-data; boundary=x", "--x--", 415, "unsupported_media_type", "application/json"},
 	{"audit without content type", "POST", "/v1/agent/audit", "", `{"host":"h1"}`, 415, "unsupported_media_type", "application/json"},
 	{"rollback body as text", "POST", "/v1/services/web/rollback", "text/plain", `{"to":1}`, 415, "unsupported_media_type", "application/json"},
+	{"scale without content type", "POST", "/v1/services/web/scale", "", `{"replicas":1}`, 415, "unsupported_media_type", "application/json"},
 	// JSON bodies.
 	{"apply json trailing data", "POST", "/v1/services", "application/json", `{"spec_yaml":"service: web"} {"spec_yaml":""}`, 400, "bad_request", "trailing data"},
 	{"apply json unknown field", "POST", "/v1/services", "application/json", `{"spec_yml":"x"}`, 400, "bad_request", `unknown field "spec_yml"`},
@@ -190,6 +191,10 @@ var badInputCases = []struct {
 	{"rollback negative", "POST", "/v1/services/web/rollback", "application/json", `{"to": -3}`, 400, "bad_request", "to: -3"},
 	{"rollback absurd revision", "POST", "/v1/services/web/rollback", "application/json", `{"to": 9007199254740993}`, 404, "not_found", "web"},
 	{"rollback array", "POST", "/v1/services/web/rollback", "application/json", `[1]`, 400, "bad_request", "array"},
+	{"scale empty body", "POST", "/v1/services/web/scale", "application/json", ``, 400, "bad_request", "empty"},
+	{"scale huge count", "POST", "/v1/services/web/scale", "application/json", `{"replicas": 99999999999999999999}`, 400, "bad_request", `field "replicas"`},
+	{"scale null count", "POST", "/v1/services/web/scale", "application/json", `{"replicas": null}`, 400, "bad_request", "replicas: required"},
+	{"scale absent service", "POST", "/v1/services/web/scale", "application/json", `{"replicas": 2}`, 404, "not_found", "web"},
 	{"report trailing", "POST", "/v1/agent/report", "application/json", `{"host":"h1"}x`, 400, "bad_request", "trailing data"},
 	{"report no host", "POST", "/v1/agent/report", "application/json", `{}`, 400, "bad_request", "host: required"},
 	{"report control host", "POST", "/v1/agent/report", "application/json", `{"host":"h\u0000 1"}`, 400, "bad_request", "not a valid host id"},
@@ -284,6 +289,9 @@ func TestAPIContentTypesAccepted(t *testing.T) {
 	if _, err := c.Refresh(context.Background(), "web"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("client refresh: %v, want not found", err)
 	}
+	if _, err := c.Scale(context.Background(), "web", 2); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("client scale: %v, want not found (its body and content type accepted)", err)
+	}
 	if _, err := c.ApplyWith(context.Background(), wire.ApplyBody{SpecYAML: string(spec)}); !errors.Is(err, ErrInvalidSpec) {
 		t.Fatalf("client apply: %v, want invalid spec", err)
 	}
@@ -310,7 +318,7 @@ func TestRemoveOnlyVoterIsAConflict(t *testing.T) {
 func TestAPIRefusesBadIdempotencyKeys(t *testing.T) {
 	n := mustStartNode(t)
 	for _, key := range []string{strings.Repeat("k", maxIdempotencyKey+1), "a b", "kéy"} {
-		for _, path := range []string{"/v1/services", "/v1/services/web/rollback", "/v1/services/web/refresh"} {
+		for _, path := range []string{"/v1/services", "/v1/services/web/rollback", "/v1/services/web/refresh", "/v1/services/web/scale"} {
 			req, _ := http.NewRequest(http.MethodPost, n.api.URL+path, strings.NewReader(""))
 			req.Header.Set("Idempotency-Key", key)
 			resp, err := http.DefaultClient.Do(req)

@@ -216,9 +216,8 @@ func (c *Controller) ApplyWith(ctx context.Context, req ApplyRequest) (wire.Appl
 		return wire.ApplyOutcome{}, err
 	}
 	view := c.cfg.Store.View()
-	if prev, ok := view.Request(idempotencyKey); ok {
-		rev, _ := view.Revision(spec.Service, prev.Revision)
-		return wire.ApplyOutcome{Service: spec.Service, Revision: prev.Revision, Digest: rev.Digest, Ref: rev.Ref}, nil
+	if out, ok := repeatedRequest(view, spec.Service, idempotencyKey); ok {
+		return out, nil
 	}
 	svc, exists := view.Service(spec.Service)
 	if exists && svc.State == state.ServiceRemoving {
@@ -276,6 +275,28 @@ func (c *Controller) ApplyWith(ctx context.Context, req ApplyRequest) (wire.Appl
 	return wire.ApplyOutcome{Service: spec.Service, Revision: ar.Revision, Digest: pin.Digest, Ref: pin.Ref, Warnings: warnings}, nil
 }
 
+// repeatedRequest is the first outcome of a write whose idempotency key
+// the store remembers: a retry after a lost answer gets it, and nothing
+// is written again.
+func repeatedRequest(view *state.Tables, service, key string) (wire.ApplyOutcome, bool) {
+	prev, ok := view.Request(key)
+	if !ok {
+		return wire.ApplyOutcome{}, false
+	}
+	rev, _ := view.Revision(service, prev.Revision)
+	return wire.ApplyOutcome{Service: service, Revision: prev.Revision, Digest: rev.Digest, Ref: rev.Ref}, true
+}
+
+// liveService is the service a rollback or scale changes: one that exists
+// and is not being removed (a removing one is as good as gone).
+func liveService(view *state.Tables, name string) (state.Service, error) {
+	svc, ok := view.Service(name)
+	if !ok || svc.State == state.ServiceRemoving {
+		return state.Service{}, fmt.Errorf("%w: service %q", ErrNotFound, name)
+	}
+	return svc, nil
+}
+
 func sameSpec(a, b *specs.Spec) bool {
 	ja, _ := json.Marshal(a)
 	jb, _ := json.Marshal(b)
@@ -298,13 +319,12 @@ func (c *Controller) Rollback(ctx context.Context, req RollbackRequest) (wire.Ap
 		return wire.ApplyOutcome{}, c.notLeader()
 	}
 	view := c.cfg.Store.View()
-	if prev, ok := view.Request(req.IdempotencyKey); ok {
-		rev, _ := view.Revision(req.Service, prev.Revision)
-		return wire.ApplyOutcome{Service: req.Service, Revision: prev.Revision, Digest: rev.Digest, Ref: rev.Ref}, nil
+	if out, ok := repeatedRequest(view, req.Service, req.IdempotencyKey); ok {
+		return out, nil
 	}
-	svc, ok := view.Service(req.Service)
-	if !ok || svc.State == state.ServiceRemoving {
-		return wire.ApplyOutcome{}, fmt.Errorf("%w: service %q", ErrNotFound, req.Service)
+	svc, err := liveService(view, req.Service)
+	if err != nil {
+		return wire.ApplyOutcome{}, err
 	}
 	cur, _ := view.Revision(svc.Name, svc.Current)
 	target, err := rollbackTarget(view.Revisions(svc.Name), cur, req.To)

@@ -57,11 +57,7 @@ func (a *API) getOutdated(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) refreshService(w http.ResponseWriter, r *http.Request) {
-	name, ok := pathService(w, r)
-	if !ok {
-		return
-	}
-	key, ok := idempotencyKey(w, r)
+	name, key, ok := serviceWriteParams(w, r)
 	if !ok {
 		return
 	}

@@ -193,6 +193,7 @@ func TestAgentCertificateIsConfinedToItsHost(t *testing.T) {
 		{"GET", "/v1/services/web", nil},
 		{"DELETE", "/v1/services/web", nil},
 		{"POST", "/v1/services/web/rollback", nil},
+		{"POST", "/v1/services/web/scale", wire.ScaleBody{}},
 		{"GET", "/v1/policy", nil},
 		{"PUT", "/v1/policy", map[string]any{"version": 0}},
 		{"GET", "/v1/cluster", nil},

@@ -23,13 +23,16 @@ var ErrRollbackRefused = errors.New("rollback refused")
 
 // admitted is what today's rules said of a revision: the key its
 // signature verified with and the scan gate's warnings, recorded on the
-// revision that restores it.
+// revision that restores (or scales) it.
 type admitted struct {
 	signed       signature.Result
 	scanWarnings []string
 	// connectionWarnings are connectionCheck's: targets that do not exist
 	// yet, callers whose port the revision does not expose.
 	connectionWarnings []string
+	// policyWarnings are the policy's warnings about weakened hardening
+	// defaults (hardeningWarnings).
+	policyWarnings []string
 }
 
 // readmit holds a stored revision against today's rules exactly as an
@@ -41,34 +44,43 @@ type admitted struct {
 // original apply is not kept). A revision admitted under an older policy
 // is therefore not restored when today's policy refuses it.
 func (c *Controller) readmit(ctx context.Context, rev state.Revision) (admitted, error) {
-	refuse := func(err error) (admitted, error) {
+	adm, err := c.admitPinned(ctx, rev)
+	if err != nil {
 		return admitted{}, fmt.Errorf("%w: revision %d of %s no longer passes today's rules: %w", ErrRollbackRefused, rev.Number, rev.Service, err)
 	}
+	return adm, nil
+}
+
+// admitPinned runs readmit's checks on a revision's spec and pinned
+// digest, and returns the rule's own error unwrapped: the caller says
+// what was refused (a rollback's target, a scale's new revision).
+func (c *Controller) admitPinned(ctx context.Context, rev state.Revision) (admitted, error) {
 	spec := rev.Spec.Clone()
 	if err := spec.Validate(); err != nil {
-		return refuse(fmt.Errorf("%w: %w", ErrInvalidSpec, err))
+		return admitted{}, fmt.Errorf("%w: %w", ErrInvalidSpec, err)
 	}
 	if err := checkProfile(spec); err != nil {
-		return refuse(err)
+		return admitted{}, err
 	}
 	connectionWarnings, err := connectionCheck(c.cfg.Store.View(), spec)
 	if err != nil {
-		return refuse(err)
+		return admitted{}, err
 	}
 	pol, err := c.admit(spec)
 	if err != nil {
-		return refuse(err)
+		return admitted{}, err
 	}
 	pin := PinnedImage{Repository: strings.TrimSuffix(rev.Ref, "@"+rev.Digest), Digest: rev.Digest, Ref: rev.Ref}
 	signed, err := c.verifySignature(ctx, pol, pin)
 	if err != nil {
-		return refuse(err)
+		return admitted{}, err
 	}
 	warnings, err := c.gateScan(ctx, pol, pin, nil)
 	if err != nil {
-		return refuse(err)
+		return admitted{}, err
 	}
-	return admitted{signed: signed, scanWarnings: warnings, connectionWarnings: connectionWarnings}, nil
+	return admitted{signed: signed, scanWarnings: warnings, connectionWarnings: connectionWarnings,
+		policyWarnings: hardeningWarnings(pol, spec)}, nil
 }
 
 // rollbackKey names one automatic rollback decision: the failed revision,

@@ -263,6 +263,11 @@ func runChaos(t *testing.T, faults []chaosFault, seed uint64) {
 	}
 	stopWorkload()
 
+	// Scaled revisions ask for replicas no host runs (no agent), so their
+	// rollouts wait: scale every service back to 0 (recorded and checked
+	// like the workload's scales) so that every current rollout can end.
+	mustScaleToZero(t, c, rec, append(append([]string(nil), services...), removable...))
+
 	// Convergence: one leader for all, and a status read through each
 	// server (recorded and checked like any other read) answers the same
 	// revision.
@@ -327,7 +332,7 @@ func runChaos(t *testing.T, faults []chaosFault, seed uint64) {
 	// Both checks can fail: internal/chaos's tests run them on histories of
 	// broken servers. A workload that did nothing would prove nothing.
 	if st.OkWrites < 20 || st.Reads < 20 || st.ServicesWritten != chaosServices+len(removable) ||
-		st.OkRollbacks == 0 || st.OkRemoves == 0 || st.OkPolicy == 0 || st.ClusterReads == 0 || st.MemberChanges == 0 ||
+		st.OkRollbacks == 0 || st.OkScales == 0 || st.UnchangedScales == 0 || st.OkRemoves == 0 || st.OkPolicy == 0 || st.ClusterReads == 0 || st.MemberChanges == 0 ||
 		doomedRep.Rollbacks == 0 {
 		t.Errorf("workload too thin to prove anything: %+v", st)
 	}
@@ -353,8 +358,8 @@ func runChaos(t *testing.T, faults []chaosFault, seed uint64) {
 		verdict = "FAILED:"
 	}
 	fmt.Printf("%s %d operations and %d faults, %s, %d lost writes\n", verdict, st.Operations, len(faults), lin, rep.Lost)
-	fmt.Printf("  (%d acknowledged writes, %d unknown, %d refused, %d reads; %d rollbacks (%d ok), %d rm (%d ok), %d policy sets (%d ok), %d policy reads, %d membership changes, %d cluster reads; %d unknown operations settled by the final state; partitions by %s)\n",
-		st.OkWrites, st.UnknownWrites, st.FailedWrites, st.Reads, st.Rollbacks, st.OkRollbacks, st.Removes, st.OkRemoves, st.PolicySets, st.OkPolicy, st.PolicyReads,
+	fmt.Printf("  (%d acknowledged writes, %d unknown, %d refused, %d reads; %d rollbacks (%d ok), %d scales (%d ok, %d unchanged), %d rm (%d ok), %d policy sets (%d ok), %d policy reads, %d membership changes, %d cluster reads; %d unknown operations settled by the final state; partitions by %s)\n",
+		st.OkWrites, st.UnknownWrites, st.FailedWrites, st.Reads, st.Rollbacks, st.OkRollbacks, st.Scales, st.OkScales, st.UnchangedScales, st.Removes, st.OkRemoves, st.PolicySets, st.OkPolicy, st.PolicyReads,
 		st.MemberChanges, st.ClusterReads, len(ops)-len(resolved), c.partitionMethod())
 	fmt.Printf("  %d automatic rollbacks of doomed releases (%d with a fault under way), %d applies on %s\n", doomedRep.Rollbacks, doomedRep.WithFault, len(doomed.Log), doomedService)
 	fmt.Printf("  faults: %s\n", faultCounts(faults))
@@ -382,6 +387,27 @@ func mustSameRevisionEverywhere(t *testing.T, c *chaosCluster, rec *chaos.Record
 		time.Sleep(500 * time.Millisecond)
 	}
 	t.Errorf("%s: servers still answer different revisions after healing: %v", svc, revs)
+}
+
+// mustScaleToZero scales each service to 0 replicas through the healed
+// cluster, recorded as the harness's operations. A refused try (a
+// conflict with a write whose client gave up but that commits now) is
+// tried again; not found is fine (rm-0 may be gone).
+func mustScaleToZero(t *testing.T, c *chaosCluster, rec *chaos.Recorder, svcs []string) {
+	t.Helper()
+	for _, svc := range svcs {
+		var out chaos.Output
+		for range 5 {
+			out = chaos.DoScale(context.Background(), rec, harnessClient, c.client(), svc, 0, chaosOpTimeout)
+			if out.Outcome == chaos.Ok || out.Outcome == chaos.NotFound {
+				break
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		if out.Outcome != chaos.Ok && out.Outcome != chaos.NotFound {
+			t.Errorf("scale %s to 0 after healing: %s", svc, out.Outcome)
+		}
+	}
 }
 
 // mustWriteProgress waits until n more writes than now are acknowledged.
@@ -426,7 +452,7 @@ func mustFinalRevisions(t *testing.T, c *chaosCluster, svc string) []chaos.Revis
 		if err != nil {
 			v = -1 // reported by CheckFinal as a value no write issued
 		}
-		out = append(out, chaos.Revision{Number: e.Revision, Value: v, Cause: e.Cause, State: e.State, RollbackOf: e.RollbackOf, RollbackTo: e.RollbackTo, CreatedAt: e.CreatedAt})
+		out = append(out, chaos.Revision{Number: e.Revision, Value: v, Replicas: e.Replicas, Cause: e.Cause, State: e.State, RollbackOf: e.RollbackOf, RollbackTo: e.RollbackTo, CreatedAt: e.CreatedAt})
 	}
 	return out
 }

@@ -69,27 +69,14 @@ Ctrl-C stops waiting; the rollout goes on. See 'deployctl help exit-codes'.`,
 					return exitWith(ExitUsage, fmt.Errorf("--scan-report: %w", err))
 				}
 			}
-			ctx, stop := interruptContext(cmd.Context())
-			defer stop()
-			callCtx, cancel := context.WithTimeout(ctx, requestTimeout)
-			out, err := g.client().ApplyWith(callCtx, body)
-			cancel()
-			if err != nil {
-				return clientErr(err)
-			}
-			w := cmd.OutOrStdout()
-			for _, warning := range out.Warnings {
-				fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s\n", warning)
-			}
-			if out.Unchanged {
-				fmt.Fprintf(w, "%s: unchanged, revision %d (%s)\n", out.Service, out.Revision, out.Digest)
-			} else {
-				fmt.Fprintf(w, "%s: revision %d stored, image %s pinned to %s\n", out.Service, out.Revision, spec.Image, out.Digest)
-			}
-			if noWait {
-				return nil
-			}
-			return waitForRevision(ctx, g.client(), w, spec.Service, out.Revision, timeout)
+			return writeAndFollow(cmd, g, spec.Service, noWait, timeout,
+				func(ctx context.Context) (wire.ApplyOutcome, error) { return g.client().ApplyWith(ctx, body) },
+				func(out wire.ApplyOutcome) string {
+					if out.Unchanged {
+						return fmt.Sprintf("%s: unchanged, revision %d (%s)", out.Service, out.Revision, out.Digest)
+					}
+					return fmt.Sprintf("%s: revision %d stored, image %s pinned to %s", out.Service, out.Revision, spec.Image, out.Digest)
+				})
 		},
 	}
 	cmd.Flags().BoolVar(&noWait, "detach", false, "return once the revision is stored, without waiting")
@@ -97,6 +84,32 @@ Ctrl-C stops waiting; the rollout goes on. See 'deployctl help exit-codes'.`,
 	cmd.Flags().StringVar(&scanReport, "scan-report", "", "a Trivy JSON report of the image, for the policy's scan gate")
 	cmd.Flags().BoolVar(&refresh, "refresh", false, "re-resolve SERVICE's image tag and roll a newer digest out like any release")
 	return cmd
+}
+
+// writeAndFollow makes one write that stores a revision (apply, rollback,
+// scale): it sends it (Ctrl-C stops waiting for the answer), prints the
+// server's warnings and the line stored returns for the answer, then
+// follows the revision's rollout with apply's progress lines and exit
+// codes, unless noWait.
+func writeAndFollow(cmd *cobra.Command, g *globals, service string, noWait bool, timeout time.Duration,
+	write func(context.Context) (wire.ApplyOutcome, error), stored func(wire.ApplyOutcome) string) error {
+	ctx, stop := interruptContext(cmd.Context())
+	defer stop()
+	callCtx, cancel := context.WithTimeout(ctx, requestTimeout)
+	out, err := write(callCtx)
+	cancel()
+	if err != nil {
+		return clientErr(err)
+	}
+	for _, warning := range out.Warnings {
+		fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s\n", warning)
+	}
+	w := cmd.OutOrStdout()
+	fmt.Fprintln(w, stored(out))
+	if noWait {
+		return nil
+	}
+	return waitForRevision(ctx, g.client(), w, service, out.Revision, timeout)
 }
 
 // refreshService is `apply --refresh SERVICE`.
@@ -367,25 +380,50 @@ rolled back in turn: a human decides).`,
 			if to < 0 {
 				return exitWith(ExitUsage, fmt.Errorf("--to %d: a revision number is positive", to))
 			}
-			ctx, stop := interruptContext(cmd.Context())
-			defer stop()
-			callCtx, cancel := context.WithTimeout(ctx, requestTimeout)
-			out, err := g.client().Rollback(callCtx, args[0], to)
-			cancel()
-			if err != nil {
-				return clientErr(err)
-			}
-			w := cmd.OutOrStdout()
-			fmt.Fprintf(w, "%s: revision %d stored, restoring %s\n", out.Service, out.Revision, out.Digest)
-			if noWait {
-				return nil
-			}
-			return waitForRevision(ctx, g.client(), w, args[0], out.Revision, timeout)
+			return writeAndFollow(cmd, g, args[0], noWait, timeout,
+				func(ctx context.Context) (wire.ApplyOutcome, error) { return g.client().Rollback(ctx, args[0], to) },
+				func(out wire.ApplyOutcome) string {
+					return fmt.Sprintf("%s: revision %d stored, restoring %s", out.Service, out.Revision, out.Digest)
+				})
 		},
 	}
 	cmd.Flags().IntVar(&to, "to", 0, "revision to restore (default: the last good one with a different digest)")
 	cmd.Flags().BoolVar(&noWait, "detach", false, "return once the rollback is stored, without waiting")
 	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Minute, "stop waiting after this long (exit 5; the rollback goes on)")
+	return cmd
+}
+
+func newScaleCmd(g *globals) *cobra.Command {
+	var noWait bool
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "scale SERVICE N",
+		Short: "Run N replicas of a service (a new revision of its current spec) and wait",
+		Long: `scale stores a new revision that is the service's current spec with N
+replicas, pinned to the same digest (the tag is not resolved again), and waits
+for it like apply: exit 0 once it is healthy on N replicas. Running replicas
+are kept: only the difference starts or stops. N equal to the current count
+stores nothing. 0 stops every replica and keeps the service. 'deployctl
+history' shows the revision; 'deployctl rollback SERVICE --to REV' restores
+an earlier count.`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			n, err := strconv.Atoi(args[1])
+			if err != nil || n < 0 {
+				return exitWith(ExitUsage, fmt.Errorf("replicas: %q is not a replica count; give 0 or more", args[1]))
+			}
+			return writeAndFollow(cmd, g, args[0], noWait, timeout,
+				func(ctx context.Context) (wire.ApplyOutcome, error) { return g.client().Scale(ctx, args[0], n) },
+				func(out wire.ApplyOutcome) string {
+					if out.Unchanged {
+						return fmt.Sprintf("%s: unchanged, revision %d already has %d replicas (%s)", out.Service, out.Revision, n, out.Digest)
+					}
+					return fmt.Sprintf("%s: revision %d stored, scaling to %d replicas of %s", out.Service, out.Revision, n, out.Digest)
+				})
+		},
+	}
+	cmd.Flags().BoolVar(&noWait, "detach", false, "return once the revision is stored, without waiting")
+	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Minute, "stop waiting after this long (exit 5; the rollout goes on)")
 	return cmd
 }
 

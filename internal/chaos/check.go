@@ -5,11 +5,11 @@ import (
 	"fmt"
 	"os"
 	"sort"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/anishathalye/porcupine"
+
+	"github.com/deployctl/deployctl/controller"
 )
 
 var (
@@ -60,7 +60,9 @@ func CheckLinearizable(ops []porcupine.Operation, timeout time.Duration, dir str
 type Revision struct {
 	Number int
 	Value  int
-	Cause  string
+	// Replicas is the revision's replica count.
+	Replicas int
+	Cause    string
 	// State is the revision's rollout state (succeeded, rolled_back, ...).
 	State string
 	// RollbackOf and RollbackTo are set on rollback revisions.
@@ -76,11 +78,19 @@ func HistoryOutput(revs []Revision) Output {
 	if len(revs) == 0 {
 		return Output{Outcome: NotFound}
 	}
-	vals := make([]string, len(revs))
+	values, replicas := make([]int, len(revs)), make([]int, len(revs))
 	for i, r := range revs {
-		vals[i] = strconv.Itoa(r.Value)
+		values[i], replicas[i] = r.Value, r.Replicas
 	}
-	return Output{Outcome: Ok, Values: strings.Join(vals, ",")}
+	return Output{Outcome: Ok, Values: RevisionList(values, replicas)}
+}
+
+// isScale reports whether r is a scale's revision: its cause is the one
+// the controller writes (controller.ScaleCause), with any counts.
+func isScale(r Revision) bool {
+	var from, to int
+	n, err := fmt.Sscanf(r.Cause, "scale from %d to %d", &from, &to)
+	return err == nil && n == 2 && r.Cause == controller.ScaleCause(from, to)
 }
 
 // Removed lists the services some rm may have removed (an ok or unknown
@@ -114,7 +124,9 @@ func Removed(ops []porcupine.Operation) map[string]bool {
 //   - An unknown rollback --to N on a service never removed, when the
 //     final state has no rollback to N that an acknowledged rollback does
 //     not account for, never took effect: dropped. Otherwise it stays
-//     open (rollbacks carry no unique value).
+//     open (rollbacks carry no unique value). The same for an unknown
+//     scale to N and the final state's scales to N (one that met N as the
+//     current count made no revision: dropping it changes nothing).
 //
 // Unknown rm, policy and membership operations stay open: they are few.
 //
@@ -130,20 +142,27 @@ func ResolveUnknownWrites(ops []porcupine.Operation, final map[string][]Revision
 	removed := Removed(ops)
 	at := map[string]map[int]int{} // service -> apply value -> revision
 	rollbacksTo := map[string]map[int]int{}
+	scalesTo := map[string]map[int]int{}
 	for svc, revs := range final {
-		at[svc], rollbacksTo[svc] = map[int]int{}, map[int]int{}
+		at[svc], rollbacksTo[svc], scalesTo[svc] = map[int]int{}, map[int]int{}, map[int]int{}
 		for _, r := range revs {
-			if r.RollbackTo != 0 {
+			switch {
+			case r.RollbackTo != 0:
 				rollbacksTo[svc][r.RollbackTo]++
-				continue
+			case isScale(r):
+				scalesTo[svc][r.Replicas]++
+			default:
+				at[svc][r.Value] = r.Number
 			}
-			at[svc][r.Value] = r.Number
 		}
 	}
 	for _, op := range ops {
 		in, res := op.Input.(Input), op.Output.(Output)
-		if in.Kind == Rollback && res.Outcome == Ok && rollbacksTo[in.Service] != nil {
+		switch {
+		case in.Kind == Rollback && res.Outcome == Ok && rollbacksTo[in.Service] != nil:
 			rollbacksTo[in.Service][in.To]--
+		case in.Kind == Scale && res.Outcome == Ok && !res.Unchanged && scalesTo[in.Service] != nil:
+			scalesTo[in.Service][in.Replicas]--
 		}
 	}
 	out := make([]porcupine.Operation, 0, len(ops))
@@ -160,6 +179,10 @@ func ResolveUnknownWrites(ops []porcupine.Operation, final map[string][]Revision
 				op.Output = res
 			case Rollback:
 				if rollbacksTo[in.Service][in.To] <= 0 {
+					continue
+				}
+			case Scale:
+				if scalesTo[in.Service][in.Replicas] <= 0 {
 					continue
 				}
 			}
@@ -180,6 +203,8 @@ type FinalReport struct {
 	AcknowledgedWrites int
 	// AcknowledgedRollbacks counts ok rollbacks.
 	AcknowledgedRollbacks int
+	// AcknowledgedScales counts ok scales that made a new revision.
+	AcknowledgedScales int
 	// Lost counts acknowledged writes and rollbacks missing from the final
 	// state.
 	Lost int
@@ -204,66 +229,69 @@ func (r FinalReport) Err() error {
 //     removed service: when it is there, at that number; it may have been
 //     purged);
 //   - every acknowledged rollback --to N is there too (services never
-//     removed), as a rollback to N carrying revision N's value;
-//   - every final revision from an apply carries the value of a write
-//     issued on that service that was not refused (ok or unknown), no
-//     such value appears twice (no write applied twice), revisions are
-//     numbered 1..n; every rollback revision k is "of k-1 to N" with N < k-1,
-//     carries revision N's value, and some rollback --to N was issued on
-//     that service and not refused;
+//     removed), as a rollback to N carrying revision N's value, and
+//     every acknowledged scale to N that made a revision, as a scale to N;
+//   - every final revision from an apply carries the value and replica
+//     count of a write issued on that service that was not refused (ok or
+//     unknown), no such value appears twice (no write applied twice),
+//     revisions are numbered 1..n; every rollback revision k is "of k-1 to
+//     N" with N < k-1, carries revision N's value and count, and some
+//     rollback --to N was issued on that service and not refused; every
+//     scale revision k is "scale from A to N" where A is revision k-1's
+//     count and N != A, carries revision k-1's value, and some scale to N
+//     was issued on that service and not refused;
 //   - a service the workload wrote with an acknowledged write exists
 //     (unless removed).
 func CheckFinal(ops []porcupine.Operation, final map[string][]Revision) FinalReport {
 	var rep FinalReport
 	removed := Removed(ops)
-	type write struct {
-		outcome Outcome
-		rev     int
+	writes := writesByValue{}
+	rollbacks := issued{} // service -> to -> rollbacks issued, not refused
+	scales := issued{}    // service -> replicas -> scales issued, not refused
+	// held checks that an acknowledged operation that made revision rev
+	// is in its service's final history there (is says whether a
+	// revision is it); a removed service's earlier lives are gone, so
+	// there it is checked below when it is there, by porcupine otherwise.
+	held := func(svc string, rev int, kind, what string, is func(Revision) bool) {
+		revs := final[svc]
+		if removed[svc] {
+			return
+		}
+		if rev < 1 || rev > len(revs) || !is(revs[rev-1]) {
+			rep.Lost++
+			rep.Problems = append(rep.Problems, fmt.Sprintf("acknowledged %s lost: %s %s acknowledged as revision %d", kind, svc, what, rev))
+		}
 	}
-	writes := map[string]map[int]write{}  // service -> value -> write
-	rollbacks := map[string]map[int]int{} // service -> to -> rollbacks issued, not refused
 	for _, op := range ops {
 		in, out := op.Input.(Input), op.Output.(Output)
-		revs := final[in.Service]
+		if out.Outcome != Ok && out.Outcome != Unknown {
+			if in.Kind == Write {
+				writes.add(in, write{outcome: out.Outcome})
+			}
+			continue
+		}
+		made := out.Outcome == Ok && !out.Unchanged // acknowledged with a new revision
 		switch in.Kind {
+		case Scale:
+			scales.add(in.Service, in.Replicas)
+			if made {
+				rep.AcknowledgedScales++
+				held(in.Service, out.Revision, "scale", fmt.Sprintf("to %d replicas", in.Replicas), func(r Revision) bool { return isScale(r) && r.Replicas == in.Replicas })
+			}
 		case Rollback:
-			if out.Outcome != Ok && out.Outcome != Unknown {
-				continue
+			rollbacks.add(in.Service, in.To)
+			if made {
+				rep.AcknowledgedRollbacks++
+				held(in.Service, out.Revision, "rollback", fmt.Sprintf("--to %d", in.To), func(r Revision) bool { return r.RollbackTo == in.To })
 			}
-			if rollbacks[in.Service] == nil {
-				rollbacks[in.Service] = map[int]int{}
-			}
-			rollbacks[in.Service][in.To]++
-			if out.Outcome != Ok {
-				continue
-			}
-			rep.AcknowledgedRollbacks++
-			if removed[in.Service] {
-				continue
-			}
-			if out.Revision < 1 || out.Revision > len(revs) || revs[out.Revision-1].RollbackTo != in.To {
-				rep.Lost++
-				rep.Problems = append(rep.Problems, fmt.Sprintf("acknowledged rollback lost: %s --to %d acknowledged as revision %d", in.Service, in.To, out.Revision))
-			}
-			continue
 		case Write:
-		default:
-			continue
-		}
-		if writes[in.Service] == nil {
-			writes[in.Service] = map[int]write{}
-		}
-		writes[in.Service][in.Value] = write{outcome: out.Outcome, rev: out.Revision}
-		if out.Outcome != Ok || out.Unchanged {
-			continue
-		}
-		rep.AcknowledgedWrites++
-		if removed[in.Service] {
-			continue // checked below when it is there, by porcupine otherwise
-		}
-		if out.Revision < 1 || out.Revision > len(revs) || revs[out.Revision-1].Value != in.Value || revs[out.Revision-1].RollbackTo != 0 {
-			rep.Lost++
-			rep.Problems = append(rep.Problems, fmt.Sprintf("acknowledged write lost: %s value %d acknowledged as revision %d", in.Service, in.Value, out.Revision))
+			writes.add(in, write{outcome: out.Outcome, rev: out.Revision, replicas: in.Replicas})
+			if made {
+				rep.AcknowledgedWrites++
+				held(in.Service, out.Revision, "write", fmt.Sprintf("value %d", in.Value), func(r Revision) bool {
+					return r.Value == in.Value && r.RollbackTo == 0 && !isScale(r)
+				})
+			}
 		}
 	}
 	services := make([]string, 0, len(final))
@@ -283,12 +311,19 @@ func CheckFinal(ops []porcupine.Operation, final map[string][]Revision) FinalRep
 				switch {
 				case r.RollbackOf != r.Number-1 || r.RollbackTo < 1 || r.RollbackTo >= r.RollbackOf:
 					rep.Problems = append(rep.Problems, fmt.Sprintf("%s: revision %d is a rollback of %d to %d: not of the revision before it to an earlier one", svc, r.Number, r.RollbackOf, r.RollbackTo))
-				case revs[r.RollbackTo-1].Value != r.Value:
-					rep.Problems = append(rep.Problems, fmt.Sprintf("%s: revision %d rolls back to %d but carries value %d, not %d", svc, r.Number, r.RollbackTo, r.Value, revs[r.RollbackTo-1].Value))
+				case revs[r.RollbackTo-1].Value != r.Value || revs[r.RollbackTo-1].Replicas != r.Replicas:
+					rep.Problems = append(rep.Problems, fmt.Sprintf("%s: revision %d rolls back to %d but carries value %d x%d, not %d x%d",
+						svc, r.Number, r.RollbackTo, r.Value, r.Replicas, revs[r.RollbackTo-1].Value, revs[r.RollbackTo-1].Replicas))
 				case r.Cause != want:
 					rep.Problems = append(rep.Problems, fmt.Sprintf("%s: revision %d has cause %q, want %q", svc, r.Number, r.Cause, want))
 				case rollbacks[svc][r.RollbackTo] == 0:
 					rep.Problems = append(rep.Problems, fmt.Sprintf("%s: revision %d is a rollback to %d that no rollback issued (or only refused ones)", svc, r.Number, r.RollbackTo))
+				}
+				continue
+			}
+			if isScale(r) {
+				if p := checkScaleRevision(revs, i, scales[svc]); p != "" {
+					rep.Problems = append(rep.Problems, svc+": "+p)
 				}
 				continue
 			}
@@ -307,10 +342,61 @@ func CheckFinal(ops []porcupine.Operation, final map[string][]Revision) FinalRep
 				rep.Problems = append(rep.Problems, fmt.Sprintf("%s: revision %d holds value %d of a write the server refused", svc, r.Number, r.Value))
 			case w.outcome == Ok && w.rev != r.Number:
 				rep.Problems = append(rep.Problems, fmt.Sprintf("%s: value %d acknowledged as revision %d is revision %d", svc, r.Value, w.rev, r.Number))
+			case w.replicas != r.Replicas:
+				rep.Problems = append(rep.Problems, fmt.Sprintf("%s: revision %d holds %d replicas, its write sent %d", svc, r.Number, r.Replicas, w.replicas))
 			}
 		}
 	}
 	return rep
+}
+
+// issued counts operations issued and not refused, by service and key
+// (a rollback's target, a scale's count).
+type issued map[string]map[int]int
+
+func (c issued) add(svc string, key int) {
+	if c[svc] == nil {
+		c[svc] = map[int]int{}
+	}
+	c[svc][key]++
+}
+
+// write is what CheckFinal knows of a write: its outcome, and the
+// revision and count it acknowledged or sent.
+type write struct {
+	outcome       Outcome
+	rev, replicas int
+}
+
+// writesByValue holds the writes of a history by service and value.
+type writesByValue map[string]map[int]write
+
+func (m writesByValue) add(in Input, w write) {
+	if m[in.Service] == nil {
+		m[in.Service] = map[int]write{}
+	}
+	m[in.Service][in.Value] = w
+}
+
+// checkScaleRevision says what is wrong with revs[i], a scale's revision,
+// given the scales issued on its service by count: it must follow a
+// revision, carry that revision's value, change its count as its cause
+// says, and answer a scale that was issued and not refused.
+func checkScaleRevision(revs []Revision, i int, issued map[int]int) string {
+	r := revs[i]
+	if i == 0 {
+		return fmt.Sprintf("revision %d is a scale (%q) but no revision comes before it", r.Number, r.Cause)
+	}
+	prev := revs[i-1]
+	switch {
+	case r.Value != prev.Value:
+		return fmt.Sprintf("revision %d is a scale but carries value %d, not revision %d's %d", r.Number, r.Value, prev.Number, prev.Value)
+	case r.Cause != controller.ScaleCause(prev.Replicas, r.Replicas) || r.Replicas == prev.Replicas:
+		return fmt.Sprintf("revision %d has cause %q with %d replicas after revision %d's %d", r.Number, r.Cause, r.Replicas, prev.Number, prev.Replicas)
+	case issued[r.Replicas] == 0:
+		return fmt.Sprintf("revision %d is a scale to %d that no scale issued (or only refused ones)", r.Number, r.Replicas)
+	}
+	return ""
 }
 
 // CheckRolloutsEnded checks that every rollout in the final histories

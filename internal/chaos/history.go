@@ -69,9 +69,12 @@ type Stats struct {
 	Reads           int
 	ServicesRead    int
 	ServicesWritten int
-	// Per kind, every outcome: rollbacks, rm, policy sets and reads,
-	// membership changes, cluster reads.
+	// Per kind, every outcome: rollbacks, scales (ok: a new revision;
+	// unchanged: ok without one), rm, policy sets and reads, membership
+	// changes, cluster reads.
 	Rollbacks, OkRollbacks int
+	Scales, OkScales       int
+	UnchangedScales        int
 	Removes, OkRemoves     int
 	PolicySets, OkPolicy   int
 	PolicyReads            int
@@ -97,6 +100,15 @@ func (r *Recorder) Stats() Stats {
 			s.Rollbacks++
 			if out.Outcome == Ok {
 				s.OkRollbacks++
+			}
+			continue
+		case Scale:
+			s.Scales++
+			switch {
+			case out.Outcome == Ok && out.Unchanged:
+				s.UnchangedScales++
+			case out.Outcome == Ok:
+				s.OkScales++
 			}
 			continue
 		case Remove:

@@ -21,10 +21,10 @@ type OpKind int
 
 const (
 	// Write is an apply of a spec whose value (image tag and env X) is
-	// unique to this operation.
+	// unique to this operation, with Input.Replicas replicas.
 	Write OpKind = iota
-	// Read is a status read: the current revision, its value, whether the
-	// service is being removed.
+	// Read is a status read: the current revision, its value and replica
+	// count, whether the service is being removed.
 	Read
 	// Rollback is `deployctl rollback SERVICE --to N` (Input.To): a new
 	// revision carrying revision N's value.
@@ -45,12 +45,17 @@ const (
 	MemberJoin
 	// ClusterRead is `deployctl cluster status`: the voters' ids.
 	ClusterRead
-	// HistoryRead is `deployctl history SERVICE`: the values of every
-	// revision (Output.Values), read once per service after healing.
+	// HistoryRead is `deployctl history SERVICE`: the value and replica
+	// count of every revision (Output.Values), read once per service
+	// after healing.
 	HistoryRead
+	// Scale is `deployctl scale SERVICE N` (Input.Replicas): a new
+	// revision carrying the current value with N replicas, or none when N
+	// is the current count.
+	Scale
 )
 
-var kindNames = [...]string{"write", "read", "rollback", "rm", "policy set", "policy read", "member remove", "member join", "cluster read", "history read"}
+var kindNames = [...]string{"write", "read", "rollback", "rm", "policy set", "policy read", "member remove", "member join", "cluster read", "history read", "scale"}
 
 func (k OpKind) String() string {
 	if int(k) < len(kindNames) {
@@ -79,7 +84,7 @@ const (
 	// until the deadline). The write may take effect at any later time, or
 	// never.
 	Unknown
-	// NotFound: the service does not exist (rm, rollback, read).
+	// NotFound: the service does not exist (rm, rollback, scale, read).
 	NotFound
 	// NoTarget: a rollback's --to names no revision or the current one.
 	NoTarget
@@ -114,6 +119,8 @@ type Input struct {
 	Service string
 	// Value: the value a write or policy set stores.
 	Value int
+	// Replicas: the replica count a write's spec or a scale asks for.
+	Replicas int
 	// To: a rollback's target revision.
 	To int
 	// Expect: a policy set's expected version.
@@ -122,76 +129,108 @@ type Input struct {
 	Node string
 }
 
-// Output is an operation's result. For an ok write, Revision is the
-// revision number the server assigned; for an ok read, Revision and Value
-// are the service's current revision and its value (0 and 0: the service
-// does not exist yet). For an unknown write Revision is 0, or the revision
-// the final state shows it became (ResolveUnknownWrites). Unchanged marks an ok write the server found equal to
-// the current revision (no new revision).
+// Output is an operation's result. For an ok write or scale, Revision is
+// the revision number the server assigned; for an ok read, Revision, Value
+// and Replicas are the service's current revision, its value and its
+// desired replica count (0, 0 and 0: the service does not exist yet). For
+// an unknown write Revision is 0, or the revision the final state shows it
+// became (ResolveUnknownWrites). Unchanged marks an ok write or scale the
+// server found equal to the current revision (no new revision).
 type Output struct {
 	Outcome   Outcome
 	Revision  int
 	Value     int
+	Replicas  int
 	Unchanged bool
 	// Removing: a read found the service being removed.
 	Removing bool
 	// Members: a cluster read's voters, sorted, comma-separated.
 	Members string
-	// Values: a history read's revision values, comma-separated.
+	// Values: a history read's revisions, "value:replicas" each,
+	// comma-separated (RevisionList).
 	Values string
 }
 
 // ServiceState is the model's state of one partition. For a service:
-// Values holds the value of each revision of its current life (revision i
-// carries Values[i-1]; the current revision is the last; none: no
-// service) and Removing says `rm` was accepted and the purge may come at
-// any time. For the policy: Revision is its version, Value its value.
-// For the cluster: Members, the voters' ids sorted and comma-separated.
-// Values is a string (comma-separated) so that states compare with ==.
+// Values holds the value and replica count of each revision of its
+// current life ("value:replicas", comma-separated: revision i is entry i;
+// the current revision is the last; none: no service), Revision, Value
+// and Replicas repeat the current one, and Removing says `rm` was
+// accepted and the purge may come at any time. For the policy: Revision
+// is its version, Value its value. For the cluster: Members, the voters'
+// ids sorted and comma-separated. Values is a string so that states
+// compare with ==.
 type ServiceState struct {
 	Values   string
 	Removing bool
 	Revision int
 	Value    int
+	Replicas int
 	Members  string
+}
+
+// rev is one revision of the model: the value it carries and its replica
+// count.
+type rev struct{ value, replicas int }
+
+func (r rev) String() string { return strconv.Itoa(r.value) + ":" + strconv.Itoa(r.replicas) }
+
+// RevisionList renders revisions as ServiceState.Values and a history
+// read's Output.Values: "value:replicas", comma-separated.
+func RevisionList(values, replicas []int) string {
+	parts := make([]string, len(values))
+	for i := range values {
+		parts[i] = rev{values[i], replicas[i]}.String()
+	}
+	return strings.Join(parts, ",")
 }
 
 // InitialMembers is the chaos cluster's configuration at the start.
 const InitialMembers = "n1,n2,n3"
 
-func (s ServiceState) values() []int {
+func (s ServiceState) revisions() []rev {
 	if s.Values == "" {
 		return nil
 	}
-	var out []int
+	var out []rev
 	for _, f := range strings.Split(s.Values, ",") {
-		v, _ := strconv.Atoi(f)
-		out = append(out, v)
+		v, n, _ := strings.Cut(f, ":")
+		value, _ := strconv.Atoi(v)
+		replicas, _ := strconv.Atoi(n)
+		out = append(out, rev{value, replicas})
 	}
 	return out
 }
 
-func (s ServiceState) withValue(v int) ServiceState {
+// with is the state after r became the next revision.
+func (s ServiceState) with(r rev) ServiceState {
 	if s.Values == "" {
-		return ServiceState{Values: strconv.Itoa(v), Revision: 1, Value: v}
+		return ServiceState{Values: r.String(), Revision: 1, Value: r.value, Replicas: r.replicas}
 	}
-	return ServiceState{Values: s.Values + "," + strconv.Itoa(v), Revision: s.Revision + 1, Value: v}
+	return ServiceState{Values: s.Values + "," + r.String(), Revision: s.Revision + 1, Value: r.value, Replicas: r.replicas}
 }
 
 // Model is the sequential specification of deployctl's control plane as
 // the chaos workload sees it, one partition per service, one for the
 // policy and one for the cluster's membership (DESIGN.md, "The model"):
 //
-//   - a write that takes effect creates the next revision; an ok write
-//     must report exactly that revision; on a removing service an ok
-//     write means the purge came first: it is revision 1 of a new life;
+//   - a write that takes effect creates the next revision (its value and
+//     replica count); an ok write must report exactly that revision; on a
+//     removing service an ok write means the purge came first: it is
+//     revision 1 of a new life;
 //   - an ok write the server calls unchanged leaves the state and requires
-//     the current value to equal the written one;
+//     the current value and count to equal the written ones;
 //   - a rollback --to N that takes effect creates the next revision with
-//     revision N's value; it is legal only when N is an earlier revision
-//     of the current life; "no target" only when N is the current one or
-//     beyond it; "not found" only when there is no service or it is
-//     removing;
+//     revision N's value and replica count; it is legal only when N is an
+//     earlier revision of the current life; "no target" only when N is the
+//     current one or beyond it; "not found" only when there is no service
+//     or it is removing;
+//   - a scale to N that takes effect creates the next revision with the
+//     current value and N replicas; it is legal only on a service that
+//     exists and is not removing, and takes effect only when N is not the
+//     current count; ok unchanged only when N is the current count (the
+//     current revision reported); "not found" only when there is no
+//     service or it is removing;
 //   - rm is idempotent: ok on an existing or removing service (the state
 //     becomes removing), never ok on no service; not found means gone now
 //     (purged, or there was none; an existing service may be answered not
@@ -209,8 +248,10 @@ func (s ServiceState) withValue(v int) ServiceState {
 //     its call, including after the end of the history, which is "never";
 //     once ResolveUnknownWrites found a write in the final state at
 //     revision r, it must become exactly revision r;
-//   - reads return the state; a history read returns every revision of
-//     the current life (none left over from a purged one, none missing).
+//   - reads return the state (a removing service's desired count is 0:
+//     its replicas are going away); a history read returns every revision
+//     of the current life (none left over from a purged one, none
+//     missing), each with its value and count.
 func Model() porcupine.Model {
 	return porcupine.Model{
 		Partition: partitionByService,
@@ -231,9 +272,9 @@ func Model() porcupine.Model {
 			case s.Values == "":
 				return "none"
 			case s.Removing:
-				return fmt.Sprintf("removing [%s]", s.Values)
+				return fmt.Sprintf("removing [%s] (value:replicas)", s.Values)
 			}
-			return fmt.Sprintf("[%s]", s.Values)
+			return fmt.Sprintf("[%s] (value:replicas)", s.Values)
 		},
 	}
 }
@@ -265,16 +306,21 @@ func step(s ServiceState, in Input, out Output) (bool, interface{}) {
 		case out.Outcome != Ok:
 			return false, s
 		}
-		return s.Values != "" && out.Revision == s.Revision && out.Value == s.Value && out.Removing == s.Removing, s
-	case Write:
-		next := s.withValue(in.Value)
+		replicas := s.Replicas
 		if s.Removing {
-			next = ServiceState{}.withValue(in.Value) // the purge came first
+			replicas = 0 // status shows no desired replicas while removing
+		}
+		return s.Values != "" && out.Revision == s.Revision && out.Value == s.Value && out.Replicas == replicas && out.Removing == s.Removing, s
+	case Write:
+		written := rev{in.Value, in.Replicas}
+		next := s.with(written)
+		if s.Removing {
+			next = ServiceState{}.with(written) // the purge came first
 		}
 		switch out.Outcome {
 		case Ok:
 			if out.Unchanged {
-				return !s.Removing && s.Values != "" && s.Revision == out.Revision && s.Value == in.Value, s
+				return !s.Removing && s.Values != "" && s.Revision == out.Revision && s.Value == in.Value && s.Replicas == in.Replicas, s
 			}
 			return out.Revision == next.Revision, next
 		case Unknown:
@@ -285,20 +331,20 @@ func step(s ServiceState, in Input, out Output) (bool, interface{}) {
 			return true, s
 		}
 	case Rollback:
-		vals := s.values()
+		vals := s.revisions()
 		legal := !s.Removing && in.To >= 1 && in.To < len(vals)
 		switch out.Outcome {
 		case Ok:
 			if !legal {
 				return false, s
 			}
-			next := s.withValue(vals[in.To-1])
+			next := s.with(vals[in.To-1])
 			return out.Revision == next.Revision, next
 		case Unknown:
 			if !legal {
 				return out.Revision == 0, s // it can only have been refused
 			}
-			next := s.withValue(vals[in.To-1])
+			next := s.with(vals[in.To-1])
 			return out.Revision == 0 || out.Revision == next.Revision, next
 		case NoTarget:
 			return !s.Removing && len(vals) > 0 && !legal, s
@@ -307,6 +353,8 @@ func step(s ServiceState, in Input, out Output) (bool, interface{}) {
 		default:
 			return true, s
 		}
+	case Scale:
+		return stepScale(s, in, out)
 	case Remove:
 		switch out.Outcome {
 		case Ok:
@@ -328,6 +376,33 @@ func step(s ServiceState, in Input, out Output) (bool, interface{}) {
 		default:
 			return true, s
 		}
+	}
+	return false, s
+}
+
+// stepScale: a scale is legal on a live service; it makes a revision only
+// when the count changes, carrying the current value.
+func stepScale(s ServiceState, in Input, out Output) (bool, interface{}) {
+	live := !s.Removing && s.Values != ""
+	changes := live && s.Replicas != in.Replicas
+	next := s
+	if changes {
+		next = s.with(rev{s.Value, in.Replicas})
+	}
+	switch out.Outcome {
+	case Ok:
+		if out.Unchanged {
+			return live && !changes && out.Revision == s.Revision, s
+		}
+		return changes && out.Revision == next.Revision, next
+	case Unknown:
+		// Taking effect (porcupine also tries "never", after the end) is
+		// the next revision, or nothing when it cannot change anything.
+		return out.Revision == 0 || (changes && out.Revision == next.Revision), next
+	case NotFound:
+		return !live, s
+	case Failed:
+		return true, s
 	}
 	return false, s
 }
@@ -388,9 +463,17 @@ func DescribeOperation(in Input, out Output) string {
 		case out.Outcome != Ok:
 			return fmt.Sprintf("%s read -> %s", in.Service, out.Outcome)
 		case out.Removing:
-			return fmt.Sprintf("%s read -> removing, rev %d = %d", in.Service, out.Revision, out.Value)
+			return fmt.Sprintf("%s read -> removing, rev %d = %d x%d", in.Service, out.Revision, out.Value, out.Replicas)
 		}
-		return fmt.Sprintf("%s read -> rev %d = %d", in.Service, out.Revision, out.Value)
+		return fmt.Sprintf("%s read -> rev %d = %d x%d", in.Service, out.Revision, out.Value, out.Replicas)
+	case Scale:
+		switch {
+		case out.Outcome != Ok:
+			return fmt.Sprintf("%s scale %d -> %s", in.Service, in.Replicas, out.Outcome)
+		case out.Unchanged:
+			return fmt.Sprintf("%s scale %d -> unchanged rev %d", in.Service, in.Replicas, out.Revision)
+		}
+		return fmt.Sprintf("%s scale %d -> rev %d", in.Service, in.Replicas, out.Revision)
 	case Rollback:
 		if out.Outcome == Ok {
 			return fmt.Sprintf("%s rollback --to %d -> rev %d", in.Service, in.To, out.Revision)

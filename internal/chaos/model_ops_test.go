@@ -25,6 +25,10 @@ func removing(rev, v int) Output                           { return Output{Outco
 func members(m string) Output                              { return Output{Outcome: Ok, Members: m} }
 func okrb(rev int) Output                                  { return Output{Outcome: Ok, Revision: rev} }
 func seq(ops ...porcupine.Operation) []porcupine.Operation { return ops }
+func sc(svc string, n int) Input                           { return Input{Kind: Scale, Service: svc, Replicas: n} }
+
+// okrn is a read of revision rev carrying value v with n replicas desired.
+func okrn(rev, v, n int) Output { return Output{Outcome: Ok, Revision: rev, Value: v, Replicas: n} }
 
 // Each case is a bug the model must catch, or the correct behaviour next
 // to it that it must accept.
@@ -53,6 +57,32 @@ func TestModelJudgesEveryOperation(t *testing.T) {
 		{"refused rollback that took effect", with(op(0, rb("a", 1), 4, 5, refused()), op(1, r("a"), 6, 7, okr(3, 1))), false},
 		{"a rollback --to a rollback revision", with(op(0, rb("a", 1), 4, 5, okrb(3)), op(0, w("a", 3), 6, 7, okw(4)), op(0, rb("a", 3), 8, 9, okrb(5)), op(1, r("a"), 10, 11, okr(5, 1))), true},
 
+		// scale: the current value with another count, or nothing.
+		{"scale to 3 is the next revision: the current value, 3 replicas", with(op(0, sc("a", 3), 4, 5, okw(3)), op(1, r("a"), 6, 7, okrn(3, 2, 3))), true},
+		{"a read showing the wrong replica count after a scale", with(op(0, sc("a", 3), 4, 5, okw(3)), op(1, r("a"), 6, 7, okrn(3, 2, 2))), false},
+		{"a read showing replicas no scale asked for", with(op(1, r("a"), 4, 5, okrn(2, 2, 1))), false},
+		{"a scale carrying another revision's value", with(op(0, sc("a", 3), 4, 5, okw(3)), op(1, r("a"), 6, 7, okrn(3, 1, 3))), false},
+		{"scale to the current count is unchanged", with(op(0, sc("a", 0), 4, 5, unchanged(2)), op(1, r("a"), 6, 7, okrn(2, 2, 0))), true},
+		{"scale to the current count made a revision", with(op(0, sc("a", 0), 4, 5, okw(3))), false},
+		{"scale to another count answered unchanged", with(op(0, sc("a", 3), 4, 5, unchanged(2))), false},
+		{"scale numbered other than next", with(op(0, sc("a", 3), 4, 5, okw(4))), false},
+		{"scale of no service answered not found", seq(op(0, sc("a", 1), 0, 1, outcome(NotFound))), true},
+		{"scale of an existing service answered not found", with(op(0, sc("a", 1), 4, 5, outcome(NotFound))), false},
+		{"scale of a removing service answered not found", with(op(0, rm("a"), 4, 5, outcome(Ok)), op(0, sc("a", 1), 6, 7, outcome(NotFound))), true},
+		{"scale accepted on a removing service", with(op(0, rm("a"), 4, 5, outcome(Ok)), op(0, sc("a", 1), 6, 7, okw(3))), false},
+		{"scale of no service accepted", seq(op(0, sc("a", 1), 0, 1, okw(1))), false},
+		{"unknown scale that took effect", with(op(0, sc("a", 3), 4, -1, unknown()), op(1, r("a"), 6, 7, okrn(3, 2, 3))), true},
+		{"unknown scale that never did", with(op(0, sc("a", 3), 4, -1, unknown()), op(1, r("a"), 6, 7, okrn(2, 2, 0))), true},
+		{"refused scale that took effect", with(op(0, sc("a", 3), 4, 5, refused()), op(1, r("a"), 6, 7, okrn(3, 2, 3))), false},
+		{"rollback --to N restores revision N's count", with(op(0, sc("a", 3), 4, 5, okw(3)), op(0, rb("a", 2), 6, 7, okrb(4)), op(1, r("a"), 8, 9, okrn(4, 2, 0))), true},
+		{"rollback --to N keeping the scaled count", with(op(0, sc("a", 3), 4, 5, okw(3)), op(0, rb("a", 2), 6, 7, okrb(4)), op(1, r("a"), 8, 9, okrn(4, 2, 3))), false},
+		{"rollback --to a scale's revision restores its count", with(op(0, sc("a", 3), 4, 5, okw(3)), op(0, w("a", 3), 6, 7, okw(4)), op(0, rb("a", 3), 8, 9, okrb(5)), op(1, r("a"), 10, 11, okrn(5, 2, 3))), true},
+		{"a write after a scale keeping the scaled count", with(op(0, sc("a", 3), 4, 5, okw(3)), op(0, w("a", 3), 6, 7, okw(4)), op(1, r("a"), 8, 9, okrn(4, 3, 3))), false},
+		{"a removing service reads 0 desired", with(op(0, sc("a", 3), 4, 5, okw(3)), op(0, rm("a"), 6, 7, outcome(Ok)), op(1, r("a"), 8, 9, removing(3, 2))), true},
+		{"a removing service reading its count", with(op(0, sc("a", 3), 4, 5, okw(3)), op(0, rm("a"), 6, 7, outcome(Ok)), op(1, r("a"), 8, 9, Output{Outcome: Ok, Revision: 3, Value: 2, Replicas: 3, Removing: true})), false},
+		{"history shows each revision's count", with(op(0, sc("a", 3), 4, 5, okw(3)), op(1, Input{Kind: HistoryRead, Service: "a"}, 6, 7, Output{Values: "1:0,2:0,2:3"})), true},
+		{"history missing a scale's count", with(op(0, sc("a", 3), 4, 5, okw(3)), op(1, Input{Kind: HistoryRead, Service: "a"}, 6, 7, Output{Values: "1:0,2:0,2:0"})), false},
+
 		// rm: idempotent, then purged; numbers restart.
 		{"rm twice, both ok, read sees removing", with(op(0, rm("a"), 4, 5, outcome(Ok)), op(1, rm("a"), 6, 7, outcome(Ok)), op(1, r("a"), 8, 9, removing(2, 2))), true},
 		{"rm of no service answered ok", seq(op(0, rm("a"), 0, 1, outcome(Ok))), false},
@@ -65,9 +95,9 @@ func TestModelJudgesEveryOperation(t *testing.T) {
 		{"unknown rm that took effect", with(op(0, rm("a"), 4, -1, unknown()), op(1, r("a"), 6, 7, removing(2, 2))), true},
 
 		// history: the final observation, every revision of this life.
-		{"history holds every revision", with(op(0, rb("a", 1), 4, 5, okrb(3)), op(1, Input{Kind: HistoryRead, Service: "a"}, 6, 7, Output{Values: "1,2,1"})), true},
-		{"history keeps a purged life's revisions", with(op(0, rm("a"), 4, 5, outcome(Ok)), op(0, w("a", 3), 6, 7, okw(1)), op(1, Input{Kind: HistoryRead, Service: "a"}, 8, 9, Output{Values: "3,2"})), false},
-		{"history misses a revision", with(op(1, Input{Kind: HistoryRead, Service: "a"}, 4, 5, Output{Values: "1"})), false},
+		{"history holds every revision", with(op(0, rb("a", 1), 4, 5, okrb(3)), op(1, Input{Kind: HistoryRead, Service: "a"}, 6, 7, Output{Values: "1:0,2:0,1:0"})), true},
+		{"history keeps a purged life's revisions", with(op(0, rm("a"), 4, 5, outcome(Ok)), op(0, w("a", 3), 6, 7, okw(1)), op(1, Input{Kind: HistoryRead, Service: "a"}, 8, 9, Output{Values: "3:0,2:0"})), false},
+		{"history misses a revision", with(op(1, Input{Kind: HistoryRead, Service: "a"}, 4, 5, Output{Values: "1:0"})), false},
 
 		// policy set: guarded by the version.
 		{"policy set then read", seq(op(0, pread(), 0, 1, okp(0, 0)), op(0, pset(5, 0), 2, 3, okp(1, 0)), op(1, pread(), 4, 5, okp(1, 5))), true},
@@ -114,6 +144,7 @@ func TestCheckFinalRollbacks(t *testing.T) {
 		{"rollback carrying another revision's value", []Revision{apply(1, 1), apply(2, 2), rollback(3, 2, 2, 1)}, 0, 1},
 		{"rollback to a revision no rollback named", []Revision{apply(1, 1), apply(2, 2), rollback(3, 2, 2, 2)}, 1, 2},
 		{"rollback of a revision that was not current", []Revision{apply(1, 1), apply(2, 2), rollback(3, 1, 1, 1)}, 0, 1},
+		{"rollback carrying another revision's count", []Revision{apply(1, 1), apply(2, 2), withReplicas(rollback(3, 1, 2, 1), 3)}, 0, 1},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -135,6 +166,84 @@ func TestCheckFinalRollbacks(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+func withReplicas(r Revision, n int) Revision { r.Replicas = n; return r }
+
+// A scale's revision in the final history: there when acknowledged, at
+// its number, with its count, the value before it, and a cause that says
+// both counts; an apply's revision holds the count its write sent.
+func TestCheckFinalScales(t *testing.T) {
+	apply := func(n, v, replicas int) Revision {
+		return Revision{Number: n, Value: v, Replicas: replicas, Cause: "apply"}
+	}
+	scale := func(n, v, from, to int) Revision {
+		return Revision{Number: n, Value: v, Replicas: to, Cause: "scale from " + itoa(from) + " to " + itoa(to)}
+	}
+	history := []porcupine.Operation{
+		op(0, w("a", 1), 0, 1, okw(1)), op(0, sc("a", 3), 2, 3, okw(2)), op(1, sc("a", 3), 4, 5, unchanged(2)),
+	}
+	cases := []struct {
+		name     string
+		final    []Revision
+		lost     int
+		problems int
+	}{
+		{"the scale is there", []Revision{apply(1, 1, 0), scale(2, 1, 0, 3)}, 0, 0},
+		{"acknowledged scale lost", []Revision{apply(1, 1, 0)}, 1, 1},
+		{"scaled to another count", []Revision{apply(1, 1, 0), scale(2, 1, 0, 2)}, 1, 2},
+		{"scale carrying another value", []Revision{apply(1, 1, 0), scale(2, 9, 0, 3)}, 0, 1},
+		{"cause names another count before", []Revision{apply(1, 1, 0), scale(2, 1, 1, 3)}, 0, 1},
+		{"apply revision with a count its write did not send", []Revision{apply(1, 1, 2), scale(2, 1, 2, 3)}, 0, 1},
+		{"a scale as the first revision", []Revision{scale(1, 1, 0, 3)}, 2, 3},
+		{"a scale applied twice", []Revision{apply(1, 1, 0), scale(2, 1, 0, 3), scale(3, 1, 3, 3)}, 0, 1},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			rep := CheckFinal(history, map[string][]Revision{"a": tc.final})
+			if rep.AcknowledgedScales != 1 || rep.Lost != tc.lost || len(rep.Problems) != tc.problems {
+				t.Fatalf("report %+v: want 1 acknowledged scale, %d lost, %d problems", rep, tc.lost, tc.problems)
+			}
+		})
+	}
+}
+
+// An unknown scale is settled like an unknown rollback: dropped when the
+// final state has no scale to its count beyond the acknowledged ones,
+// kept (and placed by porcupine) otherwise.
+func TestResolveUnknownScales(t *testing.T) {
+	apply := Revision{Number: 1, Value: 1, Cause: "apply"}
+	scaled := func(n, from, to int) Revision {
+		return Revision{Number: n, Value: 1, Replicas: to, Cause: "scale from " + itoa(from) + " to " + itoa(to)}
+	}
+	cases := []struct {
+		name  string
+		ops   []porcupine.Operation
+		final []Revision
+		kept  int
+		ok    bool
+	}{
+		{"never took effect: dropped", seq(op(0, w("a", 1), 0, 1, okw(1)), op(1, sc("a", 3), 2, -1, unknown()), op(0, r("a"), 3, 4, okrn(1, 1, 0))),
+			[]Revision{apply}, 2, true},
+		{"the only scale to 3 is an acknowledged one: dropped", seq(op(0, w("a", 1), 0, 1, okw(1)), op(1, sc("a", 3), 2, -1, unknown()), op(0, sc("a", 3), 3, 4, okw(2)), op(0, r("a"), 5, 6, okrn(2, 1, 3))),
+			[]Revision{apply, scaled(2, 0, 3)}, 3, true},
+		{"took effect: kept, and placed", seq(op(0, w("a", 1), 0, 1, okw(1)), op(1, sc("a", 3), 2, -1, unknown()), op(0, r("a"), 3, 4, okrn(1, 1, 0)), op(0, r("a"), 5, 6, okrn(2, 1, 3))),
+			[]Revision{apply, scaled(2, 0, 3)}, 4, true},
+		{"dropped, but a read had seen it", seq(op(0, w("a", 1), 0, 1, okw(1)), op(1, sc("a", 3), 2, -1, unknown()), op(0, r("a"), 3, 4, okrn(2, 1, 3))),
+			[]Revision{apply}, 2, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ops := ResolveUnknownWrites(fromRecorder(tc.ops), map[string][]Revision{"a": tc.final})
+			if len(ops) != tc.kept {
+				t.Fatalf("%d operations kept, want %d", len(ops), tc.kept)
+			}
+			err := CheckLinearizable(ops, 10*time.Second, t.TempDir())
+			if tc.ok != (err == nil) || (!tc.ok && !errors.Is(err, ErrNotLinearizable)) {
+				t.Fatalf("got %v, want linearizable=%v", err, tc.ok)
+			}
+		})
+	}
+}
 
 func TestCheckRolloutsEnded(t *testing.T) {
 	rev := func(n int, state string, of int) Revision {

@@ -19,9 +19,14 @@ import (
 
 // SpecYAML is the spec a write of value applies: no replicas (control
 // plane only: nothing to run, no agent needed), the value in the image
-// tag, where status reads find it again, and in env X.
+// tag, where status reads find it again, and in env X. A scale keeps the
+// rest of the spec and asks for replicas that no host will run (the
+// harness has no agent), so their rollout waits until the next revision;
+// failure_action: pause keeps its progress deadline (which a forward
+// clock step passes at once) from writing an automatic rollback the model
+// knows nothing of: a paused revision is superseded like a waiting one.
 func SpecYAML(service, image string, value int) []byte {
-	return fmt.Appendf(nil, "service: %s\nimage: %s\nreplicas: 0\nenv:\n  X: \"%d\"\n", service, image, value)
+	return fmt.Appendf(nil, "service: %s\nimage: %s\nreplicas: 0\nupdate:\n  failure_action: pause\nenv:\n  X: \"%d\"\n", service, image, value)
 }
 
 // WriteOutcome classifies an apply's answer. Only refusals that happen
@@ -43,16 +48,23 @@ func WriteOutcome(out wire.ApplyOutcome, err error) Output {
 	}
 }
 
+// recorded runs one operation, in, through call within timeout, and
+// records it as client's with the outcome call gives.
+func recorded(ctx context.Context, rec *Recorder, client int, in Input, timeout time.Duration, call func(context.Context) Output) Output {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	start := rec.Now()
+	out := call(ctx)
+	rec.Record(client, in, start, out)
+	return out
+}
+
 // Apply writes value to service through c, waiting at most timeout, and
 // records the operation as client's.
 func Apply(ctx context.Context, rec *Recorder, client int, c *wire.Client, service, image string, value int, timeout time.Duration) Output {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	call := rec.Now()
-	res, err := c.Apply(ctx, SpecYAML(service, image, value))
-	out := WriteOutcome(res, err)
-	rec.Record(client, Input{Kind: Write, Service: service, Value: value}, call, out)
-	return out
+	return recorded(ctx, rec, client, Input{Kind: Write, Service: service, Value: value}, timeout, func(ctx context.Context) Output {
+		return WriteOutcome(c.Apply(ctx, SpecYAML(service, image, value)))
+	})
 }
 
 // ReadStatus reads service's current revision through c, waiting at most
@@ -77,7 +89,7 @@ func ReadStatus(ctx context.Context, rec *Recorder, client int, c *wire.Client, 
 		if verr != nil {
 			v = -1
 		}
-		out = Output{Outcome: Ok, Revision: st.Revision, Value: v, Removing: st.State == state.ServiceRemoving}
+		out = Output{Outcome: Ok, Revision: st.Revision, Value: v, Replicas: st.Replicas.Desired, Removing: st.State == state.ServiceRemoving}
 	}
 	rec.Record(client, Input{Kind: Read, Service: service}, call, out)
 	return out, nil
@@ -103,13 +115,32 @@ func RollbackOutcome(out wire.ApplyOutcome, err error) Output {
 
 // DoRollback asks for a rollback of service to revision to.
 func DoRollback(ctx context.Context, rec *Recorder, client int, c *wire.Client, service string, to int, timeout time.Duration) Output {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	call := rec.Now()
-	res, err := c.Rollback(ctx, service, to)
-	out := RollbackOutcome(res, err)
-	rec.Record(client, Input{Kind: Rollback, Service: service, To: to}, call, out)
-	return out
+	return recorded(ctx, rec, client, Input{Kind: Rollback, Service: service, To: to}, timeout, func(ctx context.Context) Output {
+		return RollbackOutcome(c.Rollback(ctx, service, to))
+	})
+}
+
+// ScaleOutcome classifies a scale's answer: not found (the model
+// predicts it), a conflict or an invalid count (no effect), else
+// unknown. A retried scale carries the same idempotency key.
+func ScaleOutcome(out wire.ApplyOutcome, err error) Output {
+	switch {
+	case err == nil:
+		return Output{Outcome: Ok, Revision: out.Revision, Unchanged: out.Unchanged}
+	case errors.Is(err, controller.ErrNotFound):
+		return Output{Outcome: NotFound}
+	case errors.Is(err, controller.ErrConflict), errors.Is(err, controller.ErrInvalidSpec):
+		return Output{Outcome: Failed}
+	default:
+		return Output{Outcome: Unknown}
+	}
+}
+
+// DoScale runs `scale service replicas`.
+func DoScale(ctx context.Context, rec *Recorder, client int, c *wire.Client, service string, replicas int, timeout time.Duration) Output {
+	return recorded(ctx, rec, client, Input{Kind: Scale, Service: service, Replicas: replicas}, timeout, func(ctx context.Context) Output {
+		return ScaleOutcome(c.Scale(ctx, service, replicas))
+	})
 }
 
 // RemoveOutcome classifies an rm's answer. rm carries no idempotency key:
@@ -128,12 +159,9 @@ func RemoveOutcome(err error) Output {
 
 // DoRemove runs `rm service`.
 func DoRemove(ctx context.Context, rec *Recorder, client int, c *wire.Client, service string, timeout time.Duration) Output {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	call := rec.Now()
-	out := RemoveOutcome(c.Remove(ctx, service))
-	rec.Record(client, Input{Kind: Remove, Service: service}, call, out)
-	return out
+	return recorded(ctx, rec, client, Input{Kind: Remove, Service: service}, timeout, func(ctx context.Context) Output {
+		return RemoveOutcome(c.Remove(ctx, service))
+	})
 }
 
 // policyPrefix is where a policy carries its value: a volume prefix, which
@@ -218,9 +246,9 @@ type Workload struct {
 	// Removable services take writes, reads and rm (no rollbacks: their
 	// history restarts at each purge).
 	Removable []string
-	// Mix: when set, the workload also rolls back, removes, sets and
-	// reads the policy and reads the cluster's voters (DESIGN.md); else
-	// only writes and reads, half each.
+	// Mix: when set, the workload also scales, rolls back, removes, sets
+	// and reads the policy and reads the cluster's voters (DESIGN.md);
+	// else only writes and reads, half each.
 	Mix bool
 	// Image is the image reference that carries a value (TagRegistry.Image).
 	Image func(value int) string
@@ -264,9 +292,14 @@ func (w Workload) worker(ctx context.Context, id int, c *wire.Client) {
 			roll = rng.IntN(2) * 50 // writes and reads, half each
 		}
 		switch {
-		case roll < 40:
+		case roll < 34:
 			v := take()
 			if out := Apply(opCtx, w.Recorder, id, c, svc, w.Image(v), v, w.OpTimeout); out.Outcome == Ok {
+				seen[svc] = out.Revision
+			}
+		case roll < 40:
+			// 0 to 3: often the current count (unchanged), often not.
+			if out := DoScale(opCtx, w.Recorder, id, c, svc, rng.IntN(4), w.OpTimeout); out.Outcome == Ok {
 				seen[svc] = out.Revision
 			}
 		case roll < 70:

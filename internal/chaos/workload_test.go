@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deployctl/deployctl/controller"
 	"github.com/deployctl/deployctl/internal/wire"
 	"github.com/deployctl/deployctl/specs"
 )
@@ -22,15 +23,20 @@ import (
 // the tests can show the checks pass a correct server and fail a broken one.
 type fakeAPI struct {
 	mu   sync.Mutex
-	revs map[string][]int // service -> value of each revision
+	revs map[string][]fakeRev // service -> each revision
 	// staleReads answers reads as of before the latest write.
 	staleReads bool
 	// loseAfter acknowledges but forgets every write past this many
 	// revisions of a service (0: keep all).
 	loseAfter int
+	// firstCount answers reads with the first revision's replica count.
+	firstCount bool
 }
 
-func newFakeAPI() *fakeAPI { return &fakeAPI{revs: map[string][]int{}} }
+// fakeRev is one revision of the fake: its value and replica count.
+type fakeRev struct{ value, replicas int }
+
+func newFakeAPI() *fakeAPI { return &fakeAPI{revs: map[string][]fakeRev{}} }
 
 func (f *fakeAPI) handler() http.Handler {
 	mux := http.NewServeMux()
@@ -58,9 +64,31 @@ func (f *fakeAPI) handler() http.Handler {
 		defer f.mu.Unlock()
 		rev := len(f.revs[spec.Service]) + 1
 		if f.loseAfter == 0 || rev <= f.loseAfter {
-			f.revs[spec.Service] = append(f.revs[spec.Service], v)
+			f.revs[spec.Service] = append(f.revs[spec.Service], fakeRev{v, spec.Replicas})
 		}
 		writeJSON(w, http.StatusCreated, wire.ApplyOutcome{Service: spec.Service, Revision: rev})
+	})
+	mux.HandleFunc("POST /v1/services/{name}/scale", func(w http.ResponseWriter, r *http.Request) {
+		var body wire.ScaleBody
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil || body.Replicas == nil {
+			writeJSON(w, http.StatusBadRequest, wire.APIError{Error: "replicas: required", Code: "bad_request"})
+			return
+		}
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		name := r.PathValue("name")
+		revs := f.revs[name]
+		if len(revs) == 0 {
+			writeJSON(w, http.StatusNotFound, wire.APIError{Error: "not found", Code: "not_found"})
+			return
+		}
+		cur := revs[len(revs)-1]
+		if cur.replicas == *body.Replicas {
+			writeJSON(w, http.StatusOK, wire.ApplyOutcome{Service: name, Revision: len(revs), Unchanged: true})
+			return
+		}
+		f.revs[name] = append(revs, fakeRev{cur.value, *body.Replicas})
+		writeJSON(w, http.StatusCreated, wire.ApplyOutcome{Service: name, Revision: len(revs) + 1})
 	})
 	mux.HandleFunc("GET /v1/services/{name}", func(w http.ResponseWriter, r *http.Request) {
 		f.mu.Lock()
@@ -73,8 +101,14 @@ func (f *fakeAPI) handler() http.Handler {
 			writeJSON(w, http.StatusNotFound, wire.APIError{Error: "not found", Code: "not_found"})
 			return
 		}
-		image := fmt.Sprintf("registry.invalid/chaos/app:w%d", revs[len(revs)-1])
-		writeJSON(w, http.StatusOK, wire.ServiceStatus{Service: r.PathValue("name"), Revision: len(revs), Image: image})
+		cur := revs[len(revs)-1]
+		replicas := cur.replicas
+		if f.firstCount {
+			replicas = revs[0].replicas
+		}
+		image := fmt.Sprintf("registry.invalid/chaos/app:w%d", cur.value)
+		writeJSON(w, http.StatusOK, wire.ServiceStatus{Service: r.PathValue("name"), Revision: len(revs), Image: image,
+			Replicas: wire.ReplicaCounts{Desired: replicas}})
 	})
 	return mux
 }
@@ -83,9 +117,13 @@ func (f *fakeAPI) final() map[string][]Revision {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	out := map[string][]Revision{}
-	for svc, vals := range f.revs {
-		for i, v := range vals {
-			out[svc] = append(out[svc], Revision{Number: i + 1, Value: v, Cause: "apply"})
+	for svc, revs := range f.revs {
+		for i, r := range revs {
+			cause := "apply"
+			if i > 0 && r.value == revs[i-1].value {
+				cause = controller.ScaleCause(revs[i-1].replicas, r.replicas)
+			}
+			out[svc] = append(out[svc], Revision{Number: i + 1, Value: r.value, Replicas: r.replicas, Cause: cause})
 		}
 	}
 	return out
@@ -151,8 +189,8 @@ func TestChecksCatchABrokenServer(t *testing.T) {
 		server   *fakeAPI
 		wantLost int
 	}{
-		{"stale reads", &fakeAPI{revs: map[string][]int{}, staleReads: true}, 0},
-		{"acknowledged write forgotten", &fakeAPI{revs: map[string][]int{}, loseAfter: 1}, 1},
+		{"stale reads", &fakeAPI{revs: map[string][]fakeRev{}, staleReads: true}, 0},
+		{"acknowledged write forgotten", &fakeAPI{revs: map[string][]fakeRev{}, loseAfter: 1}, 1},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -176,6 +214,69 @@ func TestChecksCatchABrokenServer(t *testing.T) {
 				t.Fatalf("final check %+v: want %d lost", rep, tc.wantLost)
 			}
 		})
+	}
+}
+
+// Scales through the client against the fake: a correct server passes
+// both checks; one whose reads show a replica count other than the
+// current revision's fails the linearizability check.
+func TestScalesAndReadsOfTheCount(t *testing.T) {
+	for _, broken := range []bool{false, true} {
+		f := newFakeAPI()
+		f.firstCount = broken
+		c := mustServe(t, f)
+		rec := NewRecorder()
+		ctx := context.Background()
+		if out := Apply(ctx, rec, 0, c, "svc", image(1), 1, 5*time.Second); out.Outcome != Ok || out.Revision != 1 {
+			t.Fatalf("write: %+v", out)
+		}
+		if out := DoScale(ctx, rec, 0, c, "svc", 3, 5*time.Second); out.Outcome != Ok || out.Revision != 2 || out.Unchanged {
+			t.Fatalf("scale to 3: %+v", out)
+		}
+		if out := DoScale(ctx, rec, 1, c, "svc", 3, 5*time.Second); out.Outcome != Ok || out.Revision != 2 || !out.Unchanged {
+			t.Fatalf("scale to 3 again: %+v, want unchanged", out)
+		}
+		if out := DoScale(ctx, rec, 1, c, "nope", 1, 5*time.Second); out.Outcome != NotFound {
+			t.Fatalf("scale of a missing service: %+v", out)
+		}
+		read, err := ReadStatus(ctx, rec, 1, c, "svc", 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ops := rec.Operations()
+		err = CheckLinearizable(ops, time.Minute, t.TempDir())
+		if broken != errors.Is(err, ErrNotLinearizable) || (!broken && err != nil) {
+			t.Fatalf("server broken=%v, read %+v: check says %v", broken, read, err)
+		}
+		if rep := CheckFinal(ops, f.final()); rep.Err() != nil || rep.AcknowledgedScales != 1 {
+			t.Fatalf("final check: %+v", rep)
+		}
+		if st := rec.Stats(); st.Scales != 3 || st.OkScales != 1 || st.UnchangedScales != 1 || st.OkWrites != 1 {
+			t.Fatalf("stats %+v: want 3 scales, 1 ok, 1 unchanged, and 1 write", st)
+		}
+	}
+}
+
+func TestScaleOutcome(t *testing.T) {
+	remote := func(code string) error {
+		return &wire.RemoteError{Status: 400, APIError: wire.APIError{Error: code, Code: code}}
+	}
+	cases := []struct {
+		err  error
+		want Outcome
+	}{
+		{nil, Ok},
+		{remote("not_found"), NotFound},
+		{remote("conflict"), Failed},
+		{remote("invalid_spec"), Failed},
+		{remote("no_leader"), Unknown},
+		{remote("internal"), Unknown},
+		{context.DeadlineExceeded, Unknown},
+	}
+	for _, tc := range cases {
+		if got := ScaleOutcome(wire.ApplyOutcome{Revision: 2, Unchanged: true}, tc.err); got.Outcome != tc.want || (tc.err == nil && (got.Revision != 2 || !got.Unchanged)) {
+			t.Errorf("ScaleOutcome(%v) = %+v, want %v", tc.err, got, tc.want)
+		}
 	}
 }
 
@@ -217,7 +318,7 @@ func TestSpecYAMLIsAValidSpecCarryingTheValue(t *testing.T) {
 		t.Fatal(err)
 	}
 	v, err := ValueOfImage(spec.Image)
-	if spec.Service != "svc-1" || spec.Replicas != 0 || spec.Env["X"] != "42" || err != nil || v != 42 {
+	if spec.Service != "svc-1" || spec.Replicas != 0 || spec.Env["X"] != "42" || spec.Update.FailureAction != specs.FailureActionPause || err != nil || v != 42 {
 		t.Fatalf("spec %+v, value %d %v", spec, v, err)
 	}
 }

@@ -197,11 +197,32 @@ func (c *Client) ApplyWith(ctx context.Context, body ApplyBody) (ApplyOutcome, e
 
 // Rollback asks for a rollback of a service (to 0: the last good revision).
 func (c *Client) Rollback(ctx context.Context, service string, to int) (ApplyOutcome, error) {
-	h := http.Header{"Content-Type": {"application/json"}, "Idempotency-Key": {NewID()}}
-	body, _ := json.Marshal(RollbackBody{To: to})
+	return c.serviceWrite(ctx, service, "rollback", RollbackBody{To: to})
+}
+
+// Scale sets a service's replica count: a new revision of its current
+// spec with that count, pinned to the same digest (unchanged when the
+// count is the current one).
+func (c *Client) Scale(ctx context.Context, service string, replicas int) (ApplyOutcome, error) {
+	return c.serviceWrite(ctx, service, "scale", ScaleBody{Replicas: &replicas})
+}
+
+// serviceWrite posts body (JSON; nil: no body) to one of a service's write
+// endpoints (/v1/services/{service}/{action}) under one idempotency key for
+// every try, so that a retry after a lost answer never writes twice.
+func (c *Client) serviceWrite(ctx context.Context, service, action string, body any) (ApplyOutcome, error) {
+	h := http.Header{"Idempotency-Key": {NewID()}}
+	var data []byte
+	if body != nil {
+		var err error
+		if data, err = json.Marshal(body); err != nil {
+			return ApplyOutcome{}, fmt.Errorf("encode %s: %w", action, err)
+		}
+		h.Set("Content-Type", "application/json")
+	}
 	var out ApplyOutcome
 	err := c.retryWrite(ctx, func() error {
-		return c.do(ctx, http.MethodPost, "/v1/services/"+url.PathEscape(service)+"/rollback", h, body, &out)
+		return c.do(ctx, http.MethodPost, "/v1/services/"+url.PathEscape(service)+"/"+action, h, data, &out)
 	})
 	return out, err
 }
@@ -340,12 +361,7 @@ func (c *Client) Outdated(ctx context.Context) (OutdatedReport, error) {
 
 // Refresh re-resolves a service's image and rolls a new digest out.
 func (c *Client) Refresh(ctx context.Context, service string) (ApplyOutcome, error) {
-	h := http.Header{"Idempotency-Key": {NewID()}}
-	var out ApplyOutcome
-	err := c.retryWrite(ctx, func() error {
-		return c.do(ctx, http.MethodPost, "/v1/services/"+url.PathEscape(service)+"/refresh", h, nil, &out)
-	})
-	return out, err
+	return c.serviceWrite(ctx, service, "refresh", nil)
 }
 
 // Audit sends an agent's audit.

@@ -111,6 +111,13 @@ type RollbackBody struct {
 	To int `json:"to,omitempty"`
 }
 
+// ScaleBody is the body of POST /v1/services/{name}/scale. Replicas is
+// required: a pointer, so that a body without it is refused rather than
+// read as "scale to 0", which would stop every replica.
+type ScaleBody struct {
+	Replicas *int `json:"replicas"`
+}
+
 // ApplyOutcome is the answer to an apply.
 type ApplyOutcome struct {
 	Service   string `json:"service"`
@@ -202,8 +209,10 @@ type ConnectionStatus struct {
 
 // HistoryEntry is one revision in `deployctl history SVC -o json`.
 type HistoryEntry struct {
-	Revision   int    `json:"revision"`
-	Image      string `json:"image"`
+	Revision int    `json:"revision"`
+	Image    string `json:"image"`
+	// Replicas is the revision's replica count: what a scale changed.
+	Replicas   int    `json:"replicas"`
 	Digest     string `json:"digest"`
 	Ref        string `json:"ref"`
 	State      string `json:"state"`
