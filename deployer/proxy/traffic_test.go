@@ -327,25 +327,41 @@ func TestTakeLosesNothingUnderConcurrency(t *testing.T) {
 	}
 }
 
-// TestHopHeadersNeverReachAReplica: a client's X-Deployctl-Canary on an
-// ingress port does not reach the replica (nor choose a side).
+// TestHopHeadersNeverReachAReplica: neither a client's X-Deployctl-Canary
+// on an ingress port nor the hop headers of a request that came through
+// another host's proxy (side included) reach the replica.
 func TestHopHeadersNeverReachAReplica(t *testing.T) {
 	seen := make(chan http.Header, 1)
 	be := startBackend(t, "a", func(w http.ResponseWriter, r *http.Request) { seen <- r.Header.Clone() })
+	canary := hopTarget(be)
+	canary.Canary = true
 	tb := NewTable(nil)
 	px := startProxy(t, tb)
-	tb.Apply(Desired{Routes: []Route{webRoute}, Targets: []DesiredTarget{be.target(true)}})
-	req, _ := http.NewRequest(http.MethodGet, px.URL+"/", nil)
-	req.Header.Set(HeaderHopCanary, "1")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = resp.Body.Close()
-	h := <-seen
-	for name := range h {
-		if strings.HasPrefix(strings.ToLower(name), "x-deployctl-") {
-			t.Errorf("the replica got %s: %v", name, h.Values(name))
+	tb.Apply(Desired{Routes: []Route{hopRoute}, Targets: []DesiredTarget{canary}, Canaries: map[string]float64{"web": 0.5}})
+	hop := startHopListener(t, tb, nil)
+	check := func(how string, req *http.Request) {
+		t.Helper()
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: %d", how, resp.StatusCode)
+		}
+		h := <-seen
+		for name := range h {
+			if strings.HasPrefix(strings.ToLower(name), "x-deployctl-") {
+				t.Errorf("%s: the replica got %s: %v", how, name, h.Values(name))
+			}
 		}
 	}
+	req, _ := http.NewRequest(http.MethodGet, px.URL+"/", nil)
+	req.Header.Set(HeaderHopCanary, "1")
+	check("ingress", req)
+	req, _ = http.NewRequest(http.MethodGet, "http://"+hop+"/", nil)
+	req.Header.Set(HeaderHopService, "web")
+	req.Header.Set(HeaderHopPort, "8080")
+	req.Header.Set(HeaderHopCanary, "1")
+	check("hop", req)
 }
