@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/deployctl/deployctl/internal/audit"
+	"github.com/deployctl/deployctl/internal/wire"
 	"github.com/deployctl/deployctl/raftstore/state"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/network"
@@ -47,6 +48,9 @@ type Controller interface {
 	Assignments(ctx context.Context, host string, afterIndex uint64, wait time.Duration) (state.AssignmentSet, error)
 	// Report sends one batch: heartbeat + replica state changes.
 	Report(ctx context.Context, r state.HostReport) error
+	// ReportTraffic sends what the host's proxy sent to each of its
+	// replicas since the previous report (issue 15).
+	ReportTraffic(ctx context.Context, r wire.TrafficReport) error
 }
 
 // Runtime is what the agent needs from the container engine; DockerRuntime
@@ -109,6 +113,9 @@ type AgentConfig struct {
 	AssignmentWait time.Duration
 	// Ingress runs the host's proxy (nil: none); see IngressConfig.
 	Ingress *IngressConfig
+	// TrafficInterval is how often the proxy's traffic figures are sent
+	// to the controller (DefaultTrafficInterval).
+	TrafficInterval time.Duration
 }
 
 // Agent reconciles one host's Docker Engine with its assignments.
@@ -152,6 +159,9 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 	if cfg.AssignmentWait <= 0 {
 		cfg.AssignmentWait = DefaultAssignmentWait
 	}
+	if cfg.TrafficInterval <= 0 {
+		cfg.TrafficInterval = DefaultTrafficInterval
+	}
 	if cfg.Ingress != nil && cfg.Ingress.Source == nil {
 		return nil, fmt.Errorf("%w: Ingress without a Source", ErrInvalidConfig)
 	}
@@ -192,6 +202,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.cfg.Ingress != nil {
 		loop.ingress = newIngressRunner(*a.cfg.Ingress, a.cfg.HostID, a.log)
 		workers.Go(func() { loop.ingress.run(ctx) })
+		shipper := &trafficShipper{host: a.cfg.HostID, ctrl: a.cfg.Controller, take: loop.ingress.table.TakeTraffic,
+			interval: a.cfg.TrafficInterval, log: a.log}
+		workers.Go(func() { shipper.run(ctx) })
 	}
 	workers.Add(3)
 	go func() {

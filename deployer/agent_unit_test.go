@@ -43,7 +43,8 @@ func TestNewAgentValidates(t *testing.T) {
 					t.Fatalf("NewAgent: %v", err)
 				}
 				if agent.cfg.Network != DefaultNetwork || agent.cfg.ResyncInterval != DefaultResyncInterval ||
-					agent.cfg.HeartbeatInterval != DefaultHeartbeatInterval || agent.cfg.AssignmentWait != DefaultAssignmentWait {
+					agent.cfg.HeartbeatInterval != DefaultHeartbeatInterval || agent.cfg.AssignmentWait != DefaultAssignmentWait ||
+					agent.cfg.TrafficInterval != DefaultTrafficInterval {
 					t.Errorf("defaults not filled: %+v", agent.cfg)
 				}
 				return

@@ -15,6 +15,7 @@ import (
 
 	"github.com/deployctl/deployctl/internal/devimage"
 	"github.com/deployctl/deployctl/internal/enginetest"
+	"github.com/deployctl/deployctl/internal/wire"
 	"github.com/deployctl/deployctl/raftstore/state"
 	"github.com/deployctl/deployctl/specs"
 	"github.com/docker/docker/client"
@@ -244,6 +245,8 @@ type fakeController struct {
 	refused int
 	reports []state.HostReport
 	latest  map[string]state.StatusReport
+	// traffic are the traffic reports received (not while down).
+	traffic []wire.TrafficReport
 }
 
 func newFakeController(host string) *fakeController {
@@ -261,11 +264,9 @@ func (f *fakeController) Assignments(ctx context.Context, host string, afterInde
 	defer timer.Stop()
 	for {
 		f.mu.Lock()
-		if f.down {
-			f.refused++
-			f.notifyLocked()
+		if err := f.refuseLocked(); err != nil {
 			f.mu.Unlock()
-			return state.AssignmentSet{}, errControllerDown
+			return state.AssignmentSet{}, err
 		}
 		set, changed := f.copySetLocked(), f.changed
 		f.mu.Unlock()
@@ -285,10 +286,8 @@ func (f *fakeController) Assignments(ctx context.Context, host string, afterInde
 func (f *fakeController) Report(_ context.Context, r state.HostReport) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.down {
-		f.refused++
-		f.notifyLocked()
-		return errControllerDown
+	if err := f.refuseLocked(); err != nil {
+		return err
 	}
 	f.reports = append(f.reports, r)
 	for _, sr := range r.Reports {
@@ -296,6 +295,27 @@ func (f *fakeController) Report(_ context.Context, r state.HostReport) error {
 	}
 	f.notifyLocked()
 	return nil
+}
+
+func (f *fakeController) ReportTraffic(_ context.Context, r wire.TrafficReport) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.refuseLocked(); err != nil {
+		return err
+	}
+	f.traffic = append(f.traffic, r)
+	f.notifyLocked()
+	return nil
+}
+
+// refuseLocked counts and refuses a call while the controller is down.
+func (f *fakeController) refuseLocked() error {
+	if !f.down {
+		return nil
+	}
+	f.refused++
+	f.notifyLocked()
+	return errControllerDown
 }
 
 func (f *fakeController) notifyLocked() {

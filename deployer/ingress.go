@@ -91,6 +91,13 @@ func localTargetID(replica, containerID string) string {
 	return replica + "/" + shortID(containerID)
 }
 
+// replicaOfTarget is the replica a target ID names: a local target's ID
+// without its container (localTargetID), a hop target's as it is.
+func replicaOfTarget(id string) string {
+	replica, _, _ := strings.Cut(id, "/")
+	return replica
+}
+
 // ingressRunner owns the host's proxy table and its listeners. The
 // reconcile loop tells it about local replicas (setLocal) and asks it to
 // drain one before stopping it (drain); a poller feeds it the cluster's
@@ -104,7 +111,11 @@ type ingressRunner struct {
 	mu      sync.Mutex
 	local   []localTarget
 	cluster *wire.IngressTable
-	wake    chan struct{}
+	// sides are the canary flags of this host's replicas of services
+	// under a split, as the cluster's table last listed them (it lists a
+	// replica only while the controller has it healthy); guarded by mu.
+	sides map[string]bool
+	wake  chan struct{}
 	// filterAsks carries filtered's requests to run.
 	filterAsks chan filterAsk
 	// failed are the listeners that would not open, by listen port (0:
@@ -138,6 +149,7 @@ func newIngressRunner(cfg IngressConfig, host string, log hclog.Logger) *ingress
 		filterAsks: make(chan filterAsk),
 		listeners:  map[int]*ingressListener{},
 		failed:     map[int]state.ProxyProblem{},
+		sides:      map[string]bool{},
 		conn:       connState{listeners: map[connKey]*connListener{}, dns: map[netip.Addr]*dnsListener{}},
 	}
 }
@@ -277,16 +289,30 @@ func (g *ingressRunner) pollCluster(ctx context.Context) {
 }
 
 // desired merges the cluster's routes and remote replicas with this host's
-// own replicas, whose health the agent knows first-hand.
+// own replicas, whose health the agent knows first-hand, and the canary
+// splits with the side of every replica.
+//
+// A local replica's side comes from the cluster's table too (the agent
+// does not know which batch a replica is of), which lists it only once
+// the controller has it healthy. Until then a replica of a service under
+// a split gets no request here: on the wrong side it would take the other
+// side's share (a new canary replica taking a stable share, most likely).
+// Its side is remembered while the split lasts, so a replica the table
+// stops listing for a while (its host late with a heartbeat) keeps
+// serving here.
 func (g *ingressRunner) desired() proxy.Desired {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	var want proxy.Desired
+	listed := map[string]bool{} // this host's replicas in the table: canary or not
 	if g.cluster != nil {
 		for _, r := range g.cluster.Routes {
 			want.Routes = append(want.Routes, proxy.Route{Listen: r.Listen, Protocol: r.Protocol, Host: r.Host, Path: r.Path, Service: r.Service, Port: r.Port})
 		}
 		for _, b := range g.cluster.Backends {
+			if b.Host == g.host {
+				listed[b.Replica] = b.Canary
+			}
 			if b.Host == g.host || b.ProxyAddr == "" {
 				continue
 			}
@@ -294,19 +320,41 @@ func (g *ingressRunner) desired() proxy.Desired {
 				want.Targets = append(want.Targets, proxy.DesiredTarget{
 					TargetKey: proxy.TargetKey{Service: b.Service, Port: port, ID: b.Replica, Addr: b.ProxyAddr, Hop: true},
 					Healthy:   true,
+					Canary:    b.Canary,
 				})
 			}
 		}
 		want.Pools = connectionPools(g.cluster)
+		for _, c := range g.cluster.Canaries {
+			if want.Canaries == nil {
+				want.Canaries = map[string]float64{}
+			}
+			want.Canaries[c.Service] = c.Weight
+		}
 	}
+	sides := map[string]bool{}
 	for _, l := range g.local {
+		healthy := l.healthy
+		canary, known := listed[l.replica]
+		if !known {
+			canary, known = g.sides[l.replica]
+		}
+		if _, split := want.Canaries[l.service]; split {
+			if known {
+				sides[l.replica] = canary
+			} else {
+				healthy = false
+			}
+		}
 		for _, port := range l.ports {
 			want.Targets = append(want.Targets, proxy.DesiredTarget{
 				TargetKey: proxy.TargetKey{Service: l.service, Port: port, ID: localTargetID(l.replica, l.container), Addr: net.JoinHostPort(l.ip, strconv.Itoa(port))},
-				Healthy:   l.healthy,
+				Healthy:   healthy,
+				Canary:    canary,
 			})
 		}
 	}
+	g.sides = sides
 	return want
 }
 

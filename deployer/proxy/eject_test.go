@@ -139,7 +139,7 @@ func TestEjectionIsForgottenWithItsTargets(t *testing.T) {
 			t.Errorf("%s not ejected", tg.TargetKey)
 		}
 	}
-	if p := tb.pools[poolKey{"web", 0}]; p.pick(nil) != nil {
+	if p := tb.pools[poolKey{"web", 0}]; pickOne(p) != nil {
 		t.Fatal("an ejected target was picked")
 	}
 	// Both leave: drained, then forgotten.

@@ -108,6 +108,9 @@ type attempt struct {
 	target    *target
 	retryable bool
 	retried   bool
+	// side is the side of a canary split the request was sent to (a hop
+	// passes it on); a retry keeps it when it can.
+	side side
 	// hopped: the request came from another host's proxy; it goes to one
 	// of this host's replicas only, and keeps the X-Forwarded-* headers
 	// the first proxy set.
@@ -124,7 +127,35 @@ const (
 	// healthy replica of the service (its view was ahead of the sender's):
 	// the sender may try another target, as for a refused connection.
 	HeaderHopUnavailable = "X-Deployctl-Hop-Unavailable"
+	// HeaderHopCanary is the side of a canary split the sending proxy
+	// chose: "1" the canary's replicas, "0" the others; absent without a
+	// split. The receiving proxy picks one of its own replicas of that
+	// side, so that the split holds through hops.
+	HeaderHopCanary = "X-Deployctl-Canary"
 )
+
+// hopSide is the side a hop request asks for (HeaderHopCanary).
+func hopSide(h http.Header) side {
+	switch h.Get(HeaderHopCanary) {
+	case "1":
+		return canarySide
+	case "0":
+		return stableSide
+	}
+	return anySide
+}
+
+// setHopSide names s in a hop's headers.
+func setHopSide(h http.Header, s side) {
+	switch s {
+	case canarySide:
+		h.Set(HeaderHopCanary, "1")
+	case stableSide:
+		h.Set(HeaderHopCanary, "0")
+	default:
+		h.Del(HeaderHopCanary)
+	}
+}
 
 // HTTPHandler serves http routes of one listen port: the agent runs an
 // http.Server with it on each http port of Changes.Open.
@@ -170,13 +201,13 @@ func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		plain(w, http.StatusNotFound, fmt.Sprintf("deployctl proxy: no route for host %q and path %q on port %d", canonicalHost(r.Host), cleanPath(r.URL.Path), h.listen))
 		return
 	}
-	tg := route.pool.pick(nil)
+	tg, s := route.pool.pick()
 	if tg == nil {
 		h.table.stats.count(route.Service, http.StatusServiceUnavailable)
 		plain(w, http.StatusServiceUnavailable, fmt.Sprintf("deployctl proxy: service %s has no healthy replica", route.Service))
 		return
 	}
-	a := &attempt{route: route, target: tg, retryable: replayable(r)}
+	a := &attempt{route: route, target: tg, retryable: replayable(r), side: s}
 	defer func() { a.target.release() }()
 	h.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), attemptKey{}, a)))
 }
@@ -198,8 +229,6 @@ func (t *Table) rewrite(pr *httputil.ProxyRequest) {
 				pr.Out.Header[h] = v
 			}
 		}
-		pr.Out.Header.Del(HeaderHopService)
-		pr.Out.Header.Del(HeaderHopPort)
 	} else {
 		pr.SetXForwarded()
 	}
@@ -207,19 +236,21 @@ func (t *Table) rewrite(pr *httputil.ProxyRequest) {
 }
 
 // aim points a request at its attempt's target: a replica's address on
-// this host, or another host's proxy with the service and port in the hop
-// headers.
+// this host, without any hop header (a client's included), or another
+// host's proxy with the service, port and side in the hop headers.
 func (t *Table) aim(out *http.Request, a *attempt) {
 	out.URL.Host = a.target.key.Addr
 	out.URL.Scheme = "http"
 	if !a.target.key.Hop {
 		out.Header.Del(HeaderHopService)
 		out.Header.Del(HeaderHopPort)
+		out.Header.Del(HeaderHopCanary)
 		return
 	}
 	out.URL.Scheme = t.hopScheme
 	out.Header.Set(HeaderHopService, a.route.Service)
 	out.Header.Set(HeaderHopPort, strconv.Itoa(a.route.Port))
+	setHopSide(out.Header, a.side)
 }
 
 func (h *httpHandler) countResponse(resp *http.Response) error {
@@ -284,19 +315,32 @@ func retryableError(err error) bool {
 
 // retryTransport sends a request to its attempt's target and, when that
 // fails before any response with a retryable error and the request is
-// replayable, once more to another healthy target of the same pool.
+// replayable, once more to another healthy target of the same pool (on
+// the same side of a canary split when it can).
 type retryTransport struct {
 	table *Table
 	base  http.RoundTripper
 }
 
-func (rt *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	a, _ := req.Context().Value(attemptKey{}).(*attempt)
+// send is one round trip to the attempt's target: counted in the
+// target's figures, and a failed dial ejects its address.
+func (rt *retryTransport) send(req *http.Request, a *attempt) (*http.Response, error) {
+	start := time.Now()
 	resp, err := rt.base.RoundTrip(req)
-	if a != nil && err != nil && dialFailed(err) {
+	a.target.figures.observeHTTP(req.Context(), start, resp, err)
+	if err != nil && dialFailed(err) {
 		rt.table.eject(a.target.key.Addr)
 	}
-	if a == nil || !a.retryable || a.retried || req.Context().Err() != nil {
+	return resp, err
+}
+
+func (rt *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	a, _ := req.Context().Value(attemptKey{}).(*attempt)
+	if a == nil {
+		return rt.base.RoundTrip(req)
+	}
+	resp, err := rt.send(req, a)
+	if !a.retryable || a.retried || req.Context().Err() != nil {
 		return resp, err
 	}
 	switch {
@@ -305,12 +349,11 @@ func (rt *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	default:
 		return resp, err
 	}
-	var next *target
+	scope := allHosts
 	if a.hopped {
-		next = a.route.pool.pickLocal(a.target)
-	} else {
-		next = a.route.pool.pick(a.target)
+		scope = thisHost
 	}
+	next, s := a.route.pool.pickAgain(scope, a.side, a.target)
 	if next == nil {
 		return resp, err
 	}
@@ -318,16 +361,12 @@ func (rt *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		_ = resp.Body.Close()
 	}
 	a.target.release()
-	a.target, a.retried = next, true
+	a.target, a.side, a.retried = next, s, true
 	rt.table.stats.retry(a.route.Service)
 	retry := req.Clone(req.Context())
 	rt.table.aim(retry, a)
 	retry.Body = nil
-	resp, err = rt.base.RoundTrip(retry)
-	if err != nil && dialFailed(err) {
-		rt.table.eject(a.target.key.Addr)
-	}
-	return resp, err
+	return rt.send(retry, a)
 }
 
 // HopHandler serves the hop listener (--proxy-addr): requests other hosts'
@@ -365,16 +404,17 @@ func (h *hopHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p := h.table.pools[poolKey{service, port}]
 	h.table.mu.Unlock()
 	var tg *target
+	s := hopSide(r.Header)
 	if p != nil {
-		tg = p.pickLocal(nil)
+		tg, s = p.pickHop(s)
 	}
 	if tg == nil {
 		w.Header().Set(HeaderHopUnavailable, "1")
-		plain(w, http.StatusServiceUnavailable, fmt.Sprintf("deployctl proxy: service %s has no healthy replica on this host", service))
+		plain(w, http.StatusServiceUnavailable, fmt.Sprintf("deployctl proxy: service %s has no healthy replica%s on this host", service, s.describe()))
 		return
 	}
 	route := &boundRoute{Route: Route{Service: service, Port: port, Protocol: HTTP}, pool: p}
-	a := &attempt{route: route, target: tg, retryable: replayable(r), hopped: true}
+	a := &attempt{route: route, target: tg, retryable: replayable(r), hopped: true, side: s}
 	defer func() { a.target.release() }()
 	h.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), attemptKey{}, a)))
 }

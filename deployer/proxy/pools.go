@@ -32,8 +32,9 @@ type poolHandler struct {
 func (h *poolHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p := (*h.table.byKey.Load())[h.key]
 	var tg *target
+	var s side
 	if p != nil {
-		tg = p.pick(nil)
+		tg, s = p.pick()
 	}
 	if tg == nil {
 		h.table.stats.count(h.key.service, http.StatusServiceUnavailable)
@@ -41,7 +42,7 @@ func (h *poolHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	route := &boundRoute{Route: Route{Protocol: HTTP, Service: h.key.service, Port: h.key.port}, pool: p}
-	a := &attempt{route: route, target: tg, retryable: replayable(r)}
+	a := &attempt{route: route, target: tg, retryable: replayable(r), side: s}
 	defer func() { a.target.release() }()
 	h.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), attemptKey{}, a)))
 }

@@ -112,6 +112,10 @@ type poolKey struct {
 type DesiredTarget struct {
 	TargetKey
 	Healthy bool `json:"healthy"`
+	// Canary: the replica is of a canary's first batch; while its service
+	// is in Desired.Canaries it gets the canary's share of the requests.
+	// Not part of the key: a target that changes group is not drained.
+	Canary bool `json:"canary,omitempty"`
 }
 
 // Desired is everything the table should hold: the input of Apply.
@@ -122,6 +126,11 @@ type Desired struct {
 	// connections (PoolHandler, ServePoolTCP). Listing one keeps it when
 	// it has no target yet, as a route does.
 	Pools []PoolKey `json:"pools,omitempty"`
+	// Canaries are the services under a canary split, each with the share
+	// (0 < weight <= 1; others are no split) of its requests and
+	// connections that go to its Canary targets; the rest go to the
+	// others. A side with no healthy target leaves everything to the other.
+	Canaries map[string]float64 `json:"canaries,omitempty"`
 }
 
 // PoolKey names a pool: a container port of a service, and the protocol
@@ -139,6 +148,8 @@ type CurrentTarget struct {
 	// Ejected: the target's address refused a connection and is out of
 	// the pools until a dial to it succeeds again (passive ejection).
 	Ejected bool `json:"ejected,omitempty"`
+	// Canary: on the canary side of a split (DesiredTarget.Canary).
+	Canary bool `json:"canary,omitempty"`
 }
 
 // Current is what the table holds: the other input of Plan.
@@ -165,6 +176,7 @@ type Changes struct {
 	Down      []TargetKey // Healthy -> Adding: checks fail, no new requests
 	Drain     []TargetKey // -> Draining: gone from Desired
 	Forget    []TargetKey // Gone targets no longer in Desired: dropped from the table
+	Regroup   []TargetKey // targets whose Canary flag changes (same target, no drain)
 	Refused   []Route     // routes that collide with an earlier one; left out
 	Unchanged bool
 }
@@ -218,6 +230,7 @@ func Plan(cur Current, want Desired) Changes {
 		have[t.TargetKey] = t.State
 	}
 	wanted := map[TargetKey]bool{}
+	canary := desiredCanary(want)
 	targets := slices.Clone(want.Targets)
 	slices.SortFunc(targets, func(a, b DesiredTarget) int { return compareKeys(a.TargetKey, b.TargetKey) })
 	for _, t := range targets {
@@ -238,6 +251,12 @@ func Plan(cur Current, want Desired) Changes {
 			ch.Down = append(ch.Down, t.TargetKey)
 		}
 	}
+	for _, t := range cur.Targets {
+		if wanted[t.TargetKey] && t.Canary != canary[t.TargetKey] {
+			ch.Regroup = append(ch.Regroup, t.TargetKey)
+		}
+	}
+	slices.SortFunc(ch.Regroup, compareKeys)
 	curTargets := slices.Clone(cur.Targets)
 	slices.SortFunc(curTargets, func(a, b CurrentTarget) int { return compareKeys(a.TargetKey, b.TargetKey) })
 	for _, t := range curTargets {
@@ -249,9 +268,33 @@ func Plan(cur Current, want Desired) Changes {
 			ch.Forget = append(ch.Forget, t.TargetKey)
 		}
 	}
-	ch.Unchanged = len(ch.Open)+len(ch.Close)+len(ch.Add)+len(ch.Up)+len(ch.Down)+len(ch.Drain)+len(ch.Forget) == 0 &&
+	ch.Unchanged = len(ch.Open)+len(ch.Close)+len(ch.Add)+len(ch.Up)+len(ch.Down)+len(ch.Drain)+len(ch.Forget)+len(ch.Regroup) == 0 &&
 		slices.Equal(ch.Routes, sortedRoutes(cur.Routes))
 	return ch
+}
+
+// desiredCanary is the targets of want on the canary side; a target
+// listed twice is there if either listing says so.
+func desiredCanary(want Desired) map[TargetKey]bool {
+	out := map[TargetKey]bool{}
+	for _, t := range want.Targets {
+		if t.Canary {
+			out[t.TargetKey] = true
+		}
+	}
+	return out
+}
+
+// splits are the valid weights of want.Canaries: a weight outside (0, 1]
+// (or NaN) is no split.
+func splits(want Desired) map[string]float64 {
+	out := map[string]float64{}
+	for service, w := range want.Canaries {
+		if w > 0 && w <= 1 {
+			out[service] = w
+		}
+	}
+	return out
 }
 
 func sortedRoutes(routes []Route) []Route {
@@ -290,7 +333,8 @@ func sortedPorts(m map[int]string) []Port {
 
 // Table holds the routes and the pools. Reads on the request path take no
 // lock: the routes are an immutable snapshot behind an atomic pointer, and
-// each pool's healthy list is one too. Apply and Drain take the mutex.
+// each pool's pick lists (its healthy targets by scope and side) are one
+// too. Apply and Drain take the mutex.
 type Table struct {
 	mu      sync.Mutex
 	targets map[TargetKey]*target // guarded by mu
@@ -303,7 +347,13 @@ type Table struct {
 	// guarded by mu, and a snapshot for the hop listener in pinnedNow.
 	pinned    map[poolKey]string
 	pinnedNow atomic.Pointer[map[poolKey]string]
-	stats     stats
+	// splits are the canary weights by service (Desired.Canaries);
+	// guarded by mu, copied into each pool's pick lists.
+	splits map[string]float64
+	// retired are forgotten targets whose figures were not taken yet
+	// (TakeTraffic); guarded by mu.
+	retired []*target
+	stats   stats
 	// transport carries HTTP requests to targets.
 	transport http.RoundTripper
 	buffers   bufferPool
@@ -378,6 +428,13 @@ type target struct {
 	// ejected: its address refused a dial; out of the pick lists until a
 	// dial check passes (guarded by Table.mu; the pick lists carry it).
 	ejected bool
+	// canary: a replica of a canary's first batch (guarded by Table.mu;
+	// the pick lists carry it). Not part of the key: a target that changes
+	// group (the canary promoted) is the same target, not drained.
+	canary bool
+	// figures count what this proxy sent to the replica (traffic.go); nil
+	// for a hop target, whose requests the other host's proxy counts.
+	figures *liveFigures
 }
 
 func (t *target) State() State { return State(t.state.Load()) }
@@ -392,53 +449,158 @@ func (t *target) release() {
 
 func (t *target) signalDrained() { t.once.Do(func() { close(t.drained) }) }
 
+// side is the group of a pool's targets a request goes to under a canary
+// split: the canary's first batch, the others (stable), or either.
+type side uint8
+
+const (
+	anySide side = iota
+	stableSide
+	canarySide
+)
+
+// describe is the side in a message: " on the canary side" or "".
+func (s side) describe() string {
+	switch s {
+	case canarySide:
+		return " on the canary side"
+	case stableSide:
+		return " on the stable side"
+	}
+	return ""
+}
+
+// Scopes of the pick lists: every healthy target (this host's and hop
+// targets), or this host's own only (a request that came through another
+// host's proxy, so that a request hops at most once).
+const (
+	allHosts = iota
+	thisHost
+)
+
+// pickLists is what picks read of a pool: an immutable snapshot that
+// refresh replaces under Table.mu.
+type pickLists struct {
+	// by[scope][side] are the healthy, not ejected targets of a scope
+	// (allHosts, thisHost) on a side (anySide: all of them).
+	by [2][3][]*target
+	// weight is the canary's share of the pool's new requests and
+	// connections (Desired.Canaries); 0: no split.
+	weight float64
+}
+
 // pool is the targets of one container port of a service.
 type pool struct {
-	healthy atomic.Pointer[[]*target]
-	// local is the healthy targets on this host (not hops): what a request
-	// that came through another host's proxy may be sent to, so that a
-	// request hops at most once.
-	local   atomic.Pointer[[]*target]
+	lists   atomic.Pointer[pickLists]
 	members []*target // guarded by Table.mu
+	weight  float64   // guarded by Table.mu: the split of the pool's service
 }
 
-// refresh rebuilds the lists that pick reads; under Table.mu.
+// refresh rebuilds the lists that picks read; under Table.mu.
 func (p *pool) refresh() {
-	var healthy, local []*target
+	l := &pickLists{weight: p.weight}
 	for _, t := range p.members {
-		if t.State() == Healthy && !t.ejected {
-			healthy = append(healthy, t)
-			if !t.key.Hop {
-				local = append(local, t)
-			}
+		if t.State() != Healthy || t.ejected {
+			continue
+		}
+		s := stableSide
+		if t.canary {
+			s = canarySide
+		}
+		l.by[allHosts][anySide] = append(l.by[allHosts][anySide], t)
+		l.by[allHosts][s] = append(l.by[allHosts][s], t)
+		if !t.key.Hop {
+			l.by[thisHost][anySide] = append(l.by[thisHost][anySide], t)
+			l.by[thisHost][s] = append(l.by[thisHost][s], t)
 		}
 	}
-	p.healthy.Store(&healthy)
-	p.local.Store(&local)
+	p.lists.Store(l)
 }
 
-// pick chooses a healthy target not at exclude's address by least outstanding
-// requests between two chosen at random (power of two choices) and counts
-// a request on it; the caller releases it. The count is taken before the
-// state is checked again, so a Drain that marked the target draining in
-// between either sees the request or the pick sees the drain. nil when no
-// healthy target is left.
-func (p *pool) pick(exclude *target) *target {
-	return p.pickFrom(&p.healthy, exclude)
+// draw chooses the side of a new request: the canary with probability
+// weight, the stable side otherwise, each only while it has a healthy
+// target (else the other takes everything); anySide without a split.
+// Every proxy draws with the same weight over the whole cluster's
+// targets, so the canary's share holds across proxies whatever the
+// number of replicas on each side and where they run.
+func (l *pickLists) draw() side {
+	if l.weight <= 0 {
+		return anySide
+	}
+	stable, canary := len(l.by[allHosts][stableSide]) > 0, len(l.by[allHosts][canarySide]) > 0
+	switch {
+	case stable && canary:
+		if rand.Float64() < l.weight {
+			return canarySide
+		}
+		return stableSide
+	case canary:
+		return canarySide
+	case stable:
+		return stableSide
+	}
+	return anySide
 }
 
-// pickLocal is pick among this host's own targets.
-func (p *pool) pickLocal(exclude *target) *target {
-	return p.pickFrom(&p.local, exclude)
+// pick chooses the target of a new request or connection from this
+// host's listeners (ingress ports, pool listeners): the side first, when
+// the pool's service has a split (draw), then a target of that side by
+// least outstanding requests between two chosen at random (power of two
+// choices). It counts a request on the target (the caller releases it)
+// and returns the side it was chosen on, which a retry keeps and a hop
+// passes on (HeaderHopCanary). nil when no healthy target is left.
+func (p *pool) pick() (*target, side) {
+	s := p.lists.Load().draw()
+	if t := p.pickIn(allHosts, s, nil); t != nil || s == anySide {
+		return t, s
+	}
+	// The side emptied since the draw (an Apply in between).
+	return p.pickIn(allHosts, anySide, nil), anySide
 }
 
+// pickHop chooses the target of a request or connection that came
+// through another host's proxy: one of this host's own targets, on the
+// side the sender chose (HeaderHopCanary). That side is strict, so that
+// the sender's split holds (nil when it has no healthy target here: the
+// sender tries elsewhere), but only while this host's table has a split
+// for the service too: the two views differ only while a change from the
+// controller propagates, and the split starting or ending is no reason to
+// turn a request away.
+func (p *pool) pickHop(s side) (*target, side) {
+	if p.lists.Load().weight <= 0 {
+		s = anySide
+	}
+	return p.pickIn(thisHost, s, nil), s
+}
+
+// pickAgain chooses the target of a retry, not at the failed target's
+// address: on the side of the first pick while that side has another
+// healthy target, else on any side (a retry is about the request getting
+// through; the split is about the share of requests, which one retry
+// barely moves).
+func (p *pool) pickAgain(scope int, s side, failed *target) (*target, side) {
+	if s != anySide {
+		if t := p.pickIn(scope, s, failed); t != nil {
+			return t, s
+		}
+	}
+	return p.pickIn(scope, anySide, failed), anySide
+}
+
+// pickIn chooses a healthy target of a scope and side, not at exclude's
+// address, by least outstanding requests between two chosen at random
+// (power of two choices) and counts a request on it; the caller releases
+// it. The count is taken before the state is checked again, so a Drain
+// that marked the target draining in between either sees the request or
+// the pick sees the drain. nil when no healthy target is left.
+//
 // A retry excludes every target at the failed one's address, not only the
 // target itself: several replicas on another host are several hop targets
 // at that host's one proxy address, and a host whose proxy refused or
 // reset a connection would most likely fail the retry too.
-func (p *pool) pickFrom(from *atomic.Pointer[[]*target], exclude *target) *target {
+func (p *pool) pickIn(scope int, s side, exclude *target) *target {
 	for range 4 {
-		list := *from.Load()
+		list := p.lists.Load().by[scope][s]
 		if exclude != nil && slices.ContainsFunc(list, func(t *target) bool { return t.key.Addr == exclude.key.Addr }) {
 			list = slices.DeleteFunc(slices.Clone(list), func(t *target) bool { return t.key.Addr == exclude.key.Addr })
 		}
@@ -489,7 +651,7 @@ func (t *Table) poolLocked(service string, port int) *pool {
 	k := poolKey{service, port}
 	p := t.pools[k]
 	if p == nil {
-		p = &pool{}
+		p = &pool{weight: t.splits[service]}
 		p.refresh()
 		t.pools[k] = p
 	}
@@ -512,7 +674,7 @@ func (t *Table) currentLocked() Current {
 		cur.Routes = appendRoutes(cur.Routes, ports.any)
 	}
 	for _, tg := range t.targets {
-		cur.Targets = append(cur.Targets, CurrentTarget{TargetKey: tg.key, State: tg.State(), Ejected: tg.ejected})
+		cur.Targets = append(cur.Targets, CurrentTarget{TargetKey: tg.key, State: tg.State(), Ejected: tg.ejected, Canary: tg.canary})
 	}
 	slices.SortFunc(cur.Routes, compareRoutes)
 	slices.SortFunc(cur.Targets, func(a, b CurrentTarget) int { return compareKeys(a.TargetKey, b.TargetKey) })
@@ -546,17 +708,31 @@ func (t *Table) Apply(want Desired) Changes {
 	for _, k := range want.Pools {
 		pinned[poolKey{k.Service, k.Port}] = cmp.Or(k.Protocol, HTTP)
 	}
-	if ch.Unchanged && maps.Equal(pinned, t.pinned) {
+	weights := splits(want)
+	if ch.Unchanged && maps.Equal(pinned, t.pinned) && maps.Equal(weights, t.splits) {
 		return ch
 	}
 	ch.Unchanged = false
 	t.pinned = pinned
 	t.pinnedNow.Store(&pinned)
 	touched := map[*pool]bool{}
+	if !maps.Equal(weights, t.splits) {
+		t.splits = weights
+		for k, p := range t.pools {
+			if p.weight != weights[k.service] {
+				p.weight = weights[k.service]
+				touched[p] = true
+			}
+		}
+	}
+	canary := desiredCanary(want)
 	for _, k := range ch.Add {
 		// A new target at an ejected address (another replica on a host
 		// whose proxy is down) starts ejected too.
-		tg := &target{key: k, drained: make(chan struct{}), ejected: t.ejections[k.Addr] != nil}
+		tg := &target{key: k, drained: make(chan struct{}), ejected: t.ejections[k.Addr] != nil, canary: canary[k]}
+		if !k.Hop {
+			tg.figures = &liveFigures{}
+		}
 		t.targets[k] = tg
 		p := t.poolLocked(k.Service, k.Port)
 		p.members = append(p.members, tg)
@@ -572,7 +748,16 @@ func (t *Table) Apply(want Desired) Changes {
 	set(ch.Up, Healthy)
 	set(ch.Down, Adding)
 	set(ch.Drain, Draining)
+	for _, k := range ch.Regroup {
+		t.targets[k].canary = canary[k]
+		touched[t.poolLocked(k.Service, k.Port)] = true
+	}
 	for _, k := range ch.Forget {
+		// Its last figures (the requests it failed while being stopped)
+		// are still to be reported.
+		if tg := t.targets[k]; tg.figures != nil {
+			t.retired = append(t.retired, tg)
+		}
 		delete(t.targets, k)
 	}
 	t.dropUnusedEjectionsLocked()

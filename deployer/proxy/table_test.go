@@ -153,7 +153,7 @@ func TestPickLeastOutstanding(t *testing.T) {
 		loaded := tb.targets[key("web", "a")]
 		loaded.inflight.Add(5)
 		for range 200 {
-			tg := p.pick(nil)
+			tg := pickOne(p)
 			if tg == loaded {
 				t.Fatalf("%d targets: picked the loaded target", n)
 			}
@@ -162,7 +162,7 @@ func TestPickLeastOutstanding(t *testing.T) {
 		// Excluding the only other healthy target of two leaves the loaded one.
 		if n == 2 {
 			other := tb.targets[key("web", "b")]
-			if tg := p.pick(other); tg != loaded {
+			if tg := pickExcluding(p, other); tg != loaded {
 				t.Fatalf("pick(exclude b) = %v, want a", tg)
 			}
 		}
@@ -180,7 +180,7 @@ func TestPickSpreadsEvenly(t *testing.T) {
 	counts := map[string]int{}
 	var held []*target
 	for range 400 { // every pick stays in flight: the counts must even out
-		tg := p.pick(nil)
+		tg := pickOne(p)
 		counts[tg.key.ID]++
 		held = append(held, tg)
 	}
@@ -198,12 +198,12 @@ func TestOnlyHealthyTargetsArePicked(t *testing.T) {
 	tb := NewTable(nil)
 	a, b := key("web", "a"), key("web", "b")
 	tb.Apply(Desired{Targets: []DesiredTarget{{TargetKey: a}, {TargetKey: b}}})
-	if tg := tb.pools[poolKey{"web", 0}].pick(nil); tg != nil {
+	if tg := pickOne(tb.pools[poolKey{"web", 0}]); tg != nil {
 		t.Fatalf("picked %v while every target is adding", tg.key)
 	}
 	tb.Apply(Desired{Targets: []DesiredTarget{{TargetKey: a}, healthy(b)}})
 	for range 50 {
-		tg := tb.pools[poolKey{"web", 0}].pick(nil)
+		tg := pickOne(tb.pools[poolKey{"web", 0}])
 		if tg == nil || tg.key != b {
 			t.Fatalf("picked %v, want only b", tg)
 		}
@@ -211,7 +211,7 @@ func TestOnlyHealthyTargetsArePicked(t *testing.T) {
 	}
 	tb.Apply(Desired{Targets: []DesiredTarget{healthy(a), {TargetKey: b}}}) // b's checks fail
 	for range 50 {
-		tg := tb.pools[poolKey{"web", 0}].pick(nil)
+		tg := pickOne(tb.pools[poolKey{"web", 0}])
 		if tg == nil || tg.key != a {
 			t.Fatalf("picked %v, want only a", tg)
 		}
@@ -224,13 +224,13 @@ func TestDrainWaitsForInFlight(t *testing.T) {
 	a, b := key("web", "a"), key("web", "b")
 	tb.Apply(Desired{Targets: []DesiredTarget{healthy(a)}})
 	p := tb.pools[poolKey{"web", 0}]
-	held := p.pick(nil)
+	held := pickOne(p)
 	ch := tb.Apply(Desired{Targets: []DesiredTarget{healthy(b)}})
 	if !reflect.DeepEqual(ch.Drain, []TargetKey{a}) {
 		t.Fatalf("Drain = %v", ch.Drain)
 	}
 	for range 50 {
-		tg := p.pick(nil)
+		tg := pickOne(p)
 		if tg.key != b {
 			t.Fatalf("a draining target got a new request")
 		}
@@ -282,7 +282,7 @@ func TestDrainDeadline(t *testing.T) {
 	tb := NewTable(nil)
 	a := key("web", "a")
 	tb.Apply(Desired{Targets: []DesiredTarget{healthy(a)}})
-	held := tb.pools[poolKey{"web", 0}].pick(nil)
+	held := pickOne(tb.pools[poolKey{"web", 0}])
 	defer held.release()
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
@@ -309,7 +309,7 @@ func TestDrainRacesPick(t *testing.T) {
 		var drained atomic.Bool
 		violation := make(chan bool, 1)
 		go func() {
-			tg := p.pick(nil)
+			tg := pickOne(p)
 			if tg == nil {
 				violation <- false
 				return
@@ -333,4 +333,16 @@ func TestDrainRacesPick(t *testing.T) {
 	if picked == 0 {
 		t.Fatal("no run ended drained")
 	}
+}
+
+// pickOne is a new request's pick (the side aside).
+func pickOne(p *pool) *target {
+	tg, _ := p.pick()
+	return tg
+}
+
+// pickExcluding is a retry's pick after a failure on failed.
+func pickExcluding(p *pool, failed *target) *target {
+	tg, _ := p.pickAgain(allHosts, anySide, failed)
+	return tg
 }

@@ -71,7 +71,7 @@ func (t *Table) serveTCPConn(ctx context.Context, route *boundRoute, client net.
 	defer func() { _ = client.Close() }()
 	// Every healthy replica of the cluster: this host's on their own
 	// address, other hosts' through their proxy (a TCP hop, tcp_hop.go).
-	tg, backend, early, err := t.connectTCP(ctx, route, route.pool.pick)
+	tg, backend, early, err := t.connectTCP(ctx, route, allHosts, anySide)
 	if tg == nil {
 		return
 	}
@@ -92,42 +92,52 @@ func (t *Table) serveTCPConn(ctx context.Context, route *boundRoute, client net.
 	splice(client, backend)
 }
 
-// connectTCP picks a target of route's pool with pick and opens a
-// connection to it; a target that refuses (or, for a hop, whose host has
-// no replica to take it) is replaced once by another, not at the same
-// address: nothing of the client's was sent yet, so this is safe for any
-// protocol. It returns the target, counted in flight (the caller releases
-// it; nil when pick found none), and the connection with any bytes the
-// target already sent (see dialTCP), or the last error.
-func (t *Table) connectTCP(ctx context.Context, route *boundRoute, pick func(exclude *target) *target) (*target, net.Conn, []byte, error) {
-	tg := pick(nil)
+// connectTCP picks a target of route's pool and opens a connection to
+// it: any healthy target of the cluster on a side drawn by the pool's
+// split (scope allHosts), or one of this host's own on side s (thisHost:
+// a TCP hop's receiving side, pickHop). A target that refuses (or, for a
+// hop, whose host has no replica to take it) is replaced once by another,
+// not at the same address and on the same side when it can: nothing of
+// the client's was sent yet, so this is safe for any protocol. It returns
+// the target, counted in flight (the caller releases it; nil when no
+// healthy target was found), and the connection with any bytes the target
+// already sent (see dialTCP), or the last error.
+func (t *Table) connectTCP(ctx context.Context, route *boundRoute, scope int, s side) (*target, net.Conn, []byte, error) {
+	var tg *target
+	if scope == thisHost {
+		tg, s = route.pool.pickHop(s)
+	} else {
+		tg, s = route.pool.pick()
+	}
 	if tg == nil {
 		return nil, nil, nil, nil
 	}
-	conn, early, err := t.dialTCP(ctx, route, tg)
+	conn, early, err := t.dialTCP(ctx, route, tg, s)
 	if err != nil && retryableDial(err) {
-		if next := pick(tg); next != nil {
+		if next, nextSide := route.pool.pickAgain(scope, s, tg); next != nil {
 			tg.release()
-			tg = next
+			tg, s = next, nextSide
 			t.stats.retry(route.Service)
-			conn, early, err = t.dialTCP(ctx, route, tg)
+			conn, early, err = t.dialTCP(ctx, route, tg, s)
 		}
 	}
 	return tg, conn, early, err
 }
 
-// dialTCP connects to a target: a replica on this host directly, another
-// host's proxy with a TCP hop handshake (dialHop). A dial that fails
-// ejects the target's address (eject.go).
-func (t *Table) dialTCP(ctx context.Context, route *boundRoute, tg *target) (net.Conn, []byte, error) {
+// dialTCP connects to a target: a replica on this host directly (one
+// connection in its figures, an error when the dial fails), another
+// host's proxy with a TCP hop handshake (dialHop) asking for side s. A
+// dial that fails ejects the target's address (eject.go).
+func (t *Table) dialTCP(ctx context.Context, route *boundRoute, tg *target, s side) (net.Conn, []byte, error) {
 	var conn net.Conn
 	var early []byte
 	var err error
 	if tg.key.Hop {
-		conn, early, err = t.dialHop(ctx, route.Route, tg.key.Addr)
+		conn, early, err = t.dialHop(ctx, route.Route, tg.key.Addr, s)
 	} else {
 		dialer := net.Dialer{Timeout: DialTimeout}
 		conn, err = dialer.DialContext(ctx, "tcp", tg.key.Addr)
+		tg.figures.observeDial(ctx, err)
 	}
 	if err != nil && dialFailed(err) {
 		t.eject(tg.key.Addr)

@@ -58,12 +58,12 @@ func hopClientTLS(o Options, transport http.RoundTripper) *tls.Config {
 }
 
 // dialHop opens a TCP hop to the proxy at addr for route's service and
-// port: the connection (TLS when hops are) once the hop host answered 101
+// port, on side s of a canary split: the connection (TLS when hops are) once the hop host answered 101
 // and is connected to one of its replicas, and the bytes that replica sent
 // which were read with the answer. The whole handshake is bounded by
 // DialTimeout. A hop host without a replica to take it is
 // errHopUnavailable.
-func (t *Table) dialHop(ctx context.Context, route Route, addr string) (net.Conn, []byte, error) {
+func (t *Table) dialHop(ctx context.Context, route Route, addr string, s side) (net.Conn, []byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, DialTimeout)
 	defer cancel()
 	dialer := &net.Dialer{Timeout: DialTimeout}
@@ -80,7 +80,7 @@ func (t *Table) dialHop(ctx context.Context, route Route, addr string) (net.Conn
 	// ctx bounds the request and the answer too: when it ends, the
 	// deadline in the past fails the pending read or write.
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
-	early, err := hopHandshake(conn, route, addr)
+	early, err := hopHandshake(conn, route, addr, s)
 	if !stop() && err == nil {
 		// ctx ended just as the answer came: the deadline is set (or about
 		// to be), so the connection cannot be used.
@@ -96,7 +96,7 @@ func (t *Table) dialHop(ctx context.Context, route Route, addr string) (net.Conn
 // hopHandshake sends the upgrade request on conn and reads the answer,
 // returning what conn sent after a 101; it closes conn on any other
 // answer or error.
-func hopHandshake(conn net.Conn, route Route, addr string) ([]byte, error) {
+func hopHandshake(conn net.Conn, route Route, addr string, s side) ([]byte, error) {
 	req := &http.Request{
 		Method:     http.MethodGet,
 		URL:        &url.URL{Scheme: "http", Host: addr, Path: "/"},
@@ -111,6 +111,7 @@ func hopHandshake(conn net.Conn, route Route, addr string) ([]byte, error) {
 		},
 		Host: addr,
 	}
+	setHopSide(req.Header, s)
 	if err := req.Write(conn); err != nil {
 		_ = conn.Close()
 		return nil, fmt.Errorf("send the upgrade: %w", err)
@@ -205,7 +206,7 @@ func (t *Table) serveTCPHop(w http.ResponseWriter, r *http.Request, service stri
 		unavailable("no tcp route on this host")
 		return
 	}
-	tg, backend, _, err := t.connectTCP(r.Context(), route, route.pool.pickLocal)
+	tg, backend, _, err := t.connectTCP(r.Context(), route, thisHost, hopSide(r.Header))
 	if tg == nil {
 		unavailable("no healthy replica on this host")
 		return
