@@ -29,6 +29,10 @@ const (
 	DefaultUpdateMaxFailureRatio  = 0
 	DefaultUpdateFailureAction    = FailureActionRollback
 	DefaultUpdateProgressDeadline = 5 * time.Minute
+	// DefaultRollbackMinRequests is how many requests to the new revision
+	// update.rollback_on waits for before it judges: fewer say too little
+	// about an error rate of a few percent.
+	DefaultRollbackMinRequests = 50
 
 	DefaultReadOnly        = true
 	DefaultNoNewPrivileges = true
@@ -92,10 +96,10 @@ func newDefaultSpec() *Spec {
 // A Go zero value cannot say "absent", so only fields whose zero value is
 // refused by Validate are filled: CPUs, memory, pids, healthcheck interval,
 // timeout and retries, the HTTP check path, update parallelism, order,
-// failure action and progress deadline, a port's host IP and protocol, an
-// ingress entry's protocol (http) and, for http, its path (/), an exposed
-// port's protocol (http, lower-cased), and a
-// nil cap_drop (an empty, non-nil cap_drop means "drop nothing" and is kept).
+// failure action and progress deadline, update.rollback_on's min_requests,
+// a port's host IP and protocol, an ingress entry's protocol (http) and,
+// for http, its path (/), an exposed port's protocol (http, lower-cased),
+// and a nil cap_drop (an empty, non-nil cap_drop means "drop nothing" and is kept).
 // Fields whose zero is a legitimate setting (replicas 0, monitor 0s,
 // stop_grace_period 0s, read_only false, no_new_privileges false) are left
 // as they are: Parse is what defaults them when the YAML leaves them out.
@@ -170,6 +174,9 @@ func (s *Spec) ApplyDefaults() {
 	if u.ProgressDeadline == 0 {
 		u.ProgressDeadline = DefaultUpdateProgressDeadline
 	}
+	if u.RollbackOn != nil && u.RollbackOn.MinRequests == 0 {
+		u.RollbackOn.MinRequests = DefaultRollbackMinRequests
+	}
 
 	sec := &s.Security
 	if sec.CapDrop == nil {
@@ -212,5 +219,17 @@ func (s *Spec) Clone() *Spec {
 	c.Security.CapDrop = slices.Clone(s.Security.CapDrop)
 	c.Security.CapAdd = slices.Clone(s.Security.CapAdd)
 	c.Security.SeccompProfile = slices.Clone(s.Security.SeccompProfile)
+	if s.Update.Canary != nil {
+		canary := *s.Update.Canary
+		c.Update.Canary = &canary
+	}
+	if s.Update.RollbackOn != nil {
+		on := *s.Update.RollbackOn
+		if on.ErrorRate != nil {
+			rate := *on.ErrorRate
+			on.ErrorRate = &rate
+		}
+		c.Update.RollbackOn = &on
+	}
 	return &c
 }

@@ -35,6 +35,10 @@ func FuzzParse(f *testing.F) {
 	for _, c := range connectionInvalidCases() {
 		f.Add([]byte(c.document()))
 	}
+	f.Add([]byte(exposedYAML + "update: {canary: {weight: 10%, duration: 30s}, rollback_on: {error_rate: 2%, latency_p99: 500ms, min_requests: 50}}\n"))
+	for _, c := range trafficInvalidCases() {
+		f.Add([]byte(c.document()))
+	}
 
 	f.Fuzz(func(t *testing.T, data []byte) {
 		spec, err := Parse(data)

@@ -121,19 +121,7 @@ func ingressInvalidCases() []invalidCase {
 }
 
 func TestParseIngressInvalid(t *testing.T) {
-	for _, tt := range ingressInvalidCases() {
-		t.Run(tt.name, func(t *testing.T) {
-			problems := mustProblems(t, tt.document())
-			if len(problems) != 1 {
-				t.Fatalf("got %d problems, want 1:\n%s", len(problems), (&ValidationError{problems}).Error())
-			}
-			p := problems[0]
-			if p.Field != tt.field || p.Line != tt.line || !strings.Contains(p.Message, tt.message) {
-				t.Errorf("problem = %q (field %q, line %d)\nwant field %q, line %d, message containing %q",
-					p.String(), p.Field, p.Line, tt.field, tt.line, tt.message)
-			}
-		})
-	}
+	checkInvalidCases(t, ingressInvalidCases())
 }
 
 func TestParseIngressAccepts(t *testing.T) {

@@ -315,6 +315,98 @@ func (p *parser) update(path string, n *yaml.Node, u *Update) {
 	if n, ok := f["progress_deadline"]; ok {
 		p.setDuration(path+".progress_deadline", n, &u.ProgressDeadline)
 	}
+	if n, ok := f["canary"]; ok {
+		u.Canary = p.canary(path+".canary", n)
+	}
+	if n, ok := f["rollback_on"]; ok {
+		u.RollbackOn = p.rollbackOn(path+".rollback_on", n)
+	}
+}
+
+// canary reads update.canary. Both fields are required: a canary without
+// a weight or a duration has no meaning worth guessing.
+func (p *parser) canary(path string, n *yaml.Node) *Canary {
+	c := &Canary{}
+	f := p.fields(path, n)
+	if f == nil {
+		return c
+	}
+	if n, ok := f["weight"]; ok {
+		if v, ok := p.percent(path+".weight", n); ok {
+			c.Weight = v
+		}
+	} else {
+		p.Add(path+".weight", p.LineOf(path), "required; write the share of the service's requests the canary gets, like 10%%")
+	}
+	if n, ok := f["duration"]; ok {
+		p.setDuration(path+".duration", n, &c.Duration)
+	} else {
+		p.Add(path+".duration", p.LineOf(path), "required; write how long the canary runs once healthy, like 30s")
+	}
+	return c
+}
+
+// rollbackOn reads update.rollback_on; min_requests defaults to
+// DefaultRollbackMinRequests. An explicit latency_p99 of 0 is refused
+// here, where it can be told from an absent one (0 means "not judged").
+func (p *parser) rollbackOn(path string, n *yaml.Node) *RollbackOn {
+	r := &RollbackOn{MinRequests: DefaultRollbackMinRequests}
+	f := p.fields(path, n)
+	// A threshold written but unreadable still counts as named (a
+	// placeholder; the spec is not returned): the walk has said what is
+	// wrong with it, and "names no threshold" would be noise.
+	if n, ok := f["error_rate"]; ok {
+		v, _ := p.percent(path+".error_rate", n)
+		r.ErrorRate = &v
+	}
+	if n, ok := f["latency_p99"]; ok {
+		field := path + ".latency_p99"
+		p.setDuration(field, n, &r.LatencyP99)
+		if r.LatencyP99 == 0 && !p.reported(field) {
+			p.Add(field, n.Line, "must be greater than 0 (e.g. 500ms); leave it out to judge the error rate only")
+		}
+		if p.reported(field) {
+			r.LatencyP99 = time.Nanosecond
+		}
+	}
+	if n, ok := f["min_requests"]; ok {
+		if v, ok := p.integer(path+".min_requests", n); ok {
+			r.MinRequests = v
+		}
+	}
+	return r
+}
+
+// reported says whether the walk already has a problem about field.
+func (p *parser) reported(field string) bool {
+	return slices.ContainsFunc(p.Problems, func(q Problem) bool { return q.Field == field })
+}
+
+// percent reads a share: a percentage ("10%", "0.5%") or a fraction
+// between 0 and 1 (0.1), as max_failure_ratio is written. A bare number
+// above 1 is refused with both spellings, since "weight: 10" most likely
+// means 10%. The range is Validate's.
+func (p *parser) percent(field string, n *yaml.Node) (float64, bool) {
+	line, n := n.Line, ResolveNode(n)
+	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!str" {
+		text := strings.TrimSpace(n.Value)
+		number, isPercent := strings.CutSuffix(text, "%")
+		v, err := strconv.ParseFloat(strings.TrimSpace(number), 64)
+		if !isPercent || err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
+			p.Add(field, line, "%q is not a percentage; write a number followed by %%, like 10%% (or a fraction like 0.1)", n.Value)
+			return 0, false
+		}
+		return v / 100, true
+	}
+	v, ok := p.float(field, n, "a percentage like 10% (or a fraction like 0.1)")
+	if !ok {
+		return 0, false
+	}
+	if v > 1 {
+		p.Add(field, line, "%v is not a fraction between 0 and 1; write %v%% for %v percent (or the fraction %v)", n.Value, n.Value, n.Value, v/100)
+		return 0, false
+	}
+	return v, true
 }
 
 func (p *parser) placement(path string, n *yaml.Node, pl *Placement) {

@@ -444,19 +444,7 @@ func invalidCases() []invalidCase {
 }
 
 func TestParseReportsEachInvalidCase(t *testing.T) {
-	for _, tt := range invalidCases() {
-		t.Run(tt.name, func(t *testing.T) {
-			problems := mustProblems(t, tt.document())
-			if len(problems) != 1 {
-				t.Fatalf("got %d problems, want 1:\n%s", len(problems), (&ValidationError{problems}).Error())
-			}
-			p := problems[0]
-			if p.Field != tt.field || p.Line != tt.line || !strings.Contains(p.Message, tt.message) {
-				t.Errorf("problem = %q (field %q, line %d)\nwant field %q, line %d, message containing %q",
-					p.String(), p.Field, p.Line, tt.field, tt.line, tt.message)
-			}
-		})
-	}
+	checkInvalidCases(t, invalidCases())
 }
 
 func TestParseCollectsEveryProblem(t *testing.T) {
@@ -587,5 +575,24 @@ func TestProblemJSON(t *testing.T) {
 	}
 	if want := `[{"field":"replicas","line":3,"message":"m"},{"message":"doc"}]`; string(got) != want {
 		t.Errorf("json = %s, want %s", got, want)
+	}
+}
+
+// checkInvalidCases parses each case's document and checks that it has
+// exactly the one problem the case names: field, line and message.
+func checkInvalidCases(t *testing.T, cases []invalidCase) {
+	t.Helper()
+	for _, tt := range cases {
+		t.Run(tt.name, func(t *testing.T) {
+			problems := mustProblems(t, tt.document())
+			if len(problems) != 1 {
+				t.Fatalf("got %d problems, want 1:\n%s", len(problems), (&ValidationError{problems}).Error())
+			}
+			p := problems[0]
+			if p.Field != tt.field || p.Line != tt.line || !strings.Contains(p.Message, tt.message) {
+				t.Errorf("problem = %q (field %q, line %d)\nwant field %q, line %d, message containing %q",
+					p.String(), p.Field, p.Line, tt.field, tt.line, tt.message)
+			}
+		})
 	}
 }

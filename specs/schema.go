@@ -30,7 +30,11 @@ func schemaFields(section string) []string {
 		return []string{"port"}
 	case "update":
 		return []string{"parallelism", "delay", "order", "monitor", "max_failure_ratio",
-			"failure_action", "progress_deadline"}
+			"failure_action", "progress_deadline", "canary", "rollback_on"}
+	case "update.canary":
+		return []string{"weight", "duration"}
+	case "update.rollback_on":
+		return []string{"error_rate", "latency_p99", "min_requests"}
 	case "placement":
 		return []string{"constraints", "max_per_host"}
 	case "security":
@@ -60,8 +64,8 @@ func schemaSection(path string) string {
 }
 
 func schemaSections() []string {
-	return []string{"", "resources", "healthcheck", "healthcheck.http", "healthcheck.tcp", "update", "placement", "security", "ingress",
-		"expose", "connects_to"}
+	return []string{"", "resources", "healthcheck", "healthcheck.http", "healthcheck.tcp", "update", "update.canary", "update.rollback_on",
+		"placement", "security", "ingress", "expose", "connects_to"}
 }
 
 // composeAliases are Compose spellings of our fields that edit distance would
@@ -86,6 +90,16 @@ func composeAlias(section, name string) (string, bool) {
 		return "service", true
 	case (section == "connects_to" || section == "expose") && (name == "target_port" || name == "container_port"):
 		return "port", true
+	case section == "update.canary" && (name == "percent" || name == "percentage" || name == "traffic" || name == "share" || name == "split"):
+		return "weight", true
+	case section == "update.canary" && (name == "interval" || name == "period" || name == "bake" || name == "pause"):
+		return "duration", true
+	case section == "update.rollback_on" && (name == "p99" || name == "latency" || name == "max_latency"):
+		return "latency_p99", true
+	case section == "update.rollback_on" && (name == "errors" || name == "failure_rate" || name == "max_error_rate"):
+		return "error_rate", true
+	case section == "update" && (name == "rollback_if" || name == "analysis" || name == "thresholds"):
+		return "rollback_on", true
 	case section == "expose" && name == "proto":
 		return "protocol", true
 	case section == "" && name == "security_opt":

@@ -144,6 +144,32 @@ type Update struct {
 	MaxFailureRatio  float64       `json:"max_failure_ratio"`
 	FailureAction    string        `json:"failure_action"`
 	ProgressDeadline time.Duration `json:"progress_deadline"`
+	// Canary and RollbackOn judge a release by its traffic (issue 15).
+	// Pointers, omitted when unset, so that the JSON of a spec without
+	// them (and the fingerprints of stored revisions) does not change.
+	Canary     *Canary     `json:"canary,omitempty"`
+	RollbackOn *RollbackOn `json:"rollback_on,omitempty"`
+}
+
+// Canary sends Weight (0 < Weight < 1) of the service's requests, across
+// every proxy whatever the replica counts, to the new revision's first
+// batch for Duration once that batch is healthy, before the rollout goes
+// on with its other batches.
+type Canary struct {
+	Weight   float64       `json:"weight"`
+	Duration time.Duration `json:"duration"`
+}
+
+// RollbackOn are the thresholds a release's traffic is judged against:
+// the requests the proxies sent to the new revision's replicas, 5xx
+// answers and transport failures as errors (ErrorRate, a fraction; nil:
+// not judged) and their p99 latency (LatencyP99; 0: not judged), once at
+// least MinRequests of them were seen. A breach fails the release like a
+// health failure (update.failure_action).
+type RollbackOn struct {
+	ErrorRate   *float64      `json:"error_rate,omitempty"`
+	LatencyP99  time.Duration `json:"latency_p99,omitempty"`
+	MinRequests int           `json:"min_requests"`
 }
 
 // Placement restricts the hosts a replica may run on. Every constraint must

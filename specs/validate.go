@@ -22,6 +22,10 @@ const (
 	// MinProbePeriod keeps a mistyped "interval: 1ns" from spinning a probe
 	// loop; it is also Docker's minimum healthcheck interval.
 	MinProbePeriod = time.Millisecond
+	// MaxMinRequests bounds update.rollback_on.min_requests: every
+	// release waits for that many requests to its new revision, so more
+	// than this is a typo rather than a plan.
+	MaxMinRequests = 10_000_000
 )
 
 // Validate checks a spec that is already built (by Parse, in Go, or from
@@ -49,6 +53,7 @@ func (s *Spec) problems() []Problem {
 	v.resources(s.Resources)
 	v.healthcheck(s.Healthcheck)
 	v.update(s.Update)
+	v.judgedTraffic(s)
 	v.placement(s.Placement)
 	v.security(s.Security)
 	v.namespaces(s)
@@ -394,6 +399,45 @@ func (v *validator) update(u Update) {
 	if u.ProgressDeadline <= 0 {
 		v.addf("update.progress_deadline", "must be greater than 0 (e.g. 5m)")
 	}
+	if c := u.Canary; c != nil {
+		if math.IsNaN(c.Weight) || c.Weight <= 0 || c.Weight >= 1 {
+			v.addf("update.canary.weight", "%s must be above 0%% and below 100%%; it is the share of the service's requests the canary gets, like 10%%", percentText(c.Weight))
+		}
+		if c.Duration <= 0 {
+			v.addf("update.canary.duration", "must be greater than 0 (e.g. 30s); it is how long the canary runs once healthy")
+		}
+	}
+	if r := u.RollbackOn; r != nil {
+		if r.ErrorRate == nil && r.LatencyP99 == 0 {
+			v.addf("update.rollback_on", "names no threshold; set error_rate, latency_p99 or both, like {error_rate: 2%%, latency_p99: 500ms}")
+		}
+		if e := r.ErrorRate; e != nil && (math.IsNaN(*e) || *e < 0 || *e >= 1) {
+			v.addf("update.rollback_on.error_rate", "%s must be at least 0%% and below 100%% (a release can never exceed 100%%); write the share of failed requests that fails the release, like 2%%", percentText(*e))
+		}
+		if r.LatencyP99 < 0 {
+			v.addf("update.rollback_on.latency_p99", "%s is negative; write the p99 latency that fails the release, like 500ms", r.LatencyP99)
+		}
+		if r.MinRequests < 1 || r.MinRequests > MaxMinRequests {
+			v.addf("update.rollback_on.min_requests", "%d must be between 1 and %d; it is how many requests to the new revision are needed to judge it (default %d)", r.MinRequests, MaxMinRequests, DefaultRollbackMinRequests)
+		}
+	}
+}
+
+// judgedTraffic refuses update.rollback_on on a service no proxy sends
+// requests to (no ingress, nothing exposed): no release of it could ever
+// gather the evidence, so every one would fail at its progress deadline.
+// A canary alone is allowed there: it still holds the first batch for its
+// duration before the rollout goes on.
+func (v *validator) judgedTraffic(s *Spec) {
+	if s.Update.RollbackOn != nil && len(s.Ingress) == 0 && len(s.Expose) == 0 {
+		v.addf("update.rollback_on", "the service has no ingress and exposes no port, so no proxy sends it requests and no release could be judged; add ingress or expose, or remove rollback_on")
+	}
+}
+
+// percentText writes a fraction as the percentage a spec would say: 0.1
+// is "10%".
+func percentText(f float64) string {
+	return strconv.FormatFloat(f*100, 'g', -1, 64) + "%"
 }
 
 func (v *validator) security(s Security) {
