@@ -69,6 +69,12 @@ type RolloutStepCmd struct {
 	// Purge deletes the service and its history; allowed only while it is
 	// being removed and once no replica is left.
 	Purge bool `json:"purge,omitempty"`
+	// Traffic replaces the figures of the service's current revision
+	// (ExpectCurrent): the leader's in-memory sums, written with steps it
+	// makes anyway and when the rollout ends. An older server ignores the
+	// field and keeps no figures, which changes no decision: they are
+	// shown, never judged (judging uses the leader's memory).
+	Traffic *RevisionTraffic `json:"traffic,omitempty"`
 }
 
 // HostReportCmd records an agent's batch: the host is ready (a heartbeat)
@@ -206,6 +212,13 @@ func (s *Store) ApplyRolloutStep(index uint64, c RolloutStepCmd) error {
 			rev.State = c.Outcome.State
 			rev.Message = c.Outcome.Message
 			rev.FinishedAt = c.Now
+			tx.putRevision(rev)
+		}
+	}
+	if c.Traffic != nil {
+		if rev, ok := tx.revision(svc.Name, svc.Current); ok {
+			t := *c.Traffic
+			rev.Traffic = &t
 			tx.putRevision(rev)
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deployctl/deployctl/internal/traffic"
 	"github.com/deployctl/deployctl/specs"
 )
 
@@ -191,5 +192,42 @@ func TestHostProxyAddrMirrorsReportsAndSurvivesSnapshot(t *testing.T) {
 	}
 	if h, _ := s.View().Host("h1"); h.ProxyAddr != "" {
 		t.Fatalf("proxy addr %q after a report without one, want it cleared", h.ProxyAddr)
+	}
+}
+
+// A rollout step's figures go to the service's current revision, survive a
+// snapshot, and leave every other revision alone; the step's canary state
+// is the rollout's.
+func TestRolloutStepKeepsTrafficWithTheCurrentRevision(t *testing.T) {
+	s := NewStore()
+	mustApplyRevision(t, s, 1, ApplyRevisionCmd{Now: t0, Revision: rev("web", "sha256:a")})
+	mustApplyRevision(t, s, 2, ApplyRevisionCmd{Now: t0, ExpectCurrent: 1, Revision: rev("web", "sha256:b")})
+	svc, _ := s.View().Service("web")
+	figures := &RevisionTraffic{New: traffic.Summary{Requests: 212, Errors: 66, P50: 3 * time.Millisecond, P99: 800 * time.Millisecond},
+		Old: &traffic.Summary{Requests: 1890, Errors: 2}, UpdatedAt: t0}
+	ro := *svc.Rollout
+	ro.Canary = &CanaryState{Slots: []int{0}, StartedAt: t0}
+	if err := s.ApplyRolloutStep(3, RolloutStepCmd{Now: t0, Service: "web", ExpectCurrent: 2, ExpectModifyIndex: svc.ModifyIndex,
+		Traffic: figures, Rollout: &ro}); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if _, err := s.View().WriteTo(&buf); err != nil {
+		t.Fatal(err)
+	}
+	restored := NewStore()
+	if err := restored.Restore(&buf); err != nil {
+		t.Fatal(err)
+	}
+	for _, view := range []*Tables{s.View(), restored.View()} {
+		if r, _ := view.Revision("web", 2); r.Traffic == nil || *r.Traffic.Old != *figures.Old || r.Traffic.New != figures.New {
+			t.Fatalf("revision 2 traffic = %+v, want %+v", r.Traffic, figures)
+		}
+		if r, _ := view.Revision("web", 1); r.Traffic != nil {
+			t.Fatalf("revision 1 got figures %+v", r.Traffic)
+		}
+		if svc, _ := view.Service("web"); !svc.Rollout.Canary.Running() || svc.Rollout.Canary.Slots[0] != 0 {
+			t.Fatalf("canary = %+v, want slot 0 running", svc.Rollout.Canary)
+		}
 	}
 }

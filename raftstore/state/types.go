@@ -7,6 +7,7 @@ package state
 import (
 	"time"
 
+	"github.com/deployctl/deployctl/internal/traffic"
 	"github.com/deployctl/deployctl/specs"
 )
 
@@ -86,6 +87,23 @@ type Revision struct {
 	FinishedAt time.Time `json:"finished_at,omitempty"`
 	State      string    `json:"state"`
 	Message    string    `json:"message,omitempty"`
+	// Traffic is how the revision did during its rollout: what the
+	// proxies sent to its replicas and, beside it, to the service's other
+	// replicas (issue 15). Written by rollout steps (RolloutStepCmd.Traffic)
+	// while the rollout runs and when it ends; nil when no figures came.
+	Traffic *RevisionTraffic `json:"traffic,omitempty"`
+}
+
+// RevisionTraffic is what the proxies sent during a revision's rollout,
+// as the leader summed it in memory since its rollout began (or since the
+// leader took over: figures do not survive an election).
+type RevisionTraffic struct {
+	// New is the revision's own replicas: those its rollout started.
+	New traffic.Summary `json:"new"`
+	// Old is the service's other replicas meanwhile (nil: none served),
+	// for comparison.
+	Old       *traffic.Summary `json:"old,omitempty"`
+	UpdatedAt time.Time        `json:"updated_at"`
 }
 
 // IsRollback reports whether this revision restores an earlier one.
@@ -110,7 +128,31 @@ type Rollout struct {
 	// update.order is start-first: no host had room for a replacement
 	// beside the old replica, and none would come (see controller/rollout).
 	InPlace []InPlaceSlot `json:"in_place,omitempty"`
+	// Canary is the canary of this rollout (update.canary), from the
+	// start of its batch on; nil before, and for rollouts without one.
+	Canary *CanaryState `json:"canary,omitempty"`
 }
+
+// CanaryState is a rollout's canary: its batch gets update.canary.weight
+// of the service's requests until it ends. Its duration counts from the
+// moment every replica of the batch is healthy, which the replica records
+// tell, so only the decisions a human or time made are kept here.
+type CanaryState struct {
+	// Slots are the canary's batch: the rollout's first batch.
+	Slots     []int     `json:"slots,omitempty"`
+	StartedAt time.Time `json:"started_at,omitzero"`
+	// Promoted: `deployctl promote` asked to end the canary now.
+	Promoted bool `json:"promoted,omitempty"`
+	// EndedAt is when the canary ended (its duration passed with enough
+	// evidence, or it was promoted); zero while it runs.
+	EndedAt time.Time `json:"ended_at,omitzero"`
+	// Ended says why, e.g. "promoted" or "30s passed; 212 requests, 0.5 %
+	// errors, p99 120ms".
+	Ended string `json:"ended,omitempty"`
+}
+
+// Running reports whether the canary still holds the rollout.
+func (c *CanaryState) Running() bool { return c != nil && c.EndedAt.IsZero() }
 
 // InPlaceSlot is one slot of a start-first rollout replaced stop-first on
 // the host its old replica held, and why.
