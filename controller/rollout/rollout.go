@@ -16,6 +16,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/deployctl/deployctl/internal/traffic"
 	"github.com/deployctl/deployctl/raftstore/state"
 	"github.com/deployctl/deployctl/specs"
 )
@@ -44,6 +45,21 @@ type Input struct {
 	// on: a rollout that can place nothing (no host, a constraint no host
 	// meets) ends at its deadline instead of waiting forever.
 	Unplaceable []int
+	// Traffic is what the proxies sent since the rollout began, as the
+	// leader sums it in memory (nil: no figures, e.g. just after an
+	// election). Like NoRoom it is a fact that comes in: Decide judges it
+	// against update.rollback_on and never looks anything up.
+	Traffic *Traffic
+}
+
+// Traffic are the figures a release is judged by (issue 15).
+type Traffic struct {
+	// New is what the proxies sent to the target revision's own replicas
+	// (those its rollout started): the evidence.
+	New traffic.Summary
+	// Old is what they sent to the service's other replicas meanwhile,
+	// shown beside New in a breach's reason.
+	Old traffic.Summary
 }
 
 // NoRoom is a start-first replacement that only the slot's own room can
@@ -117,7 +133,16 @@ type Decision struct {
 	// Waiting holds one line for each slot of InPlace not done yet, e.g.
 	// "slot 1: no spare host for start-first (max_per_host 1); replacing
 	// stop-first on h2": the caller shows them as the rollout's message.
+	// It also holds the canary's line ("canary: 1 replica at 10% for
+	// 30s") while it runs, and "waiting for traffic: ..." while the
+	// release lacks the requests rollback_on needs. Every line stays the
+	// same while its cause lasts, so the message costs no raft write per
+	// request counted (live counts are in Events and in the status).
 	Waiting []string
+	// Canary is the new value of Rollout.Canary: nil for a rollout
+	// without one (and outside a rollout), else its batch, promotion and
+	// end. The caller stores it when it changed.
+	Canary *state.CanaryState
 }
 
 // Done reports whether replica r has been healthy for at least monitor at
@@ -197,6 +222,20 @@ type planner struct {
 	noRoom  map[int]NoRoom
 	// unplaceable is the input's: starting only these is not progress.
 	unplaceable []int
+	// judge is the target's update.rollback_on and canarySpec its
+	// update.canary, nil when unset and for rollbacks (a rollback is
+	// judged by health alone, and has no canary); canary is this step's
+	// copy of the rollout's canary record; traffic the input's figures.
+	judge      *specs.RollbackOn
+	canarySpec *specs.Canary
+	canary     *state.CanaryState
+	traffic    Traffic
+	// newRunning: a replica the rollout started (revision Target.Number)
+	// is desired running at the input: from then on the release has a
+	// side to judge.
+	newRunning bool
+	// waiting are the rollout's own waiting lines (canary, evidence).
+	waiting []string
 	// states is where each slot stands after this step (rollout only).
 	states []slotState
 	update specs.Update
@@ -240,6 +279,17 @@ func newPlanner(in Input) *planner {
 	if in.Service.Rollout != nil {
 		p.failures = in.Service.Rollout.Failures
 	}
+	if ro := in.Service.Rollout; ro != nil && ro.State == state.RolloutInProgress && !in.Target.IsRollback() {
+		p.judge, p.canarySpec = upd.RollbackOn, upd.Canary
+		if ro.Canary != nil {
+			c := *ro.Canary
+			c.Slots = slices.Clone(ro.Canary.Slots)
+			p.canary = &c
+		}
+	}
+	if in.Traffic != nil {
+		p.traffic = *in.Traffic
+	}
 	if ro := in.Service.Rollout; ro != nil && ro.State == state.RolloutInProgress && !p.stopFirst {
 		p.noRoom = in.NoRoom
 		p.unplaceable = in.Unplaceable
@@ -273,6 +323,7 @@ func newPlanner(in Input) *planner {
 			// Desired stopped outside the slots: only Remove cares.
 		case r.Desired == state.DesiredRunning && r.Fingerprint == in.Target.Fingerprint:
 			p.slots[r.Slot].current = append(p.slots[r.Slot].current, r)
+			p.newRunning = p.newRunning || r.Revision == in.Target.Number
 		case r.Desired == state.DesiredRunning:
 			p.slots[r.Slot].old = append(p.slots[r.Slot].old, r)
 		case r.Desired == state.DesiredStopped:
@@ -349,6 +400,9 @@ func (p *planner) planRollout() {
 		recorded = ro.StartedAt
 	}
 	p.stopOutside()
+	// The canary ends (or not) before the slots settle: its slots keep
+	// their old replicas until it does.
+	p.advanceCanary()
 
 	states := make([]slotState, p.n)
 	inFlightBefore := 0
@@ -390,6 +444,10 @@ func (p *planner) planRollout() {
 		p.fail(reason)
 		return
 	}
+	if reason, breached := p.breach(); breached {
+		p.fail(reason)
+		return
+	}
 
 	inFlightAfter := countState(states, slotInFlight)
 	// A batch ends in the step that leaves no slot in flight after some slot
@@ -408,7 +466,8 @@ func (p *planner) planRollout() {
 	}
 
 	p.states = states
-	if countState(states, slotDone) == p.n {
+	p.noteWaiting()
+	if countState(states, slotDone) == p.n && p.evidenceForSuccess() {
 		p.outcome = Succeeded
 		if p.n == 0 {
 			p.reason = fmt.Sprintf("revision %d scaled to 0 replicas", p.target.Number)
@@ -426,9 +485,14 @@ func (p *planner) planRollout() {
 		if !ro.BatchDoneAt.IsZero() && ro.BatchDoneAt.Add(p.update.Delay).After(since) {
 			since = ro.BatchDoneAt.Add(p.update.Delay)
 		}
+		// Neither is the canary's duration: the deadline counts from its
+		// end (waiting for evidence after it is a stall).
+		if end, ok := p.canaryDue(); ok && end.After(since) {
+			since = end
+		}
 		if p.now.Sub(since) > deadline {
-			p.fail(fmt.Sprintf("progress deadline %s exceeded: no progress since %s%s",
-				deadline, since.UTC().Format(time.RFC3339), p.describeStall(states)))
+			p.fail(fmt.Sprintf("progress deadline %s exceeded: no progress since %s%s%s",
+				deadline, since.UTC().Format(time.RFC3339), p.describeStall(states), p.describeEvidenceWait()))
 		}
 	}
 }
@@ -478,7 +542,10 @@ func (p *planner) waitingToStart(s *slotReplicas) bool {
 // settle handles one slot after its failed replicas were taken out and
 // reports where it stands at the end of this step.
 func (p *planner) settle(s *slotReplicas, live []*state.Replica, recorded time.Time) slotState {
-	if keeper, ok := p.firstDone(live); ok {
+	// A canary slot is not done while the canary runs: its old replica
+	// keeps serving the rest of the requests (with one replica it is the
+	// only other side of the split) and stays for a cheap rollback.
+	if keeper, ok := p.firstDone(live); ok && !p.inCanary(s.index) {
 		retired := p.retireOthers(s, live, keeper)
 		if retired || p.completion(keeper).After(recorded) {
 			p.progress = true
@@ -518,7 +585,7 @@ func (p *planner) startBatch(states []slotState) {
 		if budget == 0 {
 			break
 		}
-		if st != slotPending {
+		if st != slotPending || !p.mayStart(i) {
 			continue
 		}
 		s := &p.slots[i]
@@ -553,6 +620,11 @@ func (p *planner) startBatch(states []slotState) {
 	if len(taken) > 0 && slices.ContainsFunc(taken, func(i int) bool { return !slices.Contains(p.unplaceable, i) }) {
 		p.progress = true
 		p.notes = append(p.notes, fmt.Sprintf("batch started: slots %v", taken))
+	}
+	if len(taken) > 0 && p.canarySpec != nil && p.canary == nil {
+		// The first batch is the canary.
+		p.canary = &state.CanaryState{Slots: taken, StartedAt: p.now}
+		p.notes = append(p.notes, p.canaryLine())
 	}
 }
 
@@ -796,6 +868,13 @@ func (p *planner) decision() Decision {
 				d.Waiting = append(d.Waiting, inPlaceLine(ip))
 			}
 		}
+	}
+	if p.outcome == Continue {
+		d.Waiting = append(d.Waiting, p.waiting...)
+	}
+	if p.canary != nil {
+		c := *p.canary
+		d.Canary = &c
 	}
 	slices.Sort(d.Start)
 	d.Start = slices.Compact(d.Start)

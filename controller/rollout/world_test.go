@@ -28,6 +28,9 @@ type world struct {
 	maxPerHost int
 	placed     map[int]string
 	waiting    []string
+	// traffic is what the leader's memory holds for the rollout (the
+	// input's Traffic); tests set it.
+	traffic *Traffic
 }
 
 // newWorld begins a rollout of target from revision from (0 for a first
@@ -62,7 +65,7 @@ func (w *world) target() state.Revision { return w.revisions[w.service.Current] 
 
 // input is what Decide sees now.
 func (w *world) input() Input {
-	return Input{Now: w.now, Service: w.service, Target: w.target(), Replicas: w.replicas}
+	return Input{Now: w.now, Service: w.service, Target: w.target(), Replicas: w.replicas, Traffic: w.traffic}
 }
 
 // step runs Decide and applies its Decision. With hosts, it first places
@@ -203,6 +206,7 @@ func (w *world) apply(d Decision) {
 	ro.Failures = d.Failures
 	if ro.State == state.RolloutInProgress {
 		ro.InPlace = d.InPlace
+		ro.Canary = d.Canary
 		w.waiting = d.Waiting
 	}
 	if len(w.hosts) > 0 && len(d.Start) > 0 && len(w.placed) == 0 {
