@@ -121,6 +121,7 @@ func (a *API) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/services/{name}/history", lead(a.getHistory, op))
 	mux.HandleFunc("POST /v1/services/{name}/rollback", lead(a.rollbackService, op))
 	mux.HandleFunc("POST /v1/services/{name}/scale", lead(a.scaleService, op))
+	mux.HandleFunc("POST /v1/services/{name}/promote", lead(a.promoteService, op))
 	mux.HandleFunc("GET /v1/policy", lead(a.getPolicy, op))
 	mux.HandleFunc("PUT /v1/policy", lead(a.putPolicy, op))
 	mux.HandleFunc("GET /v1/outdated", lead(a.getOutdated, op))
@@ -131,6 +132,7 @@ func (a *API) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/agent/audit", lead(a.postAudit, agent, srv))
 	mux.HandleFunc("GET /v1/agent/assignments", lead(a.assignments, agent, srv))
 	mux.HandleFunc("POST /v1/agent/report", lead(a.report, agent, srv))
+	mux.HandleFunc("POST /v1/agent/traffic", lead(a.postTraffic, agent, srv))
 	mux.HandleFunc("GET /v1/agent/ingress", lead(a.ingress, agent, srv))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no route %s %s; the API lives under /v1/", r.Method, r.URL.Path))
@@ -224,7 +226,7 @@ func (a *API) listServices(w http.ResponseWriter, r *http.Request) {
 	judge := connectionJudgeOf(view)
 	out := []wire.ServiceStatus{}
 	for _, svc := range view.Services() {
-		out = append(out, serviceStatus(view, judge, svc))
+		out = append(out, a.c.withTraffic(view, serviceStatus(view, judge, svc)))
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -284,7 +286,7 @@ func (a *API) getService(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("service %q not found; `deployctl services` lists them", name))
 		return
 	}
-	writeJSON(w, http.StatusOK, serviceStatus(view, connectionJudgeOf(view), svc))
+	writeJSON(w, http.StatusOK, a.c.withTraffic(view, serviceStatus(view, connectionJudgeOf(view), svc)))
 }
 
 func (a *API) getHistory(w http.ResponseWriter, r *http.Request) {

@@ -97,6 +97,9 @@ type Controller struct {
 	backoff map[slotKey]*slotBackoff
 	// audits holds each host's latest audit (leader memory, never raft).
 	audits map[string]wire.HostAuditRecord
+	// traffic sums the proxies' figures per rollout (leader memory, see
+	// traffic.go).
+	traffic *trafficBook
 	// rollbackChecks holds each service's automatic-rollback admission
 	// while the loop waits for it (leader memory, see rollback_gate.go).
 	rollbackChecks map[string]*rollbackCheck
@@ -153,7 +156,8 @@ func New(cfg Config) (*Controller, error) {
 		cfg.RollbackCheckTimeout = DefaultRollbackCheckTimeout
 	}
 	return &Controller{cfg: cfg, log: cfg.Logger.Named("controller"), heartbeat: map[string]time.Time{},
-		rollbackChecks: map[string]*rollbackCheck{}, kick: make(chan struct{}, 1), ingress: newIngressFeed(cfg.Store)}, nil
+		rollbackChecks: map[string]*rollbackCheck{}, kick: make(chan struct{}, 1), ingress: newIngressFeed(cfg.Store),
+		traffic: newTrafficBook()}, nil
 }
 
 // Store is the state this controller reads.

@@ -83,6 +83,7 @@ func ingressBackends(t *state.Tables) []wire.IngressBackend {
 			}
 			return p
 		}
+		canarySlots, _, _ := runningCanary(svc, cur)
 		for _, r := range t.ServiceReplicas(svc.Name) {
 			h, ok := hosts[r.Host]
 			if r.Desired != state.DesiredRunning || r.Status.State != state.ReplicaHealthy || !ok || h.State != state.HostReady {
@@ -92,7 +93,11 @@ func ingressBackends(t *state.Tables) []wire.IngressBackend {
 			if len(p) == 0 {
 				continue
 			}
-			out = append(out, wire.IngressBackend{Service: svc.Name, Replica: r.ID, Host: r.Host, ProxyAddr: h.ProxyAddr, Ports: p})
+			// The canary is the new revision's replicas in the canary's
+			// slots; the old replicas those slots keep meanwhile serve
+			// the rest with the others.
+			canary := r.Revision == cur.Number && slices.Contains(canarySlots, r.Slot)
+			out = append(out, wire.IngressBackend{Service: svc.Name, Replica: r.ID, Host: r.Host, ProxyAddr: h.ProxyAddr, Ports: p, Canary: canary})
 		}
 	}
 	slices.SortFunc(out, func(a, b wire.IngressBackend) int {
@@ -103,8 +108,42 @@ func ingressBackends(t *state.Tables) []wire.IngressBackend {
 
 func sameBackends(a, b []wire.IngressBackend) bool {
 	return slices.EqualFunc(a, b, func(x, y wire.IngressBackend) bool {
-		return x.Service == y.Service && x.Replica == y.Replica && x.Host == y.Host && x.ProxyAddr == y.ProxyAddr && slices.Equal(x.Ports, y.Ports)
+		return x.Service == y.Service && x.Replica == y.Replica && x.Host == y.Host && x.ProxyAddr == y.ProxyAddr && slices.Equal(x.Ports, y.Ports) &&
+			x.Canary == y.Canary
 	})
+}
+
+// runningCanary returns the slots and weight of the canary svc's rollout
+// to rev runs now (update.canary), false when none does: no rollout in
+// progress, a rollback (never a canary), or a canary that has ended.
+func runningCanary(svc state.Service, rev state.Revision) ([]int, float64, bool) {
+	ro := svc.Rollout
+	if ro == nil || ro.State != state.RolloutInProgress || ro.Revision != rev.Number || rev.IsRollback() ||
+		rev.Spec.Update.Canary == nil || !ro.Canary.Running() || len(ro.Canary.Slots) == 0 {
+		return nil, 0, false
+	}
+	return ro.Canary.Slots, rev.Spec.Update.Canary.Weight, true
+}
+
+// ingressCanaries lists the services whose requests the proxies split by
+// weight now, sorted by service: those with a running canary that the
+// proxies serve (ingress entries or exposed ports). The split is listed
+// from the start of the canary's batch, before its replicas are healthy:
+// the proxies send everything to the other side while one side has no
+// healthy backend, and a replica that turns healthy then gets its weight,
+// never an even share first.
+func ingressCanaries(t *state.Tables) []wire.CanarySplit {
+	var out []wire.CanarySplit
+	for _, svc := range t.Services() {
+		rev, ok := t.Revision(svc.Name, svc.Current)
+		if !ok || len(servedPorts(rev.Spec)) == 0 {
+			continue
+		}
+		if _, weight, ok := runningCanary(svc, rev); ok {
+			out = append(out, wire.CanarySplit{Service: svc.Name, Weight: weight})
+		}
+	}
+	return out
 }
 
 // ingressFeed keeps the one ingress table every agent's blocking query
@@ -152,9 +191,10 @@ func (f *ingressFeed) current() (wire.IngressTable, <-chan struct{}) {
 		return f.table, f.changed
 	}
 	next := wire.IngressTable{Routes: ingressRoutes(t), Backends: ingressBackends(t),
-		Services: serviceAddresses(t), Connections: resolvedConnections(t, connectionJudgeOf(t))}
+		Services: serviceAddresses(t), Connections: resolvedConnections(t, connectionJudgeOf(t)), Canaries: ingressCanaries(t)}
 	same := f.view != nil && slices.Equal(next.Routes, f.table.Routes) && sameBackends(next.Backends, f.table.Backends) &&
-		slices.Equal(next.Services, f.table.Services) && slices.Equal(next.Connections, f.table.Connections)
+		slices.Equal(next.Services, f.table.Services) && slices.Equal(next.Connections, f.table.Connections) &&
+		slices.Equal(next.Canaries, f.table.Canaries)
 	f.view = t
 	if !same {
 		// max: the index never goes back, even across a restore.

@@ -45,6 +45,7 @@ func (c *Controller) Run(ctx context.Context) error {
 			}
 			leading = true
 			c.ingress.reset()
+			c.traffic.reset()
 			c.mu.Lock()
 			c.addresses = addressAttempt{}
 			c.mu.Unlock()
@@ -58,11 +59,15 @@ func (c *Controller) Run(ctx context.Context) error {
 			c.mu.Lock()
 			clear(c.rollbackChecks)
 			c.mu.Unlock()
+			// Another leader counts from zero: figures kept here would be
+			// stale by the time this node leads again.
+			c.traffic.reset()
 			c.log.Info("no longer leading")
 		case isLeader:
 			c.checkHosts(ctx, view)
 			c.enableAddresses(ctx, view)
 			c.reconcileAll(ctx, view)
+			c.traffic.prune(view)
 			now := c.cfg.Now()
 			at, ok := nextTimedChange(view, now)
 			if restart, held := c.nextRestart(now); held && (!ok || restart.Before(at)) {
@@ -148,7 +153,9 @@ func (c *Controller) reconcileService(ctx context.Context, view *state.Tables, l
 			svc.Rollout = &cp
 		}
 	}
-	in := rollout.Input{Now: now, Service: svc, Target: target, Replicas: replicas}
+	// The figures the release is judged by come in like placement facts:
+	// Decide never looks anything up.
+	in := rollout.Input{Now: now, Service: svc, Target: target, Replicas: replicas, Traffic: c.traffic.input(svc.Name, target.Number)}
 	d := rollout.Decide(in)
 	if svc.Rollout == nil || svc.Rollout.State != state.RolloutInProgress {
 		var failed []state.Replica
@@ -213,6 +220,10 @@ func (c *Controller) reconcileService(ctx context.Context, view *state.Tables, l
 			ro.InPlace = d.InPlace
 			changed = true
 		}
+		if !sameCanary(d.Canary, ro.Canary) {
+			ro.Canary = d.Canary
+			changed = true
+		}
 		if d.Failures != ro.Failures {
 			ro.Failures = d.Failures
 			changed = true
@@ -274,6 +285,13 @@ func (c *Controller) reconcileService(ctx context.Context, view *state.Tables, l
 	if !changed {
 		return nil
 	}
+	if inRollout {
+		// The figures ride on a step written anyway (a batch, the canary's
+		// end, the outcome): keeping them costs no write of its own.
+		if w, ok := c.traffic.window(svc.Name, target.Number); ok {
+			step.Traffic = w.revisionTraffic(target.Traffic)
+		}
+	}
 	if _, err := c.apply(ctx, raftstore.CmdRolloutStep, step); err != nil {
 		return err
 	}
@@ -320,9 +338,19 @@ func (c *Controller) autoRollback(ctx context.Context, name, reason string, verd
 	return err
 }
 
+// sameCanary compares two canary records by value.
+func sameCanary(a, b *state.CanaryState) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return slices.Equal(a.Slots, b.Slots) && a.StartedAt.Equal(b.StartedAt) && a.Promoted == b.Promoted &&
+		a.EndedAt.Equal(b.EndedAt) && a.Ended == b.Ended
+}
+
 // nextTimedChange returns the earliest future moment at which a rollout's
 // decision changes with time alone: a healthy replica's monitor window
-// closing, a batch delay ending, or a progress deadline passing.
+// closing, a batch delay ending, a canary's duration ending, or a
+// progress deadline passing.
 func nextTimedChange(t *state.Tables, now time.Time) (time.Time, bool) {
 	var next time.Time
 	consider := func(at time.Time) {
@@ -346,9 +374,15 @@ func nextTimedChange(t *state.Tables, now time.Time) (time.Time, bool) {
 		if u.ProgressDeadline > 0 {
 			consider(ro.LastProgressAt.Add(u.ProgressDeadline))
 		}
-		for _, r := range t.ServiceReplicas(svc.Name) {
+		replicas := t.ServiceReplicas(svc.Name)
+		for _, r := range replicas {
 			if r.Fingerprint == rev.Fingerprint && r.Status.State == state.ReplicaHealthy && !r.Status.HealthySince.IsZero() {
 				consider(r.Status.HealthySince.Add(u.Monitor))
+			}
+		}
+		if ro.Canary.Running() {
+			if at, ok := rollout.CanaryDue(rollout.Input{Now: now, Service: svc, Target: rev, Replicas: replicas}); ok {
+				consider(at)
 			}
 		}
 	}

@@ -194,6 +194,7 @@ func TestAgentCertificateIsConfinedToItsHost(t *testing.T) {
 		{"DELETE", "/v1/services/web", nil},
 		{"POST", "/v1/services/web/rollback", nil},
 		{"POST", "/v1/services/web/scale", wire.ScaleBody{}},
+		{"POST", "/v1/services/web/promote", nil},
 		{"GET", "/v1/policy", nil},
 		{"PUT", "/v1/policy", map[string]any{"version": 0}},
 		{"GET", "/v1/cluster", nil},
@@ -219,6 +220,8 @@ func TestAgentCertificateIsConfinedToItsHost(t *testing.T) {
 	wantStatus(t, "h1 reports as h2", call(t, h1, "POST", c.url+"/v1/agent/report", state.HostReport{Host: "h2"}), http.StatusForbidden, "forbidden")
 	wantStatus(t, "h1 audits", call(t, h1, "POST", c.url+"/v1/agent/audit", audit.HostAudit{Host: "h1"}), http.StatusNoContent, "")
 	wantStatus(t, "h1 audits as h2", call(t, h1, "POST", c.url+"/v1/agent/audit", audit.HostAudit{Host: "h2"}), http.StatusForbidden, "forbidden")
+	wantStatus(t, "h1 sends traffic", call(t, h1, "POST", c.url+"/v1/agent/traffic", wire.TrafficReport{Host: "h1"}), http.StatusNoContent, "")
+	wantStatus(t, "h1 sends traffic as h2", call(t, h1, "POST", c.url+"/v1/agent/traffic", wire.TrafficReport{Host: "h2"}), http.StatusForbidden, "forbidden")
 	if _, ok := c.store.View().Host("h2"); ok {
 		t.Error("a report for h2 sent with h1's certificate created host h2")
 	}
@@ -227,11 +230,13 @@ func TestAgentCertificateIsConfinedToItsHost(t *testing.T) {
 	wantStatus(t, "operator reads the services", call(t, op, "GET", c.url+"/v1/services", nil), http.StatusOK, "")
 	wantStatus(t, "operator reports as h1", call(t, op, "POST", c.url+"/v1/agent/report", state.HostReport{Host: "h1"}), http.StatusForbidden, "forbidden")
 	wantStatus(t, "operator audits as h1", call(t, op, "POST", c.url+"/v1/agent/audit", audit.HostAudit{Host: "h1"}), http.StatusForbidden, "forbidden")
+	wantStatus(t, "operator sends traffic as h1", call(t, op, "POST", c.url+"/v1/agent/traffic", wire.TrafficReport{Host: "h1"}), http.StatusForbidden, "forbidden")
 	wantStatus(t, "operator reads h1's assignments", call(t, op, "GET", c.url+"/v1/agent/assignments?host=h1", nil), http.StatusForbidden, "forbidden")
 
 	// A server speaks for the host named like it (its local agent), only.
 	wantStatus(t, "n1 reports as n1", call(t, n1, "POST", c.url+"/v1/agent/report", state.HostReport{Host: "n1"}), http.StatusNoContent, "")
 	wantStatus(t, "n1 reports as h1", call(t, n1, "POST", c.url+"/v1/agent/report", state.HostReport{Host: "h1"}), http.StatusForbidden, "forbidden")
+	wantStatus(t, "n1 sends traffic as n1", call(t, n1, "POST", c.url+"/v1/agent/traffic", wire.TrafficReport{Host: "n1"}), http.StatusNoContent, "")
 	wantStatus(t, "n1 applies", call(t, n1, "POST", c.url+"/v1/services", rolesSpec), http.StatusForbidden, "forbidden")
 
 	// Only h1's own audit is kept.
@@ -434,6 +439,8 @@ func TestFollowerForwardsTheCallersRole(t *testing.T) {
 	wantStatus(t, "agent h1 via the follower", call(t, h1, "POST", follower+"/v1/agent/report", state.HostReport{Host: "h1"}), http.StatusNoContent, "")
 	wantStatus(t, "agent h1 reads its assignments via the follower", call(t, h1, "GET", follower+"/v1/agent/assignments?host=h1", nil), http.StatusOK, "")
 	wantStatus(t, "agent h1 reports as h2 via the follower", call(t, h1, "POST", follower+"/v1/agent/report", state.HostReport{Host: "h2"}), http.StatusForbidden, "forbidden")
+	wantStatus(t, "agent h1 sends traffic via the follower", call(t, h1, "POST", follower+"/v1/agent/traffic", wire.TrafficReport{Host: "h1"}), http.StatusNoContent, "")
+	wantStatus(t, "agent h1 sends traffic as h2 via the follower", call(t, h1, "POST", follower+"/v1/agent/traffic", wire.TrafficReport{Host: "h2"}), http.StatusForbidden, "forbidden")
 	wantStatus(t, "agent h1 applies via the follower", call(t, h1, "POST", follower+"/v1/services", rolesSpec), http.StatusForbidden, "forbidden")
 	wantStatus(t, "agent h1 claims operator via the follower", call(t, h1, "GET", follower+"/v1/services", nil, callerHeader, "operator"), http.StatusForbidden, "forbidden")
 	wantStatus(t, "operator via the follower", call(t, op, "GET", follower+"/v1/services", nil), http.StatusOK, "")

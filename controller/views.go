@@ -80,6 +80,7 @@ func history(t *state.Tables, svc state.Service) []wire.HistoryEntry {
 			Revision: r.Number, Image: r.Spec.Image, Replicas: r.Spec.Replicas, Digest: r.Digest, Ref: r.Ref, State: r.State, Cause: r.Cause,
 			RollbackOf: r.RollbackOf, RollbackTo: r.RollbackTo, SignedBy: r.SignedBy, ScanWarnings: r.ScanWarnings, PolicyWarnings: r.PolicyWarnings,
 			Message: r.Message, Current: r.Number == svc.Current, CreatedAt: r.CreatedAt, FinishedAt: r.FinishedAt,
+			Traffic: r.Traffic,
 		})
 	}
 	return out

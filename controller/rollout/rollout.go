@@ -621,7 +621,7 @@ func (p *planner) startBatch(states []slotState) {
 		p.progress = true
 		p.notes = append(p.notes, fmt.Sprintf("batch started: slots %v", taken))
 	}
-	if len(taken) > 0 && p.canarySpec != nil && p.canary == nil {
+	if len(taken) > 0 && p.canarySpec != nil && p.canary == nil && p.othersServe() {
 		// The first batch is the canary.
 		p.canary = &state.CanaryState{Slots: taken, StartedAt: p.now}
 		p.notes = append(p.notes, p.canaryLine())

@@ -54,6 +54,22 @@ func (p *planner) evidenceForSuccess() bool {
 	return !p.newRunning || p.evidence()
 }
 
+// othersServe reports whether a replica of another revision runs: the
+// other side of a canary's split. A first release (or one after every
+// replica failed) has none, and a canary there would get every request
+// whatever its weight: such a rollout has no canary.
+func (p *planner) othersServe() bool {
+	if len(p.outside) > 0 {
+		return true
+	}
+	for i := range p.slots {
+		if len(p.slots[i].old) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // canaryHealthy returns when every replica of the canary's batch was
 // healthy: the latest HealthySince among its slots (of each slot's
 // earliest healthy current replica). A failed and replaced canary replica

@@ -411,3 +411,23 @@ func TestCanaryStopFirst(t *testing.T) {
 	runToEnd(t, w, nil, nil)
 	checkConverged(t, w, "v2", 4)
 }
+
+// A first release has nothing else serving: no canary, which would get
+// every request whatever its weight. It is still judged.
+func TestFirstReleaseHasNoCanary(t *testing.T) {
+	v1 := revision(1, "v1", 2, canary(0.1, time.Hour), rollbackOnErrors(0.02, 50))
+	w := newWorld(t, v1, 0, nil)
+	d := w.step()
+	expectStart(t, d, 0)
+	if d.Canary != nil {
+		t.Fatalf("canary %+v on a first release", d.Canary)
+	}
+	w.tick(simTick, nil)
+	w.tick(simTick, nil)
+	if d := w.step(); len(d.Start) > 0 {
+		t.Fatalf("the second batch started without evidence: %v", d.Start)
+	}
+	w.traffic = figures(50, 0, time.Millisecond, traffic.Summary{})
+	runToEnd(t, w, nil, nil)
+	checkConverged(t, w, "v1", 2)
+}

@@ -359,6 +359,13 @@ func (c *Client) Outdated(ctx context.Context) (OutdatedReport, error) {
 	return out, err
 }
 
+// Promote ends the canary of a service's rollout now; the rollout goes
+// on with its next batch. A service without a running canary is a
+// conflict (ErrConflict) saying why.
+func (c *Client) Promote(ctx context.Context, service string) (ApplyOutcome, error) {
+	return c.serviceWrite(ctx, service, "promote", nil)
+}
+
 // Refresh re-resolves a service's image and rolls a new digest out.
 func (c *Client) Refresh(ctx context.Context, service string) (ApplyOutcome, error) {
 	return c.serviceWrite(ctx, service, "refresh", nil)

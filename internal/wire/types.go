@@ -184,6 +184,9 @@ type ServiceStatus struct {
 	// Connections are the current revision's declared connections
 	// (connects_to), each with whether it resolves now.
 	Connections []ConnectionStatus `json:"connections,omitempty"`
+	// Traffic is how the current revision does on traffic (issue 15):
+	// live while its rollout runs, as stored with it afterwards.
+	Traffic *TrafficStatus `json:"traffic,omitempty"`
 	// Index is the state index this answer reflects; pass it back as
 	// ?index= to wait for the next change.
 	Index uint64 `json:"index"`
@@ -205,6 +208,25 @@ type ConnectionStatus struct {
 	// connection reaches, with their protocols (resolved only).
 	Address string         `json:"address,omitempty"`
 	Ports   []specs.Expose `json:"ports,omitempty"`
+}
+
+// TrafficStatus is what the proxies sent during a revision's rollout:
+// to its own replicas (New) and to the service's others (Old), as the
+// leader sums them in memory (Live, counting since Since: an election
+// starts the count again) or, once the rollout ended, as stored with the
+// revision.
+type TrafficStatus struct {
+	Revision int              `json:"revision"`
+	New      traffic.Summary  `json:"new"`
+	Old      *traffic.Summary `json:"old,omitempty"`
+	Live     bool             `json:"live,omitempty"`
+	Since    time.Time        `json:"since,omitzero"`
+	// RollbackOn are the thresholds the revision is judged by (nil: not
+	// judged, e.g. a rollback).
+	RollbackOn *specs.RollbackOn `json:"rollback_on,omitempty"`
+	// Waiting says what a judged rollout still lacks, e.g. "waiting for
+	// traffic: 12 of 50 requests".
+	Waiting string `json:"waiting,omitempty"`
 }
 
 // HistoryEntry is one revision in `deployctl history SVC -o json`.
@@ -230,6 +252,9 @@ type HistoryEntry struct {
 	// PolicyWarnings are the weakened hardening defaults the policy warns
 	// about.
 	PolicyWarnings []string `json:"policy_warnings,omitempty"`
+	// Traffic is how the revision did during its rollout (requests,
+	// errors, p50/p99 of its replicas and of the others), as stored.
+	Traffic *state.RevisionTraffic `json:"traffic,omitempty"`
 }
 
 // HostAuditRecord is a host's latest audit, as the leader received it.
