@@ -229,6 +229,7 @@ func printStatus(w io.Writer, st wire.ServiceStatus) {
 	if st.Message != "" {
 		fmt.Fprintf(w, "message:   %s\n", st.Message)
 	}
+	printTraffic(w, st)
 	for _, in := range st.Ingress {
 		fmt.Fprintf(w, "ingress:   %s\n", ingressLine(in))
 	}
@@ -342,14 +343,14 @@ func newHistoryCmd(g *globals) *cobra.Command {
 			}
 			return g.print(cmd.OutOrStdout(), list, func(w io.Writer) {
 				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "REVISION\tSTATE\tDIGEST\tCAUSE\tCREATED\tMESSAGE")
+				fmt.Fprintln(tw, "REVISION\tSTATE\tDIGEST\tCAUSE\tCREATED\tTRAFFIC\tMESSAGE")
 				for _, h := range list {
 					mark := ""
 					if h.Current {
 						mark = " *"
 					}
-					fmt.Fprintf(tw, "%d%s\t%s\t%s\t%s\t%s\t%s\n", h.Revision, mark, h.State, short(trimAlgo(h.Digest)), h.Cause,
-						h.CreatedAt.Local().Format(time.DateTime), h.Message)
+					fmt.Fprintf(tw, "%d%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.Revision, mark, h.State, short(trimAlgo(h.Digest)), h.Cause,
+						h.CreatedAt.Local().Format(time.DateTime), historyTraffic(h.Traffic), h.Message)
 				}
 				tw.Flush()
 			})

@@ -23,8 +23,9 @@ const exitCodesHelp = `deployctl exits with:
   1  error: the server is unreachable, the service does not exist, the image
      cannot be resolved, or the revision was superseded by another apply
   2  invalid spec or usage: fix the file or the command line; nothing was stored
-  3  the release failed its health checks and was rolled back automatically
-     to the previous good revision (which is healthy again)
+  3  the release failed its health checks, or its traffic breached
+     update.rollback_on (error rate, p99 latency), and was rolled back
+     automatically to the previous good revision (which is healthy again)
   4  the release failed and was paused (update.failure_action: pause), or it
      failed with nothing to roll back to, or its rollback failed: the service
      needs a human (see 'deployctl status' and 'deployctl history')

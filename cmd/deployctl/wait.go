@@ -61,8 +61,9 @@ func waitForRevision(parent context.Context, c *wire.Client, w io.Writer, servic
 	var index uint64
 	seen := map[string]wire.InstanceView{}
 	lastMsg, lostContact := "", false
+	lastTraffic, wait := "", statusWait
 	for {
-		st, err := c.Status(ctx, service, index, statusWait)
+		st, err := c.Status(ctx, service, index, wait)
 		if err != nil {
 			if ctx.Err() != nil {
 				return stopWaiting(ctx, w, service)
@@ -97,6 +98,11 @@ func waitForRevision(parent context.Context, c *wire.Client, w io.Writer, servic
 			fmt.Fprintf(w, "  waiting: %s\n", st.Message)
 		}
 		lastMsg = st.Message
+		var trafficLine string
+		if trafficLine, wait = trafficWait(st, following); trafficLine != "" && trafficLine != lastTraffic {
+			fmt.Fprintf(w, "  %s\n", trafficLine)
+		}
+		lastTraffic = trafficLine
 
 		if st.Revision != following {
 			next, why, err := whyMoved(ctx, c, service, following, st.Revision)

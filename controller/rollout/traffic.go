@@ -136,7 +136,7 @@ func (p *planner) advanceCanary() {
 	}
 	why := p.canarySpec.Duration.String() + " passed"
 	if p.judge != nil {
-		why += "; " + figuresText(p.traffic.New)
+		why += "; " + Describe(p.traffic.New)
 	}
 	p.endCanary(why)
 }
@@ -175,7 +175,7 @@ func (p *planner) breach() (string, bool) {
 	if len(reasons) == 0 {
 		return "", false
 	}
-	return fmt.Sprintf("revision %d: %s", p.target.Number, strings.Join(reasons, "; ")), true
+	return strings.Join(reasons, "; "), true
 }
 
 // noteWaiting adds the rollout's waiting lines: the canary's while it runs,
@@ -233,10 +233,14 @@ func CanaryDue(in Input) (time.Time, bool) {
 	return newPlanner(in).canaryDue()
 }
 
-// figuresText is "212 requests, 0.5 % errors, p99 120ms".
-func figuresText(s traffic.Summary) string {
-	return fmt.Sprintf("%d requests, %s errors, p99 %s", s.Requests, percent(s.ErrorRate()), latency(s.P99))
+// Describe writes figures as every message shows them: "212 requests,
+// 0.5 % errors, p50 3ms, p99 120ms".
+func Describe(s traffic.Summary) string {
+	return fmt.Sprintf("%d requests, %s errors, p50 %s, p99 %s", s.Requests, percent(s.ErrorRate()), latency(s.P50), latency(s.P99))
 }
+
+// Percent writes a fraction as messages do: 0.3113 is "31.1 %".
+func Percent(f float64) string { return percent(f) }
 
 // percent writes a fraction as a percentage with at most one decimal:
 // 0.3113 is "31.1 %".
