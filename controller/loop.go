@@ -155,7 +155,8 @@ func (c *Controller) reconcileService(ctx context.Context, view *state.Tables, l
 	}
 	// The figures the release is judged by come in like placement facts:
 	// Decide never looks anything up.
-	in := rollout.Input{Now: now, Service: svc, Target: target, Replicas: replicas, Traffic: c.traffic.input(svc.Name, target.Number)}
+	in := rollout.Input{Now: now, Service: svc, Target: target, Replicas: replicas,
+		Traffic: c.traffic.input(svc.Name, target.Number), FromFingerprint: fromFingerprint(view, svc)}
 	d := rollout.Decide(in)
 	if svc.Rollout == nil || svc.Rollout.State != state.RolloutInProgress {
 		var failed []state.Replica

@@ -254,6 +254,8 @@ func (c *Controller) Promote(ctx context.Context, name string) (wire.ApplyOutcom
 			return out, fmt.Errorf("%w: revision %d of %s is a rollback, which has no canary", errNoCanary, rev.Number, svc.Name)
 		case rev.Spec.Update.Canary == nil:
 			return out, fmt.Errorf("%w: revision %d of %s has no update.canary; its rollout goes on by batches without one", errNoCanary, rev.Number, svc.Name)
+		case !rollout.JudgedRelease(rev, fromFingerprint(view, svc)):
+			return out, fmt.Errorf("%w: revision %d of %s runs the containers of the revision it replaces (only settings or the count changed), so it has no canary", errNoCanary, rev.Number, svc.Name)
 		case ro.Canary != nil && ro.Canary.Promoted:
 			return out, nil
 		case ro.Canary != nil && !ro.Canary.Running():
@@ -296,8 +298,8 @@ func (a *API) promoteService(w http.ResponseWriter, r *http.Request) {
 // trafficStatus is the figures status shows for svc's current revision:
 // the leader's live ones while its rollout runs, else those stored with
 // the revision; nil when there are none.
-func (c *Controller) trafficStatus(svc state.Service, rev state.Revision) *wire.TrafficStatus {
-	judged := rollout.Judged(rev)
+func (c *Controller) trafficStatus(svc state.Service, rev state.Revision, fromFingerprint string) *wire.TrafficStatus {
+	judged := rollout.Judged(rev, fromFingerprint)
 	if svc.Rollout != nil && svc.Rollout.State == state.RolloutInProgress {
 		// A judged rollout shows its (maybe empty) evidence; another only
 		// figures that came.
@@ -327,7 +329,17 @@ func (c *Controller) withTraffic(view *state.Tables, st wire.ServiceStatus) wire
 		return st
 	}
 	if rev, ok := view.Revision(svc.Name, svc.Current); ok {
-		st.Traffic = c.trafficStatus(svc, rev)
+		st.Traffic = c.trafficStatus(svc, rev, fromFingerprint(view, svc))
 	}
 	return st
+}
+
+// fromFingerprint is the fingerprint of the revision svc's rollout started
+// from ("" for a first release, or without a rollout).
+func fromFingerprint(view *state.Tables, svc state.Service) string {
+	if svc.Rollout == nil || svc.Rollout.From == 0 {
+		return ""
+	}
+	from, _ := view.Revision(svc.Name, svc.Rollout.From)
+	return from.Fingerprint
 }

@@ -45,6 +45,11 @@ type Input struct {
 	// on: a rollout that can place nothing (no host, a constraint no host
 	// meets) ends at its deadline instead of waiting forever.
 	Unplaceable []int
+	// FromFingerprint is the fingerprint of the rollout's From revision
+	// ("" for a first release). A release with the same fingerprint runs
+	// the containers already judged (only update settings or the count
+	// changed, as a scale does): it has no canary and is not judged.
+	FromFingerprint string
 	// Traffic is what the proxies sent since the rollout began, as the
 	// leader sums it in memory (nil: no figures, e.g. just after an
 	// election). Like NoRoom it is a fact that comes in: Decide judges it
@@ -279,8 +284,10 @@ func newPlanner(in Input) *planner {
 	if in.Service.Rollout != nil {
 		p.failures = in.Service.Rollout.Failures
 	}
-	if ro := in.Service.Rollout; ro != nil && ro.State == state.RolloutInProgress && !in.Target.IsRollback() {
-		p.judge, p.canarySpec = upd.RollbackOn, upd.Canary
+	if ro := in.Service.Rollout; ro != nil && ro.State == state.RolloutInProgress {
+		if JudgedRelease(in.Target, in.FromFingerprint) {
+			p.judge, p.canarySpec = upd.RollbackOn, upd.Canary
+		}
 		if ro.Canary != nil {
 			c := *ro.Canary
 			c.Slots = slices.Clone(ro.Canary.Slots)

@@ -218,13 +218,23 @@ func WaitingForTraffic(s traffic.Summary, minRequests int) string {
 	return fmt.Sprintf("waiting for traffic: %d of %d requests", s.Requests, minRequests)
 }
 
-// Judged returns the rollback_on a rollout to rev is judged by, nil when
-// none: rollbacks, automatic or manual, are judged by health alone.
-func Judged(rev state.Revision) *specs.RollbackOn {
-	if rev.IsRollback() {
+// Judged returns the rollback_on a rollout to rev from a revision of
+// fingerprint fromFingerprint ("" for a first release) is judged by, nil
+// when none: rollbacks, automatic or manual, are judged by health alone,
+// and a revision running the same containers as the one it replaces (a
+// scale, a change of update settings) has nothing new to judge.
+func Judged(rev state.Revision, fromFingerprint string) *specs.RollbackOn {
+	if !JudgedRelease(rev, fromFingerprint) {
 		return nil
 	}
 	return rev.Spec.Update.RollbackOn
+}
+
+// JudgedRelease reports whether a rollout to rev may have a canary and be
+// judged by traffic: it is no rollback, and it runs other containers than
+// the revision it replaces.
+func JudgedRelease(rev state.Revision, fromFingerprint string) bool {
+	return !rev.IsRollback() && (fromFingerprint == "" || fromFingerprint != rev.Fingerprint)
 }
 
 // CanaryDue is when the running canary of in's rollout ends by time (its

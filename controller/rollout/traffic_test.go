@@ -431,3 +431,18 @@ func TestFirstReleaseHasNoCanary(t *testing.T) {
 	runToEnd(t, w, nil, nil)
 	checkConverged(t, w, "v1", 2)
 }
+
+// A scale (same containers, one more replica) is not a release of new
+// containers: no canary, no waiting for evidence, even with rollback_on.
+func TestScaleIsNotJudged(t *testing.T) {
+	v1 := revision(1, "v1", 2, canary(0.1, time.Hour), rollbackOnErrors(0.01, 50))
+	v2 := revision(2, "v1", 3, canary(0.1, time.Hour), rollbackOnErrors(0.01, 50))
+	w := newWorld(t, v2, 1, healthySet(v1, "old", 2), v1)
+	d := w.step()
+	expectStart(t, d, 2)
+	if d.Canary != nil {
+		t.Fatalf("canary %+v for a scale", d.Canary)
+	}
+	runToEnd(t, w, nil, nil)
+	checkConverged(t, w, "v1", 3)
+}

@@ -65,7 +65,11 @@ func (w *world) target() state.Revision { return w.revisions[w.service.Current] 
 
 // input is what Decide sees now.
 func (w *world) input() Input {
-	return Input{Now: w.now, Service: w.service, Target: w.target(), Replicas: w.replicas, Traffic: w.traffic}
+	in := Input{Now: w.now, Service: w.service, Target: w.target(), Replicas: w.replicas, Traffic: w.traffic}
+	if from, ok := w.revisions[w.service.Rollout.From]; ok {
+		in.FromFingerprint = from.Fingerprint
+	}
+	return in
 }
 
 // step runs Decide and applies its Decision. With hosts, it first places

@@ -150,14 +150,7 @@ func TestReplicaIndexesFollowWrites(t *testing.T) {
 	}
 	check("after a report", s.View(), []string{"r1", "r2"}, ReplicaHealthy)
 
-	var buf bytes.Buffer
-	if _, err := s.View().WriteTo(&buf); err != nil {
-		t.Fatal(err)
-	}
-	restored := NewStore()
-	if err := restored.Restore(&buf); err != nil {
-		t.Fatal(err)
-	}
+	restored := snapshotRestored(t, s)
 	check("after a restore", restored.View(), []string{"r1", "r2"}, ReplicaHealthy)
 	if err := restored.ApplyHostReport(4, HostReportCmd{Now: t0, Report: HostReport{Host: "h1", Reports: []StatusReport{{ReplicaID: "r2", State: ReplicaUnhealthy}}}}); err != nil {
 		t.Fatal(err)
@@ -176,14 +169,7 @@ func TestHostProxyAddrMirrorsReportsAndSurvivesSnapshot(t *testing.T) {
 	if h, _ := s.View().Host("h1"); h.ProxyAddr != "10.0.0.1:7946" {
 		t.Fatalf("proxy addr %q after the first report, want 10.0.0.1:7946", h.ProxyAddr)
 	}
-	var buf bytes.Buffer
-	if _, err := s.View().WriteTo(&buf); err != nil {
-		t.Fatal(err)
-	}
-	restored := NewStore()
-	if err := restored.Restore(&buf); err != nil {
-		t.Fatal(err)
-	}
+	restored := snapshotRestored(t, s)
 	if h, _ := restored.View().Host("h1"); h.ProxyAddr != "10.0.0.1:7946" {
 		t.Fatalf("proxy addr %q after a snapshot and restore, want 10.0.0.1:7946", h.ProxyAddr)
 	}
@@ -211,14 +197,7 @@ func TestRolloutStepKeepsTrafficWithTheCurrentRevision(t *testing.T) {
 		Traffic: figures, Rollout: &ro}); err != nil {
 		t.Fatal(err)
 	}
-	var buf bytes.Buffer
-	if _, err := s.View().WriteTo(&buf); err != nil {
-		t.Fatal(err)
-	}
-	restored := NewStore()
-	if err := restored.Restore(&buf); err != nil {
-		t.Fatal(err)
-	}
+	restored := snapshotRestored(t, s)
 	for _, view := range []*Tables{s.View(), restored.View()} {
 		if r, _ := view.Revision("web", 2); r.Traffic == nil || *r.Traffic.Old != *figures.Old || r.Traffic.New != figures.New {
 			t.Fatalf("revision 2 traffic = %+v, want %+v", r.Traffic, figures)
@@ -230,4 +209,18 @@ func TestRolloutStepKeepsTrafficWithTheCurrentRevision(t *testing.T) {
 			t.Fatalf("canary = %+v, want slot 0 running", svc.Rollout.Canary)
 		}
 	}
+}
+
+// snapshotRestored is a new store restored from a snapshot of s.
+func snapshotRestored(t *testing.T, s *Store) *Store {
+	t.Helper()
+	var buf bytes.Buffer
+	if _, err := s.View().WriteTo(&buf); err != nil {
+		t.Fatal(err)
+	}
+	restored := NewStore()
+	if err := restored.Restore(&buf); err != nil {
+		t.Fatal(err)
+	}
+	return restored
 }
