@@ -114,11 +114,15 @@ func sameBackends(a, b []wire.IngressBackend) bool {
 }
 
 // runningCanary returns the slots and weight of the canary svc's rollout
-// to rev runs now (update.canary), false when none does: no rollout in
-// progress, a rollback (never a canary), or a canary that has ended.
+// to rev runs now (update.canary), false when none does: no rollout, a
+// rollback (never a canary), or a canary that has ended. A canary whose
+// rollout paused or failed before it ended (a breach under failure_action
+// pause, a refused automatic rollback) keeps its split: its replicas pass
+// their health checks and stay backends until a human decides, and they
+// had better keep the canary's share than get an even one.
 func runningCanary(svc state.Service, rev state.Revision) ([]int, float64, bool) {
 	ro := svc.Rollout
-	if ro == nil || ro.State != state.RolloutInProgress || ro.Revision != rev.Number || rev.IsRollback() ||
+	if ro == nil || ro.Revision != rev.Number || rev.IsRollback() ||
 		rev.Spec.Update.Canary == nil || !ro.Canary.Running() || len(ro.Canary.Slots) == 0 {
 		return nil, 0, false
 	}

@@ -349,3 +349,70 @@ func TestNextTimedChangeWakesAtTheCanarysEnd(t *testing.T) {
 		t.Fatalf("next = %v %v, want the canary's end at %v", at, ok, now.Add(35*time.Second))
 	}
 }
+
+// The ingress table marks the canary's new replicas and lists the split
+// while the canary runs, also once its rollout paused (its replicas stay
+// backends until a human decides); not once it ended.
+func TestIngressCanarySplit(t *testing.T) {
+	s := state.NewStore()
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	spec := specFor("127.0.0.1:1/x:v1")
+	spec.Expose = []specs.Expose{{Port: 8080, Protocol: specs.IngressHTTP}}
+	spec.Update.Canary = &specs.Canary{Weight: 0.25, Duration: time.Minute}
+	for i, fp := range []string{"a", "b"} {
+		if _, err := s.ApplyRevision(uint64(i+1), state.ApplyRevisionCmd{Now: now, ExpectCurrent: i,
+			Revision: state.Revision{Service: "web", Spec: *spec, Ref: "r@sha256:" + fp, Fingerprint: fp}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	index := uint64(3)
+	step := func(change func(*state.Rollout), create ...state.Replica) {
+		t.Helper()
+		svc, _ := s.View().Service("web")
+		ro := *svc.Rollout
+		change(&ro)
+		if err := s.ApplyRolloutStep(index, state.RolloutStepCmd{Now: now, Service: "web", ExpectCurrent: 2, ExpectModifyIndex: svc.ModifyIndex,
+			Rollout: &ro, Create: create}); err != nil {
+			t.Fatal(err)
+		}
+		index++
+	}
+	step(func(ro *state.Rollout) { ro.Canary = &state.CanaryState{Slots: []int{0}, StartedAt: now} },
+		state.Replica{ID: "old0", Service: "web", Slot: 0, Revision: 1, Fingerprint: "a", Host: "h"},
+		state.Replica{ID: "old1", Service: "web", Slot: 1, Revision: 1, Fingerprint: "a", Host: "h"},
+		state.Replica{ID: "new0", Service: "web", Slot: 0, Revision: 2, Fingerprint: "b", Host: "h"})
+	var reports []state.StatusReport
+	for _, id := range []string{"old0", "old1", "new0"} {
+		reports = append(reports, state.StatusReport{ReplicaID: id, State: state.ReplicaHealthy})
+	}
+	if err := s.ApplyHostReport(index, state.HostReportCmd{Now: now, Report: state.HostReport{Host: "h", Reports: reports}}); err != nil {
+		t.Fatal(err)
+	}
+	index++
+	check := func(when string, wantSplit bool) {
+		t.Helper()
+		view := s.View()
+		var canaries []string
+		for _, b := range ingressBackends(view) {
+			if b.Canary {
+				canaries = append(canaries, b.Replica)
+			}
+		}
+		split := ingressCanaries(view)
+		if wantSplit && (!slices.Equal(canaries, []string{"new0"}) || !slices.Equal(split, []wire.CanarySplit{{Service: "web", Weight: 0.25}})) {
+			t.Errorf("%s: canary backends %v, split %+v; want new0 at 0.25", when, canaries, split)
+		}
+		if !wantSplit && (len(canaries) > 0 || len(split) > 0) {
+			t.Errorf("%s: canary backends %v, split %+v; want none", when, canaries, split)
+		}
+	}
+	check("running", true)
+	step(func(ro *state.Rollout) { ro.State = state.RolloutPaused })
+	check("paused", true)
+	step(func(ro *state.Rollout) {
+		c := *ro.Canary
+		c.EndedAt, c.Ended = now, "promoted"
+		ro.Canary = &c
+	})
+	check("ended", false)
+}

@@ -85,7 +85,7 @@ func canaryStatusLine(st wire.ServiceStatus) string {
 	case !ro.Canary.Running():
 		phase = "ended: " + ro.Canary.Ended
 	case ro.State != state.RolloutInProgress:
-		phase = "stopped with its rollout (" + ro.State + ")"
+		phase = "keeps its share while the rollout is " + ro.State + " (apply or rollback to end it)"
 	case ro.Canary.Promoted:
 		phase = "promoted, ending"
 	}
