@@ -628,8 +628,10 @@ func (p *planner) startBatch(states []slotState) {
 		p.progress = true
 		p.notes = append(p.notes, fmt.Sprintf("batch started: slots %v", taken))
 	}
-	if len(taken) > 0 && p.canarySpec != nil && p.canary == nil && p.othersServe() {
-		// The first batch is the canary.
+	if len(taken) > 0 && p.canarySpec != nil && p.canary == nil && !p.newRunning && p.othersServe() {
+		// The first batch (no replica of the rollout runs yet) is the
+		// canary; a rollout whose first batch had no other side to split
+		// with never gets one later.
 		p.canary = &state.CanaryState{Slots: taken, StartedAt: p.now}
 		p.notes = append(p.notes, p.canaryLine())
 	}
