@@ -79,6 +79,10 @@ type Revision struct {
 	// PolicyWarnings are the weakened hardening defaults the policy warns
 	// about (policy.Warnings), one sentence each.
 	PolicyWarnings []string `json:"policy_warnings,omitempty"`
+	// Secrets pins the version of every secret the spec names, as Digest
+	// pins the image (issue 13; part of Fingerprint). A rollback copies
+	// them with the spec.
+	Secrets []SecretPin `json:"secrets,omitempty"`
 	// RollbackOf and RollbackTo are set on rollback revisions only.
 	RollbackOf int       `json:"rollback_of,omitempty"`
 	RollbackTo int       `json:"rollback_to,omitempty"`
