@@ -109,6 +109,11 @@ type AgentConfig struct {
 	AssignmentWait time.Duration
 	// Ingress runs the host's proxy (nil: none); see IngressConfig.
 	Ingress *IngressConfig
+	// Secrets gives replicas their secret files (nil: the Controller,
+	// when it implements SecretSource); SecretsDir is where each such
+	// replica's tmpfs is mounted (DefaultSecretsDir). See secrets.go.
+	Secrets    SecretSource
+	SecretsDir string
 }
 
 // Agent reconciles one host's Docker Engine with its assignments.
@@ -184,6 +189,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		netRetryAt:  map[string]time.Time{},
 		exits:       map[string]ContainerExit{},
 		procRoot:    hostProcRoot,
+		secretFiles: newSecretFiles(a.cfg.SecretsDir, a.cfg.HostID),
 	}
 	sets := make(chan state.AssignmentSet)
 	exits := make(chan ContainerExit)

@@ -45,6 +45,9 @@ type OutdatedService struct {
 	Image    string `json:"image"`
 	Pinned   string `json:"pinned"`
 	Latest   string `json:"latest"`
+	// Secrets are the secrets with a newer version than the one pinned
+	// (entries without version:, which follow the latest).
+	Secrets []OutdatedSecret `json:"secrets,omitempty"`
 }
 
 // OutdatedReport is `deployctl outdated -o json`.

@@ -157,7 +157,10 @@ func DescribeHolders(uses []SecretUse) string {
 // the value for exactly Version (the additional data names it), so the
 // write is refused unless that is the secret's next version.
 type PutSecretCmd struct {
-	Now     time.Time        `json:"now"`
+	Now time.Time `json:"now"`
+	// IdempotencyKey: a retried create gets the first outcome (its
+	// version), not a second version.
+	IdempotencyKey string           `json:"idempotency_key,omitempty"`
 	Name    string           `json:"name"`
 	Version int              `json:"version"`
 	Size    int              `json:"size"`
@@ -168,6 +171,9 @@ type PutSecretCmd struct {
 func (s *Store) ApplyPutSecret(index uint64, c PutSecretCmd) error {
 	if c.Name == "" || c.Version < 1 || len(c.Sealed.Ciphertext) == 0 || c.Sealed.KeyID == "" {
 		return fmt.Errorf("%w: a secret version needs a name, a version and a sealed value", ErrBadRecord)
+	}
+	if _, ok := s.View().Request(c.IdempotencyKey); ok {
+		return nil
 	}
 	tx := s.begin(index)
 	sec := &Secret{Name: c.Name, NextVersion: 1, CreateIndex: index}
@@ -183,6 +189,7 @@ func (s *Store) ApplyPutSecret(index uint64, c PutSecretCmd) error {
 	sec.NextVersion++
 	sec.ModifyIndex = index
 	tx.secrets.Insert([]byte(sec.Name), sec)
+	tx.rememberRequest(c.IdempotencyKey, c.Now, c.Version)
 	tx.commit(s)
 	return nil
 }
