@@ -161,10 +161,10 @@ type PutSecretCmd struct {
 	// IdempotencyKey: a retried create gets the first outcome (its
 	// version), not a second version.
 	IdempotencyKey string           `json:"idempotency_key,omitempty"`
-	Name    string           `json:"name"`
-	Version int              `json:"version"`
-	Size    int              `json:"size"`
-	Sealed  secretbox.Sealed `json:"sealed"`
+	Name           string           `json:"name"`
+	Version        int              `json:"version"`
+	Size           int              `json:"size"`
+	Sealed         secretbox.Sealed `json:"sealed"`
 }
 
 // ApplyPutSecret applies a PutSecretCmd at a raft index.
