@@ -10,9 +10,10 @@
 //	                long after start (a release that warms up before it is
 //	                ready, which a health check's start_period covers)
 //	WEBAPP_CRASH=1  exit 1 right at start (a release that cannot run)
-//	WEBAPP_REQUIRE_SECRET=PATH:VALUE  GET /healthz answers 500 unless the
-//	                file PATH holds exactly VALUE (a release whose new
-//	                secret the service rejects)
+//	WEBAPP_REQUIRE_SECRET=PATH:PREFIX  GET /healthz answers 500 unless
+//	                the file PATH starts with PREFIX (a release whose new
+//	                secret the service rejects; a prefix, so that the value
+//	                itself need not be in the environment)
 //
 // GET / also sets X-Webapp-Hostname to the container's hostname.
 //
@@ -110,10 +111,10 @@ func main() {
 	if req := os.Getenv("WEBAPP_REQUIRE_SECRET"); req != "" {
 		path, value, ok := strings.Cut(req, ":")
 		if !ok || path == "" {
-			log.Printf("webapp: WEBAPP_REQUIRE_SECRET=%q: want PATH:VALUE", req)
+			log.Printf("webapp: WEBAPP_REQUIRE_SECRET=%q: want PATH:PREFIX", req)
 			os.Exit(2)
 		}
-		b.requireFile, b.requireValue = path, value
+		b.requireFile, b.requirePrefix = path, value
 	}
 	if os.Getenv("WEBAPP_CRASH") == "1" {
 		log.Print("webapp: WEBAPP_CRASH=1, exiting with code 1")
@@ -143,9 +144,9 @@ type behaviour struct {
 	failEvery int
 	// delay holds every answer to / this long (a slow release).
 	delay time.Duration
-	// requireFile must hold requireValue, or /healthz fails (a secret the
-	// release does not accept).
-	requireFile, requireValue string
+	// requireFile must start with requirePrefix, or /healthz fails (a
+	// secret the release does not accept).
+	requireFile, requirePrefix string
 }
 
 // newHandler returns the routes of the service.
@@ -162,8 +163,8 @@ func newHandler(b behaviour) http.Handler {
 		}
 		if b.requireFile != "" {
 			// Never echo the content: it is a secret.
-			if got, err := os.ReadFile(b.requireFile); err != nil || string(got) != b.requireValue {
-				http.Error(w, "the file "+b.requireFile+" does not hold the expected value (WEBAPP_REQUIRE_SECRET)", http.StatusInternalServerError)
+			if got, err := os.ReadFile(b.requireFile); err != nil || !strings.HasPrefix(string(got), b.requirePrefix) {
+				http.Error(w, "the file "+b.requireFile+" does not start as expected (WEBAPP_REQUIRE_SECRET)", http.StatusInternalServerError)
 				return
 			}
 		}

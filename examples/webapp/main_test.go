@@ -295,16 +295,16 @@ func TestFailEveryAndDelay(t *testing.T) {
 
 func TestRequireSecret(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "token")
-	if err := os.WriteFile(file, []byte("good"), 0o400); err != nil {
+	if err := os.WriteFile(file, []byte("good-123"), 0o400); err != nil {
 		t.Fatal(err)
 	}
 	for _, tt := range []struct {
 		want string
 		code int
-	}{{"good", http.StatusOK}, {"other", http.StatusInternalServerError}} {
+	}{{"good-", http.StatusOK}, {"bad-", http.StatusInternalServerError}} {
 		rec := httptest.NewRecorder()
-		newHandler(behaviour{requireFile: file, requireValue: tt.want}).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/healthz", nil))
-		if rec.Code != tt.code || strings.Contains(rec.Body.String(), "good") {
+		newHandler(behaviour{requireFile: file, requirePrefix: tt.want}).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/healthz", nil))
+		if rec.Code != tt.code || strings.Contains(rec.Body.String(), "123") {
 			t.Errorf("require %q: %d %q, want %d without the value", tt.want, rec.Code, rec.Body.String(), tt.code)
 		}
 	}
