@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/deployctl/deployctl/internal/secretbox"
 	"github.com/deployctl/deployctl/internal/wire"
@@ -368,4 +369,29 @@ func (a *API) agentSecrets(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, http.StatusOK, out)
+}
+
+// envSecretFindings are the audit's findings about services' current
+// specs: every env: name that looks like a secret (specs.LooksLikeSecret),
+// pointing at secrets:.
+func envSecretFindings(view *state.Tables) []wire.SpecFinding {
+	var out []wire.SpecFinding
+	for _, svc := range view.Services() {
+		rev, ok := view.Revision(svc.Name, svc.Current)
+		if !ok || svc.State == state.ServiceRemoving {
+			continue
+		}
+		for _, name := range rev.Spec.SecretLikeEnv() {
+			out = append(out, wire.SpecFinding{Service: svc.Name, Revision: rev.Number, Field: "env." + name,
+				Message: fmt.Sprintf("env %s looks like a secret: its value is in plain text in raft, docker inspect, status and history", name),
+				Fix:     fmt.Sprintf("deployctl secret create %s -f FILE, then list it under secrets: and read /run/secrets/%s (the policy's env_secrets: refuse makes this a refusal)", secretNameFor(name), secretNameFor(name))})
+		}
+	}
+	return out
+}
+
+// secretNameFor suggests a secret name for an env name: DB_PASSWORD is
+// db-password.
+func secretNameFor(env string) string {
+	return strings.Trim(strings.ReplaceAll(strings.ToLower(env), "_", "-"), "-")
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deployctl/deployctl/controller/policy"
 	"github.com/deployctl/deployctl/internal/secretbox"
 	"github.com/deployctl/deployctl/internal/wire"
 	"github.com/deployctl/deployctl/raftstore"
@@ -221,4 +222,35 @@ func TestAgentSecretsOnlyToTheReplicasHost(t *testing.T) {
 	wantStatus(t, "the operator", call(t, op, "GET", url, nil), http.StatusForbidden, wire.CodeForbidden)
 	wantStatus(t, "no replica", call(t, h1, "GET", c.url+"/v1/agent/secrets?host=h1", nil), http.StatusBadRequest, wire.CodeBadRequest)
 	wantStatus(t, "an agent cannot create secrets", call(t, h1, "POST", c.url+"/v1/secrets/x", "v"), http.StatusForbidden, wire.CodeForbidden)
+}
+
+// env: names that look like secrets: a warning at apply and in the audit,
+// pointing at secrets:; the policy's env_secrets: refuse refuses them.
+func TestEnvSecretsWarnedOrRefused(t *testing.T) {
+	n := mustStartNode(t)
+	ctx := context.Background()
+	_, ref, _ := mustRegistryImage(t, "team/web:v1")
+	spec := specFor(ref)
+	spec.Env = map[string]string{"DB_PASSWORD": "x", "LOG_LEVEL": "info", "API_KEY": "y"}
+	out, err := n.ctrl.Apply(ctx, spec, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := strings.Join(out.Warnings, "\n"); !strings.Contains(w, "env API_KEY looks like a secret") || !strings.Contains(w, "env DB_PASSWORD looks like a secret") ||
+		strings.Contains(w, "LOG_LEVEL") {
+		t.Fatalf("apply warnings: %v", out.Warnings)
+	}
+	rep := n.ctrl.Audits()
+	if len(rep.Specs) != 2 || rep.Specs[1].Field != "env.DB_PASSWORD" || !strings.Contains(rep.Specs[1].Fix, "secret create db-password") || rep.Warnings != 2 {
+		t.Fatalf("audit specs %+v (warnings %d)", rep.Specs, rep.Warnings)
+	}
+	pol := policy.Default()
+	pol.EnvSecrets = policy.LevelRefuse
+	mustSetPolicy(t, n, pol)
+	spec.Env["LOG_LEVEL"] = "debug"
+	_, err = n.ctrl.Apply(ctx, spec, "")
+	var denied *policy.DeniedError
+	if !errors.As(err, &denied) || denied.Violations[0].Field != "env.API_KEY" || denied.Violations[0].Rule != policy.RuleEnvSecrets {
+		t.Fatalf("apply under env_secrets: refuse: %v", err)
+	}
 }

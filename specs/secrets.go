@@ -3,6 +3,7 @@ package specs
 import (
 	"fmt"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -167,4 +168,30 @@ func reservedSecretTarget(p string) bool {
 		}
 	}
 	return false
+}
+
+// LooksLikeSecret reports whether an env: name looks like it carries a
+// secret (*PASSWORD*, *PASSWD*, *TOKEN*, *SECRET*, *_KEY, case
+// insensitive): such a value lands in plain text in raft, docker inspect
+// and history, where secrets: keeps it encrypted and in memory.
+func LooksLikeSecret(envName string) bool {
+	n := strings.ToUpper(envName)
+	for _, s := range []string{"PASSWORD", "PASSWD", "TOKEN", "SECRET"} {
+		if strings.Contains(n, s) {
+			return true
+		}
+	}
+	return strings.HasSuffix(n, "_KEY")
+}
+
+// SecretLikeEnv lists a spec's env names that look like secrets, sorted.
+func (s *Spec) SecretLikeEnv() []string {
+	var out []string
+	for name := range s.Env {
+		if LooksLikeSecret(name) {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
 }

@@ -81,3 +81,14 @@ secrets:
 		}
 	}
 }
+
+func TestLooksLikeSecret(t *testing.T) {
+	for name, want := range map[string]bool{
+		"DB_PASSWORD": true, "password": true, "GITHUB_TOKEN": true, "CLIENT_SECRET": true, "API_KEY": true, "MYSQL_PASSWD": true,
+		"LOG_LEVEL": false, "KEYBOARD": false, "PORT": false, "KEY_ID": false,
+	} {
+		if got := LooksLikeSecret(name); got != want {
+			t.Errorf("LooksLikeSecret(%s) = %v, want %v", name, got, want)
+		}
+	}
+}

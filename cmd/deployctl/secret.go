@@ -221,3 +221,15 @@ func loadSecretsKey(cfg serverConfig, log hclog.Logger) (*secretbox.Key, error) 
 	}
 	return key, nil
 }
+
+// printSpecFindings adds the audit's findings about specs (env names that
+// look like secrets) to `deployctl audit`.
+func printSpecFindings(w io.Writer, findings []wire.SpecFinding) {
+	if len(findings) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\nspecs:")
+	for _, f := range findings {
+		fmt.Fprintf(w, "  %s/%d %s: warn: %s\n    fix: %s\n", f.Service, f.Revision, f.Field, f.Message, f.Fix)
+	}
+}

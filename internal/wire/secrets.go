@@ -39,6 +39,15 @@ type OutdatedSecret struct {
 	Latest int    `json:"latest"`
 }
 
+// SpecFinding is an audit finding about a service's current spec.
+type SpecFinding struct {
+	Service  string `json:"service"`
+	Revision int    `json:"revision"`
+	Field    string `json:"field"`
+	Message  string `json:"message"`
+	Fix      string `json:"fix"`
+}
+
 // SecretCreated answers `secret create`.
 type SecretCreated struct {
 	Name    string `json:"name"`

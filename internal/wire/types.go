@@ -246,6 +246,9 @@ type AuditReport struct {
 	Benchmark string            `json:"benchmark"`
 	Hosts     []HostAuditRecord `json:"hosts"`
 	Warnings  int               `json:"warnings"`
+	// Specs are findings about services' current specs (issue 13: env
+	// names that look like secrets); each counts as a warning.
+	Specs []SpecFinding `json:"specs,omitempty"`
 }
 
 // HostProxyProblem is a listener a host's proxy could not open.
