@@ -271,10 +271,20 @@ func (c *Controller) AgentSecrets(host, replicaID string) (wire.AgentSecrets, er
 // secret may hold, so an oversized value is told apart.
 const maxSecretBody = wire.MaxSecretSize + 1
 
-func (a *API) createSecret(w http.ResponseWriter, r *http.Request) {
+// pathSecret reads the secret name in the path; a name no secret can
+// have is a 400 naming it.
+func (a *API) pathSecret(w http.ResponseWriter, r *http.Request) (string, bool) {
 	name := r.PathValue("name")
 	if err := checkSecretName(name); err != nil {
 		a.writeErr(w, err)
+		return "", false
+	}
+	return name, true
+}
+
+func (a *API) createSecret(w http.ResponseWriter, r *http.Request) {
+	name, ok := a.pathSecret(w, r)
+	if !ok {
 		return
 	}
 	key, ok := idempotencyKey(w, r)
@@ -312,9 +322,8 @@ func (a *API) listSecrets(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (a *API) getSecret(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
-	if err := checkSecretName(name); err != nil {
-		a.writeErr(w, err)
+	name, ok := a.pathSecret(w, r)
+	if !ok {
 		return
 	}
 	info, err := a.c.SecretDetail(name)
@@ -326,9 +335,8 @@ func (a *API) getSecret(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) removeSecret(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
-	if err := checkSecretName(name); err != nil {
-		a.writeErr(w, err)
+	name, ok := a.pathSecret(w, r)
+	if !ok {
 		return
 	}
 	version := 0
