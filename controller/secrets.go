@@ -68,6 +68,9 @@ func (c *Controller) CreateSecret(ctx context.Context, name string, value []byte
 	if err != nil {
 		return wire.SecretCreated{}, err
 	}
+	if err := sameKeyEverywhere(c.cfg.Store.View(), key.ID()); err != nil {
+		return wire.SecretCreated{}, err
+	}
 	// One create at a time on this leader: the version sealed into the
 	// additional data is the one the FSM gives.
 	c.secretsMu.Lock()
@@ -402,4 +405,22 @@ func envSecretFindings(view *state.Tables) []wire.SpecFinding {
 // db-password.
 func secretNameFor(env string) string {
 	return strings.Trim(strings.ReplaceAll(strings.ToLower(env), "_", "-"), "-")
+}
+
+// sameKeyEverywhere refuses a create while a registered server reports
+// another key-encryption key than this leader's: it could not open the
+// secret once it leads. Servers that report none (older builds, tests)
+// are not judged.
+func sameKeyEverywhere(view *state.Tables, id string) error {
+	var other []string
+	for _, srv := range view.Servers() {
+		if srv.SecretsKeyID != "" && srv.SecretsKeyID != id {
+			other = append(other, fmt.Sprintf("%s (key %s)", srv.ID, srv.SecretsKeyID))
+		}
+	}
+	if len(other) > 0 {
+		return fmt.Errorf("%w: this leader's key-encryption key is %s, but %s run another: copy the leader's key file (--secrets-key-file, default DATA-DIR/secrets.key) to them and restart them first",
+			ErrNoSecretsKey, id, strings.Join(other, ", "))
+	}
+	return nil
 }

@@ -254,3 +254,29 @@ func TestEnvSecretsWarnedOrRefused(t *testing.T) {
 		t.Fatalf("apply under env_secrets: refuse: %v", err)
 	}
 }
+
+// A secret is created only while every registered server reports the
+// leader's key-encryption key: another server could not open it.
+func TestSecretRefusedWhileAServerHasAnotherKey(t *testing.T) {
+	n := mustStartNodeWith(t, withSecretsKey(t))
+	mustRegisterServer(t, n)
+	ctx := context.Background()
+	if _, err := n.ctrl.CreateSecret(ctx, "db", []byte("v1"), ""); err != nil {
+		t.Fatal(err)
+	}
+	cmd, err := raftstore.Encode(raftstore.CmdRegisterServer, state.RegisterServerCmd{Server: state.ServerInfo{
+		ID: "n2", RaftAddr: "127.0.0.1:1", APIAddr: "127.0.0.1:2", Version: raftstore.FSMVersion, SecretsKeyID: "0123456789abcdef"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.node.Apply(ctx, cmd); err != nil {
+		t.Fatal(err)
+	}
+	_, err = n.ctrl.CreateSecret(ctx, "db", []byte("v2"), "")
+	if !errors.Is(err, wire.ErrSecretsKey) || !strings.Contains(err.Error(), "n2 (key 0123456789abcdef)") {
+		t.Fatalf("create with n2 on another key: %v", err)
+	}
+	if status, body := wire.Body(err); status != http.StatusServiceUnavailable || body.Code != wire.CodeSecretsKey {
+		t.Fatalf("answered %d %s", status, body.Code)
+	}
+}

@@ -33,7 +33,7 @@ import (
 //     bootstraps (raftstore refuses), so two clusters never form from
 //     servers that already belong to one.
 func formCluster(ctx context.Context, cfg serverConfig, node *raftstore.Node, self state.ServerInfo, own *wire.Client, tls *serverTLS, log hclog.Logger) {
-	req := wire.JoinRequest{ID: self.ID, RaftAddr: self.RaftAddr, APIAddr: self.APIAddr, Version: raftstore.FSMVersion}
+	req := wire.JoinRequest{ID: self.ID, RaftAddr: self.RaftAddr, APIAddr: self.APIAddr, Version: raftstore.FSMVersion, SecretsKeyID: self.SecretsKeyID}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {

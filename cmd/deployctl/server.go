@@ -414,7 +414,7 @@ func runServer(ctx context.Context, cfg serverConfig, logOut io.Writer) error {
 	if cfg.HTTPAdvertise == cfg.HTTPAddr {
 		cfg.HTTPAdvertise = ln.Addr().String()
 	}
-	self := state.ServerInfo{ID: cfg.NodeID, RaftAddr: node.Addr(), APIAddr: cfg.HTTPAdvertise}
+	self := state.ServerInfo{ID: cfg.NodeID, RaftAddr: node.Addr(), APIAddr: cfg.HTTPAdvertise, SecretsKeyID: secretsKey.ID()}
 	apiCfg := controller.APIConfig{Controller: ctrl, Membership: membership{node}, Self: self}
 	var client *wire.Client
 	if tlsCfg != nil {

@@ -31,6 +31,10 @@ type JoinRequest struct {
 	// Version is the FSM version the server runs (raftstore.FSMVersion),
 	// for the leader's version gate; 0 from servers that predate it.
 	Version int `json:"version,omitempty"`
+	// SecretsKeyID is the id of the server's key-encryption key
+	// (secretbox.Key.ID, not the key): secrets are created only while
+	// every server reports the same one.
+	SecretsKeyID string `json:"secrets_key_id,omitempty"`
 }
 
 // RemoveRequest asks the cluster to drop a server.

@@ -265,8 +265,11 @@ type ServerInfo struct {
 	// Version is the FSM version the server runs (raftstore.FSMVersion):
 	// the leader writes a command type only when every server knows it.
 	// 0 is a server that registered before versions were recorded: 1.
-	Version     int    `json:"version,omitempty"`
-	ModifyIndex uint64 `json:"modify_index"`
+	Version int `json:"version,omitempty"`
+	// SecretsKeyID is the id of the server's key-encryption key (never
+	// the key); "" when it reported none.
+	SecretsKeyID string `json:"secrets_key_id,omitempty"`
+	ModifyIndex  uint64 `json:"modify_index"`
 }
 
 // PolicyRecord is the cluster policy as the controller stored it: opaque
