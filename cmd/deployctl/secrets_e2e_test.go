@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deployctl/deployctl/internal/secretbox"
 	"github.com/deployctl/deployctl/internal/wire"
 )
 
@@ -246,5 +247,71 @@ func unmountAll(dir string) {
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
 		_ = syscall.Unmount(filepath.Join(dir, e.Name()), syscall.MNT_DETACH)
+	}
+}
+
+// TestSecretClusterDeliversOnEveryHost: three servers with mutual TLS and
+// one key-encryption key file (the operator's copy): a secret reaches the
+// replicas on all three hosts, each through its own host's agent, and is
+// in no server's data directory, log, or the containers' inspect.
+func TestSecretClusterDeliversOnEveryHost(t *testing.T) {
+	needEngine(t)
+	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "kek", "secrets.key")
+	// The operator makes the key once and copies it to every server.
+	if _, _, err := secretbox.LoadOrCreateKeyFile(keyFile, rand.Reader); err != nil {
+		t.Fatal(err)
+	}
+	secretsDir := filepath.Join(dir, "secrets")
+	c := mustStartCluster(t, 3, "--secrets-key-file", keyFile, "--secrets-dir", secretsDir)
+	t.Cleanup(func() {
+		for _, nd := range c.nodes {
+			unmountAll(filepath.Join(secretsDir, nd.hostID))
+		}
+	})
+	c.mustReadyHosts(t, 3)
+	value := randomValue(t, "cluster-")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		r := c.cli(t, c.nodes, value, "secret", "create", "api-token", "-")
+		if r.code == 0 {
+			break
+		}
+		if !strings.Contains(r.stderr, "version") || time.Now().After(deadline) {
+			t.Fatalf("create: %d %s", r.code, r.stderr)
+		}
+		time.Sleep(500 * time.Millisecond) // servers still registering their FSM version
+	}
+	spec := webSpec(env.refs["v1"], 3, "placement: { max_per_host: 1 }\nsecrets: [api-token]\n")
+	if r := c.cli(t, c.nodes, spec, "apply", "-"); r.code != 0 {
+		t.Fatalf("apply: %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	st, err := c.client().Status(context.Background(), "web", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hosts := map[string]bool{}
+	for _, in := range st.Instances {
+		if !in.Current || in.ContainerID == "" {
+			continue
+		}
+		hosts[in.Host] = true
+		code, out := execIn(t, in.ContainerID, "-cat", "/run/secrets/api-token")
+		if code != 0 || out != "mode 0400 uid 10001 gid 10001\n"+value {
+			t.Fatalf("on %s: exit %d %q", in.Host, code, out)
+		}
+		inspect, err := env.docker.ContainerInspect(context.Background(), in.ContainerID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := json.Marshal(inspect)
+		mustNotHold(t, "docker inspect on "+in.Host, raw, value)
+	}
+	if len(hosts) != 3 {
+		t.Fatalf("replicas on %v, want 3 hosts", hosts)
+	}
+	for _, nd := range c.nodes {
+		mustNotHoldFiles(t, nd.dataDir, value)
+		mustNotHold(t, "the log of "+nd.id, []byte(nd.log.String()), value)
 	}
 }
