@@ -97,7 +97,12 @@ type AgentConfig struct {
 	NetworkLabels map[string]string
 	// ContainerLabels are added to every container the agent creates; the
 	// io.deployctl.* labels cannot be overridden.
-	ContainerLabels   map[string]string
+	ContainerLabels map[string]string
+	// Secrets gives replicas their secret files (nil: the Controller,
+	// when it implements SecretSource); SecretsDir is where each such
+	// replica's tmpfs is mounted (DefaultSecretsDir). See secrets.go.
+	Secrets           SecretSource
+	SecretsDir        string
 	Controller        Controller
 	Runtime           Runtime
 	Logger            hclog.Logger
@@ -109,11 +114,6 @@ type AgentConfig struct {
 	AssignmentWait time.Duration
 	// Ingress runs the host's proxy (nil: none); see IngressConfig.
 	Ingress *IngressConfig
-	// Secrets gives replicas their secret files (nil: the Controller,
-	// when it implements SecretSource); SecretsDir is where each such
-	// replica's tmpfs is mounted (DefaultSecretsDir). See secrets.go.
-	Secrets    SecretSource
-	SecretsDir string
 }
 
 // Agent reconciles one host's Docker Engine with its assignments.
