@@ -127,6 +127,10 @@ func (a *API) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/outdated", lead(a.getOutdated, op))
 	mux.HandleFunc("POST /v1/services/{name}/refresh", lead(a.refreshService, op))
 	mux.HandleFunc("GET /v1/audit", lead(a.getAudit, op))
+	mux.HandleFunc("GET /v1/secrets", lead(a.listSecrets, op))
+	mux.HandleFunc("POST /v1/secrets/{name}", lead(a.createSecret, op))
+	mux.HandleFunc("GET /v1/secrets/{name}", lead(a.getSecret, op))
+	mux.HandleFunc("DELETE /v1/secrets/{name}", lead(a.removeSecret, op))
 	// The agent endpoints: the handler also checks the host named in the
 	// query or body against the certificate (speaksFor).
 	mux.HandleFunc("POST /v1/agent/audit", lead(a.postAudit, agent, srv))
@@ -134,6 +138,7 @@ func (a *API) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/agent/report", lead(a.report, agent, srv))
 	mux.HandleFunc("POST /v1/agent/traffic", lead(a.postTraffic, agent, srv))
 	mux.HandleFunc("GET /v1/agent/ingress", lead(a.ingress, agent, srv))
+	mux.HandleFunc("GET /v1/agent/secrets", lead(a.agentSecrets, agent, srv))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no route %s %s; the API lives under /v1/", r.Method, r.URL.Path))
 	})

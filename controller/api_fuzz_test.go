@@ -3,6 +3,7 @@ package controller
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deployctl/deployctl/internal/secretbox"
 	"github.com/deployctl/deployctl/internal/wire"
 )
 
@@ -78,11 +80,21 @@ func FuzzAPI(f *testing.F) {
 		{0, "/v1/audit", "", ""},
 		{0, "/v1/health", "", ""},
 		{4, "/v1/services", "text/plain; charset=\"", "x"},
+		{1, "/v1/secrets/db-password", "application/octet-stream", "value"},
+		{1, "/v1/secrets/DB", "", "value"},
+		{0, "/v1/secrets", "", ""},
+		{0, "/v1/secrets/db-password", "", ""},
+		{3, "/v1/secrets/db-password?version=x", "", ""},
+		{0, "/v1/agent/secrets?host=h1&replica=r1", "", ""},
 	}
 	for _, s := range seeds {
 		f.Add(s.method, s.path, s.ctype, []byte(s.body), "")
 	}
-	n := mustStartNodeWith(f, func(c *Config) { c.Resolver = fuzzResolver{} })
+	key, err := secretbox.GenerateKey(rand.Reader)
+	if err != nil {
+		f.Fatal(err)
+	}
+	n := mustStartNodeWith(f, func(c *Config) { c.Resolver = fuzzResolver{}; c.SecretsKey = key })
 	handler := NewAPI(APIConfig{Controller: n.ctrl, Membership: fuzzMembership{}}).Handler()
 	f.Add(uint8(1), "/v1/services/web/rollback", "application/json", []byte(`{}`), strings.Repeat("k", 200))
 	f.Fuzz(func(t *testing.T, method uint8, path, ctype string, body []byte, key string) {

@@ -31,6 +31,8 @@ func (c *Controller) Audits() wire.AuditReport {
 		out.Warnings += r.Warnings()
 	}
 	sort.Slice(out.Hosts, func(i, j int) bool { return out.Hosts[i].Host < out.Hosts[j].Host })
+	out.Specs = envSecretFindings(c.cfg.Store.View())
+	out.Warnings += len(out.Specs)
 	return out
 }
 

@@ -175,11 +175,11 @@ func (c *Controller) Join(ctx context.Context, m Membership, req wire.JoinReques
 		return fmt.Errorf("add voter %s: %w", req.ID, translate(err))
 	}
 	cur, ok := c.cfg.Store.View().Server(req.ID)
-	if ok && cur.RaftAddr == req.RaftAddr && cur.APIAddr == req.APIAddr && cur.Version == req.Version {
+	if ok && cur.RaftAddr == req.RaftAddr && cur.APIAddr == req.APIAddr && cur.Version == req.Version && cur.SecretsKeyID == req.SecretsKeyID {
 		return nil
 	}
 	_, err = c.apply(ctx, raftstore.CmdRegisterServer, state.RegisterServerCmd{Server: state.ServerInfo{
-		ID: req.ID, RaftAddr: req.RaftAddr, APIAddr: req.APIAddr, Version: req.Version}})
+		ID: req.ID, RaftAddr: req.RaftAddr, APIAddr: req.APIAddr, Version: req.Version, SecretsKeyID: req.SecretsKeyID}})
 	return err
 }
 

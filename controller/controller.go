@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"slices"
 	"sync"
@@ -17,6 +18,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/deployctl/deployctl/internal/secretbox"
 	"github.com/deployctl/deployctl/internal/wire"
 	"github.com/deployctl/deployctl/raftstore"
 	"github.com/deployctl/deployctl/raftstore/state"
@@ -84,6 +86,11 @@ type Config struct {
 	// the proxy yet (issue 8): until one does, such a spec is refused with
 	// the fix rather than stored and silently not served.
 	ServeIngress bool
+	// SecretsKey seals and opens secrets (issue 13); nil: secrets cannot
+	// be created or delivered by this server. Rand is where data keys and
+	// nonces come from (crypto/rand when nil).
+	SecretsKey *secretbox.Key
+	Rand       io.Reader
 }
 
 // Controller applies user intent and drives rollouts while its node leads.
@@ -114,6 +121,8 @@ type Controller struct {
 	// addresses is the last try to turn service addresses on (leader
 	// memory, guarded by mu).
 	addresses addressAttempt
+	// secretsMu serialises secret creates on this leader (secrets.go).
+	secretsMu sync.Mutex
 	// leadingSince is when this node last became leader: the heartbeat of
 	// a host not heard from in this term counts from then.
 	leadingSince time.Time
@@ -241,6 +250,10 @@ func (c *Controller) ApplyWith(ctx context.Context, req ApplyRequest) (wire.Appl
 	if err != nil {
 		return wire.ApplyOutcome{}, err
 	}
+	secretPins, err := pinSecrets(view, spec)
+	if err != nil {
+		return wire.ApplyOutcome{}, err
+	}
 	pin, err := c.cfg.Resolver.Resolve(ctx, spec.Image)
 	if err != nil {
 		return wire.ApplyOutcome{}, err
@@ -255,7 +268,7 @@ func (c *Controller) ApplyWith(ctx context.Context, req ApplyRequest) (wire.Appl
 	}
 	policyWarnings := hardeningWarnings(pol, spec)
 	warnings := joinWarnings(policyWarnings, prefixed("scan: ", scanWarnings), connectionWarnings)
-	fp := Fingerprint(*spec, pin.Ref)
+	fp := FingerprintSecrets(*spec, pin.Ref, secretPins)
 	if exists {
 		if cur, ok := view.Revision(svc.Name, svc.Current); ok && cur.Fingerprint == fp && sameSpec(&cur.Spec, spec) {
 			return wire.ApplyOutcome{Service: svc.Name, Revision: cur.Number, Digest: cur.Digest, Ref: cur.Ref, Unchanged: true, Warnings: warnings}, nil
@@ -266,7 +279,7 @@ func (c *Controller) ApplyWith(ctx context.Context, req ApplyRequest) (wire.Appl
 		IdempotencyKey: idempotencyKey,
 		ExpectCurrent:  svc.Current,
 		Revision: state.Revision{
-			Service: spec.Service, Spec: *spec, Digest: pin.Digest, Ref: pin.Ref, Fingerprint: fp, Cause: "apply",
+			Service: spec.Service, Spec: *spec, Digest: pin.Digest, Ref: pin.Ref, Fingerprint: fp, Cause: "apply", Secrets: secretPins,
 			SignedBy: signed.KeyName, SignatureFormat: signed.Format, ScanWarnings: scanWarnings, PolicyWarnings: policyWarnings,
 		},
 	}
@@ -379,7 +392,7 @@ func (c *Controller) storeRollback(ctx context.Context, svc state.Service, cur, 
 		PreviousMessage: reason,
 		Revision: state.Revision{
 			Service: svc.Name, Spec: target.Spec, Digest: target.Digest, Ref: target.Ref, Fingerprint: target.Fingerprint,
-			Cause: cause, RollbackOf: cur.Number, RollbackTo: target.Number,
+			Cause: cause, RollbackOf: cur.Number, RollbackTo: target.Number, Secrets: target.Secrets,
 			SignedBy: adm.signed.KeyName, SignatureFormat: adm.signed.Format, ScanWarnings: adm.scanWarnings,
 		},
 	}

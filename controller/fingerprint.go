@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 
+	"github.com/deployctl/deployctl/raftstore/state"
 	"github.com/deployctl/deployctl/specs"
 )
 
@@ -18,6 +19,14 @@ import (
 // Revisions with equal fingerprints run identical containers, so a rollout
 // to one adopts the other's replicas instead of restarting them.
 func Fingerprint(spec specs.Spec, ref string) string {
+	return FingerprintSecrets(spec, ref, nil)
+}
+
+// FingerprintSecrets is Fingerprint with the secret versions a revision
+// pins (issue 13): a new version of a secret is a new fingerprint, so it
+// rolls out health-gated like a new digest. Without pins the hash is
+// Fingerprint's as before.
+func FingerprintSecrets(spec specs.Spec, ref string, pins []state.SecretPin) string {
 	s := *spec.Clone()
 	s.Image = ""
 	s.Replicas = 0
@@ -26,9 +35,10 @@ func Fingerprint(spec specs.Spec, ref string) string {
 	s.Expose = nil
 	s.ConnectsTo = nil
 	body, _ := json.Marshal(struct {
-		Ref  string     `json:"ref"`
-		Spec specs.Spec `json:"spec"`
-	}{ref, s})
+		Ref     string            `json:"ref"`
+		Spec    specs.Spec        `json:"spec"`
+		Secrets []state.SecretPin `json:"secrets,omitempty"`
+	}{ref, s, pins})
 	sum := sha256.Sum256(body)
 	return hex.EncodeToString(sum[:])
 }

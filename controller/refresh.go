@@ -27,8 +27,8 @@ func (c *Controller) Outdated(ctx context.Context) ([]wire.OutdatedService, []st
 			problems = append(problems, fmt.Sprintf("%s: %v", svc.Name, err))
 			continue
 		}
-		if pin.Digest != rev.Digest {
-			out = append(out, wire.OutdatedService{Service: svc.Name, Revision: rev.Number, Image: rev.Spec.Image, Pinned: rev.Digest, Latest: pin.Digest})
+		if secrets := outdatedSecrets(view, rev); pin.Digest != rev.Digest || len(secrets) > 0 {
+			out = append(out, wire.OutdatedService{Service: svc.Name, Revision: rev.Number, Image: rev.Spec.Image, Pinned: rev.Digest, Latest: pin.Digest, Secrets: secrets})
 		}
 	}
 	return out, problems

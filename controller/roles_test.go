@@ -80,7 +80,14 @@ type tlsCluster struct {
 
 func mustStartTLSCluster(t *testing.T) *tlsCluster {
 	t.Helper()
-	n := mustStartNode(t)
+	return mustStartTLSClusterWith(t, nil)
+}
+
+// mustStartTLSClusterWith is mustStartTLSCluster with a hook to adjust
+// the Config.
+func mustStartTLSClusterWith(t *testing.T, adjust func(*Config)) *tlsCluster {
+	t.Helper()
+	n := mustStartNodeWith(t, adjust)
 	dir := t.TempDir()
 	if _, err := pki.Init(pki.InitOptions{Dir: dir, Nodes: []string{"n1", "n2"}, Agents: []string{"h1", "h2"}}); err != nil {
 		t.Fatal(err)

@@ -62,6 +62,9 @@ func (c *Controller) admitPinned(ctx context.Context, rev state.Revision) (admit
 	if err := checkProfile(spec); err != nil {
 		return admitted{}, err
 	}
+	if err := checkPins(c.cfg.Store.View(), rev.Secrets); err != nil {
+		return admitted{}, err
+	}
 	connectionWarnings, err := connectionCheck(c.cfg.Store.View(), spec)
 	if err != nil {
 		return admitted{}, err

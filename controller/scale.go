@@ -64,7 +64,7 @@ func (c *Controller) Scale(ctx context.Context, req ScaleRequest) (wire.ApplyOut
 		ExpectCurrent:  svc.Current,
 		Revision: state.Revision{
 			Service: svc.Name, Spec: next.Spec, Digest: cur.Digest, Ref: cur.Ref, Fingerprint: cur.Fingerprint,
-			Cause:    ScaleCause(cur.Spec.Replicas, req.Replicas),
+			Cause: ScaleCause(cur.Spec.Replicas, req.Replicas), Secrets: cur.Secrets,
 			SignedBy: adm.signed.KeyName, SignatureFormat: adm.signed.Format, ScanWarnings: adm.scanWarnings, PolicyWarnings: adm.policyWarnings,
 		},
 	}

@@ -101,7 +101,12 @@ type AgentConfig struct {
 	NetworkLabels map[string]string
 	// ContainerLabels are added to every container the agent creates; the
 	// io.deployctl.* labels cannot be overridden.
-	ContainerLabels   map[string]string
+	ContainerLabels map[string]string
+	// Secrets gives replicas their secret files (nil: the Controller,
+	// when it implements SecretSource); SecretsDir is where each such
+	// replica's tmpfs is mounted (DefaultSecretsDir). See secrets.go.
+	Secrets           SecretSource
+	SecretsDir        string
 	Controller        Controller
 	Runtime           Runtime
 	Logger            hclog.Logger
@@ -194,6 +199,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		netRetryAt:  map[string]time.Time{},
 		exits:       map[string]ContainerExit{},
 		procRoot:    hostProcRoot,
+		secretFiles: newSecretFiles(a.cfg.SecretsDir, a.cfg.HostID),
 	}
 	sets := make(chan state.AssignmentSet)
 	exits := make(chan ContainerExit)

@@ -88,6 +88,8 @@ type reconcileLoop struct {
 	rt     Runtime
 	outbox *outbox
 	events chan event
+	// secretFiles holds replicas' secrets in tmpfs mounts (secrets.go).
+	secretFiles secretFiles
 
 	set      *state.AssignmentSet
 	replicas map[string]*replica
@@ -259,6 +261,7 @@ func (l *reconcileLoop) reconcile(ctx context.Context) {
 		l.collectDue = false
 		l.collectNetworks(ctx, containers)
 	}
+	l.sweepSecrets(containers)
 }
 
 // networkPlan is how this host's service networks are named and where
@@ -639,6 +642,14 @@ func (l *reconcileLoop) createAndStart(ctx context.Context, as state.Assignment,
 		if _, reserved := cfg.Labels[k]; !reserved {
 			cfg.Labels[k] = v
 		}
+	}
+	if len(as.Revision.Spec.Secrets) > 0 {
+		mounts, err := l.secretMounts(ctx, as.Replica.ID, cfg)
+		if err != nil {
+			done.err = err
+			return done
+		}
+		hostCfg.Mounts = append(hostCfg.Mounts, mounts...)
 	}
 	containerID, err := l.rt.Create(ctx, ContainerName(as), cfg, hostCfg, netCfg)
 	if err != nil {

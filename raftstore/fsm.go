@@ -30,6 +30,11 @@ const (
 	// CmdAssignAddresses turns service addresses on (FSM version 2):
 	// from then on the FSM gives every service one (state.AssignAddressesCmd).
 	CmdAssignAddresses CommandType = 9
+	// CmdPutSecret and CmdDeleteSecret add and remove sealed secret
+	// versions (FSM version 3, issue 13: state.PutSecretCmd,
+	// state.DeleteSecretCmd).
+	CmdPutSecret    CommandType = 10
+	CmdDeleteSecret CommandType = 11
 )
 
 func (c CommandType) String() string {
@@ -52,6 +57,10 @@ func (c CommandType) String() string {
 		return "set-policy"
 	case CmdAssignAddresses:
 		return "assign-addresses"
+	case CmdPutSecret:
+		return "put-secret"
+	case CmdDeleteSecret:
+		return "delete-secret"
 	}
 	return fmt.Sprintf("unknown(%d)", byte(c))
 }
@@ -62,8 +71,9 @@ func (c CommandType) String() string {
 // types that MinVersion, in the release that adds them (see DESIGN.md,
 // "Adding a command type").
 //
-// Version 2 adds CmdAssignAddresses (service addresses, issue 9).
-const FSMVersion = 2
+// Version 2 adds CmdAssignAddresses (service addresses, issue 9);
+// version 3 CmdPutSecret and CmdDeleteSecret (secrets, issue 13).
+const FSMVersion = 3
 
 // minVersions is the FSM version that first knows each command type. Every
 // type of FSMVersion 1 is known by every server that records versions, and
@@ -72,6 +82,7 @@ var minVersions = map[CommandType]int{
 	CmdApplyRevision: 1, CmdRolloutStep: 1, CmdHostReport: 1, CmdDeleteService: 1,
 	CmdRegisterServer: 1, CmdDeregisterServer: 1, CmdSetHostState: 1, CmdSetPolicy: 1,
 	CmdAssignAddresses: 2,
+	CmdPutSecret:       3, CmdDeleteSecret: 3,
 }
 
 // MinVersion is the FSM version that first knows the command type (0 for
@@ -283,6 +294,18 @@ func (f *FSM) apply(index uint64, t CommandType, body []byte) any {
 			return err
 		}
 		return f.store.ApplyAssignAddresses(index, c)
+	case CmdPutSecret:
+		var c state.PutSecretCmd
+		if err := decode(t, body, &c); err != nil {
+			return err
+		}
+		return f.store.ApplyPutSecret(index, c)
+	case CmdDeleteSecret:
+		var c state.DeleteSecretCmd
+		if err := decode(t, body, &c); err != nil {
+			return err
+		}
+		return f.store.ApplyDeleteSecret(index, c)
 	}
 	return &undecodable{fmt.Errorf("type byte %d is not a command this server knows (is it older than the leader?)", byte(t))}
 }

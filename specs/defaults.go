@@ -139,6 +139,8 @@ func (s *Spec) ApplyDefaults() {
 		}
 	}
 
+	s.applySecretDefaults()
+
 	for i := range s.Expose {
 		e := &s.Expose[i]
 		if e.Protocol == "" {
@@ -206,6 +208,17 @@ func (s *Spec) Clone() *Spec {
 	c.Ingress = slices.Clone(s.Ingress)
 	c.Expose = slices.Clone(s.Expose)
 	c.ConnectsTo = slices.Clone(s.ConnectsTo)
+	c.Secrets = slices.Clone(s.Secrets)
+	for i, sec := range c.Secrets {
+		if sec.UID != nil {
+			uid := *sec.UID
+			c.Secrets[i].UID = &uid
+		}
+		if sec.GID != nil {
+			gid := *sec.GID
+			c.Secrets[i].GID = &gid
+		}
+	}
 	if s.Healthcheck.HTTP != nil {
 		http := *s.Healthcheck.HTTP
 		c.Healthcheck.HTTP = &http

@@ -31,6 +31,7 @@ func Parse(data []byte) (*Spec, error) {
 	}
 	spec := newDefaultSpec()
 	p.spec(root, spec)
+	spec.applySecretDefaults()
 	p.AddValidation(spec.problems())
 	if len(p.Problems) > 0 {
 		return nil, p.err()
@@ -132,6 +133,9 @@ func (p *parser) spec(root *yaml.Node, s *Spec) {
 	}
 	if n, ok := f["connects_to"]; ok {
 		s.ConnectsTo = p.connectsTo("connects_to", n)
+	}
+	if n, ok := f["secrets"]; ok {
+		s.Secrets = p.secrets("secrets", n)
 	}
 }
 

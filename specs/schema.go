@@ -13,7 +13,7 @@ func schemaFields(section string) []string {
 		return []string{"service", "image", "replicas", "command", "entrypoint", "env", "ports", "volumes",
 			"resources", "healthcheck", "update", "placement", "security",
 			"network_mode", "pid", "ipc", "userns_mode", "stop_grace_period", "ingress",
-			"expose", "connects_to"}
+			"expose", "connects_to", "secrets"}
 	case "resources":
 		return []string{"cpus", "memory", "pids"}
 	case "ingress":
@@ -22,6 +22,8 @@ func schemaFields(section string) []string {
 		return []string{"port", "protocol"}
 	case "connects_to":
 		return []string{"service", "port"}
+	case "secrets":
+		return []string{"name", "target", "uid", "gid", "mode", "version"}
 	case "healthcheck":
 		return []string{"http", "tcp", "exec", "interval", "timeout", "retries", "start_period"}
 	case "healthcheck.http":

@@ -42,6 +42,8 @@ type Spec struct {
 	// DNS answers, so they are not part of the revision fingerprint.
 	Expose     []Expose     `yaml:"-" json:"expose,omitempty"`
 	ConnectsTo []Connection `yaml:"-" json:"connects_to,omitempty"`
+	// Secrets are files the containers receive in memory (see Secret).
+	Secrets []Secret `yaml:"-" json:"secrets,omitempty"`
 }
 
 // Ingress protocols.

@@ -61,6 +61,7 @@ func (s *Spec) problems() []Problem {
 	v.ingress(s.Ingress, s.Ports)
 	v.expose(s.Expose)
 	v.connections(s.Service, s.ConnectsTo)
+	v.secrets(s.Secrets)
 	return v.problems
 }
 

@@ -71,4 +71,5 @@ func printAudit(w io.Writer, rep wire.AuditReport, all bool) {
 		}
 	}
 	tw.Flush()
+	printSpecFindings(w, rep.Specs)
 }

@@ -33,7 +33,7 @@ import (
 //     bootstraps (raftstore refuses), so two clusters never form from
 //     servers that already belong to one.
 func formCluster(ctx context.Context, cfg serverConfig, node *raftstore.Node, self state.ServerInfo, own *wire.Client, tls *serverTLS, log hclog.Logger) {
-	req := wire.JoinRequest{ID: self.ID, RaftAddr: self.RaftAddr, APIAddr: self.APIAddr, Version: raftstore.FSMVersion}
+	req := wire.JoinRequest{ID: self.ID, RaftAddr: self.RaftAddr, APIAddr: self.APIAddr, Version: raftstore.FSMVersion, SecretsKeyID: self.SecretsKeyID}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
@@ -178,7 +178,7 @@ raft members: they long-poll their assignments and report in batches.`,
 				return exitWith(ExitUsage, err)
 			}
 			cfg := serverConfig{HostID: hostID, Labels: labels, Network: flagOrEnv(cmd, "network"), SubnetPool: pool,
-				TLS: g.tls, IngressAddr: ingressAddr, ProxyAddr: proxyAddr}
+				TLS: g.tls, IngressAddr: ingressAddr, ProxyAddr: proxyAddr, SecretsDir: flagOrEnv(cmd, "secrets-dir")}
 			agent, err := newLocalAgent(cfg, client, log)
 			if err != nil {
 				return exitWith(ExitError, err)
@@ -195,6 +195,7 @@ raft members: they long-poll their assignments and report in batches.`,
 	bindNetworkFlags(f)
 	f.StringVar(&logLevel, "log-level", "info", "trace, debug, info, warn or error")
 	bindIngressFlags(f)
+	bindAgentSecretsFlags(f)
 	return cmd
 }
 
@@ -215,6 +216,7 @@ func flagOrEnv(cmd *cobra.Command, name string) string {
 var (
 	_ deployer.Controller    = (*wire.Client)(nil)
 	_ deployer.IngressSource = (*wire.Client)(nil)
+	_ deployer.SecretSource  = (*wire.Client)(nil)
 )
 
 func newTLSCmd() *cobra.Command {

@@ -153,6 +153,7 @@ func newOutdatedCmd(g *globals) *cobra.Command {
 					fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", o.Service, o.Revision, o.Image, short(trimAlgo(o.Pinned)), short(trimAlgo(o.Latest)))
 				}
 				tw.Flush()
+				printOutdatedSecrets(w, rep)
 				for _, p := range rep.Problems {
 					fmt.Fprintln(w, "could not check:", p)
 				}

@@ -100,6 +100,7 @@ See 'deployctl help exit-codes' for what the exit codes mean.`,
 		newPolicyCmd(g),
 		newAuditCmd(g),
 		newOutdatedCmd(g),
+		newSecretCmd(g),
 		newExitCodesTopic(),
 	)
 	return root

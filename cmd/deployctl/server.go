@@ -66,6 +66,11 @@ type serverConfig struct {
 	// ProxyAddr where this host's proxy takes other hosts' traffic.
 	IngressAddr string
 	ProxyAddr   string
+	// SecretsKeyFile holds the key-encryption key of secrets (default
+	// DATA/secrets.key, made at first start).
+	SecretsKeyFile string
+	// SecretsDir is where the agent mounts each replica's secrets tmpfs.
+	SecretsDir string
 }
 
 // tlsFiles names a CA, a certificate and its key.
@@ -153,6 +158,7 @@ func bindServerFlags(f *pflag.FlagSet) *viper.Viper {
 	f.Duration("host-down-grace", controller.DefaultHostDownGrace, "place a down host's replicas elsewhere after this long")
 	f.Duration("audit-interval", deployer.DefaultAuditInterval, "how often the agent audits its containers (CIS section 5 and drift)")
 	bindIngressFlags(f)
+	bindSecretsFlags(f)
 	_ = v.BindPFlags(f)
 	return v
 }
@@ -181,6 +187,7 @@ func loadServerConfig(v *viper.Viper, configFile string) (serverConfig, error) {
 		HostTTL: v.GetDuration("host-ttl"), HostDownGrace: v.GetDuration("host-down-grace"),
 		AuditInterval: v.GetDuration("audit-interval"),
 		IngressAddr:   v.GetString("ingress-addr"), ProxyAddr: v.GetString("proxy-addr"),
+		SecretsKeyFile: v.GetString("secrets-key-file"), SecretsDir: v.GetString("secrets-dir"),
 	}
 	if cfg.NodeID == "" {
 		host, err := os.Hostname()
@@ -379,6 +386,10 @@ func runServer(ctx context.Context, cfg serverConfig, logOut io.Writer) error {
 	}
 	defer node.Close()
 
+	secretsKey, err := loadSecretsKey(cfg, log)
+	if err != nil {
+		return err
+	}
 	registries := controller.RegistryAccess{Insecure: cfg.InsecureRegistries}
 	now, err := testClock(ctx, log)
 	if err != nil {
@@ -391,6 +402,7 @@ func runServer(ctx context.Context, cfg serverConfig, logOut io.Writer) error {
 		HostTTL:         cfg.HostTTL, HostDownGrace: cfg.HostDownGrace,
 		// This version's agents serve ingress ports (deployer/ingress.go).
 		ServeIngress: true,
+		SecretsKey:   secretsKey,
 	})
 	if err != nil {
 		return err
@@ -402,7 +414,7 @@ func runServer(ctx context.Context, cfg serverConfig, logOut io.Writer) error {
 	if cfg.HTTPAdvertise == cfg.HTTPAddr {
 		cfg.HTTPAdvertise = ln.Addr().String()
 	}
-	self := state.ServerInfo{ID: cfg.NodeID, RaftAddr: node.Addr(), APIAddr: cfg.HTTPAdvertise}
+	self := state.ServerInfo{ID: cfg.NodeID, RaftAddr: node.Addr(), APIAddr: cfg.HTTPAdvertise, SecretsKeyID: secretsKey.ID()}
 	apiCfg := controller.APIConfig{Controller: ctrl, Membership: membership{node}, Self: self}
 	var client *wire.Client
 	if tlsCfg != nil {
@@ -548,7 +560,7 @@ func newLocalAgent(cfg serverConfig, client *wire.Client, log hclog.Logger) (*de
 	}
 	return deployer.NewAgent(deployer.AgentConfig{
 		HostID: cfg.HostID, Labels: cfg.Labels, Network: cfg.Network, SubnetPool: cfg.SubnetPool, AuditInterval: cfg.AuditInterval,
-		Controller: client, Runtime: rt, Logger: log.Named("agent"), Ingress: ingress,
+		Controller: client, Runtime: rt, Logger: log.Named("agent"), Ingress: ingress, SecretsDir: cfg.SecretsDir,
 	})
 }
 

@@ -29,6 +29,7 @@ const (
 	RuleWritableRootfs         = "writable_rootfs"
 	RulePortsOnAllInterfaces   = "ports_on_all_interfaces"
 	RuleCustomAppArmor         = "custom_apparmor"
+	RuleEnvSecrets             = "env_secrets"
 	RuleAllowSeccompUnconfined = "allow_seccomp_unconfined"
 	// RuleAllowSeccompSyscalls refuses a seccomp profile file that is
 	// weaker than Docker's default profile for the container.
@@ -186,6 +187,11 @@ func (c *checker) hardening(s *specs.Spec) {
 				fmt.Sprintf("host port %d is published on every interface of the host (%s), not only loopback or one address", p.HostPort, p.HostIP),
 				"publish on 127.0.0.1 (the default) or one host address")
 		}
+	}
+	for _, name := range s.SecretLikeEnv() {
+		c.level(true, c.policy.EnvSecrets, "env."+name, RuleEnvSecrets,
+			fmt.Sprintf("env %s looks like a secret: its value is stored in plain text in raft and shown by docker inspect, status and history", name),
+			"store it with `deployctl secret create` and list it under secrets: (the service reads /run/secrets/NAME)")
 	}
 	if a := s.Security.AppArmor; a != "" && a != specs.AppArmorUnconfined && a != dockerDefaultAppArmor {
 		c.level(true, c.policy.CustomAppArmor, "security.apparmor", RuleCustomAppArmor,

@@ -18,7 +18,7 @@ func schemaFields(section string) []string {
 	case "":
 		return []string{"allow_privileged", "allow_capabilities", "allow_host_network", "allow_host_pid",
 			"allow_host_ipc", "allow_host_userns", "allow_root", "allow_root_group", "allow_new_privileges",
-			"writable_rootfs", "ports_on_all_interfaces", "custom_apparmor", "allow_seccomp_unconfined",
+			"writable_rootfs", "ports_on_all_interfaces", "custom_apparmor", "env_secrets", "allow_seccomp_unconfined",
 			"allow_seccomp_syscalls", "allow_apparmor_unconfined", "allow_privileged_ports", "ingress_listen_ports", "volume_prefixes", "registries",
 			"trust", "require_signatures", "scan", "require_userns", "connections"}
 	case "trust":
@@ -186,6 +186,7 @@ func (p *parser) policy(root *yaml.Node, pol *Policy) {
 		{"writable_rootfs", &pol.WritableRootfs},
 		{"ports_on_all_interfaces", &pol.PortsOnAllInterfaces},
 		{"custom_apparmor", &pol.CustomAppArmor},
+		{"env_secrets", &pol.EnvSecrets},
 	} {
 		if n, ok := f[l.key]; ok {
 			if text, ok := p.Text(l.key, n); ok {

@@ -82,6 +82,10 @@ type Policy struct {
 	// (a profile in complain mode only logs). unconfined is
 	// AllowAppArmorUnconfined's.
 	CustomAppArmor Level `yaml:"custom_apparmor" json:"custom_apparmor,omitempty"`
+	// EnvSecrets judges env: names that look like secrets (PASSWORD,
+	// TOKEN, SECRET, *_KEY: specs.LooksLikeSecret), whose values belong
+	// in secrets: (issue 13).
+	EnvSecrets Level `yaml:"env_secrets" json:"env_secrets,omitempty"`
 
 	// AllowPrivilegedPorts allows publishing host ports below 1024.
 	AllowPrivilegedPorts bool `yaml:"allow_privileged_ports" json:"allow_privileged_ports,omitempty"`
@@ -304,6 +308,7 @@ func (p *Policy) problems() []specs.Problem {
 		{"writable_rootfs", p.WritableRootfs},
 		{"ports_on_all_interfaces", p.PortsOnAllInterfaces},
 		{"custom_apparmor", p.CustomAppArmor},
+		{"env_secrets", p.EnvSecrets},
 	} {
 		if l.level != "" && !slices.Contains(Levels(), l.level) {
 			v.addf(l.key, "%q is not a level; write refuse, warn or allow", string(l.level))

@@ -10,6 +10,10 @@
 //	                long after start (a release that warms up before it is
 //	                ready, which a health check's start_period covers)
 //	WEBAPP_CRASH=1  exit 1 right at start (a release that cannot run)
+//	WEBAPP_REQUIRE_SECRET=PATH:PREFIX  GET /healthz answers 500 unless
+//	                the file PATH starts with PREFIX (a release whose new
+//	                secret the service rejects; a prefix, so that the value
+//	                itself need not be in the environment)
 //
 // GET / also sets X-Webapp-Hostname to the container's hostname.
 //
@@ -22,7 +26,9 @@
 // for 2xx, 3 for another status, 1 when no answer came), "webapp -dial
 // HOST:PORT" opens a TCP connection and closes it (exit 0 when it
 // connected, 1 otherwise, with the error), "webapp -resolve NAME" prints
-// the addresses NAME resolves to (exit 1 when it does not).
+// the addresses NAME resolves to (exit 1 when it does not), "webapp -cat
+// FILE" prints a file's mode, owner and content ("mode 0400 uid 10001 gid
+// 10001\n" then the content; exit 1 when it cannot be read).
 package main
 
 import (
@@ -39,6 +45,7 @@ import (
 	"os/signal"
 	"slices"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -53,6 +60,7 @@ func main() {
 	fetchURL := flag.String("fetch", "", "GET this URL, print the status and body; exit 0 for 2xx, 3 for another status, 1 without an answer")
 	dialAddr := flag.String("dial", "", "open a TCP connection to HOST:PORT; exit 0 when it connects")
 	resolveName := flag.String("resolve", "", "print the addresses a name resolves to; exit 1 when it does not")
+	catFile := flag.String("cat", "", "print FILE's mode, owner and content; exit 1 when it cannot be read")
 	repeat := flag.Duration("repeat", 0, "with -fetch: GET the URL again and again for this long, each on a new connection every 10ms; print ok and failed counts; exit 0 when none failed")
 	flag.Parse()
 	switch {
@@ -64,6 +72,8 @@ func main() {
 		os.Exit(runDial(*dialAddr))
 	case *resolveName != "":
 		os.Exit(runResolve(*resolveName))
+	case *catFile != "":
+		os.Exit(runCat(*catFile))
 	}
 
 	port := os.Getenv("PORT")
@@ -98,6 +108,14 @@ func main() {
 		}
 		b.delay = delay
 	}
+	if req := os.Getenv("WEBAPP_REQUIRE_SECRET"); req != "" {
+		path, value, ok := strings.Cut(req, ":")
+		if !ok || path == "" {
+			log.Printf("webapp: WEBAPP_REQUIRE_SECRET=%q: want PATH:PREFIX", req)
+			os.Exit(2)
+		}
+		b.requireFile, b.requirePrefix = path, value
+	}
 	if os.Getenv("WEBAPP_CRASH") == "1" {
 		log.Print("webapp: WEBAPP_CRASH=1, exiting with code 1")
 		os.Exit(1)
@@ -126,6 +144,9 @@ type behaviour struct {
 	failEvery int
 	// delay holds every answer to / this long (a slow release).
 	delay time.Duration
+	// requireFile must start with requirePrefix, or /healthz fails (a
+	// secret the release does not accept).
+	requireFile, requirePrefix string
 }
 
 // newHandler returns the routes of the service.
@@ -139,6 +160,13 @@ func newHandler(b behaviour) http.Handler {
 		if time.Now().Before(b.warmUntil) {
 			http.Error(w, "warming up (WEBAPP_WARMUP)", http.StatusServiceUnavailable)
 			return
+		}
+		if b.requireFile != "" {
+			// Never echo the content: it is a secret.
+			if got, err := os.ReadFile(b.requireFile); err != nil || !strings.HasPrefix(string(got), b.requirePrefix) {
+				http.Error(w, "the file "+b.requireFile+" does not start as expected (WEBAPP_REQUIRE_SECRET)", http.StatusInternalServerError)
+				return
+			}
 		}
 		fmt.Fprintln(w, "ok")
 	})
@@ -308,5 +336,25 @@ func runCheck(port string) int {
 		return 1
 	}
 	fmt.Println("check: ok")
+	return 0
+}
+
+// runCat prints a file's mode, owner and content.
+func runCat(path string) int {
+	fi, err := os.Stat(path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "cat:", err)
+		return 1
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "cat:", err)
+		return 1
+	}
+	uid, gid := -1, -1
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		uid, gid = int(st.Uid), int(st.Gid)
+	}
+	fmt.Printf("mode %04o uid %d gid %d\n%s", fi.Mode().Perm(), uid, gid, data)
 	return 0
 }

@@ -10,8 +10,10 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -288,5 +290,28 @@ func TestFailEveryAndDelay(t *testing.T) {
 	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/healthz", nil))
 	if rec.Code != 200 {
 		t.Errorf("/healthz of a release failing its requests = %d, want 200 (it passes its health check)", rec.Code)
+	}
+}
+
+func TestRequireSecret(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(file, []byte("good-123"), 0o400); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		want string
+		code int
+	}{{"good-", http.StatusOK}, {"bad-", http.StatusInternalServerError}} {
+		rec := httptest.NewRecorder()
+		newHandler(behaviour{requireFile: file, requirePrefix: tt.want}).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/healthz", nil))
+		if rec.Code != tt.code || strings.Contains(rec.Body.String(), "123") {
+			t.Errorf("require %q: %d %q, want %d without the value", tt.want, rec.Code, rec.Body.String(), tt.code)
+		}
+	}
+	if got := runCat(file); got != 0 {
+		t.Errorf("cat = %d", got)
+	}
+	if got := runCat(file + ".missing"); got != 1 {
+		t.Errorf("cat of a missing file = %d, want 1", got)
 	}
 }

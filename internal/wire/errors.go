@@ -16,6 +16,7 @@ import (
 	"github.com/deployctl/deployctl/controller/policy"
 	"github.com/deployctl/deployctl/controller/scangate"
 	"github.com/deployctl/deployctl/controller/signature"
+	"github.com/deployctl/deployctl/internal/secretbox"
 	"github.com/deployctl/deployctl/raftstore"
 	"github.com/deployctl/deployctl/raftstore/state"
 	"github.com/deployctl/deployctl/specs"
@@ -46,6 +47,9 @@ var (
 	ErrNotClustered         = errors.New("this server does not manage membership")
 	ErrTimeout              = errors.New("the server timed out")
 	ErrInternal             = errors.New("internal server error")
+	// ErrSecretsKey: the server cannot seal or open secrets (no
+	// key-encryption key, or another one than the secret was sealed with).
+	ErrSecretsKey = errors.New("the server cannot open secrets")
 )
 
 // Error codes: the "code" of an error body.
@@ -73,6 +77,7 @@ const (
 	CodeNotClustered      = "not_clustered"
 	CodeTimeout           = "timeout"
 	CodeInternal          = "internal"
+	CodeSecretsKey        = "secrets_key"
 )
 
 // ErrorCode is one row of the table.
@@ -130,6 +135,9 @@ var codes = [...]ErrorCode{
 	{Code: CodeNoLeader, Status: http.StatusServiceUnavailable, Err: ErrNoLeader, Also: []error{raftstore.ErrNoLeader, raftstore.ErrClosed}},
 	{Code: CodeNotReady, Status: http.StatusServiceUnavailable, Err: ErrNotReady},
 	{Code: CodeNotClustered, Status: http.StatusNotImplemented, Err: ErrNotClustered},
+	// No key-encryption key, or not the one a secret was sealed with:
+	// the operator copies the cluster's key file (docs/secrets.md).
+	{Code: CodeSecretsKey, Status: http.StatusServiceUnavailable, Err: ErrSecretsKey, Also: []error{secretbox.ErrWrongKey, secretbox.ErrCorrupt}},
 	{Code: CodeTimeout, Status: http.StatusGatewayTimeout, Err: ErrTimeout, Also: []error{
 		raftstore.ErrTimeout, context.DeadlineExceeded, context.Canceled}},
 	{Code: CodeInternal, Status: http.StatusInternalServerError, Err: ErrInternal},

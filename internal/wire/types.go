@@ -31,6 +31,10 @@ type JoinRequest struct {
 	// Version is the FSM version the server runs (raftstore.FSMVersion),
 	// for the leader's version gate; 0 from servers that predate it.
 	Version int `json:"version,omitempty"`
+	// SecretsKeyID is the id of the server's key-encryption key
+	// (secretbox.Key.ID, not the key): secrets are created only while
+	// every server reports the same one.
+	SecretsKeyID string `json:"secrets_key_id,omitempty"`
 }
 
 // RemoveRequest asks the cluster to drop a server.
@@ -45,6 +49,9 @@ type OutdatedService struct {
 	Image    string `json:"image"`
 	Pinned   string `json:"pinned"`
 	Latest   string `json:"latest"`
+	// Secrets are the secrets with a newer version than the one pinned
+	// (entries without version:, which follow the latest).
+	Secrets []OutdatedSecret `json:"secrets,omitempty"`
 }
 
 // OutdatedReport is `deployctl outdated -o json`.
@@ -268,6 +275,9 @@ type AuditReport struct {
 	Benchmark string            `json:"benchmark"`
 	Hosts     []HostAuditRecord `json:"hosts"`
 	Warnings  int               `json:"warnings"`
+	// Specs are findings about services' current specs (issue 13: env
+	// names that look like secrets); each counts as a warning.
+	Specs []SpecFinding `json:"specs,omitempty"`
 }
 
 // HostProxyProblem is a listener a host's proxy could not open.

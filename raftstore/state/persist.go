@@ -25,6 +25,8 @@ type snapshotDoc struct {
 	// Addresses: the FSM assigns service addresses (absent from snapshots
 	// taken before AssignAddressesCmd was applied).
 	Addresses bool `json:"addresses,omitempty"`
+	// Secrets hold sealed values only (absent before FSM version 3).
+	Secrets []*Secret `json:"secrets,omitempty"`
 }
 
 func collect[T any](tree *iradix.Tree) []*T {
@@ -45,6 +47,7 @@ func (t *Tables) WriteTo(w io.Writer) (int64, error) {
 		Replicas: collect[Replica](t.replicas), Hosts: collect[Host](t.hosts),
 		HostIndex: map[string]uint64{}, Requests: collect[RequestResult](t.requests),
 		Servers: collect[ServerInfo](t.servers), Policy: t.policy, Addresses: t.addresses,
+		Secrets: collect[Secret](t.secrets),
 	}
 	t.hostIndex.Root().Walk(func(k []byte, v interface{}) bool {
 		doc.HostIndex[string(k)] = v.(uint64)
@@ -82,6 +85,10 @@ func (s *Store) Restore(r io.Reader) error {
 	tx.services, tx.revisions, tx.replicas = e.services.Txn(), e.revisions.Txn(), e.replicas.Txn()
 	tx.bySvc, tx.byHost, tx.hosts = e.bySvc.Txn(), e.byHost.Txn(), e.hosts.Txn()
 	tx.hostIndex, tx.requests, tx.servers = e.hostIndex.Txn(), e.requests.Txn(), e.servers.Txn()
+	tx.secrets = e.secrets.Txn()
+	for _, v := range doc.Secrets {
+		tx.secrets.Insert([]byte(v.Name), v)
+	}
 	for _, v := range doc.Services {
 		tx.services.Insert([]byte(v.Name), v)
 	}

@@ -36,6 +36,7 @@ type Tables struct {
 	servers   *iradix.Tree  // raft server id -> *ServerInfo
 	policy    *PolicyRecord // nil until a policy is set
 	addresses bool          // the FSM assigns service addresses (AssignAddressesCmd)
+	secrets   *iradix.Tree  // name -> *Secret (sealed values only; secrets.go)
 }
 
 // RequestResult remembers the outcome of a write that carried an
@@ -50,7 +51,7 @@ type RequestResult struct {
 
 func emptyTables() *Tables {
 	t := iradix.New()
-	return &Tables{services: t, revisions: t, replicas: t, bySvc: t, byHost: t, hosts: t, hostIndex: t, requests: t, servers: t}
+	return &Tables{services: t, revisions: t, replicas: t, bySvc: t, byHost: t, hosts: t, hostIndex: t, requests: t, servers: t, secrets: t}
 }
 
 func revKey(svc string, n int) []byte { return fmt.Appendf(nil, "%s\x00%010d", svc, n) }
@@ -294,6 +295,7 @@ type txn struct {
 	servers                              *iradix.Txn
 	policy                               *PolicyRecord
 	addresses                            bool
+	secrets                              *iradix.Txn
 	touchedHosts                         map[string]bool
 }
 
@@ -306,6 +308,7 @@ func (s *Store) begin(index uint64) *txn {
 		hostIndex: t.hostIndex.Txn(), requests: t.requests.Txn(), servers: t.servers.Txn(),
 		policy:       t.policy,
 		addresses:    t.addresses,
+		secrets:      t.secrets.Txn(),
 		touchedHosts: map[string]bool{},
 	}
 }
@@ -319,7 +322,7 @@ func (tx *txn) commit(s *Store) {
 		services: tx.services.CommitOnly(), revisions: tx.revisions.CommitOnly(), replicas: tx.replicas.CommitOnly(),
 		bySvc: tx.bySvc.CommitOnly(), byHost: tx.byHost.CommitOnly(), hosts: tx.hosts.CommitOnly(),
 		hostIndex: tx.hostIndex.CommitOnly(), requests: tx.requests.CommitOnly(), servers: tx.servers.CommitOnly(),
-		policy: tx.policy, addresses: tx.addresses,
+		policy: tx.policy, addresses: tx.addresses, secrets: tx.secrets.CommitOnly(),
 	}, tx.touchedHosts)
 }
 

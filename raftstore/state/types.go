@@ -80,6 +80,10 @@ type Revision struct {
 	// PolicyWarnings are the weakened hardening defaults the policy warns
 	// about (policy.Warnings), one sentence each.
 	PolicyWarnings []string `json:"policy_warnings,omitempty"`
+	// Secrets pins the version of every secret the spec names, as Digest
+	// pins the image (issue 13; part of Fingerprint). A rollback copies
+	// them with the spec.
+	Secrets []SecretPin `json:"secrets,omitempty"`
 	// RollbackOf and RollbackTo are set on rollback revisions only.
 	RollbackOf int       `json:"rollback_of,omitempty"`
 	RollbackTo int       `json:"rollback_to,omitempty"`
@@ -303,8 +307,11 @@ type ServerInfo struct {
 	// Version is the FSM version the server runs (raftstore.FSMVersion):
 	// the leader writes a command type only when every server knows it.
 	// 0 is a server that registered before versions were recorded: 1.
-	Version     int    `json:"version,omitempty"`
-	ModifyIndex uint64 `json:"modify_index"`
+	Version int `json:"version,omitempty"`
+	// SecretsKeyID is the id of the server's key-encryption key (never
+	// the key); "" when it reported none.
+	SecretsKeyID string `json:"secrets_key_id,omitempty"`
+	ModifyIndex  uint64 `json:"modify_index"`
 }
 
 // PolicyRecord is the cluster policy as the controller stored it: opaque
