@@ -382,7 +382,7 @@ func nextTimedChange(t *state.Tables, now time.Time) (time.Time, bool) {
 			}
 		}
 		if ro.Canary.Running() {
-			if at, ok := rollout.CanaryDue(rollout.Input{Now: now, Service: svc, Target: rev, Replicas: replicas}); ok {
+			if at, ok := rollout.CanaryDue(rollout.Input{Now: now, Service: svc, Target: rev, Replicas: replicas, FromFingerprint: fromFingerprint(t, svc)}); ok {
 				consider(at)
 			}
 		}

@@ -220,8 +220,8 @@ func WaitingForTraffic(s traffic.Summary, minRequests int) string {
 
 // Judged returns the rollback_on a rollout to rev from a revision of
 // fingerprint fromFingerprint ("" for a first release) is judged by, nil
-// when none: rollbacks, automatic or manual, are judged by health alone,
-// and a revision running the same containers as the one it replaces (a
+// when none: rollbacks, automatic or manual, and first releases are judged
+// by health alone, and a revision running the same containers as the one it replaces (a
 // scale, a change of update settings) has nothing new to judge.
 func Judged(rev state.Revision, fromFingerprint string) *specs.RollbackOn {
 	if !JudgedRelease(rev, fromFingerprint) {
@@ -231,10 +231,13 @@ func Judged(rev state.Revision, fromFingerprint string) *specs.RollbackOn {
 }
 
 // JudgedRelease reports whether a rollout to rev may have a canary and be
-// judged by traffic: it is no rollback, and it runs other containers than
-// the revision it replaces.
+// judged by traffic: it is no rollback, it replaces a revision (a first
+// release has no users yet to send it the evidence, nothing to compare
+// with and nothing to roll back to: held for evidence, it would wait for
+// requests that only come once it is up, then fail at its deadline), and
+// it runs other containers than the revision it replaces.
 func JudgedRelease(rev state.Revision, fromFingerprint string) bool {
-	return !rev.IsRollback() && (fromFingerprint == "" || fromFingerprint != rev.Fingerprint)
+	return !rev.IsRollback() && fromFingerprint != "" && fromFingerprint != rev.Fingerprint
 }
 
 // CanaryDue is when the running canary of in's rollout ends by time (its
