@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
@@ -706,24 +707,40 @@ func TestClusterMinorityLeaderAndQuorumLoss(t *testing.T) {
 	// replicas moved and its agent is removing them), then keep a server
 	// whose host runs replicas.
 	survivor := majority[0]
-	waitFor(t, 60*time.Second, "the survivor's host to run exactly its assigned replicas", func() bool {
+	var seen string // what the last poll saw, for the timeout's message
+	defer func() {
+		if t.Failed() && seen != "" {
+			t.Logf("last seen on the survivor's host %s: %s", survivor.hostID, seen)
+		}
+	}()
+	// Two minutes: under the whole suite's load the returning leader's
+	// host can take a while to remove its orphans and the probes to pass
+	// (CI once timed out at one minute; the message now says what it saw).
+	waitFor(t, 2*time.Minute, "the survivor's host to run exactly its assigned replicas", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
 		st, err := c.client(majority...).Status(ctx, "web", 0, 0)
 		if err != nil {
+			seen = "status: " + err.Error()
 			return false
 		}
 		want := map[string]bool{}
+		ok := true
+		var b strings.Builder
 		for _, in := range st.Instances {
+			fmt.Fprintf(&b, "[%s slot %d rev %d %s/%s %.12s] ", in.Host, in.Slot, in.Revision, in.Desired, in.State, in.ContainerID)
 			if in.Host != survivor.hostID {
 				continue
 			}
 			if in.Desired != "running" || in.State != "healthy" {
-				return false
+				ok = false
 			}
 			want[in.ContainerID] = true
 		}
-		return len(want) > 0 && sameSet(runningContainers(t, survivor.hostID), want)
+		running := runningContainers(t, survivor.hostID)
+		fmt.Fprintf(&b, "running there: %v", slices.Sorted(maps.Keys(running)))
+		seen = b.String()
+		return ok && len(want) > 0 && sameSet(running, want)
 	})
 	for _, nd := range c.nodes {
 		if nd != survivor {
