@@ -233,7 +233,10 @@ var (
 )
 
 func newTLSCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "tls", Short: "Make the cluster's certificates"}
+	cmd := &cobra.Command{Use: "tls", Short: "Make the cluster's certificates",
+		// Making certificates needs no client: DEPLOYCTL_TLS_* may name
+		// files that do not exist yet.
+		PersistentPreRunE: func(*cobra.Command, []string) error { return nil }}
 	var dir string
 	var nodes, agents, hosts []string
 	initCmd := &cobra.Command{

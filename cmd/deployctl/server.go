@@ -462,7 +462,7 @@ func runServer(ctx context.Context, cfg serverConfig, logOut io.Writer) error {
 		cfg.HTTPAdvertise = ln.Addr().String()
 	}
 	self := state.ServerInfo{ID: cfg.NodeID, RaftAddr: node.Addr(), APIAddr: cfg.HTTPAdvertise, SecretsKeyID: secretsKey.ID()}
-	apiCfg := controller.APIConfig{Controller: ctrl, Membership: membership{node}, Self: self}
+	apiCfg := controller.APIConfig{Controller: ctrl, Membership: membership{node}, Self: self, Health: node}
 	var client *wire.Client
 	if tlsCfg != nil {
 		apiCfg.Scheme = "https"
