@@ -23,6 +23,9 @@ const diagnoseWait = 3 * time.Second
 // serverReport is one server `cluster status` tried when the cluster
 // gave no status: its own raft state, or why it did not answer.
 type serverReport struct {
+	// ID is the server's node id: from its answer, or from the members
+	// the others know.
+	ID     string           `json:"id,omitempty"`
 	Addr   string           `json:"addr"`
 	Health *wire.RaftHealth `json:"health,omitempty"`
 	Error  string           `json:"error,omitempty"`
@@ -89,10 +92,43 @@ func diagnoseCluster(ctx context.Context, cmd *cobra.Command, g *globals, status
 	}
 	ask(more)
 
+	// Name every member: the unreachable ones by the id the others know
+	// them by, those no one knows an API address of (never registered) as
+	// such.
+	known := map[string]bool{}
+	memberAt := map[string]wire.Member{}
+	var members []wire.Member
+	for _, a := range order {
+		if h := reports[a].Health; h != nil {
+			known[h.ID] = true
+			for _, m := range h.Members {
+				if _, seen := memberAt[m.ID]; !seen {
+					members = append(members, m)
+				}
+				memberAt[m.ID] = m
+			}
+		}
+	}
+	for _, m := range members {
+		for _, a := range order {
+			if r := reports[a]; r.Health == nil && a == m.APIAddr {
+				r.ID = m.ID
+			}
+		}
+		if !known[m.ID] && m.APIAddr == "" {
+			reports["raft "+m.RaftAddr] = &serverReport{ID: m.ID, Addr: "raft " + m.RaftAddr,
+				Error: "a member whose API address no server that answered knows (it never registered): not asked"}
+			order = append(order, "raft "+m.RaftAddr)
+		}
+	}
+
 	rep := noLeaderReport{Servers: []serverReport{}}
 	answered, unreachable := 0, 0
 	for _, a := range order {
 		r := reports[a]
+		if r.Health != nil {
+			r.ID = r.Health.ID
+		}
 		rep.Servers = append(rep.Servers, *r)
 		if r.Health == nil {
 			unreachable++
@@ -124,11 +160,15 @@ func printNoLeader(w io.Writer, rep noLeaderReport) {
 		fmt.Fprintf(w, "leader: %s (its status did not come through)\n\n", rep.Leader)
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tAPI ADDRESS\tROLE\tTERM\tLAST LEADER CONTACT\tLAST INDEX\tAPPLIED INDEX\tMEMBERS")
+	fmt.Fprintln(tw, "NODE\tAPI ADDRESS\tROLE\tTERM\tLAST CONTACT\tLAST INDEX\tAPPLIED INDEX\tMEMBERS")
 	for _, r := range rep.Servers {
 		h := r.Health
 		if h == nil {
-			fmt.Fprintf(tw, "?\t%s\tunreachable\t-\t-\t-\t-\t-\n", r.Addr)
+			id := r.ID
+			if id == "" {
+				id = "?"
+			}
+			fmt.Fprintf(tw, "%s\t%s\tunreachable\t-\t-\t-\t-\t-\n", id, r.Addr)
 			continue
 		}
 		contact := "never"
@@ -147,6 +187,7 @@ func printNoLeader(w io.Writer, rep noLeaderReport) {
 			fmt.Fprintf(w, "%s: %s\n", r.Addr, r.Error)
 		}
 	}
+	fmt.Fprintln(w, "(LAST CONTACT: when the server last heard from a leader, or stepped down as one)")
 }
 
 // hostPort strips the scheme the client put on an address.
