@@ -423,3 +423,18 @@ func NewID() string {
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
 }
+
+// RaftHealthOf asks the server at addr (host:port, or a URL) about its raft
+// state. It is never forwarded or retried elsewhere: it is that server's
+// answer or the reason there is none.
+func (c *Client) RaftHealthOf(ctx context.Context, addr string) (RaftHealth, error) {
+	if !strings.Contains(addr, "://") {
+		addr = c.scheme + addr
+	}
+	var out RaftHealth
+	err := c.once(ctx, http.MethodGet, strings.TrimRight(addr, "/")+"/v1/cluster/raft", nil, nil, &out)
+	return out, err
+}
+
+// Addrs are the server addresses the client was given (as URLs).
+func (c *Client) Addrs() []string { return c.addrs }
