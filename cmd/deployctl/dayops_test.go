@@ -1,10 +1,12 @@
 package main
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // tlsServerArgs are the flags of a TLS server that passes the checks.
@@ -94,5 +96,42 @@ func TestConfigErrorsNameTheirSource(t *testing.T) {
 	t.Setenv("DEPLOYCTL_LOG_LEVEL", "loud")
 	if _, err := mustServerConfig(t, []string{"--dev"}, ""); err == nil || !strings.Contains(err.Error(), "--log-level from variable DEPLOYCTL_LOG_LEVEL") {
 		t.Errorf("variable: %v", err)
+	}
+}
+
+// --leader-wait and DEPLOYCTL_LEADER_WAIT: a bad value is a usage error
+// naming its source; the flag beats the variable.
+func TestLeaderWaitSources(t *testing.T) {
+	run := func(args ...string) error {
+		root := newRootCmd()
+		root.SetArgs(append(args, "services"))
+		return root.Execute()
+	}
+	for _, c := range []struct {
+		env  string
+		args []string
+		want string
+	}{
+		{"soon", nil, "DEPLOYCTL_LEADER_WAIT=\"soon\""},
+		{"", []string{"--leader-wait", "0s"}, "--leader-wait 0s"},
+	} {
+		t.Run(c.want, func(t *testing.T) {
+			t.Setenv("DEPLOYCTL_LEADER_WAIT", c.env)
+			err := run(append([]string{"--addr", "127.0.0.1:1"}, c.args...)...)
+			var ee *exitError
+			if !errors.As(err, &ee) || ee.code != ExitUsage || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("%v: %v, want a usage error naming %s", c.args, err, c.want)
+			}
+		})
+	}
+	t.Setenv("DEPLOYCTL_LEADER_WAIT", "3s")
+	g := &globals{}
+	root := newRootCmd()
+	bindLeaderWait(root.Flags(), g)
+	if g.leaderWait != 3*time.Second {
+		t.Errorf("DEPLOYCTL_LEADER_WAIT=3s: %s", g.leaderWait)
+	}
+	if err := root.Flags().Parse([]string{"--leader-wait", "2s"}); err != nil || g.leaderWait != 2*time.Second || g.checkLeaderWait() != nil {
+		t.Errorf("--leader-wait over the variable: %s, %v", g.leaderWait, err)
 	}
 }

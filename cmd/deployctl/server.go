@@ -429,7 +429,7 @@ func runServer(ctx context.Context, cfg serverConfig, logOut io.Writer) error {
 	}
 	node, err := raftstore.Open(rcfg)
 	if err != nil {
-		return fmt.Errorf("open raft: %w", err)
+		return configError(cfg.Sources, fmt.Errorf("open raft: %w", err), "raft-addr", "data-dir")
 	}
 	defer node.Close()
 
