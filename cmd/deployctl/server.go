@@ -248,7 +248,7 @@ func checkServerConfig(v *viper.Viper) (serverConfig, []string, error) {
 		return cfg, []string{"dev-listen-any"}, errors.New("--dev-listen-any is for --dev only: a TLS server listens where it is told")
 	}
 	if !cfg.TLS.set() {
-		return cfg, nil, errors.New("a server outside --dev needs mutual TLS: pass --tls-ca, --tls-cert and --tls-key (or set DEPLOYCTL_SERVER_TLS_CA, _CERT, _KEY, or tls-ca, tls-cert, tls-key in --config; DEPLOYCTL_TLS_* are the CLI's) (make them with `deployctl tls init`), or use --dev for a single-node sandbox")
+		return cfg, nil, errors.New("a server outside --dev needs mutual TLS: pass --tls-ca, --tls-cert and --tls-key, or set DEPLOYCTL_SERVER_TLS_CA, _CERT and _KEY, or tls-ca, tls-cert and tls-key in --config (DEPLOYCTL_TLS_* are the CLI's); make them with `deployctl tls init`, or use --dev for a single-node sandbox")
 	}
 	if err := cfg.TLS.check(); err != nil {
 		return cfg, []string{"tls-ca", "tls-cert", "tls-key"}, err
