@@ -49,6 +49,9 @@ type APIConfig struct {
 	Forward *http.Client
 	// Scheme of the servers' APIs: "http" (dev) or "https".
 	Scheme string
+	// Health is this server's raft state for GET /v1/cluster/raft (nil:
+	// not clustered).
+	Health RaftHealth
 }
 
 // API serves the controller over HTTP/JSON under /v1/.
@@ -106,6 +109,7 @@ func (a *API) Handler() http.Handler {
 	// Answered by this server itself.
 	mux.HandleFunc("GET /v1/health", a.allow(a.health, op, srv, agent))
 	mux.HandleFunc("GET /v1/cluster/peer", a.allow(a.peer, op, srv))
+	mux.HandleFunc("GET /v1/cluster/raft", a.allow(a.raftHealth, op, srv))
 	// Answered by the leader: any other server forwards them. allow runs
 	// before forwarding and again on the leader.
 	lead := func(h http.HandlerFunc, roles ...pki.Role) http.HandlerFunc {

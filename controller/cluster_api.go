@@ -29,7 +29,10 @@ const forwardedHeader = "X-Deployctl-Forwarded-By"
 // respect to the writes acknowledged before it started.
 func (a *API) onLeader(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if a.c.Ready() {
+		// Ready lags a lost leadership by up to a loop turn: raft's own
+		// state decides, so a deposed leader does not take a write (and
+		// resolve its image) while no one leads (found by issue 17's e2e).
+		if a.c.Ready() && a.c.cfg.Raft.IsLeader() {
 			if r.Method == http.MethodGet {
 				ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 				err := a.c.cfg.Raft.VerifyLeader(ctx)

@@ -36,6 +36,7 @@ func formCluster(ctx context.Context, cfg serverConfig, node *raftstore.Node, se
 	req := wire.JoinRequest{ID: self.ID, RaftAddr: self.RaftAddr, APIAddr: self.APIAddr, Version: raftstore.FSMVersion, SecretsKeyID: self.SecretsKeyID}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
+	var lastWaitLog time.Time
 	for {
 		if leader, _ := node.Leader(); leader != "" {
 			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -47,10 +48,15 @@ func formCluster(ctx context.Context, cfg serverConfig, node *raftstore.Node, se
 			}
 			log.Debug("registering with the leader", "error", err)
 		} else if !node.HadState() {
-			if joinAny(ctx, cfg.Join, req, tls) {
+			if joined, failures := joinAny(ctx, cfg.Join, req, tls); joined {
 				log.Info("join request accepted; waiting for the leader to replicate")
 			} else if cfg.BootstrapExpect > 1 {
 				maybeBootstrap(ctx, cfg, node, self, tls, log)
+			} else if time.Since(lastWaitLog) >= 10*time.Second {
+				// Say what is polled and what each answered, or an operator
+				// cannot tell a typo from a peer that is down.
+				lastWaitLog = time.Now()
+				log.Info("waiting to join: no server took this one in", "polling", strings.Join(cfg.Join, ","), "answers", strings.Join(failures, "; "))
 			}
 		}
 		select {
@@ -68,25 +74,31 @@ func peerClient(addr string, tls *serverTLS) *wire.Client {
 	return wire.NewTLSClient([]string{addr}, tls.client)
 }
 
-func joinAny(ctx context.Context, addrs []string, req wire.JoinRequest, tls *serverTLS) bool {
+// joinAny asks each address in turn to take this server in; when none
+// does, failures says what each answered.
+func joinAny(ctx context.Context, addrs []string, req wire.JoinRequest, tls *serverTLS) (bool, []string) {
+	var failures []string
 	for _, a := range addrs {
 		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		err := peerClient(a, tls).Join(cctx, req)
 		cancel()
 		if err == nil {
-			return true
+			return true, nil
 		}
+		failures = append(failures, fmt.Sprintf("%s: %v", a, err))
 	}
-	return false
+	return false, failures
 }
 
 func maybeBootstrap(ctx context.Context, cfg serverConfig, node *raftstore.Node, self state.ServerInfo, tls *serverTLS, log hclog.Logger) {
 	seen := map[string]raftstore.Server{self.ID: {ID: self.ID, Address: self.RaftAddr}}
+	var unanswered []string
 	for _, a := range cfg.Join {
 		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		p, err := peerClient(a, tls).Peer(cctx)
 		cancel()
 		if err != nil {
+			unanswered = append(unanswered, fmt.Sprintf("%s: %v", a, err))
 			continue
 		}
 		if p.HadState || p.Leader != "" {
@@ -95,7 +107,8 @@ func maybeBootstrap(ctx context.Context, cfg serverConfig, node *raftstore.Node,
 		seen[p.ID] = raftstore.Server{ID: p.ID, Address: p.RaftAddr}
 	}
 	if len(seen) < cfg.BootstrapExpect {
-		log.Info("waiting for servers before bootstrapping", "seen", len(seen), "expect", cfg.BootstrapExpect)
+		log.Info("waiting for servers before bootstrapping", "seen", len(seen), "expect", cfg.BootstrapExpect,
+			"polling", strings.Join(cfg.Join, ","), "unanswered", strings.Join(unanswered, "; "))
 		return
 	}
 	ids := make([]string, 0, len(seen))
@@ -220,7 +233,10 @@ var (
 )
 
 func newTLSCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "tls", Short: "Make the cluster's certificates"}
+	cmd := &cobra.Command{Use: "tls", Short: "Make the cluster's certificates",
+		// Making certificates needs no client: DEPLOYCTL_TLS_* may name
+		// files that do not exist yet.
+		PersistentPreRunE: func(*cobra.Command, []string) error { return nil }}
 	var dir string
 	var nodes, agents, hosts []string
 	initCmd := &cobra.Command{
@@ -259,7 +275,7 @@ runs the API.`,
 	initCmd.Flags().StringSliceVar(&hosts, "hosts", nil, "extra IP addresses or DNS names for every node certificate")
 
 	var addDir, addRole string
-	var addHosts []string
+	var addHosts, removeHosts []string
 	addCmd := &cobra.Command{
 		Use:   "add-node NAME --role server|agent",
 		Short: "Issue a certificate for a new (or rotated) server node or agent host with the CA in --dir",
@@ -274,7 +290,11 @@ runs the API.`,
 
 Run again for an existing name to rotate its certificate (or to re-issue one
 made before roles existed): servers re-read certificate files when they
-change.`,
+change. A server certificate keeps the node's names: those given to 'tls
+init --hosts' and earlier --hosts (recorded in nodes.json) and those on its
+current certificate in --dir. --hosts adds names, --remove-host takes one
+off. A server refuses a certificate that does not name its advertised
+addresses and keeps the old one.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if addDir == "" {
@@ -284,9 +304,9 @@ change.`,
 			var err error
 			switch addRole {
 			case string(pki.RoleServer):
-				res, err = pki.IssueNode(addDir, args[0], splitList(addHosts))
+				res, err = pki.IssueNodeHosts(addDir, args[0], pki.HostChange{Add: splitList(addHosts), Remove: splitList(removeHosts)})
 			case string(pki.RoleAgent):
-				if len(addHosts) > 0 {
+				if len(addHosts) > 0 || len(removeHosts) > 0 {
 					return exitWith(ExitUsage, fmt.Errorf("--hosts: an agent certificate serves nothing, so it has no host names; drop --hosts or use --role server"))
 				}
 				res, err = pki.IssueAgent(addDir, args[0])
@@ -301,12 +321,16 @@ change.`,
 			for _, f := range res.Files {
 				fmt.Fprintln(cmd.OutOrStdout(), f)
 			}
+			if len(res.Names) > 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s.pem is valid for: %s\n", args[0], strings.Join(res.Names, ", "))
+			}
 			return nil
 		},
 	}
 	addCmd.Flags().StringVar(&addDir, "dir", "", "directory holding the CA (from tls init)")
 	addCmd.Flags().StringVar(&addRole, "role", "", "server or agent (required)")
-	addCmd.Flags().StringSliceVar(&addHosts, "hosts", nil, "server only: extra IP addresses or DNS names for the certificate")
+	addCmd.Flags().StringSliceVar(&addHosts, "hosts", nil, "server only: IP addresses or DNS names to add to the node's names (its current ones are kept)")
+	addCmd.Flags().StringSliceVar(&removeHosts, "remove-host", nil, "server only: an IP address or DNS name to take off the node's names (repeatable)")
 
 	var clientDir string
 	clientCmd := &cobra.Command{

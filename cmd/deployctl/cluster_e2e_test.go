@@ -50,6 +50,19 @@ func mustStartCluster(t testing.TB, n int, extra ...string) *testCluster {
 // perNode(i) for the i-th (from 0).
 func mustStartClusterWith(t testing.TB, n int, perNode func(i int) []string, extra ...string) *testCluster {
 	t.Helper()
+	return startTestCluster(t, n, nil, perNode, extra...)
+}
+
+// mustStartClusterOn is mustStartCluster with node i listening on ips[i]
+// (loopback addresses: each node its own, as on separate machines), with
+// certificates made by `tls init --hosts` listing them.
+func mustStartClusterOn(t testing.TB, ips []string, extra ...string) *testCluster {
+	t.Helper()
+	return startTestCluster(t, len(ips), ips, nil, extra...)
+}
+
+func startTestCluster(t testing.TB, n int, ips []string, perNode func(i int) []string, extra ...string) *testCluster {
+	t.Helper()
 	if slices.Contains(extra, "--no-agent") {
 		needBinary(t)
 	} else {
@@ -65,13 +78,21 @@ func mustStartClusterWith(t testing.TB, n int, perNode func(i int) []string, ext
 	for i := range ids {
 		ids[i] = fmt.Sprintf("%s-%s-n%d", env.runID, name, i+1)
 	}
-	out, err := exec.Command(env.bin, "tls", "init", "--dir", c.tlsDir, "--nodes", strings.Join(ids, ",")).CombinedOutput()
+	initArgs := []string{"tls", "init", "--dir", c.tlsDir, "--nodes", strings.Join(ids, ",")}
+	if len(ips) > 0 {
+		initArgs = append(initArgs, "--hosts", strings.Join(ips, ","))
+	}
+	out, err := exec.Command(env.bin, initArgs...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("tls init: %v\n%s", err, out)
 	}
 	for i, id := range ids {
+		ip := "127.0.0.1"
+		if len(ips) > 0 {
+			ip = ips[i]
+		}
 		nd := &clusterNode{
-			id: id, httpAddr: freeAddr(t), raftAddr: freeAddr(t), dataDir: t.TempDir(),
+			id: id, httpAddr: freeAddrOn(t, ip), raftAddr: freeAddrOn(t, ip), dataDir: t.TempDir(),
 			hostID: id, network: "deployctl-" + id,
 		}
 		if perNode != nil {
@@ -121,9 +142,16 @@ func (c *testCluster) start(nd *clusterNode) {
 		"--bootstrap-expect", fmt.Sprint(len(c.nodes)), "--join", c.joinList(), "--network", nd.network,
 		"--tls-ca", filepath.Join(c.tlsDir, "ca.pem"), "--tls-cert", filepath.Join(c.tlsDir, nd.id+".pem"),
 		"--tls-key", filepath.Join(c.tlsDir, nd.id+"-key.pem"), "--log-level", "debug"}
+	c.run(nd, append(append(args, c.extra...), nd.flags...), nil)
+}
+
+// run starts nd's process with args and, added to this process's
+// environment, extraEnv.
+func (c *testCluster) run(nd *clusterNode, args, extraEnv []string) {
+	c.t.Helper()
 	nd.log = &syncBuffer{}
-	args = append(append(args, c.extra...), nd.flags...)
 	nd.cmd = exec.Command(env.bin, args...)
+	nd.cmd.Env = append(os.Environ(), extraEnv...)
 	nd.cmd.Stdout, nd.cmd.Stderr = nd.log, nd.log
 	if err := nd.cmd.Start(); err != nil {
 		c.t.Fatal(err)

@@ -465,7 +465,7 @@ func newClusterCmd(g *globals) *cobra.Command {
 			defer cancel()
 			st, err := g.client().Cluster(ctx)
 			if err != nil {
-				return clientErr(err)
+				return diagnoseCluster(ctx, cmd, g, err)
 			}
 			return g.print(cmd.OutOrStdout(), st, func(w io.Writer) {
 				fmt.Fprintf(w, "leader: %s\n\n", st.Leader)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -19,6 +20,9 @@ type globals struct {
 	output string
 	tls    tlsFiles
 	c      *wire.Client
+	// leaderWait bounds how long writes wait for a leader (diagnose.go).
+	leaderWait    time.Duration
+	leaderWaitErr error
 }
 
 // client is the API client built from the global flags before any command
@@ -27,8 +31,11 @@ func (g *globals) client() *wire.Client { return g.c }
 
 func (g *globals) buildClient() error {
 	addrs := splitList(strings.Split(g.addr, ","))
+	if err := g.checkLeaderWait(); err != nil {
+		return exitWith(ExitUsage, err)
+	}
 	if !g.tls.set() {
-		g.c = wire.NewClient(addrs, nil)
+		g.c = wire.NewClient(addrs, nil).WithLeaderWait(g.leaderWait)
 		return nil
 	}
 	if err := g.tls.check(); err != nil {
@@ -38,7 +45,7 @@ func (g *globals) buildClient() error {
 	if err != nil {
 		return exitWith(ExitUsage, err)
 	}
-	g.c = wire.NewTLSClient(addrs, cfg)
+	g.c = wire.NewTLSClient(addrs, cfg).WithLeaderWait(g.leaderWait)
 	return nil
 }
 
@@ -81,6 +88,7 @@ See 'deployctl help exit-codes' for what the exit codes mean.`,
 	pf.StringVar(&g.tls.CA, "tls-ca", os.Getenv("DEPLOYCTL_TLS_CA"), "cluster CA certificate; with --tls-cert and --tls-key the CLI speaks https with mutual TLS (env DEPLOYCTL_TLS_CA)")
 	pf.StringVar(&g.tls.Cert, "tls-cert", os.Getenv("DEPLOYCTL_TLS_CERT"), "client certificate (env DEPLOYCTL_TLS_CERT)")
 	pf.StringVar(&g.tls.Key, "tls-key", os.Getenv("DEPLOYCTL_TLS_KEY"), "client key (env DEPLOYCTL_TLS_KEY)")
+	bindLeaderWait(pf, g)
 	root.PersistentPreRunE = func(cmd *cobra.Command, args []string) error { return g.buildClient() }
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return exitWith(ExitUsage, err) })
 

@@ -71,6 +71,9 @@ type serverConfig struct {
 	SecretsKeyFile string
 	// SecretsDir is where the agent mounts each replica's secrets tmpfs.
 	SecretsDir string
+	// Sources says where each key's value came from (flag, variable,
+	// file and line, default), for errors found after loading.
+	Sources map[string]string
 }
 
 // tlsFiles names a CA, a certificate and its key.
@@ -86,7 +89,7 @@ func (f tlsFiles) check() error {
 }
 
 func newServerCmd() *cobra.Command {
-	var v *viper.Viper
+	var v *serverSettings
 	var configFile string
 	cmd := &cobra.Command{
 		Use:   "server",
@@ -113,8 +116,13 @@ lowest node id among --bootstrap-expect of them bootstraps them all.
 
 Every flag can also be set as DEPLOYCTL_<FLAG> (dashes become underscores,
 e.g. DEPLOYCTL_HTTP_ADDR) or as a key in the --config file (YAML, TOML or
-JSON, keys named like the flags). Precedence: flag > env > file > default.`,
+JSON, keys named like the flags). Precedence: flag > env > file > default.
+The TLS files are the exception: DEPLOYCTL_SERVER_TLS_CA, _CERT and _KEY;
+DEPLOYCTL_TLS_* configure the CLI and are ignored here. An unknown key in
+the file is refused.`,
 		Args: cobra.NoArgs,
+		// The CLI's client (DEPLOYCTL_TLS_*) is not the server's business.
+		PersistentPreRunE: func(*cobra.Command, []string) error { return nil },
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := loadServerConfig(v, configFile)
 			if err != nil {
@@ -132,7 +140,7 @@ JSON, keys named like the flags). Precedence: flag > env > file > default.`,
 
 // bindServerFlags declares the server's flags and binds them to a viper
 // instance, which adds DEPLOYCTL_* variables and the config file.
-func bindServerFlags(f *pflag.FlagSet) *viper.Viper {
+func bindServerFlags(f *pflag.FlagSet) *serverSettings {
 	v := viper.New()
 	f.Bool("dev", false, "single-node development mode: no TLS, bootstraps itself")
 	f.Bool("dev-listen-any", false, "--dev only: allow non-loopback --http-addr, --raft-addr and --registry-addr; anyone who can reach them controls the node (unauthenticated API and raft, root on this host through privileged containers)")
@@ -160,22 +168,31 @@ func bindServerFlags(f *pflag.FlagSet) *viper.Viper {
 	bindIngressFlags(f)
 	bindSecretsFlags(f)
 	_ = v.BindPFlags(f)
-	return v
+	s := &serverSettings{v: v, flags: f}
+	s.bindEnvs()
+	return s
 }
 
-func loadServerConfig(v *viper.Viper, configFile string) (serverConfig, error) {
-	v.SetEnvPrefix("DEPLOYCTL")
-	v.SetEnvKeyReplacer(strings.NewReplacer("-", "_"))
-	v.AutomaticEnv()
+// loadServerConfig merges the flags, variables, config file and defaults
+// and checks the result. Every error names where the values at fault came
+// from (configError).
+func loadServerConfig(s *serverSettings, configFile string) (serverConfig, error) {
 	if configFile == "" {
 		configFile = os.Getenv("DEPLOYCTL_CONFIG")
 	}
 	if configFile != "" {
-		v.SetConfigFile(configFile)
-		if err := v.ReadInConfig(); err != nil {
-			return serverConfig{}, fmt.Errorf("config file %s: %w", configFile, err)
+		if err := s.readFile(configFile); err != nil {
+			return serverConfig{}, err
 		}
 	}
+	cfg, keys, err := checkServerConfig(s.v)
+	cfg.Sources = s.sources()
+	return cfg, configError(cfg.Sources, err, keys...)
+}
+
+// checkServerConfig reads the merged settings; on error it also returns
+// the keys whose values are at fault.
+func checkServerConfig(v *viper.Viper) (serverConfig, []string, error) {
 	cfg := serverConfig{
 		Dev: v.GetBool("dev"), DevListenAny: v.GetBool("dev-listen-any"), NodeID: v.GetString("node-id"), DataDir: v.GetString("data-dir"),
 		HTTPAddr: v.GetString("http-addr"), HTTPAdvertise: v.GetString("http-advertise"),
@@ -204,83 +221,89 @@ func loadServerConfig(v *viper.Viper, configFile string) (serverConfig, error) {
 	}
 	for _, r := range cfg.InsecureRegistries {
 		if err := controller.ValidateInsecureRegistry(r); err != nil {
-			return cfg, fmt.Errorf("--insecure-registry: %w", err)
+			return cfg, []string{"insecure-registry"}, fmt.Errorf("--insecure-registry: %w", err)
 		}
 	}
 	if hclog.LevelFromString(cfg.LogLevel) == hclog.NoLevel {
-		return cfg, fmt.Errorf("--log-level %q: want trace, debug, info, warn or error", cfg.LogLevel)
+		return cfg, []string{"log-level"}, fmt.Errorf("--log-level %q: want trace, debug, info, warn or error", cfg.LogLevel)
 	}
 	pool, err := parseSubnetPool(v.GetString("subnet-pool"))
 	if err != nil {
-		return cfg, err
+		return cfg, []string{"subnet-pool"}, err
 	}
 	cfg.SubnetPool = pool
 	if err := checkIngressAddrs(&cfg.IngressAddr, cfg.ProxyAddr, cfg.Dev && !cfg.DevListenAny); err != nil {
-		return cfg, err
+		return cfg, []string{"ingress-addr", "proxy-addr"}, err
 	}
 	if cfg.Dev {
 		if cfg.BootstrapExpect > 1 || len(cfg.Join) > 0 {
-			return cfg, errors.New("--dev is a single node: drop --bootstrap-expect and --join, or drop --dev and use TLS")
+			return cfg, []string{"dev", "bootstrap-expect", "join"}, errors.New("--dev is a single node: drop --bootstrap-expect and --join, or drop --dev and use TLS")
 		}
-		if err := checkDevListen(cfg); err != nil {
-			return cfg, err
+		if keys, err := checkDevListen(cfg); err != nil {
+			return cfg, keys, err
 		}
-		return cfg, nil
+		return cfg, nil, nil
 	}
 	if cfg.DevListenAny {
-		return cfg, errors.New("--dev-listen-any is for --dev only: a TLS server listens where it is told")
+		return cfg, []string{"dev-listen-any"}, errors.New("--dev-listen-any is for --dev only: a TLS server listens where it is told")
 	}
 	if !cfg.TLS.set() {
-		return cfg, errors.New("a server outside --dev needs mutual TLS: pass --tls-ca, --tls-cert and --tls-key (make them with `deployctl tls init`), or use --dev for a single-node sandbox")
+		return cfg, nil, errors.New("a server outside --dev needs mutual TLS: pass --tls-ca, --tls-cert and --tls-key, or set DEPLOYCTL_SERVER_TLS_CA, _CERT and _KEY, or tls-ca, tls-cert and tls-key in --config (DEPLOYCTL_TLS_* are the CLI's); make them with `deployctl tls init`, or use --dev for a single-node sandbox")
 	}
 	if err := cfg.TLS.check(); err != nil {
-		return cfg, err
+		return cfg, []string{"tls-ca", "tls-cert", "tls-key"}, err
 	}
 	if cfg.RegistryAddr != "" {
-		return cfg, errors.New("--registry-addr is for --dev only")
+		return cfg, []string{"registry-addr"}, errors.New("--registry-addr is for --dev only")
 	}
 	if cfg.DataDir == "" {
-		return cfg, errors.New("--data-dir is required outside --dev: raft keeps the cluster's state there")
+		return cfg, nil, errors.New("--data-dir is required outside --dev: raft keeps the cluster's state there")
 	}
 	if cfg.BootstrapExpect < 0 || (cfg.BootstrapExpect == 0 && len(cfg.Join) == 0) {
-		return cfg, errors.New("say how the cluster forms: --bootstrap-expect N (with --join listing the other servers' API addresses), or --join to add this server to an existing cluster")
+		return cfg, []string{"bootstrap-expect", "join"}, errors.New("say how the cluster forms: --bootstrap-expect N (with --join listing the other servers' API addresses), or --join to add this server to an existing cluster")
+	}
+	if cfg.BootstrapExpect > 1 && len(cfg.Join) == 0 {
+		// Without --join it cannot see the other servers: it would wait
+		// for them forever (issue 17: a "joins:" typo did just that).
+		return cfg, []string{"bootstrap-expect", "join"}, fmt.Errorf("--bootstrap-expect %d needs --join listing the other servers' API addresses (e.g. --join 10.0.0.2:7070,10.0.0.3:7070): without it this server never sees them; for a single server use --bootstrap-expect 1", cfg.BootstrapExpect)
 	}
 	if err := pki.ValidateNodeName(cfg.NodeID); err != nil {
-		return cfg, fmt.Errorf("--node-id: %w", err)
+		return cfg, []string{"node-id"}, fmt.Errorf("--node-id: %w", err)
 	}
 	// The server's local agent reports with the server's certificate, which
 	// speaks for the host named like the node and no other.
 	if !cfg.NoAgent && cfg.HostID != cfg.NodeID {
-		return cfg, fmt.Errorf("--host-id %q: a server's local agent reports as host %q, the name in its certificate; drop --host-id, or run the server with --no-agent and a separate 'deployctl agent' with an agent certificate for %q (deployctl tls add-node %s --role agent)",
+		return cfg, []string{"host-id", "node-id"}, fmt.Errorf("--host-id %q: a server's local agent reports as host %q, the name in its certificate; drop --host-id, or run the server with --no-agent and a separate 'deployctl agent' with an agent certificate for %q (deployctl tls add-node %s --role agent)",
 			cfg.HostID, cfg.NodeID, cfg.HostID, cfg.HostID)
 	}
-	return cfg, nil
+	return cfg, nil, nil
 }
 
 // checkDevListen refuses a --dev server listening beyond loopback: its API
 // and raft have no TLS and no authentication, so whoever reaches them can
 // run privileged containers on this host. --dev-listen-any says the
 // operator means it (a lab VM, a container with its own network).
-func checkDevListen(cfg serverConfig) error {
+func checkDevListen(cfg serverConfig) ([]string, error) {
 	for _, a := range []struct{ flag, addr, example string }{
 		{"--http-addr", cfg.HTTPAddr, "127.0.0.1:7070"},
 		{"--raft-addr", cfg.RaftAddr, "127.0.0.1:7071"},
 		{"--registry-addr", cfg.RegistryAddr, "127.0.0.1:5000"},
 	} {
+		keys := []string{strings.TrimPrefix(a.flag, "--")}
 		if a.addr == "" && a.flag == "--registry-addr" {
 			continue
 		}
 		host, _, err := net.SplitHostPort(a.addr)
 		if err != nil {
-			return fmt.Errorf("%s %q: want host:port, e.g. %s: %w", a.flag, a.addr, a.example, err)
+			return keys, fmt.Errorf("%s %q: want host:port, e.g. %s: %w", a.flag, a.addr, a.example, err)
 		}
 		if isLoopbackHost(host) || cfg.DevListenAny {
 			continue
 		}
-		return fmt.Errorf("%s %q: --dev serves without TLS or authentication, so it listens on loopback only (e.g. %s); "+
+		return keys, fmt.Errorf("%s %q: --dev serves without TLS or authentication, so it listens on loopback only (e.g. %s); "+
 			"pass --dev-listen-any if every machine that can reach this address may control this host, or drop --dev and use TLS", a.flag, a.addr, a.example)
 	}
-	return nil
+	return nil, nil
 }
 
 // isLoopbackHost reports whether a listen host is localhost or a loopback
@@ -311,22 +334,45 @@ type serverTLS struct {
 	api, peer, client *tls.Config
 }
 
-func loadServerTLS(f tlsFiles) (*serverTLS, error) {
-	api, err := pki.ServerConfig(f.CA, f.Cert, f.Key)
-	if err != nil {
-		return nil, fmt.Errorf("API TLS: %w", err)
+// loadServerTLS builds the API, raft and client configurations on the
+// node's certificate. The certificate must name the addresses the server
+// advertises (other servers dial and verify its API address): one that
+// does not is refused at start, and on reload it is refused, logged, and
+// the old one kept (issue 17: a rotation without the node's address made
+// it unreachable). Node certificates authenticate as clients too: the
+// server forwards to the leader and its agent reports with this identity.
+func loadServerTLS(cfg serverConfig, log hclog.Logger) (*serverTLS, error) {
+	f := cfg.TLS
+	covers := advertisedHosts(cfg)
+	onReload := func(err error) {
+		if err != nil {
+			log.Error("refused the new certificate files; still serving the previous certificate", "cert", f.Cert, "error", err)
+			return
+		}
+		log.Info("certificate reloaded", "cert", f.Cert)
 	}
-	peer, err := pki.PeerConfig(f.CA, f.Cert, f.Key)
+	c, err := pki.ServerNodeConfigs(f.CA, f.Cert, f.Key, pki.MustCover(covers...), pki.OnReload(onReload))
 	if err != nil {
-		return nil, fmt.Errorf("raft TLS: %w", err)
+		return nil, fmt.Errorf("--tls-cert: %w", err)
 	}
-	// Node certificates can authenticate as clients too: the server
-	// forwards to the leader and its agent reports with this identity.
-	client, err := pki.ClientConfig(f.CA, f.Cert, f.Key)
-	if err != nil {
-		return nil, fmt.Errorf("client TLS: %w", err)
+	return &serverTLS{api: c.API, peer: c.Peer, client: c.Client}, nil
+}
+
+// advertisedHosts are the hosts of the API and raft addresses the server
+// advertises (the listen addresses when no advertise address is given).
+func advertisedHosts(cfg serverConfig) []string {
+	var hosts []string
+	for _, a := range []string{cfg.HTTPAdvertise, cfg.RaftAdvertise} {
+		if host, _, err := net.SplitHostPort(a); err == nil {
+			hosts = append(hosts, host)
+		}
 	}
-	return &serverTLS{api: api, peer: peer, client: client}, nil
+	if cfg.RaftAdvertise == "" {
+		if host, _, err := net.SplitHostPort(cfg.RaftAddr); err == nil {
+			hosts = append(hosts, host)
+		}
+	}
+	return hosts
 }
 
 // runServer runs one server until ctx ends, then stops in order: leadership
@@ -338,18 +384,19 @@ func runServer(ctx context.Context, cfg serverConfig, logOut io.Writer) error {
 	var tlsCfg *serverTLS
 	if !cfg.Dev {
 		var err error
-		if tlsCfg, err = loadServerTLS(cfg.TLS); err != nil {
-			return err
+		tlsKeys := []string{"tls-ca", "tls-cert", "tls-key"}
+		if tlsCfg, err = loadServerTLS(cfg, log); err != nil {
+			return configError(cfg.Sources, err, tlsKeys...)
 		}
 		// The certificate is the node's identity: joining, raft and the
 		// local agent all act as the node it names.
 		id, err := pki.IdentityOfFile(cfg.TLS.Cert)
 		if err != nil {
-			return fmt.Errorf("--tls-cert: %w", err)
+			return configError(cfg.Sources, fmt.Errorf("--tls-cert: %w", err), "tls-cert")
 		}
 		if id.Role != pki.RoleServer || id.Name != cfg.NodeID {
-			return fmt.Errorf("--tls-cert %s is the certificate of %s, not of server %s: pass %s.pem, or issue it (deployctl tls add-node %s --role server)",
-				cfg.TLS.Cert, id, cfg.NodeID, cfg.NodeID, cfg.NodeID)
+			return configError(cfg.Sources, fmt.Errorf("--tls-cert %s is the certificate of %s, not of server %s: pass %s.pem, or issue it (deployctl tls add-node %s --role server)",
+				cfg.TLS.Cert, id, cfg.NodeID, cfg.NodeID, cfg.NodeID), "tls-cert", "node-id")
 		}
 	}
 
@@ -382,13 +429,13 @@ func runServer(ctx context.Context, cfg serverConfig, logOut io.Writer) error {
 	}
 	node, err := raftstore.Open(rcfg)
 	if err != nil {
-		return fmt.Errorf("open raft: %w", err)
+		return configError(cfg.Sources, fmt.Errorf("open raft: %w", err), "raft-addr", "data-dir")
 	}
 	defer node.Close()
 
 	secretsKey, err := loadSecretsKey(cfg, log)
 	if err != nil {
-		return err
+		return configError(cfg.Sources, err, "secrets-key-file")
 	}
 	registries := controller.RegistryAccess{Insecure: cfg.InsecureRegistries}
 	now, err := testClock(ctx, log)
@@ -409,13 +456,13 @@ func runServer(ctx context.Context, cfg serverConfig, logOut io.Writer) error {
 	}
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
-		return fmt.Errorf("listen on --http-addr %s: %w", cfg.HTTPAddr, err)
+		return configError(cfg.Sources, fmt.Errorf("listen on --http-addr %s: %w", cfg.HTTPAddr, err), "http-addr")
 	}
 	if cfg.HTTPAdvertise == cfg.HTTPAddr {
 		cfg.HTTPAdvertise = ln.Addr().String()
 	}
 	self := state.ServerInfo{ID: cfg.NodeID, RaftAddr: node.Addr(), APIAddr: cfg.HTTPAdvertise, SecretsKeyID: secretsKey.ID()}
-	apiCfg := controller.APIConfig{Controller: ctrl, Membership: membership{node}, Self: self}
+	apiCfg := controller.APIConfig{Controller: ctrl, Membership: membership{node}, Self: self, Health: node}
 	var client *wire.Client
 	if tlsCfg != nil {
 		apiCfg.Scheme = "https"

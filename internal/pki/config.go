@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -45,17 +47,21 @@ func peerRole() role {
 // node certificates do. certFile/keyFile are checked now (ErrBadFiles) and
 // re-read on the first handshake after either file changes, so a rotated
 // certificate is served without a restart.
-func ServerConfig(caFile, certFile, keyFile string) (*tls.Config, error) {
-	pool, source, err := newCertSource(caFile, certFile, keyFile, serverRole())
+func ServerConfig(caFile, certFile, keyFile string, opts ...Option) (*tls.Config, error) {
+	pool, source, err := newCertSource(caFile, certFile, keyFile, serverRole(), opts)
 	if err != nil {
 		return nil, err
 	}
+	return serverConfigFrom(pool, source), nil
+}
+
+func serverConfigFrom(pool *x509.CertPool, source *certSource) *tls.Config {
 	return &tls.Config{
 		MinVersion:     tls.VersionTLS13,
 		ClientAuth:     tls.RequireAndVerifyClientCert,
 		ClientCAs:      pool,
 		GetCertificate: source.forServer,
-	}, nil
+	}
 }
 
 // ClientConfig is the TLS configuration of the CLI (or any API client). It
@@ -65,16 +71,20 @@ func ServerConfig(caFile, certFile, keyFile string) (*tls.Config, error) {
 // the node certificate's SANs (the node name, localhost, loopback, and the
 // hosts given at issue time). Set ServerName on the result to verify
 // against another name.
-func ClientConfig(caFile, certFile, keyFile string) (*tls.Config, error) {
-	pool, source, err := newCertSource(caFile, certFile, keyFile, clientRole())
+func ClientConfig(caFile, certFile, keyFile string, opts ...Option) (*tls.Config, error) {
+	pool, source, err := newCertSource(caFile, certFile, keyFile, clientRole(), opts)
 	if err != nil {
 		return nil, err
 	}
+	return clientConfigFrom(pool, source), nil
+}
+
+func clientConfigFrom(pool *x509.CertPool, source *certSource) *tls.Config {
 	return &tls.Config{
 		MinVersion:           tls.VersionTLS13,
 		RootCAs:              pool,
 		GetClientCertificate: source.forClient,
-	}, nil
+	}
 }
 
 // PeerConfig is the TLS configuration raft uses for both accepting and
@@ -89,14 +99,76 @@ func ClientConfig(caFile, certFile, keyFile string) (*tls.Config, error) {
 // VerifyConnection, with the standard client-side check (which would
 // demand the dialled IP among the SANs) switched off through
 // InsecureSkipVerify. Callers need not set ServerName. See DESIGN.md.
-func PeerConfig(caFile, certFile, keyFile string) (*tls.Config, error) {
-	pool, source, err := newCertSource(caFile, certFile, keyFile, peerRole())
+func PeerConfig(caFile, certFile, keyFile string, opts ...Option) (*tls.Config, error) {
+	pool, source, err := newCertSource(caFile, certFile, keyFile, peerRole(), opts)
 	if err != nil {
 		return nil, err
 	}
+	return peerConfigFrom(pool, source), nil
+}
+
+func peerConfigFrom(pool *x509.CertPool, source *certSource) *tls.Config {
 	return mutualConfig(pool, source, func(state tls.ConnectionState) error {
 		return verifyNodePeer(state, pool)
-	}), nil
+	})
+}
+
+// NodeConfigs are a server's three TLS configurations: its API listener
+// (as ServerConfig), raft (as PeerConfig) and its calls to other servers'
+// APIs (as ClientConfig).
+type NodeConfigs struct {
+	API, Peer, Client *tls.Config
+}
+
+// ServerNodeConfigs builds a server's NodeConfigs on one certificate
+// source, checked as a raft peer's (which a server certificate must be):
+// a rotated certificate is taken, or refused, by all three at once, and a
+// refusal is reported once (see OnReload).
+func ServerNodeConfigs(caFile, certFile, keyFile string, opts ...Option) (NodeConfigs, error) {
+	pool, source, err := newCertSource(caFile, certFile, keyFile, peerRole(), opts)
+	if err != nil {
+		return NodeConfigs{}, err
+	}
+	return NodeConfigs{API: serverConfigFrom(pool, source), Peer: peerConfigFrom(pool, source), Client: clientConfigFrom(pool, source)}, nil
+}
+
+// ErrNotCovered: a certificate is not valid for an address its owner
+// advertises (see MustCover). It comes wrapped together with ErrBadFiles.
+var ErrNotCovered = errors.New("certificate does not cover an advertised address")
+
+// Option adds a requirement or an observer to a configuration's
+// certificate source.
+type Option func(*sourceOptions)
+
+type sourceOptions struct {
+	covers   []string
+	onReload func(error)
+}
+
+// MustCover requires the certificate to be valid (x509 name matching) for
+// each host: the addresses its owner advertises, which other servers dial
+// and verify. A certificate that is not is refused at build time and on
+// every reload (the previous one is kept). Empty and unspecified hosts
+// (0.0.0.0, ::) are skipped: they name no address to check.
+func MustCover(hosts ...string) Option {
+	return func(o *sourceOptions) {
+		for _, h := range hosts {
+			if ip := net.ParseIP(h); h == "" || (ip != nil && ip.IsUnspecified()) {
+				continue
+			}
+			if !slices.Contains(o.covers, h) {
+				o.covers = append(o.covers, h)
+			}
+		}
+	}
+}
+
+// OnReload is told of every reload of the certificate files after the
+// first load: nil when a new pair is in use, else why the new files were
+// refused (the previous pair keeps serving). A refusal is reported once
+// per state of the files, not at every handshake.
+func OnReload(fn func(err error)) Option {
+	return func(o *sourceOptions) { o.onReload = fn }
 }
 
 // mutualConfig serves and dials with source's certificate and checks the
@@ -126,7 +198,7 @@ func proxyRole() role {
 // raft, the host name is not checked (hosts advertise IP:port); the chain
 // and the role are, in VerifyConnection.
 func ProxyConfig(caFile, certFile, keyFile string) (*tls.Config, error) {
-	pool, source, err := newCertSource(caFile, certFile, keyFile, proxyRole())
+	pool, source, err := newCertSource(caFile, certFile, keyFile, proxyRole(), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -186,22 +258,29 @@ type certSource struct {
 	certFile, keyFile, caFile string
 	roots                     *x509.CertPool
 	role                      role
+	opts                      sourceOptions
 	now                       func() time.Time
 
 	mu       sync.Mutex
 	certInfo fs.FileInfo // stat of certFile when current was loaded
 	keyInfo  fs.FileInfo
 	current  *tls.Certificate
+	// refusedCert and refusedKey are the stats of the files last refused
+	// on reload: the refusal is reported once for them.
+	refusedCert, refusedKey fs.FileInfo
 }
 
 // newCertSource loads the CA pool and the pair, failing with ErrBadFiles
-// when either is unusable for r.
-func newCertSource(caFile, certFile, keyFile string, r role) (*x509.CertPool, *certSource, error) {
+// when either is unusable for r or opts.
+func newCertSource(caFile, certFile, keyFile string, r role, opts []Option) (*x509.CertPool, *certSource, error) {
 	pool, err := loadCAPool(caFile)
 	if err != nil {
 		return nil, nil, err
 	}
 	source := &certSource{certFile: certFile, keyFile: keyFile, caFile: caFile, roots: pool, role: r, now: time.Now}
+	for _, o := range opts {
+		o(&source.opts)
+	}
 	if _, err := source.certificate(); err != nil {
 		return nil, nil, err
 	}
@@ -234,14 +313,36 @@ func (s *certSource) certificate() (*tls.Certificate, error) {
 	}
 	now := s.now()
 	pair, err := loadKeyPair(s.caFile, s.certFile, s.keyFile, s.roots, s.role, now)
+	if err == nil {
+		err = checkCovers(s.certFile, pair.Leaf, s.opts.covers)
+	}
 	if err != nil {
 		if s.current != nil && now.Before(s.current.Leaf.NotAfter) {
+			if s.opts.onReload != nil && !(unchanged(s.refusedCert, certInfo) && unchanged(s.refusedKey, keyInfo)) {
+				s.refusedCert, s.refusedKey = certInfo, keyInfo
+				s.opts.onReload(err)
+			}
 			return s.current, nil
 		}
 		return nil, err
 	}
+	reloaded := s.current != nil
 	s.current, s.certInfo, s.keyInfo = pair, certInfo, keyInfo
+	if reloaded && s.opts.onReload != nil {
+		s.opts.onReload(nil)
+	}
 	return pair, nil
+}
+
+// checkCovers refuses a certificate that is not valid for every host.
+func checkCovers(certFile string, leaf *x509.Certificate, hosts []string) error {
+	for _, h := range hosts {
+		if err := leaf.VerifyHostname(h); err != nil {
+			return fmt.Errorf("pki: %s is not valid for %s, an address this server advertises (it names %s): other servers could not reach it; re-issue it with that address (deployctl tls add-node %s --role server --hosts %s): %w: %w",
+				certFile, h, strings.Join(certNames(leaf), ", "), leaf.Subject.CommonName, h, ErrNotCovered, ErrBadFiles)
+		}
+	}
+	return nil
 }
 
 func unchanged(before, now fs.FileInfo) bool {

@@ -329,7 +329,7 @@ func TestConfigsRefuseBadFiles(t *testing.T) {
 	}
 	n1, n2, client := NodeFiles(c.dir, "n1"), NodeFiles(c.dir, "n2"), ClientFiles(c.dir)
 	foreignN1 := NodeFiles(c.foreign, "n1")
-	builders := map[string]func(ca, cert, key string) (*tls.Config, error){
+	builders := map[string]func(ca, cert, key string, opts ...Option) (*tls.Config, error){
 		"ServerConfig": ServerConfig, "ClientConfig": ClientConfig, "PeerConfig": PeerConfig,
 	}
 

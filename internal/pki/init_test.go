@@ -27,6 +27,7 @@ func TestInitWritesFilesWithModes(t *testing.T) {
 		"n2.pem": 0o644, "n2-key.pem": 0o600,
 		"n3.pem": 0o644, "n3-key.pem": 0o600,
 		"client.pem": 0o644, "client-key.pem": 0o600,
+		NodeHostsFile: 0o644,
 	}
 	if result.Dir != dir {
 		t.Errorf("Result.Dir = %q, want %q", result.Dir, dir)
@@ -302,8 +303,8 @@ func TestIssueNodeAddsToExistingCA(t *testing.T) {
 		t.Fatal(err)
 	}
 	files := NodeFiles(dir, "n4")
-	if !slices.Equal(result.Files, []string{files.Key, files.Cert}) {
-		t.Errorf("Result.Files = %v, want %v", result.Files, []string{files.Key, files.Cert})
+	if want := []string{files.Key, files.Cert, filepath.Join(dir, NodeHostsFile)}; !slices.Equal(result.Files, want) {
+		t.Errorf("Result.Files = %v, want %v", result.Files, want)
 	}
 	if !bytes.Equal(caBefore, mustReadFile(t, filepath.Join(dir, CACertFile))) {
 		t.Error("IssueNode changed ca.pem")

@@ -112,6 +112,14 @@ func Init(opts InitOptions) (Result, error) {
 		w.pair(NodeFiles(opts.Dir, host), agentFiles[i])
 	}
 	w.pair(ClientFiles(opts.Dir), clientFiles)
+	if len(opts.Nodes) > 0 {
+		doc := nodeHostsDoc{Hosts: map[string][]string{}}
+		for _, node := range opts.Nodes {
+			hosts, _ := nextHosts(node, nil, nil, HostChange{Add: opts.Hosts}) // checked above
+			doc.Hosts[node] = hosts
+		}
+		w.atomic(filepath.Join(opts.Dir, NodeHostsFile), doc.encode(), certMode)
+	}
 	if w.err != nil {
 		w.removeWritten()
 		return Result{}, w.err
@@ -119,21 +127,52 @@ func Init(opts InitOptions) (Result, error) {
 	return Result{Dir: opts.Dir, Files: w.written}, nil
 }
 
-// IssueNode issues a certificate for node from the CA in dir (ca.pem and
-// ca-key.pem), with the SANs Init gives a node plus hosts. It adds a node
-// to an existing cluster or, when node's files exist, replaces them: that
-// is how a node certificate is rotated. Files are replaced by rename, so a
-// running ServerConfig/PeerConfig picks up the new pair on its next
-// handshake. The certificate expires at the latest with the CA.
+// IssueNode is IssueNodeHosts adding hosts to the node's names.
 func IssueNode(dir, node string, hosts []string) (Result, error) {
+	return IssueNodeHosts(dir, node, HostChange{Add: hosts})
+}
+
+// IssueNodeHosts issues a certificate for node from the CA in dir (ca.pem
+// and ca-key.pem), with the SANs Init gives a node plus its hosts: those
+// recorded for it in NodeHostsFile and those on its current certificate in
+// dir, plus change.Add, minus change.Remove. It adds a node to an existing
+// cluster or, when node's files exist, replaces them: that is how a node
+// certificate is rotated, and a rotation keeps the addresses the node is
+// reached at. Files are replaced by rename, so a running
+// ServerConfig/PeerConfig picks up the new pair on its next handshake. The
+// certificate expires at the latest with the CA. Result.Names lists the
+// names it is valid for.
+func IssueNodeHosts(dir, node string, change HostChange) (Result, error) {
 	if err := ValidateNodeName(node); err != nil {
+		return Result{}, err
+	}
+	doc, err := readNodeHosts(dir)
+	if err != nil {
+		return Result{}, err
+	}
+	hosts, err := nextHosts(node, doc.Hosts[node], certHosts(NodeFiles(dir, node).Cert, node), change)
+	if err != nil {
 		return Result{}, err
 	}
 	tmpl, err := nodeTemplate(node, hosts)
 	if err != nil {
 		return Result{}, err
 	}
-	return issueFromDir(dir, tmpl, NodeFiles(dir, node), time.Now())
+	doc.Hosts[node] = hosts
+	res, err := issueFromDir(dir, tmpl, NodeFiles(dir, node), time.Now(), func(w *fileWriter) {
+		w.atomic(filepath.Join(dir, NodeHostsFile), doc.encode(), certMode)
+	})
+	res.Names = certNames(tmpl)
+	return res, err
+}
+
+// certNames lists a template's DNS and IP SANs.
+func certNames(tmpl *x509.Certificate) []string {
+	names := slices.Clone(tmpl.DNSNames)
+	for _, ip := range tmpl.IPAddresses {
+		names = append(names, ip.String())
+	}
+	return names
 }
 
 // IssueAgent issues an agent certificate for host from the CA in dir and
@@ -155,7 +194,9 @@ func IssueClient(dir string) (Result, error) {
 	return issueFromDir(dir, clientTemplate(), ClientFiles(dir), time.Now())
 }
 
-func issueFromDir(dir string, tmpl *x509.Certificate, files Files, now time.Time) (Result, error) {
+// issueFromDir signs tmpl with dir's CA and writes the pair to files, then
+// runs each of also (further files that go with the pair).
+func issueFromDir(dir string, tmpl *x509.Certificate, files Files, now time.Time, also ...func(*fileWriter)) (Result, error) {
 	ca, err := loadAuthority(dir, now)
 	if err != nil {
 		return Result{}, err
@@ -166,6 +207,9 @@ func issueFromDir(dir string, tmpl *x509.Certificate, files Files, now time.Time
 	}
 	w := &fileWriter{}
 	w.pair(files, pair)
+	for _, f := range also {
+		f(w)
+	}
 	if w.err != nil {
 		// Nothing is removed: a rename that succeeded replaced a file that
 		// belonged to the node before, and the old content is gone anyway.

@@ -112,4 +112,7 @@ type InitOptions struct {
 type Result struct {
 	Dir   string
 	Files []string
+	// Names are the DNS names and IPs a node certificate is valid for
+	// (IssueNodeHosts only).
+	Names []string
 }

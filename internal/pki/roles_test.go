@@ -159,7 +159,7 @@ func TestPreRolesCertificatesRefused(t *testing.T) {
 	dir := t.TempDir()
 	mustInit(t, dir, []string{"n1"}, nil)
 	old := mustIssueCustom(t, dir, "old", preRolesNode("old"))
-	for name, build := range map[string]func(ca, cert, key string) (*tls.Config, error){
+	for name, build := range map[string]func(ca, cert, key string, opts ...Option) (*tls.Config, error){
 		"ServerConfig": ServerConfig, "ClientConfig": ClientConfig, "PeerConfig": PeerConfig,
 	} {
 		_, err := build(old.CA, old.Cert, old.Key)

@@ -28,8 +28,12 @@ var ErrUnreachable = errors.New("controller unreachable")
 // next address; writes carry an idempotency key so that a retry after a
 // lost answer never applies twice.
 type Client struct {
-	addrs []string
-	http  *http.Client
+	addrs  []string
+	http   *http.Client
+	scheme string // of addresses given without one
+	// leaderWait bounds how long a write keeps retrying while no server
+	// can take it (0: until its context ends).
+	leaderWait time.Duration
 }
 
 // NewClient returns a client for one or more server addresses
@@ -64,7 +68,15 @@ func newClient(addrs []string, hc *http.Client, scheme string) *Client {
 		}
 		norm = append(norm, a)
 	}
-	return &Client{addrs: norm, http: hc}
+	return &Client{addrs: norm, http: hc, scheme: scheme}
+}
+
+// WithLeaderWait makes writes give up after d of finding no leader (an
+// election, no quorum) instead of retrying until their context ends, with
+// an error that says so (ErrNoLeader). It returns c.
+func (c *Client) WithLeaderWait(d time.Duration) *Client {
+	c.leaderWait = d
+	return c
 }
 
 // Retryable reports whether another server, or the same one a moment
@@ -83,7 +95,7 @@ func (c *Client) do(ctx context.Context, method, path string, header http.Header
 	if len(c.addrs) == 0 {
 		return fmt.Errorf("%w: no server address; set --addr or DEPLOYCTL_ADDR", ErrUnreachable)
 	}
-	var last error
+	var best error
 	for _, base := range c.addrs {
 		// Each server gets a bounded try: a server that accepts the
 		// connection but never answers (stopped, partitioned) must not
@@ -97,9 +109,20 @@ func (c *Client) do(ctx context.Context, method, path string, header http.Header
 		if err == nil || !retryable(err) || ctx.Err() != nil {
 			return err
 		}
-		last = err
+		best = moreTelling(best, err)
 	}
-	return last
+	return best
+}
+
+// moreTelling keeps, of two retryable errors, the one that says more: a
+// server that answered (no leader, not ready) over one that did not, so
+// that "no leader" is not hidden behind "connection refused" from a server
+// that is down (issue 17). Between equals, the later one.
+func moreTelling(kept, err error) error {
+	if kept != nil && !errors.Is(kept, ErrUnreachable) && errors.Is(err, ErrUnreachable) {
+		return kept
+	}
+	return err
 }
 
 func (c *Client) once(ctx context.Context, method, u string, header http.Header, body []byte, out any) error {
@@ -164,10 +187,21 @@ func tryTimeout(path string) time.Duration {
 // can take it (election in progress), until ctx ends.
 func (c *Client) retryWrite(ctx context.Context, fn func() error) error {
 	backoff := 100 * time.Millisecond
+	var noLeaderSince time.Time
 	for {
 		err := fn()
 		if err == nil || !retryable(err) {
 			return err
+		}
+		if noLeaderSince.IsZero() {
+			noLeaderSince = time.Now()
+		}
+		if c.leaderWait > 0 && time.Since(noLeaderSince) >= c.leaderWait {
+			if errors.Is(err, ErrUnreachable) {
+				return fmt.Errorf("%w: gave up after %s: no server answered (last: %v)", ErrUnreachable, c.leaderWait, err)
+			}
+			return fmt.Errorf("%w: gave up after %s without a leader (last answer: %v); see what each server reports with `deployctl cluster status`",
+				ErrNoLeader, c.leaderWait, err)
 		}
 		select {
 		case <-ctx.Done():
@@ -389,3 +423,18 @@ func NewID() string {
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
 }
+
+// RaftHealthOf asks the server at addr (host:port, or a URL) about its raft
+// state. It is never forwarded or retried elsewhere: it is that server's
+// answer or the reason there is none.
+func (c *Client) RaftHealthOf(ctx context.Context, addr string) (RaftHealth, error) {
+	if !strings.Contains(addr, "://") {
+		addr = c.scheme + addr
+	}
+	var out RaftHealth
+	err := c.once(ctx, http.MethodGet, strings.TrimRight(addr, "/")+"/v1/cluster/raft", nil, nil, &out)
+	return out, err
+}
+
+// Addrs are the server addresses the client was given (as URLs).
+func (c *Client) Addrs() []string { return c.addrs }
