@@ -331,22 +331,35 @@ func CPUShares(nanoCPUs int64) int64 {
 	return shares
 }
 
-// engineHealthcheck is the engine HEALTHCHECK of an exec check, so `docker
-// inspect` and `docker ps` show the health the agent also probes (CIS 5.27).
-// HTTP and TCP checks get none: the agent probes them from the host, and
-// an image FROM scratch has no client that could run them inside; an
-// image's own HEALTHCHECK stays in force because nothing replaces it.
+// engineHealthcheck is the engine HEALTHCHECK a spec's check gives the
+// container. The spec's check replaces the image's, as in Compose and
+// Swarm:
+//   - exec becomes the engine HEALTHCHECK, so `docker inspect` and `docker
+//     ps` show the health the agent also follows (CIS 5.27);
+//   - http and tcp are probed by the agent from the host (an image FROM
+//     scratch has no client that could run them inside), and the image's
+//     own HEALTHCHECK is switched off (NONE). Kept, it would run next to
+//     the agent's probe at the image's interval, judging nothing the
+//     rollout reads: at 50 replicas its execs saturated the engine and
+//     delayed every health report by 14-17 s (issue 12). CIS 5.27 is still
+//     met: health is checked at runtime, by the agent, and the container's
+//     io.deployctl.probe label says so (the audit reports it as info);
+//   - no check in the spec keeps the image's HEALTHCHECK (nil), the only
+//     runtime check such a container has.
 func engineHealthcheck(h specs.Healthcheck) *container.HealthConfig {
-	if h.Kind() != "exec" {
-		return nil
+	switch h.Kind() {
+	case "exec":
+		return &container.HealthConfig{
+			Test:        append([]string{"CMD"}, h.Exec...),
+			Interval:    engineDuration(h.Interval),
+			Timeout:     engineDuration(h.Timeout),
+			StartPeriod: engineDuration(h.StartPeriod),
+			Retries:     h.Retries,
+		}
+	case "http", "tcp":
+		return &container.HealthConfig{Test: []string{"NONE"}}
 	}
-	return &container.HealthConfig{
-		Test:        append([]string{"CMD"}, h.Exec...),
-		Interval:    engineDuration(h.Interval),
-		Timeout:     engineDuration(h.Timeout),
-		StartPeriod: engineDuration(h.StartPeriod),
-		Retries:     h.Retries,
-	}
+	return nil
 }
 
 // engineDuration rounds a positive duration below the engine's minimum of

@@ -51,7 +51,7 @@ func TestContainerOptionsHardenedDefaults(t *testing.T) {
 		{"User from image", cfg.User == "10001:10001", cfg.User},
 		{"Env sorted", slices.Equal(cfg.Env, []string{"PORT=8080"}), cfg.Env},
 		{"StopTimeout", cfg.StopTimeout != nil && *cfg.StopTimeout == 2, cfg.StopTimeout},
-		{"no Healthcheck (the agent probes)", cfg.Healthcheck == nil, cfg.Healthcheck},
+		{"image HEALTHCHECK off (the agent probes over HTTP)", cfg.Healthcheck != nil && slices.Equal(cfg.Healthcheck.Test, []string{"NONE"}), cfg.Healthcheck},
 		{"Cmd unset", cfg.Cmd == nil, cfg.Cmd},
 		{"Entrypoint unset", cfg.Entrypoint == nil, cfg.Entrypoint},
 		{"CapDrop", slices.Equal([]string(hc.CapDrop), []string{"ALL"}), hc.CapDrop},
@@ -335,9 +335,11 @@ func TestContainerOptionsHealthcheck(t *testing.T) {
 			want:      &container.HealthConfig{Test: []string{"CMD", "/bin/true"}, Interval: time.Millisecond, Timeout: time.Millisecond, Retries: 1},
 			wantLabel: "exec",
 		},
-		{name: "http is probed by the agent", check: specs.Healthcheck{HTTP: &specs.HTTPCheck{Path: "/", Port: 80}}, wantLabel: "http"},
-		{name: "tcp is probed by the agent", check: specs.Healthcheck{TCP: &specs.TCPCheck{Port: 80}}, wantLabel: "tcp"},
-		{name: "none", wantLabel: "none"},
+		{name: "http is probed by the agent and replaces the image's HEALTHCHECK", check: specs.Healthcheck{HTTP: &specs.HTTPCheck{Path: "/", Port: 80}},
+			want: &container.HealthConfig{Test: []string{"NONE"}}, wantLabel: "http"},
+		{name: "tcp is probed by the agent and replaces the image's HEALTHCHECK", check: specs.Healthcheck{TCP: &specs.TCPCheck{Port: 80}},
+			want: &container.HealthConfig{Test: []string{"NONE"}}, wantLabel: "tcp"},
+		{name: "no check keeps the image's HEALTHCHECK", wantLabel: "none"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
