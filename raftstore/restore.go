@@ -86,16 +86,7 @@ func RestoreBackup(b *Backup, opts RestoreOptions) (RestoreResult, error) {
 		}
 		res.DroppedServers = append(res.DroppedServers, s.ID)
 	}
-	keys := map[string]bool{}
-	for _, sec := range store.View().Secrets() {
-		for _, v := range sec.Versions {
-			keys[v.Sealed.KeyID] = true
-		}
-	}
-	for k := range keys {
-		res.SecretKeyIDs = append(res.SecretKeyIDs, k)
-	}
-	sort.Strings(res.SecretKeyIDs)
+	res.SecretKeyIDs = SecretKeyIDs(store.View())
 
 	// 0700 as Open makes it: the state holds every declared service.
 	if err := os.MkdirAll(filepath.Join(raftDir, "snapshots"), 0o700); err != nil {
@@ -157,4 +148,21 @@ func checkNoRaftState(raftDir string) error {
 	}
 	return fmt.Errorf("%w: %s holds %s; restore writes a fresh raft store and never replaces one: give an empty --data-dir, or move %s away first (stop the server that uses it)",
 		ErrHasRaftState, raftDir, strings.Join(held, ", "), raftDir)
+}
+
+// SecretKeyIDs lists the key-encryption keys a state's secrets are sealed
+// with (sorted): a server needs that key file to open them.
+func SecretKeyIDs(view *state.Tables) []string {
+	keys := map[string]bool{}
+	for _, sec := range view.Secrets() {
+		for _, v := range sec.Versions {
+			keys[v.Sealed.KeyID] = true
+		}
+	}
+	ids := make([]string, 0, len(keys))
+	for k := range keys {
+		ids = append(ids, k)
+	}
+	sort.Strings(ids)
+	return ids
 }
