@@ -248,6 +248,8 @@ func TestScheduledSnapshotBelowThreshold(t *testing.T) {
 	n := mustOpen(t, cfg)
 	mustWaitForLeader(t, n)
 	mustApply(t, n, "a")
+	// The leader's applied index follows the Apply's answer shortly.
+	mustEventually(t, "the entry counted as applied", func() bool { return n.AppliedIndex() > 0 })
 	applied := n.AppliedIndex()
 	snapshotIndex := func() uint64 {
 		i, _ := strconv.ParseUint(n.Stats()["last_snapshot_index"], 10, 64)

@@ -300,6 +300,9 @@ func (n *Node) open(cfg Config) error {
 		return fmt.Errorf("raftstore: start raft: %w", err)
 	}
 	n.raft = r
+	if hasState {
+		n.warnIfMoved()
+	}
 	if g, ok := cfg.FSM.(Admitter); ok {
 		n.admit = g
 	}

@@ -35,3 +35,20 @@ func (n *Node) snapshotOnSchedule(period time.Duration) {
 
 // Term returns the current raft term as this node knows it.
 func (n *Node) Term() uint64 { return n.raft.CurrentTerm() }
+
+// warnIfMoved says so when the configuration this node starts from holds
+// it at another raft address than the one it advertises (a restore given
+// another --raft-addr, a server moved without being removed): peers dial
+// the recorded one, and its own join is refused as a move.
+func (n *Node) warnIfMoved() {
+	future := n.raft.GetConfiguration()
+	if future.Error() != nil {
+		return
+	}
+	for _, s := range future.Configuration().Servers {
+		if string(s.ID) == n.id && string(s.Address) != n.addr {
+			n.logger.Warn("this node is in the raft configuration at another address than it advertises: peers dial that one; start it with that raft address (or restore the snapshot again with this one)",
+				"recorded", s.Address, "advertised", n.addr)
+		}
+	}
+}
