@@ -155,7 +155,7 @@ func secretsOf(t *testing.T, c *wire.Client) string {
 	return string(data)
 }
 
-func TestSnapshotSaveUnderLoadRestoreOnNewServersAndGrow(t *testing.T) {
+func TestSnapshotBackupRestoreGrow(t *testing.T) {
 	needEngine(t) // the images; the old cluster runs no agent, the restored server does
 	dir := t.TempDir()
 	keyFile := filepath.Join(dir, "kek", "secrets.key")
