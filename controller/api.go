@@ -135,6 +135,7 @@ func (a *API) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/secrets/{name}", lead(a.createSecret, op))
 	mux.HandleFunc("GET /v1/secrets/{name}", lead(a.getSecret, op))
 	mux.HandleFunc("DELETE /v1/secrets/{name}", lead(a.removeSecret, op))
+	mux.HandleFunc("GET /v1/snapshot", lead(a.snapshot, op))
 	// The agent endpoints: the handler also checks the host named in the
 	// query or body against the certificate (speaksFor).
 	mux.HandleFunc("POST /v1/agent/audit", lead(a.postAudit, agent, srv))

@@ -96,8 +96,15 @@ type Config struct {
 	ElectionTimeout    time.Duration
 	LeaderLeaseTimeout time.Duration
 	CommitTimeout      time.Duration
-	SnapshotThreshold  uint64        // zero: raft default
-	SnapshotInterval   time.Duration // zero: raft default
+	// SnapshotThreshold: raft snapshots once this many entries were
+	// appended since the last snapshot, checked every SnapshotInterval
+	// (raft's own check). Zero: raft's defaults (8192 entries, 2 min).
+	SnapshotThreshold uint64
+	SnapshotInterval  time.Duration
+	// SnapshotSchedule: also take a snapshot this often whenever entries
+	// were applied since the last one, however few, so the data
+	// directory always holds a recent snapshot. Zero: no schedule.
+	SnapshotSchedule time.Duration
 }
 
 // Server is one member of the raft configuration.
@@ -133,6 +140,9 @@ type Node struct {
 	closeOnce  sync.Once
 	closeErr   error
 	fanoutDone chan struct{} // closed when the leadership fan-out goroutine exits; nil if never started
+	// scheduleDone is closed when the snapshot schedule's goroutine
+	// exits; nil without a schedule.
+	scheduleDone chan struct{}
 
 	leaderMu   sync.Mutex
 	leaderNow  bool // last value raft pushed on NotifyCh
@@ -290,12 +300,19 @@ func (n *Node) open(cfg Config) error {
 		return fmt.Errorf("raftstore: start raft: %w", err)
 	}
 	n.raft = r
+	if hasState {
+		n.warnIfMoved()
+	}
 	if g, ok := cfg.FSM.(Admitter); ok {
 		n.admit = g
 	}
 
 	n.fanoutDone = make(chan struct{})
 	go n.fanOutLeadership(notifyCh)
+	if cfg.SnapshotSchedule > 0 {
+		n.scheduleDone = make(chan struct{})
+		go n.snapshotOnSchedule(cfg.SnapshotSchedule)
+	}
 	return nil
 }
 
@@ -313,6 +330,9 @@ func (n *Node) Close() error {
 
 func (n *Node) release() error {
 	var errs []error
+	if n.scheduleDone != nil {
+		<-n.scheduleDone // it ends on n.closing; raft must still run meanwhile
+	}
 	if n.raft != nil {
 		// Waits for raft's goroutines (so the FSM sees no more calls)
 		// and closes the transport.

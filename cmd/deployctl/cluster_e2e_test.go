@@ -91,33 +91,55 @@ func startTestCluster(t testing.TB, n int, ips []string, perNode func(i int) []s
 		if len(ips) > 0 {
 			ip = ips[i]
 		}
-		nd := &clusterNode{
-			id: id, httpAddr: freeAddrOn(t, ip), raftAddr: freeAddrOn(t, ip), dataDir: t.TempDir(),
-			hostID: id, network: "deployctl-" + id,
-		}
+		var flags []string
 		if perNode != nil {
-			nd.flags = perNode(i)
+			flags = perNode(i)
 		}
-		c.nodes = append(c.nodes, nd)
+		c.addNodeOn(ip, id, flags...)
 	}
-	t.Cleanup(func() {
+	c.cleanupOnExit()
+	for _, nd := range c.nodes {
+		c.start(nd)
+	}
+	c.mustLeader(30 * time.Second)
+	return c
+}
+
+// addNode adds a server (not started) with its own addresses, data dir,
+// host id and network; flags are its own extra server flags.
+func (c *testCluster) addNode(id string, flags ...string) *clusterNode {
+	return c.addNodeOn("127.0.0.1", id, flags...)
+}
+
+// addNodeOn is addNode listening on the loopback address ip.
+func (c *testCluster) addNodeOn(ip, id string, flags ...string) *clusterNode {
+	nd := &clusterNode{
+		id: id, httpAddr: freeAddrOn(c.t, ip), raftAddr: freeAddrOn(c.t, ip), dataDir: c.t.TempDir(),
+		hostID: id, network: "deployctl-" + id, flags: flags,
+	}
+	c.nodes = append(c.nodes, nd)
+	return nd
+}
+
+// cleanupOnExit kills every server of the cluster (also those added
+// later) when the test ends, removes what their agents made, and shows
+// their logs when it failed.
+func (c *testCluster) cleanupOnExit() {
+	c.t.Cleanup(func() {
 		for _, nd := range c.nodes {
 			c.kill(nd, syscall.SIGKILL)
 		}
 		for _, nd := range c.nodes {
 			removeHostObjects(env.docker, nd.hostID, nd.network)
 		}
-		if t.Failed() {
+		if c.t.Failed() {
 			for _, nd := range c.nodes {
-				t.Logf("log of %s:\n%s", nd.id, tail(nd.log.String(), 60))
+				if nd.log != nil {
+					c.t.Logf("log of %s:\n%s", nd.id, tail(nd.log.String(), 60))
+				}
 			}
 		}
 	})
-	for _, nd := range c.nodes {
-		c.start(nd)
-	}
-	c.mustLeader(30 * time.Second)
-	return c
 }
 
 func tail(s string, lines int) string {

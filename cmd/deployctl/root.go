@@ -109,6 +109,7 @@ See 'deployctl help exit-codes' for what the exit codes mean.`,
 		newAuditCmd(g),
 		newOutdatedCmd(g),
 		newSecretCmd(g),
+		newSnapshotCmd(g),
 		newExitCodesTopic(),
 	)
 	return root

@@ -74,6 +74,11 @@ type serverConfig struct {
 	// Sources says where each key's value came from (flag, variable,
 	// file and line, default), for errors found after loading.
 	Sources map[string]string
+	// SnapshotInterval and SnapshotThreshold: raft snapshots the state
+	// this often when anything was applied since the last snapshot (0:
+	// never on a schedule), and once the log grew by this many entries.
+	SnapshotInterval  time.Duration
+	SnapshotThreshold uint64
 }
 
 // tlsFiles names a CA, a certificate and its key.
@@ -167,6 +172,8 @@ func bindServerFlags(f *pflag.FlagSet) *serverSettings {
 	f.Duration("audit-interval", deployer.DefaultAuditInterval, "how often the agent audits its containers (CIS section 5 and drift)")
 	bindIngressFlags(f)
 	bindSecretsFlags(f)
+	f.Duration("snapshot-interval", defaultSnapshotInterval, "take a raft snapshot this often when the state changed since the last one, so the data dir holds a recent one (0: only by --snapshot-threshold)")
+	f.Uint64("snapshot-threshold", defaultSnapshotThreshold, "take a raft snapshot once the log grew by this many entries (checked every 2 minutes)")
 	_ = v.BindPFlags(f)
 	s := &serverSettings{v: v, flags: f}
 	s.bindEnvs()
@@ -205,6 +212,10 @@ func checkServerConfig(v *viper.Viper) (serverConfig, []string, error) {
 		AuditInterval: v.GetDuration("audit-interval"),
 		IngressAddr:   v.GetString("ingress-addr"), ProxyAddr: v.GetString("proxy-addr"),
 		SecretsKeyFile: v.GetString("secrets-key-file"), SecretsDir: v.GetString("secrets-dir"),
+		SnapshotInterval: v.GetDuration("snapshot-interval"), SnapshotThreshold: v.GetUint64("snapshot-threshold"),
+	}
+	if err := checkSnapshotSettings(cfg); err != nil {
+		return cfg, []string{"snapshot-interval", "snapshot-threshold"}, err
 	}
 	if cfg.NodeID == "" {
 		host, err := os.Hostname()
@@ -423,6 +434,7 @@ func runServer(ctx context.Context, cfg serverConfig, logOut io.Writer) error {
 	rcfg := raftstore.Config{
 		NodeID: cfg.NodeID, DataDir: cfg.DataDir, BindAddr: cfg.RaftAddr, AdvertiseAddr: cfg.RaftAdvertise,
 		Bootstrap: cfg.Dev || cfg.BootstrapExpect == 1, FSM: raftstore.NewFSM(store), Logger: log.Named("raft"),
+		SnapshotSchedule: cfg.SnapshotInterval, SnapshotThreshold: cfg.SnapshotThreshold,
 	}
 	if tlsCfg != nil {
 		rcfg.TLS = tlsCfg.peer

@@ -150,11 +150,7 @@ func (c *Client) once(ctx context.Context, method, u string, header http.Header,
 		return fmt.Errorf("%w: reading answer from %s: %v", ErrUnreachable, u, err)
 	}
 	if resp.StatusCode >= 400 {
-		re := &RemoteError{Status: resp.StatusCode}
-		if json.Unmarshal(data, &re.APIError) != nil || re.APIError.Error == "" {
-			re.APIError.Error = fmt.Sprintf("%s %s: HTTP %d: %s", method, u, resp.StatusCode, strings.TrimSpace(string(data)))
-		}
-		return re
+		return remoteError(method, u, resp.StatusCode, data)
 	}
 	if out != nil && resp.StatusCode != http.StatusNoContent {
 		if err := json.Unmarshal(data, out); err != nil {
@@ -162,6 +158,16 @@ func (c *Client) once(ctx context.Context, method, u string, header http.Header,
 		}
 	}
 	return nil
+}
+
+// remoteError is the error of an answer with status >= 400: the API's
+// error body, or the raw answer when it is not one.
+func remoteError(method, u string, status int, data []byte) *RemoteError {
+	re := &RemoteError{Status: status}
+	if json.Unmarshal(data, &re.APIError) != nil || re.APIError.Error == "" {
+		re.APIError.Error = fmt.Sprintf("%s %s: HTTP %d: %s", method, u, status, strings.TrimSpace(string(data)))
+	}
+	return re
 }
 
 // requestTimeout bounds one try of a request that does not block;
