@@ -253,6 +253,12 @@ func (t *Tables) SecretsKeyID() string {
 	return id
 }
 
+// SecretsKeyRotatedTo reports whether a rotation recorded id as the
+// cluster's key.
+func (t *Tables) SecretsKeyRotatedTo(id string) bool {
+	return t.secretsKeyID != "" && t.secretsKeyID == id
+}
+
 // RewrappedKey is one secret version's data key wrapped by the new KEK.
 type RewrappedKey struct {
 	Name       string `json:"name"`
