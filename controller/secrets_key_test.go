@@ -195,3 +195,28 @@ func TestRotateSecretsKeyRewrapsEverything(t *testing.T) {
 		t.Fatalf("the other server with the new key: %v", err)
 	}
 }
+
+// Right after a server starts, until it registered its FSM version, a
+// create waits for the registration (bounded) instead of answering 409
+// version_gate "not registered yet".
+func TestCreateWaitsForTheServersRegistration(t *testing.T) {
+	n := mustStartNodeWith(t, withSecretsKey(t))
+	// The gate refuses a secret command now, as "not registered yet".
+	probe, _ := raftstore.Encode(raftstore.CmdDeleteSecret, state.DeleteSecretCmd{Name: "db"})
+	if _, err := n.node.Apply(context.Background(), probe); !errors.Is(err, raftstore.ErrNotRegistered) {
+		t.Fatalf("gate before registration: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := n.ctrl.CreateSecret(context.Background(), "db", []byte("v"), "")
+		done <- err
+	}()
+	// The create is waiting on the gate; register the server now.
+	mustRegisterServer(t, n)
+	if err := <-done; err != nil {
+		t.Fatalf("create before the registration: %v", err)
+	}
+	if sec, ok := n.store.View().Secret("db"); !ok || len(sec.Versions) != 1 {
+		t.Fatalf("secret not stored: %+v", sec)
+	}
+}

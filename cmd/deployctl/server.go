@@ -69,6 +69,8 @@ type serverConfig struct {
 	// SecretsKeyFile holds the key-encryption key of secrets (default
 	// DATA/secrets.key, made at first start).
 	SecretsKeyFile string
+	// Autolock: no key file; sealed until `deployctl cluster unlock`.
+	Autolock bool
 	// SecretsDir is where the agent mounts each replica's secrets tmpfs.
 	SecretsDir string
 }
@@ -188,6 +190,10 @@ func loadServerConfig(v *viper.Viper, configFile string) (serverConfig, error) {
 		AuditInterval: v.GetDuration("audit-interval"),
 		IngressAddr:   v.GetString("ingress-addr"), ProxyAddr: v.GetString("proxy-addr"),
 		SecretsKeyFile: v.GetString("secrets-key-file"), SecretsDir: v.GetString("secrets-dir"),
+		Autolock: v.GetBool("autolock"),
+	}
+	if cfg.Autolock && cfg.SecretsKeyFile != "" {
+		return cfg, errors.New("--autolock keeps the key-encryption key in memory only: drop --secrets-key-file (the operator gives the key with `deployctl cluster unlock`)")
 	}
 	if cfg.NodeID == "" {
 		host, err := os.Hostname()
@@ -386,7 +392,7 @@ func runServer(ctx context.Context, cfg serverConfig, logOut io.Writer) error {
 	}
 	defer node.Close()
 
-	secretsKey, err := loadSecretsKey(cfg, log)
+	secretsKey, secretsKeyFile, err := loadServerKey(cfg, log)
 	if err != nil {
 		return err
 	}
@@ -402,7 +408,7 @@ func runServer(ctx context.Context, cfg serverConfig, logOut io.Writer) error {
 		HostTTL:         cfg.HostTTL, HostDownGrace: cfg.HostDownGrace,
 		// This version's agents serve ingress ports (deployer/ingress.go).
 		ServeIngress: true,
-		SecretsKey:   secretsKey,
+		SecretsKey:   secretsKey, SecretsKeyFile: secretsKeyFile, Autolock: cfg.Autolock,
 	})
 	if err != nil {
 		return err
@@ -414,7 +420,8 @@ func runServer(ctx context.Context, cfg serverConfig, logOut io.Writer) error {
 	if cfg.HTTPAdvertise == cfg.HTTPAddr {
 		cfg.HTTPAdvertise = ln.Addr().String()
 	}
-	self := state.ServerInfo{ID: cfg.NodeID, RaftAddr: node.Addr(), APIAddr: cfg.HTTPAdvertise, SecretsKeyID: secretsKey.ID()}
+	self := state.ServerInfo{ID: cfg.NodeID, RaftAddr: node.Addr(), APIAddr: cfg.HTTPAdvertise}
+	joinReq := func() wire.JoinRequest { return joinRequest(self, ctrl.SecretsKeyID(), ctrl.Sealed()) }
 	apiCfg := controller.APIConfig{Controller: ctrl, Membership: membership{node}, Self: self}
 	var client *wire.Client
 	if tlsCfg != nil {
@@ -450,10 +457,14 @@ func runServer(ctx context.Context, cfg serverConfig, logOut io.Writer) error {
 	// --dev too: a single node registers its FSM version like any
 	// server, or the leader's version gate would hold every command of a
 	// newer version (service addresses) forever.
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		formCluster(runCtx, cfg, node, self, client, tlsCfg, log.Named("cluster"))
+		formCluster(runCtx, cfg, node, self, joinReq, client, tlsCfg, log.Named("cluster"))
+	}()
+	go func() {
+		defer wg.Done()
+		registerKeyChanges(runCtx, ctrl, joinReq, client, log.Named("cluster"))
 	}()
 
 	if !cfg.NoAgent {
