@@ -171,6 +171,11 @@ func (c *Controller) Join(ctx context.Context, m Membership, req wire.JoinReques
 				ErrConflict, req.APIAddr, s.ID, s.ID, req.ID)
 		}
 	}
+	if req.Unlocking {
+		if want, source := expectedKeyID(view, req.ID); want != "" && want != req.SecretsKeyID {
+			return fmt.Errorf("%w: the key given to %s has id %s, but %s key %s; it stays sealed", ErrWrongKey, req.ID, req.SecretsKeyID, source, want)
+		}
+	}
 	if err := m.AddVoter(ctx, req.ID, req.RaftAddr); err != nil {
 		return fmt.Errorf("add voter %s: %w", req.ID, translate(err))
 	}

@@ -97,6 +97,10 @@ type Config struct {
 	// SecretsKeyFile is where SecretsKey came from: a key given after a
 	// rotation is written there ("" with Autolock).
 	SecretsKeyFile string
+	// ClaimKey registers this server with a key id just given by unlock
+	// before any secret exists, through the leader (JoinRequest.Unlocking),
+	// which refuses a key other servers do not hold. nil: not asked.
+	ClaimKey func(ctx context.Context, keyID string) error
 }
 
 // Controller applies user intent and drives rollouts while its node leads.

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/deployctl/deployctl/internal/secretbox"
 	"github.com/deployctl/deployctl/internal/wire"
@@ -130,20 +131,54 @@ func expectedKeyID(view *state.Tables, self string) (id, source string) {
 	return "", ""
 }
 
+// replicationLag bounds how long a follower waits for its state to show
+// the key id it is given (a rotation the leader just committed).
+const replicationLag = 3 * time.Second
+
+// awaitKeyID is the key id a key given to this server must have. On a
+// follower whose state does not show id yet, it waits (replicationLag at
+// most) for the state to change: the operator may give the cluster's new
+// key right after the leader committed the rotation.
+func (c *Controller) awaitKeyID(ctx context.Context, id string) (want, source string) {
+	deadline := time.NewTimer(replicationLag)
+	defer deadline.Stop()
+	for {
+		view, changed := c.cfg.Store.Watch()
+		want, source = expectedKeyID(view, c.cfg.Raft.ID())
+		if want == "" || want == id || c.cfg.Raft.IsLeader() {
+			return want, source
+		}
+		select {
+		case <-ctx.Done():
+			return want, source
+		case <-deadline.C:
+			return want, source
+		case <-changed:
+		}
+	}
+}
+
 // Unlock gives this server the KEK (the content of a key file). A key
 // the cluster does not use is refused (ErrWrongKey) and the server stays
 // as it was. Given the cluster's new key after a rotation, a server that
 // keeps its key in a file writes it there (atomically) first.
-func (c *Controller) Unlock(content []byte) (wire.UnlockResult, error) {
+func (c *Controller) Unlock(ctx context.Context, content []byte) (wire.UnlockResult, error) {
 	key, err := secretbox.ParseKey(content)
 	if err != nil {
 		return wire.UnlockResult{}, fmt.Errorf("%w: %w", ErrWrongKey, err)
 	}
 	self := c.cfg.Raft.ID()
-	want, source := expectedKeyID(c.cfg.Store.View(), self)
+	want, source := c.awaitKeyID(ctx, key.ID())
 	if want != "" && key.ID() != want {
 		return wire.UnlockResult{}, fmt.Errorf("%w: the key given has id %s, but %s key %s; server %s keeps its key (sealed: %v)",
 			ErrWrongKey, key.ID(), source, want, self, c.Sealed())
+	}
+	if want == "" && c.Sealed() && c.cfg.ClaimKey != nil {
+		// No secret yet, and this server's state may lag the others'
+		// registrations: the leader judges the key on its own state.
+		if err := c.cfg.ClaimKey(ctx, key.ID()); err != nil {
+			return wire.UnlockResult{}, fmt.Errorf("server %s stays sealed: %w", self, err)
+		}
 	}
 	c.keys.mu.Lock()
 	defer c.keys.mu.Unlock()
@@ -301,7 +336,7 @@ func (a *API) unlock(w http.ResponseWriter, r *http.Request) {
 	if !decodeJSON(w, r, &req) {
 		return
 	}
-	out, err := a.c.Unlock([]byte(req.Key))
+	out, err := a.c.Unlock(r.Context(), []byte(req.Key))
 	if err != nil {
 		a.writeErr(w, err)
 		return

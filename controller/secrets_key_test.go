@@ -95,7 +95,7 @@ func TestAutolockSealedUntilUnlocked(t *testing.T) {
 	}
 	wantStatus(t, "unlock as an agent", call(t, h1, "POST", c.url+"/v1/cluster/unlock", wire.UnlockRequest{Key: string(file1)}), http.StatusForbidden, wire.CodeForbidden)
 
-	out, err := c.ctrl.Unlock(file1)
+	out, err := c.ctrl.Unlock(ctx, file1)
 	if err != nil || out.KeyID != key1.ID() || out.KeyFile != "" || c.ctrl.Sealed() {
 		t.Fatalf("unlock: %+v %v (sealed %v)", out, err, c.ctrl.Sealed())
 	}
@@ -104,7 +104,7 @@ func TestAutolockSealedUntilUnlocked(t *testing.T) {
 	default:
 		t.Fatal("unlock did not signal the key change")
 	}
-	if again, err := c.ctrl.Unlock(file1); err != nil || !again.Already {
+	if again, err := c.ctrl.Unlock(ctx, file1); err != nil || !again.Already {
 		t.Fatalf("second unlock: %+v %v", again, err)
 	}
 	got, err := c.ctrl.AgentSecrets("h1", replica)
@@ -165,7 +165,7 @@ func TestRotateSecretsKeyRewrapsEverything(t *testing.T) {
 	if err != nil || string(got.Secrets[0].Value) != "one" {
 		t.Fatalf("delivery after rotation: %+v %v", got, err)
 	}
-	if _, err := c.ctrl.Unlock(file1); !errors.Is(err, wire.ErrWrongKey) || !strings.Contains(err.Error(), key2.ID()) {
+	if _, err := c.ctrl.Unlock(ctx, file1); !errors.Is(err, wire.ErrWrongKey) || !strings.Contains(err.Error(), key2.ID()) {
 		t.Fatalf("unlock with the old key after rotation: %v", err)
 	}
 
@@ -184,7 +184,7 @@ func TestRotateSecretsKeyRewrapsEverything(t *testing.T) {
 	if note := secretsNote(state.ServerInfo{SecretsKeyID: key1.ID(), APIAddr: "a:1"}, c.store.View().SecretsKeyID()); !strings.Contains(note, "not the cluster's "+key2.ID()) {
 		t.Fatalf("cluster status note: %q", note)
 	}
-	out, err := other.Unlock(file2)
+	out, err := other.Unlock(ctx, file2)
 	if err != nil || out.KeyFile != otherFile {
 		t.Fatalf("giving the new key to the other server: %+v %v", out, err)
 	}

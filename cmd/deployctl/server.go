@@ -401,7 +401,11 @@ func runServer(ctx context.Context, cfg serverConfig, logOut io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// The leader judges the first key an --autolock server is given
+	// (ClaimKey); the API client exists only once the listener does.
+	var claim func(ctx context.Context, keyID string) error
 	ctrl, err := controller.New(controller.Config{
+		ClaimKey: func(ctx context.Context, keyID string) error { return claim(ctx, keyID) },
 		Now:  now,
 		Raft: node, Store: store, Resolver: controller.RegistryResolver{Access: registries}, Logger: log,
 		RegistryOptions: []remote.Option{remote.WithTransport(registries.Transport(nil))},
@@ -430,6 +434,11 @@ func runServer(ctx context.Context, cfg serverConfig, logOut io.Writer) error {
 		client = wire.NewTLSClient([]string{self.APIAddr}, tlsCfg.client)
 	} else {
 		client = wire.NewClient([]string{self.APIAddr}, nil)
+	}
+	claim = func(ctx context.Context, keyID string) error {
+		req := joinRequest(self, keyID, false)
+		req.Unlocking = true
+		return client.Join(ctx, req)
 	}
 	srv := &http.Server{Handler: controller.NewAPI(apiCfg).Handler(), ReadHeaderTimeout: 10 * time.Second}
 	if tlsCfg != nil {

@@ -37,6 +37,11 @@ type JoinRequest struct {
 	SecretsKeyID string `json:"secrets_key_id,omitempty"`
 	// Sealed: the server runs with --autolock and holds no key yet.
 	Sealed bool `json:"sealed,omitempty"`
+	// Unlocking: SecretsKeyID is a key just given to the server by
+	// `cluster unlock` before any secret exists; the leader refuses it
+	// (wrong_key) when the other servers hold another, judging on its
+	// own up-to-date state rather than the server's.
+	Unlocking bool `json:"unlocking,omitempty"`
 }
 
 // RemoveRequest asks the cluster to drop a server.
