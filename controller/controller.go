@@ -101,6 +101,9 @@ type Config struct {
 	// before any secret exists, through the leader (JoinRequest.Unlocking),
 	// which refuses a key other servers do not hold. nil: not asked.
 	ClaimKey func(ctx context.Context, keyID string) error
+	// CompactLog snapshots and drops the raft log it covers (after a key
+	// rotation). nil: not done.
+	CompactLog func() error
 }
 
 // Controller applies user intent and drives rollouts while its node leads.

@@ -224,7 +224,7 @@ func (c *Controller) RotateSecretsKey(ctx context.Context, content []byte) (wire
 	c.secretsMu.Lock()
 	defer c.secretsMu.Unlock()
 	cur := c.keys.get()
-	if cur != nil && cur.ID() == next.ID() && c.cfg.Store.View().SecretsKeyRotatedTo(next.ID()) {
+	if cur != nil && cur.ID() == next.ID() && c.cfg.Store.View().RotatedSecretsKeyID() == next.ID() {
 		// A retry of a rotation that went through.
 		return wire.RotateKeyResult{Leader: c.cfg.Raft.ID(), NewKeyID: next.ID(), Versions: countVersions(c.cfg.Store.View())}, nil
 	}
@@ -280,10 +280,14 @@ func countVersions(view *state.Tables) int {
 }
 
 // watchSecretsKey logs, once per change, when this server cannot open
-// the cluster's secrets: sealed, or holding a key the cluster no longer
-// uses. Such a server says so rather than failing when it leads.
+// the cluster's secrets (it holds a key the cluster no longer uses), so
+// it says so rather than failing when it leads; and after a rotation is
+// applied here it compacts the raft log (Config.CompactLog), so the
+// entries holding data keys wrapped with the old key leave the data
+// directory.
 func (c *Controller) watchSecretsKey(ctx context.Context) {
 	last := ""
+	rotated := c.cfg.Store.View().RotatedSecretsKeyID()
 	for {
 		view, changed := c.cfg.Store.Watch()
 		note := ""
@@ -296,6 +300,16 @@ func (c *Controller) watchSecretsKey(ctx context.Context) {
 			c.log.Error(note)
 		}
 		last = note
+		if id := view.RotatedSecretsKeyID(); id != rotated {
+			rotated = id
+			if c.cfg.CompactLog != nil {
+				if err := c.cfg.CompactLog(); err != nil {
+					c.log.Warn("compacting the raft log after the key rotation failed: entries with the old wrapped keys stay until the next snapshot", "error", err)
+				} else {
+					c.log.Info("raft log compacted after the key rotation: no entry or snapshot with the old wrapped keys is left", "key_id", id)
+				}
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return

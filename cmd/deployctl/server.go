@@ -405,9 +405,10 @@ func runServer(ctx context.Context, cfg serverConfig, logOut io.Writer) error {
 	// (ClaimKey); the API client exists only once the listener does.
 	var claim func(ctx context.Context, keyID string) error
 	ctrl, err := controller.New(controller.Config{
-		ClaimKey: func(ctx context.Context, keyID string) error { return claim(ctx, keyID) },
-		Now:  now,
-		Raft: node, Store: store, Resolver: controller.RegistryResolver{Access: registries}, Logger: log,
+		ClaimKey:   func(ctx context.Context, keyID string) error { return claim(ctx, keyID) },
+		CompactLog: node.Compact,
+		Now:        now,
+		Raft:       node, Store: store, Resolver: controller.RegistryResolver{Access: registries}, Logger: log,
 		RegistryOptions: []remote.Option{remote.WithTransport(registries.Transport(nil))},
 		HostTTL:         cfg.HostTTL, HostDownGrace: cfg.HostDownGrace,
 		// This version's agents serve ingress ports (deployer/ingress.go).

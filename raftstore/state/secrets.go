@@ -253,11 +253,9 @@ func (t *Tables) SecretsKeyID() string {
 	return id
 }
 
-// SecretsKeyRotatedTo reports whether a rotation recorded id as the
-// cluster's key.
-func (t *Tables) SecretsKeyRotatedTo(id string) bool {
-	return t.secretsKeyID != "" && t.secretsKeyID == id
-}
+// RotatedSecretsKeyID is the key id the last rotation recorded ("" when
+// there was none).
+func (t *Tables) RotatedSecretsKeyID() string { return t.secretsKeyID }
 
 // RewrappedKey is one secret version's data key wrapped by the new KEK.
 type RewrappedKey struct {
