@@ -110,6 +110,9 @@ func (a *API) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/health", a.allow(a.health, op, srv, agent))
 	mux.HandleFunc("GET /v1/cluster/peer", a.allow(a.peer, op, srv))
 	mux.HandleFunc("GET /v1/cluster/raft", a.allow(a.raftHealth, op, srv))
+	// Unlock gives this very server the key-encryption key (--autolock, or
+	// the cluster's new key after a rotation): never forwarded.
+	mux.HandleFunc("POST /v1/cluster/unlock", a.allow(a.unlock, op))
 	// Answered by the leader: any other server forwards them. allow runs
 	// before forwarding and again on the leader.
 	lead := func(h http.HandlerFunc, roles ...pki.Role) http.HandlerFunc {
@@ -118,6 +121,7 @@ func (a *API) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/cluster", lead(a.cluster, op))
 	mux.HandleFunc("POST /v1/cluster/join", lead(a.join, srv))
 	mux.HandleFunc("POST /v1/cluster/remove", lead(a.removeServer, op, srv))
+	mux.HandleFunc("POST /v1/cluster/secrets-key", lead(a.unsealed(a.rotateKey), op))
 	mux.HandleFunc("GET /v1/services", lead(a.listServices, op))
 	mux.HandleFunc("POST /v1/services", lead(a.applyService, op))
 	mux.HandleFunc("GET /v1/services/{name}", lead(a.getService, op))
@@ -132,7 +136,7 @@ func (a *API) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/services/{name}/refresh", lead(a.refreshService, op))
 	mux.HandleFunc("GET /v1/audit", lead(a.getAudit, op))
 	mux.HandleFunc("GET /v1/secrets", lead(a.listSecrets, op))
-	mux.HandleFunc("POST /v1/secrets/{name}", lead(a.createSecret, op))
+	mux.HandleFunc("POST /v1/secrets/{name}", a.allow(a.unsealed(a.onLeader(a.createSecret)), op))
 	mux.HandleFunc("GET /v1/secrets/{name}", lead(a.getSecret, op))
 	mux.HandleFunc("DELETE /v1/secrets/{name}", lead(a.removeSecret, op))
 	mux.HandleFunc("GET /v1/snapshot", lead(a.snapshot, op))
@@ -143,7 +147,7 @@ func (a *API) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/agent/report", lead(a.report, agent, srv))
 	mux.HandleFunc("POST /v1/agent/traffic", lead(a.postTraffic, agent, srv))
 	mux.HandleFunc("GET /v1/agent/ingress", lead(a.ingress, agent, srv))
-	mux.HandleFunc("GET /v1/agent/secrets", lead(a.agentSecrets, agent, srv))
+	mux.HandleFunc("GET /v1/agent/secrets", a.allow(a.unsealed(a.onLeader(a.agentSecrets)), agent, srv))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no route %s %s; the API lives under /v1/", r.Method, r.URL.Path))
 	})

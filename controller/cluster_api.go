@@ -174,15 +174,20 @@ func (c *Controller) Join(ctx context.Context, m Membership, req wire.JoinReques
 				ErrConflict, req.APIAddr, s.ID, s.ID, req.ID)
 		}
 	}
+	if req.Unlocking {
+		if want, source := expectedKeyID(view, req.ID); want != "" && want != req.SecretsKeyID {
+			return fmt.Errorf("%w: the key given to %s has id %s, but %s key %s; it stays sealed", ErrWrongKey, req.ID, req.SecretsKeyID, source, want)
+		}
+	}
 	if err := m.AddVoter(ctx, req.ID, req.RaftAddr); err != nil {
 		return fmt.Errorf("add voter %s: %w", req.ID, translate(err))
 	}
 	cur, ok := c.cfg.Store.View().Server(req.ID)
-	if ok && cur.RaftAddr == req.RaftAddr && cur.APIAddr == req.APIAddr && cur.Version == req.Version && cur.SecretsKeyID == req.SecretsKeyID {
+	if ok && cur.RaftAddr == req.RaftAddr && cur.APIAddr == req.APIAddr && cur.Version == req.Version && cur.SecretsKeyID == req.SecretsKeyID && cur.Sealed == req.Sealed {
 		return nil
 	}
 	_, err = c.apply(ctx, raftstore.CmdRegisterServer, state.RegisterServerCmd{Server: state.ServerInfo{
-		ID: req.ID, RaftAddr: req.RaftAddr, APIAddr: req.APIAddr, Version: req.Version, SecretsKeyID: req.SecretsKeyID}})
+		ID: req.ID, RaftAddr: req.RaftAddr, APIAddr: req.APIAddr, Version: req.Version, SecretsKeyID: req.SecretsKeyID, Sealed: req.Sealed}})
 	return err
 }
 
@@ -271,9 +276,11 @@ func (a *API) nodes(ctx context.Context, view *state.Tables) ([]wire.NodeInfo, e
 		}(&out[i], info.APIAddr)
 	}
 	wg.Wait()
+	clusterKey := view.SecretsKeyID()
 	for i := range out {
 		if info, ok := view.Server(out[i].ID); ok {
 			out[i].APIAddr = info.APIAddr
+			out[i].Secrets = secretsNote(info, clusterKey)
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })

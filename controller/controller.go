@@ -91,6 +91,19 @@ type Config struct {
 	// nonces come from (crypto/rand when nil).
 	SecretsKey *secretbox.Key
 	Rand       io.Reader
+	// Autolock: SecretsKey is nil and the server is sealed until the
+	// operator gives it the key (Unlock); the key stays in memory only.
+	Autolock bool
+	// SecretsKeyFile is where SecretsKey came from: a key given after a
+	// rotation is written there ("" with Autolock).
+	SecretsKeyFile string
+	// ClaimKey registers this server with a key id just given by unlock
+	// before any secret exists, through the leader (JoinRequest.Unlocking),
+	// which refuses a key other servers do not hold. nil: not asked.
+	ClaimKey func(ctx context.Context, keyID string) error
+	// CompactLog snapshots and drops the raft log it covers (after a key
+	// rotation). nil: not done.
+	CompactLog func() error
 }
 
 // Controller applies user intent and drives rollouts while its node leads.
@@ -121,8 +134,11 @@ type Controller struct {
 	// addresses is the last try to turn service addresses on (leader
 	// memory, guarded by mu).
 	addresses addressAttempt
-	// secretsMu serialises secret creates on this leader (secrets.go).
+	// secretsMu serialises secret creates and key rotations on this
+	// leader (secrets.go, secrets_key.go).
 	secretsMu sync.Mutex
+	// keys is this server's key-encryption key (secrets_key.go).
+	keys *keyring
 	// leadingSince is when this node last became leader: the heartbeat of
 	// a host not heard from in this term counts from then.
 	leadingSince time.Time
@@ -166,7 +182,7 @@ func New(cfg Config) (*Controller, error) {
 	}
 	return &Controller{cfg: cfg, log: cfg.Logger.Named("controller"), heartbeat: map[string]time.Time{},
 		rollbackChecks: map[string]*rollbackCheck{}, kick: make(chan struct{}, 1), ingress: newIngressFeed(cfg.Store),
-		traffic: newTrafficBook()}, nil
+		traffic: newTrafficBook(), keys: newKeyring(cfg)}, nil
 }
 
 // Store is the state this controller reads.
@@ -181,6 +197,36 @@ func (c *Controller) apply(ctx context.Context, t raftstore.CommandType, cmd any
 	res, err := c.cfg.Raft.Apply(ctx, buf)
 	return res, translate(err)
 }
+
+// applyGated is apply for a command a user waits on whose type is behind
+// the version gate: a server that just started registers its FSM version
+// within a second or so, so the command waits for it (bounded by
+// registrationWait) rather than refusing the user meanwhile. The loop's
+// own commands use apply: it must not stall.
+func (c *Controller) applyGated(ctx context.Context, t raftstore.CommandType, cmd any) (any, error) {
+	wait := time.NewTimer(registrationWait)
+	defer wait.Stop()
+	for {
+		res, err := c.apply(ctx, t, cmd)
+		if !errors.Is(err, raftstore.ErrNotRegistered) {
+			return res, err
+		}
+		retry := time.NewTimer(100 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			retry.Stop()
+			return res, err
+		case <-wait.C:
+			retry.Stop()
+			return res, err
+		case <-retry.C:
+		}
+	}
+}
+
+// registrationWait bounds how long a gated command waits for servers
+// that have not registered their version yet.
+const registrationWait = 10 * time.Second
 
 // translate maps store and raft sentinels onto the controller's own.
 func translate(err error) error {

@@ -32,6 +32,10 @@ func (c *Controller) Run(ctx context.Context) error {
 	followed := make(chan struct{})
 	go func() { defer close(followed); c.ingress.follow(followCtx) }()
 	defer func() { stopFollow(); <-followed }()
+	// A server that cannot open the cluster's secrets says so in its log.
+	watched := make(chan struct{})
+	go func() { defer close(watched); c.watchSecretsKey(followCtx) }()
+	defer func() { stopFollow(); <-watched }()
 	for {
 		view, changed := c.cfg.Store.Watch()
 		isLeader := c.cfg.Raft.IsLeader()

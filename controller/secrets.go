@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/deployctl/deployctl/internal/secretbox"
 	"github.com/deployctl/deployctl/internal/wire"
 	"github.com/deployctl/deployctl/raftstore"
 	"github.com/deployctl/deployctl/raftstore/state"
@@ -25,13 +24,6 @@ import (
 
 // ErrNoSecretsKey: this server was started without a key-encryption key.
 var ErrNoSecretsKey = wire.ErrSecretsKey
-
-func (c *Controller) secretsKey() (*secretbox.Key, error) {
-	if c.cfg.SecretsKey == nil {
-		return nil, fmt.Errorf("%w: start it with --secrets-key-file (or a data dir, where the key is made at first start)", ErrNoSecretsKey)
-	}
-	return c.cfg.SecretsKey, nil
-}
 
 func (c *Controller) random() io.Reader {
 	if c.cfg.Rand != nil {
@@ -88,7 +80,7 @@ func (c *Controller) CreateSecret(ctx context.Context, name string, value []byte
 		return wire.SecretCreated{}, fmt.Errorf("seal secret %s: %w", name, err)
 	}
 	cmd := state.PutSecretCmd{Now: c.cfg.Now(), IdempotencyKey: idempotencyKey, Name: name, Version: version, Size: len(value), Sealed: sealed}
-	if _, err := c.apply(ctx, raftstore.CmdPutSecret, cmd); err != nil {
+	if _, err := c.applyGated(ctx, raftstore.CmdPutSecret, cmd); err != nil {
 		return wire.SecretCreated{}, fmt.Errorf("create secret %s: %w", name, err)
 	}
 	c.log.Info("secret version stored", "secret", name, "version", version, "size", len(value))
@@ -98,7 +90,7 @@ func (c *Controller) CreateSecret(ctx context.Context, name string, value []byte
 func secretInfo(sec state.Secret) wire.SecretInfo {
 	info := wire.SecretInfo{Name: sec.Name, Versions: []wire.SecretVersionInfo{}}
 	for _, v := range sec.Versions {
-		info.Versions = append(info.Versions, wire.SecretVersionInfo{Version: v.Version, CreatedAt: v.CreatedAt, Size: v.Size})
+		info.Versions = append(info.Versions, wire.SecretVersionInfo{Version: v.Version, CreatedAt: v.CreatedAt, Size: v.Size, KeyID: v.Sealed.KeyID})
 		info.Latest = v.Version
 	}
 	return info
@@ -150,7 +142,7 @@ func (c *Controller) RemoveSecret(ctx context.Context, name string, version int)
 		return fmt.Errorf("%w: secret %s is used by %s; apply those services without it (or with another version) first, or remove them",
 			ErrConflict, name, state.DescribeHolders(holders))
 	}
-	_, err := c.apply(ctx, raftstore.CmdDeleteSecret, state.DeleteSecretCmd{Name: name, Version: version})
+	_, err := c.applyGated(ctx, raftstore.CmdDeleteSecret, state.DeleteSecretCmd{Name: name, Version: version})
 	if err != nil {
 		return fmt.Errorf("remove secret %s: %w", name, err)
 	}

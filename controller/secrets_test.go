@@ -183,25 +183,8 @@ func TestAgentSecretsOnlyToTheReplicasHost(t *testing.T) {
 	if _, err := c.ctrl.CreateSecret(ctx, "token", []byte(value), ""); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.ctrl.Report(ctx, state.HostReport{Host: "h1"}); err != nil {
-		t.Fatal(err)
-	}
-	_, ref, _ := mustRegistryImage(t, "team/web:v1")
-	spec := specFor(ref)
-	spec.Replicas = 1
 	uid := 1234
-	spec.Secrets = []specs.Secret{{Name: "token", UID: &uid, Mode: 0o440}}
-	spec.ApplyDefaults()
-	if _, err := c.ctrl.Apply(ctx, spec, ""); err != nil {
-		t.Fatal(err)
-	}
-	var replica string
-	waitUntil(t, 10*time.Second, "a replica on h1", func() bool {
-		for _, r := range c.store.View().HostReplicas("h1") {
-			replica = r.ID
-		}
-		return replica != ""
-	})
+	replica := mustReplicaWithSecret(t, c.testNode, "h1", specs.Secret{Name: "token", UID: &uid, Mode: 0o440})
 	url := c.url + "/v1/agent/secrets?host=h1&replica=" + replica
 	resp, err := h1.Get(url)
 	if err != nil {
@@ -279,4 +262,30 @@ func TestSecretRefusedWhileAServerHasAnotherKey(t *testing.T) {
 	if status, body := wire.Body(err); status != http.StatusServiceUnavailable || body.Code != wire.CodeSecretsKey {
 		t.Fatalf("answered %d %s", status, body.Code)
 	}
+}
+
+// mustReplicaWithSecret applies a one-replica service using the secret
+// entry and returns its replica, placed on host (the only host reporting).
+func mustReplicaWithSecret(t *testing.T, n *testNode, host string, entry specs.Secret) string {
+	t.Helper()
+	ctx := context.Background()
+	if err := n.ctrl.Report(ctx, state.HostReport{Host: host}); err != nil {
+		t.Fatal(err)
+	}
+	_, ref, _ := mustRegistryImage(t, "team/web:v1")
+	spec := specFor(ref)
+	spec.Replicas = 1
+	spec.Secrets = []specs.Secret{entry}
+	spec.ApplyDefaults()
+	if _, err := n.ctrl.Apply(ctx, spec, ""); err != nil {
+		t.Fatal(err)
+	}
+	var replica string
+	waitUntil(t, 10*time.Second, "a replica on "+host, func() bool {
+		for _, r := range n.store.View().HostReplicas(host) {
+			replica = r.ID
+		}
+		return replica != ""
+	})
+	return replica
 }

@@ -35,6 +35,9 @@ const (
 	// state.DeleteSecretCmd).
 	CmdPutSecret    CommandType = 10
 	CmdDeleteSecret CommandType = 11
+	// CmdRotateSecretsKey re-wraps every secret's data key under a new
+	// key-encryption key (FSM version 4: state.RotateSecretsKeyCmd).
+	CmdRotateSecretsKey CommandType = 12
 )
 
 func (c CommandType) String() string {
@@ -61,6 +64,8 @@ func (c CommandType) String() string {
 		return "put-secret"
 	case CmdDeleteSecret:
 		return "delete-secret"
+	case CmdRotateSecretsKey:
+		return "rotate-secrets-key"
 	}
 	return fmt.Sprintf("unknown(%d)", byte(c))
 }
@@ -72,8 +77,9 @@ func (c CommandType) String() string {
 // "Adding a command type").
 //
 // Version 2 adds CmdAssignAddresses (service addresses, issue 9);
-// version 3 CmdPutSecret and CmdDeleteSecret (secrets, issue 13).
-const FSMVersion = 3
+// version 3 CmdPutSecret and CmdDeleteSecret (secrets, issue 13);
+// version 4 CmdRotateSecretsKey (key-encryption key rotation).
+const FSMVersion = 4
 
 // minVersions is the FSM version that first knows each command type. Every
 // type of FSMVersion 1 is known by every server that records versions, and
@@ -83,6 +89,7 @@ var minVersions = map[CommandType]int{
 	CmdRegisterServer: 1, CmdDeregisterServer: 1, CmdSetHostState: 1, CmdSetPolicy: 1,
 	CmdAssignAddresses: 2,
 	CmdPutSecret:       3, CmdDeleteSecret: 3,
+	CmdRotateSecretsKey: 4,
 }
 
 // MinVersion is the FSM version that first knows the command type (0 for
@@ -98,6 +105,12 @@ var ErrUnknownCommand = errors.New("unknown raft command")
 // ErrVersionGate is returned by the leader for a command that some server
 // of the cluster is too old to apply: writing it would stop that server.
 var ErrVersionGate = errors.New("a server of the cluster is too old for this command")
+
+// ErrNotRegistered is a version gate refusal (it matches ErrVersionGate
+// too) whose only cause is servers that have not registered their
+// version yet: a server that just started registers within a second or
+// so, so the caller may wait a bounded time and try again.
+var ErrNotRegistered = errors.New("a server of the cluster has not registered its version yet")
 
 // FatalExitCode is the exit status of a server stopped by ExitOnFatal.
 const FatalExitCode = 70
@@ -185,6 +198,7 @@ func (f *FSM) Admit(data []byte, members func() ([]string, error)) error {
 	}
 	view := f.store.View()
 	var old []string
+	tooOld := false
 	for _, id := range ids {
 		srv, ok := view.Server(id)
 		switch {
@@ -192,7 +206,12 @@ func (f *FSM) Admit(data []byte, members func() ([]string, error)) error {
 			old = append(old, id+" (not registered yet)")
 		case max(srv.Version, 1) < need:
 			old = append(old, fmt.Sprintf("%s (version %d)", id, max(srv.Version, 1)))
+			tooOld = true
 		}
+	}
+	if len(old) > 0 && !tooOld {
+		return fmt.Errorf("%w: %w: %s needs FSM version %d on every server; waiting for %s",
+			ErrVersionGate, ErrNotRegistered, t, need, strings.Join(old, ", "))
 	}
 	if len(old) > 0 {
 		return fmt.Errorf("%w: %s needs FSM version %d on every server; upgrade %s first",
@@ -306,6 +325,12 @@ func (f *FSM) apply(index uint64, t CommandType, body []byte) any {
 			return err
 		}
 		return f.store.ApplyDeleteSecret(index, c)
+	case CmdRotateSecretsKey:
+		var c state.RotateSecretsKeyCmd
+		if err := decode(t, body, &c); err != nil {
+			return err
+		}
+		return f.store.ApplyRotateSecretsKey(index, c)
 	}
 	return &undecodable{fmt.Errorf("type byte %d is not a command this server knows (is it older than the leader?)", byte(t))}
 }

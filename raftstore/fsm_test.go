@@ -231,7 +231,14 @@ func TestFSMVersionGate(t *testing.T) {
 		strings.Contains(err.Error(), "n1") {
 		t.Fatalf("Admit = %v, want ErrVersionGate naming n2 and n3 only", err)
 	}
+	if errors.Is(err, ErrNotRegistered) {
+		t.Fatalf("n2 is too old, not only unregistered: %v", err)
+	}
 	register(3, "n2", 2)
+	// Only n3 is missing now: a wait may help, and the error says so.
+	if err := f.Admit(cmd, members); !errors.Is(err, ErrNotRegistered) || !errors.Is(err, ErrVersionGate) {
+		t.Fatalf("Admit with n3 unregistered = %v, want ErrNotRegistered", err)
+	}
 	register(4, "n3", 3)
 	if err := f.Admit(cmd, members); err != nil {
 		t.Fatalf("every server knows the command: %v", err)

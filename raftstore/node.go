@@ -125,6 +125,8 @@ type Node struct {
 	admit Admitter
 
 	bolt      *raftboltdb.BoltStore
+	snaps     *raft.FileSnapshotStore
+	snapDir   string // DATA/raft/snapshots
 	stream    *streamLayer
 	transport *raft.NetworkTransport
 	raft      *raft.Raft
@@ -212,6 +214,7 @@ func (n *Node) open(cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("raftstore: open snapshot store: %w", err)
 	}
+	n.snaps, n.snapDir = snaps, filepath.Join(raftDir, "snapshots")
 
 	stream, err := newStreamLayer(cfg.BindAddr, cfg.AdvertiseAddr, cfg.TLS)
 	if err != nil {
@@ -667,6 +670,42 @@ func (n *Node) Snapshot() error {
 	}
 	if err := n.raft.Snapshot().Error(); err != nil {
 		return n.mapError(op, err)
+	}
+	return nil
+}
+
+// Compact takes a snapshot and drops every log entry it covers (no
+// trailing entries kept) and every older snapshot, so that what earlier
+// entries held is no longer among the data directory's records: after a
+// key-encryption key rotation, the values wrapped with the old key go.
+// Bolt does not zero the pages it frees; their bytes stay in raft.db
+// until bolt reuses them. Followers that lag get the snapshot.
+func (n *Node) Compact() error {
+	const op = "raft compact"
+	if n.isClosed() {
+		return fmt.Errorf("%s: %w", op, ErrClosed)
+	}
+	keep := n.raft.ReloadableConfig()
+	none := keep
+	none.TrailingLogs = 0
+	if err := n.raft.ReloadConfig(none); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	err := n.raft.Snapshot().Error()
+	if rerr := n.raft.ReloadConfig(keep); rerr != nil {
+		err = errors.Join(err, rerr)
+	}
+	if err != nil {
+		return n.mapError(op, err)
+	}
+	metas, err := n.snaps.List() // newest first
+	if err != nil {
+		return fmt.Errorf("%s: list snapshots: %w", op, err)
+	}
+	for _, m := range metas[min(1, len(metas)):] {
+		if err := os.RemoveAll(filepath.Join(n.snapDir, m.ID)); err != nil {
+			return fmt.Errorf("%s: remove snapshot %s: %w", op, m.ID, err)
+		}
 	}
 	return nil
 }

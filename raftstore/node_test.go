@@ -911,3 +911,54 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 		return runtime.NumGoroutine() <= before
 	})
 }
+
+// Compact leaves one snapshot and no log entry it covers; the node goes
+// on, and a reopened node restores the same state from that snapshot.
+func TestCompactDropsCoveredEntriesAndOlderSnapshots(t *testing.T) {
+	dir := t.TempDir()
+	n, _ := mustSingleLeader(t, dir)
+	var want []string
+	for i := range 10 {
+		cmd := fmt.Sprintf("cmd-%02d", i)
+		mustApply(t, n, cmd)
+		want = append(want, cmd)
+		if i == 4 {
+			if err := n.Snapshot(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	last, err := n.bolt.LastIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Compact(); err != nil {
+		t.Fatalf("Compact: %v", err)
+	}
+	first, err := n.bolt.FirstIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first != 0 && first <= last {
+		t.Fatalf("log starts at %d after compacting through %d", first, last)
+	}
+	snapshots, err := os.ReadDir(filepath.Join(dir, "raft", "snapshots"))
+	if err != nil || len(snapshots) != 1 {
+		t.Fatalf("snapshot dir holds %v (err %v), want one snapshot", snapshots, err)
+	}
+	mustApply(t, n, "after")
+	want = append(want, "after")
+	addr := n.Addr()
+	mustClose(t, n)
+	fsm := &listFSM{}
+	cfg := testConfig("node1", dir, fsm)
+	cfg.BindAddr = addr
+	reopened := mustOpen(t, cfg)
+	mustWaitForLeader(t, reopened)
+	if err := reopened.Barrier(boundedContext(t)); err != nil {
+		t.Fatal(err)
+	}
+	if got := fsm.Items(); !slices.Equal(got, want) {
+		t.Fatalf("state after reopen = %v, want %v", got, want)
+	}
+}

@@ -125,3 +125,107 @@ func TestSecretVersionsAndRemoval(t *testing.T) {
 		t.Fatalf("restored snapshot differs:\n%s\nwant\n%s", got, snap)
 	}
 }
+
+// A key rotation (FSM version 4) re-wraps every version the leader read;
+// one created meanwhile makes it a conflict; afterwards only the new key
+// may seal, the values open with it, and a snapshot keeps the key id.
+func TestRotateSecretsKey(t *testing.T) {
+	f, fatals := recordingFSM()
+	oldKey, _ := secretbox.GenerateKey(rand.Reader)
+	newKey, _ := secretbox.GenerateKey(rand.Reader)
+	index := uint64(0)
+	apply := func(data []byte) error {
+		index++
+		err, _ := f.Apply(&raft.Log{Index: index, Type: raft.LogCommand, Data: data}).(error)
+		return err
+	}
+	for _, s := range []state.ServerInfo{{ID: "n1", Version: FSMVersion}, {ID: "n2", Version: 3}} {
+		s.RaftAddr, s.APIAddr = s.ID+":1", s.ID+":2"
+		if err := apply(mustEncode(t, CmdRegisterServer, state.RegisterServerCmd{Server: s})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rotateCmd := func(names ...string) []byte {
+		cmd := state.RotateSecretsKeyCmd{OldKeyID: oldKey.ID(), NewKeyID: newKey.ID()}
+		view := f.Store().View()
+		for _, n := range names {
+			sec, _ := view.Secret(n)
+			for _, v := range sec.Versions {
+				re, err := oldKey.Rewrap(v.Sealed, state.SecretAAD(n, v.Version), newKey, rand.Reader)
+				if err != nil {
+					t.Fatal(err)
+				}
+				cmd.Keys = append(cmd.Keys, state.RewrappedKey{Name: n, Version: v.Version, WrappedKey: re.WrappedKey})
+			}
+		}
+		return mustEncode(t, CmdRotateSecretsKey, cmd)
+	}
+	if err := f.Admit(rotateCmd(), func() ([]string, error) { return []string{"n1", "n2"}, nil }); !errors.Is(err, ErrVersionGate) {
+		t.Fatalf("rotation with n2 at version 3: %v", err)
+	}
+	for _, p := range [][]byte{sealedPut(t, oldKey, "db", 1, "one"), sealedPut(t, oldKey, "db", 2, "two"), sealedPut(t, oldKey, "api", 1, "three")} {
+		if err := apply(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if id := f.Store().View().SecretsKeyID(); id != oldKey.ID() {
+		t.Fatalf("key id before rotation %q, want the values' %s", id, oldKey.ID())
+	}
+	// The leader read db only; api was created meanwhile: refused whole.
+	if err := apply(rotateCmd("db")); !errors.Is(err, state.ErrConflict) || !strings.Contains(err.Error(), "api version 1") {
+		t.Fatalf("rotation missing a version: %v", err)
+	}
+	if sec, _ := f.Store().View().Secret("db"); sec.Versions[0].Sealed.KeyID != oldKey.ID() {
+		t.Fatal("a refused rotation changed a version")
+	}
+	full := rotateCmd("db", "api")
+	if err := apply(full); err != nil {
+		t.Fatal(err)
+	}
+	view := f.Store().View()
+	if view.SecretsKeyID() != newKey.ID() {
+		t.Fatalf("key id after rotation %q", view.SecretsKeyID())
+	}
+	for name, want := range map[string][]string{"db": {"one", "two"}, "api": {"three"}} {
+		sec, _ := view.Secret(name)
+		for i, v := range sec.Versions {
+			got, err := newKey.Open(v.Sealed, state.SecretAAD(name, v.Version))
+			if err != nil || string(got) != want[i] {
+				t.Fatalf("%s v%d after rotation: %q %v", name, v.Version, got, err)
+			}
+			if _, err := oldKey.Open(v.Sealed, state.SecretAAD(name, v.Version)); !errors.Is(err, secretbox.ErrWrongKey) {
+				t.Fatalf("%s v%d opens with the old key: %v", name, v.Version, err)
+			}
+		}
+	}
+	// The same command again (a retry after a lost answer): nothing changes.
+	if err := apply(full); err != nil {
+		t.Fatalf("repeated rotation: %v", err)
+	}
+	// Only the new key may seal now.
+	if err := apply(sealedPut(t, oldKey, "db", 3, "late")); !errors.Is(err, state.ErrConflict) || !strings.Contains(err.Error(), newKey.ID()) {
+		t.Fatalf("a value sealed with the old key after rotation: %v", err)
+	}
+	if err := apply(sealedPut(t, newKey, "db", 3, "four")); err != nil {
+		t.Fatal(err)
+	}
+	// A rotation from a key the cluster no longer uses is refused.
+	stale := mustEncode(t, CmdRotateSecretsKey, state.RotateSecretsKeyCmd{OldKeyID: oldKey.ID(), NewKeyID: "0123456789abcdef"})
+	if err := apply(stale); !errors.Is(err, state.ErrConflict) {
+		t.Fatalf("rotation from the old key again: %v", err)
+	}
+	if len(*fatals) != 0 {
+		t.Fatalf("fatal entries: %v", *fatals)
+	}
+	snap := mustSnapshotBytes(t, f)
+	g := NewFSM(state.NewStore())
+	if err := g.Restore(io.NopCloser(bytes.NewReader(snap))); err != nil {
+		t.Fatal(err)
+	}
+	if id := g.Store().View().SecretsKeyID(); id != newKey.ID() {
+		t.Fatalf("restored key id %q", id)
+	}
+	if bytes.Contains(snap, []byte(oldKey.ID())) {
+		t.Fatal("the snapshot still names the old key")
+	}
+}

@@ -32,12 +32,15 @@ import (
 //     lowest node id bootstraps the N. A node that holds state never
 //     bootstraps (raftstore refuses), so two clusters never form from
 //     servers that already belong to one.
-func formCluster(ctx context.Context, cfg serverConfig, node *raftstore.Node, self state.ServerInfo, own *wire.Client, tls *serverTLS, log hclog.Logger) {
-	req := wire.JoinRequest{ID: self.ID, RaftAddr: self.RaftAddr, APIAddr: self.APIAddr, Version: raftstore.FSMVersion, SecretsKeyID: self.SecretsKeyID}
+//
+// joinReq gives the registration as it is now (the key id changes when an
+// --autolock server is unlocked).
+func formCluster(ctx context.Context, cfg serverConfig, node *raftstore.Node, self state.ServerInfo, joinReq func() wire.JoinRequest, own *wire.Client, tls *serverTLS, log hclog.Logger) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	var lastWaitLog time.Time
 	for {
+		req := joinReq()
 		if leader, _ := node.Leader(); leader != "" {
 			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			err := own.Join(cctx, req)
@@ -65,6 +68,13 @@ func formCluster(ctx context.Context, cfg serverConfig, node *raftstore.Node, se
 		case <-tick.C:
 		}
 	}
+}
+
+// joinRequest is how this server registers: its addresses, FSM version
+// and key-encryption key as it is now (its id, or sealed).
+func joinRequest(self state.ServerInfo, keyID string, sealed bool) wire.JoinRequest {
+	return wire.JoinRequest{ID: self.ID, RaftAddr: self.RaftAddr, APIAddr: self.APIAddr, Version: raftstore.FSMVersion,
+		SecretsKeyID: keyID, Sealed: sealed}
 }
 
 func peerClient(addr string, tls *serverTLS) *wire.Client {

@@ -507,37 +507,7 @@ func TestClusterMembershipAndAgentOnlyHost(t *testing.T) {
 	if out, err := wrong.CombinedOutput(); err == nil || !strings.Contains(string(out), "speaks for host") {
 		t.Fatalf("agent with another host id: %v\n%s", err, out)
 	}
-	network := "deployctl-" + env.runID + "-agent-only"
-	agent := exec.Command(env.bin, append([]string{"agent", "--servers", c.joinList(), "--label", "zone=b", "--network", network}, tlsArgs...)...)
-	var alog syncBuffer
-	agent.Stdout, agent.Stderr = &alog, &alog
-	if err := agent.Start(); err != nil {
-		t.Fatal(err)
-	}
-	agentDone := make(chan struct{})
-	go func() { _ = agent.Wait(); close(agentDone) }()
-	t.Cleanup(func() {
-		_ = agent.Process.Signal(syscall.SIGTERM)
-		<-agentDone
-		removeHostObjects(env.docker, hostID, network)
-		if t.Failed() {
-			t.Logf("agent log:\n%s", tail(alog.String(), 40))
-		}
-	})
-	waitFor(t, 30*time.Second, "the agent-only host to be ready with its labels and certificate", func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		defer cancel()
-		st, err := c.client().Cluster(ctx)
-		if err != nil {
-			return false
-		}
-		for _, h := range st.Hosts {
-			if h.ID == hostID && h.State == "ready" && h.Labels["zone"] == "b" && h.Identity == "agent/"+hostID {
-				return true
-			}
-		}
-		return false
-	})
+	c.startAgentOnlyHost(t, hostID, tlsArgs, "--label", "zone=b")
 	// End to end on it: the servers run no agent, so the replica lands on
 	// the agent-only host, whose agent fetches, starts and reports it
 	// through whichever server it reaches (forwarded with its role).
@@ -603,6 +573,46 @@ func TestClusterMembershipAndAgentOnlyHost(t *testing.T) {
 			}
 			st, err := c.client(nd).Cluster(ctx)
 			if err == nil && len(st.Nodes) == 1 {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// startAgentOnlyHost runs `deployctl agent` for hostID with its agent
+// certificate (tlsArgs) against every server, stops it (by PID) and
+// removes its Docker objects at the end, and waits until the host is
+// ready with the zone=b label and its certificate.
+func (c *testCluster) startAgentOnlyHost(t *testing.T, hostID string, tlsArgs []string, extra ...string) {
+	t.Helper()
+	network := "deployctl-" + hostID
+	args := append([]string{"agent", "--servers", c.joinList(), "--network", network}, extra...)
+	agent := exec.Command(env.bin, append(args, tlsArgs...)...)
+	var alog syncBuffer
+	agent.Stdout, agent.Stderr = &alog, &alog
+	if err := agent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	agentDone := make(chan struct{})
+	go func() { _ = agent.Wait(); close(agentDone) }()
+	t.Cleanup(func() {
+		_ = agent.Process.Signal(syscall.SIGTERM)
+		<-agentDone
+		removeHostObjects(env.docker, hostID, network)
+		if t.Failed() {
+			t.Logf("agent log:\n%s", tail(alog.String(), 40))
+		}
+	})
+	waitFor(t, 30*time.Second, "the agent-only host to be ready with its labels and certificate", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		st, err := c.client().Cluster(ctx)
+		if err != nil {
+			return false
+		}
+		for _, h := range st.Hosts {
+			if h.ID == hostID && h.State == "ready" && h.Labels["zone"] == "b" && h.Identity == "agent/"+hostID {
 				return true
 			}
 		}

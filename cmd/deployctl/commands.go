@@ -492,6 +492,11 @@ func newClusterCmd(g *globals) *cobra.Command {
 					fmt.Fprintf(tw, "%s\t%s\t%d\t%v\t%s\t%s\t%s\n", h.ID, h.State, h.Replicas, h.Labels, userns, proxy, cert)
 				}
 				tw.Flush()
+				for _, n := range st.Nodes {
+					if n.Secrets != "" {
+						fmt.Fprintf(w, "server %s secrets: %s\n", n.ID, n.Secrets)
+					}
+				}
 				for _, h := range st.Hosts {
 					for _, p := range h.ProxyProblems {
 						what := fmt.Sprintf("ingress port %d", p.Listen)
@@ -505,5 +510,6 @@ func newClusterCmd(g *globals) *cobra.Command {
 		},
 	})
 	cmd.AddCommand(newClusterMembershipCmds(g)...)
+	cmd.AddCommand(newUnlockCmd(g))
 	return cmd
 }

@@ -67,6 +67,8 @@ func TestServerConfigRefusals(t *testing.T) {
 		{[]string{"--dev", "--join", "127.0.0.1:1"}, "single node"},
 		{[]string{"--dev", "--registry-addr", "10.1.1.1:5000"}, "loopback"},
 		{[]string{"--dev", "--log-level", "loud"}, "log-level"},
+		// --autolock keeps the key off the disk.
+		{[]string{"--dev", "--autolock", "--secrets-key-file", "/tmp/k"}, "drop --secrets-key-file"},
 		// A server's local agent speaks for the host named like the node.
 		{[]string{"--tls-ca", "a", "--tls-cert", "b", "--tls-key", "c", "--data-dir", "d", "--bootstrap-expect", "1",
 			"--node-id", "n1", "--host-id", "h1"}, "--no-agent"},

@@ -30,26 +30,32 @@ type globals struct {
 func (g *globals) client() *wire.Client { return g.c }
 
 func (g *globals) buildClient() error {
-	addrs := splitList(strings.Split(g.addr, ","))
-	if err := g.checkLeaderWait(); err != nil {
-		return exitWith(ExitUsage, err)
-	}
-	if !g.tls.set() {
-		g.c = wire.NewClient(addrs, nil).WithLeaderWait(g.leaderWait)
-		return nil
-	}
-	if err := g.tls.check(); err != nil {
-		return exitWith(ExitUsage, err)
-	}
-	cfg, err := pki.ClientConfig(g.tls.CA, g.tls.Cert, g.tls.Key)
+	c, err := g.clientFor(splitList(strings.Split(g.addr, ",")))
 	if err != nil {
-		return exitWith(ExitUsage, err)
+		return err
 	}
-	g.c = wire.NewTLSClient(addrs, cfg).WithLeaderWait(g.leaderWait)
+	g.c = c
 	return nil
 }
 
-// print writes v as JSON or with the table function.
+// clientFor is a client of the given servers with the global TLS flags.
+func (g *globals) clientFor(addrs []string) (*wire.Client, error) {
+	if err := g.checkLeaderWait(); err != nil {
+		return nil, exitWith(ExitUsage, err)
+	}
+	if !g.tls.set() {
+		return wire.NewClient(addrs, nil).WithLeaderWait(g.leaderWait), nil
+	}
+	if err := g.tls.check(); err != nil {
+		return nil, exitWith(ExitUsage, err)
+	}
+	cfg, err := pki.ClientConfig(g.tls.CA, g.tls.Cert, g.tls.Key)
+	if err != nil {
+		return nil, exitWith(ExitUsage, err)
+	}
+	return wire.NewTLSClient(addrs, cfg).WithLeaderWait(g.leaderWait), nil
+}
+
 func (g *globals) print(w io.Writer, v any, table func(io.Writer)) error {
 	switch g.output {
 	case "json":

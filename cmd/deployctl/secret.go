@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"text/tabwriter"
 	"time"
 
@@ -129,7 +128,7 @@ docs/secrets.md.`,
 		},
 	}
 	rm.Flags().IntVar(&version, "version", 0, "remove only this version")
-	cmd.AddCommand(create, ls, inspect, rm)
+	cmd.AddCommand(create, ls, inspect, rm, newSecretKeyCmd(), newRotateKeyCmd(g))
 	return cmd
 }
 
@@ -193,6 +192,7 @@ func printOutdatedSecrets(w io.Writer, rep wire.OutdatedReport) {
 // bindSecretsFlags declares the server's secrets flags.
 func bindSecretsFlags(f *pflag.FlagSet) {
 	f.String("secrets-key-file", "", "the key-encryption key of secrets, readable by root only (default: DATA-DIR/secrets.key, made at first start); every server of a cluster needs the same file (docs/secrets.md)")
+	f.Bool("autolock", false, "keep the key-encryption key in memory only: the server starts sealed (serves no secret) until the operator runs `deployctl cluster unlock` for it (docs/secrets.md)")
 	bindAgentSecretsFlags(f)
 }
 
@@ -202,14 +202,10 @@ func bindAgentSecretsFlags(f *pflag.FlagSet) {
 	f.String("secrets-dir", deployer.DefaultSecretsDir, "where the agent mounts one tmpfs per replica that uses secrets")
 }
 
-// loadSecretsKey reads the key-encryption key, making it at the first
-// start of a data dir. A server of a cluster that joins must be given the
-// cluster's file (the operator copies it, as the certificates).
-func loadSecretsKey(cfg serverConfig, log hclog.Logger) (*secretbox.Key, error) {
-	path := cfg.SecretsKeyFile
-	if path == "" {
-		path = filepath.Join(cfg.DataDir, "secrets.key")
-	}
+// loadSecretsKey reads the key-encryption key at path, making it at the
+// first start of a data dir. A server of a cluster that joins must be
+// given the cluster's file (the operator copies it, as the certificates).
+func loadSecretsKey(path string, log hclog.Logger) (*secretbox.Key, error) {
 	key, created, err := secretbox.LoadOrCreateKeyFile(path, rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("--secrets-key-file: %w", err)

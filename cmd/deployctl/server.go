@@ -69,6 +69,8 @@ type serverConfig struct {
 	// SecretsKeyFile holds the key-encryption key of secrets (default
 	// DATA/secrets.key, made at first start).
 	SecretsKeyFile string
+	// Autolock: no key file; sealed until `deployctl cluster unlock`.
+	Autolock bool
 	// SecretsDir is where the agent mounts each replica's secrets tmpfs.
 	SecretsDir string
 	// Sources says where each key's value came from (flag, variable,
@@ -213,9 +215,13 @@ func checkServerConfig(v *viper.Viper) (serverConfig, []string, error) {
 		IngressAddr:   v.GetString("ingress-addr"), ProxyAddr: v.GetString("proxy-addr"),
 		SecretsKeyFile: v.GetString("secrets-key-file"), SecretsDir: v.GetString("secrets-dir"),
 		SnapshotInterval: v.GetDuration("snapshot-interval"), SnapshotThreshold: v.GetUint64("snapshot-threshold"),
+		Autolock: v.GetBool("autolock"),
 	}
 	if err := checkSnapshotSettings(cfg); err != nil {
 		return cfg, []string{"snapshot-interval", "snapshot-threshold"}, err
+	}
+	if cfg.Autolock && cfg.SecretsKeyFile != "" {
+		return cfg, []string{"autolock", "secrets-key-file"}, errors.New("--autolock keeps the key-encryption key in memory only: drop --secrets-key-file (the operator gives the key with `deployctl cluster unlock`)")
 	}
 	if cfg.NodeID == "" {
 		host, err := os.Hostname()
@@ -445,7 +451,7 @@ func runServer(ctx context.Context, cfg serverConfig, logOut io.Writer) error {
 	}
 	defer node.Close()
 
-	secretsKey, err := loadSecretsKey(cfg, log)
+	secretsKey, secretsKeyFile, err := loadServerKey(cfg, log)
 	if err != nil {
 		return configError(cfg.Sources, err, "secrets-key-file")
 	}
@@ -454,14 +460,19 @@ func runServer(ctx context.Context, cfg serverConfig, logOut io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// The leader judges the first key an --autolock server is given
+	// (ClaimKey); the API client exists only once the listener does.
+	var claim func(ctx context.Context, keyID string) error
 	ctrl, err := controller.New(controller.Config{
-		Now:  now,
-		Raft: node, Store: store, Resolver: controller.RegistryResolver{Access: registries}, Logger: log,
+		ClaimKey:   func(ctx context.Context, keyID string) error { return claim(ctx, keyID) },
+		CompactLog: node.Compact,
+		Now:        now,
+		Raft:       node, Store: store, Resolver: controller.RegistryResolver{Access: registries}, Logger: log,
 		RegistryOptions: []remote.Option{remote.WithTransport(registries.Transport(nil))},
 		HostTTL:         cfg.HostTTL, HostDownGrace: cfg.HostDownGrace,
 		// This version's agents serve ingress ports (deployer/ingress.go).
 		ServeIngress: true,
-		SecretsKey:   secretsKey,
+		SecretsKey:   secretsKey, SecretsKeyFile: secretsKeyFile, Autolock: cfg.Autolock,
 	})
 	if err != nil {
 		return err
@@ -473,7 +484,8 @@ func runServer(ctx context.Context, cfg serverConfig, logOut io.Writer) error {
 	if cfg.HTTPAdvertise == cfg.HTTPAddr {
 		cfg.HTTPAdvertise = ln.Addr().String()
 	}
-	self := state.ServerInfo{ID: cfg.NodeID, RaftAddr: node.Addr(), APIAddr: cfg.HTTPAdvertise, SecretsKeyID: secretsKey.ID()}
+	self := state.ServerInfo{ID: cfg.NodeID, RaftAddr: node.Addr(), APIAddr: cfg.HTTPAdvertise}
+	joinReq := func() wire.JoinRequest { return joinRequest(self, ctrl.SecretsKeyID(), ctrl.Sealed()) }
 	apiCfg := controller.APIConfig{Controller: ctrl, Membership: membership{node}, Self: self, Health: node}
 	var client *wire.Client
 	if tlsCfg != nil {
@@ -482,6 +494,11 @@ func runServer(ctx context.Context, cfg serverConfig, logOut io.Writer) error {
 		client = wire.NewTLSClient([]string{self.APIAddr}, tlsCfg.client)
 	} else {
 		client = wire.NewClient([]string{self.APIAddr}, nil)
+	}
+	claim = func(ctx context.Context, keyID string) error {
+		req := joinRequest(self, keyID, false)
+		req.Unlocking = true
+		return client.Join(ctx, req)
 	}
 	srv := &http.Server{Handler: controller.NewAPI(apiCfg).Handler(), ReadHeaderTimeout: 10 * time.Second}
 	if tlsCfg != nil {
@@ -509,10 +526,14 @@ func runServer(ctx context.Context, cfg serverConfig, logOut io.Writer) error {
 	// --dev too: a single node registers its FSM version like any
 	// server, or the leader's version gate would hold every command of a
 	// newer version (service addresses) forever.
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		formCluster(runCtx, cfg, node, self, client, tlsCfg, log.Named("cluster"))
+		formCluster(runCtx, cfg, node, self, joinReq, client, tlsCfg, log.Named("cluster"))
+	}()
+	go func() {
+		defer wg.Done()
+		registerKeyChanges(runCtx, ctrl, joinReq, client, log.Named("cluster"))
 	}()
 
 	if !cfg.NoAgent {

@@ -164,8 +164,47 @@ func (k *Key) Open(s Sealed, aad []byte) ([]byte, error) {
 	return out, nil
 }
 
+// Rewrap re-seals the data key of s (sealed under k for aad) under the
+// KEK to, with a new nonce from rand: the value's nonce and ciphertext are
+// kept, so only the wrapped key and the key id change. This is how the
+// KEK is rotated without opening any value.
+func (k *Key) Rewrap(s Sealed, aad []byte, to *Key, rand io.Reader) (Sealed, error) {
+	if s.KeyID != k.id {
+		return Sealed{}, fmt.Errorf("%w: the value's key id is %s, this key is %s", ErrWrongKey, s.KeyID, k.id)
+	}
+	if len(s.WrappedKey) < 12 {
+		return Sealed{}, fmt.Errorf("%w: wrapped key too short", ErrCorrupt)
+	}
+	old, err := gcm(k.k[:])
+	if err != nil {
+		return Sealed{}, err
+	}
+	dek, err := old.Open(nil, s.WrappedKey[:12], s.WrappedKey[12:], wrapLabel(aad))
+	if err != nil {
+		return Sealed{}, fmt.Errorf("%w: data key: %w", ErrCorrupt, err)
+	}
+	defer clear(dek)
+	next, err := gcm(to.k[:])
+	if err != nil {
+		return Sealed{}, err
+	}
+	wrapNonce := make([]byte, 12)
+	if _, err := io.ReadFull(rand, wrapNonce); err != nil {
+		return Sealed{}, fmt.Errorf("rewrap: random: %w", err)
+	}
+	out := s
+	out.KeyID = to.id
+	out.WrappedKey = next.Seal(wrapNonce, wrapNonce, dek, wrapLabel(aad))
+	return out, nil
+}
+
 // keyFileHeader starts a key file; the key follows in base64.
 const keyFileHeader = "deployctl-kek-v1 "
+
+// encodeKeyFile is the content of a key file holding k.
+func encodeKeyFile(k *Key) []byte {
+	return []byte(keyFileHeader + base64.StdEncoding.EncodeToString(k.k[:]) + "\n")
+}
 
 // LoadOrCreateKeyFile reads the KEK at path, or creates it (0600, its
 // directory 0700) with a key from rand when no file exists. A file that
@@ -176,30 +215,62 @@ func LoadOrCreateKeyFile(path string, rand io.Reader) (key *Key, created bool, e
 	if err == nil || !errors.Is(err, os.ErrNotExist) {
 		return key, false, err
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, false, fmt.Errorf("%w: %w", ErrKeyFile, err)
-	}
-	key, err = GenerateKey(rand)
-	if err != nil {
-		return nil, false, err
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	key, err = CreateKeyFile(path, rand)
 	if errors.Is(err, os.ErrExist) {
 		// Another process made it meanwhile: use that one.
 		key, err = LoadKeyFile(path)
 		return key, false, err
 	}
-	if err != nil {
-		return nil, false, fmt.Errorf("%w: %w", ErrKeyFile, err)
+	return key, err == nil, err
+}
+
+// CreateKeyFile writes a new key from rand to path (0600, its directory
+// 0700 when it makes it); an existing file is never replaced (the error
+// matches os.ErrExist).
+func CreateKeyFile(path string, rand io.Reader) (*Key, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrKeyFile, err)
 	}
-	_, werr := f.WriteString(keyFileHeader + base64.StdEncoding.EncodeToString(key.k[:]) + "\n")
+	key, err := GenerateKey(rand)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrKeyFile, err)
+	}
+	_, werr := f.Write(encodeKeyFile(key))
 	serr := f.Sync()
 	cerr := f.Close()
 	if err := errors.Join(werr, serr, cerr); err != nil {
 		_ = os.Remove(path)
-		return nil, false, fmt.Errorf("%w: write %s: %w", ErrKeyFile, path, err)
+		return nil, fmt.Errorf("%w: write %s: %w", ErrKeyFile, path, err)
 	}
-	return key, true, nil
+	return key, nil
+}
+
+// ReplaceKeyFile writes k to path atomically (a 0600 file beside it,
+// synced, renamed over it): a crash leaves the old key or the new one,
+// never half of either.
+func ReplaceKeyFile(path string, k *Key) error {
+	f, err := os.CreateTemp(filepath.Dir(path), ".secrets-key-*")
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrKeyFile, err)
+	}
+	tmp := f.Name()
+	_, werr := f.Write(encodeKeyFile(k))
+	merr := f.Chmod(0o600)
+	serr := f.Sync()
+	cerr := f.Close()
+	if err := errors.Join(werr, merr, serr, cerr); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("%w: write %s: %w", ErrKeyFile, path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("%w: %w", ErrKeyFile, err)
+	}
+	return nil
 }
 
 // LoadKeyFile reads the KEK at path (os.ErrNotExist when there is none).
@@ -216,13 +287,24 @@ func LoadKeyFile(path string) (*Key, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrKeyFile, err)
 	}
-	text, ok := strings.CutPrefix(string(bytes.TrimSpace(raw)), keyFileHeader)
+	defer clear(raw)
+	k, err := ParseKey(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return k, nil
+}
+
+// ParseKey reads the content of a key file (as LoadKeyFile and `deployctl
+// cluster unlock` send it).
+func ParseKey(content []byte) (*Key, error) {
+	text, ok := strings.CutPrefix(string(bytes.TrimSpace(content)), keyFileHeader)
 	if !ok {
-		return nil, fmt.Errorf("%w: %s does not start with %q", ErrKeyFile, path, strings.TrimSpace(keyFileHeader))
+		return nil, fmt.Errorf("%w: a key file starts with %q", ErrKeyFile, strings.TrimSpace(keyFileHeader))
 	}
 	k, err := base64.StdEncoding.DecodeString(text)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", ErrKeyFile, path, err)
+		return nil, fmt.Errorf("%w: %w", ErrKeyFile, err)
 	}
 	defer clear(k)
 	return NewKey(k)

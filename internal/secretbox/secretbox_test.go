@@ -89,3 +89,69 @@ func TestKeyFile(t *testing.T) {
 		t.Fatalf("garbage key: %v", err)
 	}
 }
+
+// TestRewrap: a value re-wrapped under a new KEK opens with it, keeps its
+// ciphertext, and no longer opens with the old key; the additional data
+// still binds it.
+func TestRewrap(t *testing.T) {
+	oldKey, _ := GenerateKey(rand.Reader)
+	newKey, _ := GenerateKey(rand.Reader)
+	aad := []byte("secret db v1")
+	sealed, err := oldKey.Seal(rand.Reader, []byte("hunter2"), aad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	re, err := oldKey.Rewrap(sealed, aad, newKey, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if re.KeyID != newKey.ID() || !bytes.Equal(re.Ciphertext, sealed.Ciphertext) || bytes.Equal(re.WrappedKey, sealed.WrappedKey) {
+		t.Fatalf("rewrapped %+v from %+v", re, sealed)
+	}
+	if got, err := newKey.Open(re, aad); err != nil || string(got) != "hunter2" {
+		t.Fatalf("open with the new key: %q %v", got, err)
+	}
+	if _, err := oldKey.Open(re, aad); !errors.Is(err, ErrWrongKey) {
+		t.Fatalf("open with the old key: %v", err)
+	}
+	if _, err := newKey.Rewrap(sealed, aad, oldKey, rand.Reader); !errors.Is(err, ErrWrongKey) {
+		t.Fatalf("rewrap with a key that did not seal it: %v", err)
+	}
+	if _, err := oldKey.Rewrap(sealed, []byte("secret db v2"), newKey, rand.Reader); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("rewrap under another name: %v", err)
+	}
+}
+
+// TestKeyFileCreateReplaceParse: a new file is never written over, a
+// replacement is atomic and 0600, and the content parses to the same key.
+func TestKeyFileCreateReplaceParse(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "k", "secrets.key")
+	k1, err := CreateKeyFile(path, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := CreateKeyFile(path, rand.Reader); !errors.Is(err, os.ErrExist) {
+		t.Fatalf("create over an existing file: %v", err)
+	}
+	raw, _ := os.ReadFile(path)
+	if k, err := ParseKey(raw); err != nil || k.ID() != k1.ID() {
+		t.Fatalf("parse: %v", err)
+	}
+	if _, err := ParseKey([]byte("not a key")); !errors.Is(err, ErrKeyFile) {
+		t.Fatalf("parse garbage: %v", err)
+	}
+	k2, _ := GenerateKey(rand.Reader)
+	if err := ReplaceKeyFile(path, k2); err != nil {
+		t.Fatal(err)
+	}
+	got, err := LoadKeyFile(path)
+	if err != nil || got.ID() != k2.ID() {
+		t.Fatalf("after replace: %v", err)
+	}
+	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %v", fi.Mode())
+	}
+	if entries, _ := os.ReadDir(filepath.Dir(path)); len(entries) != 1 {
+		t.Fatalf("left over: %v", entries)
+	}
+}

@@ -106,7 +106,8 @@ func (c *Client) do(ctx context.Context, method, path string, header http.Header
 			err = fmt.Errorf("%w: %s did not answer within %s", ErrUnreachable, base, tryTimeout(path))
 		}
 		cancel()
-		if err == nil || !retryable(err) || ctx.Err() != nil {
+		// A sealed server (--autolock) serves no secret; another may.
+		if err == nil || !(retryable(err) || errors.Is(err, ErrSealed)) || ctx.Err() != nil {
 			return err
 		}
 		best = moreTelling(best, err)

@@ -50,6 +50,12 @@ var (
 	// ErrSecretsKey: the server cannot seal or open secrets (no
 	// key-encryption key, or another one than the secret was sealed with).
 	ErrSecretsKey = errors.New("the server cannot open secrets")
+	// ErrSealed: the server runs with --autolock and has not been given
+	// the key-encryption key (deployctl cluster unlock).
+	ErrSealed = errors.New("the server is sealed")
+	// ErrWrongKey: a key given to unlock or rotate is not one the
+	// cluster can use.
+	ErrWrongKey = errors.New("not the cluster's key-encryption key")
 )
 
 // Error codes: the "code" of an error body.
@@ -78,6 +84,8 @@ const (
 	CodeTimeout           = "timeout"
 	CodeInternal          = "internal"
 	CodeSecretsKey        = "secrets_key"
+	CodeSealed            = "sealed"
+	CodeWrongKey          = "wrong_key"
 )
 
 // ErrorCode is one row of the table.
@@ -138,6 +146,11 @@ var codes = [...]ErrorCode{
 	// No key-encryption key, or not the one a secret was sealed with:
 	// the operator copies the cluster's key file (docs/secrets.md).
 	{Code: CodeSecretsKey, Status: http.StatusServiceUnavailable, Err: ErrSecretsKey, Also: []error{secretbox.ErrWrongKey, secretbox.ErrCorrupt}},
+	// --autolock and not unlocked yet: another server may serve.
+	{Code: CodeSealed, Status: http.StatusServiceUnavailable, Err: ErrSealed},
+	// A key given to unlock or rotate that the cluster cannot use (or
+	// a key file that does not parse).
+	{Code: CodeWrongKey, Status: http.StatusForbidden, Err: ErrWrongKey, Also: []error{secretbox.ErrKeyFile}},
 	{Code: CodeTimeout, Status: http.StatusGatewayTimeout, Err: ErrTimeout, Also: []error{
 		raftstore.ErrTimeout, context.DeadlineExceeded, context.Canceled}},
 	{Code: CodeInternal, Status: http.StatusInternalServerError, Err: ErrInternal},

@@ -2,6 +2,7 @@ package wire
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -19,6 +20,8 @@ type SecretVersionInfo struct {
 	Version   int       `json:"version"`
 	CreatedAt time.Time `json:"created_at"`
 	Size      int       `json:"size"`
+	// KeyID is the key-encryption key its data key is wrapped with.
+	KeyID string `json:"key_id,omitempty"`
 }
 
 // SecretInfo is a secret as `secret ls` and `secret inspect` show it. Uses
@@ -112,5 +115,61 @@ func (c *Client) AgentSecrets(ctx context.Context, host, replica string) (AgentS
 	var out AgentSecrets
 	q := url.Values{"host": {host}, "replica": {replica}}
 	err := c.do(ctx, http.MethodGet, "/v1/agent/secrets?"+q.Encode(), nil, nil, &out)
+	return out, err
+}
+
+// UnlockRequest gives a server the cluster's key-encryption key: the
+// content of a key file (`deployctl secret key generate`), over the
+// cluster's mutual TLS, from the operator.
+type UnlockRequest struct {
+	Key string `json:"key"`
+}
+
+// UnlockResult answers an unlock: the server now serves secrets with the
+// key KeyID. KeyFile is set when the server keeps its key in a file and
+// wrote the new key there (after a rotation).
+type UnlockResult struct {
+	Node    string `json:"node"`
+	KeyID   string `json:"key_id"`
+	Already bool   `json:"already,omitempty"`
+	KeyFile string `json:"key_file,omitempty"`
+}
+
+// RotateKeyRequest gives the leader the new key-encryption key.
+type RotateKeyRequest struct {
+	NewKey string `json:"new_key"`
+}
+
+// RotateKeyResult answers a rotation: every stored version (Versions of
+// them) is wrapped with NewKeyID now.
+type RotateKeyResult struct {
+	Leader   string `json:"leader"`
+	OldKeyID string `json:"old_key_id"`
+	NewKeyID string `json:"new_key_id"`
+	Versions int    `json:"versions"`
+}
+
+// Unlock gives the key to the server this client names first (unlock is
+// answered by the server itself, never forwarded).
+func (c *Client) Unlock(ctx context.Context, keyFile []byte) (UnlockResult, error) {
+	var out UnlockResult
+	body, err := json.Marshal(UnlockRequest{Key: string(keyFile)})
+	if err != nil {
+		return out, err
+	}
+	h := http.Header{"Content-Type": {"application/json"}}
+	err = c.do(ctx, http.MethodPost, "/v1/cluster/unlock", h, body, &out)
+	return out, err
+}
+
+// RotateSecretsKey re-wraps every secret under the new key (on the leader).
+func (c *Client) RotateSecretsKey(ctx context.Context, keyFile []byte) (RotateKeyResult, error) {
+	var out RotateKeyResult
+	body, err := json.Marshal(RotateKeyRequest{NewKey: string(keyFile)})
+	if err != nil {
+		return out, err
+	}
+	h := http.Header{"Content-Type": {"application/json"}}
+	err = c.retryWrite(ctx, func() error { return c.do(ctx, http.MethodPost, "/v1/cluster/secrets-key", h, body, &out) })
 	return out, err
 }

@@ -35,6 +35,13 @@ type JoinRequest struct {
 	// (secretbox.Key.ID, not the key): secrets are created only while
 	// every server reports the same one.
 	SecretsKeyID string `json:"secrets_key_id,omitempty"`
+	// Sealed: the server runs with --autolock and holds no key yet.
+	Sealed bool `json:"sealed,omitempty"`
+	// Unlocking: SecretsKeyID is a key just given to the server by
+	// `cluster unlock` before any secret exists; the leader refuses it
+	// (wrong_key) when the other servers hold another, judging on its
+	// own up-to-date state rather than the server's.
+	Unlocking bool `json:"unlocking,omitempty"`
 }
 
 // RemoveRequest asks the cluster to drop a server.
@@ -72,6 +79,11 @@ type NodeInfo struct {
 	// because raft accepts only server certificates (pki.PeerConfig) and
 	// join only the server certificate named like the joining node.
 	Identity string `json:"identity"`
+	// Secrets is what the server said of its key-encryption key when it
+	// last registered: "sealed" (--autolock, not unlocked), "key ID", or
+	// "key ID, but the cluster's is ID2: ..." when it cannot open the
+	// cluster's secrets.
+	Secrets string `json:"secrets,omitempty"`
 }
 
 // HostInfo is one host in `cluster status`.

@@ -27,6 +27,9 @@ type snapshotDoc struct {
 	Addresses bool `json:"addresses,omitempty"`
 	// Secrets hold sealed values only (absent before FSM version 3).
 	Secrets []*Secret `json:"secrets,omitempty"`
+	// SecretsKeyID is the cluster's key-encryption key id once a
+	// rotation recorded it (absent before FSM version 4).
+	SecretsKeyID string `json:"secrets_key_id,omitempty"`
 }
 
 func collect[T any](tree *iradix.Tree) []*T {
@@ -47,7 +50,7 @@ func (t *Tables) WriteTo(w io.Writer) (int64, error) {
 		Replicas: collect[Replica](t.replicas), Hosts: collect[Host](t.hosts),
 		HostIndex: map[string]uint64{}, Requests: collect[RequestResult](t.requests),
 		Servers: collect[ServerInfo](t.servers), Policy: t.policy, Addresses: t.addresses,
-		Secrets: collect[Secret](t.secrets),
+		Secrets: collect[Secret](t.secrets), SecretsKeyID: t.secretsKeyID,
 	}
 	t.hostIndex.Root().Walk(func(k []byte, v interface{}) bool {
 		doc.HostIndex[string(k)] = v.(uint64)
@@ -108,6 +111,7 @@ func (s *Store) Restore(r io.Reader) error {
 	}
 	tx.policy = doc.Policy
 	tx.addresses = doc.Addresses
+	tx.secretsKeyID = doc.SecretsKeyID
 	for _, v := range doc.Servers {
 		tx.servers.Insert([]byte(v.ID), v)
 	}

@@ -175,6 +175,12 @@ func (s *Store) ApplyPutSecret(index uint64, c PutSecretCmd) error {
 	if _, ok := s.View().Request(c.IdempotencyKey); ok {
 		return nil
 	}
+	// After a rotation only the cluster's new key may seal: a value
+	// sealed by a leader that still held the old key would be wrapped
+	// with a key that is no longer in use.
+	if id := s.View().secretsKeyID; id != "" && c.Sealed.KeyID != id {
+		return fmt.Errorf("%w: secret %s was sealed with key-encryption key %s, the cluster's key is %s", ErrConflict, c.Name, c.Sealed.KeyID, id)
+	}
 	tx := s.begin(index)
 	sec := &Secret{Name: c.Name, NextVersion: 1, CreateIndex: index}
 	if v, ok := tx.secrets.Get([]byte(c.Name)); ok {
@@ -226,4 +232,106 @@ func (s *Store) ApplyDeleteSecret(index uint64, c DeleteSecretCmd) error {
 	tx.secrets.Insert([]byte(sec.Name), &sec)
 	tx.commit(s)
 	return nil
+}
+
+// SecretsKeyID is the id of the key-encryption key the cluster's secrets
+// are sealed with: the one the last rotation recorded, else the key id of
+// the stored values (the same on all of them: a create is refused while
+// servers report different keys), else "" (no secret yet).
+func (t *Tables) SecretsKeyID() string {
+	if t.secretsKeyID != "" {
+		return t.secretsKeyID
+	}
+	id := ""
+	t.secrets.Root().Walk(func(_ []byte, v interface{}) bool {
+		for _, ver := range v.(*Secret).Versions {
+			id = ver.Sealed.KeyID
+			return true
+		}
+		return false
+	})
+	return id
+}
+
+// RotatedSecretsKeyID is the key id the last rotation recorded ("" when
+// there was none).
+func (t *Tables) RotatedSecretsKeyID() string { return t.secretsKeyID }
+
+// RewrappedKey is one secret version's data key wrapped by the new KEK.
+type RewrappedKey struct {
+	Name       string `json:"name"`
+	Version    int    `json:"version"`
+	WrappedKey []byte `json:"wrapped_key"`
+}
+
+// RotateSecretsKeyCmd moves every stored secret version from the KEK
+// OldKeyID to NewKeyID (FSM version 4): the leader unwrapped each data
+// key with the old KEK and wrapped it with the new one (no key and no
+// randomness here), and the cluster's key id becomes NewKeyID, so a
+// value sealed under any other key is refused from then on.
+type RotateSecretsKeyCmd struct {
+	OldKeyID string         `json:"old_key_id"`
+	NewKeyID string         `json:"new_key_id"`
+	Keys     []RewrappedKey `json:"keys"`
+}
+
+// ApplyRotateSecretsKey applies a RotateSecretsKeyCmd at a raft index. It
+// is guarded: every version stored must be sealed under OldKeyID and
+// re-wrapped by the command (a version created after the leader read the
+// state is a conflict: the leader reads again and retries), so no version
+// is left wrapped with the old key. A version removed meanwhile is
+// skipped. Applying it again once the key is NewKeyID changes nothing.
+func (s *Store) ApplyRotateSecretsKey(index uint64, c RotateSecretsKeyCmd) error {
+	if c.OldKeyID == "" || c.NewKeyID == "" || c.OldKeyID == c.NewKeyID {
+		return fmt.Errorf("%w: a rotation needs two different key ids", ErrBadRecord)
+	}
+	view := s.View()
+	if view.SecretsKeyID() == c.NewKeyID && !view.anySealedWith(c.OldKeyID) {
+		return nil
+	}
+	if cur := view.SecretsKeyID(); cur != "" && cur != c.OldKeyID {
+		return fmt.Errorf("%w: the cluster's key-encryption key is %s, not %s", ErrConflict, cur, c.OldKeyID)
+	}
+	wrapped := map[string][]byte{}
+	for _, k := range c.Keys {
+		wrapped[fmt.Sprintf("%s\x00%d", k.Name, k.Version)] = k.WrappedKey
+	}
+	tx := s.begin(index)
+	for _, sec := range view.Secrets() {
+		changed := false
+		for i, v := range sec.Versions {
+			if v.Sealed.KeyID != c.OldKeyID {
+				return fmt.Errorf("%w: secret %s version %d is sealed with key %s, not %s", ErrConflict, sec.Name, v.Version, v.Sealed.KeyID, c.OldKeyID)
+			}
+			w, ok := wrapped[fmt.Sprintf("%s\x00%d", sec.Name, v.Version)]
+			if !ok || len(w) == 0 {
+				return fmt.Errorf("%w: secret %s version %d is not in the rotation (created meanwhile); read the state again", ErrConflict, sec.Name, v.Version)
+			}
+			v.Sealed.KeyID, v.Sealed.WrappedKey = c.NewKeyID, w
+			sec.Versions[i] = v
+			changed = true
+		}
+		if changed {
+			sec.ModifyIndex = index
+			tx.secrets.Insert([]byte(sec.Name), &sec)
+		}
+	}
+	tx.secretsKeyID = c.NewKeyID
+	tx.commit(s)
+	return nil
+}
+
+// anySealedWith reports whether a stored version is sealed under key id.
+func (t *Tables) anySealedWith(id string) bool {
+	found := false
+	t.secrets.Root().Walk(func(_ []byte, v interface{}) bool {
+		for _, ver := range v.(*Secret).Versions {
+			if ver.Sealed.KeyID == id {
+				found = true
+				return true
+			}
+		}
+		return false
+	})
+	return found
 }

@@ -37,6 +37,9 @@ type Tables struct {
 	policy    *PolicyRecord // nil until a policy is set
 	addresses bool          // the FSM assigns service addresses (AssignAddressesCmd)
 	secrets   *iradix.Tree  // name -> *Secret (sealed values only; secrets.go)
+	// secretsKeyID is the id of the cluster's key-encryption key, set by
+	// RotateSecretsKeyCmd ("" until the first rotation; see SecretsKeyID).
+	secretsKeyID string
 }
 
 // RequestResult remembers the outcome of a write that carried an
@@ -296,6 +299,7 @@ type txn struct {
 	policy                               *PolicyRecord
 	addresses                            bool
 	secrets                              *iradix.Txn
+	secretsKeyID                         string
 	touchedHosts                         map[string]bool
 }
 
@@ -309,6 +313,7 @@ func (s *Store) begin(index uint64) *txn {
 		policy:       t.policy,
 		addresses:    t.addresses,
 		secrets:      t.secrets.Txn(),
+		secretsKeyID: t.secretsKeyID,
 		touchedHosts: map[string]bool{},
 	}
 }
@@ -322,7 +327,7 @@ func (tx *txn) commit(s *Store) {
 		services: tx.services.CommitOnly(), revisions: tx.revisions.CommitOnly(), replicas: tx.replicas.CommitOnly(),
 		bySvc: tx.bySvc.CommitOnly(), byHost: tx.byHost.CommitOnly(), hosts: tx.hosts.CommitOnly(),
 		hostIndex: tx.hostIndex.CommitOnly(), requests: tx.requests.CommitOnly(), servers: tx.servers.CommitOnly(),
-		policy: tx.policy, addresses: tx.addresses, secrets: tx.secrets.CommitOnly(),
+		policy: tx.policy, addresses: tx.addresses, secrets: tx.secrets.CommitOnly(), secretsKeyID: tx.secretsKeyID,
 	}, tx.touchedHosts)
 }
 

@@ -311,7 +311,10 @@ type ServerInfo struct {
 	// SecretsKeyID is the id of the server's key-encryption key (never
 	// the key); "" when it reported none.
 	SecretsKeyID string `json:"secrets_key_id,omitempty"`
-	ModifyIndex  uint64 `json:"modify_index"`
+	// Sealed: the server runs with --autolock and has not been given the
+	// key yet (it serves no secret). Shown by cluster status only.
+	Sealed      bool   `json:"sealed,omitempty"`
+	ModifyIndex uint64 `json:"modify_index"`
 }
 
 // PolicyRecord is the cluster policy as the controller stored it: opaque
