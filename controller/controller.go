@@ -300,6 +300,13 @@ func (c *Controller) ApplyWith(ctx context.Context, req ApplyRequest) (wire.Appl
 	if err != nil {
 		return wire.ApplyOutcome{}, err
 	}
+	if secretPins, err = pinIngressTLS(view, spec, secretPins); err != nil {
+		return wire.ApplyOutcome{}, err
+	}
+	tlsWarnings, err := c.checkIngressTLS(view, spec, secretPins)
+	if err != nil {
+		return wire.ApplyOutcome{}, err
+	}
 	pin, err := c.cfg.Resolver.Resolve(ctx, spec.Image)
 	if err != nil {
 		return wire.ApplyOutcome{}, err
@@ -313,10 +320,10 @@ func (c *Controller) ApplyWith(ctx context.Context, req ApplyRequest) (wire.Appl
 		return wire.ApplyOutcome{}, err
 	}
 	policyWarnings := hardeningWarnings(pol, spec)
-	warnings := joinWarnings(policyWarnings, prefixed("scan: ", scanWarnings), connectionWarnings)
-	fp := FingerprintSecrets(*spec, pin.Ref, secretPins)
+	warnings := joinWarnings(policyWarnings, prefixed("scan: ", scanWarnings), connectionWarnings, tlsWarnings)
+	fp := FingerprintSecrets(*spec, pin.Ref, containerPins(spec, secretPins))
 	if exists {
-		if cur, ok := view.Revision(svc.Name, svc.Current); ok && cur.Fingerprint == fp && sameSpec(&cur.Spec, spec) {
+		if cur, ok := view.Revision(svc.Name, svc.Current); ok && cur.Fingerprint == fp && sameSpec(&cur.Spec, spec) && slices.Equal(cur.Secrets, secretPins) {
 			return wire.ApplyOutcome{Service: svc.Name, Revision: cur.Number, Digest: cur.Digest, Ref: cur.Ref, Unchanged: true, Warnings: warnings}, nil
 		}
 	}

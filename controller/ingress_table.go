@@ -25,7 +25,8 @@ func ingressRoutes(t *state.Tables) []wire.IngressRoute {
 			continue
 		}
 		for _, in := range rev.Spec.Ingress {
-			out = append(out, wire.IngressRoute{Service: svc.Name, Listen: in.Listen, Protocol: in.Protocol, Host: in.Host, Path: in.Path, Port: in.Port})
+			out = append(out, wire.IngressRoute{Service: svc.Name, Listen: in.Listen, Protocol: in.Protocol, Host: in.Host, Path: in.Path, Port: in.Port,
+				TLS: routeTLS(rev, in)})
 		}
 	}
 	slices.SortFunc(out, func(a, b wire.IngressRoute) int {

@@ -199,14 +199,8 @@ func checkPins(view *state.Tables, pins []state.SecretPin) error {
 func outdatedSecrets(view *state.Tables, rev state.Revision) []wire.OutdatedSecret {
 	var out []wire.OutdatedSecret
 	for _, p := range rev.Secrets {
-		follows := false
-		for _, e := range rev.Spec.Secrets {
-			if e.Name == p.Name && e.Version == 0 {
-				follows = true
-			}
-		}
 		sec, _ := view.Secret(p.Name)
-		if latest, ok := sec.Latest(); follows && ok && latest.Version > p.Version {
+		if latest, ok := sec.Latest(); followsLatest(rev.Spec, p.Name) && ok && latest.Version > p.Version {
 			out = append(out, wire.OutdatedSecret{Name: p.Name, Pinned: p.Version, Latest: latest.Version})
 		}
 	}
@@ -359,6 +353,10 @@ func (a *API) agentSecrets(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !speaksFor(w, r, host) {
+		return
+	}
+	if r.URL.Query().Has("ingress") {
+		a.agentIngressTLS(w, host) // ingress_tls.go
 		return
 	}
 	replica := r.URL.Query().Get("replica")

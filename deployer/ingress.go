@@ -49,6 +49,9 @@ type IngressConfig struct {
 	// Both nil: plain HTTP (--dev, loopback only).
 	ServerTLS *tls.Config
 	ClientTLS *tls.Config
+	// TLSSource gives the certificates of https ingress routes (nil: the
+	// Source, if it can; ingress_tls.go).
+	TLSSource IngressTLSSource
 
 	// Service connections (issue 9, connections.go): Networks lists the
 	// host's service networks, Names answers declared names on their
@@ -125,6 +128,9 @@ type ingressRunner struct {
 	// Owned by run.
 	listeners map[int]*ingressListener
 	conn      connState // guarded by mu: conn.problem only
+	// tls: the https routes' certificates (ingress_tls.go); owned by run
+	// but for tls.problem, guarded by mu.
+	tls ingressTLS
 }
 
 type ingressListener struct {
@@ -366,9 +372,23 @@ func (g *ingressRunner) apply(ctx context.Context) {
 	for _, r := range ch.Refused {
 		g.log.Warn("ingress route refused: it collides with another service's", "service", r.Service, "listen", r.Listen, "host", r.Host, "path", r.Path)
 	}
+	g.mu.Lock()
+	var routes []wire.IngressRoute
+	if g.cluster != nil {
+		routes = g.cluster.Routes
+	}
+	g.mu.Unlock()
+	g.syncCertificates(ctx, routes)
+	https := map[int]bool{}
+	for _, r := range routes {
+		https[r.Listen] = https[r.Listen] || !r.TLS.IsZero()
+	}
 	wanted := map[int]string{}
 	for _, r := range g.table.Current().Routes {
 		wanted[r.Listen] = r.Protocol
+		if r.Protocol == proxy.HTTP && https[r.Listen] {
+			wanted[r.Listen] = httpsProtocol
+		}
 	}
 	for port, l := range g.listeners {
 		if wanted[port] != l.protocol {
@@ -413,6 +433,9 @@ func (g *ingressRunner) open(ctx context.Context, port int, protocol string) (*i
 			_ = g.table.ServeTCP(tcpCtx, port, ln)
 		}()
 		return &ingressListener{protocol: protocol, close: func() { cancel(); <-done }}, nil
+	}
+	if protocol == httpsProtocol {
+		ln = tls.NewListener(ln, g.tls.certs.ServerConfig(port))
 	}
 	srv := &http.Server{
 		Handler:           g.table.HTTPHandler(port),
@@ -461,6 +484,7 @@ func (g *ingressRunner) problems() []state.ProxyProblem {
 		out = append(out, p)
 	}
 	out = append(out, g.connectionProblemsLocked()...)
+	out = append(out, g.tlsProblemsLocked()...)
 	slices.SortFunc(out, func(a, b state.ProxyProblem) int { return a.Listen - b.Listen })
 	return out
 }

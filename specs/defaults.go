@@ -206,6 +206,12 @@ func (s *Spec) Clone() *Spec {
 	c.Ports = slices.Clone(s.Ports)
 	c.Volumes = slices.Clone(s.Volumes)
 	c.Ingress = slices.Clone(s.Ingress)
+	for i, in := range c.Ingress {
+		if in.TLS != nil {
+			tls := *in.TLS
+			c.Ingress[i].TLS = &tls
+		}
+	}
 	c.Expose = slices.Clone(s.Expose)
 	c.ConnectsTo = slices.Clone(s.ConnectsTo)
 	c.Secrets = slices.Clone(s.Secrets)

@@ -146,6 +146,7 @@ type ingressUse struct {
 	kind    string // "tcp", "http" or "ports"
 	host    string
 	path    string
+	tls     *IngressTLS
 }
 
 func (u ingressUse) String() string {
@@ -155,7 +156,11 @@ func (u ingressUse) String() string {
 		if host == "" {
 			host = "any host"
 		}
-		return fmt.Sprintf("http listen %d (host %s, path %s)", u.port, host, u.path)
+		scheme := "http"
+		if u.tls != nil {
+			scheme = "https"
+		}
+		return fmt.Sprintf("%s listen %d (host %s, path %s)", scheme, u.port, host, u.path)
 	case IngressTCP:
 		return fmt.Sprintf("tcp listen %d", u.port)
 	}
@@ -166,7 +171,7 @@ func ingressUses(service string, entries []Ingress, ports []Port) []ingressUse {
 	var uses []ingressUse
 	for i, in := range entries {
 		uses = append(uses, ingressUse{service: service, field: fmt.Sprintf("ingress[%d]", i), index: i,
-			port: in.Listen, kind: in.Protocol, host: in.Host, path: in.Path})
+			port: in.Listen, kind: in.Protocol, host: in.Host, path: in.Path, tls: in.TLS})
 	}
 	for i, p := range ports {
 		if p.Protocol == "tcp" {
@@ -195,7 +200,7 @@ func collide(a, b ingressUse) string {
 	case a.host == b.host && a.path == b.path:
 		return "routes the same host and path as"
 	}
-	return ""
+	return collideTLS(a, b)
 }
 
 // collision is one claim of a spec that collides with an earlier one.
@@ -211,6 +216,9 @@ func (c collision) message(owner string) string {
 	fix := "choose another listen port"
 	if c.use.kind == IngressHTTP && c.other.kind == IngressHTTP {
 		fix = "choose another host or path"
+		if isTLSCollision(c.why) {
+			fix = tlsCollisionFix
+		}
 	}
 	if c.use.kind == "ports" {
 		fix = "choose another host port, or serve it through ingress instead"

@@ -78,7 +78,7 @@ func ingressInvalidCases() []invalidCase {
 		{"listen word", "ingress: [{listen: http, port: 80}]\n", "ingress[0].listen", 3, "expected an integer"},
 		{"port too big", "ingress:\n  - listen: 80\n    port: 70000\n", "ingress[0].port", 5, "container port"},
 		{"unknown key", "ingress:\n  - listen: 80\n    port: 80\n    hots: a.b\n", "ingress[0].hots", 6, "did you mean host?"},
-		{"unknown key far", "ingress:\n  - listen: 80\n    port: 80\n    tls: true\n", "ingress[0].tls", 6, "valid fields are listen, port, protocol, host, path"},
+		{"unknown key far", "ingress:\n  - listen: 80\n    port: 80\n    backend: x\n", "ingress[0].backend", 6, "valid fields are listen, port, protocol, host, path, tls"},
 		{"duplicate key", "ingress:\n  - listen: 80\n    port: 80\n    listen: 81\n", "ingress[0].listen", 6, "already set on line 4"},
 		{"protocol udp", "ingress: [{listen: 53, port: 53, protocol: udp}]\n", "ingress[0].protocol", 3, "publish it with ports:"},
 		{"protocol word", "ingress: [{listen: 53, port: 53, protocol: https}]\n", "ingress[0].protocol", 3, "write http (the default) or tcp"},

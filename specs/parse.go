@@ -181,6 +181,9 @@ func (p *parser) ingress(path string, n *yaml.Node) []Ingress {
 		if n, ok := f["path"]; ok {
 			in.Path, _ = p.Text(field+".path", n)
 		}
+		if n, ok := f["tls"]; ok {
+			in.TLS = p.ingressTLS(field+".tls", n)
+		}
 		if in.Protocol == IngressHTTP && in.Path == "" {
 			if _, written := f["path"]; !written {
 				in.Path = DefaultIngressPath

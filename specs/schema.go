@@ -17,7 +17,11 @@ func schemaFields(section string) []string {
 	case "resources":
 		return []string{"cpus", "memory", "pids"}
 	case "ingress":
-		return []string{"listen", "port", "protocol", "host", "path"}
+		return []string{"listen", "port", "protocol", "host", "path", "tls"}
+	case "ingress.tls":
+		return []string{"cert", "key"}
+	case "ingress.tls.cert", "ingress.tls.key":
+		return []string{"name", "version"}
 	case "expose":
 		return []string{"port", "protocol"}
 	case "connects_to":
@@ -67,7 +71,7 @@ func schemaSection(path string) string {
 
 func schemaSections() []string {
 	return []string{"", "resources", "healthcheck", "healthcheck.http", "healthcheck.tcp", "update", "update.canary", "update.rollback_on",
-		"placement", "security", "ingress", "expose", "connects_to"}
+		"placement", "security", "ingress", "ingress.tls", "expose", "connects_to"}
 }
 
 // composeAliases are Compose spellings of our fields that edit distance would

@@ -65,6 +65,10 @@ type Ingress struct {
 	Protocol string `json:"protocol"`
 	Host     string `json:"host,omitempty"`
 	Path     string `json:"path,omitempty"`
+	// TLS, on an http entry, makes the proxies terminate TLS on the listen
+	// port with a certificate and key held as secrets (issue 13; see
+	// IngressTLS). nil: plain http.
+	TLS *IngressTLS `json:"tls,omitempty"`
 }
 
 // Port is one published port: "[ip:]host:container[/proto]".

@@ -59,6 +59,7 @@ func (s *Spec) problems() []Problem {
 	v.namespaces(s)
 	v.nonNegative("stop_grace_period", s.StopGracePeriod, "10s")
 	v.ingress(s.Ingress, s.Ports)
+	v.ingressTLS(s.Ingress)
 	v.expose(s.Expose)
 	v.connections(s.Service, s.ConnectsTo)
 	v.secrets(s.Secrets)

@@ -611,7 +611,7 @@ func newLocalAgent(cfg serverConfig, client *wire.Client, log hclog.Logger) (*de
 	if err := rt.Ping(ctx); err != nil {
 		return nil, fmt.Errorf("the host agent cannot reach the Docker Engine: %w (start Docker, point DOCKER_HOST at it, or run the server with --no-agent)", err)
 	}
-	ingress := &deployer.IngressConfig{Source: client, ListenIP: cfg.IngressAddr, ProxyAddr: cfg.ProxyAddr}
+	ingress := &deployer.IngressConfig{Source: client, TLSSource: client, ListenIP: cfg.IngressAddr, ProxyAddr: cfg.ProxyAddr}
 	if cfg.ProxyAddr != "" && cfg.TLS.set() {
 		hop, err := pki.ProxyConfig(cfg.TLS.CA, cfg.TLS.Cert, cfg.TLS.Key)
 		if err != nil {

@@ -306,6 +306,9 @@ type IngressRoute struct {
 	Host     string `json:"host,omitempty"`
 	Path     string `json:"path,omitempty"`
 	Port     int    `json:"port"` // container port
+	// TLS: the proxies terminate TLS on the listen port with this
+	// certificate and key (values fetched apart, never in this table).
+	TLS IngressTLSRef `json:"tls,omitzero"`
 }
 
 // IngressBackend is one replica that may receive traffic: desired running,
