@@ -268,7 +268,7 @@ func (a *API) applyService(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	spec.Security.SeccompProfile = req.SeccompProfile
-	out, err := a.c.ApplyWith(r.Context(), ApplyRequest{Spec: spec, IdempotencyKey: key, ScanReport: req.ScanReport})
+	out, err := a.c.ApplyWith(r.Context(), ApplyRequest{Spec: spec, IdempotencyKey: key, ScanReport: req.ScanReport, Force: req.Force})
 	if err != nil {
 		a.writeErr(w, err)
 		return

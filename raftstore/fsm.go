@@ -35,6 +35,11 @@ const (
 	// state.DeleteSecretCmd).
 	CmdPutSecret    CommandType = 10
 	CmdDeleteSecret CommandType = 11
+	// CmdSetHostAvailability and CmdRemoveHost drain, activate and forget
+	// hosts (FSM version 4, issue 17: state.SetHostAvailabilityCmd,
+	// state.RemoveHostCmd).
+	CmdSetHostAvailability CommandType = 12
+	CmdRemoveHost          CommandType = 13
 )
 
 func (c CommandType) String() string {
@@ -61,6 +66,10 @@ func (c CommandType) String() string {
 		return "put-secret"
 	case CmdDeleteSecret:
 		return "delete-secret"
+	case CmdSetHostAvailability:
+		return "set-host-availability"
+	case CmdRemoveHost:
+		return "remove-host"
 	}
 	return fmt.Sprintf("unknown(%d)", byte(c))
 }
@@ -72,8 +81,9 @@ func (c CommandType) String() string {
 // "Adding a command type").
 //
 // Version 2 adds CmdAssignAddresses (service addresses, issue 9);
-// version 3 CmdPutSecret and CmdDeleteSecret (secrets, issue 13).
-const FSMVersion = 3
+// version 3 CmdPutSecret and CmdDeleteSecret (secrets, issue 13);
+// version 4 CmdSetHostAvailability and CmdRemoveHost (hosts, issue 17).
+const FSMVersion = 4
 
 // minVersions is the FSM version that first knows each command type. Every
 // type of FSMVersion 1 is known by every server that records versions, and
@@ -83,6 +93,7 @@ var minVersions = map[CommandType]int{
 	CmdRegisterServer: 1, CmdDeregisterServer: 1, CmdSetHostState: 1, CmdSetPolicy: 1,
 	CmdAssignAddresses: 2,
 	CmdPutSecret:       3, CmdDeleteSecret: 3,
+	CmdSetHostAvailability: 4, CmdRemoveHost: 4,
 }
 
 // MinVersion is the FSM version that first knows the command type (0 for
@@ -306,6 +317,18 @@ func (f *FSM) apply(index uint64, t CommandType, body []byte) any {
 			return err
 		}
 		return f.store.ApplyDeleteSecret(index, c)
+	case CmdSetHostAvailability:
+		var c state.SetHostAvailabilityCmd
+		if err := decode(t, body, &c); err != nil {
+			return err
+		}
+		return f.store.ApplySetHostAvailability(index, c)
+	case CmdRemoveHost:
+		var c state.RemoveHostCmd
+		if err := decode(t, body, &c); err != nil {
+			return err
+		}
+		return f.store.ApplyRemoveHost(index, c)
 	}
 	return &undecodable{fmt.Errorf("type byte %d is not a command this server knows (is it older than the leader?)", byte(t))}
 }

@@ -111,6 +111,9 @@ type ApplyBody struct {
 	SpecYAML       string `json:"spec_yaml"`
 	SeccompProfile []byte `json:"seccomp_profile,omitempty"`
 	ScanReport     []byte `json:"scan_report,omitempty"`
+	// Force (`apply --force`) stores a new revision even when the spec is
+	// the current one's, to retry a failed or paused revision as it is.
+	Force bool `json:"force,omitempty"`
 }
 
 // RollbackBody is the body of POST /v1/services/{name}/rollback.
