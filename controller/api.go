@@ -114,6 +114,11 @@ func (a *API) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/cluster", lead(a.cluster, op))
 	mux.HandleFunc("POST /v1/cluster/join", lead(a.join, srv))
 	mux.HandleFunc("POST /v1/cluster/remove", lead(a.removeServer, op, srv))
+	mux.HandleFunc("GET /v1/hosts", lead(a.listHosts, op))
+	mux.HandleFunc("GET /v1/hosts/{id}", lead(a.getHost, op))
+	mux.HandleFunc("POST /v1/hosts/{id}/drain", lead(a.drainHost(true), op))
+	mux.HandleFunc("POST /v1/hosts/{id}/activate", lead(a.drainHost(false), op))
+	mux.HandleFunc("DELETE /v1/hosts/{id}", lead(a.removeHost, op))
 	mux.HandleFunc("GET /v1/services", lead(a.listServices, op))
 	mux.HandleFunc("POST /v1/services", lead(a.applyService, op))
 	mux.HandleFunc("GET /v1/services/{name}", lead(a.getService, op))
@@ -221,7 +226,7 @@ func (a *API) cluster(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		out.Hosts = append(out.Hosts, wire.HostInfo{ID: h.ID, Labels: h.Labels, State: h.State, Replicas: n, SeenAt: h.SeenAt, Engine: h.Engine,
-			Identity: a.reporters.of(h.ID), ProxyAddr: h.ProxyAddr, ProxyProblems: h.ProxyProblems})
+			Identity: a.reporters.of(h.ID), ProxyAddr: h.ProxyAddr, ProxyProblems: h.ProxyProblems, Availability: availabilityOf(h)})
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -436,4 +441,57 @@ func writeApplyOutcome(w http.ResponseWriter, out wire.ApplyOutcome) {
 		code = http.StatusOK
 	}
 	writeJSON(w, code, out)
+}
+
+// availabilityOf is a host's availability as the API spells it.
+func availabilityOf(h state.Host) string {
+	if h.Draining() {
+		return state.HostDrain
+	}
+	return state.HostActive
+}
+
+func (a *API) listHosts(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, a.c.Hosts())
+}
+
+func (a *API) getHost(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if !hostParam(w, "host", id) {
+		return
+	}
+	h, err := a.c.Host(id)
+	if err != nil {
+		a.writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, h)
+}
+
+// drainHost answers `host drain` (drain true) and `host activate`.
+func (a *API) drainHost(drain bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id := r.PathValue("id")
+		if !hostParam(w, "host", id) {
+			return
+		}
+		h, err := a.c.SetHostAvailability(r.Context(), id, drain)
+		if err != nil {
+			a.writeErr(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, h)
+	}
+}
+
+func (a *API) removeHost(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if !hostParam(w, "host", id) {
+		return
+	}
+	if err := a.c.RemoveHost(r.Context(), id); err != nil {
+		a.writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"host": id, "state": "removed"})
 }

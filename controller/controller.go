@@ -102,6 +102,9 @@ type Controller struct {
 	heartbeat map[string]time.Time // host -> last report, leader memory only
 	// backoff holds the restart back-off of failing slots (leader memory).
 	backoff map[slotKey]*slotBackoff
+	// unplaced holds, per service, why its steady-state starts found no
+	// host on the last pass (leader memory, see noteUnplaced).
+	unplaced map[string][]string
 	// audits holds each host's latest audit (leader memory, never raft).
 	audits map[string]wire.HostAuditRecord
 	// traffic sums the proxies' figures per rollout (leader memory, see
