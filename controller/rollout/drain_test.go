@@ -63,3 +63,14 @@ func TestDecideDraining(t *testing.T) {
 		})
 	}
 }
+
+// A slot with replicas on two draining hosts (its replacement went to a
+// host drained since) keeps one, the done one, until a host can take it.
+func TestDecideDrainingTwice(t *testing.T) {
+	rev1 := revision(1, "A", 1)
+	old := on(healthy(rev1, "a0", 0, longAgo), "host-2")
+	fresh := on(healthy(rev1, "b0", 0, time.Second), "host-3")
+	got := Decide(Input{Now: t0, Service: steadyService(1, state.ServiceRunning), Target: rev1,
+		Replicas: []state.Replica{old, fresh}, Draining: map[string]bool{"host-2": true, "host-3": true}})
+	checkDecision(t, got, want{Start: []int{0}, Stop: []string{"b0"}})
+}

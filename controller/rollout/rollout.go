@@ -409,6 +409,21 @@ func (p *planner) planSteady() {
 				p.stop(m, fmt.Sprintf("moved off draining host %s: replaced by replica %s", m.Host, keeper.ID))
 			}
 		}
+		if len(live) == 0 && len(s.moving) > 1 {
+			// Two draining hosts in a row (a replacement placed on a host
+			// drained since): one replica of the slot is enough until a
+			// host can take it; keep the first done one.
+			keep, ok := p.firstDone(s.moving)
+			if !ok {
+				keep = s.moving[0]
+			}
+			for _, m := range s.moving {
+				if m.ID != keep.ID {
+					p.stop(m, fmt.Sprintf("duplicate of replica %s (both on draining hosts)", keep.ID))
+				}
+			}
+			s.moving = []*state.Replica{keep}
+		}
 		switch {
 		case len(live) == 0 && len(s.moving) > 0:
 			p.start(i, fmt.Sprintf("replica %s is on draining host %s: moving it", s.moving[0].ID, s.moving[0].Host))
