@@ -1,8 +1,11 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -92,5 +95,81 @@ func TestCLIHostDrainAndApplyForce(t *testing.T) {
 	mustCLI(t, s, 0, "", "host", "activate", host)
 	if st := mustStatus(t, s, "web"); st.Replicas.Healthy != 2 {
 		t.Fatalf("status after activate: %+v", st.Replicas)
+	}
+}
+
+// Drain across three servers, each with its host, on the real engine: a
+// host's replicas move to the other hosts (each replacement healthy before
+// the drained one stops), none is left on it and three stay healthy. rm is
+// refused while the host is up; once its server is gone and it is down,
+// rm forgets it: it leaves cluster status and host ls. The other servers'
+// hosts keep serving.
+func TestClusterHostDrainAndRemove(t *testing.T) {
+	needEngine(t)
+	c := mustStartCluster(t, 3, "--host-ttl", "2s", "--host-down-grace", "2s")
+	c.mustReadyHosts(t, 3)
+	if r := c.cli(t, c.nodes, webSpec(env.refs["v1"], 3, ""), "apply", "-"); r.code != 0 {
+		t.Fatalf("apply: %d %s %s", r.code, r.stdout, r.stderr)
+	}
+	leader := c.mustLeader(10 * time.Second)
+	var drained *clusterNode
+	for _, nd := range c.nodes {
+		if nd != leader {
+			drained = nd
+			break
+		}
+	}
+	runningOn := func(host string) (on, healthy int) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		st, err := c.client().Status(ctx, "web", 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, in := range st.Instances {
+			if in.Desired == "running" && in.Host == host {
+				on++
+			}
+		}
+		return on, st.Replicas.Healthy
+	}
+	if on, _ := runningOn(drained.hostID); on != 1 {
+		t.Fatalf("%d replicas on %s before the drain, want 1 (spread)", on, drained.hostID)
+	}
+	r := c.cli(t, c.nodes, "", "host", "drain", drained.hostID)
+	if r.code != 0 || !strings.Contains(r.stdout, "drained: no replica left") {
+		t.Fatalf("host drain: %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	if on, healthy := runningOn(drained.hostID); on != 0 || healthy != 3 {
+		t.Fatalf("after the drain: %d replicas on %s, %d healthy; want 0 and 3", on, drained.hostID, healthy)
+	}
+	if running := runningContainers(t, drained.hostID); len(running) != 0 {
+		waitFor(t, 30*time.Second, "the drained host's container gone", func() bool { return len(runningContainers(t, drained.hostID)) == 0 })
+	}
+	if r := c.cli(t, c.nodes, "", "host", "rm", drained.hostID); r.code != 1 || !strings.Contains(r.stderr, "is up") {
+		t.Fatalf("rm of a host that is up: %d\n%s", r.code, r.stderr)
+	}
+
+	c.kill(drained, syscall.SIGKILL)
+	rest := slices.DeleteFunc(slices.Clone(c.nodes), func(nd *clusterNode) bool { return nd == drained })
+	waitFor(t, 60*time.Second, "the host removed", func() bool {
+		return c.cli(t, rest, "", "host", "rm", drained.hostID).code == 0
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := c.client(rest...).Cluster(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range st.Hosts {
+		if h.ID == drained.hostID {
+			t.Fatalf("%s still in cluster status after host rm: %+v", h.ID, st.Hosts)
+		}
+	}
+	if r := c.cli(t, rest, "", "host", "ls"); strings.Contains(r.stdout, drained.hostID) {
+		t.Fatalf("host ls after rm:\n%s", r.stdout)
+	}
+	if _, healthy := runningOn(""); healthy != 3 {
+		t.Fatalf("%d healthy after the removal, want 3", healthy)
 	}
 }
