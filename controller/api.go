@@ -122,6 +122,11 @@ func (a *API) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/cluster/join", lead(a.join, srv))
 	mux.HandleFunc("POST /v1/cluster/remove", lead(a.removeServer, op, srv))
 	mux.HandleFunc("POST /v1/cluster/secrets-key", lead(a.unsealed(a.rotateKey), op))
+	mux.HandleFunc("GET /v1/hosts", lead(a.listHosts, op))
+	mux.HandleFunc("GET /v1/hosts/{id}", lead(a.getHost, op))
+	mux.HandleFunc("POST /v1/hosts/{id}/drain", lead(a.drainHost(true), op))
+	mux.HandleFunc("POST /v1/hosts/{id}/activate", lead(a.drainHost(false), op))
+	mux.HandleFunc("DELETE /v1/hosts/{id}", lead(a.removeHost, op))
 	mux.HandleFunc("GET /v1/services", lead(a.listServices, op))
 	mux.HandleFunc("POST /v1/services", lead(a.applyService, op))
 	mux.HandleFunc("GET /v1/services/{name}", lead(a.getService, op))
@@ -230,7 +235,7 @@ func (a *API) cluster(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		out.Hosts = append(out.Hosts, wire.HostInfo{ID: h.ID, Labels: h.Labels, State: h.State, Replicas: n, SeenAt: h.SeenAt, Engine: h.Engine,
-			Identity: a.reporters.of(h.ID), ProxyAddr: h.ProxyAddr, ProxyProblems: h.ProxyProblems})
+			Identity: a.reporters.of(h.ID), ProxyAddr: h.ProxyAddr, ProxyProblems: h.ProxyProblems, Availability: availabilityOf(h)})
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -277,7 +282,7 @@ func (a *API) applyService(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	spec.Security.SeccompProfile = req.SeccompProfile
-	out, err := a.c.ApplyWith(r.Context(), ApplyRequest{Spec: spec, IdempotencyKey: key, ScanReport: req.ScanReport})
+	out, err := a.c.ApplyWith(r.Context(), ApplyRequest{Spec: spec, IdempotencyKey: key, ScanReport: req.ScanReport, Force: req.Force})
 	if err != nil {
 		a.writeErr(w, err)
 		return
@@ -445,4 +450,57 @@ func writeApplyOutcome(w http.ResponseWriter, out wire.ApplyOutcome) {
 		code = http.StatusOK
 	}
 	writeJSON(w, code, out)
+}
+
+// availabilityOf is a host's availability as the API spells it.
+func availabilityOf(h state.Host) string {
+	if h.Draining() {
+		return state.HostDrain
+	}
+	return state.HostActive
+}
+
+func (a *API) listHosts(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, a.c.Hosts())
+}
+
+func (a *API) getHost(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if !hostParam(w, "host", id) {
+		return
+	}
+	h, err := a.c.Host(id)
+	if err != nil {
+		a.writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, h)
+}
+
+// drainHost answers `host drain` (drain true) and `host activate`.
+func (a *API) drainHost(drain bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id := r.PathValue("id")
+		if !hostParam(w, "host", id) {
+			return
+		}
+		h, err := a.c.SetHostAvailability(r.Context(), id, drain)
+		if err != nil {
+			a.writeErr(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, h)
+	}
+}
+
+func (a *API) removeHost(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if !hostParam(w, "host", id) {
+		return
+	}
+	if err := a.c.RemoveHost(r.Context(), id); err != nil {
+		a.writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"host": id, "state": "removed"})
 }

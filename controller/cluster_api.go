@@ -238,6 +238,9 @@ func (a *API) removeServer(w http.ResponseWriter, r *http.Request) {
 		a.writeErr(w, err)
 		return
 	}
+	// A server that left stops being a host too (its local agent reports
+	// as host = node id): drained now, forgotten once down and empty.
+	a.c.retireHost(r.Context(), req.ID)
 	writeJSON(w, http.StatusOK, req)
 }
 

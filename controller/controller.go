@@ -115,6 +115,9 @@ type Controller struct {
 	heartbeat map[string]time.Time // host -> last report, leader memory only
 	// backoff holds the restart back-off of failing slots (leader memory).
 	backoff map[slotKey]*slotBackoff
+	// unplaced holds, per service, why its steady-state starts found no
+	// host on the last pass (leader memory, see noteUnplaced).
+	unplaced map[string][]string
 	// audits holds each host's latest audit (leader memory, never raft).
 	audits map[string]wire.HostAuditRecord
 	// traffic sums the proxies' figures per rollout (leader memory, see
@@ -258,6 +261,10 @@ type ApplyRequest struct {
 	IdempotencyKey string
 	// ScanReport is a Trivy JSON report of the image, for the scan gate.
 	ScanReport []byte
+	// Force stores a new revision even when the spec (and the digest its
+	// tag resolves to) is the current revision's, when that revision failed
+	// or paused: `apply --force` retries it (see retryable).
+	Force bool
 }
 
 // ApplyWith is Apply with a scan report.
@@ -322,9 +329,15 @@ func (c *Controller) ApplyWith(ctx context.Context, req ApplyRequest) (wire.Appl
 	policyWarnings := hardeningWarnings(pol, spec)
 	warnings := joinWarnings(policyWarnings, prefixed("scan: ", scanWarnings), connectionWarnings, tlsWarnings)
 	fp := FingerprintSecrets(*spec, pin.Ref, containerPins(spec, secretPins))
+	cause := "apply"
 	if exists {
 		if cur, ok := view.Revision(svc.Name, svc.Current); ok && cur.Fingerprint == fp && sameSpec(&cur.Spec, spec) && slices.Equal(cur.Secrets, secretPins) {
-			return wire.ApplyOutcome{Service: svc.Name, Revision: cur.Number, Digest: cur.Digest, Ref: cur.Ref, Unchanged: true, Warnings: warnings}, nil
+			retry, hint := retryable(svc, cur, req.Force)
+			if !retry {
+				return wire.ApplyOutcome{Service: svc.Name, Revision: cur.Number, Digest: cur.Digest, Ref: cur.Ref, Unchanged: true,
+					Warnings: joinWarnings(warnings, hint)}, nil
+			}
+			cause = fmt.Sprintf("apply --force: retry of revision %d", cur.Number)
 		}
 	}
 	cmd := state.ApplyRevisionCmd{
@@ -332,7 +345,7 @@ func (c *Controller) ApplyWith(ctx context.Context, req ApplyRequest) (wire.Appl
 		IdempotencyKey: idempotencyKey,
 		ExpectCurrent:  svc.Current,
 		Revision: state.Revision{
-			Service: spec.Service, Spec: *spec, Digest: pin.Digest, Ref: pin.Ref, Fingerprint: fp, Cause: "apply", Secrets: secretPins,
+			Service: spec.Service, Spec: *spec, Digest: pin.Digest, Ref: pin.Ref, Fingerprint: fp, Cause: cause, Secrets: secretPins,
 			SignedBy: signed.KeyName, SignatureFormat: signed.Format, ScanWarnings: scanWarnings, PolicyWarnings: policyWarnings,
 		},
 	}
@@ -343,6 +356,30 @@ func (c *Controller) ApplyWith(ctx context.Context, req ApplyRequest) (wire.Appl
 	ar := res.(state.ApplyResult)
 	c.log.Info("revision stored", "service", spec.Service, "revision", ar.Revision, "ref", pin.Ref)
 	return wire.ApplyOutcome{Service: spec.Service, Revision: ar.Revision, Digest: pin.Digest, Ref: pin.Ref, Warnings: warnings}, nil
+}
+
+// retryable decides what an apply of the current revision's own spec
+// does. A revision that failed or paused is retried as a new revision
+// (same spec, same pinned digest, rolled out like any release) when the
+// apply says --force; without it nothing is stored, and the hint says that
+// --force exists, since applying the same spec again is what an operator
+// tries first (issue 17: a failed first release had no way back but rm).
+// A revision that runs or rolls out has nothing to retry: --force changes
+// nothing then, and says so.
+func retryable(svc state.Service, cur state.Revision, force bool) (retry bool, hint []string) {
+	stuck := svc.State == state.ServiceFailed || svc.State == state.ServicePaused ||
+		cur.State == state.RevisionFailed || cur.State == state.RevisionPaused
+	switch {
+	case stuck && force:
+		return true, nil
+	case stuck:
+		return false, []string{fmt.Sprintf("service %s is %s at revision %d and this spec is that revision's, so nothing was stored; "+
+			"`deployctl apply --force` retries revision %d as a new revision (same spec and digest), "+
+			"after you fixed what made it fail (see `deployctl status %s`)", svc.Name, svc.State, cur.Number, cur.Number, svc.Name)}
+	case force:
+		return false, []string{fmt.Sprintf("--force: revision %d of %s is %s, nothing to retry; nothing was stored", cur.Number, svc.Name, cur.State)}
+	}
+	return false, nil
 }
 
 // repeatedRequest is the first outcome of a write whose idempotency key
@@ -430,8 +467,9 @@ func rollbackTarget(history []state.Revision, cur state.Revision, to int) (state
 			return r, nil
 		}
 	}
-	return state.Revision{}, fmt.Errorf("%w: no revision before %d succeeded with a different digest; pick one with --to N (see `deployctl history %s`)",
-		ErrNoRollbackTarget, cur.Number, cur.Service)
+	return state.Revision{}, fmt.Errorf("%w: no revision before %d succeeded with a different digest; pick one with --to N (see `deployctl history %s`), "+
+		"or retry revision %d as it is with `deployctl apply --force` on its spec",
+		ErrNoRollbackTarget, cur.Number, cur.Service, cur.Number)
 }
 
 // storeRollback stores the revision restoring target, which readmit

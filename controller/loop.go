@@ -160,7 +160,7 @@ func (c *Controller) reconcileService(ctx context.Context, view *state.Tables, l
 	// The figures the release is judged by come in like placement facts:
 	// Decide never looks anything up.
 	in := rollout.Input{Now: now, Service: svc, Target: target, Replicas: replicas,
-		Traffic: c.traffic.input(svc.Name, target.Number), FromFingerprint: fromFingerprint(view, svc)}
+		Traffic: c.traffic.input(svc.Name, target.Number), FromFingerprint: fromFingerprint(view, svc), Draining: load.draining}
 	d := rollout.Decide(in)
 	if svc.Rollout == nil || svc.Rollout.State != state.RolloutInProgress {
 		var failed []state.Replica
@@ -210,6 +210,11 @@ func (c *Controller) reconcileService(ctx context.Context, view *state.Tables, l
 			})
 			changed = true
 		}
+	}
+	if !inRollout {
+		// Steady state has no message: what could not be placed (a drained
+		// host's replicas with nowhere to go) is kept for `host ls`.
+		c.noteUnplaced(svc.Name, reasons)
 	}
 	if inRollout && d.Outcome == rollout.Continue {
 		// The message says why the rollout is slower than asked: slots

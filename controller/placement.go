@@ -18,8 +18,11 @@ type hostLoad struct {
 	id string
 	// ready is false for a down host: it never takes a replica, and is
 	// kept only so that a slot that cannot be placed can say so.
-	ready  bool
-	labels map[string]string
+	ready bool
+	// draining: the operator drained the host (`deployctl host drain`):
+	// it takes no new replica; its replicas still count where they run.
+	draining bool
+	labels   map[string]string
 	// userns: the host's engine runs with userns-remap.
 	userns bool
 	// total counts the containers on the host, all services: replicas
@@ -71,6 +74,8 @@ type clusterLoad struct {
 	// requireUserns: the policy places replicas only on hosts whose engine
 	// runs with userns-remap.
 	requireUserns bool
+	// draining are the drained hosts (rollout.Input.Draining).
+	draining map[string]bool
 }
 
 // clusterSource is the part of *state.Tables that placement reads.
@@ -103,9 +108,15 @@ func loadOf(src clusterSource) *clusterLoad {
 		return ports
 	}
 	for _, h := range src.Hosts() {
-		hl := &hostLoad{id: h.ID, ready: h.State == state.HostReady, labels: h.Labels, ports: map[publishedPort]int{},
+		hl := &hostLoad{id: h.ID, ready: h.State == state.HostReady, draining: h.Draining(), labels: h.Labels, ports: map[publishedPort]int{},
 			userns: h.Engine != nil && h.Engine.Userns}
 		cl.hosts = append(cl.hosts, hl)
+		if hl.draining {
+			if cl.draining == nil {
+				cl.draining = map[string]bool{}
+			}
+			cl.draining[h.ID] = true
+		}
 		if !hl.ready {
 			continue
 		}
@@ -154,6 +165,7 @@ type refusalKind int
 
 const (
 	refusedDown refusalKind = iota
+	refusedDraining
 	refusedUserns
 	refusedConstraint
 	refusedMaxPerHost
@@ -207,6 +219,9 @@ func (p *placement) refuseWithout(h *hostLoad, gone imagined) *refusal {
 	if !h.ready {
 		return &refusal{kind: refusedDown}
 	}
+	if h.draining {
+		return &refusal{kind: refusedDraining}
+	}
 	if p.requireUserns && !h.userns {
 		return &refusal{kind: refusedUserns}
 	}
@@ -237,7 +252,7 @@ func (p *placement) before(a, b *hostLoad) bool {
 }
 
 // place picks a host for each slot. A host is a candidate when it is ready,
-// satisfies every placement constraint, runs fewer than max_per_host
+// not draining, satisfies every placement constraint, runs fewer than max_per_host
 // replicas of the service (counting every revision, the replicas still
 // stopping and the replicas this call places) and has none of the spec's
 // host ports in use. A slot pinned to a host (a slot replaced in place, see
@@ -482,6 +497,9 @@ func (p *placement) explain(refused map[refusal]int, replacing bool) string {
 		case refusedDown:
 			counts = append(counts, fmt.Sprintf("%d down", n))
 			addFix("bring the down hosts back")
+		case refusedDraining:
+			counts = append(counts, fmt.Sprintf("%d draining", n))
+			addFix("activate a draining host (deployctl host activate)")
 		case refusedUserns:
 			counts = append(counts, fmt.Sprintf("%d without userns-remap, which the policy requires (require_userns)", n))
 			addFix("turn on userns-remap on those engines (docs/cis.md)")

@@ -90,10 +90,12 @@ func (r *DockerRuntime) EnsureServiceNetwork(ctx context.Context, host, service 
 	}
 	name := ServiceNetworkName(plan.Prefix, service)
 	// One creation at a time in this process: two replicas of a service
-	// starting together must not both create its network.
+	// starting together must not both create its network. Other agents on
+	// the same engine are not held by this lock: a create that loses to
+	// one of theirs finds the winner by its labels (findServiceNetwork).
 	r.netMu.Lock()
 	defer r.netMu.Unlock()
-	if existing, err := r.inspectServiceNetwork(ctx, name, host, service); !errors.Is(err, ErrNotFound) {
+	if existing, err := r.findServiceNetwork(ctx, name, host, service); !errors.Is(err, ErrNotFound) {
 		return existing, err
 	}
 
@@ -115,7 +117,7 @@ func (r *DockerRuntime) EnsureServiceNetwork(ctx context.Context, host, service 
 				name, ErrSubnetPoolExhausted, ServiceSubnetBits, plan.Pool)
 		}
 		gateway := GatewayOf(subnet)
-		created, err := r.client.NetworkCreate(ctx, name, network.CreateOptions{
+		_, err = r.client.NetworkCreate(ctx, name, network.CreateOptions{
 			Driver:  "bridge",
 			Labels:  labels,
 			Options: map[string]string{bridgeNameOption: BridgeName(name)},
@@ -124,18 +126,69 @@ func (r *DockerRuntime) EnsureServiceNetwork(ctx context.Context, host, service 
 				Config: []network.IPAMConfig{{Subnet: subnet.String(), Gateway: gateway.String()}},
 			},
 		})
-		switch {
-		case err == nil:
-			return ServiceNetwork{Service: service, Name: name, ID: created.ID, Bridge: BridgeName(name), Subnet: subnet, Gateway: gateway}, nil
-		case cerrdefs.IsConflict(err):
-			// Created by someone else between inspect and create.
-			return r.inspectServiceNetwork(ctx, name, host, service)
-		case isPoolOverlap(err) && attempt < maxCreateAttempts:
+		if err == nil {
+			// Another agent's create may have passed the engine's name
+			// check at the same moment (engines that allow two networks of
+			// one name): settle on one, by label, as every racer does.
+			return r.findServiceNetwork(ctx, name, host, service)
+		}
+		// Whatever the engine said (a name conflict, "networks have same
+		// bridge name", the subnet the other agent just took), another
+		// agent on this engine may have created the network meanwhile:
+		// then it is the one to use.
+		if existing, ferr := r.findServiceNetwork(ctx, name, host, service); !errors.Is(ferr, ErrNotFound) {
+			return existing, ferr
+		}
+		if isPoolOverlap(err) && attempt < maxCreateAttempts {
 			refused = append(refused, subnet)
 			continue
 		}
 		return ServiceNetwork{}, engineError(fmt.Sprintf("create network %s with subnet %s", name, subnet), err)
 	}
+}
+
+// findServiceNetwork returns the network named name that deployctl made
+// for service on host, looked up by its labels rather than by name, so
+// that two networks of one name (a create race on an engine that let both
+// through) never make it fail as "ambiguous": the oldest (then lowest ID)
+// is the one, on every agent alike, and the others, made by deployctl for
+// the same host and service, are removed unless a container uses them. A
+// network of that name made by someone else, or for another host or
+// service, is refused (serviceNetworkOf); none at all is ErrNotFound.
+func (r *DockerRuntime) findServiceNetwork(ctx context.Context, name, host, service string) (ServiceNetwork, error) {
+	list, err := r.client.NetworkList(ctx, network.ListOptions{Filters: filters.NewArgs(filters.Arg("name", name))})
+	if err != nil {
+		return ServiceNetwork{}, engineError("list networks named "+name, err)
+	}
+	var mine, others []network.Summary
+	for _, n := range list {
+		switch {
+		case n.Name != name:
+			// The engine's name filter matches substrings.
+		case n.Labels[LabelManaged] == "true" && n.Labels[LabelHost] == host && n.Labels[LabelService] == service:
+			mine = append(mine, n)
+		default:
+			others = append(others, n)
+		}
+	}
+	if len(mine) == 0 {
+		if len(others) > 0 {
+			return serviceNetworkOf(others[0], host, service)
+		}
+		return ServiceNetwork{}, fmt.Errorf("network %s: %w", name, ErrNotFound)
+	}
+	sort.Slice(mine, func(i, j int) bool {
+		if !mine[i].Created.Equal(mine[j].Created) {
+			return mine[i].Created.Before(mine[j].Created)
+		}
+		return mine[i].ID < mine[j].ID
+	})
+	for _, dup := range mine[1:] {
+		// Best effort: a duplicate another agent already attached a
+		// container to stays (ErrNetworkInUse) until that one is replaced.
+		_ = r.RemoveNetwork(ctx, dup.ID, host, service)
+	}
+	return serviceNetworkOf(mine[0], host, service)
 }
 
 // isPoolOverlap reports whether the engine refused a subnet because it
@@ -174,20 +227,6 @@ func (r *DockerRuntime) takenSubnets(ctx context.Context) ([]netip.Prefix, error
 		}
 	}
 	return taken, nil
-}
-
-// inspectServiceNetwork returns network name as the service network of
-// service on host; ErrNotFound when it does not exist.
-func (r *DockerRuntime) inspectServiceNetwork(ctx context.Context, name, host, service string) (ServiceNetwork, error) {
-	n, err := r.client.NetworkInspect(ctx, name, network.InspectOptions{})
-	if err != nil {
-		return ServiceNetwork{}, engineError("inspect network "+name, err)
-	}
-	if n.Name != name {
-		// The engine also matches ID prefixes; that is not this network.
-		return ServiceNetwork{}, fmt.Errorf("inspect network %s: %w", name, ErrNotFound)
-	}
-	return serviceNetworkOf(n, host, service)
 }
 
 // serviceNetworkOf reads n as the network of service on host, refusing a

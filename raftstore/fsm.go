@@ -38,6 +38,11 @@ const (
 	// CmdRotateSecretsKey re-wraps every secret's data key under a new
 	// key-encryption key (FSM version 4: state.RotateSecretsKeyCmd).
 	CmdRotateSecretsKey CommandType = 12
+	// CmdSetHostAvailability and CmdRemoveHost drain, activate and forget
+	// hosts (FSM version 4, issue 17: state.SetHostAvailabilityCmd,
+	// state.RemoveHostCmd).
+	CmdSetHostAvailability CommandType = 13
+	CmdRemoveHost          CommandType = 14
 )
 
 func (c CommandType) String() string {
@@ -66,6 +71,10 @@ func (c CommandType) String() string {
 		return "delete-secret"
 	case CmdRotateSecretsKey:
 		return "rotate-secrets-key"
+	case CmdSetHostAvailability:
+		return "set-host-availability"
+	case CmdRemoveHost:
+		return "remove-host"
 	}
 	return fmt.Sprintf("unknown(%d)", byte(c))
 }
@@ -78,7 +87,8 @@ func (c CommandType) String() string {
 //
 // Version 2 adds CmdAssignAddresses (service addresses, issue 9);
 // version 3 CmdPutSecret and CmdDeleteSecret (secrets, issue 13);
-// version 4 CmdRotateSecretsKey (key-encryption key rotation).
+// version 4 CmdRotateSecretsKey (key-encryption key rotation),
+// CmdSetHostAvailability and CmdRemoveHost (hosts, issue 17).
 const FSMVersion = 4
 
 // minVersions is the FSM version that first knows each command type. Every
@@ -90,6 +100,7 @@ var minVersions = map[CommandType]int{
 	CmdAssignAddresses: 2,
 	CmdPutSecret:       3, CmdDeleteSecret: 3,
 	CmdRotateSecretsKey: 4,
+	CmdSetHostAvailability: 4, CmdRemoveHost: 4,
 }
 
 // MinVersion is the FSM version that first knows the command type (0 for
@@ -331,6 +342,18 @@ func (f *FSM) apply(index uint64, t CommandType, body []byte) any {
 			return err
 		}
 		return f.store.ApplyRotateSecretsKey(index, c)
+	case CmdSetHostAvailability:
+		var c state.SetHostAvailabilityCmd
+		if err := decode(t, body, &c); err != nil {
+			return err
+		}
+		return f.store.ApplySetHostAvailability(index, c)
+	case CmdRemoveHost:
+		var c state.RemoveHostCmd
+		if err := decode(t, body, &c); err != nil {
+			return err
+		}
+		return f.store.ApplyRemoveHost(index, c)
 	}
 	return &undecodable{fmt.Errorf("type byte %d is not a command this server knows (is it older than the leader?)", byte(t))}
 }

@@ -35,7 +35,7 @@ func newApplyCmd(g *globals) *cobra.Command {
 	var noWait bool
 	var timeout time.Duration
 	var scanReport string
-	var refresh bool
+	var refresh, force bool
 	cmd := &cobra.Command{
 		Use:   "apply FILE | apply --refresh SERVICE",
 		Short: "Store a new revision of a service and wait for its rollout (FILE - reads stdin)",
@@ -45,6 +45,9 @@ starts a rollout. It waits until every replica is healthy on the new revision
 Ctrl-C stops waiting; the rollout goes on. See 'deployctl help exit-codes'.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if refresh && force {
+				return exitWith(ExitUsage, errors.New("--force retries the spec of FILE; --refresh takes no spec: use one or the other"))
+			}
 			if refresh {
 				return refreshService(cmd, g, args[0], noWait, timeout)
 			}
@@ -58,7 +61,7 @@ Ctrl-C stops waiting; the rollout goes on. See 'deployctl help exit-codes'.`,
 			if err != nil {
 				return exitWith(ExitUsage, fmt.Errorf("%s: %w", args[0], err))
 			}
-			body := wire.ApplyBody{SpecYAML: string(data)}
+			body := wire.ApplyBody{SpecYAML: string(data), Force: force}
 			if spec.Security.SeccompMode() == specs.SeccompModeFile {
 				if body.SeccompProfile, err = readProfile(args[0], spec.Security.Seccomp); err != nil {
 					return exitWith(ExitUsage, err)
@@ -83,6 +86,7 @@ Ctrl-C stops waiting; the rollout goes on. See 'deployctl help exit-codes'.`,
 	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Minute, "stop waiting after this long (exit 5; the rollout goes on)")
 	cmd.Flags().StringVar(&scanReport, "scan-report", "", "a Trivy JSON report of the image, for the policy's scan gate")
 	cmd.Flags().BoolVar(&refresh, "refresh", false, "re-resolve SERVICE's image tag and roll a newer digest out like any release")
+	cmd.Flags().BoolVar(&force, "force", false, "retry a failed or paused revision: a new revision even when the spec is unchanged")
 	return cmd
 }
 

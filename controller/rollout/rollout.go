@@ -45,6 +45,13 @@ type Input struct {
 	// on: a rollout that can place nothing (no host, a constraint no host
 	// meets) ends at its deadline instead of waiting forever.
 	Unplaceable []int
+	// Draining are the hosts the operator drained (`deployctl host
+	// drain`). Another placement fact: in steady state a replica of the
+	// target on such a host is moved, start-first (a new replica of its
+	// slot starts elsewhere and it stops once that one is done), as a
+	// failed one is replaced. A rollout in progress leaves them to its
+	// own batches; the steady state after it moves what is left.
+	Draining map[string]bool
 	// FromFingerprint is the fingerprint of the rollout's From revision
 	// ("" for a first release). A release with the same fingerprint runs
 	// the containers already judged (only update settings or the count
@@ -201,6 +208,9 @@ type slotReplicas struct {
 	stopped []*state.Replica
 	// stopping are the replicas this step stops in this slot.
 	stopping []*state.Replica
+	// moving (steady state only) are current replicas on a draining host:
+	// they run until a replacement elsewhere is done.
+	moving []*state.Replica
 }
 
 // replicaAction is one replica to stop or remove, with the line that
@@ -321,6 +331,7 @@ func newPlanner(in Input) *planner {
 		return cmp.Or(cmp.Compare(a.Slot, b.Slot), cmp.Compare(a.ID, b.ID))
 	})
 	p.all = replicas
+	steady := (in.Service.Rollout == nil || in.Service.Rollout.State != state.RolloutInProgress) && in.Service.State == state.ServiceRunning
 	for _, r := range replicas {
 		inRange := r.Slot >= 0 && r.Slot < n
 		switch {
@@ -328,6 +339,8 @@ func newPlanner(in Input) *planner {
 			p.outside = append(p.outside, r)
 		case !inRange:
 			// Desired stopped outside the slots: only Remove cares.
+		case r.Desired == state.DesiredRunning && r.Fingerprint == in.Target.Fingerprint && steady && in.Draining[r.Host] && !isFailed(r):
+			p.slots[r.Slot].moving = append(p.slots[r.Slot].moving, r)
 		case r.Desired == state.DesiredRunning && r.Fingerprint == in.Target.Fingerprint:
 			p.slots[r.Slot].current = append(p.slots[r.Slot].current, r)
 			p.newRunning = p.newRunning || r.Revision == in.Target.Number
@@ -392,8 +405,29 @@ func (p *planner) planSteady() {
 		}
 		if keeper, ok := p.firstDone(live); ok {
 			p.retireOthers(s, live, keeper)
+			for _, m := range s.moving {
+				p.stop(m, fmt.Sprintf("moved off draining host %s: replaced by replica %s", m.Host, keeper.ID))
+			}
 		}
-		if len(live) == 0 {
+		if len(live) == 0 && len(s.moving) > 1 {
+			// Two draining hosts in a row (a replacement placed on a host
+			// drained since): one replica of the slot is enough until a
+			// host can take it; keep the first done one.
+			keep, ok := p.firstDone(s.moving)
+			if !ok {
+				keep = s.moving[0]
+			}
+			for _, m := range s.moving {
+				if m.ID != keep.ID {
+					p.stop(m, fmt.Sprintf("duplicate of replica %s (both on draining hosts)", keep.ID))
+				}
+			}
+			s.moving = []*state.Replica{keep}
+		}
+		switch {
+		case len(live) == 0 && len(s.moving) > 0:
+			p.start(i, fmt.Sprintf("replica %s is on draining host %s: moving it", s.moving[0].ID, s.moving[0].Host))
+		case len(live) == 0:
 			p.start(i, "no replica of the target")
 		}
 	}

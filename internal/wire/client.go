@@ -362,6 +362,41 @@ func (c *Client) RemoveServer(ctx context.Context, id string) error {
 	})
 }
 
+// Hosts lists every host with its availability and replicas.
+func (c *Client) Hosts(ctx context.Context) ([]HostView, error) {
+	var out []HostView
+	err := c.do(ctx, http.MethodGet, "/v1/hosts", nil, nil, &out)
+	return out, err
+}
+
+// Host reads one host.
+func (c *Client) Host(ctx context.Context, id string) (HostView, error) {
+	var out HostView
+	err := c.do(ctx, http.MethodGet, "/v1/hosts/"+url.PathEscape(id), nil, nil, &out)
+	return out, err
+}
+
+// SetHostAvailability drains (drain: true) or activates a host. Both are
+// idempotent, so a retry after a lost answer is harmless.
+func (c *Client) SetHostAvailability(ctx context.Context, id string, drain bool) (HostView, error) {
+	action := "activate"
+	if drain {
+		action = "drain"
+	}
+	var out HostView
+	err := c.retryWrite(ctx, func() error {
+		return c.do(ctx, http.MethodPost, "/v1/hosts/"+url.PathEscape(id)+"/"+action, nil, nil, &out)
+	})
+	return out, err
+}
+
+// RemoveHost forgets a host that is down and holds no replica.
+func (c *Client) RemoveHost(ctx context.Context, id string) error {
+	return c.retryWrite(ctx, func() error {
+		return c.do(ctx, http.MethodDelete, "/v1/hosts/"+url.PathEscape(id), nil, nil, nil)
+	})
+}
+
 // Policy reads the cluster policy.
 func (c *Client) Policy(ctx context.Context) (*policy.Policy, error) {
 	var out policy.Policy

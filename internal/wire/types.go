@@ -105,6 +105,31 @@ type HostInfo struct {
 	ProxyAddr string `json:"proxy_addr,omitempty"`
 	// ProxyProblems are the proxy's listeners that would not open.
 	ProxyProblems []state.ProxyProblem `json:"proxy_problems,omitempty"`
+	// Availability is active or drain (`deployctl host drain`).
+	Availability string `json:"availability,omitempty"`
+}
+
+// HostView is one host as `deployctl host ls` shows it, and the answer of
+// `host drain` and `host activate` (issue 17).
+type HostView struct {
+	ID string `json:"id"`
+	// State is ready or down (the agent's heartbeat); Availability is
+	// active or drain (the operator's word), since AvailabilitySince.
+	State             string            `json:"state"`
+	Availability      string            `json:"availability"`
+	AvailabilitySince time.Time         `json:"availability_since,omitzero"`
+	Labels            map[string]string `json:"labels,omitempty"`
+	SeenAt            time.Time         `json:"seen_at"`
+	DownSince         time.Time         `json:"down_since,omitzero"`
+	// Replicas counts the replicas desired running on the host.
+	Replicas int `json:"replicas"`
+	// Waiting says, per service, why replicas are still on a draining
+	// host: moving, waiting for a rollout to end, or unable to move (no
+	// other host can take them; the reason says what would help).
+	Waiting []string `json:"waiting,omitempty"`
+	// Left: the host's server left the cluster; the host is forgotten once
+	// it is down and holds no replica.
+	Left bool `json:"left,omitempty"`
 }
 
 // ClusterStatus is `deployctl cluster status -o json`.
@@ -123,6 +148,9 @@ type ApplyBody struct {
 	SpecYAML       string `json:"spec_yaml"`
 	SeccompProfile []byte `json:"seccomp_profile,omitempty"`
 	ScanReport     []byte `json:"scan_report,omitempty"`
+	// Force (`apply --force`) stores a new revision even when the spec is
+	// the current one's, to retry a failed or paused revision as it is.
+	Force bool `json:"force,omitempty"`
 }
 
 // RollbackBody is the body of POST /v1/services/{name}/rollback.

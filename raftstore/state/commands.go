@@ -410,6 +410,90 @@ func (s *Store) ApplySetHostState(index uint64, c SetHostStateCmd) error {
 	return nil
 }
 
+// SetHostAvailabilityCmd is an operator's `host drain` or `host activate`
+// (FSM version 4): a drained host takes no new replica and the leader
+// moves its replicas off. ForgetWhenDown marks the host of a server that
+// left the cluster. Setting what is already set changes nothing.
+type SetHostAvailabilityCmd struct {
+	Now            time.Time `json:"now"`
+	Host           string    `json:"host"`
+	Availability   string    `json:"availability"`
+	ForgetWhenDown bool      `json:"forget_when_down,omitempty"`
+}
+
+// ApplySetHostAvailability applies a SetHostAvailabilityCmd at a raft index.
+func (s *Store) ApplySetHostAvailability(index uint64, c SetHostAvailabilityCmd) error {
+	if c.Availability != HostActive && c.Availability != HostDrain {
+		return fmt.Errorf("%w: host availability %q, want %s or %s", ErrBadRecord, c.Availability, HostActive, HostDrain)
+	}
+	tx := s.begin(index)
+	v, ok := tx.hosts.Get([]byte(c.Host))
+	if !ok {
+		return fmt.Errorf("%w: host %s", ErrNotFound, c.Host)
+	}
+	h := *v.(*Host)
+	availability := c.Availability
+	if availability == HostActive {
+		availability = "" // the record of a host never drained
+	}
+	if h.Availability == availability && h.ForgetWhenDown == c.ForgetWhenDown {
+		return nil
+	}
+	if h.Availability != availability {
+		h.AvailabilitySince = c.Now
+	}
+	h.Availability = availability
+	h.ForgetWhenDown = c.ForgetWhenDown
+	h.ModifyIndex = index
+	tx.hosts.Insert([]byte(h.ID), &h)
+	tx.commit(s)
+	return nil
+}
+
+// RemoveHostCmd forgets a host (FSM version 4): `deployctl host rm`, or
+// the leader once the host of a server that left is down and empty. It is
+// refused (ErrConflict) unless the host is down and holds no replica (none
+// desired running, none whose stop it has not confirmed): its replicas must
+// have been replaced first. Records of its replicas that remain (stopped,
+// lost) go with it.
+type RemoveHostCmd struct {
+	Host string `json:"host"`
+}
+
+// ApplyRemoveHost applies a RemoveHostCmd at a raft index.
+func (s *Store) ApplyRemoveHost(index uint64, c RemoveHostCmd) error {
+	tx := s.begin(index)
+	v, ok := tx.hosts.Get([]byte(c.Host))
+	if !ok {
+		return fmt.Errorf("%w: host %s", ErrNotFound, c.Host)
+	}
+	h := v.(*Host)
+	if h.State != HostDown {
+		return fmt.Errorf("%w: host %s is %s, not down", ErrConflict, h.ID, h.State)
+	}
+	var ids []string
+	held := 0
+	tx.byHost.Root().WalkPrefix([]byte(h.ID+"\x00"), func(k []byte, v interface{}) bool {
+		ids = append(ids, string(k[len(h.ID)+1:]))
+		if replicaHeldByHost(*v.(*Replica)) {
+			held++
+		}
+		return false
+	})
+	if held > 0 {
+		return fmt.Errorf("%w: host %s still holds %d replicas", ErrConflict, h.ID, held)
+	}
+	for _, id := range ids {
+		tx.deleteReplica(id)
+	}
+	tx.hosts.Delete([]byte(h.ID))
+	// The host's assignment index stays and moves on: an agent that comes
+	// back under this id (a new host record) never sees an index go back.
+	tx.touchedHosts[h.ID] = true
+	tx.commit(s)
+	return nil
+}
+
 // replicaHeldByHost reports whether r may still hold a container on its
 // host: desired running, or desired stopped without the host having
 // confirmed the stop (stopped, failed, never started, or already lost).

@@ -239,8 +239,22 @@ type Host struct {
 	// ProxyProblems are the proxy's listeners that would not open, as its
 	// agent last reported them (none when all are open).
 	ProxyProblems []ProxyProblem `json:"proxy_problems,omitempty"`
-	ModifyIndex   uint64         `json:"modify_index"`
+	// Availability is what the operator said of the host (`deployctl host
+	// drain|activate`, SetHostAvailabilityCmd): "" or HostActive takes
+	// replicas, HostDrain takes none and its replicas move off. Written
+	// only by a command behind the FSM version gate (version 4).
+	Availability string `json:"availability,omitempty"`
+	// AvailabilitySince is when Availability last changed.
+	AvailabilitySince time.Time `json:"availability_since,omitzero"`
+	// ForgetWhenDown: the server of this host left the cluster; the
+	// leader removes the host (RemoveHostCmd) once it is down and holds
+	// no replica.
+	ForgetWhenDown bool   `json:"forget_when_down,omitempty"`
+	ModifyIndex    uint64 `json:"modify_index"`
 }
+
+// Draining reports whether the operator drained the host.
+func (h Host) Draining() bool { return h.Availability == HostDrain }
 
 // ProxyProblem is a listener a host's proxy could not open: an ingress
 // port (Listen) or the hop listener (Listen 0), the address it tried and
@@ -256,6 +270,12 @@ type ProxyProblem struct {
 const (
 	HostReady = "ready"
 	HostDown  = "down"
+)
+
+// Host availabilities (Host.Availability).
+const (
+	HostActive = "active"
+	HostDrain  = "drain"
 )
 
 // Assignment is one replica a host agent must run (or stop), with the
