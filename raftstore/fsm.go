@@ -35,6 +35,11 @@ const (
 	// state.DeleteSecretCmd).
 	CmdPutSecret    CommandType = 10
 	CmdDeleteSecret CommandType = 11
+	// CmdRecordEvents appends events the log carries nowhere else (a
+	// leader elected, an apply refused) to the event ring (FSM version 4,
+	// issue 10: state.RecordEventsCmd). The other events are derived from
+	// the commands above as they are applied.
+	CmdRecordEvents CommandType = 12
 )
 
 func (c CommandType) String() string {
@@ -61,6 +66,8 @@ func (c CommandType) String() string {
 		return "put-secret"
 	case CmdDeleteSecret:
 		return "delete-secret"
+	case CmdRecordEvents:
+		return "record-events"
 	}
 	return fmt.Sprintf("unknown(%d)", byte(c))
 }
@@ -72,8 +79,9 @@ func (c CommandType) String() string {
 // "Adding a command type").
 //
 // Version 2 adds CmdAssignAddresses (service addresses, issue 9);
-// version 3 CmdPutSecret and CmdDeleteSecret (secrets, issue 13).
-const FSMVersion = 3
+// version 3 CmdPutSecret and CmdDeleteSecret (secrets, issue 13);
+// version 4 CmdRecordEvents (events, issue 10).
+const FSMVersion = 4
 
 // minVersions is the FSM version that first knows each command type. Every
 // type of FSMVersion 1 is known by every server that records versions, and
@@ -83,6 +91,7 @@ var minVersions = map[CommandType]int{
 	CmdRegisterServer: 1, CmdDeregisterServer: 1, CmdSetHostState: 1, CmdSetPolicy: 1,
 	CmdAssignAddresses: 2,
 	CmdPutSecret:       3, CmdDeleteSecret: 3,
+	CmdRecordEvents: 4,
 }
 
 // MinVersion is the FSM version that first knows the command type (0 for
@@ -306,6 +315,12 @@ func (f *FSM) apply(index uint64, t CommandType, body []byte) any {
 			return err
 		}
 		return f.store.ApplyDeleteSecret(index, c)
+	case CmdRecordEvents:
+		var c state.RecordEventsCmd
+		if err := decode(t, body, &c); err != nil {
+			return err
+		}
+		return f.store.ApplyRecordEvents(index, c)
 	}
 	return &undecodable{fmt.Errorf("type byte %d is not a command this server knows (is it older than the leader?)", byte(t))}
 }

@@ -37,6 +37,9 @@ type Tables struct {
 	policy    *PolicyRecord // nil until a policy is set
 	addresses bool          // the FSM assigns service addresses (AssignAddressesCmd)
 	secrets   *iradix.Tree  // name -> *Secret (sealed values only; secrets.go)
+	events    *iradix.Tree  // seq (8 bytes, big endian) -> *Event; the last MaxEvents (events.go)
+	eventSeq  uint64        // Seq of the last event recorded
+	ended     *iradix.Tree  // service \x00 index \x00 id -> *Replica: removed replicas kept for `ps -a`
 }
 
 // RequestResult remembers the outcome of a write that carried an
@@ -51,7 +54,7 @@ type RequestResult struct {
 
 func emptyTables() *Tables {
 	t := iradix.New()
-	return &Tables{services: t, revisions: t, replicas: t, bySvc: t, byHost: t, hosts: t, hostIndex: t, requests: t, servers: t, secrets: t}
+	return &Tables{services: t, revisions: t, replicas: t, bySvc: t, byHost: t, hosts: t, hostIndex: t, requests: t, servers: t, secrets: t, events: t, ended: t}
 }
 
 func revKey(svc string, n int) []byte { return fmt.Appendf(nil, "%s\x00%010d", svc, n) }
@@ -296,6 +299,8 @@ type txn struct {
 	policy                               *PolicyRecord
 	addresses                            bool
 	secrets                              *iradix.Txn
+	events, ended                        *iradix.Txn
+	eventSeq                             uint64
 	touchedHosts                         map[string]bool
 }
 
@@ -306,9 +311,10 @@ func (s *Store) begin(index uint64) *txn {
 		services: t.services.Txn(), revisions: t.revisions.Txn(), replicas: t.replicas.Txn(),
 		bySvc: t.bySvc.Txn(), byHost: t.byHost.Txn(), hosts: t.hosts.Txn(),
 		hostIndex: t.hostIndex.Txn(), requests: t.requests.Txn(), servers: t.servers.Txn(),
-		policy:       t.policy,
-		addresses:    t.addresses,
-		secrets:      t.secrets.Txn(),
+		policy:    t.policy,
+		addresses: t.addresses,
+		secrets:   t.secrets.Txn(),
+		events:    t.events.Txn(), ended: t.ended.Txn(), eventSeq: t.eventSeq,
 		touchedHosts: map[string]bool{},
 	}
 }
@@ -323,6 +329,7 @@ func (tx *txn) commit(s *Store) {
 		bySvc: tx.bySvc.CommitOnly(), byHost: tx.byHost.CommitOnly(), hosts: tx.hosts.CommitOnly(),
 		hostIndex: tx.hostIndex.CommitOnly(), requests: tx.requests.CommitOnly(), servers: tx.servers.CommitOnly(),
 		policy: tx.policy, addresses: tx.addresses, secrets: tx.secrets.CommitOnly(),
+		events: tx.events.CommitOnly(), eventSeq: tx.eventSeq, ended: tx.ended.CommitOnly(),
 	}, tx.touchedHosts)
 }
 
@@ -381,6 +388,7 @@ func (tx *txn) deleteReplica(id string) {
 	if !ok {
 		return
 	}
+	tx.endReplica(r)
 	tx.replicas.Delete([]byte(id))
 	tx.bySvc.Delete(pairKey(r.Service, id))
 	tx.byHost.Delete(pairKey(r.Host, id))
