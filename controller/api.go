@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -49,6 +50,10 @@ type APIConfig struct {
 	Forward *http.Client
 	// Scheme of the servers' APIs: "http" (dev) or "https".
 	Scheme string
+	// AgentTLS is what this server presents to agents' hop listeners to
+	// read logs (pki.ProxyConfig with its server certificate); nil: plain
+	// HTTP (dev).
+	AgentTLS *tls.Config
 }
 
 // API serves the controller over HTTP/JSON under /v1/.
@@ -56,6 +61,9 @@ type API struct {
 	c         *Controller
 	cfg       APIConfig
 	reporters *hostReporters
+	// agents reads logs from the agents (logs.go) over agentScheme.
+	agents      *http.Client
+	agentScheme string
 }
 
 // hostReporters remembers, per host, the caller its last report came
@@ -86,7 +94,8 @@ func NewAPI(cfg APIConfig) *API {
 	if cfg.Scheme == "" {
 		cfg.Scheme = "http"
 	}
-	return &API{c: cfg.Controller, cfg: cfg, reporters: &hostReporters{m: map[string]string{}}}
+	agents, scheme := agentClient(cfg.AgentTLS)
+	return &API{c: cfg.Controller, cfg: cfg, reporters: &hostReporters{m: map[string]string{}}, agents: agents, agentScheme: scheme}
 }
 
 // Handler returns the routes. Every request is authenticated first (see
@@ -119,6 +128,9 @@ func (a *API) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/services/{name}", lead(a.getService, op))
 	mux.HandleFunc("DELETE /v1/services/{name}", lead(a.removeService, op))
 	mux.HandleFunc("GET /v1/services/{name}/history", lead(a.getHistory, op))
+	mux.HandleFunc("GET /v1/services/{name}/ps", lead(a.getPs, op))
+	mux.HandleFunc("GET /v1/services/{name}/logs", a.allow(a.getLogs, op)) // answered here: logs.go
+	mux.HandleFunc("GET /v1/events", lead(a.getEvents, op))
 	mux.HandleFunc("POST /v1/services/{name}/rollback", lead(a.rollbackService, op))
 	mux.HandleFunc("POST /v1/services/{name}/scale", lead(a.scaleService, op))
 	mux.HandleFunc("POST /v1/services/{name}/promote", lead(a.promoteService, op))
@@ -270,6 +282,7 @@ func (a *API) applyService(w http.ResponseWriter, r *http.Request) {
 	spec.Security.SeccompProfile = req.SeccompProfile
 	out, err := a.c.ApplyWith(r.Context(), ApplyRequest{Spec: spec, IdempotencyKey: key, ScanReport: req.ScanReport})
 	if err != nil {
+		a.c.noteRefusal(spec.Service, err)
 		a.writeErr(w, err)
 		return
 	}
