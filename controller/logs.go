@@ -166,6 +166,10 @@ func (a *API) streamReplica(ctx context.Context, host state.Host, rep state.Repl
 	}
 	resp, err := a.agents.Do(req)
 	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // the URL says nothing the address does not
+		}
 		if ctx.Err() == nil {
 			fail(fmt.Errorf("cannot reach its agent at %s: %w", host.ProxyAddr, err))
 		}

@@ -199,6 +199,7 @@ func TestClusterObserve(t *testing.T) {
 	if len(got) != 2 || got[leader.hostID] {
 		t.Fatalf("logs with %s down: lines from %v, want the two others\n%s", leader.hostID, got, logs.stdout)
 	}
+	t.Logf("logs with %s down:\nstderr: %sstdout:\n%s", leader.hostID, logs.stderr, logs.stdout)
 }
 
 func decodeEvents(t *testing.T, out string) []state.Event {
