@@ -2,12 +2,12 @@ package deployer
 
 import (
 	"bytes"
-	"crypto/tls"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"io"
-	"net/http"
 	"net"
+	"net/http"
 	"net/url"
 	"strings"
 	"testing"

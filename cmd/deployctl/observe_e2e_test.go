@@ -70,6 +70,7 @@ type logsFollower struct {
 	cmd            *exec.Cmd
 	stdout, stderr *syncBuffer
 }
+
 func TestClusterObserve(t *testing.T) {
 	needEngine(t)
 	c := mustStartClusterWith(t, 3, func(i int) []string {
