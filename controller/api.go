@@ -336,6 +336,7 @@ func (a *API) rollbackService(w http.ResponseWriter, r *http.Request) {
 	}
 	out, err := a.c.Rollback(r.Context(), RollbackRequest{Service: name, To: body.To, IdempotencyKey: key})
 	if err != nil {
+		a.c.noteRefusal(name, err)
 		a.writeErr(w, err)
 		return
 	}
