@@ -48,12 +48,12 @@ type APIConfig struct {
 	// Forward sends requests to the leader's API; it carries the node's
 	// client certificate in cluster mode. nil: http.DefaultClient.
 	Forward *http.Client
-	// Scheme of the servers' APIs: "http" (dev) or "https".
-	Scheme string
 	// AgentTLS is what this server presents to agents' hop listeners to
 	// read logs (pki.ProxyConfig with its server certificate); nil: plain
 	// HTTP (dev).
 	AgentTLS *tls.Config
+	// Scheme of the servers' APIs: "http" (dev) or "https".
+	Scheme string
 }
 
 // API serves the controller over HTTP/JSON under /v1/.
