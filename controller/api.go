@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -47,6 +48,10 @@ type APIConfig struct {
 	// Forward sends requests to the leader's API; it carries the node's
 	// client certificate in cluster mode. nil: http.DefaultClient.
 	Forward *http.Client
+	// AgentTLS is what this server presents to agents' hop listeners to
+	// read logs (pki.ProxyConfig with its server certificate); nil: plain
+	// HTTP (dev).
+	AgentTLS *tls.Config
 	// Scheme of the servers' APIs: "http" (dev) or "https".
 	Scheme string
 	// Health is this server's raft state for GET /v1/cluster/raft (nil:
@@ -59,6 +64,9 @@ type API struct {
 	c         *Controller
 	cfg       APIConfig
 	reporters *hostReporters
+	// agents reads logs from the agents (logs.go) over agentScheme.
+	agents      *http.Client
+	agentScheme string
 }
 
 // hostReporters remembers, per host, the caller its last report came
@@ -89,7 +97,8 @@ func NewAPI(cfg APIConfig) *API {
 	if cfg.Scheme == "" {
 		cfg.Scheme = "http"
 	}
-	return &API{c: cfg.Controller, cfg: cfg, reporters: &hostReporters{m: map[string]string{}}}
+	agents, scheme := agentClient(cfg.AgentTLS)
+	return &API{c: cfg.Controller, cfg: cfg, reporters: &hostReporters{m: map[string]string{}}, agents: agents, agentScheme: scheme}
 }
 
 // Handler returns the routes. Every request is authenticated first (see
@@ -132,6 +141,9 @@ func (a *API) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/services/{name}", lead(a.getService, op))
 	mux.HandleFunc("DELETE /v1/services/{name}", lead(a.removeService, op))
 	mux.HandleFunc("GET /v1/services/{name}/history", lead(a.getHistory, op))
+	mux.HandleFunc("GET /v1/services/{name}/ps", lead(a.getPs, op))
+	mux.HandleFunc("GET /v1/services/{name}/logs", a.allow(a.getLogs, op)) // answered here: logs.go
+	mux.HandleFunc("GET /v1/events", lead(a.getEvents, op))
 	mux.HandleFunc("POST /v1/services/{name}/rollback", lead(a.rollbackService, op))
 	mux.HandleFunc("POST /v1/services/{name}/scale", lead(a.scaleService, op))
 	mux.HandleFunc("POST /v1/services/{name}/promote", lead(a.promoteService, op))
@@ -284,6 +296,7 @@ func (a *API) applyService(w http.ResponseWriter, r *http.Request) {
 	spec.Security.SeccompProfile = req.SeccompProfile
 	out, err := a.c.ApplyWith(r.Context(), ApplyRequest{Spec: spec, IdempotencyKey: key, ScanReport: req.ScanReport, Force: req.Force})
 	if err != nil {
+		a.c.noteRefusal(spec.Service, err)
 		a.writeErr(w, err)
 		return
 	}
@@ -337,6 +350,7 @@ func (a *API) rollbackService(w http.ResponseWriter, r *http.Request) {
 	}
 	out, err := a.c.Rollback(r.Context(), RollbackRequest{Service: name, To: body.To, IdempotencyKey: key})
 	if err != nil {
+		a.c.noteRefusal(name, err)
 		a.writeErr(w, err)
 		return
 	}

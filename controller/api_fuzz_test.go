@@ -86,6 +86,12 @@ func FuzzAPI(f *testing.F) {
 		{0, "/v1/secrets/db-password", "", ""},
 		{3, "/v1/secrets/db-password?version=x", "", ""},
 		{0, "/v1/agent/secrets?host=h1&replica=r1", "", ""},
+		{0, "/v1/services/web/ps?all=true", "", ""},
+		{0, "/v1/services/web/ps?all=maybe", "", ""},
+		{0, "/v1/events?after=3&service=web&since=2026-01-01T00:00:00Z&wait=10ms", "", ""},
+		{0, "/v1/events?after=-1", "", ""},
+		{0, "/v1/services/web/logs?follow=true&tail=5&since=2026-01-01T00:00:00Z", "", ""},
+		{0, "/v1/services/web/logs?tail=-2&replica=x", "", ""},
 	}
 	for _, s := range seeds {
 		f.Add(s.method, s.path, s.ctype, []byte(s.body), "")

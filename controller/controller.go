@@ -146,6 +146,9 @@ type Controller struct {
 	// a host not heard from in this term counts from then.
 	leadingSince time.Time
 
+	// events queues the events no command carries (observe.go).
+	events *eventQueue
+
 	// ready is set once this node leads and its FSM has applied every entry
 	// committed before (a barrier): until then its state may be a replay in
 	// progress, and an agent shown that partial state would remove the
@@ -185,7 +188,7 @@ func New(cfg Config) (*Controller, error) {
 	}
 	return &Controller{cfg: cfg, log: cfg.Logger.Named("controller"), heartbeat: map[string]time.Time{},
 		rollbackChecks: map[string]*rollbackCheck{}, kick: make(chan struct{}, 1), ingress: newIngressFeed(cfg.Store),
-		traffic: newTrafficBook(), keys: newKeyring(cfg)}, nil
+		traffic: newTrafficBook(), keys: newKeyring(cfg), events: newEventQueue()}, nil
 }
 
 // Store is the state this controller reads.

@@ -31,11 +31,13 @@ func (c *Controller) Run(ctx context.Context) error {
 	followCtx, stopFollow := context.WithCancel(ctx)
 	followed := make(chan struct{})
 	go func() { defer close(followed); c.ingress.follow(followCtx) }()
-	defer func() { stopFollow(); <-followed }()
 	// A server that cannot open the cluster's secrets says so in its log.
 	watched := make(chan struct{})
 	go func() { defer close(watched); c.watchSecretsKey(followCtx) }()
-	defer func() { stopFollow(); <-watched }()
+	// Events no command carries are written, batched, while this runs.
+	flushed := make(chan struct{})
+	go func() { defer close(flushed); c.flushEvents(followCtx) }()
+	defer func() { stopFollow(); <-followed; <-watched; <-flushed }()
 	for {
 		view, changed := c.cfg.Store.Watch()
 		isLeader := c.cfg.Raft.IsLeader()
@@ -54,6 +56,7 @@ func (c *Controller) Run(ctx context.Context) error {
 			c.addresses = addressAttempt{}
 			c.mu.Unlock()
 			c.markLeading(c.cfg.Now())
+			c.recordEvent(state.Event{Type: state.EventLeaderElected, Message: c.cfg.Raft.ID() + " leads"})
 			c.ready.Store(true)
 			c.log.Info("leading: driving rollouts")
 			continue

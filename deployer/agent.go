@@ -207,6 +207,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	var workers sync.WaitGroup
 	if a.cfg.Ingress != nil {
 		loop.ingress = newIngressRunner(*a.cfg.Ingress, a.cfg.HostID, a.log)
+		if lr, ok := a.cfg.Runtime.(LogReader); ok {
+			loop.ingress.logs = &logsHandler{host: a.cfg.HostID, rt: lr, tls: a.cfg.Ingress.ServerTLS != nil, log: a.log}
+		}
 		workers.Go(func() { loop.ingress.run(ctx) })
 		shipper := &trafficShipper{host: a.cfg.HostID, ctrl: a.cfg.Controller, take: loop.ingress.table.TakeTraffic,
 			interval: a.cfg.TrafficInterval, log: a.log}

@@ -110,6 +110,9 @@ type ingressRunner struct {
 	host  string
 	log   hclog.Logger
 	table *proxy.Table
+	// logs serves the replicas' logs on the hop listener (logs.go); nil
+	// when the runtime cannot read them.
+	logs http.Handler
 
 	mu      sync.Mutex
 	local   []localTarget
@@ -223,7 +226,7 @@ func (g *ingressRunner) run(ctx context.Context) {
 		} else {
 			// BaseContext: TCP hops' connections, taken over from the
 			// server, end with ctx (srv.Close does not close them).
-			srv := &http.Server{Handler: g.table.HopHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: g.log.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
+			srv := &http.Server{Handler: hopHandler(g.table.HopHandler(), g.logs), ReadHeaderTimeout: 10 * time.Second, ErrorLog: g.log.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
 				BaseContext: func(net.Listener) context.Context { return ctx }}
 			wg.Go(func() { _ = srv.Serve(ln) })
 			defer func() { _ = srv.Close() }()

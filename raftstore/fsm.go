@@ -43,6 +43,11 @@ const (
 	// state.RemoveHostCmd).
 	CmdSetHostAvailability CommandType = 13
 	CmdRemoveHost          CommandType = 14
+	// CmdRecordEvents appends events the log carries nowhere else (a
+	// leader elected, an apply refused) to the event ring (FSM version 4,
+	// issue 10: state.RecordEventsCmd). The other events are derived from
+	// the commands above as they are applied.
+	CmdRecordEvents CommandType = 15
 )
 
 func (c CommandType) String() string {
@@ -75,6 +80,8 @@ func (c CommandType) String() string {
 		return "set-host-availability"
 	case CmdRemoveHost:
 		return "remove-host"
+	case CmdRecordEvents:
+		return "record-events"
 	}
 	return fmt.Sprintf("unknown(%d)", byte(c))
 }
@@ -88,7 +95,8 @@ func (c CommandType) String() string {
 // Version 2 adds CmdAssignAddresses (service addresses, issue 9);
 // version 3 CmdPutSecret and CmdDeleteSecret (secrets, issue 13);
 // version 4 CmdRotateSecretsKey (key-encryption key rotation),
-// CmdSetHostAvailability and CmdRemoveHost (hosts, issue 17).
+// CmdSetHostAvailability and CmdRemoveHost (hosts, issue 17) and
+// CmdRecordEvents (events, issue 10).
 const FSMVersion = 4
 
 // minVersions is the FSM version that first knows each command type. Every
@@ -99,8 +107,9 @@ var minVersions = map[CommandType]int{
 	CmdRegisterServer: 1, CmdDeregisterServer: 1, CmdSetHostState: 1, CmdSetPolicy: 1,
 	CmdAssignAddresses: 2,
 	CmdPutSecret:       3, CmdDeleteSecret: 3,
-	CmdRotateSecretsKey: 4,
+	CmdRotateSecretsKey:    4,
 	CmdSetHostAvailability: 4, CmdRemoveHost: 4,
+	CmdRecordEvents: 4,
 }
 
 // MinVersion is the FSM version that first knows the command type (0 for
@@ -354,6 +363,12 @@ func (f *FSM) apply(index uint64, t CommandType, body []byte) any {
 			return err
 		}
 		return f.store.ApplyRemoveHost(index, c)
+	case CmdRecordEvents:
+		var c state.RecordEventsCmd
+		if err := decode(t, body, &c); err != nil {
+			return err
+		}
+		return f.store.ApplyRecordEvents(index, c)
 	}
 	return &undecodable{fmt.Errorf("type byte %d is not a command this server knows (is it older than the leader?)", byte(t))}
 }

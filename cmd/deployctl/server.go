@@ -492,6 +492,10 @@ func runServer(ctx context.Context, cfg serverConfig, logOut io.Writer) error {
 		apiCfg.Scheme = "https"
 		apiCfg.Forward = &http.Client{Transport: &http.Transport{TLSClientConfig: tlsCfg.client}}
 		client = wire.NewTLSClient([]string{self.APIAddr}, tlsCfg.client)
+		// Logs are read from agents' hop listeners (issue 10).
+		if apiCfg.AgentTLS, err = pki.ProxyConfig(cfg.TLS.CA, cfg.TLS.Cert, cfg.TLS.Key); err != nil {
+			return fmt.Errorf("the certificate cannot read agents' logs: %w", err)
+		}
 	} else {
 		client = wire.NewClient([]string{self.APIAddr}, nil)
 	}

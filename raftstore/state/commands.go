@@ -141,6 +141,9 @@ func (s *Store) ApplyRevision(index uint64, c ApplyRevisionCmd) (ApplyResult, er
 				prev.FinishedAt = c.Now
 			}
 			tx.putRevision(prev)
+			if prev.State == RevisionRolledBack {
+				tx.event(c.Now, Event{Type: EventRolledBack, Service: svc.Name, Revision: prev.Number, Message: c.PreviousMessage})
+			}
 		}
 	}
 	rev := c.Revision
@@ -165,6 +168,7 @@ func (s *Store) ApplyRevision(index uint64, c ApplyRevisionCmd) (ApplyResult, er
 	}
 	svc.Rollout = &Rollout{Revision: rev.Number, From: svc.LastGood, StartedAt: c.Now, LastProgressAt: c.Now, State: RolloutInProgress}
 	tx.putService(svc)
+	tx.event(c.Now, Event{Type: EventRevisionStored, Service: svc.Name, Revision: rev.Number, Message: fmt.Sprintf("%s: %s", rev.Cause, rev.Spec.Image)})
 	tx.rememberRequest(c.IdempotencyKey, c.Now, rev.Number)
 	tx.commit(s)
 	return ApplyResult{Revision: rev.Number, Index: index}, nil
@@ -191,8 +195,9 @@ func (s *Store) ApplyRolloutStep(index uint64, c RolloutStepCmd) error {
 		r := r
 		r.CreatedAt = c.Now
 		r.Desired = DesiredRunning
-		r.Status = ReplicaStatus{State: ReplicaPending, UpdatedAt: c.Now}
+		r.Status = ReplicaStatus{State: ReplicaPending, UpdatedAt: c.Now, Since: c.Now}
 		tx.putReplica(&r, true)
+		tx.replicaEvent(c.Now, EventReplicaPlaced, &r, "on host "+r.Host)
 	}
 	for _, id := range c.Stop {
 		r, ok := tx.replica(id)
@@ -213,6 +218,9 @@ func (s *Store) ApplyRolloutStep(index uint64, c RolloutStepCmd) error {
 			rev.Message = c.Outcome.Message
 			rev.FinishedAt = c.Now
 			tx.putRevision(rev)
+			if typ, ok := outcomeEvent(rev.State); ok {
+				tx.event(c.Now, Event{Type: typ, Service: svc.Name, Revision: rev.Number, Message: rev.Message})
+			}
 		}
 	}
 	if c.Traffic != nil {
@@ -238,6 +246,7 @@ func (s *Store) ApplyRolloutStep(index uint64, c RolloutStepCmd) error {
 		}
 		tx.services.Delete([]byte(svc.Name))
 		tx.revisions.DeletePrefix([]byte(svc.Name + "\x00"))
+		tx.ended.DeletePrefix([]byte(svc.Name + "\x00"))
 	} else {
 		tx.putService(svc)
 	}
@@ -266,6 +275,13 @@ func (s *Store) ApplyHostReport(index uint64, c HostReportCmd) error {
 	}
 	h.ProxyAddr = c.Report.ProxyAddr
 	h.ProxyProblems = slices.Clone(c.Report.ProxyProblems)
+	if h.State != HostReady {
+		msg := "first report"
+		if h.State == HostDown {
+			msg = "reporting again after being down since " + h.DownSince.Format(time.RFC3339)
+		}
+		tx.event(c.Now, Event{Type: EventHostUp, Host: h.ID, Message: msg})
+	}
 	h.State = HostReady
 	h.DownSince = time.Time{}
 	h.SeenAt = c.Now
@@ -277,6 +293,15 @@ func (s *Store) ApplyHostReport(index uint64, c HostReportCmd) error {
 			continue // a report for a replica that is gone or moved: stale, ignored
 		}
 		wasHealthy := r.Status.State == ReplicaHealthy
+		if typ, msg, ok := replicaChange(r.Status, rep); ok {
+			tx.replicaEvent(c.Now, typ, r, msg)
+		}
+		if rep.State != r.Status.State {
+			r.Status.Since = c.Now
+		}
+		if (rep.State == ReplicaFailed || rep.State == ReplicaUnhealthy) && rep.Message != "" {
+			r.Status.LastError = rep.Message
+		}
 		r.Status.State = rep.State
 		r.Status.ContainerID = rep.ContainerID
 		r.Status.Message = rep.Message
@@ -308,6 +333,7 @@ func (s *Store) ApplyDeleteService(index uint64, c DeleteServiceCmd) error {
 	}
 	svc.State = ServiceRemoving
 	svc.Rollout = nil
+	tx.event(c.Now, Event{Type: EventServiceRemoved, Service: svc.Name})
 	for _, id := range tx.serviceReplicaIDs(svc.Name) {
 		r, _ := tx.replica(id)
 		if r.Desired != DesiredStopped {
@@ -378,6 +404,7 @@ func (s *Store) ApplySetHostState(index uint64, c SetHostStateCmd) error {
 	}
 	if c.State == HostDown && h.State != HostDown {
 		h.DownSince = c.Now
+		tx.event(c.Now, Event{Type: EventHostDown, Host: h.ID, Message: "no report within the TTL"})
 	}
 	if c.State == HostReady {
 		h.DownSince = time.Time{}
@@ -402,7 +429,9 @@ func (s *Store) ApplySetHostState(index uint64, c SetHostStateCmd) error {
 				r.Status.Message = fmt.Sprintf("host %s down since %s", h.ID, h.DownSince.Format(time.RFC3339))
 				r.Status.HealthySince = time.Time{}
 				r.Status.UpdatedAt = c.Now
+				r.Status.Since = c.Now
 				tx.putReplica(r, true)
+				tx.replicaEvent(c.Now, EventReplicaLost, r, r.Status.Message)
 			}
 		}
 	}
@@ -535,3 +564,45 @@ func (s *Store) ApplySetPolicy(index uint64, c SetPolicyCmd) (int, error) {
 	tx.commit(s)
 	return cur + 1, nil
 }
+
+// outcomeEvent names the event of a revision outcome a rollout step
+// writes.
+func outcomeEvent(outcome string) (string, bool) {
+	switch outcome {
+	case RevisionSucceeded:
+		return EventRolloutSucceeded, true
+	case RevisionPaused:
+		return EventRolloutPaused, true
+	case RevisionFailed:
+		return EventRolloutFailed, true
+	}
+	return "", false
+}
+
+// replicaChange is the event an agent's report of a replica makes, if
+// any: a change of state (or a container where there was none), never a
+// report that repeats what is recorded (an agent's full resend after a
+// restart).
+func replicaChange(was ReplicaStatus, rep StatusReport) (typ, msg string, ok bool) {
+	if rep.State == was.State && (rep.ContainerID == was.ContainerID || rep.ContainerID == "") {
+		return "", "", false
+	}
+	switch rep.State {
+	case ReplicaStarting:
+		if rep.ContainerID == "" || rep.ContainerID == was.ContainerID {
+			return "", "", false
+		}
+		return EventReplicaStarted, "container " + shortContainer(rep.ContainerID), true
+	case ReplicaHealthy:
+		return EventReplicaHealthy, rep.Message, true
+	case ReplicaUnhealthy:
+		return EventReplicaUnhealthy, rep.Message, true
+	case ReplicaFailed:
+		return EventReplicaFailed, rep.Message, true
+	case ReplicaStopped:
+		return EventReplicaStopped, rep.Message, true
+	}
+	return "", "", false
+}
+
+func shortContainer(id string) string { return id[:min(12, len(id))] }

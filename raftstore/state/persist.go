@@ -30,6 +30,11 @@ type snapshotDoc struct {
 	// SecretsKeyID is the cluster's key-encryption key id once a
 	// rotation recorded it (absent before FSM version 4).
 	SecretsKeyID string `json:"secrets_key_id,omitempty"`
+	// Events, EventSeq and Ended are the event ring and the removed
+	// replicas kept for `ps -a` (absent from older snapshots: none).
+	Events   []*Event       `json:"events,omitempty"`
+	EventSeq uint64         `json:"event_seq,omitempty"`
+	Ended    []*endedRecord `json:"ended,omitempty"`
 }
 
 func collect[T any](tree *iradix.Tree) []*T {
@@ -50,8 +55,12 @@ func (t *Tables) WriteTo(w io.Writer) (int64, error) {
 		Replicas: collect[Replica](t.replicas), Hosts: collect[Host](t.hosts),
 		HostIndex: map[string]uint64{}, Requests: collect[RequestResult](t.requests),
 		Servers: collect[ServerInfo](t.servers), Policy: t.policy, Addresses: t.addresses,
-		Secrets: collect[Secret](t.secrets), SecretsKeyID: t.secretsKeyID,
+		Secrets: collect[Secret](t.secrets), SecretsKeyID: t.secretsKeyID, Events: collect[Event](t.events), EventSeq: t.eventSeq,
 	}
+	t.ended.Root().Walk(func(k []byte, v interface{}) bool {
+		doc.Ended = append(doc.Ended, &endedRecord{Key: k, Replica: v.(*Replica)})
+		return false
+	})
 	t.hostIndex.Root().Walk(func(k []byte, v interface{}) bool {
 		doc.HostIndex[string(k)] = v.(uint64)
 		return false
@@ -89,6 +98,7 @@ func (s *Store) Restore(r io.Reader) error {
 	tx.bySvc, tx.byHost, tx.hosts = e.bySvc.Txn(), e.byHost.Txn(), e.hosts.Txn()
 	tx.hostIndex, tx.requests, tx.servers = e.hostIndex.Txn(), e.requests.Txn(), e.servers.Txn()
 	tx.secrets = e.secrets.Txn()
+	tx.restoreEvents(doc.Events, doc.EventSeq, doc.Ended)
 	for _, v := range doc.Secrets {
 		tx.secrets.Insert([]byte(v.Name), v)
 	}

@@ -40,6 +40,9 @@ type Tables struct {
 	// secretsKeyID is the id of the cluster's key-encryption key, set by
 	// RotateSecretsKeyCmd ("" until the first rotation; see SecretsKeyID).
 	secretsKeyID string
+	events       *iradix.Tree // seq (8 bytes, big endian) -> *Event; the last MaxEvents (events.go)
+	eventSeq     uint64       // Seq of the last event recorded
+	ended        *iradix.Tree // service \x00 index \x00 id -> *Replica: removed replicas kept for `ps -a`
 }
 
 // RequestResult remembers the outcome of a write that carried an
@@ -54,7 +57,7 @@ type RequestResult struct {
 
 func emptyTables() *Tables {
 	t := iradix.New()
-	return &Tables{services: t, revisions: t, replicas: t, bySvc: t, byHost: t, hosts: t, hostIndex: t, requests: t, servers: t, secrets: t}
+	return &Tables{services: t, revisions: t, replicas: t, bySvc: t, byHost: t, hosts: t, hostIndex: t, requests: t, servers: t, secrets: t, events: t, ended: t}
 }
 
 func revKey(svc string, n int) []byte { return fmt.Appendf(nil, "%s\x00%010d", svc, n) }
@@ -300,6 +303,8 @@ type txn struct {
 	addresses                            bool
 	secrets                              *iradix.Txn
 	secretsKeyID                         string
+	events, ended                        *iradix.Txn
+	eventSeq                             uint64
 	touchedHosts                         map[string]bool
 }
 
@@ -314,6 +319,7 @@ func (s *Store) begin(index uint64) *txn {
 		addresses:    t.addresses,
 		secrets:      t.secrets.Txn(),
 		secretsKeyID: t.secretsKeyID,
+		events:       t.events.Txn(), ended: t.ended.Txn(), eventSeq: t.eventSeq,
 		touchedHosts: map[string]bool{},
 	}
 }
@@ -328,6 +334,7 @@ func (tx *txn) commit(s *Store) {
 		bySvc: tx.bySvc.CommitOnly(), byHost: tx.byHost.CommitOnly(), hosts: tx.hosts.CommitOnly(),
 		hostIndex: tx.hostIndex.CommitOnly(), requests: tx.requests.CommitOnly(), servers: tx.servers.CommitOnly(),
 		policy: tx.policy, addresses: tx.addresses, secrets: tx.secrets.CommitOnly(), secretsKeyID: tx.secretsKeyID,
+		events: tx.events.CommitOnly(), eventSeq: tx.eventSeq, ended: tx.ended.CommitOnly(),
 	}, tx.touchedHosts)
 }
 
@@ -386,6 +393,7 @@ func (tx *txn) deleteReplica(id string) {
 	if !ok {
 		return
 	}
+	tx.endReplica(r)
 	tx.replicas.Delete([]byte(id))
 	tx.bySvc.Delete(pairKey(r.Service, id))
 	tx.byHost.Delete(pairKey(r.Host, id))

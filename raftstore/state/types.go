@@ -208,6 +208,12 @@ type ReplicaStatus struct {
 	Message      string    `json:"message,omitempty"`
 	HealthySince time.Time `json:"healthy_since,omitempty"`
 	UpdatedAt    time.Time `json:"updated_at,omitempty"`
+	// Since is when State last changed (the leader's time of the report
+	// that changed it); zero in records written before it was kept.
+	Since time.Time `json:"since,omitzero"`
+	// LastError is the message of the last failed or unhealthy report
+	// (an exit code, a probe's answer), kept when the replica is stopped.
+	LastError string `json:"last_error,omitempty"`
 }
 
 // EngineFeatures is what a host's Docker Engine enforces, as its agent
