@@ -89,9 +89,9 @@ func TestDrainMovesReplicasOnTheLoop(t *testing.T) {
 	if !strings.Contains(why, "draining") || !strings.Contains(why, "host activate") {
 		t.Fatalf("reason %q, want it to count the draining hosts and name host activate", why)
 	}
-	if got := onHost("h2") + onHost("h3"); got != 3 {
-		t.Fatalf("%d replicas left running, want 3 kept", got)
-	}
+	// Draining h2 before h3 may have started replacements on h3 meanwhile:
+	// a slot on two drained hosts keeps one, so three settle.
+	waitUntil(t, 30*time.Second, "one replica per slot kept on h2 and h3", func() bool { return onHost("h2")+onHost("h3") == 3 })
 	// Activate h1: the replicas move there.
 	if _, err := n.ctrl.SetHostAvailability(ctx, "h1", false); err != nil {
 		t.Fatal(err)
