@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/deployctl/deployctl/internal/wire"
 )
 
 // hostsSpec is webSpec with a short progress deadline, so a release that
@@ -172,4 +174,38 @@ func TestClusterHostDrainAndRemove(t *testing.T) {
 	if _, healthy := runningOn(""); healthy != 3 {
 		t.Fatalf("%d healthy after the removal, want 3", healthy)
 	}
+
+	// A server that leaves the cluster stops being a host: its host is
+	// drained at once (its replicas move to the last host) and forgotten
+	// once it is down. The dead voter goes first, so two voters remain.
+	if r := c.cli(t, rest, "", "cluster", "remove", drained.id); r.code != 0 {
+		t.Fatalf("cluster remove: %d %s %s", r.code, r.stdout, r.stderr)
+	}
+	stay := c.mustLeader(20 * time.Second)
+	var leaver *clusterNode
+	for _, nd := range rest {
+		if nd != stay {
+			leaver = nd
+		}
+	}
+	if on, _ := runningOn(leaver.hostID); on == 0 {
+		t.Fatalf("no replica on %s before it leaves: the test proves nothing", leaver.hostID)
+	}
+	if r := c.cli(t, []*clusterNode{leaver}, "", "cluster", "leave"); r.code != 0 {
+		t.Fatalf("cluster leave: %d %s %s", r.code, r.stdout, r.stderr)
+	}
+	waitFor(t, 90*time.Second, "the leaver's replicas moved to the last host", func() bool {
+		on, healthy := runningOn(leaver.hostID)
+		return on == 0 && healthy == 3
+	})
+	c.kill(leaver, syscall.SIGKILL)
+	waitFor(t, 60*time.Second, "the leaver's host forgotten", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		st, err := c.client(stay).Cluster(ctx)
+		if err != nil {
+			return false
+		}
+		return !slices.ContainsFunc(st.Hosts, func(h wire.HostInfo) bool { return h.ID == leaver.hostID })
+	})
 }
