@@ -8,9 +8,11 @@ package dockerclean
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/image"
@@ -98,23 +100,35 @@ func Images(ctx context.Context, cli *client.Client, key, value string, registri
 	}
 	var errs []error
 	for _, img := range images {
-		if !pulledFrom(img, registries) && (value == "" || img.Labels[key] != value) {
+		if value != "" && img.Labels[key] == value {
+			if _, err := cli.ImageRemove(ctx, img.ID, image.RemoveOptions{Force: true, PruneChildren: true}); err != nil {
+				errs = append(errs, fmt.Errorf("remove image %s: %w", img.ID, err))
+			}
 			continue
 		}
-		if _, err := cli.ImageRemove(ctx, img.ID, image.RemoveOptions{Force: true, PruneChildren: true}); err != nil {
-			errs = append(errs, fmt.Errorf("remove image %s: %w", img.ID, err))
+		// Pulled from one of our registries: remove our references only.
+		// The same content pulled by another test from its own registry
+		// has the same image ID, and removing by ID would delete it under
+		// that test (a replica then fails with "No such image").
+		for _, ref := range pulledRefs(img, registries) {
+			if _, err := cli.ImageRemove(ctx, ref, image.RemoveOptions{Force: true, PruneChildren: true}); err != nil && !cerrdefs.IsNotFound(err) {
+				errs = append(errs, fmt.Errorf("remove image %s: %w", ref, err))
+			}
 		}
 	}
 	return errs
 }
 
-func pulledFrom(img image.Summary, registries []string) bool {
-	for _, digest := range img.RepoDigests {
+// pulledRefs is the image's tags and digests that name one of registries.
+func pulledRefs(img image.Summary, registries []string) []string {
+	var refs []string
+	for _, ref := range append(slices.Clone(img.RepoTags), img.RepoDigests...) {
 		for _, reg := range registries {
-			if strings.HasPrefix(digest, reg+"/") {
-				return true
+			if strings.HasPrefix(ref, reg+"/") {
+				refs = append(refs, ref)
+				break
 			}
 		}
 	}
-	return false
+	return refs
 }
