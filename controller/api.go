@@ -57,6 +57,9 @@ type APIConfig struct {
 	// Health is this server's raft state for GET /v1/cluster/raft (nil:
 	// not clustered).
 	Health RaftHealth
+	// Metrics serves GET /metrics (the process's Prometheus registry) to
+	// any caller with a role; nil: no such route.
+	Metrics http.Handler
 }
 
 // API serves the controller over HTTP/JSON under /v1/.
@@ -122,6 +125,9 @@ func (a *API) Handler() http.Handler {
 	// Unlock gives this very server the key-encryption key (--autolock, or
 	// the cluster's new key after a rotation): never forwarded.
 	mux.HandleFunc("POST /v1/cluster/unlock", a.allow(a.unlock, op))
+	if a.cfg.Metrics != nil {
+		mux.HandleFunc("GET /metrics", a.allow(a.cfg.Metrics.ServeHTTP, op, srv, agent))
+	}
 	// Answered by the leader: any other server forwards them. allow runs
 	// before forwarding and again on the leader.
 	lead := func(h http.HandlerFunc, roles ...pki.Role) http.HandlerFunc {
@@ -168,7 +174,7 @@ func (a *API) Handler() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no route %s %s; the API lives under /v1/", r.Method, r.URL.Path))
 	})
-	return a.authenticate(mux)
+	return a.c.cfg.Metrics.instrument(mux, a.authenticate(mux))
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

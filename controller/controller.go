@@ -104,6 +104,9 @@ type Config struct {
 	// CompactLog snapshots and drops the raft log it covers (after a key
 	// rotation). nil: not done.
 	CompactLog func() error
+	// Metrics records the API's requests and the rollouts the loop ends
+	// (NewMetrics); nil records nothing.
+	Metrics *Metrics
 }
 
 // Controller applies user intent and drives rollouts while its node leads.

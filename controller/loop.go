@@ -314,6 +314,9 @@ func (c *Controller) reconcileService(ctx context.Context, view *state.Tables, l
 	for _, e := range d.Events {
 		c.log.Debug(e, "service", svc.Name, "revision", target.Number)
 	}
+	if inRollout && d.Outcome != rollout.Rollback {
+		c.countRolloutEnd(d.Outcome, now.Sub(svc.Rollout.StartedAt))
+	}
 	switch d.Outcome {
 	case rollout.Succeeded:
 		c.log.Info("rollout succeeded", "service", svc.Name, "revision", target.Number)
@@ -323,6 +326,7 @@ func (c *Controller) reconcileService(ctx context.Context, view *state.Tables, l
 		if err := c.autoRollback(ctx, svc.Name, d.Reason, verdict); err != nil {
 			return err
 		}
+		c.countRolloutEnd(d.Outcome, now.Sub(svc.Rollout.StartedAt))
 		c.forgetRollbackCheck(svc.Name)
 	}
 	return nil

@@ -121,6 +121,9 @@ type AgentConfig struct {
 	// TrafficInterval is how often the proxy's traffic figures are sent
 	// to the controller (DefaultTrafficInterval).
 	TrafficInterval time.Duration
+	// Metrics counts failed probes and exports the proxy's counters
+	// (NewMetrics); nil: none.
+	Metrics *Metrics
 }
 
 // Agent reconciles one host's Docker Engine with its assignments.
@@ -210,6 +213,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		if lr, ok := a.cfg.Runtime.(LogReader); ok {
 			loop.ingress.logs = &logsHandler{host: a.cfg.HostID, rt: lr, tls: a.cfg.Ingress.ServerTLS != nil, log: a.log}
 		}
+		a.cfg.Metrics.followProxy(loop.ingress.table)
 		workers.Go(func() { loop.ingress.run(ctx) })
 		shipper := &trafficShipper{host: a.cfg.HostID, ctrl: a.cfg.Controller, take: loop.ingress.table.TakeTraffic,
 			interval: a.cfg.TrafficInterval, log: a.log}

@@ -271,8 +271,9 @@ func truncate(s string, n int) string {
 }
 
 // runProber probes target until ctx ends and calls emit with every change of
-// verdict (healthy or unhealthy, and the last failure as message).
-func runProber(ctx context.Context, rt Execer, check specs.Healthcheck, target ProbeTarget, startedAt time.Time, emit func(state, message string)) {
+// verdict (healthy or unhealthy, and the last failure as message), and
+// failed (when not nil) with every failed probe, counted or not.
+func runProber(ctx context.Context, rt Execer, check specs.Healthcheck, target ProbeTarget, startedAt time.Time, emit func(state, message string), failed func()) {
 	tracker := newHealthTracker(check, startedAt)
 	delay := tracker.firstDelay()
 	timer := time.NewTimer(delay)
@@ -287,6 +288,9 @@ func runProber(ctx context.Context, rt Execer, check specs.Healthcheck, target P
 		probeErr := Probe(ctx, rt, check, target)
 		if ctx.Err() != nil {
 			return
+		}
+		if probeErr != nil && failed != nil {
+			failed()
 		}
 		verdict := tracker.observe(time.Now(), probeErr)
 		if verdict != "" && verdict != reported {

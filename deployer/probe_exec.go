@@ -66,13 +66,15 @@ func engineVerdict(h *container.Health) (verdict, message string) {
 // execs on the early schedule until the first pass, and the engine's
 // verdict throughout. A container without an engine health check (made
 // before deployctl set one) is probed by the agent alone (runProber).
-func runExecProber(ctx context.Context, rt healthInspector, check specs.Healthcheck, target ProbeTarget, startedAt time.Time, emit func(state, message string)) {
+// failed (when not nil) is called for each failure of the agent's early
+// execs and each failure the engine's streak adds.
+func runExecProber(ctx context.Context, rt healthInspector, check specs.Healthcheck, target ProbeTarget, startedAt time.Time, emit func(state, message string), failed func()) {
 	inspect, err := rt.Inspect(ctx, target.ContainerID)
 	if err != nil && ctx.Err() != nil {
 		return
 	}
 	if _, ok := engineHealth(inspect); err == nil && !ok {
-		runProber(ctx, rt, check, target, startedAt, emit)
+		runProber(ctx, rt, check, target, startedAt, emit, failed)
 		return
 	}
 	tracker := newHealthTracker(check, startedAt)
@@ -83,6 +85,7 @@ func runExecProber(ctx context.Context, rt healthInspector, check specs.Healthch
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	reported := ""
+	streak := 0 // the engine's failing streak last seen, for failed
 	report := func(verdict, message string) {
 		if verdict != "" && verdict != reported {
 			reported = verdict
@@ -107,6 +110,8 @@ func runExecProber(ctx context.Context, rt healthInspector, check specs.Healthch
 			if ProbeExec(ctx, rt, target.ContainerID, check.Exec, tracker.timeout()) == nil {
 				tracker.observe(time.Now(), nil)
 				report(state.ReplicaHealthy, "")
+			} else if ctx.Err() == nil && failed != nil {
+				failed()
 			}
 			if ctx.Err() != nil {
 				return
@@ -122,6 +127,10 @@ func runExecProber(ctx context.Context, rt healthInspector, check specs.Healthch
 				return
 			}
 			if health, ok := engineHealth(inspect); err == nil && ok {
+				for ; failed != nil && streak < health.FailingStreak; streak++ {
+					failed()
+				}
+				streak = min(streak, health.FailingStreak)
 				verdict, message := engineVerdict(health)
 				if verdict == state.ReplicaHealthy {
 					tracker.observe(time.Now(), nil)

@@ -57,7 +57,7 @@ func startExecProber(t *testing.T, rt *fakeHealthRuntime, check specs.Healthchec
 		defer close(done)
 		runExecProber(ctx, rt, check, ProbeTarget{ContainerID: "c1"}, time.Now(), func(st, message string) {
 			verdicts <- st + ":" + message
-		})
+		}, nil)
 	}()
 	t.Cleanup(func() { cancel(); <-done })
 	return verdicts

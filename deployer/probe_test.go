@@ -317,6 +317,7 @@ func TestRunProberReportsChanges(t *testing.T) {
 	verdicts := make(chan string)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
+	var failures atomic.Int64
 	go func() {
 		defer close(done)
 		runProber(ctx, nil, check, ProbeTarget{IP: ip}, time.Now(), func(st, message string) {
@@ -324,12 +325,17 @@ func TestRunProberReportsChanges(t *testing.T) {
 			case verdicts <- st + ":" + message:
 			case <-ctx.Done():
 			}
-		})
+		}, func() { failures.Add(1) })
 	}()
 	defer func() { cancel(); <-done }()
 
 	if got := <-verdicts; !strings.HasPrefix(got, state.ReplicaUnhealthy+":") || !strings.Contains(got, "503") {
 		t.Fatalf("first verdict = %q, want unhealthy naming the 503", got)
+	}
+	// Unhealthy after retries (2) counted failures: at least that many
+	// probes failed, each reported to the metrics hook.
+	if n := failures.Load(); n < int64(check.Retries) {
+		t.Fatalf("failed probes reported = %d, want at least %d before the unhealthy verdict", n, check.Retries)
 	}
 	healthy.Store(true)
 	if got := <-verdicts; got != state.ReplicaHealthy+":" {

@@ -811,11 +811,12 @@ func (l *reconcileLoop) beginProbing(ctx context.Context, id string, rep *replic
 			case <-proberCtx.Done():
 			}
 		}
+		failed := l.cfg.Metrics.probeFailed(rep.assignment.Revision.Service, check.Kind())
 		if check.Kind() == "exec" {
-			runExecProber(proberCtx, l.rt, check, target, startedAt, emit)
+			runExecProber(proberCtx, l.rt, check, target, startedAt, emit, failed)
 			return
 		}
-		runProber(proberCtx, l.rt, check, target, startedAt, emit)
+		runProber(proberCtx, l.rt, check, target, startedAt, emit, failed)
 	}()
 }
 

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/raft"
 
@@ -170,6 +171,8 @@ type FSM struct {
 	fatal FatalFunc
 	// minVersions is the package table; tests add future command types.
 	minVersions map[CommandType]int
+	// metrics times each command applied (nil: not timed).
+	metrics *Metrics
 }
 
 // FSMOption changes an FSM built by NewFSM.
@@ -253,7 +256,9 @@ func (f *FSM) Apply(l *raft.Log) any {
 		return f.stop(l, 0, fmt.Errorf("%w: empty entry at index %d", ErrUnknownCommand, l.Index))
 	}
 	t, body := CommandType(l.Data[0]), l.Data[1:]
+	start := time.Now()
 	res := f.apply(l.Index, t, body)
+	f.metrics.observeApply(t, time.Since(start))
 	var bad *undecodable
 	if err, ok := res.(error); ok && errors.As(err, &bad) {
 		return f.stop(l, byte(t), fmt.Errorf("%w: %s at index %d: %w", ErrUnknownCommand, t, l.Index, bad.err))

@@ -105,6 +105,10 @@ type Config struct {
 	// were applied since the last one, however few, so the data
 	// directory always holds a recent snapshot. Zero: no schedule.
 	SnapshotSchedule time.Duration
+
+	// Metrics times proposals and registers the node's state with its
+	// registry (NewMetrics); nil: none.
+	Metrics *Metrics
 }
 
 // Server is one member of the raft configuration.
@@ -123,6 +127,8 @@ type Node struct {
 
 	// admit is the FSM's version gate, if it has one (see Admitter).
 	admit Admitter
+	// metrics times proposals (nil: not timed).
+	metrics *Metrics
 
 	bolt      *raftboltdb.BoltStore
 	snaps     *raft.FileSnapshotStore
@@ -306,6 +312,12 @@ func (n *Node) open(cfg Config) error {
 	if hasState {
 		n.warnIfMoved()
 	}
+	if cfg.Metrics != nil {
+		if err := cfg.Metrics.reg.Register(newNodeCollector(r)); err != nil {
+			return fmt.Errorf("raftstore: register metrics: %w", err)
+		}
+		n.metrics = cfg.Metrics
+	}
 	if g, ok := cfg.FSM.(Admitter); ok {
 		n.admit = g
 	}
@@ -414,10 +426,12 @@ func (n *Node) Apply(ctx context.Context, cmd []byte) (any, error) {
 			return nil, fmt.Errorf("%s: %w", op, err)
 		}
 	}
+	start := time.Now()
 	future := n.raft.Apply(cmd, timeout)
 	if err := n.await(ctx, future); err != nil {
 		return nil, n.mapError(op, err)
 	}
+	n.metrics.observeCommit(cmd, time.Since(start))
 	response := future.Response()
 	if err, ok := response.(error); ok {
 		return nil, err

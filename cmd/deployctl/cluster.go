@@ -200,14 +200,32 @@ raft members: they long-poll their assignments and report in batches.`,
 			if err != nil {
 				return exitWith(ExitUsage, err)
 			}
+			metricsAddr := flagOrEnv(cmd, "metrics-addr")
+			if err := checkMetricsAddr(metricsAddr); err != nil {
+				return exitWith(ExitUsage, err)
+			}
 			cfg := serverConfig{HostID: hostID, Labels: labels, Network: flagOrEnv(cmd, "network"), SubnetPool: pool,
 				TLS: g.tls, IngressAddr: ingressAddr, ProxyAddr: proxyAddr, SecretsDir: flagOrEnv(cmd, "secrets-dir")}
-			agent, err := newLocalAgent(cfg, client, log)
+			// The agent has no API listener: its metrics are on
+			// --metrics-addr only.
+			reg := newRegistry()
+			metrics, err := deployer.NewMetrics(reg)
+			if err != nil {
+				return exitWith(ExitError, err)
+			}
+			agent, err := newLocalAgent(cfg, client, log, metrics)
 			if err != nil {
 				return exitWith(ExitError, err)
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			if metricsAddr != "" {
+				stopMetrics, err := serveMetrics(ctx, metricsAddr, reg, log)
+				if err != nil {
+					return exitWith(ExitError, err)
+				}
+				defer stopMetrics()
+			}
 			return agent.Run(ctx)
 		},
 	}
@@ -219,6 +237,7 @@ raft members: they long-poll their assignments and report in batches.`,
 	f.StringVar(&logLevel, "log-level", "info", "trace, debug, info, warn or error")
 	bindIngressFlags(f)
 	bindAgentSecretsFlags(f)
+	bindMetricsFlag(f)
 	return cmd
 }
 

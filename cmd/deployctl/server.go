@@ -81,6 +81,9 @@ type serverConfig struct {
 	// never on a schedule), and once the log grew by this many entries.
 	SnapshotInterval  time.Duration
 	SnapshotThreshold uint64
+	// MetricsAddr also serves /metrics there, plain HTTP ("": only on
+	// the API listener).
+	MetricsAddr string
 }
 
 // tlsFiles names a CA, a certificate and its key.
@@ -176,6 +179,7 @@ func bindServerFlags(f *pflag.FlagSet) *serverSettings {
 	bindSecretsFlags(f)
 	f.Duration("snapshot-interval", defaultSnapshotInterval, "take a raft snapshot this often when the state changed since the last one, so the data dir holds a recent one (0: only by --snapshot-threshold)")
 	f.Uint64("snapshot-threshold", defaultSnapshotThreshold, "take a raft snapshot once the log grew by this many entries (checked every 2 minutes)")
+	bindMetricsFlag(f)
 	_ = v.BindPFlags(f)
 	s := &serverSettings{v: v, flags: f}
 	s.bindEnvs()
@@ -215,7 +219,7 @@ func checkServerConfig(v *viper.Viper) (serverConfig, []string, error) {
 		IngressAddr:   v.GetString("ingress-addr"), ProxyAddr: v.GetString("proxy-addr"),
 		SecretsKeyFile: v.GetString("secrets-key-file"), SecretsDir: v.GetString("secrets-dir"),
 		SnapshotInterval: v.GetDuration("snapshot-interval"), SnapshotThreshold: v.GetUint64("snapshot-threshold"),
-		Autolock: v.GetBool("autolock"),
+		Autolock: v.GetBool("autolock"), MetricsAddr: v.GetString("metrics-addr"),
 	}
 	if err := checkSnapshotSettings(cfg); err != nil {
 		return cfg, []string{"snapshot-interval", "snapshot-threshold"}, err
@@ -240,6 +244,9 @@ func checkServerConfig(v *viper.Viper) (serverConfig, []string, error) {
 		if err := controller.ValidateInsecureRegistry(r); err != nil {
 			return cfg, []string{"insecure-registry"}, fmt.Errorf("--insecure-registry: %w", err)
 		}
+	}
+	if err := checkMetricsAddr(cfg.MetricsAddr); err != nil {
+		return cfg, []string{"metrics-addr"}, err
 	}
 	if hclog.LevelFromString(cfg.LogLevel) == hclog.NoLevel {
 		return cfg, []string{"log-level"}, fmt.Errorf("--log-level %q: want trace, debug, info, warn or error", cfg.LogLevel)
@@ -437,10 +444,16 @@ func runServer(ctx context.Context, cfg serverConfig, logOut io.Writer) error {
 	}
 
 	store := state.NewStore()
+	reg := newRegistry()
+	raftMetrics, err := raftstore.NewMetrics(reg)
+	if err != nil {
+		return err
+	}
 	rcfg := raftstore.Config{
 		NodeID: cfg.NodeID, DataDir: cfg.DataDir, BindAddr: cfg.RaftAddr, AdvertiseAddr: cfg.RaftAdvertise,
-		Bootstrap: cfg.Dev || cfg.BootstrapExpect == 1, FSM: raftstore.NewFSM(store), Logger: log.Named("raft"),
+		Bootstrap: cfg.Dev || cfg.BootstrapExpect == 1, FSM: raftstore.NewFSM(store, raftstore.WithMetrics(raftMetrics)), Logger: log.Named("raft"),
 		SnapshotSchedule: cfg.SnapshotInterval, SnapshotThreshold: cfg.SnapshotThreshold,
+		Metrics: raftMetrics,
 	}
 	if tlsCfg != nil {
 		rcfg.TLS = tlsCfg.peer
@@ -463,11 +476,15 @@ func runServer(ctx context.Context, cfg serverConfig, logOut io.Writer) error {
 	// The leader judges the first key an --autolock server is given
 	// (ClaimKey); the API client exists only once the listener does.
 	var claim func(ctx context.Context, keyID string) error
+	ctrlMetrics, err := controller.NewMetrics(reg, store)
+	if err != nil {
+		return err
+	}
 	ctrl, err := controller.New(controller.Config{
 		ClaimKey:   func(ctx context.Context, keyID string) error { return claim(ctx, keyID) },
 		CompactLog: node.Compact,
-		Now:        now,
-		Raft:       node, Store: store, Resolver: controller.RegistryResolver{Access: registries}, Logger: log,
+		Now:        now, Metrics: ctrlMetrics,
+		Raft: node, Store: store, Resolver: controller.RegistryResolver{Access: registries}, Logger: log,
 		RegistryOptions: []remote.Option{remote.WithTransport(registries.Transport(nil))},
 		HostTTL:         cfg.HostTTL, HostDownGrace: cfg.HostDownGrace,
 		// This version's agents serve ingress ports (deployer/ingress.go).
@@ -486,7 +503,7 @@ func runServer(ctx context.Context, cfg serverConfig, logOut io.Writer) error {
 	}
 	self := state.ServerInfo{ID: cfg.NodeID, RaftAddr: node.Addr(), APIAddr: cfg.HTTPAdvertise}
 	joinReq := func() wire.JoinRequest { return joinRequest(self, ctrl.SecretsKeyID(), ctrl.Sealed()) }
-	apiCfg := controller.APIConfig{Controller: ctrl, Membership: membership{node}, Self: self, Health: node}
+	apiCfg := controller.APIConfig{Controller: ctrl, Membership: membership{node}, Self: self, Health: node, Metrics: metricsHandler(reg)}
 	var client *wire.Client
 	if tlsCfg != nil {
 		apiCfg.Scheme = "https"
@@ -512,6 +529,13 @@ func runServer(ctx context.Context, cfg serverConfig, logOut io.Writer) error {
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	if cfg.MetricsAddr != "" {
+		stopMetrics, err := serveMetrics(runCtx, cfg.MetricsAddr, reg, log)
+		if err != nil {
+			return err
+		}
+		defer stopMetrics()
+	}
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() {
@@ -541,7 +565,14 @@ func runServer(ctx context.Context, cfg serverConfig, logOut io.Writer) error {
 	}()
 
 	if !cfg.NoAgent {
-		agent, err := newLocalAgent(cfg, client, log)
+		agentMetrics, err := deployer.NewMetrics(reg)
+		if err != nil {
+			cancel()
+			_ = srv.Close()
+			wg.Wait()
+			return err
+		}
+		agent, err := newLocalAgent(cfg, client, log, agentMetrics)
 		if err != nil {
 			cancel()
 			_ = srv.Close()
@@ -603,7 +634,7 @@ func (m membership) TransferLeadership(ctx context.Context) error {
 }
 func (m membership) HadState() bool { return m.n.HadState() }
 
-func newLocalAgent(cfg serverConfig, client *wire.Client, log hclog.Logger) (*deployer.Agent, error) {
+func newLocalAgent(cfg serverConfig, client *wire.Client, log hclog.Logger, metrics *deployer.Metrics) (*deployer.Agent, error) {
 	rt, err := deployer.NewDockerRuntime()
 	if err != nil {
 		return nil, fmt.Errorf("docker: %w", err)
@@ -644,7 +675,7 @@ func newLocalAgent(cfg serverConfig, client *wire.Client, log hclog.Logger) (*de
 	}
 	return deployer.NewAgent(deployer.AgentConfig{
 		HostID: cfg.HostID, Labels: cfg.Labels, Network: cfg.Network, SubnetPool: cfg.SubnetPool, AuditInterval: cfg.AuditInterval,
-		Controller: client, Runtime: rt, Logger: log.Named("agent"), Ingress: ingress, SecretsDir: cfg.SecretsDir,
+		Controller: client, Runtime: rt, Logger: log.Named("agent"), Ingress: ingress, SecretsDir: cfg.SecretsDir, Metrics: metrics,
 	})
 }
 

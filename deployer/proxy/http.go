@@ -115,6 +115,8 @@ type attempt struct {
 	// of this host's replicas only, and keeps the X-Forwarded-* headers
 	// the first proxy set.
 	hopped bool
+	// start is when the proxy took the request, for its latency.
+	start time.Time
 }
 
 // Headers of a request between two hosts' proxies. The sending proxy sets
@@ -207,7 +209,7 @@ func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		plain(w, http.StatusServiceUnavailable, fmt.Sprintf("deployctl proxy: service %s has no healthy replica", route.Service))
 		return
 	}
-	a := &attempt{route: route, target: tg, retryable: replayable(r), side: s}
+	a := &attempt{route: route, target: tg, retryable: replayable(r), side: s, start: time.Now()}
 	defer func() { a.target.release() }()
 	h.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), attemptKey{}, a)))
 }
@@ -256,6 +258,7 @@ func (t *Table) aim(out *http.Request, a *attempt) {
 func (h *httpHandler) countResponse(resp *http.Response) error {
 	if a, ok := resp.Request.Context().Value(attemptKey{}).(*attempt); ok {
 		h.table.stats.count(a.route.Service, resp.StatusCode)
+		h.table.stats.took(a.route.Service, time.Since(a.start))
 	}
 	return nil
 }
@@ -268,6 +271,7 @@ func (h *httpHandler) backendError(w http.ResponseWriter, r *http.Request, err e
 		return // the client went away
 	}
 	h.table.stats.count(a.route.Service, http.StatusBadGateway)
+	h.table.stats.took(a.route.Service, time.Since(a.start))
 	plain(w, http.StatusBadGateway, fmt.Sprintf("deployctl proxy: replica %s of service %s did not answer: %s", a.target.key.ID, a.route.Service, shortError(err)))
 }
 

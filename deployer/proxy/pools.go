@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httputil"
+	"time"
 )
 
 // Pool listeners serve one pool without a route: a service's connection
@@ -42,13 +43,16 @@ func (h *poolHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	route := &boundRoute{Route: Route{Protocol: HTTP, Service: h.key.service, Port: h.key.port}, pool: p}
-	a := &attempt{route: route, target: tg, retryable: replayable(r), side: s}
+	a := &attempt{route: route, target: tg, retryable: replayable(r), side: s, start: time.Now()}
 	defer func() { a.target.release() }()
 	h.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), attemptKey{}, a)))
 }
 
 func (h *poolHandler) countResponse(resp *http.Response) error {
 	h.table.stats.count(h.key.service, resp.StatusCode)
+	if a, ok := resp.Request.Context().Value(attemptKey{}).(*attempt); ok {
+		h.table.stats.took(h.key.service, time.Since(a.start))
+	}
 	return nil
 }
 
