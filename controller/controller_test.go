@@ -43,12 +43,23 @@ func mustStartNode(t testing.TB) *testNode {
 // mustStartNodeWith is mustStartNode with a hook to adjust the Config.
 func mustStartNodeWith(t testing.TB, adjust func(*Config)) *testNode {
 	t.Helper()
+	return mustStartNodeWithRaft(t, nil, adjust)
+}
+
+// mustStartNodeWithRaft is mustStartNodeWith with a hook to adjust the
+// raft node's Config too (its FSM is over the store the controller gets).
+func mustStartNodeWithRaft(t testing.TB, adjustRaft func(*raftstore.Config), adjust func(*Config)) *testNode {
+	t.Helper()
 	store := state.NewStore()
-	node, err := raftstore.Open(raftstore.Config{
+	rcfg := raftstore.Config{
 		NodeID: "n1", DataDir: t.TempDir(), BindAddr: "127.0.0.1:0", Bootstrap: true,
 		FSM: raftstore.NewFSM(store), Logger: hclog.NewNullLogger(),
 		HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond, LeaderLeaseTimeout: 100 * time.Millisecond,
-	})
+	}
+	if adjustRaft != nil {
+		adjustRaft(&rcfg)
+	}
+	node, err := raftstore.Open(rcfg)
 	if err != nil {
 		t.Fatal(err)
 	}
