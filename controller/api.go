@@ -144,6 +144,7 @@ func (a *API) Handler() http.Handler {
 	mux.HandleFunc("DELETE /v1/hosts/{id}", lead(a.removeHost, op))
 	mux.HandleFunc("GET /v1/services", lead(a.listServices, op))
 	mux.HandleFunc("POST /v1/services", lead(a.applyService, op))
+	mux.HandleFunc("POST /v1/services/diff", lead(a.diffService, op))
 	mux.HandleFunc("GET /v1/services/{name}", lead(a.getService, op))
 	mux.HandleFunc("DELETE /v1/services/{name}", lead(a.removeService, op))
 	mux.HandleFunc("GET /v1/services/{name}/history", lead(a.getHistory, op))
@@ -269,44 +270,58 @@ func (a *API) listServices(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) applyService(w http.ResponseWriter, r *http.Request) {
-	mt, ok := requestMediaType(w, r)
+	req, ok := a.readApply(w, r)
 	if !ok {
 		return
+	}
+	out, err := a.c.ApplyWith(r.Context(), req)
+	if err != nil {
+		a.c.noteRefusal(req.Spec.Service, err)
+		a.writeErr(w, err)
+		return
+	}
+	writeApplyOutcome(w, out)
+}
+
+// readApply reads the body of an apply or a diff: a wire.ApplyBody as
+// JSON, or the spec's YAML alone. On false it has answered.
+func (a *API) readApply(w http.ResponseWriter, r *http.Request) (ApplyRequest, bool) {
+	mt, ok := requestMediaType(w, r)
+	if !ok {
+		return ApplyRequest{}, false
 	}
 	key, ok := idempotencyKey(w, r)
 	if !ok {
-		return
+		return ApplyRequest{}, false
 	}
 	body, ok := readBody(w, r)
 	if !ok {
-		return
+		return ApplyRequest{}, false
 	}
 	var req wire.ApplyBody
 	switch {
 	case mt == mediaJSON:
 		if err := unmarshalStrict(body, &req); err != nil {
 			writeError(w, http.StatusBadRequest, wire.CodeBadRequest, err.Error())
-			return
+			return ApplyRequest{}, false
 		}
 	case mt == "" || slices.Contains(yamlMediaTypes, mt):
 		req.SpecYAML = string(body)
 	default:
 		unsupportedMedia(w, r.Header.Get("Content-Type"), append([]string{mediaJSON + " (an wire.ApplyBody)"}, yamlMediaTypes...)...)
-		return
+		return ApplyRequest{}, false
+	}
+	if req.IfRevision != nil && *req.IfRevision < 0 {
+		writeError(w, http.StatusBadRequest, wire.CodeBadRequest, fmt.Sprintf("if_revision: %d is not a revision number; send the current revision, or 0 for a service that must not exist yet", *req.IfRevision))
+		return ApplyRequest{}, false
 	}
 	spec, err := specs.Parse([]byte(req.SpecYAML))
 	if err != nil {
 		a.writeErr(w, err)
-		return
+		return ApplyRequest{}, false
 	}
 	spec.Security.SeccompProfile = req.SeccompProfile
-	out, err := a.c.ApplyWith(r.Context(), ApplyRequest{Spec: spec, IdempotencyKey: key, ScanReport: req.ScanReport, Force: req.Force})
-	if err != nil {
-		a.c.noteRefusal(spec.Service, err)
-		a.writeErr(w, err)
-		return
-	}
-	writeApplyOutcome(w, out)
+	return ApplyRequest{Spec: spec, IdempotencyKey: key, ScanReport: req.ScanReport, Force: req.Force, IfRevision: req.IfRevision}, true
 }
 
 func (a *API) getService(w http.ResponseWriter, r *http.Request) {

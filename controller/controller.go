@@ -18,6 +18,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/deployctl/deployctl/controller/signature"
 	"github.com/deployctl/deployctl/internal/secretbox"
 	"github.com/deployctl/deployctl/internal/wire"
 	"github.com/deployctl/deployctl/raftstore"
@@ -271,97 +272,178 @@ type ApplyRequest struct {
 	// tag resolves to) is the current revision's, when that revision failed
 	// or paused: `apply --force` retries it (see retryable).
 	Force bool
+	// IfRevision, when set, stores the revision only while the service's
+	// current revision is *IfRevision (0: it must not exist); otherwise
+	// ErrRevisionConflict and nothing is stored. The FSM checks it again
+	// in the write (ExpectCurrent), so an apply that lands in between
+	// cannot slip through.
+	IfRevision *int
 }
 
-// ApplyWith is Apply with a scan report.
-func (c *Controller) ApplyWith(ctx context.Context, req ApplyRequest) (wire.ApplyOutcome, error) {
-	spec, idempotencyKey := req.Spec, req.IdempotencyKey
-	if !c.Ready() {
-		return wire.ApplyOutcome{}, c.notLeader()
-	}
-	spec = spec.Clone()
+// ErrRevisionConflict: an apply's IfRevision is not the current revision.
+var ErrRevisionConflict = wire.ErrRevisionConflict
+
+// preparedApply is an apply checked, resolved and admitted, not yet
+// written: what ApplyWith stores and Diff shows.
+type preparedApply struct {
+	spec     *specs.Spec
+	view     *state.Tables
+	svc      state.Service
+	exists   bool
+	pin      PinnedImage
+	signed   signature.Result
+	pins     []state.SecretPin
+	fp       string
+	warnings []string
+	scanW    []string
+	policyW  []string
+	// cur is the current revision and unchanged whether the spec (and
+	// pin) equal it, when the service exists.
+	cur       state.Revision
+	unchanged bool
+}
+
+// prepareApply runs every check of an apply and resolves its image,
+// writing nothing.
+func (c *Controller) prepareApply(ctx context.Context, req ApplyRequest) (preparedApply, error) {
+	spec := req.Spec.Clone()
 	spec.ApplyDefaults()
 	if err := spec.Validate(); err != nil {
-		return wire.ApplyOutcome{}, fmt.Errorf("%w: %w", ErrInvalidSpec, err)
+		return preparedApply{}, fmt.Errorf("%w: %w", ErrInvalidSpec, err)
 	}
 	if err := checkProfile(spec); err != nil {
-		return wire.ApplyOutcome{}, err
+		return preparedApply{}, err
 	}
 	view := c.cfg.Store.View()
-	if out, ok := repeatedRequest(view, spec.Service, idempotencyKey); ok {
-		return out, nil
-	}
 	svc, exists := view.Service(spec.Service)
 	if exists && svc.State == state.ServiceRemoving {
-		return wire.ApplyOutcome{}, fmt.Errorf("%w: service %s is being removed; wait for `deployctl rm` to finish", ErrConflict, spec.Service)
+		return preparedApply{}, fmt.Errorf("%w: service %s is being removed; wait for `deployctl rm` to finish", ErrConflict, spec.Service)
 	}
 	if len(spec.Ingress) > 0 && !c.cfg.ServeIngress {
-		return wire.ApplyOutcome{}, fmt.Errorf("%w: ingress: this version does not serve ingress yet (the hosts' proxy is not running); publish the service with ports: for now", ErrInvalidSpec)
+		return preparedApply{}, fmt.Errorf("%w: ingress: this version does not serve ingress yet (the hosts' proxy is not running); publish the service with ports: for now", ErrInvalidSpec)
 	}
 	if err := ingressConflicts(view, spec); err != nil {
-		return wire.ApplyOutcome{}, err
+		return preparedApply{}, err
 	}
 	connectionWarnings, err := connectionCheck(view, spec)
 	if err != nil {
-		return wire.ApplyOutcome{}, err
+		return preparedApply{}, err
 	}
 	pol, err := c.admit(spec)
 	if err != nil {
-		return wire.ApplyOutcome{}, err
+		return preparedApply{}, err
 	}
 	secretPins, err := pinSecrets(view, spec)
 	if err != nil {
-		return wire.ApplyOutcome{}, err
+		return preparedApply{}, err
 	}
 	if secretPins, err = pinIngressTLS(view, spec, secretPins); err != nil {
-		return wire.ApplyOutcome{}, err
+		return preparedApply{}, err
 	}
 	tlsWarnings, err := c.checkIngressTLS(view, spec, secretPins)
 	if err != nil {
-		return wire.ApplyOutcome{}, err
+		return preparedApply{}, err
 	}
 	pin, err := c.cfg.Resolver.Resolve(ctx, spec.Image)
 	if err != nil {
-		return wire.ApplyOutcome{}, err
+		return preparedApply{}, err
 	}
 	signed, err := c.verifySignature(ctx, pol, pin)
 	if err != nil {
-		return wire.ApplyOutcome{}, err
+		return preparedApply{}, err
 	}
 	scanWarnings, err := c.gateScan(ctx, pol, pin, req.ScanReport)
 	if err != nil {
-		return wire.ApplyOutcome{}, err
+		return preparedApply{}, err
 	}
 	policyWarnings := hardeningWarnings(pol, spec)
-	warnings := joinWarnings(policyWarnings, prefixed("scan: ", scanWarnings), connectionWarnings, tlsWarnings)
-	fp := FingerprintSecrets(*spec, pin.Ref, containerPins(spec, secretPins))
-	cause := "apply"
+	p := preparedApply{spec: spec, view: view, svc: svc, exists: exists, pin: pin, signed: signed, pins: secretPins,
+		fp: FingerprintSecrets(*spec, pin.Ref, containerPins(spec, secretPins)), scanW: scanWarnings, policyW: policyWarnings,
+		warnings: joinWarnings(policyWarnings, prefixed("scan: ", scanWarnings), connectionWarnings, tlsWarnings)}
 	if exists {
-		if cur, ok := view.Revision(svc.Name, svc.Current); ok && cur.Fingerprint == fp && sameSpec(&cur.Spec, spec) && slices.Equal(cur.Secrets, secretPins) {
-			retry, hint := retryable(svc, cur, req.Force)
-			if !retry {
-				return wire.ApplyOutcome{Service: svc.Name, Revision: cur.Number, Digest: cur.Digest, Ref: cur.Ref, Unchanged: true,
-					Warnings: joinWarnings(warnings, hint)}, nil
-			}
-			cause = fmt.Sprintf("apply --force: retry of revision %d", cur.Number)
+		if cur, ok := view.Revision(svc.Name, svc.Current); ok {
+			p.cur = cur
+			p.unchanged = cur.Fingerprint == p.fp && sameSpec(&cur.Spec, spec) && slices.Equal(cur.Secrets, secretPins)
 		}
+	}
+	return p, nil
+}
+
+// ApplyWith is Apply with a scan report and a revision guard.
+func (c *Controller) ApplyWith(ctx context.Context, req ApplyRequest) (wire.ApplyOutcome, error) {
+	if !c.Ready() {
+		return wire.ApplyOutcome{}, c.notLeader()
+	}
+	view := c.cfg.Store.View()
+	if out, ok := repeatedRequest(view, req.Spec.Service, req.IdempotencyKey); ok {
+		return out, nil
+	}
+	// Early, before any registry is asked; again below on the view the
+	// write is decided on.
+	if err := checkIfRevision(view, req.Spec.Service, req.IfRevision); err != nil {
+		return wire.ApplyOutcome{}, err
+	}
+	p, err := c.prepareApply(ctx, req)
+	if err != nil {
+		return wire.ApplyOutcome{}, err
+	}
+	if err := checkIfRevision(p.view, p.spec.Service, req.IfRevision); err != nil {
+		return wire.ApplyOutcome{}, err
+	}
+	cause := "apply"
+	if p.unchanged {
+		retry, hint := retryable(p.svc, p.cur, req.Force)
+		if !retry {
+			return wire.ApplyOutcome{Service: p.svc.Name, Revision: p.cur.Number, Digest: p.cur.Digest, Ref: p.cur.Ref, Unchanged: true,
+				Warnings: joinWarnings(p.warnings, hint)}, nil
+		}
+		cause = fmt.Sprintf("apply --force: retry of revision %d", p.cur.Number)
 	}
 	cmd := state.ApplyRevisionCmd{
 		Now:            c.cfg.Now(),
-		IdempotencyKey: idempotencyKey,
-		ExpectCurrent:  svc.Current,
+		IdempotencyKey: req.IdempotencyKey,
+		// The revision the checks saw; under IfRevision the one asked for.
+		ExpectCurrent: p.svc.Current,
 		Revision: state.Revision{
-			Service: spec.Service, Spec: *spec, Digest: pin.Digest, Ref: pin.Ref, Fingerprint: fp, Cause: cause, Secrets: secretPins,
-			SignedBy: signed.KeyName, SignatureFormat: signed.Format, ScanWarnings: scanWarnings, PolicyWarnings: policyWarnings,
+			Service: p.spec.Service, Spec: *p.spec, Digest: p.pin.Digest, Ref: p.pin.Ref, Fingerprint: p.fp, Cause: cause, Secrets: p.pins,
+			SignedBy: p.signed.KeyName, SignatureFormat: p.signed.Format, ScanWarnings: p.scanW, PolicyWarnings: p.policyW,
 		},
 	}
 	res, err := c.storeRevision(ctx, cmd)
 	if err != nil {
-		return wire.ApplyOutcome{}, fmt.Errorf("apply %s: %w", spec.Service, err)
+		if req.IfRevision != nil && errors.Is(err, ErrConflict) {
+			// Another write landed between the check and this one: the
+			// FSM refused ours; say so as the guard's own answer.
+			if guard := checkIfRevision(c.cfg.Store.View(), p.spec.Service, req.IfRevision); guard != nil {
+				return wire.ApplyOutcome{}, guard
+			}
+		}
+		return wire.ApplyOutcome{}, fmt.Errorf("apply %s: %w", p.spec.Service, err)
 	}
 	ar := res.(state.ApplyResult)
-	c.log.Info("revision stored", "service", spec.Service, "revision", ar.Revision, "ref", pin.Ref)
-	return wire.ApplyOutcome{Service: spec.Service, Revision: ar.Revision, Digest: pin.Digest, Ref: pin.Ref, Warnings: warnings}, nil
+	c.log.Info("revision stored", "service", p.spec.Service, "revision", ar.Revision, "ref", p.pin.Ref)
+	return wire.ApplyOutcome{Service: p.spec.Service, Revision: ar.Revision, Digest: p.pin.Digest, Ref: p.pin.Ref, Warnings: p.warnings}, nil
+}
+
+// checkIfRevision is the guard of apply --if-revision: nil when want is
+// unset or is the service's current revision (0: no such service).
+func checkIfRevision(view *state.Tables, service string, want *int) error {
+	if want == nil {
+		return nil
+	}
+	svc, ok := view.Service(service)
+	cur := 0
+	if ok {
+		cur = svc.Current
+	}
+	if cur == *want {
+		return nil
+	}
+	if cur == 0 {
+		return fmt.Errorf("%w: service %s does not exist, not at revision %d (--if-revision); nothing stored", ErrRevisionConflict, service, *want)
+	}
+	return fmt.Errorf("%w: service %s is at revision %d, not %d (--if-revision); nothing stored: see `deployctl history %s` and `deployctl diff`",
+		ErrRevisionConflict, service, cur, *want, service)
 }
 
 // retryable decides what an apply of the current revision's own spec

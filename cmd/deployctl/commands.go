@@ -28,6 +28,9 @@ func clientErr(err error) error {
 	if errors.Is(err, controller.ErrInvalidSpec) {
 		return exitWith(ExitUsage, err)
 	}
+	if errors.Is(err, controller.ErrRevisionConflict) {
+		return exitWith(ExitConflict, err)
+	}
 	return exitWith(ExitError, err)
 }
 
@@ -36,6 +39,7 @@ func newApplyCmd(g *globals) *cobra.Command {
 	var timeout time.Duration
 	var scanReport string
 	var refresh, force bool
+	var ifRevision int
 	cmd := &cobra.Command{
 		Use:   "apply FILE | apply --refresh SERVICE",
 		Short: "Store a new revision of a service and wait for its rollout (FILE - reads stdin)",
@@ -48,29 +52,22 @@ Ctrl-C stops waiting; the rollout goes on. See 'deployctl help exit-codes'.`,
 			if refresh && force {
 				return exitWith(ExitUsage, errors.New("--force retries the spec of FILE; --refresh takes no spec: use one or the other"))
 			}
+			if refresh && cmd.Flags().Changed("if-revision") {
+				return exitWith(ExitUsage, errors.New("--if-revision guards an apply of FILE; drop it with --refresh"))
+			}
 			if refresh {
 				return refreshService(cmd, g, args[0], noWait, timeout)
 			}
-			data, err := readSpecFile(args[0], cmd.InOrStdin())
+			spec, body, err := readApplyBody(args[0], cmd.InOrStdin(), scanReport)
 			if err != nil {
 				return exitWith(ExitUsage, err)
 			}
-			// Check locally first: the errors carry line numbers and no
-			// server round trip is needed to learn of a typo.
-			spec, err := specs.Parse(data)
-			if err != nil {
-				return exitWith(ExitUsage, fmt.Errorf("%s: %w", args[0], err))
-			}
-			body := wire.ApplyBody{SpecYAML: string(data), Force: force}
-			if spec.Security.SeccompMode() == specs.SeccompModeFile {
-				if body.SeccompProfile, err = readProfile(args[0], spec.Security.Seccomp); err != nil {
-					return exitWith(ExitUsage, err)
+			body.Force = force
+			if cmd.Flags().Changed("if-revision") {
+				if ifRevision < 0 {
+					return exitWith(ExitUsage, fmt.Errorf("--if-revision %d: give the revision you expect to be current (0: the service must not exist yet)", ifRevision))
 				}
-			}
-			if scanReport != "" {
-				if body.ScanReport, err = os.ReadFile(scanReport); err != nil {
-					return exitWith(ExitUsage, fmt.Errorf("--scan-report: %w", err))
-				}
+				body.IfRevision = &ifRevision
 			}
 			return writeAndFollow(cmd, g, spec.Service, noWait, timeout,
 				func(ctx context.Context) (wire.ApplyOutcome, error) { return g.client().ApplyWith(ctx, body) },
@@ -87,6 +84,7 @@ Ctrl-C stops waiting; the rollout goes on. See 'deployctl help exit-codes'.`,
 	cmd.Flags().StringVar(&scanReport, "scan-report", "", "a Trivy JSON report of the image, for the policy's scan gate")
 	cmd.Flags().BoolVar(&refresh, "refresh", false, "re-resolve SERVICE's image tag and roll a newer digest out like any release")
 	cmd.Flags().BoolVar(&force, "force", false, "retry a failed or paused revision: a new revision even when the spec is unchanged")
+	cmd.Flags().IntVar(&ifRevision, "if-revision", 0, "store the revision only if the service's current revision is this one (0: it must not exist yet); otherwise exit 6 and change nothing")
 	return cmd
 }
 

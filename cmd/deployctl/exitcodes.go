@@ -15,6 +15,7 @@ const (
 	ExitRolledBack = 3 // the release failed and was rolled back
 	ExitPaused     = 4 // the release failed and was paused, or its rollback failed
 	ExitTimeout    = 5 // stopped waiting (timeout or Ctrl-C); the rollout goes on
+	ExitConflict   = 6 // apply --if-revision N: the current revision is not N; nothing stored
 )
 
 const exitCodesHelp = `deployctl exits with:
@@ -31,6 +32,11 @@ const exitCodesHelp = `deployctl exits with:
      needs a human (see 'deployctl status' and 'deployctl history')
   5  stopped waiting: --timeout passed or you pressed Ctrl-C; the rollout goes
      on in the cluster ('deployctl status SVC' follows it)
+  6  conflict: apply --if-revision N found another current revision (someone
+     applied meanwhile); nothing was stored ('deployctl diff' shows what changed)
+
+'deployctl diff FILE' exits as kubectl diff does: 0 no changes, 1 an apply
+would change something, 2 the spec is invalid or the diff could not be made.
 `
 
 // exitError carries an exit code through cobra's error return.

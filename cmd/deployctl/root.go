@@ -101,6 +101,7 @@ See 'deployctl help exit-codes' for what the exit codes mean.`,
 	root.AddCommand(
 		newServerCmd(),
 		newApplyCmd(g),
+		newDiffCmd(g),
 		newStatusCmd(g),
 		newServicesCmd(g),
 		newHistoryCmd(g),
@@ -122,5 +123,6 @@ See 'deployctl help exit-codes' for what the exit codes mean.`,
 		newSnapshotCmd(g),
 		newExitCodesTopic(),
 	)
+	addCompletions(root, g)
 	return root
 }

@@ -236,6 +236,18 @@ func (c *Client) ApplyWith(ctx context.Context, body ApplyBody) (ApplyOutcome, e
 	return out, err
 }
 
+// Diff asks what an apply of body would change, storing nothing. It is a
+// read: retried on another server like one.
+func (c *Client) Diff(ctx context.Context, body ApplyBody) (DiffOutcome, error) {
+	data, err := json.Marshal(body)
+	if err != nil {
+		return DiffOutcome{}, fmt.Errorf("encode diff: %w", err)
+	}
+	var out DiffOutcome
+	err = c.do(ctx, http.MethodPost, "/v1/services/diff", http.Header{"Content-Type": {"application/json"}}, data, &out)
+	return out, err
+}
+
 // Rollback asks for a rollback of a service (to 0: the last good revision).
 func (c *Client) Rollback(ctx context.Context, service string, to int) (ApplyOutcome, error) {
 	return c.serviceWrite(ctx, service, "rollback", RollbackBody{To: to})

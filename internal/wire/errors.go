@@ -41,12 +41,16 @@ var (
 	ErrNoRollbackTarget     = errors.New("no revision to roll back to")
 	ErrNotFound             = errors.New("not found")
 	ErrConflict             = errors.New("conflict")
-	ErrNotLeader            = errors.New("this server is not the leader")
-	ErrNoLeader             = errors.New("no leader: the cluster has no quorum right now")
-	ErrNotReady             = errors.New("the controller is catching up with the raft log; retry shortly")
-	ErrNotClustered         = errors.New("this server does not manage membership")
-	ErrTimeout              = errors.New("the server timed out")
-	ErrInternal             = errors.New("internal server error")
+	// ErrRevisionConflict: an apply guarded by the revision it expects
+	// (apply --if-revision N) found another current revision; nothing
+	// was stored.
+	ErrRevisionConflict = errors.New("the service is not at the expected revision")
+	ErrNotLeader        = errors.New("this server is not the leader")
+	ErrNoLeader         = errors.New("no leader: the cluster has no quorum right now")
+	ErrNotReady         = errors.New("the controller is catching up with the raft log; retry shortly")
+	ErrNotClustered     = errors.New("this server does not manage membership")
+	ErrTimeout          = errors.New("the server timed out")
+	ErrInternal         = errors.New("internal server error")
 	// ErrSecretsKey: the server cannot seal or open secrets (no
 	// key-encryption key, or another one than the secret was sealed with).
 	ErrSecretsKey = errors.New("the server cannot open secrets")
@@ -77,6 +81,7 @@ const (
 	CodeNotFound          = "not_found"
 	CodeVersionGate       = "version_gate"
 	CodeConflict          = "conflict"
+	CodeRevisionConflict  = "revision_conflict"
 	CodeNotLeader         = "not_leader"
 	CodeNoLeader          = "no_leader"
 	CodeNotReady          = "not_ready"
@@ -138,6 +143,7 @@ var codes = [...]ErrorCode{
 	// A server of the cluster runs an older version: retrying will not
 	// help until it is upgraded, so not a 503.
 	{Code: CodeVersionGate, Status: http.StatusConflict, Err: raftstore.ErrVersionGate},
+	{Code: CodeRevisionConflict, Status: http.StatusConflict, Err: ErrRevisionConflict},
 	{Code: CodeConflict, Status: http.StatusConflict, Err: ErrConflict, Also: []error{state.ErrConflict, state.ErrRemoving}},
 	{Code: CodeNotLeader, Status: http.StatusServiceUnavailable, Err: ErrNotLeader, Also: []error{raftstore.ErrNotLeader}},
 	{Code: CodeNoLeader, Status: http.StatusServiceUnavailable, Err: ErrNoLeader, Also: []error{raftstore.ErrNoLeader, raftstore.ErrClosed}},

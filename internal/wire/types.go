@@ -151,6 +151,52 @@ type ApplyBody struct {
 	// Force (`apply --force`) stores a new revision even when the spec is
 	// the current one's, to retry a failed or paused revision as it is.
 	Force bool `json:"force,omitempty"`
+	// IfRevision stores the revision only while the service's current
+	// revision is this one (0: the service must not exist yet); else 409
+	// revision_conflict and nothing is stored. Ignored by a diff.
+	IfRevision *int `json:"if_revision,omitempty"`
+}
+
+// DiffOutcome is the answer to POST /v1/services/diff: what an apply of
+// the spec would change against the service's current revision, without
+// storing anything.
+type DiffOutcome struct {
+	Service string `json:"service"`
+	// Exists: the service has a current revision (Revision); otherwise
+	// the apply would create it.
+	Exists   bool `json:"exists"`
+	Revision int  `json:"revision,omitempty"`
+	// Unchanged: the apply would store no revision.
+	Unchanged bool `json:"unchanged"`
+	// Changes are the spec's fields that differ, one per leaf field.
+	Changes []FieldChange `json:"changes,omitempty"`
+	// Image is the spec's image; PinnedDigest the current revision's
+	// digest, ResolvedDigest what the image resolves to now.
+	Image          string `json:"image"`
+	PinnedDigest   string `json:"pinned_digest,omitempty"`
+	ResolvedDigest string `json:"resolved_digest"`
+	// Restart: the new revision's containers differ (its fingerprint), so
+	// Restarts running replicas are replaced; Starts and Stops are the
+	// replicas the count adds or removes.
+	Restart  bool `json:"restart"`
+	Restarts int  `json:"restarts"`
+	Starts   int  `json:"starts"`
+	Stops    int  `json:"stops"`
+	// Warnings are those the apply would answer with.
+	Warnings []string `json:"warnings,omitempty"`
+}
+
+// FieldChange is one field of a spec that an apply changes. Old or New is
+// empty when the field is absent on that side; values are shown as in JSON
+// (strings quoted), durations as "10s".
+type FieldChange struct {
+	Field string `json:"field"`
+	Old   string `json:"old,omitempty"`
+	New   string `json:"new,omitempty"`
+	// Restarts: the field shapes the containers (part of the
+	// fingerprint); the others change how a rollout runs or how traffic
+	// reaches the replicas.
+	Restarts bool `json:"restarts"`
 }
 
 // RollbackBody is the body of POST /v1/services/{name}/rollback.
