@@ -13,12 +13,13 @@ import (
 )
 
 // mustStartAgent runs `deployctl agent` for a further host of dev server s,
-// on the same Docker Engine with its own host id and network. Cleanup
-// stops it by PID and removes what its host id labels.
-func mustStartAgent(t *testing.T, s *devServer, suffix string) string {
+// on the same Docker Engine with its own host id and network, with extra
+// flags after those. Cleanup stops it by PID and removes what its host id
+// labels.
+func mustStartAgent(t *testing.T, s *devServer, suffix string, extra ...string) string {
 	t.Helper()
 	hostID, network := s.hostID+"-"+suffix, s.network+"-"+suffix
-	agent := exec.Command(env.bin, "agent", "--servers", s.addr, "--host-id", hostID, "--network", network, "--log-level", "debug")
+	agent := exec.Command(env.bin, append([]string{"agent", "--servers", s.addr, "--host-id", hostID, "--network", network, "--log-level", "debug"}, extra...)...)
 	var alog syncBuffer
 	agent.Stdout, agent.Stderr = &alog, &alog
 	if err := agent.Start(); err != nil {
