@@ -65,29 +65,26 @@ Guard the apply that follows with 'deployctl apply --if-revision N FILE'.`,
 // printDiff shows a DiffOutcome:
 //
 //	web: revision 3 -> a new revision
-//	image 127.0.0.1:5000/web:1.4 resolves to sha256:bbbb… (pinned now: sha256:aaaa…; the tag moved)
+//	  digest: sha256:0bf6ac3488a9 -> sha256:1f374e6bb09f  (127.0.0.1:5000/web:1.4 moved; restarts)
 //	  env.LOG_LEVEL: "info" -> "debug"  (restarts)
 //	  replicas: 3 -> 5
 //	containers: 3 replicas restart (new fingerprint), 2 start
 func printDiff(w io.Writer, d wire.DiffOutcome) {
+	digest := func(s string) string { return "sha256:" + short(trimAlgo(s)) }
 	switch {
 	case !d.Exists:
 		fmt.Fprintf(w, "%s: new service: apply creates revision 1\n", d.Service)
+		fmt.Fprintf(w, "  digest: %s  (%s resolves to it now)\n", digest(d.ResolvedDigest), d.Image)
 	case d.Unchanged:
-		fmt.Fprintf(w, "%s: no changes against revision %d (%s)\n", d.Service, d.Revision, short(trimAlgo(d.PinnedDigest)))
+		fmt.Fprintf(w, "%s: no changes against revision %d (%s)\n", d.Service, d.Revision, digest(d.PinnedDigest))
 		return
 	default:
 		fmt.Fprintf(w, "%s: revision %d -> a new revision\n", d.Service, d.Revision)
-	}
-	switch {
-	case !d.Exists:
-		fmt.Fprintf(w, "image %s resolves to %s\n", d.Image, d.ResolvedDigest)
-	case d.PinnedDigest == d.ResolvedDigest:
-		fmt.Fprintf(w, "image %s resolves to %s (pinned now: the same digest)\n", d.Image, d.ResolvedDigest)
-	default:
-		fmt.Fprintf(w, "image %s resolves to %s (pinned now: %s; the digest changes)\n", d.Image, d.ResolvedDigest, d.PinnedDigest)
-	}
-	if d.Exists {
+		if d.PinnedDigest == d.ResolvedDigest {
+			fmt.Fprintf(w, "  digest: %s  (%s still resolves to it)\n", digest(d.PinnedDigest), d.Image)
+		} else {
+			fmt.Fprintf(w, "  digest: %s -> %s  (%s moved; restarts)\n", digest(d.PinnedDigest), digest(d.ResolvedDigest), d.Image)
+		}
 		for _, c := range d.Changes {
 			note := ""
 			if c.Restarts {
