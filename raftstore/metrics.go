@@ -2,6 +2,7 @@ package raftstore
 
 import (
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -105,7 +106,7 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 		if s == st {
 			v = 1
 		}
-		ch <- prometheus.MustNewConstMetric(c.state, prometheus.GaugeValue, v, stateLabel(s))
+		ch <- prometheus.MustNewConstMetric(c.state, prometheus.GaugeValue, v, strings.ToLower(s.String()))
 	}
 	stats := c.r.Stats()
 	num := func(key string) float64 {
@@ -125,16 +126,4 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 		contact = time.Since(c.r.LastContact()).Seconds()
 	}
 	ch <- prometheus.MustNewConstMetric(c.lastContact, prometheus.GaugeValue, contact)
-}
-
-func stateLabel(s raft.RaftState) string {
-	switch s {
-	case raft.Leader:
-		return "leader"
-	case raft.Follower:
-		return "follower"
-	case raft.Candidate:
-		return "candidate"
-	}
-	return "shutdown"
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -43,6 +44,26 @@ func mustStartAgent(t *testing.T, s *devServer, suffix string, extra ...string) 
 	return hostID
 }
 
+// waitHostsReady waits until dev server s reports every host of ids ready.
+func waitHostsReady(t *testing.T, s *devServer, ids ...string) {
+	t.Helper()
+	waitFor(t, 30*time.Second, fmt.Sprintf("hosts %v ready", ids), func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		st, err := wire.NewClient([]string{s.addr}, nil).Cluster(ctx)
+		if err != nil {
+			return false
+		}
+		ready := 0
+		for _, h := range st.Hosts {
+			if h.State == "ready" && slices.Contains(ids, h.ID) {
+				ready++
+			}
+		}
+		return ready == len(ids)
+	})
+}
+
 // The layout on the real engine: three hosts (a dev server and two
 // agents), placement.max_per_host 1, the default update.order start-first,
 // three replicas. No host has room for a replacement beside an old replica,
@@ -54,21 +75,7 @@ func TestCLINoSpareHostReplacesInPlace(t *testing.T) {
 	needEngine(t)
 	s := mustStartServer(t)
 	hosts := []string{s.hostID, mustStartAgent(t, s, "h2"), mustStartAgent(t, s, "h3")}
-	waitFor(t, 30*time.Second, "three ready hosts", func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		defer cancel()
-		st, err := wire.NewClient([]string{s.addr}, nil).Cluster(ctx)
-		if err != nil {
-			return false
-		}
-		ready := 0
-		for _, h := range st.Hosts {
-			if h.State == "ready" {
-				ready++
-			}
-		}
-		return ready == 3
-	})
+	waitHostsReady(t, s, hosts...)
 	spec := func(image string) string {
 		return webSpec(image, 3, "placement: { max_per_host: 1 }\n")
 	}

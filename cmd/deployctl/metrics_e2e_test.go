@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -15,8 +14,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
-
-	"github.com/deployctl/deployctl/internal/wire"
 )
 
 // scrape GETs a /metrics URL and returns the body of a 200; any other
@@ -94,20 +91,7 @@ func TestCLIMetricsAfterDeployAndBadRelease(t *testing.T) {
 	serverMetrics, agentMetrics := freeAddr(t), freeAddr(t)
 	s := mustStartServerArgs(t, append(e2eServerArgs(), "--metrics-addr", serverMetrics)...)
 	agentHost := mustStartAgent(t, s, "m2", "--metrics-addr", agentMetrics)
-	waitFor(t, 30*time.Second, "the agent's host to be ready", func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		defer cancel()
-		st, err := wire.NewClient([]string{s.addr}, nil).Cluster(ctx)
-		if err != nil {
-			return false
-		}
-		for _, h := range st.Hosts {
-			if h.ID == agentHost && h.State == "ready" {
-				return true
-			}
-		}
-		return false
-	})
+	waitHostsReady(t, s, agentHost)
 	pinned := fmt.Sprintf("placement: { constraints: [\"node.id == %s\"] }\n", agentHost)
 	mustCLI(t, s, 0, webSpec(env.refs["v1"], 1, pinned), "apply", "-")
 	mustCLI(t, s, ExitRolledBack, webSpec(env.refs["v1"], 1, pinned+"env: { WEBAPP_BROKEN: \"1\" }\n"), "apply", "-")
