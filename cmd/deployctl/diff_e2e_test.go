@@ -14,11 +14,10 @@ import (
 // apply --if-revision on a stale revision exits 6 and stores nothing; on
 // the current one it applies.
 func TestCLIDiffAndIfRevision(t *testing.T) {
-	needEngine(t)
 	s := mustStartServer(t)
-	ctx := context.Background()
+	// A tag of this test's own, at v1 for now.
 	moving := env.regAddr + "/e2e/webapp:diff-" + strings.ToLower(t.Name())
-	mustRetag(t, ctx, env.refs["v1"], moving)
+	mustRetag(t, context.Background(), env.refs["v1"], moving)
 	dir := t.TempDir()
 	write := func(name, spec string) string {
 		t.Helper()
@@ -62,7 +61,7 @@ func TestCLIDiffAndIfRevision(t *testing.T) {
 	}
 
 	// The tag moves: the spec is the same, the digest is not.
-	mustRetag(t, ctx, env.refs["v11"], moving)
+	mustRetag(t, context.Background(), env.refs["v11"], moving)
 	r = mustCLI(t, s, 1, "", "diff", v1)
 	for _, want := range []string{
 		"  digest: sha256:" + trimAlgo(env.digests["v1"])[:12] + " -> sha256:" + trimAlgo(env.digests["v11"])[:12] + "  (" + moving + " moved; restarts)",
