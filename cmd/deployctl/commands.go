@@ -476,8 +476,8 @@ func newClusterCmd(g *globals) *cobra.Command {
 				for _, n := range st.Nodes {
 					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", n.ID, n.Address, n.Role, strconv.FormatBool(n.Voter), strconv.FormatBool(n.Healthy), n.Identity)
 				}
-				fmt.Fprintln(tw, "\t\t\t\t\t\t")
-				fmt.Fprintln(tw, "HOST\tSTATE\tREPLICAS\tLABELS\tUSERNS\tPROXY\tCERTIFICATE")
+				fmt.Fprintln(tw, "\t\t\t\t\t\t\t")
+				fmt.Fprintln(tw, "HOST\tSTATE\tAVAILABILITY\tREPLICAS\tLABELS\tUSERNS\tPROXY\tCERTIFICATE")
 				for _, h := range st.Hosts {
 					userns := "unknown"
 					if h.Engine != nil {
@@ -491,7 +491,11 @@ func newClusterCmd(g *globals) *cobra.Command {
 					if proxy == "" {
 						proxy = "-"
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%d\t%v\t%s\t%s\t%s\n", h.ID, h.State, h.Replicas, h.Labels, userns, proxy, cert)
+					avail := h.Availability
+					if avail == "" {
+						avail = "active"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%v\t%s\t%s\t%s\n", h.ID, h.State, avail, h.Replicas, h.Labels, userns, proxy, cert)
 				}
 				tw.Flush()
 				for _, n := range st.Nodes {

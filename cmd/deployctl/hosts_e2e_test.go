@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 	"syscall"
@@ -51,6 +52,9 @@ func TestCLIHostDrainAndApplyForce(t *testing.T) {
 		t.Fatalf("drain of an empty host:\n%s", r.stdout)
 	}
 	mustCLI(t, s, 0, "", "host", "drain", host) // a repeat is fine
+	if st := mustCLI(t, s, 0, "", "cluster", "status").stdout; !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(host) + `\s+ready\s+drain\s`).MatchString(st) {
+		t.Fatalf("cluster status does not show %s draining:\n%s", host, st)
+	}
 
 	spec := hostsSpec(env.refs["v1"], 2)
 	r = mustCLI(t, s, 4, spec, "apply", "-")
