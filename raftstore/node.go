@@ -63,8 +63,8 @@ const (
 // still knows a leader, so after a leader dies the election is won about
 // when the second survivor's own check has fired: kill to new leader is
 // roughly 1×..3× HeartbeatTimeout, plus an ElectionTimeout when votes
-// split. Half of raft's 1 s defaults gives failovers of about 0.6-1.5 s
-// instead of 1.5-3 s (README, BenchmarkLeaderFailover). The price: a
+// split. Half of raft's 1 s defaults gives elections about 0.6-1.6 s after the kill
+// instead of 1.1-2.9 s (README, BenchmarkLeaderFailover). The price: a
 // follower that hears nothing for 500 ms (a GC or scheduling stall of the
 // leader or of itself, a saturated link) starts an election, and writes
 // wait for it. On a WAN, or hosts with long stalls, raise all of them
