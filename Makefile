@@ -50,3 +50,11 @@ build:
 # DEPLOYCTL_CHAOS_SEED=N repeats a logged schedule.
 chaos:
 	DEPLOYCTL_CHAOS_ROUNDS=$${DEPLOYCTL_CHAOS_ROUNDS:-80} $(GO) test -race -count=1 -v -run '^TestChaos' -timeout 60m ./cmd/deployctl
+
+# Issue 12's failover figures (README "Speed", docs/cluster.md section 7):
+# 20 kill -9 of the leader of three real servers (TLS, loopback), with the
+# default raft timeouts and with hashicorp/raft's 1 s ones, side by side.
+# No Docker; ~5 min on 2 cores.
+.PHONY: bench-failover
+bench-failover:
+	$(GO) test -run '^$$' -bench 'LeaderFailover' -benchtime 20x -timeout 30m ./cmd/deployctl

@@ -163,6 +163,12 @@ type Controller struct {
 // Ready reports whether this node leads with a caught-up state.
 func (c *Controller) Ready() bool { return c.ready.Load() }
 
+// Wake makes the loop look at raft's state again at once. The server calls
+// it on each change of leadership: an election applies nothing to the
+// state store, so without it a new leader would start deciding (and
+// taking writes) only at its next tick.
+func (c *Controller) Wake() { c.wake() }
+
 // New returns a Controller.
 func New(cfg Config) (*Controller, error) {
 	if cfg.Raft == nil || cfg.Store == nil || cfg.Resolver == nil {

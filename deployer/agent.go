@@ -251,7 +251,7 @@ func (a *Agent) pollAssignments(ctx context.Context, out chan<- state.Assignment
 			if ctx.Err() != nil {
 				return
 			}
-			delay := retry.next()
+			delay := retry.nextAfter(err)
 			a.log.Warn("cannot get assignments from the controller; retrying", "error", err, "retry_in", delay)
 			if !sleepCtx(ctx, delay) {
 				return
@@ -330,7 +330,7 @@ func (a *Agent) sendReports(ctx context.Context, box *outbox, ingress *ingressRu
 			return
 		}
 		box.putBack(batch)
-		delay := retry.next()
+		delay := retry.nextAfter(err)
 		a.log.Warn("cannot report to the controller; retrying", "error", err, "changes", len(batch), "retry_in", delay)
 		if !sleepCtx(ctx, delay) {
 			return

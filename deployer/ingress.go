@@ -278,7 +278,7 @@ func (g *ingressRunner) pollCluster(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			delay := retry.next()
+			delay := retry.nextAfter(err)
 			g.log.Debug("cannot read the cluster's ingress view; retrying", "error", err, "retry_in", delay)
 			if !sleepCtx(ctx, delay) {
 				return

@@ -2,9 +2,12 @@ package deployer
 
 import (
 	"context"
+	"errors"
+	"math/rand/v2"
 	"sync"
 	"time"
 
+	"github.com/deployctl/deployctl/internal/wire"
 	"github.com/deployctl/deployctl/raftstore/state"
 )
 
@@ -115,6 +118,22 @@ func (b *backoff) next() time.Duration {
 		b.delay = min(b.delay*2, maxRetryDelay)
 	}
 	return b.delay
+}
+
+// nextAfter is the delay before retrying a call that failed with err:
+// next, but while servers answer without a leader (an election, a new
+// leader catching up) never more than wire.ElectionRetryMax, jittered
+// between half and all of it so a fleet of agents does not retry in step.
+// An agent thus reaches a new leader within that of its election, where
+// doubling to maxRetryDelay would leave it waiting seconds.
+func (b *backoff) nextAfter(err error) time.Duration {
+	d := b.next()
+	if !wire.Retryable(err) || errors.Is(err, wire.ErrUnreachable) || d <= wire.ElectionRetryMax/2 {
+		return d
+	}
+	b.delay = min(b.delay, wire.ElectionRetryMax)
+	half := b.delay / 2
+	return half + rand.N(b.delay-half+1)
 }
 
 func (b *backoff) reset() { b.delay = 0 }

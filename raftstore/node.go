@@ -53,6 +53,35 @@ const (
 	snapshotsRetained = 3
 )
 
+// The raft timeouts a Config without its own uses (the server's
+// --raft-*-timeout defaults). hashicorp/raft's semantics: a leader sends
+// heartbeats every HeartbeatTimeout/10; a follower checks for contact at
+// random moments HeartbeatTimeout..2×HeartbeatTimeout apart and, finding
+// none for HeartbeatTimeout, clears its leader and stands (pre-vote, then
+// vote); a candidate that gets no majority tries again after a random
+// ElectionTimeout..2×ElectionTimeout. A survivor refuses votes while it
+// still knows a leader, so after a leader dies the election is won about
+// when the second survivor's own check has fired: kill to new leader is
+// roughly 1×..3× HeartbeatTimeout, plus an ElectionTimeout when votes
+// split. Half of raft's 1 s defaults gives elections about 0.6-1.6 s after the kill
+// instead of 1.1-2.9 s (README, BenchmarkLeaderFailover). The price: a
+// follower that hears nothing for 500 ms (a GC or scheduling stall of the
+// leader or of itself, a saturated link) starts an election, and writes
+// wait for it. On a WAN, or hosts with long stalls, raise all of them
+// together (docs/cluster.md).
+const (
+	DefaultHeartbeatTimeout = 500 * time.Millisecond
+	DefaultElectionTimeout  = 500 * time.Millisecond
+	// DefaultLeaderLeaseTimeout is as long as raft allows (at most the
+	// heartbeat timeout): a leader that loses contact with a quorum steps
+	// down after it. It costs nothing when the leader dies; shorter would
+	// only make a briefly stalled leader step down needlessly.
+	DefaultLeaderLeaseTimeout = 500 * time.Millisecond
+	// DefaultCommitTimeout is raft's own: how long an idle leader waits
+	// before telling followers the commit index; it does not delay writes.
+	DefaultCommitTimeout = 50 * time.Millisecond
+)
+
 // NotLeaderError is the concrete error behind ErrNotLeader. It names the
 // leader when this node knows it, so that a caller can forward the request.
 // When no leader is known it also matches ErrNoLeader.
@@ -91,7 +120,8 @@ type Config struct {
 	FSM       raft.FSM
 	Logger    hclog.Logger // nil: an Info-level logger on stderr
 
-	// Timeouts: zero means the hashicorp/raft default.
+	// Timeouts: zero means DefaultHeartbeatTimeout and its siblings, not
+	// hashicorp/raft's own defaults (1 s, 1 s, 500 ms, 50 ms).
 	HeartbeatTimeout   time.Duration
 	ElectionTimeout    time.Duration
 	LeaderLeaseTimeout time.Duration
@@ -242,18 +272,10 @@ func (n *Node) open(cfg Config) error {
 	rc.LocalID = raft.ServerID(cfg.NodeID)
 	rc.Logger = n.logger
 	rc.NotifyCh = notifyCh
-	if cfg.HeartbeatTimeout > 0 {
-		rc.HeartbeatTimeout = cfg.HeartbeatTimeout
-	}
-	if cfg.ElectionTimeout > 0 {
-		rc.ElectionTimeout = cfg.ElectionTimeout
-	}
-	if cfg.LeaderLeaseTimeout > 0 {
-		rc.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
-	}
-	if cfg.CommitTimeout > 0 {
-		rc.CommitTimeout = cfg.CommitTimeout
-	}
+	rc.HeartbeatTimeout = orDefault(cfg.HeartbeatTimeout, DefaultHeartbeatTimeout)
+	rc.ElectionTimeout = orDefault(cfg.ElectionTimeout, DefaultElectionTimeout)
+	rc.LeaderLeaseTimeout = orDefault(cfg.LeaderLeaseTimeout, DefaultLeaderLeaseTimeout)
+	rc.CommitTimeout = orDefault(cfg.CommitTimeout, DefaultCommitTimeout)
 	if cfg.SnapshotThreshold > 0 {
 		rc.SnapshotThreshold = cfg.SnapshotThreshold
 	}
@@ -763,6 +785,14 @@ func (n *Node) notLeaderError() *NotLeaderError {
 		return &NotLeaderError{}
 	}
 	return &NotLeaderError{LeaderID: id, LeaderAddr: addr}
+}
+
+// orDefault is d, or def when d is zero.
+func orDefault(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
 }
 
 // withDefaultTimeout gives ctx the default deadline when it has none.

@@ -21,7 +21,8 @@ func BenchmarkApply(b *testing.B) {
 	}
 }
 
-// BenchmarkFailover measures, with the DEFAULT raft timeouts, the time from
+// BenchmarkFailover measures, with the default raft timeouts (raftstore's
+// DefaultHeartbeatTimeout and siblings, what zero means), the time from
 // closing the leader of a 3-node in-process cluster until one of the two
 // survivors becomes leader. Cluster setup is not timed. Run with e.g.
 // -benchtime=5x for an average over several failovers.

@@ -27,8 +27,9 @@ import (
 )
 
 const (
-	// electionTimeout is hashicorp/raft's default (heartbeat and election
-	// timeouts of 1s), which raftstore keeps: faults last a few of them.
+	// electionTimeout sets how long faults last (a few of it): twice the
+	// servers' default raft timeouts (raftstore.DefaultHeartbeatTimeout,
+	// 500ms), so a paused or cut-off leader is surely replaced.
 	electionTimeout = time.Second
 	// chaosConvergeTimeout bounds the wait for a healed cluster to agree:
 	// raft's replication backs off up to ~10s after repeated failures and

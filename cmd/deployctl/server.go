@@ -84,6 +84,8 @@ type serverConfig struct {
 	// MetricsAddr also serves /metrics there, plain HTTP ("": only on
 	// the API listener).
 	MetricsAddr string
+	// Raft holds the raft timeouts (--raft-*-timeout).
+	Raft raftTimeouts
 }
 
 // tlsFiles names a CA, a certificate and its key.
@@ -180,6 +182,7 @@ func bindServerFlags(f *pflag.FlagSet) *serverSettings {
 	f.Duration("snapshot-interval", defaultSnapshotInterval, "take a raft snapshot this often when the state changed since the last one, so the data dir holds a recent one (0: only by --snapshot-threshold)")
 	f.Uint64("snapshot-threshold", defaultSnapshotThreshold, "take a raft snapshot once the log grew by this many entries (checked every 2 minutes)")
 	bindMetricsFlag(f)
+	bindRaftTimeoutFlags(f)
 	_ = v.BindPFlags(f)
 	s := &serverSettings{v: v, flags: f}
 	s.bindEnvs()
@@ -220,6 +223,10 @@ func checkServerConfig(v *viper.Viper) (serverConfig, []string, error) {
 		SecretsKeyFile: v.GetString("secrets-key-file"), SecretsDir: v.GetString("secrets-dir"),
 		SnapshotInterval: v.GetDuration("snapshot-interval"), SnapshotThreshold: v.GetUint64("snapshot-threshold"),
 		Autolock: v.GetBool("autolock"), MetricsAddr: v.GetString("metrics-addr"),
+		Raft: readRaftTimeouts(v),
+	}
+	if keys, err := cfg.Raft.check(); err != nil {
+		return cfg, keys, err
 	}
 	if err := checkSnapshotSettings(cfg); err != nil {
 		return cfg, []string{"snapshot-interval", "snapshot-threshold"}, err
@@ -453,7 +460,9 @@ func runServer(ctx context.Context, cfg serverConfig, logOut io.Writer) error {
 		NodeID: cfg.NodeID, DataDir: cfg.DataDir, BindAddr: cfg.RaftAddr, AdvertiseAddr: cfg.RaftAdvertise,
 		Bootstrap: cfg.Dev || cfg.BootstrapExpect == 1, FSM: raftstore.NewFSM(store, raftstore.WithMetrics(raftMetrics)), Logger: log.Named("raft"),
 		SnapshotSchedule: cfg.SnapshotInterval, SnapshotThreshold: cfg.SnapshotThreshold,
-		Metrics: raftMetrics,
+		Metrics:          raftMetrics,
+		HeartbeatTimeout: cfg.Raft.Heartbeat, ElectionTimeout: cfg.Raft.Election,
+		LeaderLeaseTimeout: cfg.Raft.LeaderLease, CommitTimeout: cfg.Raft.Commit,
 	}
 	if tlsCfg != nil {
 		rcfg.TLS = tlsCfg.peer
@@ -548,6 +557,25 @@ func runServer(ctx context.Context, cfg serverConfig, logOut io.Writer) error {
 	go func() {
 		defer wg.Done()
 		_ = ctrl.Run(runCtx)
+	}()
+	// A new leader's controller starts at once, not at its next tick: an
+	// election changes nothing the state store announces (found by
+	// BenchmarkLeaderFailover: up to 1 s of "not ready" after elections).
+	leaderCh := node.LeaderCh()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case _, ok := <-leaderCh:
+				if !ok {
+					return
+				}
+				ctrl.Wake()
+			case <-runCtx.Done():
+				return
+			}
+		}
 	}()
 	log.Info("API listening", "addr", self.APIAddr, "node", cfg.NodeID, "raft", self.RaftAddr, "tls", tlsCfg != nil)
 

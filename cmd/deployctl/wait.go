@@ -76,7 +76,7 @@ func waitForRevision(parent context.Context, c *wire.Client, w io.Writer, servic
 				select {
 				case <-ctx.Done():
 					return stopWaiting(ctx, w, service)
-				case <-time.After(500 * time.Millisecond):
+				case <-time.After(wire.ElectionRetryMax): // a new leader is found within this of its election
 				}
 				index = 0
 				continue
@@ -112,7 +112,7 @@ func waitForRevision(parent context.Context, c *wire.Client, w io.Writer, servic
 				}
 				if wire.Retryable(err) {
 					index = 0
-					time.Sleep(300 * time.Millisecond)
+					time.Sleep(wire.ElectionRetryMax)
 					continue
 				}
 				return clientErr(err)
@@ -234,7 +234,7 @@ func waitForRemoval(parent context.Context, c *wire.Client, w io.Writer, service
 			select {
 			case <-ctx.Done():
 				return stopWaiting(ctx, w, service)
-			case <-time.After(500 * time.Millisecond):
+			case <-time.After(wire.ElectionRetryMax): // a new leader is found within this of its election
 			}
 			continue
 		case err != nil:

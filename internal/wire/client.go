@@ -190,10 +190,34 @@ func tryTimeout(path string) time.Duration {
 	return requestTimeout
 }
 
+// Pauses between the tries of a write. While servers answer but none can
+// take it (an election, a new leader applying its log) the pause stays
+// short, so that the write lands within ElectionRetryMax of the new
+// leader being ready: elections are over in a second or two and each try
+// costs the servers a refused request. When no server answers at all it
+// grows to UnreachableRetryMax.
+const (
+	retryMin            = 50 * time.Millisecond
+	ElectionRetryMax    = 200 * time.Millisecond
+	UnreachableRetryMax = 2 * time.Second
+)
+
+// RetryDelay is the pause before the next try after err, given the last
+// pause (0 before the first retry): doubling from 50ms up to
+// ElectionRetryMax while a server answered (no leader, not ready), up to
+// UnreachableRetryMax while none did. Agents use it too.
+func RetryDelay(last time.Duration, err error) time.Duration {
+	limit := ElectionRetryMax
+	if errors.Is(err, ErrUnreachable) {
+		limit = UnreachableRetryMax
+	}
+	return min(max(2*last, retryMin), limit)
+}
+
 // retryWrite repeats a write with the same idempotency key while no server
 // can take it (election in progress), until ctx ends.
 func (c *Client) retryWrite(ctx context.Context, fn func() error) error {
-	backoff := 100 * time.Millisecond
+	var backoff time.Duration
 	var noLeaderSince time.Time
 	for {
 		err := fn()
@@ -210,12 +234,12 @@ func (c *Client) retryWrite(ctx context.Context, fn func() error) error {
 			return fmt.Errorf("%w: gave up after %s without a leader (last answer: %v); see what each server reports with `deployctl cluster status`",
 				ErrNoLeader, c.leaderWait, err)
 		}
+		backoff = RetryDelay(backoff, err)
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
 		case <-time.After(backoff):
 		}
-		backoff = min(backoff*2, 2*time.Second)
 	}
 }
 

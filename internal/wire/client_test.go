@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"sync"
 	"testing"
+	"time"
 )
 
 // seenRequest is what a fake server received.
@@ -75,5 +76,32 @@ func TestServiceWritesKeepTheirKeyAcrossRetries(t *testing.T) {
 				t.Fatalf("idempotency keys %q and %q: want one key for both tries", seen[0].key, seen[1].key)
 			}
 		})
+	}
+}
+
+// TestRetryDelay: while a server answers without a leader the pause between
+// a write's tries doubles from 50ms and stays at ElectionRetryMax, so the
+// write lands within that of an election; while none answers it grows to
+// UnreachableRetryMax.
+func TestRetryDelay(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want []time.Duration
+	}{
+		{ErrNoLeader, []time.Duration{50 * time.Millisecond, 100 * time.Millisecond, 200 * time.Millisecond, 200 * time.Millisecond}},
+		{ErrNotReady, []time.Duration{50 * time.Millisecond, 100 * time.Millisecond, 200 * time.Millisecond, 200 * time.Millisecond}},
+		{ErrUnreachable, []time.Duration{50 * time.Millisecond, 100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond, 800 * time.Millisecond, 1600 * time.Millisecond, 2 * time.Second, 2 * time.Second}},
+	} {
+		var d time.Duration
+		for i, want := range c.want {
+			if d = RetryDelay(d, c.err); d != want {
+				t.Errorf("%v: pause %d is %s, want %s", c.err, i+1, d, want)
+			}
+		}
+	}
+	// Unreachable servers that start answering "no leader" bring the
+	// pause back down at once.
+	if d := RetryDelay(2*time.Second, ErrNoLeader); d != ElectionRetryMax {
+		t.Errorf("after 2s unreachable, no leader: %s, want %s", d, ElectionRetryMax)
 	}
 }
