@@ -259,10 +259,14 @@ func BenchmarkRolloutMany(b *testing.B) {
 					}
 
 					start = time.Now()
-					st = mustApplyAndWaitService(b, c, "many", manySpec(env.refs["v11"], n, check.yaml))
+					out, err = c.Apply(context.Background(), manySpec(env.refs["v11"], n, check.yaml))
+					if err != nil {
+						b.Fatal(err)
+					}
+					st = waitOutcome(b, c, "many", out.Revision)
 					update += time.Since(start)
-					if st.RevisionState != state.RevisionSucceeded {
-						b.Fatalf("rolling update %s: %s", st.RevisionState, st.Message)
+					if st.Revision != out.Revision || st.RevisionState != state.RevisionSucceeded {
+						b.Fatalf("rolling update: revision %d %s (%s): %s", st.Revision, st.RevisionState, st.Cause, st.Message)
 					}
 
 					start = time.Now()
@@ -309,16 +313,6 @@ func waitAllHealthy(b testing.TB, c *wire.Client, svc string, rev, want int, sta
 			b.Fatalf("revision %d %s: %s", rev, st.RevisionState, st.Message)
 		}
 	}
-}
-
-// mustApplyAndWaitService applies spec and waits for its revision of svc
-// to end.
-func mustApplyAndWaitService(b testing.TB, c *wire.Client, svc string, spec []byte) wire.ServiceStatus {
-	out, err := c.Apply(context.Background(), spec)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return waitOutcome(b, c, svc, out.Revision)
 }
 
 // mustRemoveAndWait removes svc and waits until none of the server's
