@@ -243,6 +243,9 @@ func swarmRolloutMany(b *testing.B, cli *client.Client, replicas uint64) (fresh,
 			if err == nil && s.UpdateStatus != nil && s.UpdateStatus.State == want {
 				return time.Since(start)
 			}
+			if err == nil && s.UpdateStatus != nil && (s.UpdateStatus.State == swarm.UpdateStatePaused || s.UpdateStatus.State == swarm.UpdateStateRollbackPaused) {
+				b.Fatalf("swarm update to %s ended %s after %s, want %s: %s", image, s.UpdateStatus.State, time.Since(start), want, s.UpdateStatus.Message)
+			}
 			time.Sleep(50 * time.Millisecond)
 		}
 		b.Fatalf("swarm update to %s never reached %s", image, want)
