@@ -254,6 +254,7 @@ func BenchmarkRolloutMany(b *testing.B) {
 					healthy += waitAllHealthy(b, c, "many", out.Revision, n, start)
 					st := waitOutcome(b, c, "many", out.Revision)
 					fresh += time.Since(start)
+					b.Logf("fresh deploy: all healthy %s, succeeded %s", healthy, fresh)
 					if st.RevisionState != state.RevisionSucceeded {
 						b.Fatalf("fresh deploy %s: %+v", st.RevisionState, st.Message)
 					}
@@ -265,6 +266,7 @@ func BenchmarkRolloutMany(b *testing.B) {
 					}
 					st = waitOutcome(b, c, "many", out.Revision)
 					update += time.Since(start)
+					b.Logf("rolling update %s", time.Since(start))
 					if st.Revision != out.Revision || st.RevisionState != state.RevisionSucceeded {
 						b.Fatalf("rolling update: revision %d %s (%s): %s", st.Revision, st.RevisionState, st.Cause, st.Message)
 					}

@@ -227,6 +227,7 @@ func swarmRolloutMany(b *testing.B, cli *client.Client, replicas uint64) (fresh,
 		time.Sleep(100 * time.Millisecond)
 	}
 	fresh = time.Since(start)
+	b.Logf("swarm, %d replicas: fresh deploy %s", replicas, fresh)
 	updateTo := func(image string, want swarm.UpdateState) time.Duration {
 		s, _, err := cli.ServiceInspectWithRaw(ctx, created.ID, swarm.ServiceInspectOptions{})
 		if err != nil {
@@ -252,7 +253,9 @@ func swarmRolloutMany(b *testing.B, cli *client.Client, replicas uint64) (fresh,
 		return 0
 	}
 	update = updateTo(swarmPinned("v11"), swarm.UpdateStateCompleted)
+	b.Logf("swarm, %d replicas: rolling update %s", replicas, update)
 	rollback = updateTo(swarmPinned("broken"), swarm.UpdateStateRollbackCompleted)
+	b.Logf("swarm, %d replicas: bad release rolled back %s", replicas, rollback)
 	b.StopTimer()
 	remove()
 	b.StartTimer()
