@@ -195,7 +195,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		log:         a.log,
 		rt:          a.cfg.Runtime,
 		outbox:      box,
-		events:      make(chan event),
+		events:      make(chan event, maxDrain),
 		replicas:    map[string]*replica{},
 		removing:    map[string]bool{},
 		netRemoving: map[string]bool{},
@@ -233,7 +233,16 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.sendReports(ctx, box, loop.ingress)
 	}()
 
-	loop.run(ctx, sets, exits)
+	// An engine that streams health changes spares the exec probers their
+	// polling (HealthWatcher); nil blocks forever in the loop's select.
+	var health chan string
+	if hw, ok := a.cfg.Runtime.(HealthWatcher); ok {
+		health = make(chan string, maxDrain)
+		loop.healthStream = true
+		workers.Go(func() { a.watchHealth(ctx, hw, health) })
+	}
+
+	loop.run(ctx, sets, exits, health)
 	cancel()
 	workers.Wait()
 	return nil
@@ -293,6 +302,28 @@ func (a *Agent) watchExits(ctx context.Context, out chan<- ContainerExit) {
 		}
 		delay := retry.next()
 		a.log.Debug("container event stream ended; reopening", "error", err, "retry_in", delay)
+		if !sleepCtx(ctx, delay) {
+			return
+		}
+	}
+}
+
+// watchHealth follows the engine's health changes of this host's
+// containers, reopening a broken stream with backoff like watchExits (the
+// exec probers' slow poll covers what was missed meanwhile).
+func (a *Agent) watchHealth(ctx context.Context, hw HealthWatcher, out chan<- string) {
+	retry := newBackoff()
+	for ctx.Err() == nil {
+		opened := time.Now()
+		err := hw.WatchHealth(ctx, a.cfg.HostID, out)
+		if ctx.Err() != nil {
+			return
+		}
+		if time.Since(opened) > maxRetryDelay {
+			retry.reset()
+		}
+		delay := retry.next()
+		a.log.Debug("container health event stream ended; reopening", "error", err, "retry_in", delay)
 		if !sleepCtx(ctx, delay) {
 			return
 		}

@@ -44,7 +44,7 @@ type ServiceNetwork struct {
 	// Bridge is the Linux bridge interface on the host, dc-<hash of
 	// Name> (BridgeName): the interface the service's packets come in on.
 	Bridge string
-	// Subnet is a /26 of the agent's subnet pool; Gateway its first
+	// Subnet is a /24 of the agent's subnet pool; Gateway its first
 	// address, the bridge's own address on the host and the containers'
 	// DNS server.
 	Subnet  netip.Prefix
@@ -67,7 +67,7 @@ type NetworkPlan struct {
 // creating it when it is missing: named ServiceNetworkName(plan.Prefix,
 // service), labelled LabelManaged, LabelHost and LabelService (and
 // plan.Labels), its bridge interface BridgeName(name), its subnet the first
-// /26 of plan.Pool that overlaps no network on the engine (whoever made
+// /24 of plan.Pool that overlaps no network on the engine (whoever made
 // it) and no address of this host, its gateway the subnet's first address.
 // Docker's default address pools are never used.
 //

@@ -80,7 +80,7 @@ func TestServiceNetworksWithDocker(t *testing.T) {
 			{"bridge interface named dc-<hash>, at most 15 characters", inspect.Options[bridgeNameOption] == BridgeName(sn.Name) && sn.Bridge == BridgeName(sn.Name) && len(sn.Bridge) <= 15, inspect.Options},
 			{"explicit subnet and gateway, nothing else", len(inspect.IPAM.Config) == 1 && inspect.IPAM.Config[0].Subnet == sn.Subnet.String() &&
 				inspect.IPAM.Config[0].Gateway == sn.Gateway.String() && inspect.IPAM.Config[0].IPRange == "", inspect.IPAM.Config},
-			{"a /26 of the pool", sn.Subnet.Bits() == ServiceSubnetBits && pool.Contains(sn.Subnet.Addr()), sn.Subnet},
+			{"a /24 of the pool", sn.Subnet.Bits() == ServiceSubnetBits && pool.Contains(sn.Subnet.Addr()), sn.Subnet},
 			{"gateway is the first address", sn.Gateway == sn.Subnet.Addr().Next(), sn.Gateway},
 		}
 		for _, c := range checks {
@@ -151,7 +151,7 @@ func TestServiceNetworksWithDocker(t *testing.T) {
 	})
 
 	t.Run("skips subnets any network on the engine holds, until the pool is full", func(t *testing.T) {
-		pool := testPool(t, 24)
+		pool := testPool(t, 22) // four /24s
 		first := netip.PrefixFrom(pool.Addr(), ServiceSubnetBits)
 		mustForeignNetwork(t, env, "foreign-"+env.runID+"-subnet", first, nil)
 		own := NetworkPlan{Prefix: plan.Prefix + "-small", Pool: pool, Labels: plan.Labels}
@@ -164,14 +164,14 @@ func TestServiceNetworksWithDocker(t *testing.T) {
 			got = append(got, sn.Subnet)
 		}
 		for i, p := range got {
-			want := netip.PrefixFrom(uint32Addr(addrUint32(pool.Addr())+uint32(64*(i+1))), ServiceSubnetBits)
+			want := netip.PrefixFrom(uint32Addr(addrUint32(pool.Addr())+uint32(256*(i+1))), ServiceSubnetBits)
 			if p != want {
 				t.Errorf("network %d got %s, want %s (the first is someone else's)", i, p, want)
 			}
 		}
 		_, err := env.rt.EnsureServiceNetwork(ctx, hostID, "d", own)
 		if !errors.Is(err, ErrSubnetPoolExhausted) || !strings.Contains(err.Error(), "--subnet-pool") {
-			t.Errorf("fifth network of a /24 = %v, want ErrSubnetPoolExhausted naming --subnet-pool", err)
+			t.Errorf("fifth network of a /22 = %v, want ErrSubnetPoolExhausted naming --subnet-pool", err)
 		}
 	})
 
@@ -179,7 +179,7 @@ func TestServiceNetworksWithDocker(t *testing.T) {
 		// Eight runtimes (eight agents, each with its own lock) create at
 		// once from a pool of eight: the engine refuses overlaps, the
 		// loser takes the next one.
-		pool := testPool(t, 23)
+		pool := testPool(t, 21) // eight /24s
 		const agents = 8
 		results := make([]ServiceNetwork, agents)
 		errs := make([]error, agents)
@@ -470,7 +470,7 @@ func TestAgentServiceNetworks(t *testing.T) {
 	})
 }
 
-// 100 services on one host: 100 networks, each a /26 of the pool (none
+// 100 services on one host: 100 networks, each a /24 of the pool (none
 // from Docker's default pools), no two overlapping; an agent that runs
 // none of the services removes them all. The networks are made through
 // the agent's own call (EnsureServiceNetwork, 100 at once as the agent's
@@ -520,7 +520,7 @@ func TestServiceNetworksAtScale(t *testing.T) {
 			t.Errorf("%s: IPAM %+v, want exactly %s with gateway %s", n.Name, inspect.IPAM.Config, n.Subnet, n.Gateway)
 		}
 		if n.Subnet.Bits() != ServiceSubnetBits || !plan.Pool.Contains(n.Subnet.Addr()) {
-			t.Errorf("%s: subnet %s is not a /26 of %s", n.Name, n.Subnet, plan.Pool)
+			t.Errorf("%s: subnet %s is not a /24 of %s", n.Name, n.Subnet, plan.Pool)
 		}
 		for _, d := range defaults {
 			if d.Overlaps(n.Subnet) {

@@ -31,6 +31,11 @@ type healthInspector interface {
 // engine reached it.
 const engineHealthPolls = 4
 
+// engineHealthSafetyPolls is how many intervals apart the verdict is
+// read when the engine announces its changes: only what a broken event
+// stream missed waits that long.
+const engineHealthSafetyPolls = 4
+
 // minEngineHealthPoll bounds the inspect rate for very short intervals.
 const minEngineHealthPoll = 50 * time.Millisecond
 
@@ -68,7 +73,11 @@ func engineVerdict(h *container.Health) (verdict, message string) {
 // before deployctl set one) is probed by the agent alone (runProber).
 // failed (when not nil) is called for each failure of the agent's early
 // execs and each failure the engine's streak adds.
-func runExecProber(ctx context.Context, rt healthInspector, check specs.Healthcheck, target ProbeTarget, startedAt time.Time, emit func(state, message string), failed func()) {
+//
+// With engineChanged (the engine streams health changes, HealthWatcher)
+// the verdict is read when the engine announces a change, and polled only
+// every engineHealthSafetyPolls intervals in case the stream missed one.
+func runExecProber(ctx context.Context, rt healthInspector, check specs.Healthcheck, target ProbeTarget, startedAt time.Time, emit func(state, message string), failed func(), engineChanged <-chan struct{}) {
 	inspect, err := rt.Inspect(ctx, target.ContainerID)
 	if err != nil && ctx.Err() != nil {
 		return
@@ -79,6 +88,9 @@ func runExecProber(ctx context.Context, rt healthInspector, check specs.Healthch
 	}
 	tracker := newHealthTracker(check, startedAt)
 	poll := max(tracker.interval/engineHealthPolls, minEngineHealthPoll)
+	if engineChanged != nil {
+		poll = tracker.interval * engineHealthSafetyPolls
+	}
 	now := time.Now()
 	earlyDelay := tracker.firstDelay()
 	nextEarly, nextPoll := now.Add(earlyDelay), now.Add(poll)
@@ -102,6 +114,8 @@ func runExecProber(ctx context.Context, rt healthInspector, check specs.Healthch
 		case <-ctx.Done():
 			return
 		case <-timer.C:
+		case <-engineChanged:
+			nextPoll = time.Now()
 		}
 		now = time.Now()
 		if !tracker.passedOnce && !now.Before(nextEarly) {

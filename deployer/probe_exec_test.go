@@ -50,6 +50,13 @@ func (f *fakeHealthRuntime) setHealth(h *container.Health) {
 // verdicts as "state:message".
 func startExecProber(t *testing.T, rt *fakeHealthRuntime, check specs.Healthcheck) <-chan string {
 	t.Helper()
+	return startExecProberChanged(t, rt, check, nil)
+}
+
+// startExecProberChanged is startExecProber with the engine's health
+// changes announced on changed (nil: none, the prober polls).
+func startExecProberChanged(t *testing.T, rt *fakeHealthRuntime, check specs.Healthcheck, changed <-chan struct{}) <-chan string {
+	t.Helper()
 	verdicts := make(chan string, 16)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -57,7 +64,7 @@ func startExecProber(t *testing.T, rt *fakeHealthRuntime, check specs.Healthchec
 		defer close(done)
 		runExecProber(ctx, rt, check, ProbeTarget{ContainerID: "c1"}, time.Now(), func(st, message string) {
 			verdicts <- st + ":" + message
-		}, nil)
+		}, nil, changed)
 	}()
 	t.Cleanup(func() { cancel(); <-done })
 	return verdicts
@@ -137,5 +144,29 @@ func TestExecProberWithoutEngineHealthProbesItself(t *testing.T) {
 	rt.execCode.Store(0)
 	if got := mustVerdict(t, verdicts); got != state.ReplicaHealthy+":" {
 		t.Fatalf("verdict = %q, want healthy", got)
+	}
+}
+
+// With the engine announcing its health changes (HealthWatcher), the
+// prober reads the engine's verdict when told, not a few times per
+// interval: with an hour's interval, only the announcement can bring the
+// unhealthy verdict within the test.
+func TestExecProberReadsTheEngineWhenToldOfAChange(t *testing.T) {
+	check := specs.Healthcheck{Exec: []string{"/app", "-check"}, Interval: time.Hour, Timeout: time.Second, Retries: 1}
+	rt := &fakeHealthRuntime{}
+	rt.setHealth(&container.Health{Status: container.Starting})
+	changed := make(chan struct{}, 1)
+	verdicts := startExecProberChanged(t, rt, check, changed)
+	if got := mustVerdict(t, verdicts); got != state.ReplicaHealthy+":" {
+		t.Fatalf("first verdict = %q, want healthy from the early exec", got)
+	}
+	before := rt.inspects.Load()
+	rt.setHealth(&container.Health{Status: container.Unhealthy, FailingStreak: 1})
+	changed <- struct{}{}
+	if got := mustVerdict(t, verdicts); !strings.HasPrefix(got, state.ReplicaUnhealthy+":") {
+		t.Fatalf("verdict = %q, want unhealthy", got)
+	}
+	if n := rt.inspects.Load() - before; n != 1 {
+		t.Errorf("%d engine reads for one announced change, want 1", n)
 	}
 }

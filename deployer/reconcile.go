@@ -33,6 +33,9 @@ type replica struct {
 	stopProbing context.CancelFunc
 	// reportedContainer is the container ID of the last queued report.
 	reportedContainer string
+	// healthPoke wakes the exec prober when the engine reports a health
+	// change of the container (nil for other checks).
+	healthPoke chan struct{}
 }
 
 // event is what goroutines started by the loop send back to it.
@@ -116,6 +119,13 @@ type reconcileLoop struct {
 	// runs (its task clears it).
 	lastAudit time.Time
 	auditing  atomic.Bool
+	// healthStream is set when the runtime streams health changes
+	// (HealthWatcher): the exec probers then poll the engine rarely.
+	healthStream bool
+	// fullCheck is set while a reconcile inspects every container (see
+	// checkContainer); fullCheckAt is when the next one is due.
+	fullCheck   bool
+	fullCheckAt time.Time
 	// engineDown remembers an outage so it is logged as an error once, not
 	// at every resync.
 	engineDown bool
@@ -137,7 +147,11 @@ const hostProcRoot = "/proc"
 // another host's on a shared engine) or whose removal failed.
 const networkRetry = 30 * time.Second
 
-func (l *reconcileLoop) run(ctx context.Context, sets <-chan state.AssignmentSet, exits <-chan ContainerExit) {
+// fullCheckInterval is how often a reconcile inspects every container,
+// also those the listing shows running as before (checkContainer).
+const fullCheckInterval = 20 * time.Second
+
+func (l *reconcileLoop) run(ctx context.Context, sets <-chan state.AssignmentSet, exits <-chan ContainerExit, health <-chan string) {
 	resync := time.NewTicker(l.cfg.ResyncInterval)
 	defer resync.Stop()
 	defer l.tasks.Wait()
@@ -160,13 +174,42 @@ func (l *reconcileLoop) run(ctx context.Context, sets <-chan state.AssignmentSet
 		case exit := <-exits:
 			l.handleExit(exit)
 			dirty = true
+		case id := <-health:
+			l.healthChanged(id)
 		}
+		// Whatever else is ready joins this reconcile: ten starts of a
+		// batch that end together cost one listing, not ten.
+		dirty = l.drainReady(ctx, exits) || dirty
 		if dirty && l.set != nil {
+			start := time.Now()
 			l.reconcile(ctx)
+			l.log.Trace("reconciled", "took", time.Since(start), "replicas", len(l.replicas))
 		}
 		l.publishLocal()
 		l.outbox.poke()
 	}
+}
+
+// maxDrain bounds how many ready events one loop iteration takes before
+// it reconciles.
+const maxDrain = 256
+
+// drainReady handles the task events and exits that are ready now, without
+// waiting, and reports whether any of them asks for a reconcile.
+func (l *reconcileLoop) drainReady(ctx context.Context, exits <-chan ContainerExit) bool {
+	dirty := false
+	for range maxDrain {
+		select {
+		case ev := <-l.events:
+			dirty = l.handle(ctx, ev) || dirty
+		case exit := <-exits:
+			l.handleExit(exit)
+			dirty = true
+		default:
+			return dirty
+		}
+	}
+	return dirty
 }
 
 // go runs fn as a task of this loop; its event is delivered unless the loop
@@ -204,6 +247,11 @@ func (l *reconcileLoop) reconcile(ctx context.Context) {
 	if l.engineDown {
 		l.log.Info("docker engine reachable again")
 		l.engineDown = false
+	}
+
+	if now := time.Now(); !now.Before(l.fullCheckAt) {
+		l.fullCheck, l.fullCheckAt = true, now.Add(fullCheckInterval)
+		defer func() { l.fullCheck = false }()
 	}
 
 	assigned := make(map[string]state.Assignment, len(l.set.Assignments))
@@ -370,7 +418,9 @@ func (l *reconcileLoop) reconcileStopped(ctx context.Context, id string, rep *re
 	service := rep.assignment.Replica.Service
 	l.log.Info("stopping replica", "replica", id, "container", shortID(containerID), "grace", grace)
 	l.goTask(ctx, func() event {
+		begin := time.Now()
 		err := l.rt.StopAndRemove(ctx, containerID, l.drainFirst(ctx, service, id, grace))
+		l.log.Debug("replica stop and removal done", "replica", id, "took", time.Since(begin), "error", err)
 		return stopDone{replicaID: id, containerID: containerID, err: err}
 	})
 }
@@ -449,7 +499,7 @@ func (l *reconcileLoop) reconcileRunning(ctx context.Context, id string, rep *re
 		// another revision, so isolation holds after an upgrade. One at
 		// a time per service: the others keep serving meanwhile.
 		if l.replacing(as.Replica.Service, id) {
-			l.checkContainer(ctx, id, rep, current.ID)
+			l.checkContainer(ctx, id, rep, current)
 			return
 		}
 		l.removeContainer(ctx, id, current.ID, fmt.Sprintf("it runs on network %s, not on its service's own network %s; recreating it there",
@@ -457,7 +507,7 @@ func (l *reconcileLoop) reconcileRunning(ctx context.Context, id string, rep *re
 		rep.cancelProbing()
 		rep.containerID = ""
 	case current != nil:
-		l.checkContainer(ctx, id, rep, current.ID)
+		l.checkContainer(ctx, id, rep, current)
 	case rep.state == state.ReplicaFailed:
 		// Failed stays failed: the controller decides about a replacement.
 	case rep.containerID != "":
@@ -491,7 +541,20 @@ func (l *reconcileLoop) replacing(service, except string) bool {
 
 // checkContainer adopts a container the agent does not know yet, and fails
 // one that stopped running or was restarted by the engine.
-func (l *reconcileLoop) checkContainer(ctx context.Context, id string, rep *replica, containerID string) {
+//
+// A container the agent already runs, that the listing shows running and
+// whose exit the engine did not report is not inspected (the listing says
+// all an inspect would here, but for a restart count the die event
+// announces), except in the full check every fullCheckInterval that
+// catches what a broken event stream missed: at 60 containers the
+// inspects of every reconcile took seconds, and every health verdict
+// waited for them.
+func (l *reconcileLoop) checkContainer(ctx context.Context, id string, rep *replica, current *container.Summary) {
+	containerID := current.ID
+	if _, exited := l.exits[containerID]; !l.fullCheck && !exited && rep.containerID == containerID &&
+		current.State == container.StateRunning && rep.ip != "" {
+		return
+	}
 	inspect, err := l.rt.Inspect(ctx, containerID)
 	if errors.Is(err, ErrNotFound) {
 		return // removed since the listing; the next resync sees it gone
@@ -591,6 +654,7 @@ func (l *reconcileLoop) startReplica(ctx context.Context, id string, rep *replic
 // createAndStart pulls, creates and starts the container of as. It runs in
 // a task goroutine and touches no loop state.
 func (l *reconcileLoop) createAndStart(ctx context.Context, as state.Assignment, engine EngineInfo) startDone {
+	begin := time.Now()
 	done := startDone{replicaID: as.Replica.ID}
 	ref := as.Revision.Ref
 	if err := l.rt.Pull(ctx, ref); err != nil {
@@ -651,11 +715,19 @@ func (l *reconcileLoop) createAndStart(ctx context.Context, as state.Assignment,
 		}
 		hostCfg.Mounts = append(hostCfg.Mounts, mounts...)
 	}
+	createAt := time.Now()
 	containerID, err := l.rt.Create(ctx, ContainerName(as), cfg, hostCfg, netCfg)
 	if err != nil {
 		done.err = err
 		return done
 	}
+	startAt := time.Now()
+	// Where a replica's start goes (issue 12): preparing (pull check,
+	// image user and accounts, network), the engine's create, its start.
+	defer func() {
+		l.log.Debug("replica created and started", "replica", as.Replica.ID, "prepare", createAt.Sub(begin),
+			"create", startAt.Sub(createAt), "start", time.Since(startAt), "error", done.err)
+	}()
 	if err := l.rt.Start(ctx, containerID); err != nil {
 		// Do not leave a created-but-dead container behind.
 		if rmErr := l.rt.StopAndRemove(ctx, containerID, 0); rmErr != nil {
@@ -781,6 +853,20 @@ func (l *reconcileLoop) networkRemoved(ev networkRemoved) {
 	l.netRetryAt[ev.name] = time.Now().Add(networkRetry)
 }
 
+// healthChanged wakes the exec prober of the replica that runs container
+// id, which reads the engine's new verdict at once.
+func (l *reconcileLoop) healthChanged(id string) {
+	for _, rep := range l.replicas {
+		if rep.containerID == id && rep.healthPoke != nil {
+			select {
+			case rep.healthPoke <- struct{}{}:
+			default:
+			}
+			return
+		}
+	}
+}
+
 // handleExit remembers how a container process ended; the reconcile that
 // follows at once decides what it means. A `docker rm -f` also kills the
 // process first, so an exit alone does not say the replica failed.
@@ -802,6 +888,11 @@ func (l *reconcileLoop) beginProbing(ctx context.Context, id string, rep *replic
 	rep.stopProbing = cancel
 	target := ProbeTarget{ContainerID: rep.containerID, IP: rep.ip}
 	containerID := rep.containerID
+	var poke chan struct{}
+	if check.Kind() == "exec" && l.healthStream {
+		poke = make(chan struct{}, 1)
+	}
+	rep.healthPoke = poke
 	l.tasks.Add(1)
 	go func() {
 		defer l.tasks.Done()
@@ -813,7 +904,7 @@ func (l *reconcileLoop) beginProbing(ctx context.Context, id string, rep *replic
 		}
 		failed := l.cfg.Metrics.probeFailed(rep.assignment.Revision.Service, check.Kind())
 		if check.Kind() == "exec" {
-			runExecProber(proberCtx, l.rt, check, target, startedAt, emit, failed)
+			runExecProber(proberCtx, l.rt, check, target, startedAt, emit, failed, poke)
 			return
 		}
 		runProber(proberCtx, l.rt, check, target, startedAt, emit, failed)
@@ -884,6 +975,7 @@ func (r *replica) cancelProbing() {
 		r.stopProbing()
 		r.stopProbing = nil
 	}
+	r.healthPoke = nil
 }
 
 // parseEngineTime reads the engine's RFC 3339 timestamps; an unreadable one

@@ -10,18 +10,21 @@ import (
 	"slices"
 )
 
-// Service networks: one bridge per service per host, its subnet a /26 of
+// Service networks: one bridge per service per host, its subnet a /24 of
 // the agent's subnet pool (docs/networking.md).
 const (
 	// DefaultSubnetPool is where service networks take their subnets when
-	// --subnet-pool says nothing: 1,024 networks of /26.
+	// --subnet-pool says nothing: 256 networks of /24.
 	DefaultSubnetPool = "10.240.0.0/16"
-	// ServiceSubnetBits is the prefix length of every service network: 64
-	// addresses, 61 of them for containers (the network's own address,
-	// the gateway and the broadcast address are not).
-	ServiceSubnetBits = 26
+	// ServiceSubnetBits is the prefix length of every service network: 256
+	// addresses, 253 of them for containers (the network's own address,
+	// the gateway and the broadcast address are not). A /26 (61) was too
+	// small for a start-first rollout of 50 replicas on one host: the old
+	// replicas, a batch in its monitor window and the next batch hold an
+	// address each (issue 12).
+	ServiceSubnetBits = 24
 	// MinSubnetPoolBits and MaxSubnetPoolBits bound a pool: at most a /8
-	// (262,144 networks), at least a /24 (4 networks).
+	// (65,536 networks), at least a /24 (one network).
 	MinSubnetPoolBits = 8
 	MaxSubnetPoolBits = 24
 	// bridgeNamePrefix starts the name of every service network's Linux
@@ -32,7 +35,7 @@ const (
 	bridgeHashChars = 12
 )
 
-// ErrSubnetPoolExhausted means every /26 of the subnet pool overlaps a
+// ErrSubnetPoolExhausted means every /24 of the subnet pool overlaps a
 // network that exists on the engine (or an address of the host).
 var ErrSubnetPoolExhausted = errors.New("subnet pool exhausted")
 
@@ -63,7 +66,7 @@ func CheckSubnetPool(pool netip.Prefix) error {
 	return nil
 }
 
-// FreeSubnet returns the first /26 of pool, in address order, that
+// FreeSubnet returns the first /24 of pool, in address order, that
 // overlaps none of taken, and false when there is none. taken may hold
 // anything: IPv6 prefixes (ignored), prefixes outside the pool or larger
 // than it.
@@ -105,7 +108,7 @@ func FreeSubnet(pool netip.Prefix, taken []netip.Prefix) (netip.Prefix, bool) {
 		if s.lo >= candidate+size {
 			break // sorted: nothing later overlaps the candidate
 		}
-		// Overlaps: the next candidate starts at the first /26 boundary
+		// Overlaps: the next candidate starts at the first /24 boundary
 		// after this span.
 		candidate = (s.hi + size) / size * size
 	}

@@ -22,22 +22,23 @@ func TestFreeSubnet(t *testing.T) {
 		taken []string
 		want  string // "" when the pool is full
 	}{
-		{"empty pool gives its first /26", "10.240.0.0/16", nil, "10.240.0.0/26"},
-		{"skips a taken /26", "10.240.0.0/16", []string{"10.240.0.0/26"}, "10.240.0.64/26"},
-		{"fills a gap first", "10.240.0.0/16", []string{"10.240.0.0/26", "10.240.0.128/26"}, "10.240.0.64/26"},
-		{"order of taken does not matter", "10.240.0.0/16", []string{"10.240.0.128/26", "10.240.0.64/26", "10.240.0.0/26"}, "10.240.0.192/26"},
-		{"a smaller network blocks its whole /26", "10.240.0.0/16", []string{"10.240.0.70/31"}, "10.240.0.0/26"},
-		{"a smaller network in the first /26", "10.240.0.0/16", []string{"10.240.0.8/29"}, "10.240.0.64/26"},
-		{"a larger network skips all it covers", "10.240.0.0/16", []string{"10.240.0.0/20"}, "10.240.16.0/26"},
-		{"a host address (a /32)", "10.240.0.0/16", []string{"10.240.0.1/32"}, "10.240.0.64/26"},
-		{"a prefix written with host bits", "10.240.0.0/16", []string{"10.240.0.5/26"}, "10.240.0.64/26"},
+		{"empty pool gives its first /24", "10.240.0.0/16", nil, "10.240.0.0/24"},
+		{"skips a taken /24", "10.240.0.0/16", []string{"10.240.0.0/24"}, "10.240.1.0/24"},
+		{"fills a gap first", "10.240.0.0/16", []string{"10.240.0.0/24", "10.240.2.0/24"}, "10.240.1.0/24"},
+		{"order of taken does not matter", "10.240.0.0/16", []string{"10.240.2.0/24", "10.240.1.0/24", "10.240.0.0/24"}, "10.240.3.0/24"},
+		{"a smaller network blocks its whole /24", "10.240.0.0/16", []string{"10.240.1.70/31"}, "10.240.0.0/24"},
+		{"a smaller network in the first /24", "10.240.0.0/16", []string{"10.240.0.8/29"}, "10.240.1.0/24"},
+		{"a larger network skips all it covers", "10.240.0.0/16", []string{"10.240.0.0/20"}, "10.240.16.0/24"},
+		{"a host address (a /32)", "10.240.0.0/16", []string{"10.240.0.1/32"}, "10.240.1.0/24"},
+		{"a taken prefix written with host bits", "10.240.0.0/16", []string{"10.240.0.5/24"}, "10.240.1.0/24"},
 		{"a supernet of the pool fills it", "10.240.0.0/16", []string{"10.0.0.0/8"}, ""},
-		{"outside the pool is ignored", "10.240.0.0/16", []string{"172.17.0.0/16", "192.168.0.0/20", "10.241.0.0/26"}, "10.240.0.0/26"},
-		{"IPv6 is ignored", "10.240.0.0/16", []string{"fd00::/64", "::ffff:10.240.0.0/122"}, "10.240.0.0/26"},
-		{"a /24 pool has four", "10.9.9.0/24", []string{"10.9.9.0/26", "10.9.9.64/26", "10.9.9.128/26"}, "10.9.9.192/26"},
-		{"a full /24 pool", "10.9.9.0/24", []string{"10.9.9.0/25", "10.9.9.128/26", "10.9.9.192/27", "10.9.9.224/27"}, ""},
-		{"the last of a /8", "10.0.0.0/8", []string{"10.0.0.0/9", "10.128.0.0/10", "10.192.0.0/11", "10.224.0.0/12", "10.240.0.0/13", "10.248.0.0/14", "10.252.0.0/15", "10.254.0.0/16", "10.255.0.0/17", "10.255.128.0/18", "10.255.192.0/19", "10.255.224.0/20", "10.255.240.0/21", "10.255.248.0/22", "10.255.252.0/23", "10.255.254.0/24", "10.255.255.0/25", "10.255.255.128/26"}, "10.255.255.192/26"},
-		{"top of the address space", "255.255.255.0/24", []string{"255.255.255.0/25", "255.255.255.128/26"}, "255.255.255.192/26"},
+		{"outside the pool is ignored", "10.240.0.0/16", []string{"172.17.0.0/16", "192.168.0.0/20", "10.241.0.0/24"}, "10.240.0.0/24"},
+		{"IPv6 is ignored", "10.240.0.0/16", []string{"fd00::/64", "::ffff:10.240.0.0/120"}, "10.240.0.0/24"},
+		{"a /22 pool has four", "10.9.8.0/22", []string{"10.9.8.0/24", "10.9.9.0/24", "10.9.10.0/24"}, "10.9.11.0/24"},
+		{"a full /22 pool", "10.9.8.0/22", []string{"10.9.8.0/23", "10.9.10.0/24", "10.9.11.0/25", "10.9.11.128/26"}, ""},
+		{"a /24 pool has one", "10.9.9.0/24", nil, "10.9.9.0/24"},
+		{"the last of a /8", "10.0.0.0/8", []string{"10.0.0.0/9", "10.128.0.0/10", "10.192.0.0/11", "10.224.0.0/12", "10.240.0.0/13", "10.248.0.0/14", "10.252.0.0/15", "10.254.0.0/16", "10.255.0.0/17", "10.255.128.0/18", "10.255.192.0/19", "10.255.224.0/20", "10.255.240.0/21", "10.255.248.0/22", "10.255.252.0/23", "10.255.254.0/24"}, "10.255.255.0/24"},
+		{"top of the address space", "255.255.252.0/22", []string{"255.255.252.0/23", "255.255.254.0/24"}, "255.255.255.0/24"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -55,8 +56,8 @@ func TestFreeSubnet(t *testing.T) {
 	}
 }
 
-// Allocating one after another fills a /16 with 1,024 distinct /26s, each
-// inside the pool and overlapping nothing before it; the 1,025th fails.
+// Allocating one after another fills a /16 with 256 distinct /24s, each
+// inside the pool and overlapping nothing before it; the 257th fails.
 func TestFreeSubnetFillsThePool(t *testing.T) {
 	pool := netip.MustParsePrefix(DefaultSubnetPool)
 	// Docker's default pools and a host LAN inside the pool are there
@@ -65,13 +66,13 @@ func TestFreeSubnetFillsThePool(t *testing.T) {
 	for i := 0; ; i++ {
 		got, ok := FreeSubnet(pool, taken)
 		if !ok {
-			if i != 1024-4 {
-				t.Fatalf("pool full after %d networks, want %d", i, 1024-4)
+			if i != 256-1 {
+				t.Fatalf("pool full after %d networks, want %d", i, 256-1)
 			}
 			return
 		}
 		if got.Bits() != ServiceSubnetBits || !pool.Contains(got.Addr()) || got.Masked() != got {
-			t.Fatalf("allocation %d = %s: not a /26 of %s", i, got, pool)
+			t.Fatalf("allocation %d = %s: not a /24 of %s", i, got, pool)
 		}
 		for _, p := range taken {
 			if p.Overlaps(got) {

@@ -3,11 +3,17 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/deployctl/deployctl/deployer"
 	"github.com/deployctl/deployctl/internal/wire"
 	"github.com/deployctl/deployctl/raftstore/state"
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
 )
 
 // Health checks of the benchmark specs: the agent probes HTTP itself; an
@@ -44,7 +50,7 @@ stop_grace_period: 1s
 
 // waitOutcome waits until revision rev of svc ends and returns its state.
 func waitOutcome(b testing.TB, c *wire.Client, svc string, rev int) wire.ServiceStatus {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	var index uint64
 	for {
@@ -169,4 +175,162 @@ func BenchmarkManualRollback(b *testing.B) {
 func mustStartBenchServer(b *testing.B) *devServer {
 	b.Helper()
 	return mustStartServerArgs(b)
+}
+
+// Issue 12 point 2: rollouts of many replicas on one engine, with the
+// knobs BenchmarkSwarmRolloutMany gives Docker Swarm mode: a health check
+// every 5s that must fail twice, parallelism 10, start-first, monitor 3s,
+// automatic rollback, the default 10s stop grace period.
+const (
+	manyInterval    = 5 * time.Second
+	manyRetries     = 2
+	manyParallelism = 10
+	manyMonitor     = 3 * time.Second
+)
+
+// manySpec is the service of BenchmarkRolloutMany.
+func manySpec(image string, replicas int, check string) []byte {
+	return fmt.Appendf(nil, `service: many
+image: %s
+replicas: %d
+resources: { cpus: 0.2, memory: 32M, pids: 32 }
+healthcheck:
+  %s
+  interval: %s
+  timeout: 2s
+  retries: %d
+update:
+  parallelism: %d
+  order: start-first
+  monitor: %s
+  failure_action: rollback
+  progress_deadline: 10m
+`, image, replicas, check, manyInterval, manyRetries, manyParallelism, manyMonitor)
+}
+
+// manyReplicaCounts are the sizes BenchmarkRolloutMany and
+// BenchmarkSwarmRolloutMany run: 50, and 200 with DEPLOYCTL_BENCH_200=1
+// (about 10 minutes on the 2-core CI machine).
+func manyReplicaCounts() []int {
+	if os.Getenv("DEPLOYCTL_BENCH_200") == "1" {
+		return []int{50, 200}
+	}
+	return []int{50}
+}
+
+// BenchmarkRolloutMany measures, per op, a fresh deploy of N replicas
+// (apply of a new service until all are healthy, and until its revision
+// succeeded), a rolling update to another digest (apply until succeeded)
+// and a bad release over it (apply until its automatic rollback
+// succeeded); the service is then removed outside the timer. Run it with
+// -benchtime 1x. DEPLOYCTL_BENCH_LOG=DIR keeps the server's debug log
+// (every replica's create, start, health and stop) in DIR.
+func BenchmarkRolloutMany(b *testing.B) {
+	needEngine(b)
+	checks := []struct{ name, yaml string }{{"exec", benchExecCheck}, {"http", benchHTTPCheck}}
+	for _, n := range manyReplicaCounts() {
+		for _, check := range checks {
+			b.Run(fmt.Sprintf("replicas=%d,check=%s", n, check.name), func(b *testing.B) {
+				logDir := os.Getenv("DEPLOYCTL_BENCH_LOG")
+				var s *devServer
+				if logDir != "" {
+					s = mustStartServerArgs(b, "--log-level", "debug")
+					b.Cleanup(func() {
+						name := strings.NewReplacer("/", "_", "=", "-", ",", "_").Replace(b.Name()) + ".log"
+						_ = os.WriteFile(filepath.Join(logDir, name), []byte(s.log.String()), 0o600)
+					})
+				} else {
+					s = mustStartBenchServer(b)
+				}
+				c := wire.NewClient([]string{s.addr}, nil)
+				var healthy, fresh, update, rollback time.Duration
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					start := time.Now()
+					out, err := c.Apply(context.Background(), manySpec(env.refs["v1"], n, check.yaml))
+					if err != nil {
+						b.Fatal(err)
+					}
+					healthy += waitAllHealthy(b, c, "many", out.Revision, n, start)
+					st := waitOutcome(b, c, "many", out.Revision)
+					fresh += time.Since(start)
+					b.Logf("fresh deploy: all healthy %s, succeeded %s", healthy, fresh)
+					if st.RevisionState != state.RevisionSucceeded {
+						b.Fatalf("fresh deploy %s: %+v", st.RevisionState, st.Message)
+					}
+
+					start = time.Now()
+					out, err = c.Apply(context.Background(), manySpec(env.refs["v11"], n, check.yaml))
+					if err != nil {
+						b.Fatal(err)
+					}
+					st = waitOutcome(b, c, "many", out.Revision)
+					update += time.Since(start)
+					b.Logf("rolling update %s", time.Since(start))
+					if st.Revision != out.Revision || st.RevisionState != state.RevisionSucceeded {
+						b.Fatalf("rolling update: revision %d %s (%s): %s", st.Revision, st.RevisionState, st.Cause, st.Message)
+					}
+
+					start = time.Now()
+					out, err = c.Apply(context.Background(), manySpec(env.refs["broken"], n, check.yaml))
+					if err != nil {
+						b.Fatal(err)
+					}
+					st = waitOutcome(b, c, "many", out.Revision+1)
+					rollback += time.Since(start)
+					if st.Cause != fmt.Sprintf("automatic rollback of %d to %d", out.Revision, out.Revision-1) || st.RevisionState != state.RevisionSucceeded {
+						b.Fatalf("want a succeeded automatic rollback, got %s %s: %s", st.Cause, st.RevisionState, st.Message)
+					}
+
+					b.StopTimer()
+					mustRemoveAndWait(b, c, s, "many")
+					b.StartTimer()
+				}
+				ms := func(d time.Duration) float64 { return float64(d.Milliseconds()) / float64(b.N) }
+				b.ReportMetric(ms(healthy), "fresh-healthy-ms/op")
+				b.ReportMetric(ms(fresh), "fresh-ms/op")
+				b.ReportMetric(ms(update), "update-ms/op")
+				b.ReportMetric(ms(rollback), "rollback-ms/op")
+			})
+		}
+	}
+}
+
+// waitAllHealthy waits until revision rev of svc has want healthy replicas
+// and returns the time since start.
+func waitAllHealthy(b testing.TB, c *wire.Client, svc string, rev, want int, start time.Time) time.Duration {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	var index uint64
+	for {
+		st, err := c.Status(ctx, svc, index, 10*time.Second)
+		if err != nil {
+			b.Fatal(err)
+		}
+		index = st.Index
+		if st.Revision == rev && st.Replicas.Healthy >= want {
+			return time.Since(start)
+		}
+		if st.Revision == rev && st.RevisionState != state.RevisionInProgress && st.RevisionState != state.RevisionSucceeded {
+			b.Fatalf("revision %d %s: %s", rev, st.RevisionState, st.Message)
+		}
+	}
+}
+
+// mustRemoveAndWait removes svc and waits until none of the server's
+// containers is left on the engine.
+func mustRemoveAndWait(b testing.TB, c *wire.Client, s *devServer, svc string) {
+	if err := c.Remove(context.Background(), svc); err != nil {
+		b.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Minute)
+	for time.Now().Before(deadline) {
+		list, err := env.docker.ContainerList(context.Background(), container.ListOptions{All: true,
+			Filters: filters.NewArgs(filters.Arg("label", deployer.LabelHost+"="+s.hostID))})
+		if err == nil && len(list) == 0 {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	b.Fatalf("the containers of service %s are still there 5 minutes after its removal", svc)
 }

@@ -115,10 +115,34 @@ func TestDecideRollout(t *testing.T) {
 			want: want{Start: []int{0, 1}, Progress: true},
 		},
 		{
-			name:    "parallelism 2: the batch waits for its slowest slot",
+			// Start-first without update.delay: parallelism bounds the
+			// slots in flight (a sliding window, as Swarm's update
+			// workers), so a slot that passed makes room at once.
+			name:    "parallelism 2: a slot that passed makes room for the next at once",
 			service: inRollout, target: rev2Par2,
 			replicas: join(old, []state.Replica{healthy(rev2, "b0", 0, 10*time.Second), replica(rev2, "b1", 1, state.ReplicaStarting)}),
+			want:     want{Start: []int{2}, Stop: []string{"a0"}, Progress: true},
+		},
+		{
+			name:    "parallelism 2: the window takes only what it has room for",
+			service: inRollout, target: revision(2, "B", 4, parallelism(2)),
+			replicas: join(healthySet(rev1, "a", 4), []state.Replica{healthy(rev2, "b0", 0, time.Second), replica(rev2, "b1", 1, state.ReplicaStarting)}),
+			want:     want{Start: []int{2}, Progress: true},
+		},
+		{
+			// With update.delay batches stay lock-step: the delay is a
+			// pause between whole batches.
+			name:    "parallelism 2 with a delay: the batch waits for its slowest slot",
+			service: inRollout, target: revision(2, "B", 3, parallelism(2), delay(5*time.Second)),
+			replicas: join(old, []state.Replica{healthy(rev2, "b0", 0, 10*time.Second), replica(rev2, "b1", 1, state.ReplicaStarting)}),
 			want:     want{Stop: []string{"a0"}, Progress: true},
+		},
+		{
+			name:    "parallelism 2 stop-first: the batch waits for its slowest slot",
+			service: inRollout, target: revision(2, "B", 3, parallelism(2), stopFirst),
+			replicas: []state.Replica{stopped(a0, state.ReplicaStopped), stopped(a1, state.ReplicaStopped), a2,
+				healthy(rev2, "b0", 0, 30*time.Second), replica(rev2, "b1", 1, state.ReplicaStarting)},
+			want: want{Remove: []string{"a0", "a1"}, Progress: true},
 		},
 		{
 			name: "parallelism 2: the second batch takes the remaining slot",
@@ -240,7 +264,8 @@ func TestDecideRollout(t *testing.T) {
 				failing(replica(rev2, "b1", 1, ""), state.ReplicaUnhealthy, "HTTP 503"),
 				replica(rev2, "b2", 2, state.ReplicaStarting),
 				replica(rev2, "b3", 3, state.ReplicaStarting)}),
-			want: want{Stop: []string{"b0", "b1"}, Failures: 2},
+			// The window has room again: the failed slots start anew.
+			want: want{Start: []int{0, 1}, Stop: []string{"b0", "b1"}, Failures: 2, Progress: true},
 		},
 		{
 			name: "progress deadline exceeded rolls back",

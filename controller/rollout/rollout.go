@@ -502,8 +502,14 @@ func (p *planner) planRollout() {
 		p.notes = append(p.notes, "batch done")
 	}
 	delayOver := batchDoneAt.IsZero() || !p.now.Before(batchDoneAt.Add(p.update.Delay))
-	if inFlightAfter == 0 && delayOver {
-		p.startBatch(states)
+	switch {
+	case inFlightAfter == 0 && delayOver:
+		p.startBatch(states, p.parallelism)
+	case p.slidingWindow() && inFlightAfter < p.parallelism:
+		// A slot that passed its probe makes room for the next pending
+		// one at once, as Swarm's update workers do: the engine keeps
+		// starting containers instead of waiting for a batch's slowest.
+		p.startBatch(states, p.parallelism-inFlightAfter)
 	}
 
 	p.states = states
@@ -618,9 +624,17 @@ func (p *planner) settle(s *slotReplicas, live []*state.Replica, recorded time.T
 	return slotPending
 }
 
-// startBatch takes pending slots in ascending order, up to update.parallelism.
-func (p *planner) startBatch(states []slotState) {
-	budget := p.parallelism
+// slidingWindow reports whether update.parallelism bounds the slots in
+// flight at any moment rather than lock-step batches: start-first without
+// update.delay (a delay is a pause between batches, so batches stay; and
+// stop-first keeps its stricter rule, its old replicas being gone).
+func (p *planner) slidingWindow() bool {
+	return !p.stopFirst && p.update.Delay <= 0
+}
+
+// startBatch takes pending slots in ascending order, up to budget
+// (update.parallelism, or what the sliding window has left of it).
+func (p *planner) startBatch(states []slotState, budget int) {
 	var taken []int
 	for i, st := range states {
 		if budget == 0 {

@@ -196,3 +196,92 @@ func BenchmarkDecide(b *testing.B) {
 		Decide(in)
 	}
 }
+
+// TestSimulationSlidingWindow: start-first without update.delay keeps
+// update.parallelism slots in flight while any are pending (Swarm's
+// update workers), so a slow replica holds only its own slot: at every
+// step no more than parallelism replicas of the target are on their way,
+// the rollout never waits with room in the window and pending slots, and
+// it ends converged in fewer steps than lock-step batches (the same
+// rollout with a tiny delay, which keeps batches) take.
+func TestSimulationSlidingWindow(t *testing.T) {
+	const n, par = 20, 4
+	run := func(t *testing.T, opts ...func(*specs.Update)) int {
+		rev1 := revision(1, "A", n, opts...)
+		rev2 := revision(2, "B", n, opts...)
+		w := newWorld(t, rev2, 1, healthySet(rev1, "a", n), rev1)
+		// Every third slot's replica takes four ticks to pass its probe.
+		age := map[string]int{}
+		slow := func(r state.Replica) bool { return r.Slot%3 == 0 }
+		steps := 0
+		for ; steps < 500; steps++ {
+			d := w.step()
+			if d.Outcome == Succeeded {
+				break
+			}
+			if d.Outcome != Continue {
+				t.Fatalf("rollout ended %s: %s", d.Outcome, d.Reason)
+			}
+			onTheirWay, pending := 0, 0
+			started := map[int]bool{}
+			for _, r := range w.replicas {
+				if r.Fingerprint != "B" || r.Desired != state.DesiredRunning {
+					continue
+				}
+				started[r.Slot] = true
+				if r.Status.State != state.ReplicaHealthy {
+					onTheirWay++
+				}
+			}
+			for slot := range n {
+				if !started[slot] {
+					pending++
+				}
+			}
+			if onTheirWay > par {
+				t.Fatalf("step %d: %d replicas of the target on their way, parallelism %d", steps, onTheirWay, par)
+			}
+			if len(opts) == 1 && onTheirWay < par && pending > 0 {
+				t.Fatalf("step %d: %d on their way and %d slots pending: the window waits with room", steps, onTheirWay, pending)
+			}
+			// Time passes; a slow replica stays starting for four ticks.
+			w.advance(simTick)
+			for i := range w.replicas {
+				r := &w.replicas[i]
+				if r.Desired == state.DesiredStopped {
+					if !isGone(r) {
+						r.Status = state.ReplicaStatus{State: state.ReplicaStopped, UpdatedAt: w.now}
+					}
+					continue
+				}
+				switch r.Status.State {
+				case state.ReplicaPending:
+					r.Status = state.ReplicaStatus{State: state.ReplicaStarting, UpdatedAt: w.now}
+				case state.ReplicaStarting:
+					age[r.ID]++
+					if !slow(*r) || age[r.ID] >= 4 {
+						r.Status = state.ReplicaStatus{State: state.ReplicaHealthy, HealthySince: w.now, UpdatedAt: w.now}
+					}
+				}
+			}
+		}
+		if steps == 500 {
+			t.Fatal("rollout did not end after 500 steps")
+		}
+		for range 10 { // the steady state removes the stopped records
+			w.tick(simTick, nil)
+			w.step()
+		}
+		checkConverged(t, w, "B", n)
+		if w.created != n {
+			t.Fatalf("started %d replicas, want %d", w.created, n)
+		}
+		return steps
+	}
+	window := run(t, parallelism(par))
+	lockStep := run(t, parallelism(par), delay(time.Millisecond))
+	if window >= lockStep {
+		t.Fatalf("sliding window took %d steps, lock-step batches %d: want fewer", window, lockStep)
+	}
+	t.Logf("steps to success: sliding window %d, lock-step batches %d", window, lockStep)
+}
