@@ -893,6 +893,8 @@ func (l *reconcileLoop) beginProbing(ctx context.Context, id string, rep *replic
 		poke = make(chan struct{}, 1)
 	}
 	rep.healthPoke = poke
+	// Read here: the loop replaces rep.assignment while the prober runs.
+	failed := l.cfg.Metrics.probeFailed(rep.assignment.Revision.Service, check.Kind())
 	l.tasks.Add(1)
 	go func() {
 		defer l.tasks.Done()
@@ -902,7 +904,6 @@ func (l *reconcileLoop) beginProbing(ctx context.Context, id string, rep *replic
 			case <-proberCtx.Done():
 			}
 		}
-		failed := l.cfg.Metrics.probeFailed(rep.assignment.Revision.Service, check.Kind())
 		if check.Kind() == "exec" {
 			runExecProber(proberCtx, l.rt, check, target, startedAt, emit, failed, poke)
 			return
