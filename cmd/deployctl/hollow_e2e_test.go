@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
 	"strconv"
@@ -454,3 +455,42 @@ func TestHollowHostSpeaksOnlyForItself(t *testing.T) {
 		t.Fatalf("an agent certificate read the operator API: %v, want a 403", err)
 	}
 }
+
+// TestScaleBenchmark is `make bench-scale` (DEPLOYCTL_BENCH_SCALE=1): 1,000
+// hollow hosts and 100 services × 1,000 replicas by default; the sizes can
+// be lowered with DEPLOYCTL_SCALE_HOSTS, _SERVICES and _REPLICAS. It prints
+// the figures of the README's Scale table.
+func TestScaleBenchmark(t *testing.T) {
+	if os.Getenv("DEPLOYCTL_BENCH_SCALE") == "" {
+		t.Skip("the scale benchmark runs with DEPLOYCTL_BENCH_SCALE=1 (make bench-scale)")
+	}
+	size := func(name string, def int) int {
+		if v, err := strconv.Atoi(os.Getenv("DEPLOYCTL_SCALE_" + name)); err == nil && v > 0 {
+			return v
+		}
+		return def
+	}
+	p := scaleParams{hosts: size("HOSTS", 1000), services: size("SERVICES", 100), replicas: size("REPLICAS", 1000), parallelism: 100,
+		serverLog: "warn", logf: t.Logf}
+	res := runHollowScale(t, p)
+	fmt.Printf("\nScale: %d hollow hosts, %d services × %d replicas = %d replicas, 3 TLS servers, %d CPUs\n",
+		p.hosts, p.services, p.replicas, res.total, runtimeCPUs())
+	fmt.Printf("| figure | value |\n| --- | --- |\n")
+	fmt.Printf("| deploy until all healthy | %s (%.0f replicas/s) |\n", res.deploy.Round(time.Millisecond), float64(res.total)/res.deploy.Seconds())
+	fmt.Printf("| `status` of a %d-replica service while it deploys | p50 %s, p99 %s (%d calls) |\n", p.replicas, res.statusP50, res.statusP99, res.statusN)
+	fmt.Printf("| rolling update of %d replicas, parallelism %d | %s |\n", p.replicas, p.parallelism, res.update.Round(time.Millisecond))
+	fmt.Printf("| bad release rolled back automatically | %s |\n", res.rollback.Round(time.Millisecond))
+	fmt.Printf("| kill -9 of the leader: new leader | %s |\n", res.newLeader.Round(time.Millisecond))
+	fmt.Printf("| kill -9 of the leader: rollout moving again | %s |\n", res.movingAgain.Round(time.Millisecond))
+	for _, s := range res.servers {
+		role := "follower"
+		if s.leader {
+			role = "leader (killed; figures at the kill)"
+		}
+		fmt.Printf("| server %s, %s | peak RSS %d MiB, CPU %.1f s, raft log %.1f MiB, snapshots %.1f MiB |\n",
+			s.id[strings.LastIndex(s.id, "-")+1:], role, s.peakRSS>>20, s.cpu.Seconds(), float64(s.raftLog)/(1<<20), float64(s.snap)/(1<<20))
+	}
+	fmt.Printf("| hollow agent process (%d hosts) | peak RSS %d MiB, CPU %.1f s |\n", p.hosts, res.hollowRSS>>20, res.hollowCPU.Seconds())
+}
+
+func runtimeCPUs() int { return runtime.NumCPU() }

@@ -86,7 +86,7 @@ type Stats struct {
 }
 
 type counters struct {
-	starts, healthy, unhealthy, failed, stops  atomic.Int64
+	starts, healthy, unhealthy, failed, stops atomic.Int64
 	reports, reportErrors, sets, pollFailures atomic.Int64
 }
 
