@@ -100,7 +100,7 @@ func scaleSpec(name, image string, replicas, parallelism int) string {
 	return fmt.Sprintf(`service: %s
 image: %s
 replicas: %d
-resources: { cpus: 0.001, memory: 4M, pids: 16 }
+resources: { cpus: 0.01, memory: 8M, pids: 16 }
 healthcheck:
   tcp: { port: 8080 }
   interval: 1s
