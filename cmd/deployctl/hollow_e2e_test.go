@@ -46,19 +46,18 @@ type scaleParams struct {
 
 // scaleResult is what a run measured.
 type scaleResult struct {
-	total          int
-	deploy         time.Duration
-	statusP50      time.Duration
-	statusP99      time.Duration
-	statusN        int
-	update         time.Duration
-	rollback       time.Duration
-	newLeader      time.Duration
-	movingAgain    time.Duration
-	servers        []serverFigures
-	hollowRSS      int64
-	hollowCPU      time.Duration
-	reportsPerHost float64
+	total       int
+	deploy      time.Duration
+	statusP50   time.Duration
+	statusP99   time.Duration
+	statusN     int
+	update      time.Duration
+	rollback    time.Duration
+	newLeader   time.Duration
+	movingAgain time.Duration
+	servers     []serverFigures
+	hollowRSS   int64
+	hollowCPU   time.Duration
 }
 
 // serverFigures are one server's figures, read from /proc before it was
