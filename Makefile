@@ -42,7 +42,8 @@ bench-proxy:
 # and one `deployctl agent --hollow 1000`; 100 services × 1,000 replicas,
 # a rolling update, an automatic rollback and kill -9 of the leader. Not
 # part of `make test` (TestHollowScale is its small version there). Takes
-# the e2e lock; sizes: DEPLOYCTL_SCALE_HOSTS, _SERVICES, _REPLICAS.
+# the e2e lock; sizes: DEPLOYCTL_SCALE_HOSTS, _SERVICES, _REPLICAS;
+# DEPLOYCTL_SCALE_PROFILE_DIR=dir saves 30 s CPU profiles of the servers.
 bench-scale:
 	flock /tmp/deployctl-e2e.lock env DEPLOYCTL_BENCH_SCALE=1 $(GO) test -run '^TestScaleBenchmark$$' -v -count=1 -timeout 60m ./cmd/deployctl/
 

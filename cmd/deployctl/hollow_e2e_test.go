@@ -11,6 +11,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -40,6 +42,9 @@ type scaleParams struct {
 	// serverLog is the servers' --log-level (their output is kept in
 	// memory for a failing test).
 	serverLog string
+	// profileDir, when set, gets a 30 s CPU profile of each server from
+	// the start of the deploy (cpu-n1.pprof ...; servers run --pprof-addr).
+	profileDir string
 	// logf reports figures as they are measured.
 	logf func(format string, args ...any)
 }
@@ -139,7 +144,15 @@ func startHollow(t testing.TB, c *testCluster, hosts int) *exec.Cmd {
 func runHollowScale(t testing.TB, p scaleParams) scaleResult {
 	needBinary(t)
 	v1, v2, bad := scaleImages(t)
-	c := mustStartCluster(t, 3, "--no-agent", "--log-level", p.serverLog)
+	var pprofAddrs []string
+	perNode := func(int) []string { return nil }
+	if p.profileDir != "" {
+		perNode = func(i int) []string {
+			pprofAddrs = append(pprofAddrs, freeAddr(t))
+			return []string{"--pprof-addr", pprofAddrs[i]}
+		}
+	}
+	c := mustStartClusterWith(t, 3, perNode, "--no-agent", "--log-level", p.serverLog)
 	hollowCmd := startHollow(t, c, p.hosts)
 	client := c.client()
 	ctx := context.Background()
@@ -184,6 +197,12 @@ func runHollowScale(t testing.TB, p scaleParams) scaleResult {
 		}
 	})
 
+	var profiling sync.WaitGroup
+	if p.profileDir != "" {
+		for i, addr := range pprofAddrs {
+			profiling.Go(func() { saveProfile(t, addr, filepath.Join(p.profileDir, fmt.Sprintf("cpu-n%d.pprof", i+1)), p.logf) })
+		}
+	}
 	start := time.Now()
 	for _, name := range names {
 		if _, err := client.Apply(ctx, []byte(scaleSpec(name, v1, p.replicas, p.parallelism))); err != nil {
@@ -194,6 +213,7 @@ func runHollowScale(t testing.TB, p scaleParams) scaleResult {
 	res.deploy = time.Since(start)
 	stopSampling()
 	sampling.Wait()
+	profiling.Wait()
 	res.statusN = len(samples)
 	res.statusP50, res.statusP99 = percentile(samples, 50), percentile(samples, 99)
 	p.logf("deployed %d replicas on %d hollow hosts in %s (%.0f replicas/s); status p50 %s p99 %s over %d calls",
@@ -470,7 +490,7 @@ func TestScaleBenchmark(t *testing.T) {
 		return def
 	}
 	p := scaleParams{hosts: size("HOSTS", 1000), services: size("SERVICES", 100), replicas: size("REPLICAS", 1000), parallelism: 100,
-		serverLog: "warn", logf: t.Logf}
+		serverLog: "warn", logf: t.Logf, profileDir: os.Getenv("DEPLOYCTL_SCALE_PROFILE_DIR")}
 	res := runHollowScale(t, p)
 	fmt.Printf("\nScale: %d hollow hosts, %d services × %d replicas = %d replicas, 3 TLS servers, %d CPUs\n",
 		p.hosts, p.services, p.replicas, res.total, runtimeCPUs())
@@ -493,3 +513,23 @@ func TestScaleBenchmark(t *testing.T) {
 }
 
 func runtimeCPUs() int { return runtime.NumCPU() }
+
+// saveProfile writes a 30 s CPU profile of the server whose --pprof-addr
+// is addr; a failure is logged, the run goes on.
+func saveProfile(t testing.TB, addr, file string, logf func(string, ...any)) {
+	resp, err := http.Get("http://" + addr + "/debug/pprof/profile?seconds=30")
+	if err != nil {
+		logf("profile of %s: %v", addr, err)
+		return
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err == nil {
+		err = os.WriteFile(file, data, 0o600)
+	}
+	if err != nil {
+		logf("profile of %s: %v", addr, err)
+		return
+	}
+	logf("CPU profile of %s: %s", addr, file)
+}
