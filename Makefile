@@ -2,7 +2,7 @@
 GO ?= go
 STATICCHECK_VERSION ?= v0.8.2
 
-.PHONY: demo test check bench bench-proxy build chaos
+.PHONY: demo test check bench bench-proxy bench-scale build chaos
 
 # The main job: build the example app into an image FROM scratch, serve it
 # from a registry on 127.0.0.1, start a dev node, deploy v1 with 3 replicas,
@@ -37,6 +37,15 @@ bench:
 bench-proxy:
 	@command -v wrk >/dev/null && command -v nginx >/dev/null || apt-get install -y --no-install-recommends wrk nginx-light
 	DEPLOYCTL_BENCH_PROXY=1 $(GO) test -run TestCompareProxies -v -count=1 -timeout 20m ./deployer/proxy/
+
+# Issue 12's scale run (README "Scale"): three server processes with TLS
+# and one `deployctl agent --hollow 1000`; 100 services × 1,000 replicas,
+# a rolling update, an automatic rollback and kill -9 of the leader. Not
+# part of `make test` (TestHollowScale is its small version there). Takes
+# the e2e lock; sizes: DEPLOYCTL_SCALE_HOSTS, _SERVICES, _REPLICAS;
+# DEPLOYCTL_SCALE_PROFILE_DIR=dir saves 30 s CPU profiles of the servers.
+bench-scale:
+	flock /tmp/deployctl-e2e.lock env DEPLOYCTL_BENCH_SCALE=1 $(GO) test -run '^TestScaleBenchmark$$' -v -count=1 -timeout 60m ./cmd/deployctl/
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/deployctl ./cmd/deployctl

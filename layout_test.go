@@ -206,6 +206,17 @@ var importRules = []importRule{
 		Never: []string{"deployer", "cmd"},
 		Why:   "the wire is what the CLI and the agents share with the server: records and rules, never the agent",
 	},
+	{
+		From:  []string{"deployer", "controller", "raftstore", "specs", "internal/wire", "internal/pki"},
+		Never: []string{"internal/hollow"},
+		Tests: true,
+		Why:   "hollow hosts are for scale tests only: the real agent, the servers and their tests never use them",
+	},
+	{
+		From:  []string{"internal/hollow"},
+		Never: []string{"deployer", "cmd"},
+		Why:   "hollow hosts speak to the servers only through the client a real agent uses, and share no agent code",
+	},
 }
 
 func TestImportDirection(t *testing.T) {
@@ -213,7 +224,7 @@ func TestImportDirection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, pkg := range []string{"controller", "raftstore", "specs", "deployer", "internal/audit", "internal/seccompprofile", "internal/wire"} {
+	for _, pkg := range []string{"controller", "raftstore", "specs", "deployer", "internal/audit", "internal/seccompprofile", "internal/wire", "internal/hollow"} {
 		if _, ok := g[pkg]; !ok {
 			t.Fatalf("package %s not found: the walk is broken or the rules name a package that moved", pkg)
 		}

@@ -145,17 +145,25 @@ func newAgentCmd(g *globals) *cobra.Command {
 	var servers []string
 	var hostID, logLevel string
 	var labels map[string]string
+	var hollowFlags hollowOptions
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Run a host agent alone, for a host that is not a server",
 		Long: `agent runs the host agent for the local Docker Engine against the servers
 given by --servers (any of them; requests reach the leader). Agents are not
-raft members: they long-poll their assignments and report in batches.`,
+raft members: they long-poll their assignments and report in batches.
+
+With --hollow N it runs N simulated hosts instead (scale tests, no Docker
+Engine): PREFIX-0001 .. PREFIX-N, each polling, reporting and heartbeating
+over its own TLS identity; see internal/hollow/DESIGN.md.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			servers = splitList(servers)
 			if len(servers) == 0 {
 				return exitWith(ExitUsage, fmt.Errorf("--servers: give the API addresses of the servers"))
+			}
+			if hollowFlags.count != 0 || cmd.Flags().Changed("tls-dir") {
+				return runHollow(cmd, g, servers, labels, logLevel, hollowFlags)
 			}
 			// With TLS the certificate names the host the agent may speak
 			// for: it is the default host id, and another one is refused
@@ -238,6 +246,7 @@ raft members: they long-poll their assignments and report in batches.`,
 	bindIngressFlags(f)
 	bindAgentSecretsFlags(f)
 	bindMetricsFlag(f)
+	bindHollowFlags(f, &hollowFlags)
 	return cmd
 }
 

@@ -203,3 +203,19 @@ func TestAgentSubnetPoolRefused(t *testing.T) {
 		t.Errorf("DEPLOYCTL_SUBNET_POOL=fd00::/48: %v, want refused", err)
 	}
 }
+
+// --pprof-addr is off by default and takes loopback addresses only: the
+// profiler has no authentication.
+func TestPprofAddrLoopbackOnly(t *testing.T) {
+	for _, ok := range []string{"", "127.0.0.1:6060", "[::1]:0", "localhost:6060"} {
+		if err := checkPprofAddr(ok); err != nil {
+			t.Errorf("%q: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"0.0.0.0:6060", ":6060", "10.0.0.1:6060", "6060"} {
+		err := checkPprofAddr(bad)
+		if err == nil || !strings.Contains(err.Error(), "--pprof-addr") {
+			t.Errorf("%q: %v, want an error naming --pprof-addr", bad, err)
+		}
+	}
+}

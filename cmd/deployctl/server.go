@@ -71,6 +71,8 @@ type serverConfig struct {
 	SecretsKeyFile string
 	// Autolock: no key file; sealed until `deployctl cluster unlock`.
 	Autolock bool
+	// PprofAddr serves net/http/pprof there ("": off); loopback only.
+	PprofAddr string
 	// SecretsDir is where the agent mounts each replica's secrets tmpfs.
 	SecretsDir string
 	// Sources says where each key's value came from (flag, variable,
@@ -183,6 +185,7 @@ func bindServerFlags(f *pflag.FlagSet) *serverSettings {
 	f.Uint64("snapshot-threshold", defaultSnapshotThreshold, "take a raft snapshot once the log grew by this many entries (checked every 2 minutes)")
 	bindMetricsFlag(f)
 	bindRaftTimeoutFlags(f)
+	f.String("pprof-addr", "", "serve Go's profiler (net/http/pprof) on this loopback address, e.g. 127.0.0.1:6060 (default: off); no authentication, so loopback only")
 	_ = v.BindPFlags(f)
 	s := &serverSettings{v: v, flags: f}
 	s.bindEnvs()
@@ -222,11 +225,14 @@ func checkServerConfig(v *viper.Viper) (serverConfig, []string, error) {
 		IngressAddr:   v.GetString("ingress-addr"), ProxyAddr: v.GetString("proxy-addr"),
 		SecretsKeyFile: v.GetString("secrets-key-file"), SecretsDir: v.GetString("secrets-dir"),
 		SnapshotInterval: v.GetDuration("snapshot-interval"), SnapshotThreshold: v.GetUint64("snapshot-threshold"),
-		Autolock: v.GetBool("autolock"), MetricsAddr: v.GetString("metrics-addr"),
+		Autolock: v.GetBool("autolock"), MetricsAddr: v.GetString("metrics-addr"), PprofAddr: v.GetString("pprof-addr"),
 		Raft: readRaftTimeouts(v),
 	}
 	if keys, err := cfg.Raft.check(); err != nil {
 		return cfg, keys, err
+	}
+	if err := checkPprofAddr(cfg.PprofAddr); err != nil {
+		return cfg, []string{"pprof-addr"}, err
 	}
 	if err := checkSnapshotSettings(cfg); err != nil {
 		return cfg, []string{"snapshot-interval", "snapshot-threshold"}, err
@@ -534,6 +540,15 @@ func runServer(ctx context.Context, cfg serverConfig, logOut io.Writer) error {
 	if tlsCfg != nil {
 		srv.TLSConfig = tlsCfg.api
 		ln = tls.NewListener(ln, tlsCfg.api)
+	}
+
+	if cfg.PprofAddr != "" {
+		stopPprof, err := servePprof(cfg.PprofAddr, log)
+		if err != nil {
+			ln.Close()
+			return configError(cfg.Sources, err, "pprof-addr")
+		}
+		defer stopPprof()
 	}
 
 	runCtx, cancel := context.WithCancel(ctx)
