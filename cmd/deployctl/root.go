@@ -120,6 +120,7 @@ See 'deployctl help exit-codes' for what the exit codes mean.`,
 		newOutdatedCmd(g),
 		newSecretCmd(g),
 		newSnapshotCmd(g),
+		newUICmd(g),
 		newExitCodesTopic(),
 	)
 	return root
