@@ -182,7 +182,9 @@ func (a *API) Handler() http.Handler {
 func (a *API) dashboard(api http.Handler) http.HandlerFunc {
 	d, err := ui.New(ui.Config{API: api, Logger: a.c.log.Named("ui")})
 	if err != nil {
-		return func(w http.ResponseWriter, r *http.Request) { http.Error(w, err.Error(), http.StatusInternalServerError) }
+		return func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+		}
 	}
 	return d.ServeHTTP
 }

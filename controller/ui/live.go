@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"strconv"
 	"time"
-
 )
 
 // Each wait of a stream is a blocking query of the API this long; a
@@ -183,4 +182,3 @@ func (u *UI) listLive(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 }
-

@@ -73,7 +73,7 @@ var funcs = template.FuncMap{
 			return "ok"
 		case "rolled_back", "failed", "down", "unhealthy", "lost", "rollback_failed", "warn":
 			return "bad"
-		case "rolling_out", "rolling_back", "starting", "checking", "paused", "drain", "pending":
+		case "in_progress", "rolling_out", "rolling_back", "starting", "checking", "paused", "drain", "pending":
 			return "busy"
 		}
 		return ""
