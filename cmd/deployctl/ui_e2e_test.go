@@ -19,7 +19,6 @@ import (
 
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
-
 )
 
 // needChromium returns the chromium binary. Without one the test skips
@@ -72,7 +71,13 @@ func screenshotDir(t *testing.T) string {
 
 func shot(t *testing.T, ctx context.Context, dir, name string) {
 	t.Helper()
-	buf, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	shotOf(t, ctx, dir, name, chromedp.FullScreenshot(100))
+}
+
+// shotOf saves what capture takes (the full page, or the viewport).
+func shotOf(t *testing.T, ctx context.Context, dir, name string, capture chromedp.Action[[]byte]) {
+	t.Helper()
+	buf, err := chromedp.Run(ctx, capture)
 	if err != nil {
 		t.Fatalf("screenshot %s: %v", name, err)
 	}
@@ -200,6 +205,7 @@ func TestUIDashboardInBrowser(t *testing.T) {
 		`document.getElementById("replicas-table").textContent.indexOf("health") >= 0 && document.querySelectorAll("#replicas-table td.err").length > 0 && Array.from(document.querySelectorAll("#replicas-table td.err")).some(function(td){return td.textContent.length > 0})`)
 	waitPage(t, ctx, 60*time.Second, "the rollback's rollout done", `document.getElementById("rollout-state") && document.getElementById("rollout-state").textContent === "succeeded" && document.querySelector("#rollout h2").textContent.indexOf("revision 4") >= 0`)
 	shot(t, ctx, dir, "service-rolled-back")
+	shotOf(t, ctx, dir, "service-rolled-back-1280x900", chromedp.CaptureScreenshot()) // docs/dashboard.png
 
 	// Roll back to revision 1 with the button: the dialog names both
 	// revisions; confirm.
