@@ -126,8 +126,8 @@ type serviceView struct {
 	History []wire.HistoryEntry // newest first
 	Ps      wire.PsView
 	Events  []state.Event // newest first
-	// Progress of the rollout under way: new-revision replicas healthy
-	// out of desired.
+	// Progress of the rollout under way: replicas healthy on what its
+	// revision asks for, out of desired.
 	NewHealthy int
 	// Diff between revisions DiffA and DiffB (both 0: none asked).
 	DiffA, DiffB int
@@ -164,7 +164,10 @@ func (u *UI) serviceData(r *http.Request, name string, st wire.ServiceStatus) (s
 	slices.Reverse(v.Events)
 	if ro := v.Status.Rollout; ro != nil {
 		for _, in := range v.Status.Instances {
-			if in.Revision == ro.Revision && in.Desired == state.DesiredRunning && in.State == "healthy" {
+			// Current: the replica runs what the rollout's revision asks for
+			// (a rollback adopts replicas of the revision it goes back to).
+			onNew := in.Revision == ro.Revision || (ro.Revision == v.Status.Revision && in.Current)
+			if onNew && in.Desired == state.DesiredRunning && in.State == "healthy" {
 				v.NewHealthy++
 			}
 		}
