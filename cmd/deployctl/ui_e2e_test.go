@@ -205,7 +205,7 @@ func TestUIDashboardInBrowser(t *testing.T) {
 		`document.getElementById("replicas-table").textContent.indexOf("health") >= 0 && document.querySelectorAll("#replicas-table td.err").length > 0 && Array.from(document.querySelectorAll("#replicas-table td.err")).some(function(td){return td.textContent.length > 0})`)
 	waitPage(t, ctx, 60*time.Second, "the rollback's rollout done", `document.getElementById("rollout-state") && document.getElementById("rollout-state").textContent === "succeeded" && document.querySelector("#rollout h2").textContent.indexOf("revision 4") >= 0`)
 	shot(t, ctx, dir, "service-rolled-back")
-	shotOf(t, ctx, dir, "service-rolled-back-1280x900", chromedp.CaptureScreenshot()) // docs/dashboard.png
+	shotOf(t, ctx, dir, "service-rolled-back-viewport", chromedp.CaptureScreenshot()) // docs/dashboard.png
 
 	// Roll back to revision 1 with the button: the dialog names both
 	// revisions; confirm.
