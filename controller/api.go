@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/deployctl/deployctl/controller/policy"
+	"github.com/deployctl/deployctl/controller/ui"
 	"github.com/deployctl/deployctl/internal/pki"
 	"github.com/deployctl/deployctl/internal/wire"
 	"github.com/deployctl/deployctl/raftstore/state"
@@ -175,7 +176,24 @@ func (a *API) Handler() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no route %s %s; the API lives under /v1/", r.Method, r.URL.Path))
 	})
-	return a.c.cfg.Metrics.instrument(mux, a.authenticate(mux))
+	// The dashboard (controller/ui), for operators: its pages read and
+	// write through this very handler as the page's caller.
+	var self http.Handler
+	mux.HandleFunc(ui.Prefix, a.allow(a.dashboard(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { self.ServeHTTP(w, r) })), op))
+	self = a.authenticate(mux)
+	return a.c.cfg.Metrics.instrument(mux, self)
+}
+
+// dashboard is the web UI over api; a template error (a bug caught by the
+// ui tests) is answered on its pages.
+func (a *API) dashboard(api http.Handler) http.HandlerFunc {
+	d, err := ui.New(ui.Config{API: api, Logger: a.c.log.Named("ui")})
+	if err != nil {
+		return func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+		}
+	}
+	return d.ServeHTTP
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

@@ -121,6 +121,7 @@ See 'deployctl help exit-codes' for what the exit codes mean.`,
 		newOutdatedCmd(g),
 		newSecretCmd(g),
 		newSnapshotCmd(g),
+		newUICmd(g),
 		newExitCodesTopic(),
 	)
 	addCompletions(root, g)
