@@ -181,7 +181,7 @@ func (a *API) Handler() http.Handler {
 	var self http.Handler
 	mux.HandleFunc(ui.Prefix, a.allow(a.dashboard(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { self.ServeHTTP(w, r) })), op))
 	self = a.authenticate(mux)
-	return a.c.cfg.Metrics.instrument(mux, self)
+	return a.c.cfg.Metrics.instrument(mux, a.browserGuard(self))
 }
 
 // dashboard is the web UI over api; a template error (a bug caught by the
