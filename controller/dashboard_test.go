@@ -103,6 +103,12 @@ func TestDashboardPagesCarryTheData(t *testing.T) {
 			t.Errorf("GET %s: %d %s", p, code, body)
 		}
 	}
+	// A host's engine: its release and security features.
+	if err := c.Report(context.Background(), state.HostReport{Host: "h1", Engine: &state.EngineFeatures{Seccomp: true, Version: "20.10.24+dfsg1"}}); err != nil {
+		t.Fatal(err)
+	}
+	_, body = getPage(t, hc, n.api.URL+"/ui/hosts")
+	mustContain(t, "hosts page", body, "h1", "Docker 20.10.24&#43;dfsg1", "seccomp: yes")
 	_, body = getPage(t, hc, n.api.URL+"/ui/policy")
 	mustContain(t, "policy page", body, "allow_capabilities", "version")
 }

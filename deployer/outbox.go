@@ -28,7 +28,7 @@ func (o *outbox) setEngine(info EngineInfo) {
 	if !info.Reported {
 		return
 	}
-	f := state.EngineFeatures{Userns: info.Userns, AppArmor: info.AppArmor, SELinux: info.SELinux, Seccomp: info.Seccomp, Rootless: info.Rootless}
+	f := state.EngineFeatures{Userns: info.Userns, AppArmor: info.AppArmor, SELinux: info.SELinux, Seccomp: info.Seccomp, Rootless: info.Rootless, Version: info.Version}
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.engine = &f

@@ -36,6 +36,9 @@ type EngineInfo struct {
 	// SwarmState is the engine's swarm LocalNodeState ("inactive",
 	// "pending", "active", "error", "locked"); "" when not reported.
 	SwarmState string `json:"swarm_state"`
+	// Version is the engine's release ("20.10.24+dfsg1"); "" when not
+	// reported.
+	Version string `json:"version,omitempty"`
 }
 
 // EngineInfoFromSystem reads the security features out of the engine's
@@ -43,6 +46,7 @@ type EngineInfo struct {
 func EngineInfoFromSystem(info system.Info) EngineInfo {
 	engine := ParseSecurityOptions(info.SecurityOptions)
 	engine.SwarmState = string(info.Swarm.LocalNodeState)
+	engine.Version = info.ServerVersion
 	return engine
 }
 

@@ -40,8 +40,9 @@ func TestEngineInfoFromSystem(t *testing.T) {
 	info := system.Info{
 		SecurityOptions: []string{"name=apparmor", "name=seccomp,profile=default"},
 		Swarm:           swarm.Info{LocalNodeState: swarm.LocalNodeStateActive},
+		ServerVersion:   "20.10.24+dfsg1",
 	}
-	want := audit.EngineInfo{Reported: true, AppArmor: true, Seccomp: true, SeccompDefault: true, SwarmState: "active"}
+	want := audit.EngineInfo{Reported: true, AppArmor: true, Seccomp: true, SeccompDefault: true, SwarmState: "active", Version: "20.10.24+dfsg1"}
 	if got := audit.EngineInfoFromSystem(info); got != want {
 		t.Errorf("EngineInfoFromSystem = %+v, want %+v", got, want)
 	}

@@ -224,6 +224,9 @@ type EngineFeatures struct {
 	SELinux  bool `json:"selinux"`
 	Seccomp  bool `json:"seccomp"`
 	Rootless bool `json:"rootless"`
+	// Version is the engine's release, as `docker info` says it ("" from
+	// agents before it was reported).
+	Version string `json:"version,omitempty"`
 }
 
 // Host is a machine with an agent and a Docker Engine.
