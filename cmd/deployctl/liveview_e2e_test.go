@@ -1,0 +1,215 @@
+package main
+
+// Issue 10 point 5 on the real engine: the built binary inside tmux (a
+// real terminal: tmux's pane, read back with capture-pane), against a dev
+// server. apply and status -w draw the live view in place; a bad release
+// shows its rollback and exits 3 as plain mode does; --plain, TERM=dumb,
+// NO_COLOR and a pipe get plain lines without a single escape.
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// tmuxPane is one tmux session on a private socket, with one pane
+// running sh; cleanup kills that session only.
+type tmuxPane struct {
+	t      *testing.T
+	socket string
+	target string
+}
+
+// needTmux skips t with one line when tmux is absent, or fails it under
+// DEPLOYCTL_REQUIRE_DOCKER=1 (CI installs tmux: .ci/run).
+func needTmux(t *testing.T) {
+	t.Helper()
+	if _, err := exec.LookPath("tmux"); err != nil {
+		if os.Getenv("DEPLOYCTL_REQUIRE_DOCKER") == "1" {
+			t.Fatal("tmux is not installed (apt-get install tmux); the live view's tests need a terminal")
+		}
+		t.Skip("tmux is not installed; skipping the live view's terminal test")
+	}
+}
+
+func startTmux(t *testing.T, dir string, env ...string) *tmuxPane {
+	t.Helper()
+	p := &tmuxPane{t: t, socket: fmt.Sprintf("deployctl-e2e-%d-%d", os.Getpid(), time.Now().UnixNano()), target: "live"}
+	args := []string{"new-session", "-d", "-s", p.target, "-x", "120", "-y", "40", "-c", dir}
+	for _, e := range env {
+		args = append(args, "-e", e)
+	}
+	// sh (no line editing): what is typed echoes as plain text.
+	p.tmux(append(args, "env -u NO_COLOR PS1='$ ' sh")...)
+	t.Cleanup(func() { _ = exec.Command("tmux", "-L", p.socket, "kill-session", "-t", p.target).Run() })
+	return p
+}
+
+func (p *tmuxPane) tmux(args ...string) string {
+	p.t.Helper()
+	out, err := exec.Command("tmux", append([]string{"-L", p.socket}, args...)...).CombinedOutput()
+	if err != nil {
+		p.t.Fatalf("tmux %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// run clears the pane and types a command, then echoes its exit status.
+func (p *tmuxPane) run(command string) {
+	p.t.Helper()
+	p.tmux("send-keys", "-t", p.target, "-l", `printf '\033[H\033[2J'; `+command+`; echo "EXIT=$?"`)
+	p.tmux("send-keys", "-t", p.target, "Enter")
+}
+
+func (p *tmuxPane) capture() string {
+	p.t.Helper()
+	return p.tmux("capture-pane", "-p", "-t", p.target)
+}
+
+var exitLine = regexp.MustCompile(`(?m)^EXIT=(\d+)\s*$`)
+
+// waitExit waits for the command's exit status in the pane.
+func (p *tmuxPane) waitExit(within time.Duration) (string, string) {
+	p.t.Helper()
+	var pane string
+	waitFor(p.t, within, "the command's EXIT= line in the pane", func() bool {
+		pane = p.capture()
+		return exitLine.MatchString(pane)
+	})
+	return pane, exitLine.FindStringSubmatch(pane)[1]
+}
+
+// recordRaw pipes what the pane's programs write, raw, to a file until
+// the returned func stops it and returns the bytes.
+func (p *tmuxPane) recordRaw(path string) func() string {
+	p.t.Helper()
+	p.tmux("pipe-pane", "-t", p.target, "cat > "+path)
+	return func() string {
+		p.tmux("pipe-pane", "-t", p.target)
+		time.Sleep(200 * time.Millisecond)
+		b, err := os.ReadFile(path)
+		if err != nil {
+			p.t.Fatal(err)
+		}
+		return string(b)
+	}
+}
+
+func TestCLILiveViewInTmux(t *testing.T) {
+	needTmux(t)
+	needEngine(t)
+	s := mustStartServer(t)
+	dir := t.TempDir()
+	write := func(name, body string) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// monitor 2s: each slot's replacement stays on screen long enough to
+	// be seen mid-rollout.
+	slow := func(ref string) string { return strings.Replace(webSpec(ref, 3, ""), "monitor: 1s", "monitor: 2s", 1) }
+	write("v1.yaml", slow(env.refs["v1"]))
+	write("v11.yaml", slow(env.refs["v11"]))
+	write("broken.yaml", slow(env.refs["broken"]))
+
+	// Plain through a pipe: no escape at all.
+	r := mustCLI(t, s, 0, slow(env.refs["v1"]), "apply", "-")
+	if strings.Contains(r.stdout, "\x1b") || !strings.Contains(r.stdout, "done: revision 1") {
+		t.Fatalf("apply to a pipe:\n%q", r.stdout)
+	}
+
+	p := startTmux(t, dir, "DEPLOYCTL_ADDR="+s.addr, "TERM=xterm-256color", "PATH="+filepath.Dir(env.bin)+":"+os.Getenv("PATH"))
+
+	// 1. apply v1.1 over v1: the view mid-rollout, then at the end.
+	stopRaw := p.recordRaw(filepath.Join(dir, "live.raw"))
+	p.run("deployctl apply v11.yaml")
+	var mid string
+	waitFor(t, 60*time.Second, "the live view mid-rollout", func() bool {
+		mid = p.capture()
+		return strings.Contains(mid, "web  revision 1 → 2  deploying  [") && strings.Contains(mid, "1 → 2") &&
+			(strings.Contains(mid, "waiting") || strings.Contains(mid, "checking") || strings.Contains(mid, "starting")) &&
+			!exitLine.MatchString(mid)
+	})
+	t.Logf("mid-rollout:\n%s", mid)
+	for _, want := range []string{"SLOT  REVISION", "/3 healthy", "last events:", "revision_stored"} {
+		if !strings.Contains(mid, want) {
+			t.Errorf("mid-rollout view lacks %q", want)
+		}
+	}
+	end, code := p.waitExit(90 * time.Second)
+	raw := stopRaw()
+	t.Logf("end:\n%s", end)
+	if code != "0" {
+		t.Fatalf("live apply exit %s, want 0:\n%s", code, end)
+	}
+	if n := strings.Count(end, "web  revision 1 → 2"); n != 1 {
+		t.Errorf("the view's header is on the pane %d times, want once (redrawn in place):\n%s", n, end)
+	}
+	if n := len(regexp.MustCompile(`(?m)^\s+\d\s+1 → 2\s+healthy\s+healthy\s+\S+`).FindAllString(end, -1)); n != 3 {
+		t.Errorf("%d slot rows '1 → 2 healthy healthy HOST', want 3:\n%s", n, end)
+	}
+	for _, want := range []string{"[####################] 3/3 healthy", "rollout_succeeded", "done: revision 2 is healthy on 3/3 replicas"} {
+		if !strings.Contains(end, want) {
+			t.Errorf("final view lacks %q", want)
+		}
+	}
+	if !strings.Contains(raw, "\x1b[2K") || !regexp.MustCompile(`\x1b\[\d+A`).MatchString(raw) || !strings.Contains(raw, "\x1b[32m") {
+		t.Errorf("the live apply wrote no cursor-up, clear-line or colour escapes: %q", tail(raw, 400))
+	}
+
+	// 2. A bad release: the view shows the rollback; exit 3, as plain.
+	p.run("deployctl apply broken.yaml")
+	end, code = p.waitExit(120 * time.Second)
+	t.Logf("bad release:\n%s", end)
+	for _, want := range []string{"web  revision 3 → 4 (rollback)", "revision 3 failed:", "rolled back: revision 4 is healthy on 3/3"} {
+		if !strings.Contains(end, want) {
+			t.Errorf("bad release's view lacks %q", want)
+		}
+	}
+	plain := s.cli(t, "", "apply", "--force", filepath.Join(dir, "broken.yaml"))
+	if code != "3" || plain.code != 3 {
+		t.Fatalf("bad release: exit %s in the live view, %d plain; want 3 both\n%s\n%s", code, plain.code, plain.stdout, plain.stderr)
+	}
+	if strings.Contains(plain.stdout, "\x1b") || !strings.Contains(plain.stdout, "rolling back") {
+		t.Fatalf("plain bad release:\n%q", plain.stdout)
+	}
+
+	// 3. status -w follows a rollout another command started.
+	mustCLI(t, s, 0, "", "apply", "--detach", filepath.Join(dir, "v1.yaml"))
+	p.run("deployctl status -w web")
+	waitFor(t, 60*time.Second, "status -w's live view", func() bool {
+		mid = p.capture()
+		return strings.Contains(mid, "web  revision") && strings.Contains(mid, "healthy  ") && strings.Contains(mid, "SLOT")
+	})
+	end, code = p.waitExit(90 * time.Second)
+	t.Logf("status -w:\n%s", end)
+	if code != "0" || !strings.Contains(end, "done: revision 7 is healthy on 3/3") || !strings.Contains(end, "[####################] 3/3") {
+		t.Fatalf("status -w: exit %s\n%s", code, end)
+	}
+
+	// 4. --plain, TERM=dumb and NO_COLOR on the terminal: plain lines, no
+	// escape in what reached the pane.
+	for i, c := range []struct{ command, spec string }{
+		{"deployctl --plain apply v11.yaml", "v11"},
+		{"TERM=dumb deployctl apply v1.yaml", "v1"},
+		{"NO_COLOR=1 deployctl apply v11.yaml", "v11"},
+	} {
+		stop := p.recordRaw(filepath.Join(dir, fmt.Sprintf("plain%d.raw", i)))
+		p.run(c.command)
+		end, code = p.waitExit(90 * time.Second)
+		raw := stop()
+		if code != "0" || !strings.Contains(end, "done: revision") || !strings.Contains(end, "slot 0: replica") {
+			t.Fatalf("%s: exit %s\n%s", c.command, code, end)
+		}
+		// The clear before the command is the test's own; after it, none.
+		_, after, _ := strings.Cut(raw, "\x1b[H\x1b[2J")
+		if i := strings.Index(after, "\x1b"); i >= 0 || after == "" {
+			t.Fatalf("%s wrote an escape (or nothing) to the terminal: %q", c.command, after)
+		}
+	}
+}
