@@ -160,8 +160,13 @@ func (v *liveView) finish(line string, _ error) {
 		v.wg.Wait()
 		v.mu.Lock()
 		v.snap.End, v.snap.Ended = line, true
+		seeded := v.seeded
 		v.mu.Unlock()
-		v.draw()
+		if seeded {
+			v.draw()
+		} else if line != "" {
+			fmt.Fprintln(v.out, line) // ended before the first answer: no view to draw
+		}
 		fmt.Fprint(v.out, "\x1b[?25h")
 	})
 }
@@ -189,6 +194,9 @@ func (v *liveView) draw() {
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	if !v.seeded {
+		return // nothing to show before the first answer
+	}
 	v.snap.Elapsed = time.Since(v.started)
 	lines := renderLive(v.snap, width, max(height-1, 3), true)
 	var b strings.Builder

@@ -37,15 +37,15 @@ func needTmux(t *testing.T) {
 	}
 }
 
+// startTmux starts sh in dir with env (NAME=value words, no quoting
+// needed) in a 120x40 pane.
 func startTmux(t *testing.T, dir string, env ...string) *tmuxPane {
 	t.Helper()
 	p := &tmuxPane{t: t, socket: fmt.Sprintf("deployctl-e2e-%d-%d", os.Getpid(), time.Now().UnixNano()), target: "live"}
-	args := []string{"new-session", "-d", "-s", p.target, "-x", "120", "-y", "40", "-c", dir}
-	for _, e := range env {
-		args = append(args, "-e", e)
-	}
-	// sh (no line editing): what is typed echoes as plain text.
-	p.tmux(append(args, "env -u NO_COLOR PS1='$ ' sh")...)
+	// sh (no line editing): what is typed echoes as plain text. The
+	// environment goes on its command line: tmux keeps its own PATH.
+	p.tmux("new-session", "-d", "-s", p.target, "-x", "120", "-y", "40", "-c", dir,
+		"env -u NO_COLOR "+strings.Join(env, " ")+" PS1='$ ' sh")
 	t.Cleanup(func() { _ = exec.Command("tmux", "-L", p.socket, "kill-session", "-t", p.target).Run() })
 	return p
 }
@@ -73,14 +73,27 @@ func (p *tmuxPane) capture() string {
 
 var exitLine = regexp.MustCompile(`(?m)^EXIT=(\d+)\s*$`)
 
+// waitPane waits until the pane shows what ok wants, and returns it; on
+// a timeout the test fails with the pane as it was.
+func (p *tmuxPane) waitPane(within time.Duration, what string, ok func(pane string) bool) string {
+	p.t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		pane := p.capture()
+		if ok(pane) {
+			return pane
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatalf("timed out after %v waiting for %s; the pane:\n%s", within, what, pane)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // waitExit waits for the command's exit status in the pane.
 func (p *tmuxPane) waitExit(within time.Duration) (string, string) {
 	p.t.Helper()
-	var pane string
-	waitFor(p.t, within, "the command's EXIT= line in the pane", func() bool {
-		pane = p.capture()
-		return exitLine.MatchString(pane)
-	})
+	pane := p.waitPane(within, "the command's EXIT= line", exitLine.MatchString)
 	return pane, exitLine.FindStringSubmatch(pane)[1]
 }
 
@@ -123,14 +136,12 @@ func TestCLILiveViewInTmux(t *testing.T) {
 		t.Fatalf("apply to a pipe:\n%q", r.stdout)
 	}
 
-	p := startTmux(t, dir, "DEPLOYCTL_ADDR="+s.addr, "TERM=xterm-256color", "PATH="+filepath.Dir(env.bin)+":"+os.Getenv("PATH"))
+	p := startTmux(t, dir, "DEPLOYCTL_ADDR="+s.addr, "PATH="+filepath.Dir(env.bin)+":"+os.Getenv("PATH"))
 
 	// 1. apply v1.1 over v1: the view mid-rollout, then at the end.
 	stopRaw := p.recordRaw(filepath.Join(dir, "live.raw"))
 	p.run("deployctl apply v11.yaml")
-	var mid string
-	waitFor(t, 60*time.Second, "the live view mid-rollout", func() bool {
-		mid = p.capture()
+	mid := p.waitPane(60*time.Second, "the live view mid-rollout", func(mid string) bool {
 		return strings.Contains(mid, "web  revision 1 → 2  deploying  [") && strings.Contains(mid, "1 → 2") &&
 			(strings.Contains(mid, "waiting") || strings.Contains(mid, "checking") || strings.Contains(mid, "starting")) &&
 			!exitLine.MatchString(mid)
@@ -182,8 +193,7 @@ func TestCLILiveViewInTmux(t *testing.T) {
 	// 3. status -w follows a rollout another command started.
 	mustCLI(t, s, 0, "", "apply", "--detach", filepath.Join(dir, "v1.yaml"))
 	p.run("deployctl status -w web")
-	waitFor(t, 60*time.Second, "status -w's live view", func() bool {
-		mid = p.capture()
+	mid = p.waitPane(60*time.Second, "status -w's live view", func(mid string) bool {
 		return strings.Contains(mid, "web  revision") && strings.Contains(mid, "healthy  ") && strings.Contains(mid, "SLOT")
 	})
 	end, code = p.waitExit(90 * time.Second)
