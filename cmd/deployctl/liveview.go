@@ -164,8 +164,12 @@ func renderLive(s liveSnapshot, width, height int, colour bool) []string {
 	// A row per slot.
 	rows := slotRows(s)
 	var slotLines [][]seg
+	hostW := len("HOST")
+	for _, r := range rows {
+		hostW = max(hostW, len(r.host))
+	}
 	if len(rows) > 0 {
-		slotLines = append(slotLines, []seg{{fmt.Sprintf("  %-5s %-9s %-10s %-9s %-14s %s", "SLOT", "REVISION", "STATE", "HEALTH", "HOST", "NOTE"), sgrDim}})
+		slotLines = append(slotLines, []seg{{fmt.Sprintf("  %-5s %-9s %-10s %-9s %-*s  %s", "SLOT", "REVISION", "STATE", "HEALTH", hostW, "HOST", "NOTE"), sgrDim}})
 	}
 	for _, r := range rows {
 		rev := fmt.Sprint(r.to)
@@ -178,7 +182,7 @@ func renderLive(s liveSnapshot, width, height int, colour bool) []string {
 			{fmt.Sprintf("%-10s", r.state), stateColour(r.state)},
 			{" ", ""},
 			{fmt.Sprintf("%-9s", health), stateColour(health)},
-			{fmt.Sprintf(" %-14s %s", r.host, strings.ReplaceAll(r.note, "\n", " ")), ""},
+			{fmt.Sprintf(" %-*s  %s", hostW, r.host, strings.ReplaceAll(r.note, "\n", " ")), ""},
 		})
 	}
 

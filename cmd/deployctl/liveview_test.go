@@ -54,7 +54,7 @@ func TestRenderLiveMidRollout(t *testing.T) {
 	t.Logf("\n%s", view)
 	want := []string{
 		"web  revision 1 → 2  deploying  [######--------------] 1/3 healthy  1:15",
-		"  SLOT  REVISION  STATE      HEALTH    HOST           NOTE",
+		"  SLOT  REVISION  STATE      HEALTH    HOST  NOTE",
 		"  0     1 → 2     healthy    healthy   n1",
 		"  1     1 → 2     starting   checking  n3",
 		"  2     1 → 2     waiting    healthy   n1",
@@ -119,7 +119,7 @@ func TestRenderLiveNarrowAndShortTerminals(t *testing.T) {
 func TestRenderLiveRollbackAndEnd(t *testing.T) {
 	s := midRollout()
 	s.Following, s.FailedRevision, s.Why = 3, 2, "health check failed 2 times in a row"
-	s.From = map[int]int{0: 2, 1: 2, 2: 1}
+	s.From = map[int]int{0: 2, 1: 1, 2: 1}
 	s.Status.Revision, s.Status.State, s.Status.RevisionState = 3, state.ServiceRunning, state.RevisionSucceeded
 	s.Status.Replicas = wire.ReplicaCounts{Desired: 3, Running: 3, Healthy: 3}
 	s.Status.Rollout = nil
