@@ -104,12 +104,16 @@ func (p *tmuxPane) recordRaw(path string) func() string {
 	p.tmux("pipe-pane", "-t", p.target, "cat > "+path)
 	return func() string {
 		p.tmux("pipe-pane", "-t", p.target)
-		time.Sleep(200 * time.Millisecond)
-		b, err := os.ReadFile(path)
-		if err != nil {
-			p.t.Fatal(err)
+		// The piping command may still be writing: wait for the exit
+		// status that ends what was recorded.
+		var raw []byte
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+			var err error
+			if raw, err = os.ReadFile(path); err == nil && exitLine.Match(raw) {
+				break
+			}
 		}
-		return string(b)
+		return string(raw)
 	}
 }
 
@@ -217,9 +221,12 @@ func TestCLILiveViewInTmux(t *testing.T) {
 			t.Fatalf("%s: exit %s\n%s", c.command, code, end)
 		}
 		// The clear before the command is the test's own; after it, none.
-		_, after, _ := strings.Cut(raw, "\x1b[H\x1b[2J")
-		if i := strings.Index(after, "\x1b"); i >= 0 || after == "" {
-			t.Fatalf("%s wrote an escape (or nothing) to the terminal: %q", c.command, after)
+		_, after, found := strings.Cut(raw, "\x1b[H\x1b[2J")
+		if !found || !strings.Contains(after, "done: revision") {
+			t.Fatalf("%s: the pane's recording lacks the clear or the closing line: %q", c.command, raw)
+		}
+		if strings.Contains(after, "\x1b") {
+			t.Fatalf("%s wrote an escape to the terminal: %q", c.command, after)
 		}
 	}
 }
