@@ -46,7 +46,10 @@ func newApplyCmd(g *globals) *cobra.Command {
 		Long: `apply reads a service spec, checks it, resolves its image to a digest and
 starts a rollout. It waits until every replica is healthy on the new revision
 (exit 0), or the release fails and rolls back (exit 3) or pauses (exit 4).
-Ctrl-C stops waiting; the rollout goes on. See 'deployctl help exit-codes'.`,
+On a terminal it redraws a live view of the rollout (slots, progress, last
+events); with --plain, NO_COLOR, TERM=dumb or into a pipe it prints a line
+per step. Ctrl-C stops waiting; the rollout goes on. See 'deployctl help
+exit-codes'.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if refresh && force {
