@@ -197,9 +197,10 @@ func TestCLILiveViewInTmux(t *testing.T) {
 	// 3. status -w follows a rollout another command started.
 	mustCLI(t, s, 0, "", "apply", "--detach", filepath.Join(dir, "v1.yaml"))
 	p.run("deployctl status -w web")
-	mid = p.waitPane(60*time.Second, "status -w's live view", func(mid string) bool {
-		return strings.Contains(mid, "web  revision") && strings.Contains(mid, "healthy  ") && strings.Contains(mid, "SLOT")
+	mid = p.waitPane(60*time.Second, "status -w's live view while it follows revision 7", func(mid string) bool {
+		return strings.Contains(mid, "web  revision 6 → 7") && strings.Contains(mid, "SLOT  REVISION") && !exitLine.MatchString(mid)
 	})
+	t.Logf("status -w, following:\n%s", mid)
 	end, code = p.waitExit(90 * time.Second)
 	t.Logf("status -w:\n%s", end)
 	if code != "0" || !strings.Contains(end, "done: revision 7 is healthy on 3/3") || !strings.Contains(end, "[####################] 3/3") {
