@@ -63,6 +63,7 @@ type liveView struct {
 	snap   liveSnapshot
 	drawn  int // lines of the last draw, to go back over
 	seeded bool
+	after  uint64 // the last event kept (eventsLoop, then lastEvents)
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -158,6 +159,7 @@ func (v *liveView) finish(line string, _ error) {
 	v.once.Do(func() {
 		v.cancel()
 		v.wg.Wait()
+		v.lastEvents()
 		v.mu.Lock()
 		v.snap.End, v.snap.Ended = line, true
 		seeded := v.seeded
@@ -219,12 +221,10 @@ const liveEvents = 50
 // on when it is among them, then each new one as it comes.
 func (v *liveView) eventsLoop() {
 	defer v.wg.Done()
-	var after uint64
-	since := v.started.Add(-time.Minute)
 	wait := time.Duration(0)
 	for v.ctx.Err() == nil {
 		ctx, cancel := context.WithTimeout(v.ctx, wait+requestTimeout)
-		page, err := v.c.Events(ctx, after, v.snap.Service, since, wait)
+		page, err := v.c.Events(ctx, v.after, v.snap.Service, v.started.Add(-time.Minute), wait)
 		cancel()
 		if err != nil {
 			select {
@@ -234,18 +234,36 @@ func (v *liveView) eventsLoop() {
 			}
 			continue
 		}
-		v.mu.Lock()
-		evs := page.Events
-		if after == 0 {
-			evs = fromRevisionStored(evs, v.snap.Following)
-		}
-		v.snap.Events = append(v.snap.Events, evs...)
-		if len(v.snap.Events) > liveEvents {
-			v.snap.Events = append([]state.Event(nil), v.snap.Events[len(v.snap.Events)-liveEvents:]...)
-		}
-		v.mu.Unlock()
+		v.addEvents(page)
 		v.poke()
-		after, wait = page.Last, 30*time.Second
+		wait = 30 * time.Second
+	}
+}
+
+// addEvents keeps a page of events; v.after is only written here, by
+// eventsLoop and, once it ended, by lastEvents.
+func (v *liveView) addEvents(page wire.EventsPage) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	evs := page.Events
+	if v.after == 0 {
+		evs = fromRevisionStored(evs, v.snap.Following)
+	}
+	v.snap.Events = append(v.snap.Events, evs...)
+	if len(v.snap.Events) > liveEvents {
+		v.snap.Events = append([]state.Event(nil), v.snap.Events[len(v.snap.Events)-liveEvents:]...)
+	}
+	v.after = page.Last
+}
+
+// lastEvents reads, without waiting, the events the blocking read had not
+// brought yet when the rollout ended (its closing event comes with the
+// status that ends it), for the closing frame.
+func (v *liveView) lastEvents() {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(v.ctx), 2*time.Second)
+	defer cancel()
+	if page, err := v.c.Events(ctx, v.after, v.snap.Service, v.started.Add(-time.Minute), 0); err == nil {
+		v.addEvents(page)
 	}
 }
 
