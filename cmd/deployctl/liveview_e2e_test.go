@@ -230,4 +230,16 @@ func TestCLILiveViewInTmux(t *testing.T) {
 			t.Fatalf("%s wrote an escape to the terminal: %q", c.command, after)
 		}
 	}
+
+	// 5. Ctrl-C in the view detaches with exit 5, as plain; the rollout
+	// goes on.
+	p.run("deployctl apply v1.yaml")
+	p.waitPane(60*time.Second, "the live view of revision 11", func(pane string) bool {
+		return strings.Contains(pane, "web  revision 10 → 11  deploying")
+	})
+	p.tmux("send-keys", "-t", p.target, "C-c")
+	end, code = p.waitExit(30 * time.Second)
+	if code != "5" || !strings.Contains(end, "detached: the rollout goes on") {
+		t.Fatalf("Ctrl-C in the live view: exit %s\n%s", code, end)
+	}
 }
