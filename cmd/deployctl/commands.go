@@ -224,8 +224,12 @@ failed, 5 stopped waiting. A service at rest shows once and exits 0.`,
 			if watch && g.output == "json" {
 				return exitWith(ExitUsage, errors.New("-w follows a rollout on screen; -o json prints one status: use one or the other"))
 			}
-			ctx, stop := interruptContext(cmd.Context())
-			defer stop()
+			ctx := cmd.Context()
+			if watch {
+				var stop func()
+				ctx, stop = interruptContext(ctx)
+				defer stop()
+			}
 			callCtx, cancel := context.WithTimeout(ctx, requestTimeout)
 			st, err := g.client().Status(callCtx, args[0], 0, 0)
 			cancel()

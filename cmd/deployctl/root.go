@@ -23,7 +23,7 @@ type globals struct {
 	// leaderWait bounds how long writes wait for a leader (diagnose.go).
 	leaderWait    time.Duration
 	leaderWaitErr error
-	// plain: progress as plain lines even on a terminal (liveview.go).
+	// plain: progress as plain lines even on a terminal (liveterm.go).
 	plain bool
 }
 
