@@ -242,4 +242,5 @@ func TestCLILiveViewInTmux(t *testing.T) {
 	if code != "5" || !strings.Contains(end, "detached: the rollout goes on") {
 		t.Fatalf("Ctrl-C in the live view: exit %s\n%s", code, end)
 	}
+	t.Logf("Ctrl-C:\n%s", end)
 }
