@@ -99,20 +99,21 @@ func (p *tmuxPane) waitExit(within time.Duration) (string, string) {
 
 // recordRaw pipes what the pane's programs write, raw, to a file until
 // the returned func stops it and returns the bytes.
-func (p *tmuxPane) recordRaw(path string) func() string {
+// The returned func waits until the recording holds exits exit lines.
+func (p *tmuxPane) recordRaw(path string, exits int) func() string {
 	p.t.Helper()
 	p.tmux("pipe-pane", "-t", p.target, "cat > "+path)
 	return func() string {
-		p.tmux("pipe-pane", "-t", p.target)
 		// The piping command may still be writing: wait for the exit
-		// status that ends what was recorded.
+		// statuses that end what was recorded, then stop it.
 		var raw []byte
 		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
 			var err error
-			if raw, err = os.ReadFile(path); err == nil && exitLine.Match(raw) {
+			if raw, err = os.ReadFile(path); err == nil && len(exitLine.FindAll(raw, -1)) >= exits {
 				break
 			}
 		}
+		p.tmux("pipe-pane", "-t", p.target)
 		return string(raw)
 	}
 }
@@ -143,7 +144,7 @@ func TestCLILiveViewInTmux(t *testing.T) {
 	p := startTmux(t, dir, "DEPLOYCTL_ADDR="+s.addr, "PATH="+filepath.Dir(env.bin)+":"+os.Getenv("PATH"))
 
 	// 1. apply v1.1 over v1: the view mid-rollout, then at the end.
-	stopRaw := p.recordRaw(filepath.Join(dir, "live.raw"))
+	stopRaw := p.recordRaw(filepath.Join(dir, "live.raw"), 1)
 	p.run("deployctl apply v11.yaml")
 	mid := p.waitPane(60*time.Second, "the live view mid-rollout", func(mid string) bool {
 		return strings.Contains(mid, "web  revision 1 → 2  deploying  [") && strings.Contains(mid, "1 → 2") &&
@@ -208,26 +209,27 @@ func TestCLILiveViewInTmux(t *testing.T) {
 	}
 
 	// 4. --plain, TERM=dumb and NO_COLOR on the terminal: plain lines, no
-	// escape in what reached the pane.
-	for i, c := range []struct{ command, spec string }{
-		{"deployctl --plain apply v11.yaml", "v11"},
-		{"TERM=dumb deployctl apply v1.yaml", "v1"},
-		{"NO_COLOR=1 deployctl apply v11.yaml", "v11"},
-	} {
-		stop := p.recordRaw(filepath.Join(dir, fmt.Sprintf("plain%d.raw", i)))
-		p.run(c.command)
+	// escape in what reached the pane (one recording of the three: the
+	// test's own clear before each command splits it).
+	cases := []string{"deployctl --plain apply v11.yaml", "TERM=dumb deployctl apply v1.yaml", "NO_COLOR=1 deployctl apply v11.yaml"}
+	stopPlain := p.recordRaw(filepath.Join(dir, "plain.raw"), len(cases))
+	for _, command := range cases {
+		p.run(command)
 		end, code = p.waitExit(90 * time.Second)
-		raw := stop()
 		if code != "0" || !strings.Contains(end, "done: revision") || !strings.Contains(end, "slot 0: replica") {
-			t.Fatalf("%s: exit %s\n%s", c.command, code, end)
+			t.Fatalf("%s: exit %s\n%s", command, code, end)
 		}
-		// The clear before the command is the test's own; after it, none.
-		_, after, found := strings.Cut(raw, "\x1b[H\x1b[2J")
-		if !found || !strings.Contains(after, "done: revision") {
-			t.Fatalf("%s: the pane's recording lacks the clear or the closing line: %q", c.command, raw)
+	}
+	parts := strings.Split(stopPlain(), "\x1b[H\x1b[2J")
+	if len(parts) != len(cases)+1 {
+		t.Fatalf("the pane's recording has %d clears, want %d: %q", len(parts)-1, len(cases), parts)
+	}
+	for i, after := range parts[1:] {
+		if !strings.Contains(after, "done: revision") {
+			t.Fatalf("%s: the recording lacks the closing line: %q", cases[i], after)
 		}
 		if strings.Contains(after, "\x1b") {
-			t.Fatalf("%s wrote an escape to the terminal: %q", c.command, after)
+			t.Fatalf("%s wrote an escape to the terminal: %q", cases[i], after)
 		}
 	}
 
