@@ -46,7 +46,10 @@ func newApplyCmd(g *globals) *cobra.Command {
 		Long: `apply reads a service spec, checks it, resolves its image to a digest and
 starts a rollout. It waits until every replica is healthy on the new revision
 (exit 0), or the release fails and rolls back (exit 3) or pauses (exit 4).
-Ctrl-C stops waiting; the rollout goes on. See 'deployctl help exit-codes'.`,
+On a terminal it redraws a live view of the rollout (slots, progress, last
+events); with --plain, NO_COLOR, TERM=dumb or into a pipe it prints a line
+per step. Ctrl-C stops waiting; the rollout goes on. See 'deployctl help
+exit-codes'.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if refresh && force {
@@ -111,7 +114,7 @@ func writeAndFollow(cmd *cobra.Command, g *globals, service string, noWait bool,
 	if noWait {
 		return nil
 	}
-	return waitForRevision(ctx, g.client(), w, service, out.Revision, timeout)
+	return followRevision(ctx, g.client(), service, out.Revision, timeout, g.rolloutView(ctx, w, service, out.Revision))
 }
 
 // refreshService is `apply --refresh SERVICE`.
@@ -133,7 +136,7 @@ func refreshService(cmd *cobra.Command, g *globals, service string, noWait bool,
 	if noWait {
 		return nil
 	}
-	return waitForRevision(ctx, g.client(), w, service, out.Revision, timeout)
+	return followRevision(ctx, g.client(), service, out.Revision, timeout, g.rolloutView(ctx, w, service, out.Revision))
 }
 
 func newOutdatedCmd(g *globals) *cobra.Command {
@@ -206,20 +209,48 @@ func readSpecFile(path string, stdin io.Reader) ([]byte, error) {
 }
 
 func newStatusCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var watch bool
+	var timeout time.Duration
+	cmd := &cobra.Command{
 		Use:   "status SERVICE",
-		Short: "Show a service's revision, digest, state and replicas",
-		Args:  cobra.ExactArgs(1),
+		Short: "Show a service's revision, digest, state and replicas (-w: follow its rollout)",
+		Long: `status shows a service's current revision, digest, state and replicas.
+With -w (--watch) it follows the current revision's rollout until it ends,
+with apply's live view on a terminal (plain lines otherwise, or with
+--plain), and exits as apply does: 0 done, 3 rolled back, 4 paused or
+failed, 5 stopped waiting. A service at rest shows once and exits 0.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := context.WithTimeout(cmd.Context(), requestTimeout)
-			defer cancel()
-			st, err := g.client().Status(ctx, args[0], 0, 0)
+			if watch && g.output == "json" {
+				return exitWith(ExitUsage, errors.New("-w follows a rollout on screen; -o json prints one status: use one or the other"))
+			}
+			ctx := cmd.Context()
+			if watch {
+				var stop func()
+				ctx, stop = interruptContext(ctx)
+				defer stop()
+			}
+			callCtx, cancel := context.WithTimeout(ctx, requestTimeout)
+			st, err := g.client().Status(callCtx, args[0], 0, 0)
+			cancel()
 			if err != nil {
 				return clientErr(err)
 			}
-			return g.print(cmd.OutOrStdout(), st, func(w io.Writer) { printStatus(w, st) })
+			if !watch {
+				return g.print(cmd.OutOrStdout(), st, func(w io.Writer) { printStatus(w, st) })
+			}
+			w := cmd.OutOrStdout()
+			obs := g.rolloutView(ctx, w, args[0], st.Revision)
+			if _, ok := obs.(*plainObserver); ok {
+				printStatus(w, st)
+				fmt.Fprintln(w)
+			}
+			return followRevision(ctx, g.client(), args[0], st.Revision, timeout, obs)
 		},
 	}
+	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "follow the current rollout until it ends (live view on a terminal)")
+	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Minute, "with -w: stop waiting after this long (exit 5; the rollout goes on)")
+	return cmd
 }
 
 func printStatus(w io.Writer, st wire.ServiceStatus) {

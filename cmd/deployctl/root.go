@@ -23,6 +23,8 @@ type globals struct {
 	// leaderWait bounds how long writes wait for a leader (diagnose.go).
 	leaderWait    time.Duration
 	leaderWaitErr error
+	// plain: progress as plain lines even on a terminal (liveterm.go).
+	plain bool
 }
 
 // client is the API client built from the global flags before any command
@@ -95,6 +97,7 @@ See 'deployctl help exit-codes' for what the exit codes mean.`,
 	pf.StringVar(&g.tls.Cert, "tls-cert", os.Getenv("DEPLOYCTL_TLS_CERT"), "client certificate (env DEPLOYCTL_TLS_CERT)")
 	pf.StringVar(&g.tls.Key, "tls-key", os.Getenv("DEPLOYCTL_TLS_KEY"), "client key (env DEPLOYCTL_TLS_KEY)")
 	bindLeaderWait(pf, g)
+	pf.BoolVar(&g.plain, "plain", false, "print progress as plain lines, never the live view (also: NO_COLOR, TERM=dumb, stdout not a terminal)")
 	root.PersistentPreRunE = func(cmd *cobra.Command, args []string) error { return g.buildClient() }
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return exitWith(ExitUsage, err) })
 

@@ -44,104 +44,187 @@ func interruptContext(parent context.Context) (context.Context, func()) {
 
 // stopWaiting turns the end of a wait's context into exit code 5.
 func stopWaiting(ctx context.Context, w io.Writer, service string) error {
-	if errors.Is(context.Cause(ctx), errDetached) {
-		fmt.Fprintf(w, "detached: the rollout goes on; follow it with `deployctl status %s`\n", service)
-		return exitWith(ExitTimeout, nil)
+	line, err := stopOutcome(ctx, service)
+	if line != "" {
+		fmt.Fprintln(w, line)
 	}
-	return exitWith(ExitTimeout, fmt.Errorf("timed out waiting; the rollout goes on; follow it with `deployctl status %s`", service))
+	return err
 }
 
-// waitForRevision follows a revision's rollout, printing one line per
-// step, until it ends, and returns the exit code of its outcome. If the
-// revision is rolled back automatically, it follows the rollback.
-func waitForRevision(parent context.Context, c *wire.Client, w io.Writer, service string, revision int, timeout time.Duration) error {
+// stopOutcome is the closing line and the exit of a wait whose context
+// ended: Ctrl-C detaches, a timeout is an error; both exit 5.
+func stopOutcome(ctx context.Context, service string) (string, error) {
+	if errors.Is(context.Cause(ctx), errDetached) {
+		return fmt.Sprintf("detached: the rollout goes on; follow it with `deployctl status %s`", service), exitWith(ExitTimeout, nil)
+	}
+	return "", exitWith(ExitTimeout, fmt.Errorf("timed out waiting; the rollout goes on; follow it with `deployctl status %s`", service))
+}
+
+// rolloutObserver is what follows a rollout on screen: the plain progress
+// lines (plainObserver) or the live view (liveView). followRevision feeds
+// both the same observations and decides the exit alone.
+type rolloutObserver interface {
+	// status is each answer about the service while revision following
+	// is followed (the first one is the background of the rollout).
+	status(st wire.ServiceStatus, following int)
+	// lostContact and reconnected bracket a time the servers did not answer.
+	lostContact(err error)
+	reconnected()
+	// rollingBack: revision failed was rolled back automatically by
+	// revision next, which is followed from now on.
+	rollingBack(failed, next int, why string)
+	// finish is the end: the closing line ("" when the exit's error says
+	// it) before followRevision returns exit.
+	finish(line string, exit error)
+}
+
+// followRevision follows a revision's rollout until it ends, telling obs
+// each step, and returns the exit code of its outcome. If the revision is
+// rolled back automatically, it follows the rollback.
+func followRevision(parent context.Context, c *wire.Client, service string, revision int, timeout time.Duration, obs rolloutObserver) error {
 	ctx, cancel := context.WithTimeoutCause(parent, timeout, context.DeadlineExceeded)
 	defer cancel()
+	stop := func() error {
+		line, err := stopOutcome(ctx, service)
+		obs.finish(line, err)
+		return err
+	}
+	fail := func(err error) error {
+		err = clientErr(err)
+		obs.finish("", err)
+		return err
+	}
 	following, rolledBack := revision, false
 	var index uint64
-	seen := map[string]wire.InstanceView{}
-	lastMsg, lostContact := "", false
-	lastTraffic, wait := "", statusWait
+	lostContact, wait := false, statusWait
 	for {
 		st, err := c.Status(ctx, service, index, wait)
 		if err != nil {
 			if ctx.Err() != nil {
-				return stopWaiting(ctx, w, service)
+				return stop()
 			}
 			if wire.Retryable(err) {
 				if !lostContact {
-					fmt.Fprintf(w, "  lost contact with the servers (%v); retrying\n", err)
+					obs.lostContact(err)
 					lostContact = true
 				}
 				select {
 				case <-ctx.Done():
-					return stopWaiting(ctx, w, service)
+					return stop()
 				case <-time.After(wire.ElectionRetryMax): // a new leader is found within this of its election
 				}
 				index = 0
 				continue
 			}
-			return clientErr(err)
+			return fail(err)
 		}
 		if lostContact {
-			fmt.Fprintln(w, "  reconnected")
+			obs.reconnected()
 			lostContact = false
 		}
-		if index == 0 && len(seen) == 0 {
-			// Replicas that ran before this revision are the background,
-			// not steps of its rollout: note them without printing.
-			seedEvents(seen, st, following)
-		}
 		index = st.Index
-		printEvents(w, seen, st)
-		if st.Message != "" && st.Message != lastMsg {
-			fmt.Fprintf(w, "  waiting: %s\n", st.Message)
-		}
-		lastMsg = st.Message
-		var trafficLine string
-		if trafficLine, wait = trafficWait(st, following); trafficLine != "" && trafficLine != lastTraffic {
-			fmt.Fprintf(w, "  %s\n", trafficLine)
-		}
-		lastTraffic = trafficLine
+		obs.status(st, following)
+		_, wait = trafficWait(st, following)
 
 		if st.Revision != following {
 			next, why, err := whyMoved(ctx, c, service, following, st.Revision)
 			if err != nil {
 				if ctx.Err() != nil {
-					return stopWaiting(ctx, w, service)
+					return stop()
 				}
 				if wire.Retryable(err) {
 					index = 0
 					time.Sleep(wire.ElectionRetryMax)
 					continue
 				}
-				return clientErr(err)
+				return fail(err)
 			}
 			if next == 0 {
-				return exitWith(ExitError, fmt.Errorf("revision %d was superseded by revision %d (%s)", following, st.Revision, why))
+				err := exitWith(ExitError, fmt.Errorf("revision %d was superseded by revision %d (%s)", following, st.Revision, why))
+				obs.finish("", err)
+				return err
 			}
-			fmt.Fprintf(w, "revision %d failed: %s\n", following, why)
-			fmt.Fprintf(w, "rolling back: revision %d restores the previous good revision\n", next)
+			obs.rollingBack(following, next, why)
 			following, rolledBack = next, true
 			continue
 		}
-		switch st.RevisionState {
-		case state.RevisionSucceeded:
-			if rolledBack {
-				fmt.Fprintf(w, "rolled back: revision %d is healthy on %d/%d replicas (digest %s)\n", st.Revision, st.Replicas.Healthy, st.Replicas.Desired, st.Digest)
-				return exitWith(ExitRolledBack, nil)
-			}
-			fmt.Fprintf(w, "done: revision %d is healthy on %d/%d replicas (digest %s)\n", st.Revision, st.Replicas.Healthy, st.Replicas.Desired, st.Digest)
-			return nil
-		case state.RevisionPaused:
-			return exitWith(ExitPaused, fmt.Errorf("revision %d paused: %s; fix and apply again, or `deployctl rollback %s`", st.Revision, st.Message, service))
-		case state.RevisionFailed:
-			what := "revision"
-			if rolledBack {
-				what = "rollback revision"
-			}
-			return exitWith(ExitPaused, fmt.Errorf("%s %d failed: %s; the service needs a human: see `deployctl status %s`", what, st.Revision, st.Message, service))
+		if ended, line, err := rolloutOutcome(st, rolledBack, service); ended {
+			obs.finish(line, err)
+			return err
 		}
+	}
+}
+
+// rolloutOutcome tells whether st, an answer about the followed revision,
+// shows its rollout ended, and then the closing line and the exit: 0 done,
+// 3 rolled back, 4 paused or failed.
+func rolloutOutcome(st wire.ServiceStatus, rolledBack bool, service string) (bool, string, error) {
+	switch st.RevisionState {
+	case state.RevisionSucceeded:
+		if rolledBack {
+			return true, fmt.Sprintf("rolled back: revision %d is healthy on %d/%d replicas (digest %s)", st.Revision, st.Replicas.Healthy, st.Replicas.Desired, st.Digest),
+				exitWith(ExitRolledBack, nil)
+		}
+		return true, fmt.Sprintf("done: revision %d is healthy on %d/%d replicas (digest %s)", st.Revision, st.Replicas.Healthy, st.Replicas.Desired, st.Digest), nil
+	case state.RevisionPaused:
+		return true, "", exitWith(ExitPaused, fmt.Errorf("revision %d paused: %s; fix and apply again, or `deployctl rollback %s`", st.Revision, st.Message, service))
+	case state.RevisionFailed:
+		what := "revision"
+		if rolledBack {
+			what = "rollback revision"
+		}
+		return true, "", exitWith(ExitPaused, fmt.Errorf("%s %d failed: %s; the service needs a human: see `deployctl status %s`", what, st.Revision, st.Message, service))
+	}
+	return false, "", nil
+}
+
+// plainObserver prints one line per step: the output when stdout is not
+// a terminal, with --plain, NO_COLOR or TERM=dumb.
+type plainObserver struct {
+	w           io.Writer
+	seen        map[string]wire.InstanceView
+	started     bool
+	lastMsg     string
+	lastTraffic string
+}
+
+func newPlainObserver(w io.Writer) *plainObserver {
+	return &plainObserver{w: w, seen: map[string]wire.InstanceView{}}
+}
+
+func (p *plainObserver) status(st wire.ServiceStatus, following int) {
+	if !p.started {
+		// Replicas that ran before this revision are the background,
+		// not steps of its rollout: note them without printing.
+		seedEvents(p.seen, st, following)
+		p.started = true
+	}
+	printEvents(p.w, p.seen, st)
+	if st.Message != "" && st.Message != p.lastMsg {
+		fmt.Fprintf(p.w, "  waiting: %s\n", st.Message)
+	}
+	p.lastMsg = st.Message
+	trafficLine, _ := trafficWait(st, following)
+	if trafficLine != "" && trafficLine != p.lastTraffic {
+		fmt.Fprintf(p.w, "  %s\n", trafficLine)
+	}
+	p.lastTraffic = trafficLine
+}
+
+func (p *plainObserver) lostContact(err error) {
+	fmt.Fprintf(p.w, "  lost contact with the servers (%v); retrying\n", err)
+}
+
+func (p *plainObserver) reconnected() { fmt.Fprintln(p.w, "  reconnected") }
+
+func (p *plainObserver) rollingBack(failed, next int, why string) {
+	fmt.Fprintf(p.w, "revision %d failed: %s\n", failed, why)
+	fmt.Fprintf(p.w, "rolling back: revision %d restores the previous good revision\n", next)
+}
+
+func (p *plainObserver) finish(line string, _ error) {
+	if line != "" {
+		fmt.Fprintln(p.w, line)
 	}
 }
 
