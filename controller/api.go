@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -371,7 +372,16 @@ func (a *API) getHistory(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("service %q not found", name))
 		return
 	}
-	writeJSON(w, http.StatusOK, history(view, svc))
+	withSpecs := false
+	if v := r.URL.Query().Get("spec"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, wire.CodeBadRequest, fmt.Sprintf("spec=%q: want true or false (1 or 0)", v))
+			return
+		}
+		withSpecs = b
+	}
+	writeJSON(w, http.StatusOK, history(view, svc, withSpecs))
 }
 
 func (a *API) rollbackService(w http.ResponseWriter, r *http.Request) {

@@ -30,8 +30,12 @@ func twoRevisions(t *testing.T, c *wire.Client) {
 	ctx := context.Background()
 	_, ref1, _ := mustRegistryImage(t, "team/web:v1")
 	_, ref2, _ := mustRegistryImage(t, "team/web:v2")
-	for _, ref := range []string{ref1, ref2} {
-		if _, err := c.Apply(ctx, []byte(fmt.Sprintf("service: web\nimage: %s\nreplicas: 0\n", ref))); err != nil {
+	for i, ref := range []string{ref1, ref2} {
+		spec := fmt.Sprintf("service: web\nimage: %s\nreplicas: 0\n", ref)
+		if i == 1 {
+			spec += "env:\n  LOG_LEVEL: debug\n"
+		}
+		if _, err := c.Apply(ctx, []byte(spec)); err != nil {
 			t.Fatal(err)
 		}
 		waitSucceeded(t, c)
@@ -90,7 +94,7 @@ func TestDashboardPagesCarryTheData(t *testing.T) {
 	if code != 200 {
 		t.Fatalf("GET service: %d %s", code, body)
 	}
-	mustContain(t, "service page", body, `id="rev-2"`, `id="rev-1"`, "Roll back to revision 1", `id="diff-table"`, `<tr class="changed"><th scope="row">digest`, "revision_stored", "rollout_succeeded")
+	mustContain(t, "service page", body, `id="rev-2"`, `id="rev-1"`, "Roll back to revision 1", `id="diff-table"`, `<tr class="changed"><th scope="row">digest`, `<tr class="changed"><th scope="row">spec: env.LOG_LEVEL`, "revision_stored", "rollout_succeeded")
 	if strings.Contains(body, "Roll back to revision 2") {
 		t.Errorf("the current revision offers a rollback to itself")
 	}
@@ -102,6 +106,16 @@ func TestDashboardPagesCarryTheData(t *testing.T) {
 		if code, body := getPage(t, hc, n.api.URL+p); code != 200 {
 			t.Errorf("GET %s: %d %s", p, code, body)
 		}
+	}
+	// The history carries whole specs only when asked (the diff above).
+	if _, body := getPage(t, hc, n.api.URL+"/v1/services/web/history"); strings.Contains(body, `"spec"`) {
+		t.Errorf("history without spec=1 carries specs: %s", body)
+	}
+	if _, body := getPage(t, hc, n.api.URL+"/v1/services/web/history?spec=1"); !strings.Contains(body, `"LOG_LEVEL":"debug"`) {
+		t.Errorf("history?spec=1 lacks revision 2's env: %s", body)
+	}
+	if code, body := getPage(t, hc, n.api.URL+"/v1/services/web/history?spec=maybe"); code != http.StatusBadRequest || !strings.Contains(body, "spec=") {
+		t.Errorf("history?spec=maybe: %d %s, want 400 naming spec", code, body)
 	}
 	// A host's engine: its release and security features.
 	if err := c.Report(context.Background(), state.HostReport{Host: "h1", Engine: &state.EngineFeatures{Seccomp: true, Version: "20.10.24+dfsg1"}}); err != nil {

@@ -69,7 +69,7 @@ func TestApplyHardeningPolicy(t *testing.T) {
 	}
 	view := n.store.View()
 	svc, _ := view.Service("web")
-	if h := history(view, svc); len(h) != 1 || len(h[0].PolicyWarnings) != 1 {
+	if h := history(view, svc, false); len(h) != 1 || len(h[0].PolicyWarnings) != 1 {
 		t.Fatalf("history = %+v; want the warning on revision 1", h)
 	}
 

@@ -73,10 +73,15 @@ func ingressProblems(t *state.Tables, entries []specs.Ingress) []wire.HostProxyP
 	return out
 }
 
-func history(t *state.Tables, svc state.Service) []wire.HistoryEntry {
+func history(t *state.Tables, svc state.Service, withSpecs bool) []wire.HistoryEntry {
 	out := []wire.HistoryEntry{}
 	for _, r := range t.Revisions(svc.Name) {
+		var spec *specs.Spec
+		if withSpecs {
+			spec = r.Spec.Clone()
+		}
 		out = append(out, wire.HistoryEntry{
+			Spec:     spec,
 			Revision: r.Number, Image: r.Spec.Image, Replicas: r.Spec.Replicas, Digest: r.Digest, Ref: r.Ref, State: r.State, Cause: r.Cause,
 			RollbackOf: r.RollbackOf, RollbackTo: r.RollbackTo, SignedBy: r.SignedBy, ScanWarnings: r.ScanWarnings, PolicyWarnings: r.PolicyWarnings,
 			Message: r.Message, Current: r.Number == svc.Current, CreatedAt: r.CreatedAt, FinishedAt: r.FinishedAt,

@@ -138,7 +138,7 @@ func (b backend) status(ctx context.Context, name string, index uint64, wait tim
 
 func (b backend) history(ctx context.Context, name string) ([]wire.HistoryEntry, error) {
 	var out []wire.HistoryEntry
-	return out, b.get(ctx, svcPath(name, "/history"), nil, &out)
+	return out, b.get(ctx, svcPath(name, "/history"), url.Values{"spec": {"1"}}, &out)
 }
 
 func (b backend) ps(ctx context.Context, name string) (wire.PsView, error) {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/deployctl/deployctl/internal/wire"
 	"github.com/deployctl/deployctl/raftstore/state"
+	"github.com/deployctl/deployctl/specs"
 )
 
 // recentEvents is how many of a service's events its page shows.
@@ -224,6 +225,26 @@ func diffOf(h []wire.HistoryEntry, as, bs string) (int, int, []diffRow, string) 
 	rows := make([]diffRow, len(fa))
 	for i := range fa {
 		rows[i] = diffRow{Field: fa[i][0], A: fa[i][1], B: fb[i][1], Changed: fa[i][1] != fb[i][1]}
+	}
+	// The specs field by field, as `deployctl diff` names them: only
+	// those that differ (a whole spec is long; the equal ones say nothing).
+	if ea.Spec != nil && eb.Spec != nil {
+		sa, sb := specs.Fields(ea.Spec), specs.Fields(eb.Spec)
+		var paths []string
+		for k := range sa {
+			paths = append(paths, k)
+		}
+		for k := range sb {
+			if _, ok := sa[k]; !ok {
+				paths = append(paths, k)
+			}
+		}
+		slices.Sort(paths)
+		for _, k := range paths {
+			if k != "image" && k != "replicas" && sa[k] != sb[k] {
+				rows = append(rows, diffRow{Field: "spec: " + k, A: sa[k], B: sb[k], Changed: true})
+			}
+		}
 	}
 	return a, b, rows, ""
 }

@@ -348,6 +348,9 @@ type HistoryEntry struct {
 	// Traffic is how the revision did during its rollout (requests,
 	// errors, p50/p99 of its replicas and of the others), as stored.
 	Traffic *state.RevisionTraffic `json:"traffic,omitempty"`
+	// Spec is the revision's whole spec, only when asked for
+	// (GET .../history?spec=1): the dashboard's diff of two revisions.
+	Spec *specs.Spec `json:"spec,omitempty"`
 }
 
 // HostAuditRecord is a host's latest audit, as the leader received it.
