@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -204,6 +205,19 @@ func TestLogsFromAgentsNameUnreachableHosts(t *testing.T) {
 	}
 	if len(notices) != 1 || notices[0].Host != "h2" || !strings.Contains(notices[0].Error, "host h2") || !strings.Contains(notices[0].Error, closedAddr) {
 		t.Fatalf("notices %+v, want one naming h2 and its address", notices)
+	}
+	// The dashboard's service page shows the same tail: h1's lines and
+	// the host it could not read.
+	resp, err := http.Get(n.api.URL + "/ui/services/web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`id="logs"`, "second of " + byHost["h1"], byHost["h1"][:12] + "@h1", "host h2", closedAddr} {
+		if !strings.Contains(string(page), want) {
+			t.Errorf("the service page's log tail lacks %q", want)
+		}
 	}
 	// --replica by the start of its ID reads that replica only.
 	asked = nil

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"time"
 
 	"github.com/deployctl/deployctl/controller/policy"
@@ -73,14 +74,51 @@ func (b *bufferedResponse) WriteHeader(code int) {
 	}
 }
 
+// logs reads the last tail lines of each replica of a service (the
+// API's ndjson answer), keeping what arrived when ctx ends.
+func (b backend) logs(ctx context.Context, name string, tail int) ([]wire.LogLine, error) {
+	rec, err := b.do(ctx, http.MethodGet, svcPath(name, "/logs"), url.Values{"tail": {strconv.Itoa(tail)}}, nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	var out []wire.LogLine
+	dec := json.NewDecoder(io.LimitReader(&rec.body, 8<<20))
+	for {
+		var l wire.LogLine
+		if err := dec.Decode(&l); err != nil {
+			break // the end, or a line cut by the deadline
+		}
+		if l.Text != "" || l.Error != "" {
+			out = append(out, l)
+		}
+	}
+	return out, nil
+}
+
 func (b backend) call(ctx context.Context, method, path string, q url.Values, header http.Header, body []byte, out any) error {
+	rec, err := b.do(ctx, method, path, q, header, body)
+	if err != nil {
+		return err
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.NewDecoder(io.LimitReader(&rec.body, 64<<20)).Decode(out); err != nil {
+		return fmt.Errorf("ui: read %s %s: %w", method, path, err)
+	}
+	return nil
+}
+
+// do makes one in-process API request and answers its buffered response,
+// or an *APIError for a status of 300 and above.
+func (b backend) do(ctx context.Context, method, path string, q url.Values, header http.Header, body []byte) (*bufferedResponse, error) {
 	u := path
 	if len(q) > 0 {
 		u += "?" + q.Encode()
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u, bytes.NewReader(body))
 	if err != nil {
-		return fmt.Errorf("ui: build %s %s: %w", method, path, err)
+		return nil, fmt.Errorf("ui: build %s %s: %w", method, path, err)
 	}
 	req.RequestURI = req.URL.RequestURI()
 	req.TLS = b.in.TLS
@@ -100,15 +138,9 @@ func (b backend) call(ctx context.Context, method, path string, q url.Values, he
 		if e.Error == "" {
 			e.Error = http.StatusText(rec.status)
 		}
-		return &APIError{Status: rec.status, Code: e.Code, Message: e.Error}
+		return nil, &APIError{Status: rec.status, Code: e.Code, Message: e.Error}
 	}
-	if out == nil {
-		return nil
-	}
-	if err := json.NewDecoder(io.LimitReader(&rec.body, 64<<20)).Decode(out); err != nil {
-		return fmt.Errorf("ui: read %s %s: %w", method, path, err)
-	}
-	return nil
+	return rec, nil
 }
 
 func (b backend) get(ctx context.Context, path string, q url.Values, out any) error {

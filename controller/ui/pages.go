@@ -2,6 +2,7 @@ package ui
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"html/template"
@@ -20,6 +21,13 @@ import (
 
 // recentEvents is how many of a service's events its page shows.
 const recentEvents = 30
+
+// logTail is how many lines of each replica the service page shows;
+// logTailWait bounds how long the page waits for the agents.
+const (
+	logTail     = 20
+	logTailWait = 2 * time.Second
+)
 
 var funcs = template.FuncMap{
 	"short": func(d string) string {
@@ -135,6 +143,12 @@ type serviceView struct {
 	Diff         []diffRow
 	DiffErr      string
 	Flash        string
+	// Logs are the last LogTail lines of each replica (and a line per host
+	// that could not be read), read once for the page; LogsErr when none
+	// could be.
+	Logs    []wire.LogLine
+	LogsErr string
+	LogTail int
 }
 
 func (u *UI) serviceData(r *http.Request, name string, st wire.ServiceStatus) (serviceView, error) {
@@ -186,6 +200,16 @@ func (u *UI) servicePage(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	if q.Has("a") || q.Has("b") {
 		v.DiffA, v.DiffB, v.Diff, v.DiffErr = diffOf(v.History, q.Get("a"), q.Get("b"))
+	}
+	// The log tail is read for the page, not for its live updates: each
+	// read asks every replica's agent. A slow host costs the page at most
+	// logTailWait, and its lines are left out.
+	v.LogTail = logTail
+	logCtx, cancel := context.WithTimeout(r.Context(), logTailWait)
+	v.Logs, err = u.backend(r).logs(logCtx, name, logTail)
+	cancel()
+	if err != nil {
+		v.LogsErr = err.Error()
 	}
 	if n, err := strconv.Atoi(q.Get("rolledback")); err == nil && n > 0 {
 		v.Flash = fmt.Sprintf("Rollback stored as revision %d; it rolls out below.", n)
