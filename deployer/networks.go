@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"sort"
 	"strings"
+	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/deployctl/deployctl/internal/audit"
@@ -143,6 +144,21 @@ func (r *DockerRuntime) EnsureServiceNetwork(ctx context.Context, host, service 
 			refused = append(refused, subnet)
 			continue
 		}
+		if isBridgeNameConflict(err) && attempt < maxCreateAttempts {
+			// Another agent's create of this very network holds the bridge
+			// name, but the engine lists the network only once it has
+			// committed it (a /24 each, racers pick different subnets and
+			// meet here rather than on the subnet): wait for it to appear.
+			select {
+			case <-ctx.Done():
+				return ServiceNetwork{}, fmt.Errorf("create network %s: %w", name, ctx.Err())
+			case <-time.After(time.Duration(min(attempt, 10)) * 50 * time.Millisecond):
+			}
+			if existing, ferr := r.findServiceNetwork(ctx, name, host, service); !errors.Is(ferr, ErrNotFound) {
+				return existing, ferr
+			}
+			continue
+		}
 		return ServiceNetwork{}, engineError(fmt.Sprintf("create network %s with subnet %s", name, subnet), err)
 	}
 }
@@ -189,6 +205,13 @@ func (r *DockerRuntime) findServiceNetwork(ctx context.Context, name, host, serv
 		_ = r.RemoveNetwork(ctx, dup.ID, host, service)
 	}
 	return serviceNetworkOf(mine[0], host, service)
+}
+
+// isBridgeNameConflict reports whether the engine refused a network
+// because another network holds its bridge interface's name ("networks
+// have same bridge name").
+func isBridgeNameConflict(err error) bool {
+	return err != nil && strings.Contains(strings.ToLower(err.Error()), "same bridge name")
 }
 
 // isPoolOverlap reports whether the engine refused a subnet because it

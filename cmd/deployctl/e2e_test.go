@@ -253,19 +253,42 @@ func mustStartServerArgs(t testing.TB, args ...string) *devServer {
 			t.Logf("server log:\n%s", s.log.String())
 		}
 	})
-	s.start(nil)
-	return s
+	// The ports were free when freeAddr closed them; another process may
+	// take one before the server binds it: then new ports, a few times.
+	for attempt := 1; ; attempt++ {
+		err := s.tryStart(nil)
+		if err == nil {
+			return s
+		}
+		if !errors.Is(err, errAddrInUse) || attempt == 3 {
+			t.Fatal(err)
+		}
+		t.Logf("attempt %d: %v; again on other ports", attempt, err)
+		s.addr, s.raft = freeAddr(t), freeAddr(t)
+	}
 }
+
+// errAddrInUse: the server exited at start because a port it was given
+// was taken meanwhile.
+var errAddrInUse = errors.New("a port given to the server was taken")
 
 func (s *devServer) start(extraEnv []string) {
 	s.t.Helper()
+	if err := s.tryStart(extraEnv); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// tryStart starts the server and waits until it leads; errAddrInUse when
+// it exited because a port was taken.
+func (s *devServer) tryStart(extraEnv []string) error {
 	s.log = &syncBuffer{}
 	s.cmd = exec.Command(env.bin, append([]string{"server", "--dev", "--node-id", "n1", "--host-id", s.hostID, "--network", s.network,
 		"--http-addr", s.addr, "--raft-addr", s.raft, "--data-dir", s.dataDir}, s.args...)...)
 	s.cmd.Env = append(os.Environ(), extraEnv...)
 	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
 	if err := s.cmd.Start(); err != nil {
-		s.t.Fatal(err)
+		return err
 	}
 	s.done = make(chan struct{})
 	go func(cmd *exec.Cmd, done chan struct{}) { _ = cmd.Wait(); close(done) }(s.cmd, s.done)
@@ -273,18 +296,21 @@ func (s *devServer) start(extraEnv []string) {
 	for time.Now().Before(deadline) {
 		select {
 		case <-s.done:
-			s.t.Fatalf("server exited at start: %v\n%s", s.cmd.ProcessState, s.log.String())
+			if strings.Contains(s.log.String(), "address already in use") {
+				return fmt.Errorf("server exited at start: %v: %w\n%s", s.cmd.ProcessState, errAddrInUse, s.log.String())
+			}
+			return fmt.Errorf("server exited at start: %v\n%s", s.cmd.ProcessState, s.log.String())
 		default:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		st, err := wire.NewClient([]string{s.addr}, nil).Cluster(ctx)
 		cancel()
 		if err == nil && st.Leader == "n1" {
-			return
+			return nil
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	s.t.Fatalf("server not ready in 30s:\n%s", s.log.String())
+	return fmt.Errorf("server not ready in 30s:\n%s", s.log.String())
 }
 
 // stop ends the server process this test started, by its PID.
