@@ -11,6 +11,8 @@ import (
 	"sync"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/deployctl/deployctl/internal/registryhost"
 )
 
 // ProxyConfig wires the dashboard proxy `deployctl ui` runs.
@@ -105,21 +107,8 @@ func (p *Proxy) failed() string {
 	return p.cfg.Servers[p.cur]
 }
 
-func loopbackHost(hostport string) bool {
-	host := hostport
-	if h, _, err := net.SplitHostPort(hostport); err == nil {
-		host = h
-	}
-	host = strings.Trim(host, "[]")
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
-
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if !loopbackHost(r.Host) {
+	if !registryhost.IsLoopback(r.Host) {
 		http.Error(w, fmt.Sprintf("deployctl ui: Host %q is not this machine's loopback; open the URL deployctl ui printed", r.Host), http.StatusMisdirectedRequest)
 		return
 	}
