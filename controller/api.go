@@ -169,7 +169,9 @@ func (a *API) Handler() http.Handler {
 	// The agent endpoints: the handler also checks the host named in the
 	// query or body against the certificate (speaksFor).
 	mux.HandleFunc("POST /v1/agent/audit", lead(a.postAudit, agent, srv))
-	mux.HandleFunc("GET /v1/agent/assignments", lead(a.assignments, agent, srv))
+	// Any server answers an agent's long-poll from its own copy of the
+	// log once it holds what the agent holds (assignments).
+	mux.HandleFunc("GET /v1/agent/assignments", a.allow(a.assignments, agent, srv))
 	mux.HandleFunc("POST /v1/agent/report", lead(a.report, agent, srv))
 	mux.HandleFunc("POST /v1/agent/traffic", lead(a.postTraffic, agent, srv))
 	mux.HandleFunc("GET /v1/agent/ingress", lead(a.ingress, agent, srv))
@@ -418,12 +420,17 @@ func (a *API) removeService(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusAccepted, map[string]string{"service": name, "state": state.ServiceRemoving})
 }
 
+// assignments answers an agent's long-poll for its host's set. The leader
+// answers; so does a follower that knows a leader and has applied at
+// least the index the agent holds (issue 12: spreading 1,000 agents'
+// polls over the servers, Nomad's stale reads of a client's allocations).
+// What a follower answers is the state at a point of the log at or past
+// what the agent already acted on, never before it: the agent's index is
+// the guard, as Nomad's MinQueryIndex. A first poll (index 0) goes to the
+// leader: a follower still replaying its log would hand out an old set
+// and the agent would remove what it runs. No leader check (VerifyLeader)
+// either way: an answer from a deposed leader is a true past state too.
 func (a *API) assignments(w http.ResponseWriter, r *http.Request) {
-	if !a.c.Ready() {
-		// A partial state would tell the agent to remove what it runs.
-		a.writeErr(w, ErrNotReady)
-		return
-	}
 	host := r.URL.Query().Get("host")
 	if !hostParam(w, "host", host) {
 		return
@@ -435,10 +442,58 @@ func (a *API) assignments(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	view := waitFor(r.Context(), index, wait,
-		func() (*state.Tables, <-chan struct{}) { return a.c.cfg.Store.WatchHost(host) },
-		func(t *state.Tables) uint64 { return t.HostIndex(host) })
+	leading := a.c.Ready() && a.c.cfg.Raft.IsLeader()
+	if !leading {
+		leaderID, _ := a.c.cfg.Raft.Leader()
+		if index == 0 || leaderID == "" || leaderID == a.c.cfg.Raft.ID() || a.c.cfg.Store.View().Index() < index {
+			if r.Header.Get(forwardedHeader) != "" {
+				a.writeErr(w, a.c.notLeader())
+				return
+			}
+			// A partial state would tell the agent to remove what it runs.
+			a.forward(w, r)
+			return
+		}
+	}
+	view, ok := a.waitForHost(r.Context(), host, index, wait, leading)
+	if !ok {
+		a.writeErr(w, ErrNoLeader)
+		return
+	}
+	// form=delta (agents since issue 12): each revision once, only the
+	// replicas written after base, the IDs of the rest. Without it, the
+	// whole set, for agents of earlier releases.
+	if r.URL.Query().Get("form") == wire.AssignmentFormDelta {
+		base, ok := uintParam(w, r, "base")
+		if !ok {
+			return
+		}
+		writeJSON(w, http.StatusOK, view.AssignmentDelta(host, base))
+		return
+	}
 	writeJSON(w, http.StatusOK, view.Assignments(host))
+}
+
+// waitForHost waits for host's assignments to pass index (or wait to end).
+// A follower looks every second whether it still knows a leader: one cut
+// off from the others answers "no leader" (ok false) instead of holding the
+// agent on a log that no longer grows, so the agent tries another server.
+func (a *API) waitForHost(ctx context.Context, host string, index uint64, wait time.Duration, leading bool) (*state.Tables, bool) {
+	watch := func() (*state.Tables, <-chan struct{}) { return a.c.cfg.Store.WatchHost(host) }
+	idx := func(t *state.Tables) uint64 { return t.HostIndex(host) }
+	if leading {
+		return waitFor(ctx, index, wait, watch, idx), true
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		view := waitFor(ctx, index, min(time.Until(deadline), time.Second), watch, idx)
+		if idx(view) > index || ctx.Err() != nil || time.Until(deadline) <= 0 {
+			return view, true
+		}
+		if id, _ := a.c.cfg.Raft.Leader(); id == "" {
+			return nil, false
+		}
+	}
 }
 
 // ingress answers the cluster's ingress table to the hosts' proxies. It

@@ -251,6 +251,20 @@ func blockingParams(w http.ResponseWriter, r *http.Request) (uint64, time.Durati
 	return index, min(wait, maxWait), true
 }
 
+// uintParam reads an optional unsigned query parameter (0 when absent).
+func uintParam(w http.ResponseWriter, r *http.Request, name string) (uint64, bool) {
+	s := r.URL.Query().Get(name)
+	if s == "" {
+		return 0, true
+	}
+	v, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, wire.CodeBadRequest, fmt.Sprintf("%s: %s is not an integer from 0 to %d", name, clip(strconv.Quote(s)), uint64(1<<64-1)))
+		return 0, false
+	}
+	return v, true
+}
+
 // clip shortens what a client sent before it is echoed in an error.
 func clip(s string) string {
 	const max = 80

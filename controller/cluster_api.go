@@ -42,6 +42,9 @@ func (a *API) onLeader(h http.HandlerFunc) http.HandlerFunc {
 					return
 				}
 			}
+			if a.cfg.Self.APIAddr != "" {
+				w.Header().Set(wire.LeaderAPIHeader, a.cfg.Self.APIAddr)
+			}
 			h(w, r)
 			return
 		}
@@ -101,8 +104,10 @@ func (a *API) forward(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer resp.Body.Close()
-	if ct := resp.Header.Get("Content-Type"); ct != "" {
-		w.Header().Set("Content-Type", ct)
+	for _, k := range []string{"Content-Type", wire.LeaderAPIHeader} {
+		if v := resp.Header.Get(k); v != "" {
+			w.Header().Set(k, v)
+		}
 	}
 	w.WriteHeader(resp.StatusCode)
 	_, _ = io.Copy(w, resp.Body)

@@ -10,9 +10,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	mathrand "math/rand/v2"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/deployctl/deployctl/controller/policy"
@@ -34,6 +37,80 @@ type Client struct {
 	// leaderWait bounds how long a write keeps retrying while no server
 	// can take it (0: until its context ends).
 	leaderWait time.Duration
+	// held is each host's last assignment set, the base of the next
+	// delta (Assignments).
+	held *heldSets
+	// leader is the index in addrs of the server that last said it leads
+	// (LeaderAPIHeader), or -1: requests go to it first, so that a write
+	// does not cost a follower's forwarding hop.
+	leader atomic.Int32
+	// spread is where in addrs this client starts its assignment
+	// long-polls, which any server answers: drawn once per client, so
+	// that a thousand agents do not all poll the first server.
+	spread int
+}
+
+// LeaderAPIHeader names, in an answer, the API address of the server that
+// leads: the leader sets it on what it answers, a follower on what it
+// forwarded to it.
+const LeaderAPIHeader = "X-Deployctl-Leader-Api"
+
+// order is the order in which a request to path tries the servers: the
+// leader first when one is known, except for assignment long-polls, which
+// any server answers and which start at the client's own spread.
+func (c *Client) order(path string) []string {
+	n := len(c.addrs)
+	first := 0
+	if strings.HasPrefix(path, assignmentsPath) {
+		first = c.spread
+	} else if l := int(c.leader.Load()); l >= 0 && l < n {
+		first = l
+	}
+	out := make([]string, 0, n)
+	for i := range n {
+		out = append(out, c.addrs[(first+i)%n])
+	}
+	return out
+}
+
+// noteLeader remembers which of addrs the answer says leads.
+func (c *Client) noteLeader(h http.Header) {
+	v := h.Get(LeaderAPIHeader)
+	if v == "" {
+		return
+	}
+	for i, a := range c.addrs {
+		if _, hostPort, ok := strings.Cut(a, "://"); ok && hostPort == v {
+			c.leader.Store(int32(i))
+			return
+		}
+	}
+}
+
+// heldSets are the assignment sets a client last received, per host: an
+// agent process (or a hollow fleet) polls its hosts' sets through one
+// client.
+type heldSets struct {
+	mu   sync.Mutex
+	sets map[string]state.AssignmentSet
+}
+
+func (h *heldSets) get(host string) (state.AssignmentSet, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	s, ok := h.sets[host]
+	return s, ok
+}
+
+// put keeps s unless the held set is newer (a follower behind the server
+// that answered last, once its wait ran out).
+func (h *heldSets) put(s state.AssignmentSet) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if old, ok := h.sets[s.Host]; ok && old.Index > s.Index {
+		return
+	}
+	h.sets[s.Host] = s
 }
 
 // NewClient returns a client for one or more server addresses
@@ -68,7 +145,9 @@ func newClient(addrs []string, hc *http.Client, scheme string) *Client {
 		}
 		norm = append(norm, a)
 	}
-	return &Client{addrs: norm, http: hc, scheme: scheme}
+	c := &Client{addrs: norm, http: hc, scheme: scheme, held: &heldSets{sets: map[string]state.AssignmentSet{}}, spread: mathrand.IntN(max(len(norm), 1))}
+	c.leader.Store(-1)
+	return c
 }
 
 // WithLeaderWait makes writes give up after d of finding no leader (an
@@ -96,7 +175,7 @@ func (c *Client) do(ctx context.Context, method, path string, header http.Header
 		return fmt.Errorf("%w: no server address; set --addr or DEPLOYCTL_ADDR", ErrUnreachable)
 	}
 	var best error
-	for _, base := range c.addrs {
+	for _, base := range c.order(path) {
 		// Each server gets a bounded try: a server that accepts the
 		// connection but never answers (stopped, partitioned) must not
 		// hold the client; the next one may answer.
@@ -146,6 +225,7 @@ func (c *Client) once(ctx context.Context, method, u string, header http.Header,
 		return fmt.Errorf("%w: %s: %v", ErrUnreachable, u, err)
 	}
 	defer resp.Body.Close()
+	c.noteLeader(resp.Header)
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
 		return fmt.Errorf("%w: reading answer from %s: %v", ErrUnreachable, u, err)
@@ -345,12 +425,58 @@ func (c *Client) Cluster(ctx context.Context) (ClusterStatus, error) {
 	return out, err
 }
 
-// Assignments long-polls a host's assignment set (for host agents).
+// AssignmentFormDelta asks /v1/agent/assignments for an
+// state.AssignmentDelta instead of the whole set.
+const AssignmentFormDelta = "delta"
+
+const assignmentsPath = "/v1/agent/assignments"
+
+// assignmentAnswer decodes both forms of /v1/agent/assignments: a server
+// of an earlier release ignores form=delta and sends the whole set.
+type assignmentAnswer struct {
+	state.AssignmentDelta
+	Assignments []state.Assignment `json:"assignments"`
+}
+
+// Assignments long-polls a host's assignment set (for host agents): it
+// answers once the set's Index is past afterIndex, or when wait ends. When
+// the client holds the set at afterIndex (it answered the last call for
+// host) it asks only for what changed since (state.AssignmentDelta) and
+// returns the whole set all the same.
 func (c *Client) Assignments(ctx context.Context, host string, afterIndex uint64, wait time.Duration) (state.AssignmentSet, error) {
-	q := url.Values{"host": {host}, "index": {fmt.Sprint(afterIndex)}, "wait": {wait.String()}}
-	var out state.AssignmentSet
-	err := c.do(ctx, http.MethodGet, "/v1/agent/assignments?"+q.Encode(), nil, nil, &out)
-	return out, err
+	held, ok := c.held.get(host)
+	base := uint64(0)
+	if ok && afterIndex != 0 && held.Index == afterIndex {
+		base = afterIndex
+	}
+	for {
+		q := url.Values{"host": {host}, "index": {fmt.Sprint(afterIndex)}, "wait": {wait.String()},
+			"form": {AssignmentFormDelta}, "base": {fmt.Sprint(base)}}
+		var out assignmentAnswer
+		if err := c.do(ctx, http.MethodGet, assignmentsPath+"?"+q.Encode(), nil, nil, &out); err != nil {
+			return state.AssignmentSet{}, err
+		}
+		var set state.AssignmentSet
+		if out.IDs == nil {
+			set = state.AssignmentSet{Host: out.Host, Index: out.Index, Assignments: out.Assignments}
+		} else {
+			var err error
+			if set, err = out.Apply(held); err != nil {
+				if base == 0 {
+					return state.AssignmentSet{}, fmt.Errorf("assignments of %s: %w", host, err)
+				}
+				// Held set and delta disagree: ask for the whole set,
+				// at once (index 0 does not wait).
+				base, afterIndex = 0, 0
+				continue
+			}
+		}
+		if set.Host == "" {
+			set.Host = host
+		}
+		c.held.put(set)
+		return set, nil
+	}
 }
 
 // Ingress long-polls the cluster's ingress table (for host agents' proxies):
