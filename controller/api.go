@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -445,7 +446,7 @@ func (a *API) assignments(w http.ResponseWriter, r *http.Request) {
 	leading := a.c.Ready() && a.c.cfg.Raft.IsLeader()
 	if !leading {
 		leaderID, _ := a.c.cfg.Raft.Leader()
-		if index == 0 || leaderID == "" || leaderID == a.c.cfg.Raft.ID() || a.c.cfg.Store.View().Index() < index {
+		if index == 0 || leaderID == "" || leaderID == a.c.cfg.Raft.ID() {
 			if r.Header.Get(forwardedHeader) != "" {
 				a.writeErr(w, a.c.notLeader())
 				return
@@ -455,9 +456,13 @@ func (a *API) assignments(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	view, ok := a.waitForHost(r.Context(), host, index, wait, leading)
-	if !ok {
-		a.writeErr(w, ErrNoLeader)
+	view, err := a.waitForHost(r.Context(), host, index, wait, leading)
+	switch {
+	case errors.Is(err, errBehind) && r.Header.Get(forwardedHeader) == "":
+		a.forward(w, r)
+		return
+	case err != nil:
+		a.writeErr(w, err)
 		return
 	}
 	// form=delta (agents since issue 12): each revision once, only the
@@ -474,24 +479,38 @@ func (a *API) assignments(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, view.Assignments(host))
 }
 
+// errBehind: a follower's log stayed behind the index an agent holds for
+// a second; the leader answers instead.
+var errBehind = errors.New("this server's log is behind the agent's index")
+
 // waitForHost waits for host's assignments to pass index (or wait to end).
-// A follower looks every second whether it still knows a leader: one cut
-// off from the others answers "no leader" (ok false) instead of holding the
-// agent on a log that no longer grows, so the agent tries another server.
-func (a *API) waitForHost(ctx context.Context, host string, index uint64, wait time.Duration, leading bool) (*state.Tables, bool) {
+// A follower waits on its own log, which may trail the index the agent
+// got from the leader by a few entries: forwarding at once would keep an
+// agent on the leader for good under load, each answer a little ahead of
+// the follower. Every second it looks whether it still knows a leader (a
+// follower cut off from the others answers "no leader" instead of holding
+// the agent on a log that no longer grows) and whether it is still behind
+// the agent's index (a follower catching up after a restart: errBehind).
+func (a *API) waitForHost(ctx context.Context, host string, index uint64, wait time.Duration, leading bool) (*state.Tables, error) {
 	watch := func() (*state.Tables, <-chan struct{}) { return a.c.cfg.Store.WatchHost(host) }
 	idx := func(t *state.Tables) uint64 { return t.HostIndex(host) }
 	if leading {
-		return waitFor(ctx, index, wait, watch, idx), true
+		return waitFor(ctx, index, wait, watch, idx), nil
 	}
 	deadline := time.Now().Add(wait)
 	for {
 		view := waitFor(ctx, index, min(time.Until(deadline), time.Second), watch, idx)
-		if idx(view) > index || ctx.Err() != nil || time.Until(deadline) <= 0 {
-			return view, true
+		if idx(view) > index || ctx.Err() != nil {
+			return view, nil
 		}
 		if id, _ := a.c.cfg.Raft.Leader(); id == "" {
-			return nil, false
+			return nil, ErrNoLeader
+		}
+		if view.Index() < index {
+			return nil, errBehind
+		}
+		if time.Until(deadline) <= 0 {
+			return view, nil
 		}
 	}
 }

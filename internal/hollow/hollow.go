@@ -42,7 +42,7 @@ const (
 // ErrInvalidConfig means New was given an unusable Config.
 var ErrInvalidConfig = errors.New("invalid hollow config")
 
-// BadMarker in a revision's image (its tag or reference) makes every
+// BadMarker in a revision's image (its name or tag, not its digest) makes every
 // replica of it fail its health check: how a scale test releases a bad
 // version without a real image.
 const BadMarker = "bad"
@@ -306,8 +306,14 @@ func (h *host) apply(ctx context.Context, set state.AssignmentSet) {
 	h.poke()
 }
 
+// isBad looks for BadMarker in the image as the spec names it and in the
+// repository of its reference, never in a digest: "bad" is hexadecimal,
+// and one random digest in 70 holds it (a good release of the scale run
+// once failed that way).
 func isBad(rev state.Revision) bool {
-	return strings.Contains(rev.Spec.Image, BadMarker) || strings.Contains(rev.Ref, BadMarker)
+	repo, _, _ := strings.Cut(rev.Ref, "@")
+	image, _, _ := strings.Cut(rev.Spec.Image, "@")
+	return strings.Contains(image, BadMarker) || strings.Contains(repo, BadMarker)
 }
 
 // startLatency draws StartLatency ± Jitter (never below zero). mu held.

@@ -146,3 +146,22 @@ func TestConfigIsChecked(t *testing.T) {
 		t.Fatal(HostID("hollow", 7))
 	}
 }
+
+// TestBadMarkerIsNeverReadInADigest: "bad" is hexadecimal, so a good
+// release whose digest holds it must not fail its checks.
+func TestBadMarkerIsNeverReadInADigest(t *testing.T) {
+	for _, tt := range []struct {
+		image, ref string
+		bad        bool
+	}{
+		{"reg/scale/app:v2", "reg/scale/app@sha256:e4eb7abad3c5", false},
+		{"reg/scale/app@sha256:00bad0", "reg/scale/app@sha256:00bad0", false},
+		{"reg/scale/app:v3-bad", "reg/scale/app@sha256:0123", true},
+		{"reg/badapp:v1", "reg/badapp@sha256:0123", true},
+	} {
+		rev := state.Revision{Spec: specs.Spec{Image: tt.image}, Ref: tt.ref}
+		if got := isBad(rev); got != tt.bad {
+			t.Errorf("isBad(image %s, ref %s) = %v, want %v", tt.image, tt.ref, got, tt.bad)
+		}
+	}
+}

@@ -127,7 +127,12 @@ func NewTLSClient(addrs []string, cfg *tls.Config) *Client {
 	}
 	// A clone: the transport's HTTP/2 setup writes to its config, and
 	// callers share theirs between clients.
-	return newClient(addrs, &http.Client{Transport: &http.Transport{TLSClientConfig: cfg.Clone(), ForceAttemptHTTP2: true}}, "https://")
+	// An agent has several requests out at once (its assignments' and
+	// ingress long-polls, reports, traffic): with the default of 2 idle
+	// connections per server the others were closed after each use, and
+	// every one paid a TLS handshake again.
+	return newClient(addrs, &http.Client{Transport: &http.Transport{TLSClientConfig: cfg.Clone(), ForceAttemptHTTP2: true,
+		MaxIdleConnsPerHost: 16, IdleConnTimeout: 90 * time.Second}}, "https://")
 }
 
 func newClient(addrs []string, hc *http.Client, scheme string) *Client {
