@@ -286,7 +286,7 @@ func (a *API) listServices(w http.ResponseWriter, r *http.Request) {
 	judge := connectionJudgeOf(view)
 	out := []wire.ServiceStatus{}
 	for _, svc := range view.Services() {
-		out = append(out, a.c.withTraffic(view, serviceStatus(view, judge, svc)))
+		out = append(out, a.c.withTraffic(view, serviceSummary(view, judge, svc).ServiceStatus))
 	}
 	writeJSON(w, http.StatusOK, out)
 }

@@ -145,6 +145,16 @@ func (t *Tables) EachHostReplica(host string, fn func(Replica)) {
 	})
 }
 
+// EachServiceReplica calls fn with each of a service's replica records,
+// in ID order, without copying or sorting them: the service list counts
+// them on every call (fn must not change the record).
+func (t *Tables) EachServiceReplica(svc string, fn func(*Replica)) {
+	t.bySvc.Root().WalkPrefix([]byte(svc+"\x00"), func(_ []byte, v interface{}) bool {
+		fn(v.(*Replica))
+		return false
+	})
+}
+
 // ServiceReplicas lists a service's replicas by slot.
 func (t *Tables) ServiceReplicas(svc string) []Replica { return t.replicasUnder(t.bySvc, svc) }
 
