@@ -642,7 +642,7 @@ func (c *Controller) Report(ctx context.Context, r state.HostReport) error {
 	c.heartbeat[r.Host] = now
 	c.mu.Unlock()
 
-	view := c.cfg.Store.View()
+	view := c.waitApplied(ctx, r.AssignmentIndex)
 	changed := r
 	changed.Reports = nil
 	foreign, foreignID := 0, ""
@@ -678,6 +678,34 @@ func (c *Controller) Report(ctx context.Context, r state.HostReport) error {
 	_, err := c.apply(ctx, raftstore.CmdHostReport, state.HostReportCmd{Now: now, Report: changed})
 	return err
 }
+
+// waitApplied returns the state once it holds index, or as it is after
+// reportIndexWait (a report that waits longer is judged on what is there:
+// entries of replicas still unknown are dropped, and the agent's next
+// report or resync sends them again).
+func (c *Controller) waitApplied(ctx context.Context, index uint64) *state.Tables {
+	view, changed := c.cfg.Store.Watch()
+	if view.Index() >= index {
+		return view
+	}
+	timer := time.NewTimer(reportIndexWait)
+	defer timer.Stop()
+	for view.Index() < index {
+		select {
+		case <-ctx.Done():
+			return view
+		case <-timer.C:
+			return view
+		case <-changed:
+			view, changed = c.cfg.Store.Watch()
+		}
+	}
+	return view
+}
+
+// reportIndexWait bounds how long a report waits for the leader's state
+// machine to reach the agent's assignment index.
+const reportIndexWait = 2 * time.Second
 
 func (c *Controller) notLeader() error {
 	if c.cfg.Raft.IsLeader() {

@@ -346,7 +346,7 @@ func (a *Agent) sendReports(ctx context.Context, box *outbox, ingress *ingressRu
 		}
 		batch := box.take()
 		callCtx, cancel := context.WithTimeout(ctx, reportTimeout)
-		report := state.HostReport{Host: a.cfg.HostID, Labels: a.cfg.Labels, Reports: batch, Engine: box.engineFeatures()}
+		report := state.HostReport{Host: a.cfg.HostID, AssignmentIndex: box.assignmentIndex(), Labels: a.cfg.Labels, Reports: batch, Engine: box.engineFeatures()}
 		if a.cfg.Ingress != nil {
 			report.ProxyAddr = a.cfg.Ingress.ProxyAddr
 			report.ProxyProblems = ingress.problems()

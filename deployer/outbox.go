@@ -21,6 +21,23 @@ type outbox struct {
 	// engine is what the loop last read of the engine; every report carries
 	// it (the controller writes it to raft only when it changes).
 	engine *state.EngineFeatures
+	// index is the Index of the assignment set the loop acts on; every
+	// report carries it (state.HostReport.AssignmentIndex).
+	index uint64
+}
+
+// setIndex records the index of the assignment set the loop took.
+func (o *outbox) setIndex(i uint64) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.index = max(o.index, i)
+}
+
+// assignmentIndex is the index for the next report.
+func (o *outbox) assignmentIndex() uint64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.index
 }
 
 // setEngine records the engine's features for the next reports.

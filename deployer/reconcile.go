@@ -164,6 +164,7 @@ func (l *reconcileLoop) run(ctx context.Context, sets <-chan state.AssignmentSet
 		case set := <-sets:
 			l.log.Debug("new assignment set", "index", set.Index, "assignments", len(set.Assignments))
 			l.set = &set
+			l.outbox.setIndex(set.Index)
 			dirty = true
 		case <-resync.C:
 			dirty = l.set != nil

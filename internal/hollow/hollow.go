@@ -198,7 +198,10 @@ type host struct {
 	replicas map[string]*fake
 	pending  map[string]state.StatusReport // newest per replica
 	gen      uint64
-	rng      *rand.Rand
+	// index is the Index of the last assignment set applied; reports
+	// carry it (state.HostReport.AssignmentIndex).
+	index uint64
+	rng   *rand.Rand
 	wake     chan struct{}
 }
 
@@ -257,6 +260,7 @@ func (h *host) apply(ctx context.Context, set state.AssignmentSet) {
 	cfg := &h.fleet.cfg
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.index = max(h.index, set.Index)
 	inSet := make(map[string]bool, len(set.Assignments))
 	for _, a := range set.Assignments {
 		r := a.Replica
@@ -378,8 +382,9 @@ func (h *host) poke() {
 	}
 }
 
-// take empties the queue.
-func (h *host) take() []state.StatusReport {
+// take empties the queue; it also returns the index of the assignment
+// set the reports come from.
+func (h *host) take() ([]state.StatusReport, uint64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	batch := make([]state.StatusReport, 0, len(h.pending))
@@ -387,7 +392,7 @@ func (h *host) take() []state.StatusReport {
 		batch = append(batch, r)
 	}
 	clear(h.pending)
-	return batch
+	return batch, h.index
 }
 
 // putBack requeues a batch that was not delivered, under whatever was
@@ -418,9 +423,9 @@ func (h *host) report(ctx context.Context) {
 	engine := &state.EngineFeatures{Seccomp: true}
 	fails := 0
 	for {
-		batch := h.take()
+		batch, index := h.take()
 		callCtx, cancel := context.WithTimeout(ctx, reportTimeout)
-		err := h.ctrl.Report(callCtx, state.HostReport{Host: h.id, Labels: cfg.Labels, Engine: engine, Reports: batch})
+		err := h.ctrl.Report(callCtx, state.HostReport{Host: h.id, AssignmentIndex: index, Labels: cfg.Labels, Engine: engine, Reports: batch})
 		cancel()
 		if err != nil {
 			if ctx.Err() != nil {

@@ -314,10 +314,17 @@ type StatusReport struct {
 // HostReport is one batch from an agent: its identity (a heartbeat) and the
 // replica changes since its last report.
 type HostReport struct {
-	Host    string            `json:"host"`
-	Labels  map[string]string `json:"labels,omitempty"`
-	Engine  *EngineFeatures   `json:"engine,omitempty"`
-	Reports []StatusReport    `json:"reports,omitempty"`
+	Host string `json:"host"`
+	// AssignmentIndex is the Index of the assignment set the agent acts
+	// on. Any server answers assignments (issue 12), and a follower may
+	// apply an entry before the leader's state machine does: the leader
+	// judges the report once its state holds that index, so that a report
+	// of a replica it has not applied yet is not dropped as foreign. 0 from
+	// agents before it: judged at once.
+	AssignmentIndex uint64            `json:"assignment_index,omitempty"`
+	Labels          map[string]string `json:"labels,omitempty"`
+	Engine          *EngineFeatures   `json:"engine,omitempty"`
+	Reports         []StatusReport    `json:"reports,omitempty"`
 	// ProxyAddr is the host's advertised proxy address; every report
 	// carries it ("" when the host runs no proxy) and the host record
 	// mirrors it.
