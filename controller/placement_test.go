@@ -3,6 +3,7 @@ package controller
 import (
 	"fmt"
 	"maps"
+	"math/rand/v2"
 	"reflect"
 	"slices"
 	"strings"
@@ -642,4 +643,48 @@ func TestPlaceFindsOwnRoom(t *testing.T) {
 			t.Fatalf("placed %v after commit took port 80 on h1", placed)
 		}
 	})
+}
+
+// TestPlaceHeapPicksWhatAScanPicks: unpinned slots are placed from a heap
+// of the candidates (issue 12); a slot pinned to a host that does not
+// exist is placed by the scan of every host that came before it. On random
+// clusters (down and draining hosts, other services' load, max_per_host,
+// a published port) both give the same hosts and the same reasons.
+func TestPlaceHeapPicksWhatAScanPicks(t *testing.T) {
+	rng := rand.New(rand.NewPCG(12, 34))
+	for round := range 300 {
+		c := &placementCluster{revisions: []state.Revision{revisionWithPorts("web", "8080:80"), revisionWithPorts("db")}}
+		nHosts := 1 + rng.IntN(12)
+		for i := range nHosts {
+			h := readyHost(fmt.Sprintf("h%02d", i))
+			switch rng.IntN(8) {
+			case 0:
+				h.State = state.HostDown
+			case 1:
+				h.Availability = state.HostDrain
+			}
+			c.hosts = append(c.hosts, h)
+			for j := range rng.IntN(4) {
+				c.replicas = append(c.replicas, running("db", 100*i+j, h.ID))
+			}
+			if rng.IntN(3) == 0 {
+				c.replicas = append(c.replicas, running("web", 50+i, h.ID))
+			}
+		}
+		spec := webSpec(specs.Placement{MaxPerHost: rng.IntN(4)})
+		if rng.IntN(4) == 0 {
+			spec.Ports = revisionWithPorts("web", "8080:80").Spec.Ports
+		}
+		slots := make([]int, 1+rng.IntN(20))
+		nowhere := map[int]string{}
+		for i := range slots {
+			slots[i] = i
+			nowhere[i] = "no-such-host"
+		}
+		heapPlaced, heapReasons, _ := loadOf(c).place(spec, c.serviceReplicas("web"), slots, nil)
+		scanPlaced, scanReasons, _ := loadOf(c).place(spec, c.serviceReplicas("web"), slots, nowhere)
+		if !reflect.DeepEqual(heapPlaced, scanPlaced) || !reflect.DeepEqual(heapReasons, scanReasons) {
+			t.Fatalf("round %d: heap placed %v %q, scan placed %v %q", round, heapPlaced, heapReasons, scanPlaced, scanReasons)
+		}
+	}
 }
