@@ -147,15 +147,6 @@ func (c *Controller) noteStepError(service string, err error) {
 	c.log.Warn("rollout step failed", "service", service, "error", err)
 }
 
-// reconcileService decides one service's step and writes it.
-func (c *Controller) reconcileService(ctx context.Context, view *state.Tables, load *clusterLoad, svc state.Service) error {
-	commit, err := c.decideService(ctx, view, load, svc)
-	if err != nil || commit == nil {
-		return err
-	}
-	return commit()
-}
-
 // decideService decides one service's next step against view, updating
 // load with the starts it places, and returns the write of that step and
 // what follows it (nil: nothing to write).

@@ -202,7 +202,7 @@ type host struct {
 	// carry it (state.HostReport.AssignmentIndex).
 	index uint64
 	rng   *rand.Rand
-	wake     chan struct{}
+	wake  chan struct{}
 }
 
 // poll long-polls the host's assignment set, as the real agent does, and
