@@ -444,7 +444,9 @@ func (a *API) assignments(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	leading := a.c.Ready() && a.c.cfg.Raft.IsLeader()
-	if !leading {
+	if leading {
+		a.nameSelfLeader(w)
+	} else {
 		leaderID, _ := a.c.cfg.Raft.Leader()
 		if index == 0 || leaderID == "" || leaderID == a.c.cfg.Raft.ID() {
 			if r.Header.Get(forwardedHeader) != "" {

@@ -42,9 +42,7 @@ func (a *API) onLeader(h http.HandlerFunc) http.HandlerFunc {
 					return
 				}
 			}
-			if a.cfg.Self.APIAddr != "" {
-				w.Header().Set(wire.LeaderAPIHeader, a.cfg.Self.APIAddr)
-			}
+			a.nameSelfLeader(w)
 			h(w, r)
 			return
 		}
@@ -53,6 +51,14 @@ func (a *API) onLeader(h http.HandlerFunc) http.HandlerFunc {
 			return
 		}
 		a.forward(w, r)
+	}
+}
+
+// nameSelfLeader tells the caller that this server leads
+// (wire.LeaderAPIHeader).
+func (a *API) nameSelfLeader(w http.ResponseWriter) {
+	if a.cfg.Self.APIAddr != "" {
+		w.Header().Set(wire.LeaderAPIHeader, a.cfg.Self.APIAddr)
 	}
 }
 
@@ -104,11 +110,11 @@ func (a *API) forward(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer resp.Body.Close()
-	for _, k := range []string{"Content-Type", wire.LeaderAPIHeader} {
-		if v := resp.Header.Get(k); v != "" {
-			w.Header().Set(k, v)
-		}
+	if ct := resp.Header.Get("Content-Type"); ct != "" {
+		w.Header().Set("Content-Type", ct)
 	}
+	// The caller may go to the leader itself next time.
+	w.Header().Set(wire.LeaderAPIHeader, info.APIAddr)
 	w.WriteHeader(resp.StatusCode)
 	_, _ = io.Copy(w, resp.Body)
 }

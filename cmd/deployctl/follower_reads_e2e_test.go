@@ -87,8 +87,14 @@ func TestFollowersAnswerAgentsAssignments(t *testing.T) {
 		return err == nil && len(set.Assignments) == 1
 	})
 
-	// A first poll: forwarded to the leader, which names itself.
-	first := poll(0, 0, 0)
+	// A first poll: forwarded to the leader, which names itself. (A
+	// follower that does not know the leader's API address yet answers
+	// 503, and agents try again: so does this.)
+	var first answer
+	waitFor(t, 10*time.Second, "a first poll through the follower", func() bool {
+		first = poll(0, 0, 0)
+		return first.status != http.StatusServiceUnavailable
+	})
 	if first.status != http.StatusOK || first.leader != leader.httpAddr || len(first.delta.IDs) != 1 || len(first.delta.Replicas) != 1 {
 		t.Fatalf("first poll through the follower: status %d, leader header %q (want %q), delta %+v", first.status, first.leader, leader.httpAddr, first.delta)
 	}
