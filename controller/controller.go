@@ -115,9 +115,6 @@ type Controller struct {
 	cfg Config
 	log hclog.Logger
 
-	// reports gathers agent reports into batched raft writes.
-	reports reportBatcher
-
 	mu        sync.Mutex
 	heartbeat map[string]time.Time // host -> last report, leader memory only
 	// backoff holds the restart back-off of failing slots (leader memory).
@@ -678,7 +675,8 @@ func (c *Controller) Report(ctx context.Context, r state.HostReport) error {
 		slices.Equal(h.ProxyProblems, r.ProxyProblems) {
 		return nil
 	}
-	return c.submitReport(ctx, state.HostReportCmd{Now: now, Report: changed})
+	_, err := c.apply(ctx, raftstore.CmdHostReport, state.HostReportCmd{Now: now, Report: changed})
+	return err
 }
 
 // waitApplied returns the state once it holds index, or as it is after

@@ -49,9 +49,6 @@ const (
 	// issue 10: state.RecordEventsCmd). The other events are derived from
 	// the commands above as they are applied.
 	CmdRecordEvents CommandType = 15
-	// CmdHostReports is many hosts' reports in one entry (issue 12): the
-	// leader's group commit of agent reports.
-	CmdHostReports CommandType = 16
 )
 
 func (c CommandType) String() string {
@@ -86,8 +83,6 @@ func (c CommandType) String() string {
 		return "remove-host"
 	case CmdRecordEvents:
 		return "record-events"
-	case CmdHostReports:
-		return "host-reports"
 	}
 	return fmt.Sprintf("unknown(%d)", byte(c))
 }
@@ -102,9 +97,8 @@ func (c CommandType) String() string {
 // version 3 CmdPutSecret and CmdDeleteSecret (secrets, issue 13);
 // version 4 CmdRotateSecretsKey (key-encryption key rotation),
 // CmdSetHostAvailability and CmdRemoveHost (hosts, issue 17) and
-// CmdRecordEvents (events, issue 10); version 5 CmdHostReports (reports
-// of many hosts in one entry, issue 12).
-const FSMVersion = 5
+// CmdRecordEvents (events, issue 10).
+const FSMVersion = 4
 
 // minVersions is the FSM version that first knows each command type. Every
 // type of FSMVersion 1 is known by every server that records versions, and
@@ -117,7 +111,6 @@ var minVersions = map[CommandType]int{
 	CmdRotateSecretsKey:    4,
 	CmdSetHostAvailability: 4, CmdRemoveHost: 4,
 	CmdRecordEvents: 4,
-	CmdHostReports:  5,
 }
 
 // MinVersion is the FSM version that first knows the command type (0 for
@@ -305,12 +298,6 @@ func (f *FSM) apply(index uint64, t CommandType, body []byte) any {
 			return err
 		}
 		return f.store.ApplyHostReport(index, c)
-	case CmdHostReports:
-		var c state.HostReportsCmd
-		if err := decode(t, body, &c); err != nil {
-			return err
-		}
-		return f.store.ApplyHostReports(index, c)
 	case CmdDeleteService:
 		var c state.DeleteServiceCmd
 		if err := decode(t, body, &c); err != nil {

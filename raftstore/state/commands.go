@@ -260,35 +260,6 @@ func (s *Store) ApplyHostReport(index uint64, c HostReportCmd) error {
 		return fmt.Errorf("%w: report without a host", ErrBadRecord)
 	}
 	tx := s.begin(index)
-	tx.hostReport(index, c)
-	tx.commit(s)
-	return nil
-}
-
-// HostReportsCmd is many hosts' reports in one raft entry: the leader
-// gathers the reports that arrive while its last write commits (a group
-// commit, issue 12: one entry, one state version and one fsync for what
-// were hundreds a second at 1,000 hosts). Each keeps its own time.
-type HostReportsCmd struct {
-	Reports []HostReportCmd `json:"reports"`
-}
-
-// ApplyHostReports applies each report in order, as ApplyHostReport would
-// one after the other, in one state version. A report without a host
-// (never sent by the leader) is skipped.
-func (s *Store) ApplyHostReports(index uint64, c HostReportsCmd) error {
-	tx := s.begin(index)
-	for _, r := range c.Reports {
-		if r.Report.Host != "" {
-			tx.hostReport(index, r)
-		}
-	}
-	tx.commit(s)
-	return nil
-}
-
-// hostReport records one agent's batch in tx.
-func (tx *txn) hostReport(index uint64, c HostReportCmd) {
 	var h Host
 	if v, ok := tx.hosts.Get([]byte(c.Report.Host)); ok {
 		h = *v.(*Host)
@@ -343,6 +314,8 @@ func (tx *txn) hostReport(index uint64, c HostReportCmd) {
 		}
 		tx.putReplica(r, false)
 	}
+	tx.commit(s)
+	return nil
 }
 
 // ApplyDeleteService applies a DeleteServiceCmd at a raft index.

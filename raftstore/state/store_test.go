@@ -3,7 +3,6 @@ package state
 import (
 	"bytes"
 	"errors"
-	"reflect"
 	"testing"
 	"time"
 
@@ -224,61 +223,4 @@ func snapshotRestored(t *testing.T, s *Store) *Store {
 		t.Fatal(err)
 	}
 	return restored
-}
-
-// TestHostReportsApplyAsOneAfterTheOther: a batch of reports leaves the
-// hosts, replicas and events that applying them one by one leaves.
-func TestHostReportsApplyAsOneAfterTheOther(t *testing.T) {
-	build := func() *Store {
-		s := NewStore()
-		mustApplyRevision(t, s, 1, ApplyRevisionCmd{Now: t0, Revision: rev("web", "sha256:a")})
-		svc, _ := s.View().Service("web")
-		if err := s.ApplyRolloutStep(2, RolloutStepCmd{Now: t0, Service: "web", ExpectCurrent: 1, ExpectModifyIndex: svc.ModifyIndex,
-			Create: []Replica{{ID: "r1", Service: "web", Revision: 1, Fingerprint: "fpsha256:a", Host: "h1"},
-				{ID: "r2", Service: "web", Slot: 1, Revision: 1, Fingerprint: "fpsha256:a", Host: "h2"}}}); err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
-	reports := []HostReportCmd{
-		{Now: t0.Add(time.Second), Report: HostReport{Host: "h1", Reports: []StatusReport{{ReplicaID: "r1", State: ReplicaStarting, ContainerID: "c1"}}}},
-		{Now: t0.Add(2 * time.Second), Report: HostReport{Host: "h2", Reports: []StatusReport{{ReplicaID: "r2", State: ReplicaHealthy, ContainerID: "c2"}}}},
-		{Now: t0.Add(3 * time.Second), Report: HostReport{Host: "h1", Reports: []StatusReport{{ReplicaID: "r1", State: ReplicaHealthy, ContainerID: "c1"}}}},
-	}
-	one := build()
-	for i, r := range reports {
-		if err := one.ApplyHostReport(uint64(3+i), r); err != nil {
-			t.Fatal(err)
-		}
-	}
-	batch := build()
-	if err := batch.ApplyHostReports(3, HostReportsCmd{Reports: reports}); err != nil {
-		t.Fatal(err)
-	}
-	a, b := one.View(), batch.View()
-	for _, id := range []string{"r1", "r2"} {
-		ra, _ := a.Replica(id)
-		rb, _ := b.Replica(id)
-		ra.ModifyIndex, rb.ModifyIndex = 0, 0
-		if !reflect.DeepEqual(ra, rb) {
-			t.Fatalf("replica %s: one by one %+v, batched %+v", id, ra, rb)
-		}
-	}
-	for _, id := range []string{"h1", "h2"} {
-		ha, _ := a.Host(id)
-		hb, _ := b.Host(id)
-		ha.ModifyIndex, hb.ModifyIndex = 0, 0
-		if !reflect.DeepEqual(ha, hb) {
-			t.Fatalf("host %s: one by one %+v, batched %+v", id, ha, hb)
-		}
-	}
-	ea, eb := a.Events(0), b.Events(0)
-	if len(ea) != len(eb) {
-		t.Fatalf("events: one by one %d, batched %d", len(ea), len(eb))
-	}
-	for i := range ea {
-		if ea[i].Type != eb[i].Type || ea[i].Replica != eb[i].Replica || !ea[i].Time.Equal(eb[i].Time) {
-			t.Fatalf("event %d: one by one %+v, batched %+v", i, ea[i], eb[i])
-		}
-	}
 }
