@@ -422,9 +422,10 @@ func (a *API) removeService(w http.ResponseWriter, r *http.Request) {
 }
 
 // assignments answers an agent's long-poll for its host's set. The leader
-// answers; so does a follower that knows a leader and has applied at
-// least the index the agent holds (issue 12: spreading 1,000 agents'
-// polls over the servers, Nomad's stale reads of a client's allocations).
+// answers; so does a follower that knows a leader, once the agent holds
+// an index (issue 12: spreading 1,000 agents' polls over the servers,
+// Nomad's stale reads of a client's allocations; waitForHost says when it
+// hands the poll to the leader after all).
 // What a follower answers is the state at a point of the log at or past
 // what the agent already acted on, never before it: the agent's index is
 // the guard, as Nomad's MinQueryIndex. A first poll (index 0) goes to the
@@ -449,19 +450,15 @@ func (a *API) assignments(w http.ResponseWriter, r *http.Request) {
 	} else {
 		leaderID, _ := a.c.cfg.Raft.Leader()
 		if index == 0 || leaderID == "" || leaderID == a.c.cfg.Raft.ID() {
-			if r.Header.Get(forwardedHeader) != "" {
-				a.writeErr(w, a.c.notLeader())
-				return
-			}
 			// A partial state would tell the agent to remove what it runs.
-			a.forward(w, r)
+			a.forwardOnce(w, r)
 			return
 		}
 	}
 	view, err := a.waitForHost(r.Context(), host, index, wait, leading)
 	switch {
-	case errors.Is(err, errBehind) && r.Header.Get(forwardedHeader) == "":
-		a.forward(w, r)
+	case errors.Is(err, errBehind):
+		a.forwardOnce(w, r)
 		return
 	case err != nil:
 		a.writeErr(w, err)

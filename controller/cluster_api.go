@@ -46,12 +46,19 @@ func (a *API) onLeader(h http.HandlerFunc) http.HandlerFunc {
 			h(w, r)
 			return
 		}
-		if r.Header.Get(forwardedHeader) != "" {
-			a.writeErr(w, a.c.notLeader())
-			return
-		}
-		a.forward(w, r)
+		a.forwardOnce(w, r)
 	}
+}
+
+// forwardOnce forwards r to the leader, unless another server already
+// did: one hop only, so a forwarded request that lands on a server that
+// does not lead either gets "not the leader" rather than a second hop.
+func (a *API) forwardOnce(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get(forwardedHeader) != "" {
+		a.writeErr(w, a.c.notLeader())
+		return
+	}
+	a.forward(w, r)
 }
 
 // nameSelfLeader tells the caller that this server leads
